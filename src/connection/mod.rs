@@ -1,0 +1,1 @@
+//! Connections: `Pipe`, `wait`, `Listener`/`Client` (issue #3; not built yet).

@@ -1,0 +1,91 @@
+//! # multiproc
+//!
+//! Python's `multiprocessing`, built in Rust: real OS processes started by
+//! *fork* or *spawn*, talking through pipes, queues, locks and shared memory,
+//! with a process pool on top.
+//!
+//! ```no_run
+//! use multiproc::Process;
+//!
+//! fn square((x,): (u64,)) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> multiproc::Result<()> {
+//!     multiproc::init(); // first line of main: a spawned child enters here
+//!     let mut p = Process::start(square, (7,))?;
+//!     assert_eq!(p.join()?, 49);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! CPython's programming guidelines become guarantees here:
+//!
+//! - **Picklability**: arguments, results and messages are
+//!   `Serialize + DeserializeOwned`; anything else does not compile.
+//! - **Explicitly pass resources**: a target is a `fn` item or a closure that
+//!   captures nothing; a capturing closure is a compile-time error:
+//!
+//! ```compile_fail
+//! let n = 5u64;
+//! let p = multiproc::Process::start(move |(): ()| n + 1, ());
+//! ```
+//!
+//! - **Inherit rather than pickle**: queues, pipes, locks and shared memory
+//!   are [`Handoff`](handoff::Handoff) resources that travel only as process
+//!   arguments, never through a queue (they are not `Serialize`).
+//! - **Joining zombies**: starting a process reaps finished children;
+//!   [`active_children`] reaps; dropping a handle never leaves a zombie for long.
+//! - **Stdin**: a child's standard input is `/dev/null` unless asked otherwise.
+//! - **Fork-safe writers**: [`util::ForkSafeWriter`] and
+//!   [`util::register_after_fork`].
+//!
+//! ## Test binaries
+//!
+//! A child started by *spawn* re-executes the current binary. In `main`,
+//! [`init`] catches it; in a test binary (whose `main` belongs to the test
+//! harness) put [`test_support!`] once at the top level of the test crate.
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod codec;
+pub mod connection;
+mod context;
+mod error;
+pub mod handoff;
+pub mod pool;
+pub mod process;
+pub mod queue;
+pub mod shared;
+pub mod sync;
+pub(crate) mod sys;
+pub mod util;
+
+pub use context::{cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod};
+pub use error::{Error, ProcessFailure, Result};
+pub use process::{
+    active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess, ParentProcess,
+    Process, Stdin,
+};
+
+/// Makes a test binary (or any binary whose `main` you do not control)
+/// re-enterable as a spawned child: expands to a constructor that runs before
+/// `main` and, in a spawned child, runs the target and exits.
+///
+/// Put it once at the top level of each integration-test crate:
+///
+/// ```ignore
+/// multiproc::test_support!();
+/// ```
+#[macro_export]
+macro_rules! test_support {
+    () => {
+        #[used]
+        #[unsafe(link_section = ".init_array")]
+        static __MULTIPROC_CHILD_ENTRY: extern "C" fn() = {
+            extern "C" fn __multiproc_child_entry() {
+                $crate::init();
+            }
+            __multiproc_child_entry
+        };
+    };
+}

@@ -1,0 +1,1 @@
+//! The process pool (issue #7; not built yet).

@@ -1,0 +1,93 @@
+//! The *fork* launcher: the child is a copy of the parent and runs the target
+//! at once, after rebuilding its arguments through the handoff mechanism
+//! (fresh handles from the inherited descriptors, so no in-process state of
+//! the parent's handles — threads, buffers, locks — is relied on).
+
+use super::bootstrap::{self, Runner};
+use super::{registry, ChildIdentity, Stdin, CURRENT};
+use crate::error::Result;
+use crate::handoff::Importer;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+/// Starts a forked child. Returns its pid and the parent's end of the report socket.
+pub(crate) fn launch(
+    identity: ChildIdentity,
+    stdin: Stdin,
+    runner: Runner,
+    args: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(i32, OwnedFd)> {
+    let (parent_end, child_end) =
+        rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    let devnull = match stdin {
+        Stdin::Null => Some(rustix::fs::open("/dev/null", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?),
+        Stdin::Inherit => None,
+    };
+    let daemon = identity.daemon;
+    // SAFETY: plain syscall.
+    let parent_pid = unsafe { libc::getpid() };
+    // Hold the registry lock across fork: the child then gets it unlocked
+    // (it drops its copy of the guard) and empties it.
+    let mut guard = registry::lock_for_fork();
+    let pid = fork()?;
+    if pid == 0 {
+        // In the child. Only this thread exists now.
+        guard.clear();
+        drop(guard);
+        drop(parent_end);
+        if let Some(null) = devnull {
+            // SAFETY: dup2 onto descriptor 0, which this process owns.
+            unsafe { libc::dup2(null.as_raw_fd(), 0) };
+        }
+        if daemon {
+            set_parent_death_signal(parent_pid);
+        }
+        CURRENT.set_child(identity);
+        crate::util::run_after_fork_hooks();
+        let dups: Result<Vec<OwnedFd>> =
+            fds.iter().map(|f| rustix::io::fcntl_dupfd_cloexec(f, 3).map_err(Into::into)).collect();
+        match dups {
+            Ok(dups) => bootstrap::run_child(child_end, runner, Importer::new(args.to_vec(), dups)),
+            Err(e) => {
+                let mut f = std::fs::File::from(child_end);
+                let _ = bootstrap::write_report(
+                    &mut f,
+                    &bootstrap::Report::BootstrapFailed(format!("cannot duplicate inherited descriptors: {e}")),
+                );
+                bootstrap::exit_child(1)
+            }
+        }
+    }
+    drop(guard);
+    drop(child_end);
+    Ok((pid, parent_end))
+}
+
+/// `fork()`. Returns 0 in the child, the child's pid in the parent.
+fn fork() -> Result<i32> {
+    // SAFETY: the child only runs code that tolerates a forked copy of a
+    // possibly multithreaded parent as far as this crate controls it: the
+    // registry lock is held by this thread across the call (see `launch`), and
+    // glibc's malloc has its own fork handlers. Locks held by *other* threads
+    // at this moment stay locked in the child: that is why `Spawn` is the
+    // default start method, as documented on `StartMethod::Fork`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(pid)
+}
+
+/// Asks the kernel to SIGKILL this process when its parent dies (daemon
+/// children); exits at once if the parent is already gone.
+pub(crate) fn set_parent_death_signal(parent_pid: i32) {
+    // SAFETY: plain prctl/getppid syscalls, async-signal-safe (this also runs
+    // between fork and exec in the spawn launcher).
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() != parent_pid {
+            libc::_exit(1);
+        }
+    }
+}

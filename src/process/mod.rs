@@ -1,0 +1,537 @@
+//! Processes: starting, joining, signalling and reaping children.
+//!
+//! ```no_run
+//! use multiproc::Process;
+//!
+//! fn greet((name,): (String,)) -> String {
+//!     format!("hello {name} from {}", std::process::id())
+//! }
+//!
+//! # fn main() -> multiproc::Result<()> {
+//! multiproc::init();
+//! let mut p = Process::start(greet, ("world".to_string(),))?;
+//! println!("{}", p.join()?);
+//! assert_eq!(p.exitcode(), Some(0));
+//! # Ok(()) }
+//! ```
+
+mod bootstrap;
+mod fnref;
+mod fork;
+mod registry;
+mod spawn;
+
+pub use bootstrap::init;
+#[doc(hidden)]
+pub use fnref::conjure;
+
+use crate::context::{get_start_method, StartMethod};
+use crate::error::{Error, ProcessFailure, Result};
+use crate::handoff::{Args, Exporter, Importer};
+use bootstrap::{Report, Runner};
+use registry::ChildShared;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Who a child is: sent to it at start, readable with [`current_process`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChildIdentity {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) parent_pid: i32,
+    pub(crate) parent_name: String,
+    pub(crate) path: Vec<u32>,
+}
+
+pub(crate) struct Current {
+    identity: Mutex<Option<ChildIdentity>>,
+    counter: AtomicU32,
+}
+
+pub(crate) static CURRENT: Current = Current { identity: Mutex::new(None), counter: AtomicU32::new(0) };
+
+impl Current {
+    pub(crate) fn set_child(&self, id: ChildIdentity) {
+        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        self.counter.store(0, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<ChildIdentity> {
+        self.identity.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What [`current_process`] tells about this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentProcess {
+    /// `"MainProcess"` in the main process; `"Process-1"`, `"Process-1:2"`, …
+    /// (or the builder's name) in children.
+    pub name: String,
+    /// This process's id.
+    pub pid: i32,
+    /// Whether this process was started as a daemon.
+    pub daemon: bool,
+}
+
+/// This process's name, pid and daemon flag (Python's `current_process()`).
+pub fn current_process() -> CurrentProcess {
+    let pid = std::process::id() as i32;
+    match CURRENT.get() {
+        Some(id) => CurrentProcess { name: id.name, pid, daemon: id.daemon },
+        None => CurrentProcess { name: "MainProcess".into(), pid, daemon: false },
+    }
+}
+
+/// The parent of a process started by multiproc (Python's `parent_process()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentProcess {
+    /// The parent's name.
+    pub name: String,
+    /// The parent's pid.
+    pub pid: i32,
+}
+
+impl ParentProcess {
+    /// Whether the parent is still running (it is our parent as long as
+    /// `getppid()` still names it).
+    pub fn is_alive(&self) -> bool {
+        // SAFETY: plain syscall.
+        unsafe { libc::getppid() == self.pid }
+    }
+}
+
+/// The parent process, or `None` in a process not started by multiproc.
+pub fn parent_process() -> Option<ParentProcess> {
+    CURRENT.get().map(|id| ParentProcess { name: id.parent_name, pid: id.parent_pid })
+}
+
+/// A living child, as listed by [`active_children`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// The child's pid.
+    pub pid: i32,
+    /// The child's name.
+    pub name: String,
+    /// Whether it is a daemon.
+    pub daemon: bool,
+}
+
+/// Reaps every finished child and lists the living ones (Python's
+/// `active_children()`).
+pub fn active_children() -> Vec<ChildInfo> {
+    registry::reap_all()
+        .iter()
+        .map(|c| ChildInfo { pid: c.pid, name: c.name.clone(), daemon: c.daemon })
+        .collect()
+}
+
+/// What a child's standard input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stdin {
+    /// `/dev/null` (the default): a child never competes with its parent for
+    /// the terminal (CPython's "beware of replacing sys.stdin").
+    #[default]
+    Null,
+    /// The parent's standard input.
+    Inherit,
+}
+
+/// Configures a process before starting it (Python's `Process(name=...,
+/// daemon=...)` with a context's start method).
+#[derive(Debug, Clone, Default)]
+#[must_use = "a Builder does nothing until `start` is called"]
+pub struct Builder {
+    name: Option<String>,
+    daemon: Option<bool>,
+    method: Option<StartMethod>,
+    stdin: Stdin,
+}
+
+impl Builder {
+    /// A builder with the defaults: generated name, daemon flag inherited from
+    /// this process, the default start method, stdin from `/dev/null`.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// The child's name.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether the child is a daemon: ended when this process exits, or is
+    /// killed (`PR_SET_PDEATHSIG`), instead of being joined.
+    ///
+    /// The death signal follows the *thread* that started the child: a daemon
+    /// started from a thread that ends is killed then (Linux semantics).
+    pub fn daemon(mut self, daemon: bool) -> Builder {
+        self.daemon = Some(daemon);
+        self
+    }
+
+    /// The start method (default: [`get_start_method`](crate::get_start_method)).
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = Some(method);
+        self
+    }
+
+    /// The child's standard input.
+    pub fn stdin(mut self, stdin: Stdin) -> Builder {
+        self.stdin = stdin;
+        self
+    }
+
+    /// Starts `target(args)` in a new process.
+    ///
+    /// `target` must be a `fn` item or a closure that captures nothing (a
+    /// compile-time check); `args` is a tuple of values and resources (see
+    /// [`handoff`](crate::handoff)).
+    pub fn start<F, A, R>(self, target: F, args: A) -> Result<Process<R>>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Args,
+        R: Serialize + DeserializeOwned,
+    {
+        let _ = target;
+        let _: F = fnref::conjure::<F>();
+        self.start_runner(runner::<F, A, R> as Runner, &args, None)
+    }
+
+    fn start_runner<A: Args, R>(self, runner: Runner, args: &A, tamper: Option<spawn::Tamper>) -> Result<Process<R>> {
+        registry::reap_all();
+        let me = current_process();
+        let parent_path = CURRENT.get().map(|i| i.path).unwrap_or_default();
+        let n = CURRENT.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut path = parent_path;
+        path.push(n);
+        let name = self.name.unwrap_or_else(|| {
+            let p: Vec<String> = path.iter().map(|i| i.to_string()).collect();
+            format!("Process-{}", p.join(":"))
+        });
+        let daemon = self.daemon.unwrap_or(me.daemon);
+        let identity =
+            ChildIdentity { name: name.clone(), daemon, parent_pid: me.pid, parent_name: me.name, path };
+        let mut ex = Exporter::new();
+        args.export_all(&mut ex)?;
+        let (pid, report) = match self.method.unwrap_or_else(get_start_method) {
+            StartMethod::Fork => fork::launch(identity, self.stdin, runner, ex.bytes(), ex.fds())?,
+            StartMethod::Spawn => spawn::launch(
+                identity,
+                self.stdin,
+                fnref::offset_of(runner as usize),
+                ex.bytes(),
+                ex.fds(),
+                tamper,
+            )?,
+            StartMethod::Forkserver => {
+                return Err(Error::Invalid("the forkserver start method is not implemented yet".into()))
+            }
+        };
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).ok_or_else(|| Error::Invalid("fork returned pid 0".into()))?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok();
+        let shared = ChildShared::new(pid, name, daemon);
+        registry::register(shared.clone());
+        Ok(Process { shared, report, pidfd, buf: Vec::new(), eof: false, result: None, _r: PhantomData })
+    }
+}
+
+/// The child side of a target: imports the arguments, calls the target, and
+/// encodes its return value.
+fn runner<F, A, R>(im: &mut Importer) -> Result<Vec<u8>>
+where
+    F: Fn(A) -> R + Copy + Send + 'static,
+    A: Args,
+    R: Serialize,
+{
+    let args = A::import_all(im)?;
+    let f: F = fnref::conjure::<F>();
+    let value = f(args);
+    crate::codec::encode(&value)
+}
+
+/// A started child process (Python's `Process` after `start()`).
+///
+/// `R` is the target's return type, handed back by [`join`](Self::join).
+///
+/// **Drop**: dropping a handle does not kill or wait for the child. It stays
+/// registered and is reaped by the next [`Process::start`], by
+/// [`active_children`], or at exit, so it never lingers as a zombie; a
+/// non-daemon child is joined when this process exits normally, as in Python.
+/// Its return value is discarded.
+#[derive(Debug)]
+pub struct Process<R = ()> {
+    shared: Arc<ChildShared>,
+    report: OwnedFd,
+    pidfd: Option<OwnedFd>,
+    buf: Vec<u8>,
+    eof: bool,
+    /// `Some` once the outcome is known: `Ok(None)` after the value was taken.
+    result: Option<Result<Option<R>, JoinError>>,
+    _r: PhantomData<fn() -> R>,
+}
+
+#[derive(Debug, Clone)]
+enum JoinError {
+    Failed(ProcessFailure),
+    Bootstrap(String),
+    Codec(String),
+}
+
+impl From<JoinError> for Error {
+    fn from(e: JoinError) -> Error {
+        match e {
+            JoinError::Failed(f) => Error::ProcessFailed(Box::new(f)),
+            JoinError::Bootstrap(m) => Error::Bootstrap(m),
+            JoinError::Codec(m) => Error::Codec(m),
+        }
+    }
+}
+
+impl Process<()> {
+    /// Starts `target(args)` with the default settings; see [`Builder::start`].
+    pub fn start<F, A, R>(target: F, args: A) -> Result<Process<R>>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Args,
+        R: Serialize + DeserializeOwned,
+    {
+        Builder::new().start(target, args)
+    }
+
+    /// A [`Builder`] to set a name, the daemon flag, the start method or stdin.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// The child's process id.
+    pub fn pid(&self) -> i32 {
+        self.shared.pid
+    }
+
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Whether the child is a daemon.
+    pub fn daemon(&self) -> bool {
+        self.shared.daemon
+    }
+
+    /// Python's `exitcode`: `None` while running, `Some(0)` on success,
+    /// `Some(N)` after `exit(N)` (1 after a panic), `Some(-SIG)` when killed
+    /// by a signal. Never blocks.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.shared.try_reap()
+    }
+
+    /// Whether the child is still running.
+    pub fn is_alive(&self) -> bool {
+        self.exitcode().is_none()
+    }
+
+    /// A descriptor that becomes readable when the child ends (a pidfd), for
+    /// `poll`/`epoll` or [`connection::wait`](crate::connection).
+    pub fn sentinel(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_ref().map(|p| p.as_fd()).unwrap_or_else(|| self.report.as_fd())
+    }
+
+    /// Sends SIGTERM (Python's `terminate()`). Does nothing once the child is reaped.
+    pub fn terminate(&self) -> Result<()> {
+        Ok(self.shared.signal(libc::SIGTERM)?)
+    }
+
+    /// Sends SIGKILL (Python's `kill()`). Does nothing once the child is reaped.
+    pub fn kill(&self) -> Result<()> {
+        Ok(self.shared.signal(libc::SIGKILL)?)
+    }
+
+    /// Waits for the child to end and returns the target's return value.
+    ///
+    /// A panic in the child gives [`Error::ProcessFailed`] with the panic
+    /// message and the child's backtrace; `exit(N)` or a signal gives the same
+    /// error with that exitcode; a child that could not start gives
+    /// [`Error::Bootstrap`]. The value can be taken once: a later `join`
+    /// returns [`Error::Invalid`]; failures are returned every time.
+    pub fn join(&mut self) -> Result<R> {
+        self.wait_until(None)?;
+        self.take_result()
+    }
+
+    /// [`join`](Self::join) with a timeout: [`Error::Timeout`] if the child
+    /// is still running when it passes (the child is left running, and can be
+    /// joined again).
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
+        if !self.wait_until(crate::sys::deadline_after(Some(timeout)))? {
+            return Err(Error::Timeout);
+        }
+        self.take_result()
+    }
+
+    /// Waits for the child to end without taking its value; returns its
+    /// exitcode. With a timeout, `Ok(None)` means it is still running.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        if self.wait_until(crate::sys::deadline_after(timeout))? {
+            Ok(self.shared.try_reap())
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn take_result(&mut self) -> Result<R> {
+        match self.result.as_mut().expect("wait_until returned true") {
+            Ok(v) => v
+                .take()
+                .ok_or_else(|| Error::Invalid("the return value was already taken by an earlier join".into())),
+            Err(e) => Err(e.clone().into()),
+        }
+    }
+
+    /// Reads whatever the report socket holds without blocking.
+    fn drain(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 65536];
+        while !self.eof {
+            match rustix::net::recv(&self.report, &mut chunk, rustix::net::RecvFlags::DONTWAIT) {
+                Ok((0, _)) => self.eof = true,
+                Ok((n, _)) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::CONNRESET) => self.eof = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the child has ended and its report is read. `false` if the
+    /// deadline passed first.
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        if self.result.is_some() {
+            return Ok(true);
+        }
+        loop {
+            self.drain()?;
+            if let Some(code) = self.shared.try_reap() {
+                self.drain()?;
+                self.result = Some(self.outcome(code));
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            // Wait for report bytes or for the exit. Without a pidfd, a closed
+            // report socket only says the child is about to end: poll briefly.
+            match (&self.pidfd, self.eof) {
+                (Some(p), false) => {
+                    crate::sys::poll_readable(&[self.report.as_fd(), p.as_fd()], deadline)?;
+                }
+                (Some(p), true) => {
+                    crate::sys::poll_readable(&[p.as_fd()], deadline)?;
+                }
+                (None, false) => {
+                    crate::sys::poll_readable(&[self.report.as_fd()], deadline)?;
+                }
+                (None, true) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    fn outcome(&mut self, code: i32) -> Result<Option<R>, JoinError> {
+        let pid = self.shared.pid;
+        let failed = |message: Option<String>, backtrace: Option<String>| {
+            JoinError::Failed(ProcessFailure { pid, exitcode: code, panic_message: message, backtrace })
+        };
+        let report = bootstrap::parse_report(&self.buf);
+        self.buf = Vec::new();
+        match report {
+            Some(Ok(Report::Returned(bytes))) if code == 0 => {
+                crate::codec::decode(&bytes).map(Some).map_err(|e| JoinError::Codec(e.to_string()))
+            }
+            Some(Ok(Report::Panicked { message, backtrace })) => Err(failed(Some(message), Some(backtrace))),
+            Some(Ok(Report::BootstrapFailed(m))) => Err(JoinError::Bootstrap(m)),
+            Some(Err(e)) => Err(JoinError::Codec(format!("unreadable report from the child: {e}"))),
+            // The target called exit(0) itself: success, with a value only if
+            // the return type needs none (`()`).
+            None if code == 0 => crate::codec::decode(&[]).map(Some).map_err(|_| {
+                failed(Some("the child exited with code 0 before its target returned a value".into()), None)
+            }),
+            _ => Err(failed(None, None)),
+        }
+    }
+}
+
+#[doc(hidden)]
+/// Hooks for tests of hostile bootstrap input. Not part of the API.
+pub mod __test {
+    use super::*;
+
+    /// Kinds of damage done to a spawned child's bootstrap message.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Damage {
+        /// Only the first N bytes are sent.
+        Truncate(usize),
+        /// One payload byte is flipped.
+        FlipByte(usize),
+        /// The binary identity is changed (as if the binary were replaced).
+        WrongBinary,
+        /// The runner offset points outside any runner.
+        BadTarget,
+        /// Random bytes instead of a message.
+        Garbage,
+    }
+
+    fn nothing(_: ()) {}
+
+
+    /// Starts `nothing` by spawn with a damaged bootstrap message.
+    pub fn spawn_damaged(damage: Damage) -> Result<Process<()>> {
+        static DAMAGE: Mutex<Option<Damage>> = Mutex::new(None);
+        *DAMAGE.lock().unwrap() = Some(damage);
+        fn tamper(msg: &mut bootstrap::BootMsg, wire: &mut Vec<u8>) {
+            let d = DAMAGE.lock().unwrap().take();
+            match d {
+                Some(Damage::WrongBinary) => msg.binary = {
+                    let mut b = msg.binary;
+                    b.scramble();
+                    b
+                },
+                Some(Damage::BadTarget) => msg.runner_offset = msg.runner_offset.wrapping_add(1 << 40),
+                _ => {}
+            }
+            *wire = bootstrap::encode_boot(msg).unwrap();
+            match d {
+                Some(Damage::Truncate(n)) => wire.truncate(n),
+                Some(Damage::FlipByte(i)) => {
+                    let i = 12 + i % (wire.len() - 20);
+                    wire[i] ^= 0x5a;
+                }
+                Some(Damage::Garbage) => {
+                    for (i, b) in wire.iter_mut().enumerate() {
+                        *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Builder::new().start_method(StartMethod::Spawn).start_runner::<(), ()>(runner_of(nothing), &(), Some(tamper))
+    }
+
+    fn runner_of<F, A, R>(_f: F) -> Runner
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Args,
+        R: Serialize,
+    {
+        runner::<F, A, R>
+    }
+}

@@ -1,0 +1,135 @@
+//! Every child this process started and has not reaped yet.
+//!
+//! A child's exit status is shared between its [`Process`](super::Process)
+//! handle and this registry: whichever reaps it first stores the status, so a
+//! handle dropped without `join` is still reaped (by the next `start`, by
+//! [`active_children`](super::active_children), or at exit) and no zombie is
+//! left behind, while a handle that outlives the reaping still sees the status.
+
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+
+/// What the handle and the registry share about one child.
+#[derive(Debug)]
+pub(crate) struct ChildShared {
+    pub(crate) pid: i32,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    status: Mutex<Option<i32>>,
+}
+
+/// Python's exitcode for a raw wait status.
+pub(crate) fn exitcode_of(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+impl ChildShared {
+    pub(crate) fn new(pid: i32, name: String, daemon: bool) -> Arc<ChildShared> {
+        Arc::new(ChildShared { pid, name, daemon, status: Mutex::new(None) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<i32>> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The exitcode if the child has ended (reaping it if needed); never blocks.
+    pub(crate) fn try_reap(&self) -> Option<i32> {
+        self.reap(false)
+    }
+
+    /// Waits for the child to end and reaps it.
+    pub(crate) fn reap_blocking(&self) -> i32 {
+        self.reap(true).unwrap_or(255)
+    }
+
+    fn reap(&self, block: bool) -> Option<i32> {
+        let mut st = self.lock();
+        if st.is_none() {
+            let mut raw = 0;
+            loop {
+                let flags = if block { 0 } else { libc::WNOHANG };
+                // SAFETY: plain syscall on a pid we started and have not reaped
+                // (the status lock makes us the only reaper of this pid).
+                let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
+                if r == self.pid {
+                    *st = Some(exitcode_of(raw));
+                } else if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                } else if r < 0 {
+                    // ECHILD: somebody else reaped it (e.g. SIGCHLD ignored);
+                    // the status is lost.
+                    *st = Some(255);
+                }
+                break;
+            }
+        }
+        *st
+    }
+
+    /// Sends `sig` if the child has not been reaped (so its pid is still ours).
+    pub(crate) fn signal(&self, sig: i32) -> std::io::Result<()> {
+        let st = self.lock();
+        if st.is_none() {
+            // SAFETY: plain syscall; the pid is unreaped, so it cannot have
+            // been recycled for another process.
+            if unsafe { libc::kill(self.pid, sig) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+static REGISTRY: Mutex<Vec<Arc<ChildShared>>> = Mutex::new(Vec::new());
+
+fn registry() -> MutexGuard<'static, Vec<Arc<ChildShared>>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held across `fork` so that the child gets the registry in a consistent,
+/// unlocked state; see [`super::fork`].
+pub(crate) fn lock_for_fork() -> MutexGuard<'static, Vec<Arc<ChildShared>>> {
+    registry()
+}
+
+pub(crate) fn register(child: Arc<ChildShared>) {
+    static AT_EXIT: Once = Once::new();
+    AT_EXIT.call_once(|| {
+        extern "C" fn hook() {
+            at_exit();
+        }
+        // SAFETY: registering a plain `extern "C" fn` with libc.
+        unsafe { libc::atexit(hook) };
+    });
+    registry().push(child);
+}
+
+/// Reaps every finished child; returns the living ones.
+pub(crate) fn reap_all() -> Vec<Arc<ChildShared>> {
+    let mut reg = registry();
+    reg.retain(|c| c.try_reap().is_none());
+    reg.clone()
+}
+
+/// Python's exit behaviour: terminate daemon children, then join them and all
+/// the others. Runs at a normal exit of any process that started children.
+pub(crate) fn at_exit() {
+    // try_lock: if another thread holds the registry while the process exits,
+    // skip rather than deadlock.
+    let children: Vec<Arc<ChildShared>> = match REGISTRY.try_lock() {
+        Ok(mut g) => std::mem::take(&mut *g),
+        Err(std::sync::TryLockError::Poisoned(p)) => std::mem::take(&mut *p.into_inner()),
+        Err(_) => return,
+    };
+    for c in children.iter().filter(|c| c.daemon) {
+        let _ = c.signal(libc::SIGTERM);
+    }
+    for c in &children {
+        c.reap_blocking();
+    }
+}

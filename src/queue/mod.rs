@@ -1,0 +1,1 @@
+//! Queues: `Queue`, `SimpleQueue`, `JoinableQueue` (issue #4; not built yet).

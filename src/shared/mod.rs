@@ -1,0 +1,1 @@
+//! Shared memory: `Value`, `Array`, `SharedMemory`, `ShareableList` (issue #6; not built yet).

@@ -1,0 +1,1 @@
+//! Process-shared synchronization primitives (issue #5; not built yet).

@@ -1,0 +1,132 @@
+//! Unnamed shared memory: a `memfd` mapped `MAP_SHARED`.
+//!
+//! A region vanishes with its last descriptor and mapping, so nothing can leak
+//! into `/dev/shm` however the program ends. Queues, locks and `Value`s keep
+//! their state in regions; a region reaches a child by [`Handoff`] (its
+//! descriptor), and the child maps it at an address of its own — so anything
+//! stored inside must be position-independent (offsets, never pointers).
+
+use crate::error::{Error, Result};
+use crate::handoff::{Exporter, Handoff, Importer};
+use rustix::mm::{MapFlags, ProtFlags};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// A shared, zero-initialised memory region backed by a `memfd`.
+///
+/// Cloning is cheap (one mapping shared within the process). The mapping is
+/// released when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct Region {
+    inner: Arc<Mapping>,
+}
+
+#[derive(Debug)]
+struct Mapping {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory that lives until `Mapping` drops;
+// all access to its contents goes through atomics or through types that
+// document their own synchronisation.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what `mmap` returned in `map`, and
+        // no reference into the mapping outlives the last `Region` clone.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl Region {
+    /// Creates a new zeroed region of `len` bytes (`name` shows in
+    /// `/proc/PID/maps` as `memfd:NAME`).
+    pub fn new(len: usize, name: &str) -> Result<Region> {
+        let len = len.max(1);
+        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, len as u64)?;
+        Self::map(fd, len)
+    }
+
+    /// Maps an existing region's descriptor. Fails if the file is shorter than `len`.
+    pub fn from_fd(fd: OwnedFd, len: usize) -> Result<Region> {
+        let st = rustix::fs::fstat(&fd)?;
+        if (st.st_size as u64) < len as u64 {
+            return Err(Error::Bootstrap(format!(
+                "shared region is {} bytes, expected at least {len}",
+                st.st_size
+            )));
+        }
+        Self::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> Result<Region> {
+        // SAFETY: a fresh shared mapping of a file we own; the kernel picks
+        // the address, so no existing memory is replaced.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Invalid("mmap returned null".into()))?;
+        Ok(Region { inner: Arc::new(Mapping { fd, ptr, len }) })
+    }
+
+    /// The start of the mapping (page aligned).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.inner.ptr.as_ptr()
+    }
+
+    /// The length in bytes.
+    pub fn len(&self) -> usize {
+        self.inner.len
+    }
+
+    /// Always `false`: regions have at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The backing descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
+    }
+
+    /// A reference to a `T` at byte `offset`.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must be aligned for `T` and `offset + size_of::<T>() <= len`;
+    /// every bit pattern (including all zeroes) must be a valid `T`, and all
+    /// shared mutation of it must go through interior mutability (atomics).
+    pub unsafe fn get<T>(&self, offset: usize) -> &T {
+        debug_assert!(offset + std::mem::size_of::<T>() <= self.len());
+        debug_assert!((self.as_ptr() as usize + offset) % std::mem::align_of::<T>() == 0);
+        // SAFETY: the caller upholds bounds, alignment and validity.
+        unsafe { &*self.as_ptr().add(offset).cast::<T>() }
+    }
+}
+
+impl Handoff for Region {
+    fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
+        ex.write_fd(self.fd())?;
+        ex.write(&(self.len() as u64))
+    }
+
+    fn import(im: &mut Importer) -> Result<Self> {
+        let fd = im.read_fd()?;
+        let len: u64 = im.read()?;
+        Region::from_fd(fd, len as usize)
+    }
+}
