@@ -60,11 +60,13 @@ pub mod sync;
 pub(crate) mod sys;
 pub mod util;
 
-pub use context::{cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod};
+pub use context::{
+    cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod,
+};
 pub use error::{Error, ProcessFailure, Result};
 pub use process::{
-    active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess, ParentProcess,
-    Process, Stdin,
+    active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
+    ParentProcess, Process, Stdin,
 };
 
 /// Makes a test binary (or any binary whose `main` you do not control)

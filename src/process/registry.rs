@@ -30,7 +30,12 @@ pub(crate) fn exitcode_of(status: i32) -> i32 {
 
 impl ChildShared {
     pub(crate) fn new(pid: i32, name: String, daemon: bool) -> Arc<ChildShared> {
-        Arc::new(ChildShared { pid, name, daemon, status: Mutex::new(None) })
+        Arc::new(ChildShared {
+            pid,
+            name,
+            daemon,
+            status: Mutex::new(None),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<i32>> {
@@ -58,7 +63,9 @@ impl ChildShared {
                 let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
                 if r == self.pid {
                     *st = Some(exitcode_of(raw));
-                } else if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                } else if r < 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                {
                     continue;
                 } else if r < 0 {
                     // ECHILD: somebody else reaped it (e.g. SIGCHLD ignored);

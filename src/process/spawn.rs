@@ -29,8 +29,12 @@ pub(crate) fn launch(
     fds: &[BorrowedFd<'_>],
     tamper: Option<Tamper>,
 ) -> Result<(i32, OwnedFd)> {
-    let (parent_end, child_end) =
-        rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    let (parent_end, child_end) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     let daemon = identity.daemon;
     let mut msg = BootMsg {
         binary: BinaryId::current()?,
@@ -50,7 +54,9 @@ pub(crate) fn launch(
     keep.push(child_end.as_raw_fd());
     // SAFETY: plain syscall.
     let parent_pid = unsafe { libc::getpid() };
-    let arg0 = std::env::args_os().next().unwrap_or_else(|| "multiproc-child".into());
+    let arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "multiproc-child".into());
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(arg0)
         .env(BOOT_ENV, child_end.as_raw_fd().to_string())
@@ -92,7 +98,14 @@ pub(crate) fn launch(
 unsafe fn mark_all_cloexec() {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range with CLOEXEC only changes descriptor flags.
-    unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
 }
 
 /// Writes the whole bootstrap message; a child that died before reading it
