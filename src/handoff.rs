@@ -5,7 +5,7 @@
 //! [`Args`], a tuple whose every element is [`Handoff`]:
 //!
 //! - every `Serialize + DeserializeOwned` value is `Handoff` (blanket impl): it
-//!   is encoded with the [codec](crate::codec) and decoded in the child;
+//!   is encoded with the [codec] and decoded in the child;
 //! - a *resource* (a pipe end, a queue, a lock, shared memory) implements
 //!   `Handoff` by hand: on the parent side it registers its file descriptors
 //!   with the [`Exporter`] and writes a small token; on the child side the

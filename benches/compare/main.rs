@@ -20,8 +20,11 @@ use std::time::Instant;
 
 mod start;
 
-/// The sections, in `bench_mp.py`'s order. Each one's `run` records figures.
-const SECTIONS: &[(&str, fn(&mut Bench))] = &[("start", start::run)];
+/// A section's entry point: records its figures.
+type Section = fn(&mut Bench);
+
+/// The sections, in `bench_mp.py`'s order.
+const SECTIONS: &[(&str, Section)] = &[("start", start::run)];
 
 /// How a figure is measured; the prefix says whether lower or higher is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

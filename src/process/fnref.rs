@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 #[inline(never)]
 fn anchor() -> usize {
     // Something the optimiser cannot fold into another function's body.
-    std::hint::black_box(0x6d70_726f_63)
+    std::hint::black_box(0x006d_7072_6f63)
 }
 
 fn anchor_addr() -> usize {

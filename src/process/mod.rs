@@ -195,7 +195,7 @@ impl Builder {
         self
     }
 
-    /// The start method (default: [`get_start_method`](crate::get_start_method)).
+    /// The start method (default: [`get_start_method`]).
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
         self

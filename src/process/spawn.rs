@@ -108,14 +108,17 @@ unsafe fn mark_all_cloexec() {
     };
 }
 
-/// Writes the whole bootstrap message; a child that died before reading it
-/// (EPIPE) is reported later by `join`, so write errors are ignored here.
+/// Writes the whole bootstrap message, then shuts down our sending side so a
+/// child reading a short message sees end-of-file instead of waiting forever.
+/// A child that died before reading it (EPIPE) is reported later by `join`,
+/// so write errors are ignored here.
 fn send_all(sock: &OwnedFd, mut buf: &[u8]) {
     while !buf.is_empty() {
         match rustix::net::send(sock, buf, SendFlags::NOSIGNAL) {
             Ok(n) => buf = &buf[n..],
             Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => return,
+            Err(_) => break,
         }
     }
+    let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Write);
 }
