@@ -16,7 +16,7 @@
 //! ```
 
 mod bootstrap;
-mod fnref;
+pub(crate) mod fnref;
 mod fork;
 mod registry;
 mod spawn;
