@@ -1,6 +1,6 @@
 //! Processes: starting, joining, signalling and reaping children.
 //!
-//! ```no_run
+//! ```
 //! use multiproc::Process;
 //!
 //! fn greet((name,): (String,)) -> String {
