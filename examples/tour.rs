@@ -47,8 +47,16 @@ fn main() -> multiproc::Result<()> {
         let step = limit / workers as u64;
         let mut procs = Vec::new();
         for w in 0..workers as u64 {
-            let hi = if w + 1 == workers as u64 { limit } else { (w + 1) * step };
-            procs.push(Process::builder().start_method(method).start(count_primes, (w * step, hi))?);
+            let hi = if w + 1 == workers as u64 {
+                limit
+            } else {
+                (w + 1) * step
+            };
+            procs.push(
+                Process::builder()
+                    .start_method(method)
+                    .start(count_primes, (w * step, hi))?,
+            );
         }
         let mut total = 0;
         for p in &mut procs {
@@ -67,7 +75,10 @@ fn main() -> multiproc::Result<()> {
     // A crash is contained in its process and reported to the parent.
     let mut bad = Process::start(crash, ())?;
     match bad.join() {
-        Err(e) => println!("\na crashing child is contained: {e} (exitcode {:?})", bad.exitcode()),
+        Err(e) => println!(
+            "\na crashing child is contained: {e} (exitcode {:?})",
+            bad.exitcode()
+        ),
         Ok(_) => unreachable!(),
     }
     Ok(())

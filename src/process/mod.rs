@@ -527,6 +527,14 @@ impl<R: DeserializeOwned> Process<R> {
     }
 }
 
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        if self.shared.try_reap().is_none() {
+            registry::orphan(self.shared.clone(), self.pidfd.take());
+        }
+    }
+}
+
 #[doc(hidden)]
 /// Hooks for tests of hostile bootstrap input. Not part of the API.
 pub mod __test {
