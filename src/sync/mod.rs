@@ -18,9 +18,19 @@
 //! See [`raw`] for the lock word.
 #![allow(dead_code)]
 
+mod barrier;
+mod condition;
 mod error;
+mod event;
 mod lock;
 pub(crate) mod raw;
+mod rlock;
+mod semaphore;
 
+pub use barrier::Barrier;
+pub use condition::{Condition, ConditionLock, MAX_WAITERS};
 pub use error::{LockResult, OwnerDied, TryAcquireError, TryLockResult};
+pub use event::Event;
 pub use lock::{Lock, LockGuard};
+pub use rlock::{RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard, SEM_VALUE_MAX};
