@@ -422,11 +422,6 @@ impl RawLock {
     pub(crate) fn clear_died(&self) {
         self.flags.fetch_and(!DIED, Ordering::Relaxed);
     }
-
-    /// Marks the lock as having lost a holder (used by composite primitives).
-    pub(crate) fn set_died(&self) {
-        self.flags.fetch_or(DIED, Ordering::Relaxed);
-    }
 }
 
 /// A deadline `timeout` from now (`None` = forever; overflow = forever).
