@@ -333,3 +333,50 @@ fn dead_waiter_does_not_swallow_notify() {
     assert_eq!(count(&cells, WOKEN), 1);
     assert_eq!(cond.n_waiting(), 0, "the dead waiter's slot was reclaimed");
 }
+
+fn hold_cond_lock_forever((cond, cells): (Condition<Lock>, Cells)) {
+    let _g = cond.acquire().expect("acquire");
+    cond.notify_all().expect("notify");
+    cells.get(STATE).store(1, Ordering::SeqCst);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The lock's holder dies while a notified waiter waits to re-acquire it:
+/// the wait returns `OwnerDied` with the lock held again (no hang), and the
+/// condition keeps working after `clear_owner_died`.
+#[test]
+fn holder_dies_while_waiter_reacquires() {
+    for m in [StartMethod::Fork, StartMethod::Spawn] {
+        let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+        let cells = Cells::new(4);
+        let mut g = cond.acquire().unwrap();
+        let p = Process::builder()
+            .start_method(m)
+            .start(hold_cond_lock_forever, (cond.clone(), cells.clone()))
+            .unwrap();
+        let k = cells.clone();
+        let killer = std::thread::spawn(move || {
+            let mut p = p;
+            eventually("child holds the lock and notified", || {
+                k.get(STATE).load(Ordering::SeqCst) == 1
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            p.kill().unwrap();
+            let _ = p.join();
+        });
+        // The child's notify wakes us; re-acquiring then waits for the child,
+        // which dies holding the lock.
+        let r = cond.wait(&mut g);
+        assert!(matches!(r, Err(Error::OwnerDied)), "{m:?}: {r:?}");
+        assert!(cond.lock().locked(), "the waiter holds the lock again");
+        cond.lock().clear_owner_died();
+        assert!(!cond
+            .wait_timeout(&mut g, Duration::from_millis(10))
+            .unwrap());
+        drop(g);
+        killer.join().unwrap();
+        assert!(!cond.lock().locked());
+    }
+}
