@@ -428,3 +428,70 @@ impl RawLock {
 pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     crate::sys::deadline_after(timeout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_cached_and_sane() {
+        let pid = current_pid();
+        assert_eq!(pid, std::process::id());
+        assert_eq!(current_pid(), pid);
+        assert_ne!(current_start(), 0, "/proc gives our start time");
+        let here = current_thread();
+        assert_eq!(current_thread(), here);
+        let there = std::thread::spawn(current_thread).join().unwrap();
+        assert_ne!(here, there);
+    }
+
+    #[test]
+    fn liveness_tells_dead_reused_and_alive() {
+        assert_eq!(liveness(current_pid(), 0), Liveness::Alive);
+        // A reaped child is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(liveness(pid, 0), Liveness::Dead);
+        assert!(is_dead(pid));
+        // A live process recorded with another start time: a reused pid.
+        let parent = rustix::process::getppid()
+            .map(|p| p.as_raw_nonzero().get() as u32)
+            .unwrap();
+        let start = proc_stat(parent).unwrap().start as u32;
+        assert_eq!(liveness(parent, start), Liveness::Alive);
+        assert_eq!(liveness(parent, start.wrapping_add(1)), Liveness::Reused);
+        assert!(!is_dead(parent));
+        assert!(!is_dead(0));
+    }
+
+    #[test]
+    fn raw_lock_word() {
+        let l = RawLock {
+            word: AtomicU32::new(0),
+            start: AtomicU32::new(0),
+            flags: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+        };
+        assert_eq!(l.lock(None), Ok(Acquired::Clean));
+        assert_eq!(l.owner_pid(), Some(current_pid()));
+        assert_eq!(l.try_lock(), Err(TimedOut));
+        let soon = Instant::now() + Duration::from_millis(5);
+        assert_eq!(l.lock(Some(soon)), Err(TimedOut));
+        assert!(l.unlock());
+        assert!(!l.unlock());
+        // A word naming a dead process is taken over, and the flag sticks.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        l.word.store(dead, Ordering::Relaxed);
+        assert_eq!(l.lock(None), Ok(Acquired::OwnerDied));
+        assert!(l.died());
+        assert!(l.unlock());
+        assert_eq!(l.try_lock(), Ok(Acquired::OwnerDied));
+        l.clear_died();
+        assert!(l.unlock());
+        assert_eq!(l.try_lock(), Ok(Acquired::Clean));
+        assert!(l.unlock());
+    }
+}
