@@ -97,6 +97,14 @@
 //! - **The data a dead holder was updating**: that is what [`OwnerDied`] is
 //!   for.
 //!
+//! Two consequences of per-process liveness to know about: a `Lock` acquired
+//! by one process and meant to be released by another (a Python idiom for
+//! signalling) is reported as owner-died — and taken over by a waiter — if the
+//! acquiring process exits before the release; use a [`Semaphore`] or an
+//! [`Event`] to signal. And liveness is read from `/proc` of the caller's pid
+//! namespace: sharing a lock with a process in another pid namespace is not
+//! supported.
+//!
 //! # Why hand-written
 //!
 //! No crate offers process-shared, futex-based locks that survive the death
