@@ -85,7 +85,11 @@ fn contended(total: usize) -> f64 {
     for p in &mut ps {
         p.join().expect("join");
     }
-    assert_eq!(counter.get().load(Ordering::Relaxed), 2 * per, "lost increments");
+    assert_eq!(
+        counter.get().load(Ordering::Relaxed),
+        2 * per,
+        "lost increments"
+    );
     (2 * per) as f64 / dt
 }
 
