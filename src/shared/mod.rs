@@ -34,4 +34,4 @@ mod value;
 
 pub use shareable_list::{Item, ShareableList};
 pub use shared_memory::SharedMemory;
-pub use value::{AtomicView, RawArray, RawValue};
+pub use value::{Array, ArrayGuard, AtomicView, RawArray, RawValue, Value, ValueGuard};

@@ -27,8 +27,8 @@
 //! a named resource. The tracker ignores `SIGINT` and `SIGTERM` (a Ctrl-C to
 //! the process group must not make it skip its clean-up).
 //!
-//! Unnamed resources — the memory of `Value`,
-//! `Array`, queues and locks — are `memfd` regions: they have
+//! Unnamed resources — the memory of [`Value`](super::Value),
+//! [`Array`](super::Array), queues and locks — are `memfd` regions: they have
 //! no name in `/dev/shm` and vanish with their last descriptor and mapping, so
 //! they cannot leak however the program ends, and the tracker never sees them.
 //!
