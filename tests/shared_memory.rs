@@ -10,7 +10,11 @@ use std::process::{Command, Stdio};
 fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("mp_test_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "mp_test_{tag}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn exists(name: &str) -> bool {
@@ -20,7 +24,11 @@ fn exists(name: &str) -> bool {
 #[test]
 fn create_attach_unlink_in_process() {
     let a = SharedMemory::create(1000).unwrap();
-    assert!(a.name().starts_with("psm_") && a.name().len() == 12, "{}", a.name());
+    assert!(
+        a.name().starts_with("psm_") && a.name().len() == 12,
+        "{}",
+        a.name()
+    );
     assert_eq!(a.size(), 1000);
     assert!(exists(a.name()));
     a.write_at(10, b"abc").unwrap();
@@ -29,8 +37,15 @@ fn create_attach_unlink_in_process() {
     let mut buf = [0u8; 3];
     b.read_at(10, &mut buf).unwrap();
     assert_eq!(&buf, b"abc");
-    b.atomic_u64(0).unwrap().fetch_add(7, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(a.atomic_u64(0).unwrap().load(std::sync::atomic::Ordering::SeqCst), 7);
+    b.atomic_u64(0)
+        .unwrap()
+        .fetch_add(7, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        a.atomic_u64(0)
+            .unwrap()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        7
+    );
     assert!(a.atomic_u64(4).is_err());
     assert!(a.read_at(998, &mut buf).is_err());
     b.close();
@@ -41,16 +56,25 @@ fn create_attach_unlink_in_process() {
     assert_eq!(&buf, b"abc");
     // A second unlink is a clear NotFound.
     let e = a.unlink().unwrap_err();
-    assert!(matches!(&e, multiproc::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound), "{e}");
+    assert!(
+        matches!(&e, multiproc::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound),
+        "{e}"
+    );
 }
 
 #[test]
 fn attaching_a_missing_name_is_a_clear_error() {
     let name = unique("missing");
     let e = SharedMemory::open(&name).unwrap_err();
-    assert!(matches!(&e, multiproc::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound), "{e}");
+    assert!(
+        matches!(&e, multiproc::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound),
+        "{e}"
+    );
     let msg = e.to_string();
-    assert!(msg.contains("no shared memory block") && msg.contains(&name), "{msg}");
+    assert!(
+        msg.contains("no shared memory block") && msg.contains(&name),
+        "{msg}"
+    );
     assert!(ShareableList::open(&name).is_err());
 }
 
@@ -59,8 +83,14 @@ fn creating_an_existing_name_is_a_clear_error() {
     let name = unique("exists");
     let a = SharedMemory::create_named(&name, 64).unwrap();
     let e = SharedMemory::create_named(&name, 128).unwrap_err();
-    assert!(matches!(&e, multiproc::Error::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists), "{e}");
-    assert!(e.to_string().contains("already exists") && e.to_string().contains(&name), "{e}");
+    assert!(
+        matches!(&e, multiproc::Error::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("already exists") && e.to_string().contains(&name),
+        "{e}"
+    );
     // The existing block is untouched.
     assert_eq!(SharedMemory::open(&format!("/{name}")).unwrap().size(), 64);
     a.unlink().unwrap();
@@ -92,24 +122,36 @@ fn child_unlinks((name,): (String,)) {
 
 #[test]
 fn across_processes_fork_and_spawn() {
-    for (i, m) in [StartMethod::Spawn, StartMethod::Fork].into_iter().enumerate() {
+    for (i, m) in [StartMethod::Spawn, StartMethod::Fork]
+        .into_iter()
+        .enumerate()
+    {
         let name = unique("xproc");
         let shm = SharedMemory::create_named(&name, 4096).unwrap();
         shm.write_at(0, b"ping").unwrap();
         let fill = 0x10 + i as u8;
-        let mut p = Process::builder().start_method(m).start(child_by_name, (name.clone(), fill)).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(child_by_name, (name.clone(), fill))
+            .unwrap();
         assert_eq!(p.join().unwrap(), b"ping".to_vec(), "{m:?}");
         let mut buf = [0u8; 8];
         shm.read_at(100, &mut buf).unwrap();
         assert_eq!(buf, [fill; 8], "{m:?}");
 
-        let mut p = Process::builder().start_method(m).start(child_by_handle, (shm, fill + 1)).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(child_by_handle, (shm, fill + 1))
+            .unwrap();
         assert_eq!(p.join().unwrap(), 4096, "{m:?}");
         let shm = SharedMemory::open(&name).unwrap();
         shm.read_at(200, &mut buf).unwrap();
         assert_eq!(buf, [fill + 1; 8], "{m:?}");
 
-        let mut p = Process::builder().start_method(m).start(child_unlinks, (name.clone(),)).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(child_unlinks, (name.clone(),))
+            .unwrap();
         p.join().unwrap();
         assert!(!exists(&name), "{m:?}");
         assert!(SharedMemory::open(&name).is_err());
@@ -166,10 +208,18 @@ fn python() -> Option<&'static str> {
 }
 
 fn run_python(py: &str, script: &str, args: &[&str]) -> String {
-    let out = Command::new(py).arg("-c").arg(script).args(args).output().expect("run python3");
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python failed: {stderr}");
-    assert!(!stderr.contains("leaked"), "python's tracker complained: {stderr}");
+    assert!(
+        !stderr.contains("leaked"),
+        "python's tracker complained: {stderr}"
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -261,10 +311,20 @@ sl[0] = 'py'; sl[2] = 7; sl[5] = 3.5\n\
 sl.shm.close()\n"
     );
     let out = run_python(py, &script, &[sl.name()]);
-    assert_eq!(out, "[42, -1.25, True, 'text', b'raw', None] qdxxxxxxx?8s8sxxxxxx?x");
+    assert_eq!(
+        out,
+        "[42, -1.25, True, 'text', b'raw', None] qdxxxxxxx?8s8sxxxxxx?x"
+    );
     assert_eq!(
         sl.to_vec().unwrap(),
-        vec![Item::Str("py".into()), Item::Float(-1.25), Item::Int(7), "text".into(), Item::Bytes(b"raw".to_vec()), Item::Float(3.5)]
+        vec![
+            Item::Str("py".into()),
+            Item::Float(-1.25),
+            Item::Int(7),
+            "text".into(),
+            Item::Bytes(b"raw".to_vec()),
+            Item::Float(3.5)
+        ]
     );
     sl.shm().unlink().unwrap();
 
@@ -309,6 +369,9 @@ sl.shm.close(); sl.shm.unlink()\n"
     drop(stdin);
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "[True, 2.0, False, -3, b'xy', 'rs', b'bytes now']");
+    assert_eq!(
+        line.trim(),
+        "[True, 2.0, False, -3, b'xy', 'rs', b'bytes now']"
+    );
     assert!(child.wait().unwrap().success());
 }

@@ -50,7 +50,15 @@ fn doomed((out, tag): (Fd, String)) {
     unlinked.unlink().unwrap();
     let pid = tracker::ensure_running().unwrap();
     let mut w = std::fs::File::from(out.0);
-    writeln!(w, "{} {} {} {} {pid}", named.name(), generated.name(), list.name(), unlinked.name()).unwrap();
+    writeln!(
+        w,
+        "{} {} {} {} {pid}",
+        named.name(),
+        generated.name(),
+        list.name(),
+        unlinked.name()
+    )
+    .unwrap();
     drop(w);
     let _keep = (named, generated, list, value, array);
     loop {
@@ -76,7 +84,8 @@ impl Drop for KillOnDrop {
 
 fn tracker_alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(false, |s| !s.contains(") Z "))
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
 }
 
 /// The test process itself never starts a tracker, so each child (spawned, or
@@ -86,9 +95,16 @@ fn sigkilled_program_leaves_nothing_in_dev_shm() {
     for m in [StartMethod::Spawn, StartMethod::Fork] {
         let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
         let tag = format!("{}_{m:?}", std::process::id());
-        let mut p = KillOnDrop(Process::builder().start_method(m).start(doomed, (Fd(wr), tag)).unwrap());
+        let mut p = KillOnDrop(
+            Process::builder()
+                .start_method(m)
+                .start(doomed, (Fd(wr), tag))
+                .unwrap(),
+        );
         let mut line = String::new();
-        BufReader::new(std::fs::File::from(rd)).read_line(&mut line).unwrap();
+        BufReader::new(std::fs::File::from(rd))
+            .read_line(&mut line)
+            .unwrap();
         let fields: Vec<String> = line.split_whitespace().map(String::from).collect();
         assert_eq!(fields.len(), 5, "child said {line:?}");
         let names = fields[..3].to_vec();
@@ -102,19 +118,30 @@ fn sigkilled_program_leaves_nothing_in_dev_shm() {
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", p.0.pid())).unwrap();
         assert!(maps.contains("memfd:multiproc-value"), "{maps}");
         for l in maps.lines().filter(|l| l.contains("/dev/shm/")) {
-            assert!(fields[..4].iter().any(|n| l.contains(&format!("/dev/shm/{n}"))), "unexpected mapping {l}");
+            assert!(
+                fields[..4]
+                    .iter()
+                    .any(|n| l.contains(&format!("/dev/shm/{n}"))),
+                "unexpected mapping {l}"
+            );
         }
         p.0.kill().unwrap();
         let code = p.0.wait(Some(Duration::from_secs(20))).unwrap();
         assert_eq!(code, Some(-9));
         let left = wait_gone(&names);
-        assert!(left.is_empty(), "{m:?}: still in /dev/shm after the tracker ran: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{m:?}: still in /dev/shm after the tracker ran: {left:?}"
+        );
         // The tracker itself ends once it has cleaned up.
         let deadline = Instant::now() + Duration::from_secs(20);
         while tracker_alive(tracker_pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(!tracker_alive(tracker_pid), "{m:?}: tracker {tracker_pid} still running");
+        assert!(
+            !tracker_alive(tracker_pid),
+            "{m:?}: tracker {tracker_pid} still running"
+        );
     }
 }
 
@@ -122,7 +149,10 @@ fn sigkilled_program_leaves_nothing_in_dev_shm() {
 fn names_never_unlinked_are_removed_when_the_program_ends() {
     for m in [StartMethod::Spawn, StartMethod::Fork] {
         let tag = format!("{}_{m:?}", std::process::id());
-        let mut p = Process::builder().start_method(m).start(forgetful, (tag,)).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(forgetful, (tag,))
+            .unwrap();
         let name = p.join().unwrap();
         let left = wait_gone(&[name]);
         assert!(left.is_empty(), "{m:?}: {left:?}");

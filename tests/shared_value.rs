@@ -41,7 +41,12 @@ fn value_increments_under_the_lock_add_up() {
     for m in [StartMethod::Spawn, StartMethod::Fork] {
         let v = Value::new(0u64).unwrap();
         let ps: Vec<_> = (0..PROCS)
-            .map(|_| Process::builder().start_method(m).start(incr_value, (v.clone(), N)).unwrap())
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(incr_value, (v.clone(), N))
+                    .unwrap()
+            })
             .collect();
         incr_value((v.clone(), N));
         for mut p in ps {
@@ -56,7 +61,12 @@ fn array_updates_under_the_lock_add_up() {
     for m in [StartMethod::Spawn, StartMethod::Fork] {
         let a = Array::<i32>::zeroed(8).unwrap();
         let ps: Vec<_> = (0..PROCS)
-            .map(|_| Process::builder().start_method(m).start(incr_array, (a.clone(), N / 4)).unwrap())
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(incr_array, (a.clone(), N / 4))
+                    .unwrap()
+            })
             .collect();
         for mut p in ps {
             p.join().unwrap();
@@ -72,7 +82,12 @@ fn atomic_views_add_up_without_a_lock() {
         let v = RawValue::new(0i64).unwrap();
         let a = RawArray::<u32>::zeroed(4).unwrap();
         let ps: Vec<_> = (0..PROCS)
-            .map(|_| Process::builder().start_method(m).start(incr_atomic, (v.clone(), a.clone(), N)).unwrap())
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(incr_atomic, (v.clone(), a.clone(), N))
+                    .unwrap()
+            })
             .collect();
         for mut p in ps {
             p.join().unwrap();
@@ -83,7 +98,16 @@ fn atomic_views_add_up_without_a_lock() {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 struct Point {
     x: f64,
     y: f64,
@@ -103,21 +127,43 @@ fn move_point((v, dx): (Value<Point>, f64)) -> Point {
 #[test]
 fn pod_structs_and_shared_lock() {
     let lock = Lock::new().unwrap();
-    let v = Value::with_lock(Point { x: 1.0, y: 2.0, tag: 0, _pad: 0 }, lock.clone()).unwrap();
+    let v = Value::with_lock(
+        Point {
+            x: 1.0,
+            y: 2.0,
+            tag: 0,
+            _pad: 0,
+        },
+        lock.clone(),
+    )
+    .unwrap();
     let a = Array::with_lock(&[1u8, 2, 3], lock.clone()).unwrap();
     {
         let _g = lock.acquire().unwrap();
         assert!(v.get_lock().locked() && a.get_lock().locked());
     }
     for m in [StartMethod::Spawn, StartMethod::Fork] {
-        let mut p = Process::builder().start_method(m).start(move_point, (v.clone(), 0.5)).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(move_point, (v.clone(), 0.5))
+            .unwrap();
         p.join().unwrap();
     }
-    assert_eq!(v.get().unwrap(), Point { x: 2.0, y: 2.0, tag: 2, _pad: 0 });
+    assert_eq!(
+        v.get().unwrap(),
+        Point {
+            x: 2.0,
+            y: 2.0,
+            tag: 2,
+            _pad: 0
+        }
+    );
     assert_eq!(a.to_vec().unwrap(), vec![1, 2, 3]);
     // Threads: the handoff round trip gives an independent handle to the same memory.
     let (v2,) = multiproc::handoff::round_trip(&(v.clone(),)).unwrap();
-    std::thread::spawn(move || move_point((v2, 1.0))).join().unwrap();
+    std::thread::spawn(move || move_point((v2, 1.0)))
+        .join()
+        .unwrap();
     assert_eq!(v.get().unwrap().x, 3.0);
 }
 
@@ -131,9 +177,14 @@ fn die_holding((v,): (Value<u64>,)) {
 #[test]
 fn a_holder_that_dies_does_not_deadlock_the_value() {
     let v = Value::new(1u64).unwrap();
-    let mut p = Process::builder().start_method(StartMethod::Fork).start(die_holding, (v.clone(),)).unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(die_holding, (v.clone(),))
+        .unwrap();
     assert!(p.join().is_err());
-    let died = v.lock().err().expect("the next acquirer is told the owner died");
+    let died = v
+        .lock()
+        .expect_err("the next acquirer is told the owner died");
     assert_eq!(died.get_ref().get(), 99);
     drop(died);
     v.get_lock().clear_owner_died();

@@ -165,7 +165,11 @@ impl ShareableList {
             Some(name) => SharedMemory::create_named(name, size)?,
             None => SharedMemory::create(size)?,
         };
-        let list = ShareableList { shm, len: n, offsets };
+        let list = ShareableList {
+            shm,
+            len: n,
+            offsets,
+        };
         let mut head = Vec::with_capacity(8 * (n + 2));
         head.extend_from_slice(&(n as i64).to_le_bytes());
         for &o in &list.offsets {
@@ -190,10 +194,18 @@ impl ShareableList {
     }
 
     fn from_shm(shm: SharedMemory) -> Result<ShareableList> {
-        let bad = || Error::Invalid(format!("shared memory block {:?} does not hold a ShareableList", shm.name()));
+        let bad = || {
+            Error::Invalid(format!(
+                "shared memory block {:?} does not hold a ShareableList",
+                shm.name()
+            ))
+        };
         let n = read_i64(&shm, 0)?;
         let n = usize::try_from(n).map_err(|_| bad())?;
-        let head = n.checked_add(2).and_then(|k| k.checked_mul(8)).ok_or_else(bad)?;
+        let head = n
+            .checked_add(2)
+            .and_then(|k| k.checked_mul(8))
+            .ok_or_else(bad)?;
         if head > shm.size() {
             return Err(bad());
         }
@@ -212,7 +224,11 @@ impl ShareableList {
         if end > shm.size() {
             return Err(bad());
         }
-        Ok(ShareableList { shm, len: n, offsets })
+        Ok(ShareableList {
+            shm,
+            len: n,
+            offsets,
+        })
     }
 
     /// The number of items (fixed).
@@ -250,7 +266,10 @@ impl ShareableList {
 
     fn check_index(&self, i: usize) -> Result<()> {
         if i >= self.len {
-            return Err(Error::Invalid(format!("index {i} out of range for a list of {}", self.len)));
+            return Err(Error::Invalid(format!(
+                "index {i} out of range for a list of {}",
+                self.len
+            )));
         }
         Ok(())
     }
@@ -259,7 +278,8 @@ impl ShareableList {
         let mut f = [0u8; 8];
         self.shm.read_at(self.formats_start() + 8 * i, &mut f)?;
         let end = f.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-        String::from_utf8(f[..end].to_vec()).map_err(|_| Error::Invalid(format!("item {i} has a corrupt format")))
+        String::from_utf8(f[..end].to_vec())
+            .map_err(|_| Error::Invalid(format!("item {i} has a corrupt format")))
     }
 
     /// Item `i` (Python's `sl[i]`).
@@ -296,7 +316,9 @@ impl ShareableList {
                 let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
                 bytes.truncate(end);
                 if c == 1 {
-                    String::from_utf8(bytes).map(Item::Str).map_err(|_| corrupt())
+                    String::from_utf8(bytes)
+                        .map(Item::Str)
+                        .map_err(|_| corrupt())
                 } else {
                     Ok(Item::Bytes(bytes))
                 }
@@ -319,11 +341,16 @@ impl ShareableList {
             Item::Bytes(b) if b.len() > allocated => None,
             Item::Str(_) | Item::Bytes(_) => {
                 let current = self.item_format(i)?;
-                Some(if current.ends_with('s') { current } else { format!("{allocated}s") })
+                Some(if current.ends_with('s') {
+                    current
+                } else {
+                    format!("{allocated}s")
+                })
             }
             other => Some(other.format().0),
         };
-        let fmt = fmt.ok_or_else(|| Error::Invalid("bytes/str item exceeds available storage".into()))?;
+        let fmt =
+            fmt.ok_or_else(|| Error::Invalid("bytes/str item exceeds available storage".into()))?;
         self.write_item(i, &value, &fmt)
     }
 
@@ -345,7 +372,9 @@ impl ShareableList {
                     _ => &[],
                 };
                 // Python's `struct.pack("Ns", v)` pads with NULs to N bytes.
-                let n: usize = fmt[..fmt.len() - 1].parse().map_err(|_| Error::Invalid(format!("bad format {fmt}")))?;
+                let n: usize = fmt[..fmt.len() - 1]
+                    .parse()
+                    .map_err(|_| Error::Invalid(format!("bad format {fmt}")))?;
                 let mut buf = vec![0u8; n];
                 buf[..data.len()].copy_from_slice(data);
                 self.shm.write_at(at, &buf)

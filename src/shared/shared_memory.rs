@@ -166,7 +166,12 @@ impl SharedMemory {
         })();
         match made {
             Ok(ptr) => {
-                let shm = SharedMemory { name, fd, ptr, size };
+                let shm = SharedMemory {
+                    name,
+                    fd,
+                    ptr,
+                    size,
+                };
                 tracker::register(&shm.name, tracker::SHARED_MEMORY)?;
                 Ok(shm)
             }
@@ -197,7 +202,7 @@ impl SharedMemory {
     pub fn open(name: &str) -> Result<SharedMemory> {
         let name = posix_name(name)?;
         let fd = match rustix::fs::open(
-            path_of(&name).as_str(),
+            path_of(&name).cstr(),
             OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
@@ -216,10 +221,18 @@ impl SharedMemory {
     fn from_fd(name: String, fd: OwnedFd) -> Result<SharedMemory> {
         let size = rustix::fs::fstat(&fd)?.st_size as usize;
         if size == 0 {
-            return Err(Error::Invalid(format!("shared memory block {:?} is empty", &name[1..])));
+            return Err(Error::Invalid(format!(
+                "shared memory block {:?} is empty",
+                &name[1..]
+            )));
         }
         let ptr = map(&fd, size)?;
-        Ok(SharedMemory { name, fd, ptr, size })
+        Ok(SharedMemory {
+            name,
+            fd,
+            ptr,
+            size,
+        })
     }
 
     /// The block's name without the leading `/`, as Python's `.name` reports
@@ -258,8 +271,13 @@ impl SharedMemory {
     ///
     /// `Invalid` if `offset` is not a multiple of 8 or out of bounds.
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
-        if offset % 8 != 0 || offset.checked_add(8).map_or(true, |end| end > self.size) {
-            return Err(Error::Invalid(format!("offset {offset} is unaligned or out of bounds")));
+        let end = offset
+            .checked_add(8)
+            .filter(|&end| offset % 8 == 0 && end <= self.size);
+        if end.is_none() {
+            return Err(Error::Invalid(format!(
+                "offset {offset} is unaligned or out of bounds"
+            )));
         }
         // SAFETY: in bounds and 8-aligned (the mapping is page aligned); any
         // bit pattern is a valid `u64`; atomics tolerate concurrent access.
@@ -275,7 +293,13 @@ impl SharedMemory {
         self.check_range(offset, buf.len())?;
         // SAFETY: the range is inside the mapping; `buf` is a distinct
         // private buffer. Concurrent writers can only make the copy torn.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
         Ok(())
     }
 
@@ -288,7 +312,9 @@ impl SharedMemory {
         self.check_range(offset, data.len())?;
         // SAFETY: the range is inside the writable mapping; no `&[u8]` into
         // it exists except under the `unsafe` contract of `as_slice`.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())
+        };
         Ok(())
     }
 
@@ -373,7 +399,9 @@ fn io_error(kind: std::io::ErrorKind, msg: String) -> Error {
 
 fn check_size(size: usize) -> Result<()> {
     if size == 0 {
-        return Err(Error::Invalid("'size' must be a positive number different from zero".into()));
+        return Err(Error::Invalid(
+            "'size' must be a positive number different from zero".into(),
+        ));
     }
     Ok(())
 }
@@ -387,19 +415,43 @@ fn posix_name(name: &str) -> Result<String> {
         || bare == ".."
         || bare.contains(['/', '\0', ':', '\n'])
     {
-        return Err(Error::Invalid(format!("invalid shared memory name {name:?}")));
+        return Err(Error::Invalid(format!(
+            "invalid shared memory name {name:?}"
+        )));
     }
     Ok(format!("/{bare}"))
 }
 
-fn path_of(posix: &str) -> String {
-    format!("{SHM_DIR}{posix}")
+/// `/dev/shm/<name>` as a NUL-terminated path on the stack (no allocation:
+/// this is on the create/attach/unlink fast path).
+struct ShmPath {
+    buf: [u8; SHM_DIR.len() + MAX_NAME + 2],
+    len: usize,
+}
+
+impl ShmPath {
+    fn cstr(&self) -> &std::ffi::CStr {
+        // `posix_name` rejects NUL bytes, so the only NUL is the terminator.
+        std::ffi::CStr::from_bytes_with_nul(&self.buf[..self.len]).unwrap_or(c"/dev/shm/.invalid")
+    }
+}
+
+fn path_of(posix: &str) -> ShmPath {
+    let mut p = ShmPath {
+        buf: [0; SHM_DIR.len() + MAX_NAME + 2],
+        len: 0,
+    };
+    let n = posix.len().min(MAX_NAME + 1);
+    p.buf[..SHM_DIR.len()].copy_from_slice(SHM_DIR.as_bytes());
+    p.buf[SHM_DIR.len()..SHM_DIR.len() + n].copy_from_slice(&posix.as_bytes()[..n]);
+    p.len = SHM_DIR.len() + n + 1;
+    p
 }
 
 /// `shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)`, as glibc does it.
 fn create_fd(posix: &str) -> std::result::Result<OwnedFd, rustix::io::Errno> {
     rustix::fs::open(
-        path_of(posix).as_str(),
+        path_of(posix).cstr(),
         OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_bits_truncate(0o600),
     )
@@ -407,7 +459,7 @@ fn create_fd(posix: &str) -> std::result::Result<OwnedFd, rustix::io::Errno> {
 
 /// `shm_unlink(name)` for a POSIX name (leading `/`).
 pub(crate) fn unlink_name(posix: &str) -> Result<()> {
-    rustix::fs::unlink(path_of(posix).as_str())?;
+    rustix::fs::unlink(path_of(posix).cstr())?;
     Ok(())
 }
 
@@ -415,7 +467,14 @@ fn map(fd: &OwnedFd, size: usize) -> Result<NonNull<u8>> {
     // SAFETY: a fresh shared mapping of an object we hold open; the kernel
     // picks the address, so no existing memory is replaced.
     let p = unsafe {
-        rustix::mm::mmap(std::ptr::null_mut(), size, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)?
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            size,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            fd,
+            0,
+        )?
     };
     NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Invalid("mmap returned null".into()))
 }

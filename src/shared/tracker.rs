@@ -5,7 +5,7 @@
 //!
 //! The first time a process creates a named resource (a [`SharedMemory`]
 //! block), it starts the tracker: a pipe is made, a helper child is started
-//! with the crate's [`Process`](crate::Process) API (*fork* start method) and
+//! with the crate's [`Process`] API (*fork* start method) and
 //! handed the pipe's read end; the helper forks the tracker proper and returns
 //! at once, so the tracker is reparented away and never becomes a zombie or a
 //! child that `exit` would wait for. The tracker closes every other descriptor
@@ -89,10 +89,14 @@ fn tracker() -> Result<&'static Tracker> {
         .start(launch, (ReadEnd(rd),))?;
     let pid = helper.join()?;
     if pid <= 0 {
-        return Err(Error::Invalid(format!("the resource tracker could not be started (fork failed: {pid})")));
+        return Err(Error::Invalid(format!(
+            "the resource tracker could not be started (fork failed: {pid})"
+        )));
     }
     let _ = TRACKER.set(Tracker { pipe: wr, pid });
-    TRACKER.get().ok_or_else(|| Error::Invalid("resource tracker state lost".into()))
+    TRACKER
+        .get()
+        .ok_or_else(|| Error::Invalid("resource tracker state lost".into()))
 }
 
 /// The read end of the tracker pipe, as a process argument.
@@ -142,7 +146,13 @@ fn serve(rd: OwnedFd) -> ! {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        libc::prctl(libc::PR_SET_NAME, c"mp-res-tracker".as_ptr() as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"mp-res-tracker".as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
     let mut registered: BTreeSet<(String, String)> = BTreeSet::new();
     let mut reader = BufReader::with_capacity(1 << 16, std::fs::File::from(rd));
@@ -214,14 +224,30 @@ fn send(cmd: &str, name: &str, rtype: &str) -> Result<()> {
 }
 
 fn write_msg(fd: BorrowedFd<'_>, cmd: &str, name: &str, rtype: &str) -> Result<()> {
-    let msg = format!("{cmd}:{name}:{rtype}\n");
-    if msg.len() > 512 || name.contains('\n') {
-        return Err(Error::Invalid(format!("name too long or malformed for the resource tracker: {name:?}")));
+    let mut buf = [0u8; 512];
+    let len = cmd.len() + name.len() + rtype.len() + 3;
+    if len > buf.len() || name.contains('\n') {
+        return Err(Error::Invalid(format!(
+            "name too long or malformed for the resource tracker: {name:?}"
+        )));
     }
+    let mut at = 0;
+    for part in [
+        cmd.as_bytes(),
+        b":",
+        name.as_bytes(),
+        b":",
+        rtype.as_bytes(),
+        b"\n",
+    ] {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    let msg = &buf[..len];
     // One write of less than PIPE_BUF bytes is atomic, so concurrent writers
     // (forked children) never interleave their lines.
     loop {
-        match rustix::io::write(fd, msg.as_bytes()) {
+        match rustix::io::write(fd, msg) {
             Ok(n) if n == msg.len() => return Ok(()),
             Ok(_) => return Err(Error::Invalid("short write to the resource tracker".into())),
             Err(rustix::io::Errno::INTR) => continue,
@@ -264,7 +290,10 @@ mod tests {
             parse(b"REGISTER:/psm_12ab:shared_memory\n"),
             Some(("REGISTER", "/psm_12ab", "shared_memory"))
         );
-        assert_eq!(parse(b"REGISTER:/a:b:shared_memory\n"), Some(("REGISTER", "/a:b", "shared_memory")));
+        assert_eq!(
+            parse(b"REGISTER:/a:b:shared_memory\n"),
+            Some(("REGISTER", "/a:b", "shared_memory"))
+        );
         assert_eq!(parse(b"garbage"), None);
     }
 }

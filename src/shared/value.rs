@@ -64,7 +64,9 @@ fn check_place<T>(region: &Region, offset: usize, len: usize) -> Result<()> {
 
 fn region_for<T>(len: usize, name: &str) -> Result<Region> {
     if align_of::<T>() > 4096 {
-        return Err(Error::Invalid("types aligned to more than a page cannot be shared".into()));
+        return Err(Error::Invalid(
+            "types aligned to more than a page cannot be shared".into(),
+        ));
     }
     region_with_header::<T>(0, len, name).map(|(r, _)| r)
 }
@@ -77,7 +79,9 @@ fn region_with_header<T>(header: usize, len: usize, name: &str) -> Result<(Regio
     let bytes = len
         .checked_mul(size_of::<T>())
         .and_then(|b| b.checked_add(offset))
-        .ok_or_else(|| Error::Invalid(format!("an array of {len} elements does not fit in memory")))?;
+        .ok_or_else(|| {
+            Error::Invalid(format!("an array of {len} elements does not fit in memory"))
+        })?;
     Ok((Region::new(bytes, name)?, offset))
 }
 
@@ -116,7 +120,11 @@ pub struct RawValue<T> {
 
 impl<T> Clone for RawValue<T> {
     fn clone(&self) -> Self {
-        RawValue { region: self.region.clone(), offset: self.offset, _t: PhantomData }
+        RawValue {
+            region: self.region.clone(),
+            offset: self.offset,
+            _t: PhantomData,
+        }
     }
 }
 
@@ -141,7 +149,11 @@ impl<T: Pod> RawValue<T> {
     /// The `T` at `offset` in `region` (bounds and alignment checked).
     fn at(region: Region, offset: usize) -> Result<RawValue<T>> {
         check_place::<T>(&region, offset, 1)?;
-        Ok(RawValue { region, offset, _t: PhantomData })
+        Ok(RawValue {
+            region,
+            offset,
+            _t: PhantomData,
+        })
     }
 
     /// A pointer to the shared `T` (valid while any clone lives).
@@ -231,7 +243,12 @@ pub struct RawArray<T> {
 
 impl<T> Clone for RawArray<T> {
     fn clone(&self) -> Self {
-        RawArray { region: self.region.clone(), offset: self.offset, len: self.len, _t: PhantomData }
+        RawArray {
+            region: self.region.clone(),
+            offset: self.offset,
+            len: self.len,
+            _t: PhantomData,
+        }
     }
 }
 
@@ -254,7 +271,12 @@ impl<T: Pod> RawArray<T> {
     /// `len` elements at `offset` in `region` (bounds and alignment checked).
     fn at(region: Region, offset: usize, len: usize) -> Result<RawArray<T>> {
         check_place::<T>(&region, offset, len)?;
-        Ok(RawArray { region, offset, len, _t: PhantomData })
+        Ok(RawArray {
+            region,
+            offset,
+            len,
+            _t: PhantomData,
+        })
     }
 
     /// A shared array holding a copy of `items`.
@@ -302,7 +324,10 @@ impl<T: Pod> RawArray<T> {
     /// `Invalid` if `i` is out of bounds (Python's `IndexError`).
     pub fn set(&self, i: usize, value: T) -> Result<()> {
         if i >= self.len {
-            return Err(Error::Invalid(format!("index {i} out of range for an array of {}", self.len)));
+            return Err(Error::Invalid(format!(
+                "index {i} out of range for an array of {}",
+                self.len
+            )));
         }
         // SAFETY: as in `get`; the region is writable.
         unsafe { self.as_ptr().add(i).write_volatile(value) };
@@ -388,7 +413,10 @@ fn locked_region<T>(len: usize, name: &str) -> Result<(Lock, Region, usize)> {
     Ok((lock, region, offset))
 }
 
-fn wrap_guard<'a, G>(acquired: LockResult<LockGuard<'a>>, make: impl FnOnce(LockGuard<'a>) -> G) -> LockResult<G> {
+fn wrap_guard<'a, G>(
+    acquired: LockResult<LockGuard<'a>>,
+    make: impl FnOnce(LockGuard<'a>) -> G,
+) -> LockResult<G> {
     match acquired {
         Ok(g) => Ok(make(g)),
         Err(died) => Err(OwnerDied::new(make(died.into_inner()))),
@@ -435,13 +463,19 @@ pub struct Value<T> {
 
 impl<T> Clone for Value<T> {
     fn clone(&self) -> Self {
-        Value { raw: self.raw.clone(), lock: self.lock.clone() }
+        Value {
+            raw: self.raw.clone(),
+            lock: self.lock.clone(),
+        }
     }
 }
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Value").field("value", &self.raw.get()).field("lock", &self.lock).finish()
+        f.debug_struct("Value")
+            .field("value", &self.raw.get())
+            .field("lock", &self.lock)
+            .finish()
     }
 }
 
@@ -466,7 +500,10 @@ impl<T: Pod> Value<T> {
     ///
     /// `Io` if the memory cannot be created.
     pub fn with_lock(value: T, lock: Lock) -> Result<Value<T>> {
-        Ok(Value { raw: RawValue::new(value)?, lock })
+        Ok(Value {
+            raw: RawValue::new(value)?,
+            lock,
+        })
     }
 
     /// The lock (Python's `get_lock()`).
@@ -489,7 +526,10 @@ impl<T: Pod> Value<T> {
     /// the lock: the value may be half-updated.
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
         let raw = &self.raw;
-        wrap_guard(self.lock.acquire(), |guard| ValueGuard { raw, _guard: guard })
+        wrap_guard(self.lock.acquire(), |guard| ValueGuard {
+            raw,
+            _guard: guard,
+        })
     }
 
     /// Reads the value under the lock (Python's `v.value`).
@@ -584,13 +624,19 @@ pub struct Array<T> {
 
 impl<T> Clone for Array<T> {
     fn clone(&self) -> Self {
-        Array { raw: self.raw.clone(), lock: self.lock.clone() }
+        Array {
+            raw: self.raw.clone(),
+            lock: self.lock.clone(),
+        }
     }
 }
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array").field("items", &self.raw.to_vec()).field("lock", &self.lock).finish()
+        f.debug_struct("Array")
+            .field("items", &self.raw.to_vec())
+            .field("lock", &self.lock)
+            .finish()
     }
 }
 
@@ -603,7 +649,10 @@ impl<T: Pod> Array<T> {
     /// `Io` if the memory cannot be created.
     pub fn zeroed(len: usize) -> Result<Array<T>> {
         let (lock, region, offset) = locked_region::<T>(len, "multiproc-array")?;
-        Ok(Array { raw: RawArray::at(region, offset, len)?, lock })
+        Ok(Array {
+            raw: RawArray::at(region, offset, len)?,
+            lock,
+        })
     }
 
     /// A shared array holding a copy of `items`, with its own lock.
@@ -623,7 +672,10 @@ impl<T: Pod> Array<T> {
     ///
     /// `Io` if the memory cannot be created.
     pub fn with_lock(items: &[T], lock: Lock) -> Result<Array<T>> {
-        Ok(Array { raw: RawArray::from_slice(items)?, lock })
+        Ok(Array {
+            raw: RawArray::from_slice(items)?,
+            lock,
+        })
     }
 
     /// The number of elements.
@@ -653,7 +705,10 @@ impl<T: Pod> Array<T> {
     /// [`OwnerDied`] (holding the guard) if a previous holder died holding it.
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
         let raw = &self.raw;
-        wrap_guard(self.lock.acquire(), |guard| ArrayGuard { raw, _guard: guard })
+        wrap_guard(self.lock.acquire(), |guard| ArrayGuard {
+            raw,
+            _guard: guard,
+        })
     }
 
     /// Element `i`, read under the lock (Python's `a[i]`).
@@ -662,9 +717,12 @@ impl<T: Pod> Array<T> {
     ///
     /// `Invalid` if `i` is out of range; `OwnerDied` as for [`lock`](Self::lock).
     pub fn get(&self, i: usize) -> Result<T> {
-        self.lock()?
-            .get(i)
-            .ok_or_else(|| Error::Invalid(format!("index {i} out of range for an array of {}", self.len())))
+        self.lock()?.get(i).ok_or_else(|| {
+            Error::Invalid(format!(
+                "index {i} out of range for an array of {}",
+                self.len()
+            ))
+        })
     }
 
     /// Sets element `i` under the lock (Python's `a[i] = x`).
@@ -723,6 +781,8 @@ impl<T> std::ops::Deref for ArrayGuard<'_, T> {
 
 impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ArrayGuard").field(&self.raw.to_vec()).finish()
+        f.debug_tuple("ArrayGuard")
+            .field(&self.raw.to_vec())
+            .finish()
     }
 }
