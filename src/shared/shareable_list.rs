@@ -112,6 +112,7 @@ impl Item {
 /// ```
 /// use multiproc::shared::{Item, ShareableList};
 ///
+/// # multiproc::test_support!();
 /// # fn main() -> multiproc::Result<()> {
 /// let sl = ShareableList::new(&[Item::Int(7), "hi".into(), Item::None])?;
 /// sl.set(0, Item::Float(0.5))?;

@@ -68,6 +68,7 @@ const MAX_NAME: usize = 255;
 /// ```
 /// use multiproc::shared::SharedMemory;
 ///
+/// # multiproc::test_support!();
 /// # fn main() -> multiproc::Result<()> {
 /// let a = SharedMemory::create(4096)?;
 /// a.write_at(0, b"hello")?;
@@ -137,6 +138,7 @@ impl SharedMemory {
     ///
     /// ```
     /// use multiproc::shared::SharedMemory;
+    /// # multiproc::test_support!();
     /// # fn main() -> multiproc::Result<()> {
     /// let name = format!("doc_exists_{}", std::process::id());
     /// let a = SharedMemory::create_named(&name, 64)?;

@@ -5,11 +5,13 @@
 //!
 //! The first time a process creates a named resource (a [`SharedMemory`]
 //! block), it starts the tracker: a pipe is made, a helper child is started
-//! with the crate's [`Process`] API (*fork* start method) and
-//! handed the pipe's read end; the helper forks the tracker proper and returns
-//! at once, so the tracker is reparented away and never becomes a zombie or a
-//! child that `exit` would wait for. The tracker closes every other descriptor
-//! and reads lines from the pipe:
+//! with the crate's [`Process`] API (*spawn* start method, so the tracker is
+//! a small fresh image, not a copy-on-write copy of a big program, and no lock
+//! another thread held can be inherited) and handed the pipe's read end; the
+//! helper forks the tracker proper and returns at once, so the tracker is
+//! reparented away and never becomes a zombie or a child that `exit` would
+//! wait for. The tracker closes every other descriptor and reads lines from
+//! the pipe:
 //!
 //! - `REGISTER:<name>:<rtype>` when a named resource is created,
 //! - `UNREGISTER:<name>:<rtype>` when it is unlinked,
@@ -61,12 +63,16 @@ struct Tracker {
 /// Starts this program's tracker if it is not running yet, and returns its
 /// process id (Python's `resource_tracker.ensure_running()`).
 ///
+/// Like every *spawn*, this needs [`multiproc::init()`](crate::init) at the
+/// top of `main` (or [`test_support!`](crate::test_support) in a test crate).
+///
 /// Creating a [`SharedMemory`](super::SharedMemory) calls this; there is
 /// rarely a reason to call it directly, except to pay the start-up cost early.
 ///
 /// # Errors
 ///
-/// The pipe or the helper process could not be created.
+/// The pipe or the helper process could not be created, or this process is
+/// a spawned child whose `main` did not call [`init`](crate::init).
 pub fn ensure_running() -> Result<i32> {
     tracker().map(|t| t.pid)
 }
@@ -79,13 +85,22 @@ fn tracker() -> Result<&'static Tracker> {
     if let Some(t) = TRACKER.get() {
         return Ok(t);
     }
+    if std::env::var_os("MULTIPROC_BOOTSTRAP_FD").is_some() {
+        // A spawned child whose `main` did not call `multiproc::init()`:
+        // spawning the tracker would run `main` again, and again.
+        return Err(Error::Invalid(
+            "cannot start the resource tracker: call multiproc::init() first in main \
+             (or multiproc::test_support!() in a test crate)"
+                .into(),
+        ));
+    }
     let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     // A roomy pipe: the tracker reads in bursts (see `serve`). Best effort.
     let _ = rustix::pipe::fcntl_setpipe_size(&wr, 1 << 20);
     let mut helper = Process::builder()
         .name("resource_tracker")
         .daemon(false)
-        .start_method(StartMethod::Fork)
+        .start_method(StartMethod::Spawn)
         .start(launch, (ReadEnd(rd),))?;
     let pid = helper.join()?;
     if pid <= 0 {
