@@ -375,3 +375,33 @@ sl.shm.close(); sl.shm.unlink()\n"
     );
     assert!(child.wait().unwrap().success());
 }
+
+fn child_creates((name, untracked): (String, bool)) -> String {
+    let shm = if untracked {
+        SharedMemory::create_untracked(Some(&name), 128).unwrap()
+    } else {
+        SharedMemory::create_named(&name, 128).unwrap()
+    };
+    shm.write_at(0, b"made by the child").unwrap();
+    shm.name().to_string()
+}
+
+#[test]
+fn untracked_block_made_by_a_spawned_child_outlives_it() {
+    let name = unique("untracked");
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .start(child_creates, (name.clone(), true))
+        .unwrap();
+    assert_eq!(p.join().unwrap(), name);
+    // Give a (wrong) tracker time to act, then check the block is still there.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let shm = SharedMemory::open(&name).unwrap();
+    let mut buf = [0u8; 17];
+    shm.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"made by the child");
+    // Adopt it: this program's tracker now owns the name; unlink unregisters.
+    multiproc::shared::tracker::register(&name, multiproc::shared::tracker::SHARED_MEMORY).unwrap();
+    shm.unlink().unwrap();
+    assert!(!exists(&name));
+}

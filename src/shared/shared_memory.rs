@@ -39,6 +39,10 @@ const MAX_NAME: usize = 255;
 ///   and unregisters it; mappings that exist stay valid until closed.
 /// - A name still registered when the program ends — normally or by
 ///   `SIGKILL` — is unlinked by the tracker, which prints a warning.
+/// - Children started by *fork* share their parent's tracker; a child
+///   started by *spawn* that creates a block gets a tracker of its own, so
+///   the block is unlinked when that child ends, unless it was made with
+///   [`create_untracked`](Self::create_untracked) (or unregistered).
 ///
 /// # Accessing the bytes: aliasing rules
 ///
@@ -114,15 +118,7 @@ impl SharedMemory {
     ///
     /// `Invalid` if `size` is 0; `Io` if the system refuses.
     pub fn create(size: usize) -> Result<SharedMemory> {
-        check_size(size)?;
-        loop {
-            let name = generate_name();
-            match create_fd(&name) {
-                Ok(fd) => return Self::finish_create(name, fd, size),
-                Err(rustix::io::Errno::EXIST) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Self::create_impl(None, size, true)
     }
 
     /// Creates a new block of `size` bytes (zero-filled) called `name`, as
@@ -148,19 +144,44 @@ impl SharedMemory {
     /// # Ok(()) }
     /// ```
     pub fn create_named(name: &str, size: usize) -> Result<SharedMemory> {
+        Self::create_impl(Some(name), size, true)
+    }
+
+    /// Creates a new block (named `name`, or a generated name if `None`)
+    /// that is **not** registered with the resource tracker (Python 3.13's
+    /// `SharedMemory(..., track=False)`): it outlives this program unless
+    /// someone [`unlink`](Self::unlink)s it.
+    ///
+    /// Use it for a block that must outlive the process that makes it — e.g.
+    /// one made by a child started by *spawn* (such a child has a tracker of
+    /// its own, which would unlink the block when the child ends) for its
+    /// parent to use afterwards; the parent may then
+    /// [`register`](super::tracker::register) it with its own tracker.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`create_named`](Self::create_named).
+    pub fn create_untracked(name: Option<&str>, size: usize) -> Result<SharedMemory> {
+        Self::create_impl(name, size, false)
+    }
+
+    fn create_impl(name: Option<&str>, size: usize, track: bool) -> Result<SharedMemory> {
         check_size(size)?;
-        let name = posix_name(name)?;
-        match create_fd(&name) {
-            Ok(fd) => Self::finish_create(name, fd, size),
-            Err(rustix::io::Errno::EXIST) => Err(io_error(
-                std::io::ErrorKind::AlreadyExists,
-                format!("shared memory block {:?} already exists", &name[1..]),
-            )),
-            Err(e) => Err(e.into()),
+        loop {
+            let posix = match name {
+                Some(n) => posix_name(n)?,
+                None => generate_name(),
+            };
+            match create_fd(&posix) {
+                Ok(fd) => return Self::finish_create(posix, fd, size, track),
+                Err(rustix::io::Errno::EXIST) if name.is_none() => continue,
+                Err(rustix::io::Errno::EXIST) => return Err(exists_error(&posix)),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
-    fn finish_create(name: String, fd: OwnedFd, size: usize) -> Result<SharedMemory> {
+    fn finish_create(name: String, fd: OwnedFd, size: usize, track: bool) -> Result<SharedMemory> {
         let made = (|| {
             rustix::fs::ftruncate(&fd, size as u64)?;
             let ptr = map(&fd, size)?;
@@ -174,7 +195,12 @@ impl SharedMemory {
                     ptr,
                     size,
                 };
-                tracker::register(&shm.name, tracker::SHARED_MEMORY)?;
+                if track {
+                    if let Err(e) = tracker::register(&shm.name, tracker::SHARED_MEMORY) {
+                        let _ = unlink_name(&shm.name);
+                        return Err(e);
+                    }
+                }
                 Ok(shm)
             }
             Err(e) => {
@@ -393,6 +419,13 @@ impl Handoff for SharedMemory {
         let name: String = im.read()?;
         SharedMemory::from_fd(name, fd)
     }
+}
+
+fn exists_error(posix: &str) -> Error {
+    io_error(
+        std::io::ErrorKind::AlreadyExists,
+        format!("shared memory block {:?} already exists", &posix[1..]),
+    )
 }
 
 fn io_error(kind: std::io::ErrorKind, msg: String) -> Error {

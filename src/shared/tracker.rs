@@ -235,7 +235,17 @@ fn parse(line: &[u8]) -> Option<(&str, &str, &str)> {
 
 fn send(cmd: &str, name: &str, rtype: &str) -> Result<()> {
     let t = tracker()?;
-    write_msg(t.pipe.as_fd(), cmd, name, rtype)
+    write_msg(t.pipe.as_fd(), cmd, &normalize(name, rtype), rtype)
+}
+
+/// Shared memory names travel in their POSIX form, with the leading `/`
+/// (as CPython's tracker gets them); accept both.
+fn normalize<'a>(name: &'a str, rtype: &str) -> std::borrow::Cow<'a, str> {
+    if rtype == SHARED_MEMORY && !name.starts_with('/') {
+        std::borrow::Cow::Owned(format!("/{name}"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 fn write_msg(fd: BorrowedFd<'_>, cmd: &str, name: &str, rtype: &str) -> Result<()> {
@@ -271,7 +281,8 @@ fn write_msg(fd: BorrowedFd<'_>, cmd: &str, name: &str, rtype: &str) -> Result<(
     }
 }
 
-/// Records `name` (of type `rtype`, e.g. [`SHARED_MEMORY`]) with the tracker,
+/// Records `name` (of type `rtype`, e.g. [`SHARED_MEMORY`]; a block's name
+/// may be given with or without its leading `/`) with the tracker,
 /// starting it if needed (Python's `resource_tracker.register`). Unless
 /// [`unregister`]ed, the tracker unlinks it when the program ends.
 ///
@@ -290,7 +301,7 @@ pub fn register(name: &str, rtype: &str) -> Result<()> {
 /// The tracker is gone (`Io` with `EPIPE`).
 pub fn unregister(name: &str, rtype: &str) -> Result<()> {
     match TRACKER.get() {
-        Some(t) => write_msg(t.pipe.as_fd(), "UNREGISTER", name, rtype),
+        Some(t) => write_msg(t.pipe.as_fd(), "UNREGISTER", &normalize(name, rtype), rtype),
         None => Ok(()),
     }
 }
