@@ -157,3 +157,38 @@ fn names_never_unlinked_are_removed_when_the_program_ends() {
         assert!(left.is_empty(), "{m:?}: {left:?}");
     }
 }
+
+/// In a child: kill this program's tracker, then create a block: a new
+/// tracker takes over (with a warning), and still cleans up at the end.
+fn tracker_killed((tag,): (String,)) -> (i32, i32, String) {
+    let first = tracker::ensure_running().unwrap();
+    // SAFETY: plain kill(2) of the tracker's pid, which this program started.
+    assert_eq!(unsafe { libc_kill(first, 9) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tracker_alive(first) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let shm = SharedMemory::create_named(&format!("mp_test_restart_{tag}"), 64).unwrap();
+    let second = tracker::ensure_running().unwrap();
+    let name = shm.name().to_string();
+    drop(shm); // never unlinked: the new tracker must remove it
+    (first, second, name)
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn a_killed_tracker_is_replaced() {
+    let tag = std::process::id().to_string();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .start(tracker_killed, (tag,))
+        .unwrap();
+    let (first, second, name) = p.join().unwrap();
+    assert_ne!(first, second);
+    let left = wait_gone(&[name]);
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -4,7 +4,8 @@
 //! # How it works
 //!
 //! The first time a process creates a named resource (a [`SharedMemory`]
-//! block), it starts the tracker: a pipe is made, a helper child is started
+//! block), it starts the tracker: a Unix socket pair (used as a one-way
+//! pipe) is made, a helper child is started
 //! with the crate's [`Process`] API (*spawn* start method, so the tracker is
 //! a small fresh image, not a copy-on-write copy of a big program, and no lock
 //! another thread held can be inherited) and handed the pipe's read end; the
@@ -41,23 +42,51 @@ use crate::handoff::{Exporter, Handoff, Importer};
 use crate::{Process, StartMethod};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::{Mutex, OnceLock};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// The resource type of shared memory blocks (CPython's name for it).
 pub const SHARED_MEMORY: &str = "shared_memory";
 
-/// The write end of this program's tracker pipe, once started. Read without
-/// locking (a forked child may inherit a locked mutex, never a half-set
-/// `OnceLock`).
-static TRACKER: OnceLock<Tracker> = OnceLock::new();
-/// Serialises the start of the tracker.
+/// This program's tracker: `(write end + 1) << 32 | pid`, 0 before it starts.
+/// One atomic word, read without locking (a forked child may inherit a locked
+/// mutex, never a half-written word). A write end is never closed: when its
+/// tracker dies, it is replaced and the old (dead) pipe is leaked, so another
+/// thread still writing to it gets `EPIPE`, never a reused descriptor.
+static TRACKER: AtomicU64 = AtomicU64::new(0);
+/// Serialises starting (and restarting) the tracker.
 static START: Mutex<()> = Mutex::new(());
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tracker {
-    pipe: OwnedFd,
+    pipe: i32,
     pid: i32,
+}
+
+impl Tracker {
+    fn load() -> Option<Tracker> {
+        match TRACKER.load(Ordering::Acquire) {
+            0 => None,
+            w => Some(Tracker {
+                pipe: (w >> 32) as i32 - 1,
+                pid: w as u32 as i32,
+            }),
+        }
+    }
+
+    fn store(self) {
+        TRACKER.store(
+            ((self.pipe as u64 + 1) << 32) | self.pid as u32 as u64,
+            Ordering::Release,
+        );
+    }
+
+    fn pipe(self) -> BorrowedFd<'static> {
+        // SAFETY: tracker write ends are never closed (see `TRACKER`), so the
+        // descriptor stays open for the rest of the process.
+        unsafe { BorrowedFd::borrow_raw(self.pipe) }
+    }
 }
 
 /// Starts this program's tracker if it is not running yet, and returns its
@@ -77,14 +106,36 @@ pub fn ensure_running() -> Result<i32> {
     tracker().map(|t| t.pid)
 }
 
-fn tracker() -> Result<&'static Tracker> {
-    if let Some(t) = TRACKER.get() {
+fn tracker() -> Result<Tracker> {
+    if let Some(t) = Tracker::load() {
         return Ok(t);
     }
     let _guard = START.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(t) = TRACKER.get() {
-        return Ok(t);
+    match Tracker::load() {
+        Some(t) => Ok(t),
+        None => start(),
     }
+}
+
+/// Replaces a tracker that died (its pipe gave `EPIPE`), as CPython does,
+/// with a warning: what it had registered will not be cleaned up.
+fn restart(dead: Tracker) -> Result<Tracker> {
+    let _guard = START.lock().unwrap_or_else(|e| e.into_inner());
+    match Tracker::load() {
+        Some(t) if t != dead => Ok(t),
+        _ => {
+            warn(&format!(
+                "multiproc resource_tracker: process {} died unexpectedly, relaunching. \
+                 Some resources might leak.\n",
+                dead.pid
+            ));
+            start()
+        }
+    }
+}
+
+/// Starts a tracker; the caller holds `START`.
+fn start() -> Result<Tracker> {
     if std::env::var_os("MULTIPROC_BOOTSTRAP_FD").is_some() {
         // A spawned child whose `main` did not call `multiproc::init()`:
         // spawning the tracker would run `main` again, and again.
@@ -94,9 +145,19 @@ fn tracker() -> Result<&'static Tracker> {
                 .into(),
         ));
     }
-    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    // A roomy pipe: the tracker reads in bursts (see `serve`). Best effort.
-    let _ = rustix::pipe::fcntl_setpipe_size(&wr, 1 << 20);
+    // A socket pair, not a pipe: `send(MSG_NOSIGNAL)` turns a dead tracker
+    // into `EPIPE` instead of a `SIGPIPE` that would kill a process which
+    // does not ignore it (a spawned child runs before Rust's runtime does).
+    let (rd, wr) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let _ = rustix::net::shutdown(&rd, rustix::net::Shutdown::Write);
+    let _ = rustix::net::shutdown(&wr, rustix::net::Shutdown::Read);
+    // Roomy buffers: the tracker reads in bursts (see `serve`). Best effort.
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&wr, 1 << 20);
     let mut helper = Process::builder()
         .name("resource_tracker")
         .daemon(false)
@@ -108,10 +169,12 @@ fn tracker() -> Result<&'static Tracker> {
             "the resource tracker could not be started (fork failed: {pid})"
         )));
     }
-    let _ = TRACKER.set(Tracker { pipe: wr, pid });
-    TRACKER
-        .get()
-        .ok_or_else(|| Error::Invalid("resource tracker state lost".into()))
+    let t = Tracker {
+        pipe: wr.into_raw_fd(),
+        pid,
+    };
+    t.store();
+    Ok(t)
 }
 
 /// The read end of the tracker pipe, as a process argument.
@@ -193,7 +256,7 @@ fn serve(rd: OwnedFd) -> ! {
         }
         if reader.buffer().is_empty() {
             // Nap after a burst so that writers in a tight create/unlink loop
-            // rarely have to wake a sleeping reader (the pipe holds 1 MiB).
+            // rarely have to wake a sleeping reader (the socket buffers them).
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
@@ -234,8 +297,14 @@ fn parse(line: &[u8]) -> Option<(&str, &str, &str)> {
 }
 
 fn send(cmd: &str, name: &str, rtype: &str) -> Result<()> {
+    let name = normalize(name, rtype);
     let t = tracker()?;
-    write_msg(t.pipe.as_fd(), cmd, &normalize(name, rtype), rtype)
+    match write_msg(t.pipe(), cmd, &name, rtype) {
+        Err(Error::Io(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+            write_msg(restart(t)?.pipe(), cmd, &name, rtype)
+        }
+        r => r,
+    }
 }
 
 /// Shared memory names travel in their POSIX form, with the leading `/`
@@ -269,10 +338,10 @@ fn write_msg(fd: BorrowedFd<'_>, cmd: &str, name: &str, rtype: &str) -> Result<(
         at += part.len();
     }
     let msg = &buf[..len];
-    // One write of less than PIPE_BUF bytes is atomic, so concurrent writers
-    // (forked children) never interleave their lines.
+    // One small `send` on a Unix stream socket is queued as one buffer, so
+    // concurrent writers (forked children) never interleave their lines.
     loop {
-        match rustix::io::write(fd, msg) {
+        match rustix::net::send(fd, msg, rustix::net::SendFlags::NOSIGNAL) {
             Ok(n) if n == msg.len() => return Ok(()),
             Ok(_) => return Err(Error::Invalid("short write to the resource tracker".into())),
             Err(rustix::io::Errno::INTR) => continue,
@@ -288,20 +357,26 @@ fn write_msg(fd: BorrowedFd<'_>, cmd: &str, name: &str, rtype: &str) -> Result<(
 ///
 /// # Errors
 ///
-/// The tracker could not be started, or it is gone (`Io` with `EPIPE`).
+/// The tracker could not be started. (A tracker that died is replaced, with
+/// a warning on standard error, as CPython does.)
 pub fn register(name: &str, rtype: &str) -> Result<()> {
     send("REGISTER", name, rtype)
 }
 
 /// Forgets `name` (Python's `resource_tracker.unregister`). Does nothing if
-/// this program has no tracker running: then nothing was registered here.
+/// this program has no tracker running (then nothing was registered here),
+/// or if its tracker died.
 ///
 /// # Errors
 ///
-/// The tracker is gone (`Io` with `EPIPE`).
+/// Writing to the tracker failed otherwise.
 pub fn unregister(name: &str, rtype: &str) -> Result<()> {
-    match TRACKER.get() {
-        Some(t) => write_msg(t.pipe.as_fd(), "UNREGISTER", &normalize(name, rtype), rtype),
+    match Tracker::load() {
+        Some(t) => match write_msg(t.pipe(), "UNREGISTER", &normalize(name, rtype), rtype) {
+            // A dead tracker has nothing registered to forget.
+            Err(Error::Io(e)) if e.raw_os_error() == Some(libc::EPIPE) => Ok(()),
+            r => r,
+        },
         None => Ok(()),
     }
 }
