@@ -405,3 +405,36 @@ fn untracked_block_made_by_a_spawned_child_outlives_it() {
     shm.unlink().unwrap();
     assert!(!exists(&name));
 }
+
+fn child_edits_list((sl,): (ShareableList,)) -> Vec<String> {
+    sl.set(0, Item::Int(sl.len() as i64)).unwrap();
+    sl.set(1, "child".into()).unwrap();
+    sl.to_vec()
+        .unwrap()
+        .iter()
+        .map(|i| format!("{i:?}"))
+        .collect()
+}
+
+#[test]
+fn shareable_list_reaches_children_as_an_argument() {
+    for m in [StartMethod::Spawn, StartMethod::Fork] {
+        let sl = ShareableList::new(&[Item::None, "parent".into()]).unwrap();
+        let name = sl.name().to_string();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(child_edits_list, (sl,))
+            .unwrap();
+        assert_eq!(
+            p.join().unwrap(),
+            vec!["Int(2)".to_string(), "Str(\"child\")".to_string()]
+        );
+        let sl = ShareableList::open(&name).unwrap();
+        assert_eq!(
+            sl.to_vec().unwrap(),
+            vec![Item::Int(2), "child".into()],
+            "{m:?}"
+        );
+        sl.shm().unlink().unwrap();
+    }
+}
