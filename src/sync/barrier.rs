@@ -59,7 +59,7 @@ fn anchor_addr() -> usize {
 /// It breaks — every waiter and every later caller gets
 /// [`Error::BrokenBarrier`] until [`reset`](Self::reset) — on
 /// [`abort`](Self::abort), on a timeout, on a panic of the action, and when a
-/// party dies inside `wait` (see the [module docs](self)).
+/// party dies inside `wait` (see the [module docs](crate::sync)).
 ///
 /// ```
 /// use multiproc::sync::Barrier;

@@ -159,7 +159,7 @@ impl ConditionLock for RLock {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 ///
-/// See the [module docs](self) for how waiters and notifications meet, and
+/// See the [module docs](crate::sync) for how waiters and notifications meet, and
 /// what happens when a party dies.
 pub struct Condition<L: ConditionLock = RLock> {
     lock: L,

@@ -83,6 +83,7 @@ impl Lock {
     }
 
     /// Bytes of shared memory a lock's state takes (for [`in_region`](Self::in_region)).
+    #[allow(dead_code)] // for `shared::Value`/`Array`, which keep the lock beside the value
     pub(crate) const LOCK_BYTES: usize = RAW_LOCK_BYTES;
 
     #[inline]
@@ -93,6 +94,7 @@ impl Lock {
     }
 
     /// The region holding the lock's state, and its offset there.
+    #[allow(dead_code)] // for `shared::Value`/`Array`
     pub(crate) fn region(&self) -> (&Region, usize) {
         (&self.region, self.offset)
     }
@@ -243,5 +245,51 @@ impl fmt::Debug for LockGuard<'_> {
         f.debug_struct("LockGuard")
             .field("lock", self.lock)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Locks placed side by side in one region (as `Value` does) are
+    /// independent, survive a handoff round trip, and bad offsets are refused.
+    #[test]
+    fn locks_in_one_region() {
+        let region = Region::new(64, "test-locks").unwrap();
+        let a = Lock::in_region(region.clone(), 0).unwrap();
+        let b = Lock::in_region(region.clone(), Lock::LOCK_BYTES).unwrap();
+        let ga = a.acquire().unwrap();
+        assert!(b.try_acquire().is_ok());
+        assert!(a.try_acquire().is_err());
+        let (a2,) = crate::handoff::round_trip(&(a.clone(),)).unwrap();
+        assert!(a2.locked());
+        drop(ga);
+        assert!(!a2.locked());
+        assert_eq!(a2.region().1, 0);
+        assert!(Lock::in_region(region.clone(), 4).is_err());
+        assert!(Lock::in_region(region.clone(), 56).is_err());
+        assert!(Lock::in_region(region, usize::MAX - 7).is_err());
+        let r = RLockCheck::new();
+        r.check();
+    }
+
+    struct RLockCheck(crate::sync::RLock);
+
+    impl RLockCheck {
+        fn new() -> Self {
+            let region = Region::new(64, "test-rlock").unwrap();
+            RLockCheck(crate::sync::RLock::in_region(region, 16).unwrap())
+        }
+        fn check(&self) {
+            let g = self.0.acquire().unwrap();
+            let (r2,) = crate::handoff::round_trip(&(self.0.clone(),)).unwrap();
+            assert!(
+                r2.is_mine(),
+                "same thread, same process: the imported handle is the same lock"
+            );
+            drop(g);
+            assert!(!r2.locked());
+        }
     }
 }

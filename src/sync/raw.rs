@@ -33,7 +33,6 @@
 use crate::sys::futex::{self, Wake};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// Bit 31 of the lock word: a waiter may be sleeping; release must wake one.
@@ -56,7 +55,8 @@ const SPIN: u32 = 200;
 static PID: AtomicU32 = AtomicU32::new(0);
 static START: AtomicU32 = AtomicU32::new(0);
 static NEXT_THREAD: AtomicU32 = AtomicU32::new(1);
-static ATFORK: Once = Once::new();
+static ATFORK: AtomicU32 = AtomicU32::new(0);
+const ATFORK_DONE: u32 = u32::MAX;
 
 thread_local! {
     static THREAD: Cell<u32> = const { Cell::new(0) };
@@ -90,19 +90,49 @@ pub(crate) fn current_start() -> u32 {
 
 #[cold]
 fn init_identity() -> u32 {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a plain `extern "C"` function with no
-        // preconditions as a child-side fork handler; it only stores atomics,
-        // which is async-signal-safe.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(forget_identity_in_child));
-        }
-    });
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    ensure_atfork(pid);
     let start = proc_stat(pid).map(|s| s.start as u32).unwrap_or(0);
     START.store(start, Ordering::Relaxed);
+    // Stored only once the fork handler is registered: a child forked after
+    // this store has the handler, which forgets the cached pid.
     PID.store(pid, Ordering::Release);
     pid
+}
+
+/// Registers [`forget_identity_in_child`] once per process.
+///
+/// Not a `std::sync::Once`: a fork while another thread is inside `call_once`
+/// would leave the child's copy "running" forever. `ATFORK` holds 0 (not
+/// registered), [`ATFORK_DONE`], or the pid of the process registering it; a
+/// child that inherits a registration in flight (a pid that is not its own)
+/// cannot know whether it got the handler, so it registers it again (the
+/// handler is idempotent).
+fn ensure_atfork(me: u32) {
+    loop {
+        let state = ATFORK.load(Ordering::Acquire);
+        if state == ATFORK_DONE {
+            return;
+        }
+        if state == me {
+            // Another thread of this process is registering: a moment.
+            std::thread::yield_now();
+            continue;
+        }
+        if ATFORK
+            .compare_exchange(state, me, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // SAFETY: registers a plain `extern "C"` function with no
+            // preconditions as a child-side fork handler; it only stores
+            // atomics, which is async-signal-safe.
+            unsafe {
+                libc::pthread_atfork(None, None, Some(forget_identity_in_child));
+            }
+            ATFORK.store(ATFORK_DONE, Ordering::Release);
+            return;
+        }
+    }
 }
 
 /// A small number naming the calling thread, unique within this process
@@ -391,11 +421,6 @@ impl RawLock {
     /// Clears the owner-died flag.
     pub(crate) fn clear_died(&self) {
         self.flags.fetch_and(!DIED, Ordering::Relaxed);
-    }
-
-    /// Marks the lock as having lost a holder (used by composite primitives).
-    pub(crate) fn set_died(&self) {
-        self.flags.fetch_or(DIED, Ordering::Relaxed);
     }
 }
 

@@ -49,6 +49,7 @@ const RLOCK_BYTES: usize = std::mem::size_of::<RawRLock>();
 pub struct RLock {
     raw: *const RawRLock,
     region: Region,
+    offset: usize,
 }
 
 // SAFETY: `raw` points into `region`'s shared mapping, which lives as long as
@@ -60,17 +61,34 @@ unsafe impl Sync for RLock {}
 impl RLock {
     /// Creates an unlocked re-entrant lock in a fresh shared-memory region.
     pub fn new() -> Result<RLock> {
-        RLock::from_region(Region::new(RLOCK_BYTES, "multiproc-rlock")?)
+        RLock::in_region(Region::new(RLOCK_BYTES, "multiproc-rlock")?, 0)
     }
 
-    fn from_region(region: Region) -> Result<RLock> {
-        if region.len() < RLOCK_BYTES {
-            return Err(Error::Invalid("rlock region too small".into()));
+    /// Bytes of shared memory an `RLock`'s state takes (for [`in_region`](Self::in_region)).
+    #[allow(dead_code)] // for `shared::Value`/`Array`, which keep the lock beside the value
+    pub(crate) const RLOCK_BYTES: usize = RLOCK_BYTES;
+
+    /// An `RLock` whose state is the [`RLOCK_BYTES`](Self::RLOCK_BYTES) bytes
+    /// at `offset` in `region` (all zeroes = unlocked). `offset` must be a
+    /// multiple of 8 and the bytes in bounds and used for nothing else.
+    pub(crate) fn in_region(region: Region, offset: usize) -> Result<RLock> {
+        let fits = offset
+            .checked_add(RLOCK_BYTES)
+            .is_some_and(|end| end <= region.len());
+        if offset % 8 != 0 || !fits {
+            return Err(Error::Invalid(format!(
+                "rlock at offset {offset} does not fit a region of {} bytes (needs {RLOCK_BYTES}, aligned to 8)",
+                region.len()
+            )));
         }
-        // SAFETY: offset 0 of a page-aligned mapping at least RLOCK_BYTES long;
-        // RawRLock is atomics only, valid for every bit pattern.
-        let raw: *const RawRLock = unsafe { region.get::<RawRLock>(0) };
-        Ok(RLock { raw, region })
+        // SAFETY: bounds and alignment checked above (the mapping itself is
+        // page-aligned); RawRLock is atomics only, valid for every bit pattern.
+        let raw: *const RawRLock = unsafe { region.get::<RawRLock>(offset) };
+        Ok(RLock {
+            raw,
+            region,
+            offset,
+        })
     }
 
     #[inline]
@@ -248,6 +266,7 @@ impl Clone for RLock {
         RLock {
             raw: self.raw,
             region: self.region.clone(),
+            offset: self.offset,
         }
     }
 }
@@ -267,11 +286,14 @@ impl fmt::Debug for RLock {
 
 impl Handoff for RLock {
     fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
-        self.region.export(ex)
+        self.region.export(ex)?;
+        ex.write(&(self.offset as u64))
     }
 
     fn import(im: &mut Importer) -> Result<Self> {
-        RLock::from_region(Region::import(im)?)
+        let region = Region::import(im)?;
+        let offset: u64 = im.read()?;
+        RLock::in_region(region, offset as usize)
     }
 }
 

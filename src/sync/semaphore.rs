@@ -232,7 +232,7 @@ semaphore!(
     ///
     /// Clones share the semaphore; it reaches a child as a
     /// [`Process`](crate::Process) argument. A count taken by a process that
-    /// dies is not given back (see the [module docs](self)).
+    /// dies is not given back (see the [module docs](crate::sync)).
     ///
     /// ```
     /// use multiproc::sync::Semaphore;
