@@ -68,6 +68,8 @@ pub use process::{
     active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
     ParentProcess, Process, Stdin,
 };
+pub use shared::{Array, RawArray, RawValue, ShareableList, SharedMemory, Value};
+pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 
 /// Makes a test binary (or any binary whose `main` you do not control)
 /// re-enterable as a spawned child: expands to a constructor that runs before

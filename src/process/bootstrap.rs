@@ -123,11 +123,44 @@ pub(crate) fn parse_report(buf: &[u8]) -> Option<Result<Report>> {
 
 static PANIC_INFO: Mutex<Option<(String, String)>> = Mutex::new(None);
 
+/// Set in a child started by *fork*: std's stdout/stderr locks may have been
+/// held by another thread of the parent at the moment of the fork, and would
+/// then stay locked forever in the child; such a child writes its panic
+/// report straight to descriptor 2 and does not flush std's stdout buffer at
+/// exit (which would also repeat bytes the parent had buffered).
+pub(crate) static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `text` to descriptor 2 without taking std's stderr lock.
+fn write_stderr_raw(text: &str) {
+    // SAFETY: fd 2 is borrowed only for this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(2) };
+    let mut buf = text.as_bytes();
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf = &buf[n..],
+        }
+    }
+}
+
 /// In a child, a panic prints as Python prints an exception in a child
 /// (`Process NAME (pid N) panicked: ...`, with the backtrace when
 /// `RUST_BACKTRACE` asks for it) and is kept for the report to the parent.
-fn install_panic_hook() {
+///
+/// Installed once per process (before the first fork, so a forked child never
+/// calls `set_hook`, whose lock a panicking parent thread may hold); outside
+/// a child it defers to the previous hook.
+pub(crate) fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install_panic_hook_now);
+}
+
+fn install_panic_hook_now() {
+    let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if super::parent_process().is_none() {
+            return previous(info);
+        }
         let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
             (*s).to_string()
         } else if let Some(s) = info.payload().downcast_ref::<String>() {
@@ -189,15 +222,16 @@ pub(crate) fn run_child(report_fd: OwnedFd, runner: Runner, mut im: Importer) ->
 /// handlers or the rest of `main`.
 pub(crate) fn exit_child(code: i32) -> ! {
     super::registry::at_exit();
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    if !FORKED.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = std::io::stdout().flush();
+    }
     // SAFETY: `_exit` ends the process at once; nothing after it runs.
     unsafe { libc::_exit(code) }
 }
 
 /// Reports a bootstrap failure on `fd` (best effort) and exits with code 1.
 fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
-    eprintln!("multiproc: child bootstrap failed: {message}");
+    write_stderr_raw(&format!("multiproc: child bootstrap failed: {message}\n"));
     if let Some(fd) = fd {
         if let Ok(dup) = fd.as_fd().try_clone_to_owned() {
             let _ = write_report(

@@ -35,12 +35,14 @@ pub(crate) fn launch(
     let daemon = identity.daemon;
     // SAFETY: plain syscall.
     let parent_pid = unsafe { libc::getpid() };
+    bootstrap::install_panic_hook();
     // Hold the registry lock across fork: the child then gets it unlocked
     // (it drops its copy of the guard) and empties it.
     let mut guard = registry::lock_for_fork();
     let pid = fork()?;
     if pid == 0 {
         // In the child. Only this thread exists now.
+        bootstrap::FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
         guard.clear();
         drop(guard);
         drop(parent_end);
