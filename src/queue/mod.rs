@@ -1,1 +1,99 @@
-//! Queues: `Queue`, `SimpleQueue`, `JoinableQueue` (issue #4; not built yet).
+//! Queues between processes: [`Queue`], [`SimpleQueue`], [`JoinableQueue`]
+//! (Python's `multiprocessing.Queue`, `SimpleQueue`, `JoinableQueue`).
+//!
+//! ```
+//! use multiproc::queue::Queue;
+//!
+//! let q = Queue::new()?;
+//! q.put((1u32, "one".to_string()))?;
+//! assert_eq!(q.get()?, (1, "one".to_string()));
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! A queue reaches a child as a [`Process`](crate::Process) argument
+//! ([`Handoff`](crate::handoff::Handoff)); it is not `Serialize`, so it cannot
+//! travel through another queue (that does not compile).
+//!
+//! # Design
+//!
+//! CPython's `Queue` pickles each item, hands it to a feeder thread, and the
+//! thread writes it into a pipe with a length prefix; the reader takes a lock
+//! and reads it back. That is two syscalls per item at least, a thread per
+//! producer, and items that live in a process-private buffer until the
+//! feeder gets to them — which is why a producer must "join the feeder
+//! thread" at exit, and why the documented deadlock exists.
+//!
+//! Here a queue is one **shared-memory ring** in a `memfd` region, mapped by
+//! every process holding a handle (no crate offers a multi-producer,
+//! multi-consumer ring across processes that tolerates a peer dying, hence
+//! this hand-written one, in `ring.rs`):
+//!
+//! - **Slots with sequence numbers** (Dmitry Vyukov's bounded MPMC queue):
+//!   `cap` slots of 128 payload bytes, each with a 64-bit sequence word that
+//!   says whether it is free for ticket `t`, committed, or released. A
+//!   producer claims tickets with one CAS on `tail`, copies the encoded item
+//!   in, and publishes it with one store; a consumer claims it with one CAS
+//!   on `head`, decodes it **in place**, and releases the slots with stores.
+//!   Per-producer FIFO follows from the tickets.
+//! - **Small items cost no syscall.** An item whose encoding fits 128 bytes
+//!   (integers, short strings, small structs) takes one slot. A sleeper
+//!   raises a flag before its `FUTEX_WAIT`; a producer or consumer calls
+//!   `FUTEX_WAKE` only when it sees that flag, so while both sides keep up
+//!   there are no syscalls at all (waiters spin briefly before sleeping).
+//! - **Large items are moved through shared memory**, not through a pipe in
+//!   pieces: an item spans consecutive slots and is copied in once and
+//!   decoded out once. An item that would wrap past the end of the ring is
+//!   padded to start at slot 0, so every payload is contiguous. The largest
+//!   item is half the ring (2 MiB encoded by default; more with
+//!   [`Builder::capacity_bytes`]); a larger one is
+//!   [`Error::MessageTooLarge`](crate::Error::MessageTooLarge).
+//! - **No feeder thread; `put` is done when it returns.** The item is in
+//!   shared memory, where it stays until some process takes it, whether its
+//!   producer is alive or not. So a producer never waits at exit, and
+//!   CPython's "joining processes that use queues" deadlock (parent joins a
+//!   child that put a large item, before getting it) cannot happen: the
+//!   child exits right after `put`, the parent joins it, then gets the item.
+//!   [`Queue::join_thread`] and [`Queue::cancel_join_thread`] are therefore
+//!   no-ops: there is nothing to flush and nothing that could be lost.
+//! - **Unbounded means "no item limit", not "infinite buffer".** Python's
+//!   `put` on an unbounded queue never blocks because its feeder thread
+//!   buffers without limit in the producer. Here the ring is finite (4 MiB
+//!   by default): if consumers fall that far behind, `put` waits for room.
+//!   That bounds memory and keeps every put item visible to consumers.
+//! - `maxsize` (an item count, as in Python) is an atomic counter reserved
+//!   before the claim; `qsize()` reads it (approximate while others work).
+//!   `JoinableQueue`'s unfinished-task count is a futex word in the region.
+//!
+//! # Faults
+//!
+//! - A consumer killed while **blocked** in `get` held nothing: it leaves at
+//!   most a stale sleeper flag (one needless wake-up later).
+//! - A producer killed **mid-put** never committed its slot, so nobody reads
+//!   the half-written item. Consumers that wait behind its claim for 50 ms
+//!   look up its pid (recorded with the claim): if the process is gone or a
+//!   zombie, they skip its slots and carry on; its item never existed (the
+//!   counters are corrected).
+//! - A consumer killed **while copying an item out** (after it took it) loses
+//!   that item, as a Python consumer killed after `get` would; producers that
+//!   need its slots find the dead taker's pid the same way and release them.
+//! - Residual hazards (documented, not handled): a process killed in the few
+//!   instructions between its claim CAS and storing its pid in the claim
+//!   record leaves a claim nobody can attribute, and a reused pid makes a
+//!   dead claimant look alive; either makes waiters wait (never read garbage).
+//!
+//! # Memory
+//!
+//! The region is a `memfd`: it has no name in `/dev/shm` and vanishes when
+//! the last process holding a handle drops it (or dies). Its size is fixed at
+//! creation: 4 MiB of slots plus 1.25 MiB of sequence and claim records by
+//! default, touched lazily.
+
+mod joinable;
+#[allow(clippy::module_inception)]
+mod queue;
+mod ring;
+mod simple;
+
+pub use joinable::JoinableQueue;
+pub use queue::{Builder, Queue};
+pub use simple::SimpleQueue;

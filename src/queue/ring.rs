@@ -1,0 +1,590 @@
+//! The shared-memory ring under every queue type: a bounded MPMC ring of
+//! fixed-size slots in one `memfd` region (see the [module docs](super) for
+//! the design and its fault model).
+//!
+//! Layout of the region (offsets, never pointers: each process maps it at an
+//! address of its own):
+//!
+//! ```text
+//! Header (counters, wait words)  | seq[cap]: u64  | meta[cap]: Meta (32 B) | data[cap * SLOT]
+//! ```
+//!
+//! Ticket `t` lives in slot `t % cap`. `seq[slot]` says what the slot holds:
+//!
+//! - `seq == t`: free for the producer of ticket `t`;
+//! - `seq == t + 1`: ticket `t` is the first slot of a committed item;
+//! - `seq == t + cap`: released by the consumer of ticket `t` (= free for `t + cap`).
+//!
+//! An item takes `span` consecutive tickets (one for an encoded item of up to
+//! [`SLOT`] bytes); only its first slot's `seq` is committed, and the consumer
+//! releases all of them. An item that would wrap past the end of the data
+//! array is padded: it claims the slots up to the end as well and its payload
+//! starts at slot 0, so every payload is contiguous.
+
+use crate::error::{Error, Result};
+use crate::sys::futex::{self, Wake};
+use crate::sys::Region;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
+
+/// Bytes of payload per slot: an item encoding to at most this many bytes
+/// takes one slot.
+pub(crate) const SLOT: usize = 128;
+/// Default number of slots (4 MiB of data; items up to 2 MiB encoded).
+pub(crate) const DEFAULT_SLOTS: usize = 1 << 15;
+const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
+const FLAG_JOINABLE: u64 = 1;
+/// Spins (with a pause hint) before a waiter sleeps.
+const SPINS: u32 = 200;
+/// How long a waiter sleeps before it looks for a dead producer or consumer
+/// that holds the slot it waits for.
+const STUCK_CHECK: Duration = Duration::from_millis(50);
+
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Line<T>(T);
+
+/// Where one side sleeps (limits.c's scheme): a waiter reads `epoch`, raises
+/// `waiting`, re-checks its condition, then sleeps in `FUTEX_WAIT(epoch)`. A
+/// waker, after publishing, looks at `waiting` and makes a syscall only if it
+/// is set. Both sides use `SeqCst`, so one of them sees the other's store.
+/// A waiter that dies leaves at most a stale flag: one needless wake.
+#[repr(C)]
+#[derive(Default)]
+struct WaitQ {
+    epoch: AtomicU32,
+    waiting: AtomicU32,
+}
+
+impl WaitQ {
+    fn announce(&self) -> u32 {
+        let e = self.epoch.load(SeqCst);
+        self.waiting.store(1, SeqCst);
+        e
+    }
+
+    fn wake(&self) {
+        if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
+            self.epoch.fetch_add(1, SeqCst);
+            futex::wake_all(&self.epoch);
+        }
+    }
+}
+
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    cap: AtomicU64,
+    flags: AtomicU64,
+    maxsize: AtomicU64,
+    tail: Line<AtomicU64>,
+    head: Line<AtomicU64>,
+    items: Line<AtomicI64>,
+    not_empty: Line<WaitQ>,
+    not_full: Line<WaitQ>,
+    unfinished: Line<AtomicU32>,
+}
+
+/// Per-slot claim record, meaningful in an item's first slot.
+#[repr(C)]
+struct Meta {
+    /// The ticket of the claim this record describes (written by the
+    /// producer right after its claim; tells a stale record from a live one).
+    claim: AtomicU64,
+    /// Producer's pid.
+    ppid: AtomicU32,
+    /// Slots claimed (padding included).
+    span: AtomicU32,
+    /// Payload length in bytes.
+    len: AtomicU32,
+    /// Slot index where the payload starts.
+    start: AtomicU32,
+    /// Pid of the consumer copying the item out (0 when none).
+    tpid: AtomicU32,
+    _pad: AtomicU32,
+}
+
+const HEADER_BYTES: usize = round_up(std::mem::size_of::<Header>(), 64);
+
+const fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+fn layout(cap: usize) -> (usize, usize, usize) {
+    let seq = HEADER_BYTES;
+    let meta = round_up(seq + cap * 8, 64);
+    let data = round_up(meta + cap * std::mem::size_of::<Meta>(), 4096);
+    (meta, data, data + cap * SLOT)
+}
+
+/// Outcome of one non-blocking attempt.
+enum Try<R> {
+    Done(R),
+    /// Nothing to take / no room: sleep on the queue's wait word.
+    Wait,
+    /// Blocked on the claim of ticket `t` held by another process.
+    Stuck(u64),
+}
+
+/// One process's view of a ring (cheap to share within the process).
+#[derive(Debug, Clone)]
+pub(crate) struct Ring {
+    region: Region,
+    cap: u64,
+    mask: u64,
+    meta_off: usize,
+    data_off: usize,
+    joinable: bool,
+    maxsize: u64,
+}
+
+/// The pid of this process (cached per call site is unnecessary: getpid is cheap).
+fn my_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// `true` unless `pid` is known to be gone: no such process, or a zombie
+/// (killed but not yet reaped). Pid reuse could make a dead claimant look
+/// alive (then the waiter keeps waiting); it never makes a live one look dead.
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(s) => match s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()) {
+            Some("Z") | Some("X") | Some("x") => false,
+            _ => true,
+        },
+    }
+}
+
+impl Ring {
+    /// A new ring of at least `slots` slots (rounded up to a power of two).
+    pub(crate) fn new(slots: usize, maxsize: usize, joinable: bool, name: &str) -> Result<Ring> {
+        let cap = slots.max(4).checked_next_power_of_two().ok_or_else(|| Error::Invalid("capacity too large".into()))?;
+        let (_, _, total) = layout(cap);
+        let region = Region::new(total, name)?;
+        let ring = Ring::from_region(region, cap as u64, maxsize as u64, joinable)?;
+        let h = ring.header();
+        for i in 0..ring.cap {
+            ring.seq(i).store(i, Relaxed);
+        }
+        h.cap.store(ring.cap, Relaxed);
+        h.maxsize.store(maxsize as u64, Relaxed);
+        h.flags.store(if joinable { FLAG_JOINABLE } else { 0 }, Relaxed);
+        h.magic.store(MAGIC, Release);
+        Ok(ring)
+    }
+
+    fn from_region(region: Region, cap: u64, maxsize: u64, joinable: bool) -> Result<Ring> {
+        let (meta_off, data_off, total) = layout(cap as usize);
+        if region.len() < total {
+            return Err(Error::Bootstrap("queue region is smaller than its layout".into()));
+        }
+        Ok(Ring { region, cap, mask: cap - 1, meta_off, data_off, joinable, maxsize })
+    }
+
+    /// Rebuilds a ring from a region received by handoff, checking its header.
+    pub(crate) fn attach(region: Region) -> Result<Ring> {
+        if region.len() < HEADER_BYTES {
+            return Err(Error::Bootstrap("queue region too small".into()));
+        }
+        // SAFETY: offset 0 is page aligned, the region holds a header (checked
+        // above), and a Header is all atomics (any bit pattern is valid).
+        let h: &Header = unsafe { region.get(0) };
+        if h.magic.load(Acquire) != MAGIC {
+            return Err(Error::Bootstrap("not a multiproc queue region".into()));
+        }
+        let cap = h.cap.load(Relaxed);
+        if !cap.is_power_of_two() || cap > (1 << 40) {
+            return Err(Error::Bootstrap("corrupt queue header".into()));
+        }
+        let maxsize = h.maxsize.load(Relaxed);
+        let joinable = h.flags.load(Relaxed) & FLAG_JOINABLE != 0;
+        Ring::from_region(region, cap, maxsize, joinable)
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: offset 0 is page aligned; the region is at least the layout
+        // (checked in `from_region`); Header is all atomics, valid when zeroed.
+        unsafe { self.region.get(0) }
+    }
+
+    fn seq(&self, ticket: u64) -> &AtomicU64 {
+        let i = (ticket & self.mask) as usize;
+        // SAFETY: i < cap, the seq array holds cap aligned u64 atomics at
+        // HEADER_BYTES (a multiple of 64) inside the region.
+        unsafe { self.region.get(HEADER_BYTES + i * 8) }
+    }
+
+    fn meta(&self, ticket: u64) -> &Meta {
+        let i = (ticket & self.mask) as usize;
+        // SAFETY: i < cap; the meta array holds cap 32-byte records of
+        // atomics at a 64-aligned offset inside the region.
+        unsafe { self.region.get(self.meta_off + i * std::mem::size_of::<Meta>()) }
+    }
+
+    /// Pointer to the payload bytes starting at slot index `start`.
+    fn data_ptr(&self, start: u64) -> *mut u8 {
+        debug_assert!(start < self.cap);
+        // SAFETY: start < cap, so the offset lies inside the data array.
+        unsafe { self.region.as_ptr().add(self.data_off + start as usize * SLOT) }
+    }
+
+    /// Largest encoded item the ring accepts.
+    pub(crate) fn max_item(&self) -> usize {
+        (self.cap as usize / 2) * SLOT
+    }
+
+    pub(crate) fn is_joinable(&self) -> bool {
+        self.joinable
+    }
+
+    pub(crate) fn maxsize(&self) -> u64 {
+        self.maxsize
+    }
+
+    /// Items put and not yet taken (approximate while others work).
+    pub(crate) fn qsize(&self) -> usize {
+        self.header().items.0.load(SeqCst).max(0) as usize
+    }
+
+    pub(crate) fn full(&self) -> bool {
+        self.maxsize > 0 && self.qsize() as u64 >= self.maxsize
+    }
+
+    // ------------------------------------------------------------------ put
+
+    /// Puts the encoded item `bytes`, waiting until `deadline` for room.
+    /// `stall` (tests only) makes the producer hang after writing half the
+    /// payload, never committing.
+    pub(crate) fn put(&self, bytes: &[u8], deadline: Option<Instant>, stall: bool) -> Result<()> {
+        if bytes.len() > self.max_item() {
+            return Err(Error::MessageTooLarge { len: bytes.len() as u64, max: self.max_item() as u64 });
+        }
+        let h = self.header();
+        // A bounded queue reserves its place first (Python's semaphore).
+        if self.maxsize > 0 {
+            let max = self.maxsize as i64;
+            self.wait_loop(&h.not_full.0, deadline, false, || {
+                let n = h.items.0.load(SeqCst);
+                if n < max && h.items.0.compare_exchange(n, n + 1, SeqCst, SeqCst).is_ok() {
+                    Try::Done(())
+                } else {
+                    Try::Wait
+                }
+            })
+            .map_err(|e| if matches!(e, Error::Timeout) { Error::Full } else { e })?;
+        } else {
+            h.items.0.fetch_add(1, SeqCst);
+        }
+        if self.joinable {
+            h.unfinished.0.fetch_add(1, SeqCst);
+        }
+        let k = (bytes.len().div_ceil(SLOT)).max(1) as u64;
+        let claimed = self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k));
+        let (p, start) = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                self.unreserve();
+                return Err(if matches!(e, Error::Timeout) { Error::Full } else { e });
+            }
+        };
+        let m = self.meta(p);
+        m.len.store(bytes.len() as u32, Relaxed);
+        // SAFETY: tickets p..p+span are ours alone (claimed by the CAS on
+        // `tail` after seeing each slot free); the payload area
+        // [start, start + k) lies inside them and inside the data array, and
+        // no consumer reads it before the commit below.
+        unsafe {
+            let dst = self.data_ptr(start);
+            if stall {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len() / 2);
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
+        }
+        self.seq(p).store(p + 1, SeqCst);
+        h.not_empty.0.wake();
+        Ok(())
+    }
+
+    fn unreserve(&self) {
+        let h = self.header();
+        h.items.0.fetch_sub(1, SeqCst);
+        if self.joinable && h.unfinished.0.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)) == Ok(1) {
+            futex::wake_all(&h.unfinished.0);
+        }
+        h.not_full.0.wake();
+    }
+
+    /// One attempt to claim `k` payload slots: returns (ticket, payload start).
+    fn try_claim(&self, k: u64) -> Try<(u64, u64)> {
+        let h = self.header();
+        loop {
+            let p = h.tail.0.load(SeqCst);
+            let idx = p & self.mask;
+            let span = if idx + k > self.cap { self.cap - idx + k } else { k };
+            let mut retry = false;
+            for i in 0..span {
+                let t = p + i;
+                let d = self.seq(t).load(Acquire).wrapping_sub(t) as i64;
+                if d < 0 {
+                    // Not yet released by the consumer of ticket t - cap.
+                    return Try::Stuck(t);
+                }
+                if d > 0 {
+                    retry = true;
+                    break;
+                }
+            }
+            if retry {
+                continue;
+            }
+            if h.tail.0.compare_exchange_weak(p, p + span, SeqCst, Relaxed).is_ok() {
+                let m = self.meta(p);
+                m.ppid.store(my_pid(), Relaxed);
+                m.span.store(span as u32, Relaxed);
+                m.start.store(if span > k { 0 } else { idx } as u32, Relaxed);
+                m.claim.store(p, Release);
+                return Try::Done((p, if span > k { 0 } else { idx }));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ get
+
+    /// Takes one item, waiting until `deadline`; `f` reads the payload in
+    /// place (it is released right after).
+    pub(crate) fn get<R>(&self, deadline: Option<Instant>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let h = self.header();
+        let p = self
+            .wait_loop(&h.not_empty.0, deadline, true, || self.try_take())
+            .map_err(|e| if matches!(e, Error::Timeout) { Error::Empty } else { e })?;
+        let m = self.meta(p);
+        let len = m.len.load(Relaxed) as usize;
+        let start = m.start.load(Relaxed) as u64;
+        let span = m.span.load(Relaxed) as u64;
+        // SAFETY: ticket p is committed (seq == p + 1 seen with Acquire) and
+        // ours (CAS on head); the producer wrote `len` bytes at `start` before
+        // committing, within the data array, and nobody writes them until we
+        // release below.
+        let bytes = unsafe { std::slice::from_raw_parts(self.data_ptr(start), len.min(span as usize * SLOT)) };
+        let _release = ReleaseGuard { ring: self, p, span };
+        Ok(f(bytes))
+    }
+
+    fn try_take(&self) -> Try<u64> {
+        let h = self.header();
+        loop {
+            let p = h.head.0.load(SeqCst);
+            let s = self.seq(p).load(Acquire);
+            let d = s.wrapping_sub(p + 1) as i64;
+            if d == 0 {
+                let span = self.meta(p).span.load(Relaxed) as u64;
+                if h.head.0.compare_exchange_weak(p, p + span, SeqCst, Relaxed).is_ok() {
+                    self.meta(p).tpid.store(my_pid(), Relaxed);
+                    h.items.0.fetch_sub(1, SeqCst);
+                    if self.maxsize > 0 {
+                        h.not_full.0.wake();
+                    }
+                    return Try::Done(p);
+                }
+            } else if d < 0 {
+                return if h.tail.0.load(SeqCst) <= p { Try::Wait } else { Try::Stuck(p) };
+            }
+            // d > 0: another consumer took it; look again.
+        }
+    }
+
+    /// Frees tickets p..p+span for the next round and wakes producers.
+    fn release(&self, p: u64, span: u64) {
+        self.meta(p).tpid.store(0, Relaxed);
+        for i in 1..span {
+            self.seq(p + i).store(p + i + self.cap, Release);
+        }
+        self.seq(p).store(p + self.cap, SeqCst);
+        self.header().not_full.0.wake();
+    }
+
+    // -------------------------------------------------------------- waiting
+
+    /// Retries `attempt` until it is done, sleeping on `wq` in between and,
+    /// when stuck behind another process's claim, checking that process is
+    /// alive. `Err(Timeout)` when the deadline passes (a deadline already
+    /// past means exactly one attempt).
+    fn wait_loop<R>(
+        &self,
+        wq: &WaitQ,
+        deadline: Option<Instant>,
+        consumer: bool,
+        mut attempt: impl FnMut() -> Try<R>,
+    ) -> Result<R> {
+        let mut spins = 0u32;
+        let mut stuck_since: Option<(u64, Instant)> = None;
+        loop {
+            let stuck = match attempt() {
+                Try::Done(r) => return Ok(r),
+                Try::Wait => None,
+                Try::Stuck(t) => Some(t),
+            };
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(Error::Timeout);
+            }
+            if let Some(t) = stuck {
+                match stuck_since {
+                    Some((t0, since)) if t0 == t => {
+                        if now.duration_since(since) >= STUCK_CHECK {
+                            if self.recover(t, consumer) {
+                                stuck_since = None;
+                                continue;
+                            }
+                            stuck_since = Some((t, now));
+                        }
+                    }
+                    _ => stuck_since = Some((t, now)),
+                }
+            }
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if spins < SPINS + 4 {
+                spins += 1;
+                std::thread::yield_now();
+                continue;
+            }
+            let e = wq.announce();
+            if let Try::Done(r) = attempt() {
+                return Ok(r);
+            }
+            let until = match stuck {
+                Some(_) => {
+                    let check = now + STUCK_CHECK;
+                    Some(deadline.map_or(check, |d| d.min(check)))
+                }
+                None => deadline,
+            };
+            futex::wait(&wq.epoch, e, until)?;
+        }
+    }
+
+    /// Ticket `t` has been blocked for a while: if the process holding it is
+    /// dead, reclaim it. Returns `true` if something was reclaimed.
+    fn recover(&self, t: u64, consumer: bool) -> bool {
+        let h = self.header();
+        let head = h.head.0.load(SeqCst);
+        // Case 1: a producer claimed t (at the head) and never committed.
+        if consumer {
+            if t != head {
+                return false;
+            }
+            let m = self.meta(t);
+            if m.claim.load(Acquire) != t || self.seq(t).load(SeqCst) != t {
+                return false;
+            }
+            if pid_alive(m.ppid.load(Relaxed)) {
+                return false;
+            }
+            let span = m.span.load(Relaxed) as u64;
+            if span == 0 || h.head.0.compare_exchange(t, t + span, SeqCst, SeqCst).is_err() {
+                return false;
+            }
+            // The item never existed: undo what its producer counted.
+            h.items.0.fetch_sub(1, SeqCst);
+            if self.joinable {
+                if h.unfinished.0.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)) == Ok(1) {
+                    futex::wake_all(&h.unfinished.0);
+                }
+            }
+            self.release(t, span);
+            h.not_empty.0.wake();
+            return true;
+        }
+        // Case 2: a producer waits for slot t, held by the claim of an
+        // earlier round whose consumer took it (head is past) and died.
+        let old = t.wrapping_sub(self.cap);
+        let back_limit = self.cap / 2 + 1;
+        for back in 0..back_limit {
+            let c = old.wrapping_sub(back);
+            let m = self.meta(c);
+            if m.claim.load(Acquire) != c {
+                continue;
+            }
+            let span = m.span.load(Relaxed) as u64;
+            if c + span <= old {
+                return false;
+            }
+            if self.seq(c).load(SeqCst) != c + 1 || head <= c {
+                return false;
+            }
+            let tpid = m.tpid.load(Relaxed);
+            if tpid == 0 || pid_alive(tpid) {
+                return false;
+            }
+            // Only one process may release it: take the record over first.
+            if m.tpid.compare_exchange(tpid, 0, SeqCst, SeqCst).is_err() {
+                return false;
+            }
+            self.release(c, span);
+            return true;
+        }
+        false
+    }
+
+    // ---------------------------------------------------------- joinable
+
+    /// `task_done`: one fewer unfinished task.
+    pub(crate) fn task_done(&self) -> Result<()> {
+        let u = &self.header().unfinished.0;
+        let prev = u
+            .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
+            .map_err(|_| Error::Invalid("task_done() called too many times".into()))?;
+        if prev == 1 {
+            futex::wake_all(u);
+        }
+        Ok(())
+    }
+
+    /// `join`: waits until every item put has been marked done.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<()> {
+        let u = &self.header().unfinished.0;
+        loop {
+            let v = u.load(SeqCst);
+            if v == 0 {
+                return Ok(());
+            }
+            if futex::wait(u, v, deadline)? == Wake::TimedOut {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// Unfinished tasks (joinable queues).
+    pub(crate) fn unfinished(&self) -> u32 {
+        self.header().unfinished.0.load(SeqCst)
+    }
+}
+
+
+/// Releases a taken item's slots when dropped (also if the reader panics).
+struct ReleaseGuard<'a> {
+    ring: &'a Ring,
+    p: u64,
+    span: u64,
+}
+
+impl Drop for ReleaseGuard<'_> {
+    fn drop(&mut self) {
+        self.ring.release(self.p, self.span);
+    }
+}
