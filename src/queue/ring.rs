@@ -24,6 +24,7 @@
 use crate::error::{Error, Result};
 use crate::sys::futex::{self, Wake};
 use crate::sys::Region;
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
@@ -78,16 +79,25 @@ struct Header {
     flags: AtomicU64,
     maxsize: AtomicU64,
     tail: Line<AtomicU64>,
+    /// Items put (producers' line; unbounded queues).
+    puts: Line<AtomicI64>,
     head: Line<AtomicU64>,
+    /// Items taken (consumers' line; unbounded queues).
+    gets: Line<AtomicI64>,
+    /// Items in the queue, reserved before the claim (bounded queues only).
     items: Line<AtomicI64>,
     not_empty: Line<WaitQ>,
     not_full: Line<WaitQ>,
     unfinished: Line<AtomicU32>,
 }
 
-/// Per-slot claim record, meaningful in an item's first slot.
-#[repr(C)]
-struct Meta {
+/// One ticket's cell: its sequence word, the claim record (meaningful in an
+/// item's first slot), and room for a small item inline, all on one cache
+/// line so that a small item costs one line transfer between processes.
+#[repr(C, align(64))]
+struct Cell {
+    /// Free / committed / released, as described in the module docs.
+    seq: AtomicU64,
     /// The ticket of the claim this record describes (written by the
     /// producer right after its claim; tells a stale record from a live one).
     claim: AtomicU64,
@@ -97,12 +107,14 @@ struct Meta {
     span: AtomicU32,
     /// Payload length in bytes.
     len: AtomicU32,
-    /// Slot index where the payload starts.
-    start: AtomicU32,
     /// Pid of the consumer copying the item out (0 when none).
     tpid: AtomicU32,
-    _pad: AtomicU32,
+    /// An item of up to `INLINE` bytes lives here rather than in the data array.
+    inline: UnsafeCell<[u8; INLINE]>,
 }
+
+/// Encoded items up to this size are stored in their cell.
+const INLINE: usize = 32;
 
 const HEADER_BYTES: usize = round_up(std::mem::size_of::<Header>(), 64);
 
@@ -110,11 +122,11 @@ const fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
+/// (offset of the cells, offset of the data array, total length).
 fn layout(cap: usize) -> (usize, usize, usize) {
-    let seq = HEADER_BYTES;
-    let meta = round_up(seq + cap * 8, 64);
-    let data = round_up(meta + cap * std::mem::size_of::<Meta>(), 4096);
-    (meta, data, data + cap * SLOT)
+    let cells = HEADER_BYTES;
+    let data = round_up(cells + cap * std::mem::size_of::<Cell>(), 4096);
+    (cells, data, data + cap * SLOT)
 }
 
 /// Outcome of one non-blocking attempt.
@@ -132,13 +144,15 @@ pub(crate) struct Ring {
     region: Region,
     cap: u64,
     mask: u64,
-    meta_off: usize,
+    cells_off: usize,
     data_off: usize,
+    /// This process's pid, recorded in claims (a ring reaches a child only
+    /// by handoff, which builds a new `Ring` there).
+    pid: u32,
     joinable: bool,
     maxsize: u64,
 }
 
-/// The pid of this process (cached per call site is unnecessary: getpid is cheap).
 fn my_pid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
@@ -168,7 +182,7 @@ impl Ring {
         let ring = Ring::from_region(region, cap as u64, maxsize as u64, joinable)?;
         let h = ring.header();
         for i in 0..ring.cap {
-            ring.seq(i).store(i, Relaxed);
+            ring.cell(i).seq.store(i, Relaxed);
         }
         h.cap.store(ring.cap, Relaxed);
         h.maxsize.store(maxsize as u64, Relaxed);
@@ -178,11 +192,11 @@ impl Ring {
     }
 
     fn from_region(region: Region, cap: u64, maxsize: u64, joinable: bool) -> Result<Ring> {
-        let (meta_off, data_off, total) = layout(cap as usize);
+        let (cells_off, data_off, total) = layout(cap as usize);
         if region.len() < total {
             return Err(Error::Bootstrap("queue region is smaller than its layout".into()));
         }
-        Ok(Ring { region, cap, mask: cap - 1, meta_off, data_off, joinable, maxsize })
+        Ok(Ring { region, cap, mask: cap - 1, cells_off, data_off, pid: my_pid(), joinable, maxsize })
     }
 
     /// Rebuilds a ring from a region received by handoff, checking its header.
@@ -215,18 +229,16 @@ impl Ring {
         unsafe { self.region.get(0) }
     }
 
-    fn seq(&self, ticket: u64) -> &AtomicU64 {
+    fn cell(&self, ticket: u64) -> &Cell {
         let i = (ticket & self.mask) as usize;
-        // SAFETY: i < cap, the seq array holds cap aligned u64 atomics at
-        // HEADER_BYTES (a multiple of 64) inside the region.
-        unsafe { self.region.get(HEADER_BYTES + i * 8) }
+        // SAFETY: i < cap; the cell array holds cap 64-byte cells at a
+        // 64-aligned offset inside the region (checked in `from_region`);
+        // a Cell is atomics plus an UnsafeCell of bytes, valid when zeroed.
+        unsafe { self.region.get(self.cells_off + i * std::mem::size_of::<Cell>()) }
     }
 
-    fn meta(&self, ticket: u64) -> &Meta {
-        let i = (ticket & self.mask) as usize;
-        // SAFETY: i < cap; the meta array holds cap 32-byte records of
-        // atomics at a 64-aligned offset inside the region.
-        unsafe { self.region.get(self.meta_off + i * std::mem::size_of::<Meta>()) }
+    fn seq(&self, ticket: u64) -> &AtomicU64 {
+        &self.cell(ticket).seq
     }
 
     /// Pointer to the payload bytes starting at slot index `start`.
@@ -251,7 +263,33 @@ impl Ring {
 
     /// Items put and not yet taken (approximate while others work).
     pub(crate) fn qsize(&self) -> usize {
-        self.header().items.0.load(SeqCst).max(0) as usize
+        let h = self.header();
+        let n = if self.maxsize > 0 {
+            h.items.0.load(SeqCst)
+        } else {
+            let gets = h.gets.0.load(SeqCst);
+            h.puts.0.load(SeqCst) - gets
+        };
+        n.max(0) as usize
+    }
+
+    /// Counts one item out (taken, or found never to have existed).
+    fn count_out(&self) {
+        let h = self.header();
+        if self.maxsize > 0 {
+            h.items.0.fetch_sub(1, SeqCst);
+        } else {
+            h.gets.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Where the payload of the item at ticket `p` lives.
+    fn payload_ptr(&self, p: u64, len: usize, span: u64) -> *mut u8 {
+        if len <= INLINE {
+            return self.cell(p).inline.get().cast::<u8>();
+        }
+        let idx = p & self.mask;
+        self.data_ptr(if idx + span > self.cap { 0 } else { idx })
     }
 
     pub(crate) fn full(&self) -> bool {
@@ -281,28 +319,28 @@ impl Ring {
             })
             .map_err(|e| if matches!(e, Error::Timeout) { Error::Full } else { e })?;
         } else {
-            h.items.0.fetch_add(1, SeqCst);
+            h.puts.0.fetch_add(1, Relaxed);
         }
         if self.joinable {
             h.unfinished.0.fetch_add(1, SeqCst);
         }
-        let k = (bytes.len().div_ceil(SLOT)).max(1) as u64;
+        let k = if bytes.len() <= INLINE { 1 } else { bytes.len().div_ceil(SLOT) as u64 };
         let claimed = self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k));
-        let (p, start) = match claimed {
+        let (p, span) = match claimed {
             Ok(c) => c,
             Err(e) => {
                 self.unreserve();
                 return Err(if matches!(e, Error::Timeout) { Error::Full } else { e });
             }
         };
-        let m = self.meta(p);
+        let m = self.cell(p);
         m.len.store(bytes.len() as u32, Relaxed);
+        let dst = self.payload_ptr(p, bytes.len(), span);
         // SAFETY: tickets p..p+span are ours alone (claimed by the CAS on
-        // `tail` after seeing each slot free); the payload area
-        // [start, start + k) lies inside them and inside the data array, and
-        // no consumer reads it before the commit below.
+        // `tail` after seeing each slot free); the payload area (the cell's
+        // inline bytes, or k slots of the data array inside the claim) holds
+        // `bytes.len()` bytes, and no consumer reads it before the commit.
         unsafe {
-            let dst = self.data_ptr(start);
             if stall {
                 std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len() / 2);
                 loop {
@@ -318,14 +356,18 @@ impl Ring {
 
     fn unreserve(&self) {
         let h = self.header();
-        h.items.0.fetch_sub(1, SeqCst);
+        if self.maxsize > 0 {
+            h.items.0.fetch_sub(1, SeqCst);
+        } else {
+            h.puts.0.fetch_sub(1, Relaxed);
+        }
         if self.joinable && h.unfinished.0.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)) == Ok(1) {
             futex::wake_all(&h.unfinished.0);
         }
         h.not_full.0.wake();
     }
 
-    /// One attempt to claim `k` payload slots: returns (ticket, payload start).
+    /// One attempt to claim `k` payload slots: returns (ticket, span).
     fn try_claim(&self, k: u64) -> Try<(u64, u64)> {
         let h = self.header();
         loop {
@@ -349,12 +391,11 @@ impl Ring {
                 continue;
             }
             if h.tail.0.compare_exchange_weak(p, p + span, SeqCst, Relaxed).is_ok() {
-                let m = self.meta(p);
-                m.ppid.store(my_pid(), Relaxed);
+                let m = self.cell(p);
+                m.ppid.store(self.pid, Relaxed);
                 m.span.store(span as u32, Relaxed);
-                m.start.store(if span > k { 0 } else { idx } as u32, Relaxed);
                 m.claim.store(p, Release);
-                return Try::Done((p, if span > k { 0 } else { idx }));
+                return Try::Done((p, span));
             }
         }
     }
@@ -368,15 +409,15 @@ impl Ring {
         let p = self
             .wait_loop(&h.not_empty.0, deadline, true, || self.try_take())
             .map_err(|e| if matches!(e, Error::Timeout) { Error::Empty } else { e })?;
-        let m = self.meta(p);
+        let m = self.cell(p);
         let len = m.len.load(Relaxed) as usize;
-        let start = m.start.load(Relaxed) as u64;
         let span = m.span.load(Relaxed) as u64;
+        let len = len.min(span as usize * SLOT);
         // SAFETY: ticket p is committed (seq == p + 1 seen with Acquire) and
-        // ours (CAS on head); the producer wrote `len` bytes at `start` before
-        // committing, within the data array, and nobody writes them until we
-        // release below.
-        let bytes = unsafe { std::slice::from_raw_parts(self.data_ptr(start), len.min(span as usize * SLOT)) };
+        // ours (CAS on head); the producer wrote `len` bytes at the payload
+        // area (inside its claim, bounded above) before committing, and
+        // nobody writes them until we release below.
+        let bytes = unsafe { std::slice::from_raw_parts(self.payload_ptr(p, len, span), len) };
         let _release = ReleaseGuard { ring: self, p, span };
         Ok(f(bytes))
     }
@@ -388,13 +429,10 @@ impl Ring {
             let s = self.seq(p).load(Acquire);
             let d = s.wrapping_sub(p + 1) as i64;
             if d == 0 {
-                let span = self.meta(p).span.load(Relaxed) as u64;
+                let span = self.cell(p).span.load(Relaxed) as u64;
                 if h.head.0.compare_exchange_weak(p, p + span, SeqCst, Relaxed).is_ok() {
-                    self.meta(p).tpid.store(my_pid(), Relaxed);
-                    h.items.0.fetch_sub(1, SeqCst);
-                    if self.maxsize > 0 {
-                        h.not_full.0.wake();
-                    }
+                    self.cell(p).tpid.store(self.pid, Relaxed);
+                    self.count_out();
                     return Try::Done(p);
                 }
             } else if d < 0 {
@@ -406,7 +444,7 @@ impl Ring {
 
     /// Frees tickets p..p+span for the next round and wakes producers.
     fn release(&self, p: u64, span: u64) {
-        self.meta(p).tpid.store(0, Relaxed);
+        self.cell(p).tpid.store(0, Relaxed);
         for i in 1..span {
             self.seq(p + i).store(p + i + self.cap, Release);
         }
@@ -488,7 +526,7 @@ impl Ring {
             if t != head {
                 return false;
             }
-            let m = self.meta(t);
+            let m = self.cell(t);
             if m.claim.load(Acquire) != t || self.seq(t).load(SeqCst) != t {
                 return false;
             }
@@ -500,7 +538,7 @@ impl Ring {
                 return false;
             }
             // The item never existed: undo what its producer counted.
-            h.items.0.fetch_sub(1, SeqCst);
+            self.count_out();
             if self.joinable {
                 if h.unfinished.0.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)) == Ok(1) {
                     futex::wake_all(&h.unfinished.0);
@@ -516,7 +554,7 @@ impl Ring {
         let back_limit = self.cap / 2 + 1;
         for back in 0..back_limit {
             let c = old.wrapping_sub(back);
-            let m = self.meta(c);
+            let m = self.cell(c);
             if m.claim.load(Acquire) != c {
                 continue;
             }
