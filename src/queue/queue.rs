@@ -148,11 +148,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Builder::default().maxsize(maxsize).build()
     }
 
-    /// A [`Builder`] for maxsize and ring capacity.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-
     pub(crate) fn from_ring(ring: Ring) -> Result<Queue<T>> {
         Ok(Queue { ring, closed: Arc::new(AtomicBool::new(false)), _item: PhantomData })
     }
@@ -236,6 +231,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     #[doc(hidden)]
     pub fn __put_and_hang(&self, item: T) -> Result<()> {
         with_encoded(&item, |bytes| self.ring.put(bytes, None, true))
+    }
+}
+
+impl Queue<()> {
+    /// A [`Builder`] for maxsize and ring capacity; the item type comes from
+    /// [`Builder::build`] (`Queue::builder().maxsize(8).build::<u64>()`).
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 }
 
