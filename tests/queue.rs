@@ -364,3 +364,39 @@ fn producer_killed_mid_put_while_not_yet_dead_is_waited_for() {
     let _ = victim.join_timeout(LONG);
     assert_eq!(q.get_timeout(LONG).unwrap(), vec![2]);
 }
+
+/// A consumer killed after taking an item, before releasing its slots.
+fn hanging_consumer((q, ready): (Queue<u64>, Queue<u8>)) {
+    ready.put(1).unwrap();
+    q.__get_and_hang().unwrap();
+}
+
+#[test]
+fn consumer_killed_mid_get_does_not_block_producers() {
+    for m in METHODS {
+        // a tiny ring (4 slots), so producers soon need the victim's slot
+        let q: Queue<u64> = Queue::builder().capacity_bytes(4 * 128).build().unwrap();
+        let ready: Queue<u8> = Queue::new().unwrap();
+        q.put(1000).unwrap();
+        let mut victim = Process::builder().start_method(m).start(hanging_consumer, (q.clone(), ready.clone())).unwrap();
+        ready.get_timeout(LONG).unwrap();
+        let t0 = std::time::Instant::now();
+        while !q.empty() && t0.elapsed() < LONG {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        victim.kill().unwrap();
+        assert!(victim.join_timeout(LONG).is_err());
+        // The taken item is gone with its taker (as in Python); the ring's
+        // slots come back, so producers get through the whole ring again.
+        let q2 = q.clone();
+        let prod = std::thread::spawn(move || {
+            for i in 0..100u64 {
+                q2.put_timeout(i, LONG).unwrap();
+            }
+        });
+        for i in 0..100u64 {
+            assert_eq!(q.get_timeout(LONG).unwrap(), i);
+        }
+        prod.join().unwrap();
+    }
+}

@@ -167,7 +167,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
         self.check_open()?;
-        self.ring.get(deadline, codec::decode::<T>)?
+        self.ring.get(deadline, false, codec::decode::<T>)?
     }
 
     /// Puts `item`, waiting while the queue is full.
@@ -231,6 +231,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     #[doc(hidden)]
     pub fn __put_and_hang(&self, item: T) -> Result<()> {
         with_encoded(&item, |bytes| self.ring.put(bytes, None, true))
+    }
+
+    /// Test hook: takes an item and hangs forever without releasing its
+    /// slots — a consumer to kill "mid-get".
+    #[doc(hidden)]
+    pub fn __get_and_hang(&self) -> Result<()> {
+        self.ring.get(None, true, |_| ())
     }
 }
 

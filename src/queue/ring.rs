@@ -404,11 +404,16 @@ impl Ring {
 
     /// Takes one item, waiting until `deadline`; `f` reads the payload in
     /// place (it is released right after).
-    pub(crate) fn get<R>(&self, deadline: Option<Instant>, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    /// `hang` (tests only) makes the consumer hang after taking the item,
+    /// never releasing it.
+    pub(crate) fn get<R>(&self, deadline: Option<Instant>, hang: bool, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let h = self.header();
         let p = self
             .wait_loop(&h.not_empty.0, deadline, true, || self.try_take())
             .map_err(|e| if matches!(e, Error::Timeout) { Error::Empty } else { e })?;
+        while hang {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
         let m = self.cell(p);
         let len = m.len.load(Relaxed) as usize;
         let span = m.span.load(Relaxed) as u64;
