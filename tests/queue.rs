@@ -21,14 +21,20 @@ fn put_get_fifo_and_empty_full() {
     assert!(q.empty());
     assert!(!q.full());
     assert!(matches!(q.try_get(), Err(Error::Empty)));
-    assert!(matches!(q.get_timeout(Duration::from_millis(20)), Err(Error::Empty)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(20)),
+        Err(Error::Empty)
+    ));
     q.put(1).unwrap();
     q.put_timeout(2, Duration::from_millis(20)).unwrap();
     q.try_put(3).unwrap();
     assert_eq!(q.qsize(), 3);
     assert!(q.full());
     assert!(matches!(q.try_put(4), Err(Error::Full)));
-    assert!(matches!(q.put_timeout(4, Duration::from_millis(20)), Err(Error::Full)));
+    assert!(matches!(
+        q.put_timeout(4, Duration::from_millis(20)),
+        Err(Error::Full)
+    ));
     assert_eq!(q.qsize(), 3, "a failed put must not count");
     assert_eq!(q.get().unwrap(), 1);
     assert_eq!(q.try_get().unwrap(), 2);
@@ -87,7 +93,8 @@ fn maxsize_put_blocks_until_a_get() {
     // The put must still be waiting: the queue is full.
     assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
     assert_eq!(q.get().unwrap(), 1);
-    rx.recv_timeout(LONG).expect("put did not complete after a get");
+    rx.recv_timeout(LONG)
+        .expect("put did not complete after a get");
     assert_eq!(q.get().unwrap(), 2);
     t.join().unwrap();
 }
@@ -140,12 +147,18 @@ fn joinable_accounting() {
         q.put(i).unwrap();
     }
     assert_eq!(q.unfinished_tasks(), 3);
-    assert!(matches!(q.join_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(matches!(
+        q.join_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
     for _ in 0..3 {
         q.get().unwrap();
     }
     // taken is not done
-    assert!(matches!(q.join_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(matches!(
+        q.join_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
     q.task_done().unwrap();
     q.task_done().unwrap();
     assert_eq!(q.unfinished_tasks(), 1);
@@ -169,7 +182,12 @@ fn joinable_join_waits_for_workers_in_children() {
     for m in METHODS {
         let q: JoinableQueue<u64> = JoinableQueue::new().unwrap();
         let mut ps: Vec<_> = (0..2)
-            .map(|_| Process::builder().start_method(m).start(joinable_worker, (q.clone(), 50)).unwrap())
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(joinable_worker, (q.clone(), 50))
+                    .unwrap()
+            })
             .collect();
         for i in 0..100 {
             q.put(i).unwrap();
@@ -193,7 +211,12 @@ fn items_from_one_producer_arrive_in_order() {
         let q: Queue<(u32, u32)> = Queue::with_maxsize(64).unwrap();
         let n = 20_000;
         let mut ps: Vec<_> = (0..3)
-            .map(|id| Process::builder().start_method(m).start(ordered_producer, (q.clone(), id, n)).unwrap())
+            .map(|id| {
+                Process::builder()
+                    .start_method(m)
+                    .start(ordered_producer, (q.clone(), id, n))
+                    .unwrap()
+            })
             .collect();
         let mut next = [0u32; 3];
         for _ in 0..3 * n {
@@ -216,7 +239,10 @@ fn child_put_in((q,): (Queue<String>,)) {
 fn queue_handed_to_child_works_both_ways() {
     for m in METHODS {
         let q: Queue<String> = Queue::new().unwrap();
-        let mut p = Process::builder().start_method(m).start(child_put_in, (q.clone(),)).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(child_put_in, (q.clone(),))
+            .unwrap();
         let got = q.get_timeout(LONG).unwrap();
         assert_eq!(got, format!("from {}", p.pid()));
         p.join().unwrap();
@@ -233,8 +259,12 @@ fn seed_deadlock_child((q,): (Queue<String>,)) {
 fn seed_deadlock_example_completes() {
     for m in METHODS {
         let q: Queue<String> = Queue::new().unwrap();
-        let mut p = Process::builder().start_method(m).start(seed_deadlock_child, (q.clone(),)).unwrap();
-        p.join_timeout(LONG).expect("joining the producer before get must not deadlock");
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(seed_deadlock_child, (q.clone(),))
+            .unwrap();
+        p.join_timeout(LONG)
+            .expect("joining the producer before get must not deadlock");
         let obj = q.try_get().expect("the item outlives its producer");
         assert_eq!(obj.len(), 1_000_000);
         assert!(obj.bytes().all(|b| b == b'X'));
@@ -250,7 +280,10 @@ fn many_then_exit((q, n): (Queue<u64>, u64)) {
 #[test]
 fn producer_exits_without_waiting_and_loses_nothing() {
     let q: Queue<u64> = Queue::new().unwrap();
-    let mut p = Process::builder().start_method(StartMethod::Fork).start(many_then_exit, (q.clone(), 5000)).unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(many_then_exit, (q.clone(), 5000))
+        .unwrap();
     p.join_timeout(LONG).unwrap();
     assert_eq!(q.qsize(), 5000);
     for i in 0..5000 {
@@ -271,7 +304,12 @@ fn consumer_killed_while_blocked_in_get_leaves_queue_usable() {
         let q: Queue<u64> = Queue::new().unwrap();
         let ready: Queue<u8> = Queue::new().unwrap();
         let mut victims: Vec<_> = (0..2)
-            .map(|_| Process::builder().start_method(m).start(blocked_consumer, (q.clone(), ready.clone())).unwrap())
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(blocked_consumer, (q.clone(), ready.clone()))
+                    .unwrap()
+            })
             .collect();
         for _ in 0..2 {
             ready.get_timeout(LONG).unwrap();
@@ -281,7 +319,10 @@ fn consumer_killed_while_blocked_in_get_leaves_queue_usable() {
             v.kill().unwrap();
         }
         for v in &mut victims {
-            assert!(v.join_timeout(LONG).is_err(), "killed child reports failure");
+            assert!(
+                v.join_timeout(LONG).is_err(),
+                "killed child reports failure"
+            );
         }
         // the queue works for everyone else, with sleepers and without
         for i in 0..1000 {
@@ -316,12 +357,18 @@ fn producer_killed_mid_put_leaves_no_half_item() {
     killed_mid_put(StartMethod::Spawn, hanging_producer_small);
 }
 
-fn killed_mid_put<F: Fn((Queue<Vec<u8>>, Queue<u8>)) + Copy + Send + 'static>(m: StartMethod, f: F) {
+fn killed_mid_put<F: Fn((Queue<Vec<u8>>, Queue<u8>)) + Copy + Send + 'static>(
+    m: StartMethod,
+    f: F,
+) {
     {
         let q: Queue<Vec<u8>> = Queue::new().unwrap();
         let ready: Queue<u8> = Queue::new().unwrap();
         q.put(vec![1]).unwrap(); // before the victim's claim
-        let mut victim = Process::builder().start_method(m).start(f, (q.clone(), ready.clone())).unwrap();
+        let mut victim = Process::builder()
+            .start_method(m)
+            .start(f, (q.clone(), ready.clone()))
+            .unwrap();
         ready.get_timeout(LONG).unwrap();
         // Wait until its claim is in place: the item count rises to 2.
         let t0 = std::time::Instant::now();
@@ -335,7 +382,10 @@ fn killed_mid_put<F: Fn((Queue<Vec<u8>>, Queue<u8>)) + Copy + Send + 'static>(m:
         assert_eq!(q.get_timeout(LONG).unwrap(), vec![1]);
         // the half item is skipped, never returned
         assert_eq!(q.get_timeout(LONG).unwrap(), vec![2]);
-        assert!(matches!(q.get_timeout(Duration::from_millis(200)), Err(Error::Empty)));
+        assert!(matches!(
+            q.get_timeout(Duration::from_millis(200)),
+            Err(Error::Empty)
+        ));
         assert_eq!(q.qsize(), 0, "the dead producer's count is undone");
         // and the ring keeps working across its whole length
         for i in 0..100_000u32 {
@@ -351,15 +401,20 @@ fn producer_killed_mid_put_while_not_yet_dead_is_waited_for() {
     // producer waits (and times out as Empty) rather than skipping it.
     let q: Queue<Vec<u8>> = Queue::new().unwrap();
     let ready: Queue<u8> = Queue::new().unwrap();
-    let mut victim =
-        Process::builder().start_method(StartMethod::Fork).start(hanging_producer, (q.clone(), ready.clone())).unwrap();
+    let mut victim = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(hanging_producer, (q.clone(), ready.clone()))
+        .unwrap();
     ready.get_timeout(LONG).unwrap();
     let t0 = std::time::Instant::now();
     while q.qsize() < 1 && t0.elapsed() < LONG {
         std::thread::sleep(Duration::from_millis(5));
     }
     q.put(vec![2]).unwrap();
-    assert!(matches!(q.get_timeout(Duration::from_millis(300)), Err(Error::Empty)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(300)),
+        Err(Error::Empty)
+    ));
     victim.kill().unwrap();
     let _ = victim.join_timeout(LONG);
     assert_eq!(q.get_timeout(LONG).unwrap(), vec![2]);
@@ -378,7 +433,10 @@ fn consumer_killed_mid_get_does_not_block_producers() {
         let q: Queue<u64> = Queue::builder().capacity_bytes(4 * 128).build().unwrap();
         let ready: Queue<u8> = Queue::new().unwrap();
         q.put(1000).unwrap();
-        let mut victim = Process::builder().start_method(m).start(hanging_consumer, (q.clone(), ready.clone())).unwrap();
+        let mut victim = Process::builder()
+            .start_method(m)
+            .start(hanging_consumer, (q.clone(), ready.clone()))
+            .unwrap();
         ready.get_timeout(LONG).unwrap();
         let t0 = std::time::Instant::now();
         while !q.empty() && t0.elapsed() < LONG {

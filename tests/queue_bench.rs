@@ -36,7 +36,10 @@ fn prod_bytebuf((q, n, size): (Queue<serde_bytes::ByteBuf>, u64, usize)) {
 fn bytebuf(k: u64, size: usize) -> f64 {
     let q: Queue<serde_bytes::ByteBuf> = Queue::new().unwrap();
     let t0 = Instant::now();
-    let mut p = Process::builder().start_method(StartMethod::Fork).start(prod_bytebuf, (q.clone(), k, size)).unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(prod_bytebuf, (q.clone(), k, size))
+        .unwrap();
     let mut total = 0;
     for _ in 0..k {
         total += q.get().unwrap().len();
@@ -51,7 +54,12 @@ fn ints(nprod: u64, total: u64) -> f64 {
     let per = total / nprod;
     let t0 = Instant::now();
     let mut ps: Vec<_> = (0..nprod)
-        .map(|_| Process::builder().start_method(StartMethod::Fork).start(prod_ints, (q.clone(), per)).unwrap())
+        .map(|_| {
+            Process::builder()
+                .start_method(StartMethod::Fork)
+                .start(prod_ints, (q.clone(), per))
+                .unwrap()
+        })
         .collect();
     let mut sum = 0;
     for _ in 0..per * nprod {
@@ -70,7 +78,12 @@ fn simple(nprod: u64, total: u64) -> f64 {
     let per = total / nprod;
     let t0 = Instant::now();
     let mut ps: Vec<_> = (0..nprod)
-        .map(|_| Process::builder().start_method(StartMethod::Fork).start(prod_simple, (q.clone(), per)).unwrap())
+        .map(|_| {
+            Process::builder()
+                .start_method(StartMethod::Fork)
+                .start(prod_simple, (q.clone(), per))
+                .unwrap()
+        })
         .collect();
     for _ in 0..per * nprod {
         q.get().unwrap();
@@ -85,7 +98,10 @@ fn simple(nprod: u64, total: u64) -> f64 {
 fn bytes(k: u64, size: usize) -> f64 {
     let q: Queue<Vec<u8>> = Queue::new().unwrap();
     let t0 = Instant::now();
-    let mut p = Process::builder().start_method(StartMethod::Fork).start(prod_bytes, (q.clone(), k, size)).unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(prod_bytes, (q.clone(), k, size))
+        .unwrap();
     let mut total = 0;
     for _ in 0..k {
         total += q.get().unwrap().len();
@@ -101,10 +117,19 @@ fn queue_throughput() {
     for _ in 0..3 {
         println!("queue_1prod_int_items_per_s {:.0}", ints(1, 2_000_000));
         println!("queue_4prod_int_items_per_s {:.0}", ints(4, 2_000_000));
-        println!("simplequeue_1prod_int_items_per_s {:.0}", simple(1, 2_000_000));
-        println!("simplequeue_4prod_int_items_per_s {:.0}", simple(4, 2_000_000));
+        println!(
+            "simplequeue_1prod_int_items_per_s {:.0}",
+            simple(1, 2_000_000)
+        );
+        println!(
+            "simplequeue_4prod_int_items_per_s {:.0}",
+            simple(4, 2_000_000)
+        );
         println!("queue_1prod_1MiB_vec_u8_MBps {:.0}", bytes(512, 1 << 20));
-        println!("queue_1prod_1MiB_bytes_MBps (ByteBuf) {:.0}", bytebuf(2000, 1 << 20));
+        println!(
+            "queue_1prod_1MiB_bytes_MBps (ByteBuf) {:.0}",
+            bytebuf(2000, 1 << 20)
+        );
     }
 }
 
@@ -118,18 +143,27 @@ fn codec_cost_1mib() {
         buf.clear();
         multiproc::codec::encode_into(&v, &mut buf).unwrap();
     }
-    println!("encode {:.0} MB/s", 200.0 * 1.048576 / t0.elapsed().as_secs_f64());
+    println!(
+        "encode {:.0} MB/s",
+        200.0 * 1.048576 / t0.elapsed().as_secs_f64()
+    );
     let t0 = Instant::now();
     for _ in 0..200 {
         let w: Vec<u8> = multiproc::codec::decode(&buf).unwrap();
         assert_eq!(w.len(), 1 << 20);
     }
-    println!("decode {:.0} MB/s", 200.0 * 1.048576 / t0.elapsed().as_secs_f64());
+    println!(
+        "decode {:.0} MB/s",
+        200.0 * 1.048576 / t0.elapsed().as_secs_f64()
+    );
     let mut dst = vec![0u8; 1 << 20];
     let t0 = Instant::now();
     for _ in 0..200 {
         dst.copy_from_slice(&v);
         std::hint::black_box(&mut dst);
     }
-    println!("memcpy {:.0} MB/s", 200.0 * 1.048576 / t0.elapsed().as_secs_f64());
+    println!(
+        "memcpy {:.0} MB/s",
+        200.0 * 1.048576 / t0.elapsed().as_secs_f64()
+    );
 }

@@ -30,10 +30,22 @@ fn consumer((q,): (Queue<u32>,)) -> Vec<u32> {
 
 fn stress(m: StartMethod, maxsize: usize) {
     let q: Queue<u32> = Queue::builder().maxsize(maxsize).build().unwrap();
-    let mut consumers: Vec<_> =
-        (0..2).map(|_| Process::builder().start_method(m).start(consumer, (q.clone(),)).unwrap()).collect();
-    let mut producers: Vec<_> =
-        (0..PRODUCERS).map(|id| Process::builder().start_method(m).start(producer, (q.clone(), id)).unwrap()).collect();
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(consumer, (q.clone(),))
+                .unwrap()
+        })
+        .collect();
+    let mut producers: Vec<_> = (0..PRODUCERS)
+        .map(|id| {
+            Process::builder()
+                .start_method(m)
+                .start(producer, (q.clone(), id))
+                .unwrap()
+        })
+        .collect();
     for p in &mut producers {
         p.join_timeout(Duration::from_secs(60)).unwrap();
     }
@@ -54,7 +66,11 @@ fn stress(m: StartMethod, maxsize: usize) {
     }
     let lost = seen.iter().filter(|&&n| n == 0).count();
     let dup = seen.iter().filter(|&&n| n > 1).count();
-    assert_eq!((lost, dup), (0, 0), "{m:?}: {lost} items lost, {dup} duplicated");
+    assert_eq!(
+        (lost, dup),
+        (0, 0),
+        "{m:?}: {lost} items lost, {dup} duplicated"
+    );
     assert!(q.empty());
 }
 

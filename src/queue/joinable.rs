@@ -29,7 +29,9 @@ pub struct JoinableQueue<T> {
 
 impl<T> Clone for JoinableQueue<T> {
     fn clone(&self) -> Self {
-        JoinableQueue { inner: self.inner.clone() }
+        JoinableQueue {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -42,7 +44,7 @@ impl<T> fmt::Debug for JoinableQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// An unbounded joinable queue.
     pub fn new() -> Result<JoinableQueue<T>> {
         Self::with_builder(Builder::default())
@@ -55,7 +57,9 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// A joinable queue from a [`Builder`] (maxsize, capacity).
     pub fn with_builder(builder: Builder) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue { inner: Queue::from_ring(builder.ring(true)?)? })
+        Ok(JoinableQueue {
+            inner: Queue::from_ring(builder.ring(true)?)?,
+        })
     }
 
     /// [`Queue::put`], adding one unfinished task.
@@ -161,7 +165,9 @@ impl<T> Handoff for JoinableQueue<T> {
     fn import(im: &mut Importer) -> Result<Self> {
         let inner: Queue<T> = Queue::import(im)?;
         if !inner.ring().is_joinable() {
-            return Err(Error::Bootstrap("handoff of a JoinableQueue carries a plain queue".into()));
+            return Err(Error::Bootstrap(
+                "handoff of a JoinableQueue carries a plain queue".into(),
+            ));
         }
         Ok(JoinableQueue { inner })
     }

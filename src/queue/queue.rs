@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
 use crate::sys::{deadline_after, Region};
 use serde::{de::DeserializeOwned, Serialize};
+use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -18,7 +19,10 @@ thread_local! {
 }
 
 /// Encodes `item` into a per-thread buffer and hands the bytes to `f`.
-pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(item: &T, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
+    item: &T,
+    f: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R> {
     ENCODE_BUF.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();
@@ -31,6 +35,66 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(item: &T, f: impl FnOnce(&[
         }
         Err(_) => f(&codec::encode(item)?),
     })
+}
+
+/// Encodes `item` and puts it. `Vec<u8>` (a *sequence* of `u8` to serde,
+/// which the codec would walk byte by byte) is written directly in the
+/// codec's own format for it — a length varint and the bytes — with one
+/// copy; every other type goes through the codec.
+fn put_item<T: Serialize + 'static>(
+    ring: &Ring,
+    item: &T,
+    deadline: Option<Instant>,
+    stall: bool,
+) -> Result<()> {
+    if let Some(bytes) = (item as &dyn Any).downcast_ref::<Vec<u8>>() {
+        let mut len = [0u8; 10];
+        let n = varint(bytes.len() as u64, &mut len);
+        return ring.put(&[&len[..n], bytes], deadline, stall);
+    }
+    with_encoded(item, |bytes| ring.put(&[bytes], deadline, stall))
+}
+
+/// Decodes an item; the twin of [`put_item`]'s `Vec<u8>` path.
+fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T> {
+    let mut out: Option<T> = None;
+    if let Some(slot) = (&mut out as &mut dyn Any).downcast_mut::<Option<Vec<u8>>>() {
+        let (len, n) =
+            read_varint(bytes).ok_or_else(|| Error::Codec("bad length prefix".into()))?;
+        let body = bytes
+            .get(n..)
+            .filter(|b| b.len() as u64 == len)
+            .ok_or_else(|| Error::Codec("truncated bytes item".into()))?;
+        *slot = Some(body.to_vec());
+        return out.ok_or_else(|| Error::Codec("unreachable".into()));
+    }
+    codec::decode(bytes)
+}
+
+/// LEB128, as postcard encodes lengths. Returns the bytes used.
+fn varint(mut v: u64, out: &mut [u8; 10]) -> usize {
+    let mut i = 0;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out[i] = b;
+            return i + 1;
+        }
+        out[i] = b | 0x80;
+        i += 1;
+    }
+}
+
+fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
 }
 
 /// How to build a queue: [`maxsize`](Self::maxsize) and ring
@@ -50,7 +114,10 @@ pub struct Builder {
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { maxsize: 0, capacity_bytes: DEFAULT_SLOTS * SLOT }
+        Builder {
+            maxsize: 0,
+            capacity_bytes: DEFAULT_SLOTS * SLOT,
+        }
     }
 }
 
@@ -71,12 +138,17 @@ impl Builder {
     }
 
     /// Creates the queue.
-    pub fn build<T: Serialize + DeserializeOwned>(self) -> Result<Queue<T>> {
+    pub fn build<T: Serialize + DeserializeOwned + 'static>(self) -> Result<Queue<T>> {
         Queue::from_ring(self.ring(false)?)
     }
 
     pub(crate) fn ring(&self, joinable: bool) -> Result<Ring> {
-        Ring::new(self.capacity_bytes.div_ceil(SLOT), self.maxsize, joinable, "multiproc-queue")
+        Ring::new(
+            self.capacity_bytes.div_ceil(SLOT),
+            self.maxsize,
+            joinable,
+            "multiproc-queue",
+        )
     }
 }
 
@@ -118,7 +190,11 @@ pub struct Queue<T> {
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        Queue { ring: self.ring.clone(), closed: self.closed.clone(), _item: PhantomData }
+        Queue {
+            ring: self.ring.clone(),
+            closed: self.closed.clone(),
+            _item: PhantomData,
+        }
     }
 }
 
@@ -132,7 +208,7 @@ impl<T> fmt::Debug for Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// A queue with no limit on the item count (Python's `Queue()`).
     ///
     /// There is no feeder thread: an item is in shared memory when `put`
@@ -149,7 +225,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     pub(crate) fn from_ring(ring: Ring) -> Result<Queue<T>> {
-        Ok(Queue { ring, closed: Arc::new(AtomicBool::new(false)), _item: PhantomData })
+        Ok(Queue {
+            ring,
+            closed: Arc::new(AtomicBool::new(false)),
+            _item: PhantomData,
+        })
     }
 
     fn check_open(&self) -> Result<()> {
@@ -162,12 +242,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_deadline_ref(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
         self.check_open()?;
-        with_encoded(item, |bytes| self.ring.put(bytes, deadline, false))
+        put_item(&self.ring, item, deadline, false)
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
         self.check_open()?;
-        self.ring.get(deadline, false, codec::decode::<T>)?
+        self.ring.get(deadline, false, decode_item::<T>)?
     }
 
     /// Puts `item`, waiting while the queue is full.
@@ -230,7 +310,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// forever without committing — a producer to kill "mid-put".
     #[doc(hidden)]
     pub fn __put_and_hang(&self, item: T) -> Result<()> {
-        with_encoded(&item, |bytes| self.ring.put(bytes, None, true))
+        put_item(&self.ring, &item, None, true)
     }
 
     /// Test hook: takes an item and hangs forever without releasing its
@@ -320,6 +400,30 @@ impl<T> Handoff for Queue<T> {
 
     fn import(im: &mut Importer) -> Result<Self> {
         let ring = Ring::attach(Region::import(im)?)?;
-        Ok(Queue { ring, closed: Arc::new(AtomicBool::new(false)), _item: PhantomData })
+        Ok(Queue {
+            ring,
+            closed: Arc::new(AtomicBool::new(false)),
+            _item: PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vec_u8_fast_path_matches_the_codec() {
+        for len in [0usize, 1, 127, 128, 300, 16_384, 1 << 20] {
+            let v: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut pre = [0u8; 10];
+            let n = varint(len as u64, &mut pre);
+            let mut fast = pre[..n].to_vec();
+            fast.extend_from_slice(&v);
+            assert_eq!(fast, codec::encode(&v).unwrap(), "encode, len {len}");
+            assert_eq!(decode_item::<Vec<u8>>(&fast).unwrap(), v);
+            assert_eq!(codec::decode::<Vec<u8>>(&fast).unwrap(), v);
+        }
+        assert!(decode_item::<Vec<u8>>(&[5, 1, 2]).is_err());
     }
 }

@@ -166,17 +166,21 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
-        Ok(s) => match s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next()) {
-            Some("Z") | Some("X") | Some("x") => false,
-            _ => true,
-        },
+        Ok(s) => !matches!(
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next()),
+            Some("Z") | Some("X") | Some("x")
+        ),
     }
 }
 
 impl Ring {
     /// A new ring of at least `slots` slots (rounded up to a power of two).
     pub(crate) fn new(slots: usize, maxsize: usize, joinable: bool, name: &str) -> Result<Ring> {
-        let cap = slots.max(4).checked_next_power_of_two().ok_or_else(|| Error::Invalid("capacity too large".into()))?;
+        let cap = slots
+            .max(4)
+            .checked_next_power_of_two()
+            .ok_or_else(|| Error::Invalid("capacity too large".into()))?;
         let (_, _, total) = layout(cap);
         let region = Region::new(total, name)?;
         let ring = Ring::from_region(region, cap as u64, maxsize as u64, joinable)?;
@@ -186,7 +190,8 @@ impl Ring {
         }
         h.cap.store(ring.cap, Relaxed);
         h.maxsize.store(maxsize as u64, Relaxed);
-        h.flags.store(if joinable { FLAG_JOINABLE } else { 0 }, Relaxed);
+        h.flags
+            .store(if joinable { FLAG_JOINABLE } else { 0 }, Relaxed);
         h.magic.store(MAGIC, Release);
         Ok(ring)
     }
@@ -194,9 +199,20 @@ impl Ring {
     fn from_region(region: Region, cap: u64, maxsize: u64, joinable: bool) -> Result<Ring> {
         let (cells_off, data_off, total) = layout(cap as usize);
         if region.len() < total {
-            return Err(Error::Bootstrap("queue region is smaller than its layout".into()));
+            return Err(Error::Bootstrap(
+                "queue region is smaller than its layout".into(),
+            ));
         }
-        Ok(Ring { region, cap, mask: cap - 1, cells_off, data_off, pid: my_pid(), joinable, maxsize })
+        Ok(Ring {
+            region,
+            cap,
+            mask: cap - 1,
+            cells_off,
+            data_off,
+            pid: my_pid(),
+            joinable,
+            maxsize,
+        })
     }
 
     /// Rebuilds a ring from a region received by handoff, checking its header.
@@ -234,7 +250,10 @@ impl Ring {
         // SAFETY: i < cap; the cell array holds cap 64-byte cells at a
         // 64-aligned offset inside the region (checked in `from_region`);
         // a Cell is atomics plus an UnsafeCell of bytes, valid when zeroed.
-        unsafe { self.region.get(self.cells_off + i * std::mem::size_of::<Cell>()) }
+        unsafe {
+            self.region
+                .get(self.cells_off + i * std::mem::size_of::<Cell>())
+        }
     }
 
     fn seq(&self, ticket: u64) -> &AtomicU64 {
@@ -245,7 +264,11 @@ impl Ring {
     fn data_ptr(&self, start: u64) -> *mut u8 {
         debug_assert!(start < self.cap);
         // SAFETY: start < cap, so the offset lies inside the data array.
-        unsafe { self.region.as_ptr().add(self.data_off + start as usize * SLOT) }
+        unsafe {
+            self.region
+                .as_ptr()
+                .add(self.data_off + start as usize * SLOT)
+        }
     }
 
     /// Largest encoded item the ring accepts.
@@ -298,12 +321,21 @@ impl Ring {
 
     // ------------------------------------------------------------------ put
 
-    /// Puts the encoded item `bytes`, waiting until `deadline` for room.
-    /// `stall` (tests only) makes the producer hang after writing half the
-    /// payload, never committing.
-    pub(crate) fn put(&self, bytes: &[u8], deadline: Option<Instant>, stall: bool) -> Result<()> {
-        if bytes.len() > self.max_item() {
-            return Err(Error::MessageTooLarge { len: bytes.len() as u64, max: self.max_item() as u64 });
+    /// Puts the encoded item made of `parts` (concatenated), waiting until
+    /// `deadline` for room. `stall` (tests only) makes the producer hang
+    /// after writing half the payload, never committing.
+    pub(crate) fn put(
+        &self,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+        stall: bool,
+    ) -> Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total > self.max_item() {
+            return Err(Error::MessageTooLarge {
+                len: total as u64,
+                max: self.max_item() as u64,
+            });
         }
         let h = self.header();
         // A bounded queue reserves its place first (Python's semaphore).
@@ -317,37 +349,55 @@ impl Ring {
                     Try::Wait
                 }
             })
-            .map_err(|e| if matches!(e, Error::Timeout) { Error::Full } else { e })?;
+            .map_err(|e| {
+                if matches!(e, Error::Timeout) {
+                    Error::Full
+                } else {
+                    e
+                }
+            })?;
         } else {
             h.puts.0.fetch_add(1, Relaxed);
         }
         if self.joinable {
             h.unfinished.0.fetch_add(1, SeqCst);
         }
-        let k = if bytes.len() <= INLINE { 1 } else { bytes.len().div_ceil(SLOT) as u64 };
+        let k = if total <= INLINE {
+            1
+        } else {
+            total.div_ceil(SLOT) as u64
+        };
         let claimed = self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k));
         let (p, span) = match claimed {
             Ok(c) => c,
             Err(e) => {
                 self.unreserve();
-                return Err(if matches!(e, Error::Timeout) { Error::Full } else { e });
+                return Err(if matches!(e, Error::Timeout) {
+                    Error::Full
+                } else {
+                    e
+                });
             }
         };
         let m = self.cell(p);
-        m.len.store(bytes.len() as u32, Relaxed);
-        let dst = self.payload_ptr(p, bytes.len(), span);
-        // SAFETY: tickets p..p+span are ours alone (claimed by the CAS on
-        // `tail` after seeing each slot free); the payload area (the cell's
-        // inline bytes, or k slots of the data array inside the claim) holds
-        // `bytes.len()` bytes, and no consumer reads it before the commit.
-        unsafe {
-            if stall {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len() / 2);
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
+        m.len.store(total as u32, Relaxed);
+        let mut dst = self.payload_ptr(p, total, span);
+        for part in parts {
+            // SAFETY: tickets p..p+span are ours alone (claimed by the CAS on
+            // `tail` after seeing each slot free); the payload area (the
+            // cell's inline bytes, or k slots of the data array inside the
+            // claim) holds `total` bytes, the sum of the parts, and no
+            // consumer reads it before the commit below.
+            unsafe {
+                if stall {
+                    std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len() / 2);
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
                 }
+                std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len());
+                dst = dst.add(part.len());
             }
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len());
         }
         self.seq(p).store(p + 1, SeqCst);
         h.not_empty.0.wake();
@@ -361,7 +411,12 @@ impl Ring {
         } else {
             h.puts.0.fetch_sub(1, Relaxed);
         }
-        if self.joinable && h.unfinished.0.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)) == Ok(1) {
+        if self.joinable
+            && h.unfinished
+                .0
+                .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
+                == Ok(1)
+        {
             futex::wake_all(&h.unfinished.0);
         }
         h.not_full.0.wake();
@@ -373,7 +428,11 @@ impl Ring {
         loop {
             let p = h.tail.0.load(SeqCst);
             let idx = p & self.mask;
-            let span = if idx + k > self.cap { self.cap - idx + k } else { k };
+            let span = if idx + k > self.cap {
+                self.cap - idx + k
+            } else {
+                k
+            };
             let mut retry = false;
             for i in 0..span {
                 let t = p + i;
@@ -390,7 +449,11 @@ impl Ring {
             if retry {
                 continue;
             }
-            if h.tail.0.compare_exchange_weak(p, p + span, SeqCst, Relaxed).is_ok() {
+            if h.tail
+                .0
+                .compare_exchange_weak(p, p + span, SeqCst, Relaxed)
+                .is_ok()
+            {
                 let m = self.cell(p);
                 m.ppid.store(self.pid, Relaxed);
                 m.span.store(span as u32, Relaxed);
@@ -406,13 +469,26 @@ impl Ring {
     /// place (it is released right after).
     /// `hang` (tests only) makes the consumer hang after taking the item,
     /// never releasing it.
-    pub(crate) fn get<R>(&self, deadline: Option<Instant>, hang: bool, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    pub(crate) fn get<R>(
+        &self,
+        deadline: Option<Instant>,
+        hang: bool,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let h = self.header();
         let p = self
             .wait_loop(&h.not_empty.0, deadline, true, || self.try_take())
-            .map_err(|e| if matches!(e, Error::Timeout) { Error::Empty } else { e })?;
-        while hang {
-            std::thread::sleep(Duration::from_secs(3600));
+            .map_err(|e| {
+                if matches!(e, Error::Timeout) {
+                    Error::Empty
+                } else {
+                    e
+                }
+            })?;
+        if hang {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
         }
         let m = self.cell(p);
         let len = m.len.load(Relaxed) as usize;
@@ -423,7 +499,11 @@ impl Ring {
         // area (inside its claim, bounded above) before committing, and
         // nobody writes them until we release below.
         let bytes = unsafe { std::slice::from_raw_parts(self.payload_ptr(p, len, span), len) };
-        let _release = ReleaseGuard { ring: self, p, span };
+        let _release = ReleaseGuard {
+            ring: self,
+            p,
+            span,
+        };
         Ok(f(bytes))
     }
 
@@ -435,13 +515,21 @@ impl Ring {
             let d = s.wrapping_sub(p + 1) as i64;
             if d == 0 {
                 let span = self.cell(p).span.load(Relaxed) as u64;
-                if h.head.0.compare_exchange_weak(p, p + span, SeqCst, Relaxed).is_ok() {
+                if h.head
+                    .0
+                    .compare_exchange_weak(p, p + span, SeqCst, Relaxed)
+                    .is_ok()
+                {
                     self.cell(p).tpid.store(self.pid, Relaxed);
                     self.count_out();
                     return Try::Done(p);
                 }
             } else if d < 0 {
-                return if h.tail.0.load(SeqCst) <= p { Try::Wait } else { Try::Stuck(p) };
+                return if h.tail.0.load(SeqCst) <= p {
+                    Try::Wait
+                } else {
+                    Try::Stuck(p)
+                };
             }
             // d > 0: another consumer took it; look again.
         }
@@ -539,15 +627,23 @@ impl Ring {
                 return false;
             }
             let span = m.span.load(Relaxed) as u64;
-            if span == 0 || h.head.0.compare_exchange(t, t + span, SeqCst, SeqCst).is_err() {
+            if span == 0
+                || h.head
+                    .0
+                    .compare_exchange(t, t + span, SeqCst, SeqCst)
+                    .is_err()
+            {
                 return false;
             }
             // The item never existed: undo what its producer counted.
             self.count_out();
-            if self.joinable {
-                if h.unfinished.0.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)) == Ok(1) {
-                    futex::wake_all(&h.unfinished.0);
-                }
+            if self.joinable
+                && h.unfinished
+                    .0
+                    .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
+                    == Ok(1)
+            {
+                futex::wake_all(&h.unfinished.0);
             }
             self.release(t, span);
             h.not_empty.0.wake();
@@ -617,7 +713,6 @@ impl Ring {
         self.header().unfinished.0.load(SeqCst)
     }
 }
-
 
 /// Releases a taken item's slots when dropped (also if the reader panics).
 struct ReleaseGuard<'a> {

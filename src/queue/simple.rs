@@ -27,20 +27,26 @@ pub struct SimpleQueue<T> {
 
 impl<T> Clone for SimpleQueue<T> {
     fn clone(&self) -> Self {
-        SimpleQueue { inner: self.inner.clone() }
+        SimpleQueue {
+            inner: self.inner.clone(),
+        }
     }
 }
 
 impl<T> fmt::Debug for SimpleQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimpleQueue").field("empty", &self.inner.empty()).finish()
+        f.debug_struct("SimpleQueue")
+            .field("empty", &self.inner.empty())
+            .finish()
     }
 }
 
-impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// A new, empty queue.
     pub fn new() -> Result<SimpleQueue<T>> {
-        Ok(SimpleQueue { inner: Builder::default().build()? })
+        Ok(SimpleQueue {
+            inner: Builder::default().build()?,
+        })
     }
 
     /// Puts `item` (waits only if the 4 MiB ring is full).
@@ -79,6 +85,8 @@ impl<T> Handoff for SimpleQueue<T> {
     }
 
     fn import(im: &mut Importer) -> Result<Self> {
-        Ok(SimpleQueue { inner: Queue::import(im)? })
+        Ok(SimpleQueue {
+            inner: Queue::import(im)?,
+        })
     }
 }
