@@ -167,3 +167,69 @@ fn codec_cost_1mib() {
         200.0 * 1.048576 / t0.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+#[ignore]
+fn single_thread_put_get_cost() {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let n = 2_000_000u64;
+    let t0 = Instant::now();
+    for i in 0..n {
+        q.put(i).unwrap();
+        q.get().unwrap();
+    }
+    println!(
+        "put+get same thread: {:.1} ns",
+        t0.elapsed().as_nanos() as f64 / n as f64
+    );
+    let t0 = Instant::now();
+    for i in 0..n / 100 {
+        for j in 0..100 {
+            q.put(i + j).unwrap();
+        }
+        for _ in 0..100 {
+            q.get().unwrap();
+        }
+    }
+    println!(
+        "put x100 then get x100: {:.1} ns/item",
+        t0.elapsed().as_nanos() as f64 / n as f64
+    );
+}
+
+#[test]
+#[ignore]
+fn atomic_costs() {
+    use std::sync::atomic::{AtomicU64, Ordering::*};
+    let a = AtomicU64::new(0);
+    let n = 10_000_000u64;
+    let t0 = Instant::now();
+    for i in 0..n {
+        let _ = a.compare_exchange(i, i + 1, SeqCst, Relaxed);
+    }
+    println!("cas: {:.1} ns", t0.elapsed().as_nanos() as f64 / n as f64);
+    let t0 = Instant::now();
+    for i in 0..n {
+        a.store(i, SeqCst);
+    }
+    println!(
+        "seqcst store: {:.1} ns",
+        t0.elapsed().as_nanos() as f64 / n as f64
+    );
+    let t0 = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(multiproc::codec::encode(&12345u64).unwrap());
+    }
+    println!(
+        "encode u64 to new vec: {:.1} ns",
+        t0.elapsed().as_nanos() as f64 / n as f64
+    );
+    let t0 = Instant::now();
+    for _ in 0..n / 10 {
+        std::hint::black_box(Instant::now());
+    }
+    println!(
+        "Instant::now: {:.1} ns",
+        t0.elapsed().as_nanos() as f64 / (n / 10) as f64
+    );
+}

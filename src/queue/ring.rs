@@ -6,17 +6,20 @@
 //! address of its own):
 //!
 //! ```text
-//! Header (counters, wait words)  | seq[cap]: u64  | meta[cap]: Meta (32 B) | data[cap * SLOT]
+//! Header (counters, wait words) | cells[cap]: Cell (64 B) | data[cap * SLOT]
 //! ```
 //!
-//! Ticket `t` lives in slot `t % cap`. `seq[slot]` says what the slot holds:
+//! Ticket `t` lives in slot `t % cap`, whose cell holds a sequence word, the
+//! claim record (producer pid, span, length, taker pid) and 32 bytes for a
+//! small item inline. The sequence word says what the slot holds:
 //!
 //! - `seq == t`: free for the producer of ticket `t`;
 //! - `seq == t + 1`: ticket `t` is the first slot of a committed item;
 //! - `seq == t + cap`: released by the consumer of ticket `t` (= free for `t + cap`).
 //!
 //! An item takes `span` consecutive tickets (one for an encoded item of up to
-//! [`SLOT`] bytes); only its first slot's `seq` is committed, and the consumer
+//! [`SLOT`] bytes, stored in the cell if it fits in [`INLINE`] bytes, else in
+//! the data array); only its first slot's `seq` is committed, and the consumer
 //! releases all of them. An item that would wrap past the end of the data
 //! array is padded: it claims the slots up to the end as well and its payload
 //! starts at slot 0, so every payload is contiguous.
@@ -79,11 +82,10 @@ struct Header {
     flags: AtomicU64,
     maxsize: AtomicU64,
     tail: Line<AtomicU64>,
-    /// Items put (producers' line; unbounded queues).
-    puts: Line<AtomicI64>,
     head: Line<AtomicU64>,
-    /// Items taken (consumers' line; unbounded queues).
-    gets: Line<AtomicI64>,
+    /// Slots beyond the first of the multi-slot items in the ring, so that
+    /// `tail - head - extra` counts items without a counter per item.
+    extra: Line<AtomicI64>,
     /// Items in the queue, reserved before the claim (bounded queues only).
     items: Line<AtomicI64>,
     not_empty: Line<WaitQ>,
@@ -114,7 +116,7 @@ struct Cell {
 }
 
 /// Encoded items up to this size are stored in their cell.
-const INLINE: usize = 32;
+pub(crate) const INLINE: usize = 32;
 
 const HEADER_BYTES: usize = round_up(std::mem::size_of::<Header>(), 64);
 
@@ -290,19 +292,22 @@ impl Ring {
         let n = if self.maxsize > 0 {
             h.items.0.load(SeqCst)
         } else {
-            let gets = h.gets.0.load(SeqCst);
-            h.puts.0.load(SeqCst) - gets
+            let extra = h.extra.0.load(SeqCst);
+            let head = h.head.0.load(SeqCst);
+            h.tail.0.load(SeqCst).wrapping_sub(head) as i64 - extra
         };
         n.max(0) as usize
     }
 
-    /// Counts one item out (taken, or found never to have existed).
-    fn count_out(&self) {
+    /// Counts one item of `span` slots out (taken, or found never to have
+    /// existed).
+    fn count_out(&self, span: u64) {
         let h = self.header();
         if self.maxsize > 0 {
             h.items.0.fetch_sub(1, SeqCst);
-        } else {
-            h.gets.0.fetch_add(1, Relaxed);
+        }
+        if span > 1 {
+            h.extra.0.fetch_sub(span as i64 - 1, SeqCst);
         }
     }
 
@@ -356,8 +361,6 @@ impl Ring {
                     e
                 }
             })?;
-        } else {
-            h.puts.0.fetch_add(1, Relaxed);
         }
         if self.joinable {
             h.unfinished.0.fetch_add(1, SeqCst);
@@ -408,8 +411,6 @@ impl Ring {
         let h = self.header();
         if self.maxsize > 0 {
             h.items.0.fetch_sub(1, SeqCst);
-        } else {
-            h.puts.0.fetch_sub(1, Relaxed);
         }
         if self.joinable
             && h.unfinished
@@ -436,7 +437,7 @@ impl Ring {
             let mut retry = false;
             for i in 0..span {
                 let t = p + i;
-                let d = self.seq(t).load(Acquire).wrapping_sub(t) as i64;
+                let d = self.seq(t).load(SeqCst).wrapping_sub(t) as i64;
                 if d < 0 {
                     // Not yet released by the consumer of ticket t - cap.
                     return Try::Stuck(t);
@@ -457,6 +458,10 @@ impl Ring {
                 let m = self.cell(p);
                 m.ppid.store(self.pid, Relaxed);
                 m.span.store(span as u32, Relaxed);
+                if span > 1 {
+                    // before the claim record: a recorded claim has been counted
+                    h.extra.0.fetch_add(span as i64 - 1, SeqCst);
+                }
                 m.claim.store(p, Release);
                 return Try::Done((p, span));
             }
@@ -511,7 +516,7 @@ impl Ring {
         let h = self.header();
         loop {
             let p = h.head.0.load(SeqCst);
-            let s = self.seq(p).load(Acquire);
+            let s = self.seq(p).load(SeqCst);
             let d = s.wrapping_sub(p + 1) as i64;
             if d == 0 {
                 let span = self.cell(p).span.load(Relaxed) as u64;
@@ -521,7 +526,7 @@ impl Ring {
                     .is_ok()
                 {
                     self.cell(p).tpid.store(self.pid, Relaxed);
-                    self.count_out();
+                    self.count_out(span);
                     return Try::Done(p);
                 }
             } else if d < 0 {
@@ -636,7 +641,7 @@ impl Ring {
                 return false;
             }
             // The item never existed: undo what its producer counted.
-            self.count_out();
+            self.count_out(span);
             if self.joinable
                 && h.unfinished
                     .0
