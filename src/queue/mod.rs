@@ -29,20 +29,26 @@
 //! this hand-written one, in `ring.rs`):
 //!
 //! - **Slots with sequence numbers** (Dmitry Vyukov's bounded MPMC queue):
-//!   `cap` slots of 128 payload bytes, each with a 64-bit sequence word that
-//!   says whether it is free for ticket `t`, committed, or released. A
-//!   producer claims tickets with one CAS on `tail`, copies the encoded item
-//!   in, and publishes it with one store; a consumer claims it with one CAS
-//!   on `head`, decodes it **in place**, and releases the slots with stores.
-//!   Per-producer FIFO follows from the tickets.
-//! - **Small items cost no syscall.** An item whose encoding fits 128 bytes
-//!   (integers, short strings, small structs) takes one slot. A sleeper
+//!   `cap` slots, each with a 64-byte cell holding a sequence word (free for
+//!   ticket `t` / committed / released), the claim record (producer pid,
+//!   span, length, taker pid) and 32 bytes for a small item inline, plus
+//!   128 bytes of payload in a data array. A producer claims tickets with one
+//!   CAS on `tail`, copies the encoded item in, and publishes it with one
+//!   store; a consumer claims it with one CAS on `head`, decodes it **in
+//!   place**, and releases the slots with stores. Per-producer FIFO follows
+//!   from the tickets.
+//! - **Small items cost no syscall and one cache line.** An item whose
+//!   encoding fits 32 bytes (integers, short strings, small structs) lives in
+//!   its cell; up to 128 bytes it takes one data slot. A sleeper
 //!   raises a flag before its `FUTEX_WAIT`; a producer or consumer calls
 //!   `FUTEX_WAKE` only when it sees that flag, so while both sides keep up
 //!   there are no syscalls at all (waiters spin briefly before sleeping).
 //! - **Large items are moved through shared memory**, not through a pipe in
 //!   pieces: an item spans consecutive slots and is copied in once and
-//!   decoded out once. An item that would wrap past the end of the ring is
+//!   decoded out once. `Vec<u8>` items (a *sequence* to serde, which the
+//!   codec would walk byte by byte) are written in the codec's own format by
+//!   one `memcpy` each way; `serde_bytes::ByteBuf` and `String` are already
+//!   one copy in the codec. An item that would wrap past the end of the ring is
 //!   padded to start at slot 0, so every payload is contiguous. The largest
 //!   item is half the ring (2 MiB encoded by default; more with
 //!   [`Builder::capacity_bytes`]); a larger one is
@@ -60,9 +66,24 @@
 //!   buffers without limit in the producer. Here the ring is finite (4 MiB
 //!   by default): if consumers fall that far behind, `put` waits for room.
 //!   That bounds memory and keeps every put item visible to consumers.
+//!   A timed or non-blocking `put` that finds the ring full returns
+//!   [`Error::Full`](crate::Error::Full) even without a maxsize.
 //! - `maxsize` (an item count, as in Python) is an atomic counter reserved
-//!   before the claim; `qsize()` reads it (approximate while others work).
-//!   `JoinableQueue`'s unfinished-task count is a futex word in the region.
+//!   before the claim (bounded queues only: it is a cache line both sides
+//!   write). An unbounded queue counts items as `tail - head` minus the
+//!   extra slots of multi-slot items, so small items pay no counter at all;
+//!   `qsize()` is approximate while others work (an item being put counts
+//!   from its claim). `JoinableQueue`'s unfinished-task count is a futex
+//!   word in the region.
+//!
+//! Measured on the project's 2-vCPU VM (`cargo bench --bench compare --
+//! --only queue`, CPython 3.11 and the C floor in the same run): ints from
+//! 1 producer process 5.3M items/s (28x CPython's `Queue`, 0.31x the C SPSC
+//! ring's 17M), from 4 producers 6.3M items/s (44x; the C MPSC ring did
+//! 3.3M in that run), 1 MiB `bytes` items 5.9 GB/s (7.7x CPython's 0.77 GB/s;
+//! the C ring of 8 x 1 MiB slots 11.7 GB/s). An item costs about 150 ns of
+//! put + get on one thread, most of it four atomic read-modify-writes and
+//! the codec.
 //!
 //! # Faults
 //!
@@ -77,9 +98,13 @@
 //!   that item, as a Python consumer killed after `get` would; producers that
 //!   need its slots find the dead taker's pid the same way and release them.
 //! - Residual hazards (documented, not handled): a process killed in the few
-//!   instructions between its claim CAS and storing its pid in the claim
-//!   record leaves a claim nobody can attribute, and a reused pid makes a
-//!   dead claimant look alive; either makes waiters wait (never read garbage).
+//!   instructions between its claim CAS and writing its claim record leaves
+//!   a claim nobody can attribute, and a reused pid makes a dead claimant
+//!   look alive; either makes waiters wait (they never read garbage). A
+//!   producer killed between counting its item (maxsize reservation,
+//!   `JoinableQueue` task) and claiming leaves that count behind: one less
+//!   place in a bounded queue, or a `join()` that waits for a task that will
+//!   never come.
 //!
 //! # Memory
 //!
