@@ -458,3 +458,100 @@ fn consumer_killed_mid_get_does_not_block_producers() {
         prod.join().unwrap();
     }
 }
+
+/// CPython's `test_queue_feeder_donot_stop_onexc`: an item that fails to
+/// encode is refused without taking a place in a bounded queue.
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this item cannot be encoded"))
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+enum Item {
+    Good(u32),
+    #[serde(skip_deserializing)]
+    Bad(UnencodableField),
+}
+
+#[derive(Debug, PartialEq, Default)]
+struct UnencodableField;
+
+impl serde::Serialize for UnencodableField {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Unencodable.serialize(s)
+    }
+}
+
+#[test]
+fn an_item_that_fails_to_encode_takes_no_place() {
+    let q: Queue<Item> = Queue::with_maxsize(1).unwrap();
+    let err = q.put(Item::Bad(UnencodableField)).unwrap_err();
+    assert!(matches!(err, Error::Codec(_)), "{err}");
+    assert!(q.empty());
+    q.try_put(Item::Good(1)).unwrap();
+    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.get().unwrap(), Item::Good(1));
+    assert!(q.empty());
+}
+
+/// CPython's `_TestListenerClient`-era `test_queue`: a child sees the
+/// parent's items, count and fullness.
+fn sees_full_queue((q,): (Queue<u32>,)) -> (usize, bool, u32, u32, bool) {
+    let (n, full) = (q.qsize(), q.full());
+    let a = q.get().unwrap();
+    let b = q.get().unwrap();
+    (n, full, a, b, q.empty())
+}
+
+#[test]
+fn child_sees_count_and_fullness() {
+    for m in METHODS {
+        let q: Queue<u32> = Queue::with_maxsize(2).unwrap();
+        q.put(5).unwrap();
+        q.put(6).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(sees_full_queue, (q.clone(),))
+            .unwrap();
+        assert_eq!(p.join().unwrap(), (2, true, 5, 6, true), "{m:?}");
+        assert!(q.empty());
+        assert!(!q.full());
+    }
+}
+
+/// CPython's `test_nested_startmethod`: a child hands the queue it received
+/// on to a grandchild; both items arrive.
+fn grandchild((q,): (Queue<u32>,)) {
+    q.put(1).unwrap();
+}
+
+fn child_with_grandchild((q, fork): (Queue<u32>, bool)) {
+    let m = if fork {
+        StartMethod::Fork
+    } else {
+        StartMethod::Spawn
+    };
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(grandchild, (q.clone(),))
+        .unwrap();
+    p.join().unwrap();
+    q.put(2).unwrap();
+}
+
+#[test]
+fn queue_passed_on_to_a_grandchild() {
+    for m in METHODS {
+        let q: Queue<u32> = Queue::new().unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(child_with_grandchild, (q.clone(), m == StartMethod::Fork))
+            .unwrap();
+        p.join().unwrap();
+        assert_eq!(q.try_get().unwrap(), 1);
+        assert_eq!(q.try_get().unwrap(), 2);
+    }
+}
