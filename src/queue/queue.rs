@@ -52,7 +52,16 @@ fn put_item<T: Serialize + 'static>(
         let n = varint(bytes.len() as u64, &mut len);
         return ring.put(&[&len[..n], bytes], deadline, stall);
     }
-    with_encoded(item, |bytes| ring.put(&[bytes], deadline, stall))
+    // Small items: encode on the stack (no thread-local, no Vec); an item
+    // that does not fit stops the attempt at the first byte too many.
+    let mut stack = [0u8; 128];
+    match postcard::to_slice(item, &mut stack) {
+        Ok(used) => ring.put(&[used], deadline, stall),
+        Err(postcard::Error::SerializeBufferFull) => {
+            with_encoded(item, |bytes| ring.put(&[bytes], deadline, stall))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Decodes an item; the twin of [`put_item`]'s `Vec<u8>` path.
