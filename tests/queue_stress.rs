@@ -98,7 +98,7 @@ fn mixed_sizes_on_a_tiny_ring_threads() {
             let q = q.clone();
             std::thread::spawn(move || {
                 for i in 0..N {
-                    let len = ((i as usize * 7919 + id as usize * 131) % 1500) as usize;
+                    let len = (i as usize * 7919 + id as usize * 131) % 1500;
                     let body: Vec<u8> = (0..len).map(|j| (j as u32 ^ i ^ id) as u8).collect();
                     q.put((id, i, body)).unwrap();
                 }
@@ -114,7 +114,7 @@ fn mixed_sizes_on_a_tiny_ring_threads() {
                     match q.get_timeout(Duration::from_secs(60)) {
                         Ok((u32::MAX, _, _)) => return got,
                         Ok((id, i, body)) => {
-                            let len = ((i as usize * 7919 + id as usize * 131) % 1500) as usize;
+                            let len = (i as usize * 7919 + id as usize * 131) % 1500;
                             assert_eq!(body.len(), len);
                             assert!(body
                                 .iter()
