@@ -77,13 +77,14 @@
 //!   word in the region.
 //!
 //! Measured on the project's 2-vCPU VM (`cargo bench --bench compare --
-//! --only queue`, CPython 3.11 and the C floor in the same run): ints from
-//! 1 producer process 5.3M items/s (28x CPython's `Queue`, 0.31x the C SPSC
-//! ring's 17M), from 4 producers 6.3M items/s (44x; the C MPSC ring did
-//! 3.3M in that run), 1 MiB `bytes` items 5.9 GB/s (7.7x CPython's 0.77 GB/s;
-//! the C ring of 8 x 1 MiB slots 11.7 GB/s). An item costs about 150 ns of
-//! put + get on one thread, most of it four atomic read-modify-writes and
-//! the codec.
+//! --only queue`, CPython 3.11 and the C floor of `limits.c` in the same
+//! run; medians of 5, noisy): ints from 1 producer process 11.4M items/s
+//! (83x CPython's `Queue`; the C SPSC ring of u64 did 17.5M), from 4
+//! producers 10.1M items/s (64x; the C MPSC ring 5.3M), 1 MiB `bytes` items
+//! 4.8 GB/s as `serde_bytes::ByteBuf` and 7.1 GB/s as `Vec<u8>` (7.7x and
+//! 11x CPython's 0.63 GB/s; the C ring of 8 x 1 MiB slots 10.2 GB/s). A put
+//! plus a get of an integer costs about 80 ns on one thread (50 ns of it the
+//! ring: four atomic read-modify-writes).
 //!
 //! # Faults
 //!
@@ -110,8 +111,8 @@
 //!
 //! The region is a `memfd`: it has no name in `/dev/shm` and vanishes when
 //! the last process holding a handle drops it (or dies). Its size is fixed at
-//! creation: 4 MiB of slots plus 1.25 MiB of sequence and claim records by
-//! default, touched lazily.
+//! creation: 4 MiB of payload slots plus 2 MiB of cells by default, touched
+//! lazily (a queue of small items never touches the payload slots).
 
 mod joinable;
 #[allow(clippy::module_inception)]
