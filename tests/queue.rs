@@ -370,12 +370,11 @@ fn killed_mid_put<F: Fn((Queue<Vec<u8>>, Queue<u8>)) + Copy + Send + 'static>(
             .start(f, (q.clone(), ready.clone()))
             .unwrap();
         ready.get_timeout(LONG).unwrap();
-        // Wait until its claim is in place: the item count rises to 2.
+        // Wait until its claim is in place (slots beyond our one item).
         let t0 = std::time::Instant::now();
-        while q.qsize() < 2 && t0.elapsed() < LONG {
+        while q.__pending_slots() < 2 && t0.elapsed() < LONG {
             std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(20)); // counted just before claiming
         q.put(vec![2]).unwrap(); // after the victim's claim
         victim.kill().unwrap();
         assert!(victim.join_timeout(LONG).is_err());
@@ -407,7 +406,7 @@ fn producer_killed_mid_put_while_not_yet_dead_is_waited_for() {
         .unwrap();
     ready.get_timeout(LONG).unwrap();
     let t0 = std::time::Instant::now();
-    while q.qsize() < 1 && t0.elapsed() < LONG {
+    while q.__pending_slots() < 1 && t0.elapsed() < LONG {
         std::thread::sleep(Duration::from_millis(5));
     }
     q.put(vec![2]).unwrap();

@@ -362,6 +362,13 @@ impl<T> Queue<T> {
         self.ring.full()
     }
 
+    /// Test support: slots claimed by producers and not yet taken
+    /// (committed or not).
+    #[doc(hidden)]
+    pub fn __pending_slots(&self) -> u64 {
+        self.ring.pending_tickets()
+    }
+
     /// The `maxsize` given at creation (0 = none).
     pub fn maxsize(&self) -> usize {
         self.ring.maxsize() as usize

@@ -83,9 +83,10 @@ struct Header {
     maxsize: AtomicU64,
     tail: Line<AtomicU64>,
     head: Line<AtomicU64>,
-    /// Slots beyond the first of the multi-slot items in the ring, so that
-    /// `tail - head - extra` counts items without a counter per item.
-    extra: Line<AtomicI64>,
+    /// Items committed (producers' line; unbounded queues' `qsize`).
+    puts: Line<AtomicI64>,
+    /// Items taken (consumers' line).
+    gets: Line<AtomicI64>,
     /// Items in the queue, reserved before the claim (bounded queues only).
     items: Line<AtomicI64>,
     not_empty: Line<WaitQ>,
@@ -100,23 +101,46 @@ struct Header {
 struct Cell {
     /// Free / committed / released, as described in the module docs.
     seq: AtomicU64,
-    /// The ticket of the claim this record describes (written by the
-    /// producer right after its claim; tells a stale record from a live one).
+    /// The claim word, `tag | span | producer pid` (see [`pack_claim`]): set
+    /// by the one CAS that claims the ticket, so no instant exists at which
+    /// the ticket is claimed but its owner unknown; cleared on release.
     claim: AtomicU64,
-    /// Producer's pid.
-    ppid: AtomicU32,
-    /// Slots claimed (padding included).
-    span: AtomicU32,
+    /// The taker word, `tag | consumer pid`, likewise for the consumer that
+    /// takes the item; cleared on release.
+    taker: AtomicU64,
     /// Payload length in bytes.
     len: AtomicU32,
-    /// Pid of the consumer copying the item out (0 when none).
-    tpid: AtomicU32,
+    _pad: AtomicU32,
     /// An item of up to `INLINE` bytes lives here rather than in the data array.
     inline: UnsafeCell<[u8; INLINE]>,
 }
 
 /// Encoded items up to this size are stored in their cell.
 pub(crate) const INLINE: usize = 32;
+
+/// Largest number of slots (spans must fit the claim word's 21 bits).
+pub(crate) const MAX_SLOTS: usize = 1 << 20;
+const PID_BITS: u32 = 22; // pid_max is at most 2^22
+const SPAN_BITS: u32 = 21;
+const TAG_SHIFT: u32 = PID_BITS + SPAN_BITS;
+const TAG_MOD: u64 = (1 << (64 - TAG_SHIFT)) - 1;
+
+/// A claim word: `tag` (which round of the ring, never 0), `span`, `pid`.
+fn pack_claim(tag: u64, span: u64, pid: u32) -> u64 {
+    (tag << TAG_SHIFT) | (span << PID_BITS) | u64::from(pid)
+}
+
+fn word_tag(w: u64) -> u64 {
+    w >> TAG_SHIFT
+}
+
+fn word_span(w: u64) -> u64 {
+    (w >> PID_BITS) & ((1 << SPAN_BITS) - 1)
+}
+
+fn word_pid(w: u64) -> u32 {
+    (w & ((1 << PID_BITS) - 1)) as u32
+}
 
 const HEADER_BYTES: usize = round_up(std::mem::size_of::<Header>(), 64);
 
@@ -148,6 +172,7 @@ pub(crate) struct Ring {
     base: std::ptr::NonNull<u8>,
     cap: u64,
     mask: u64,
+    cap_bits: u32,
     cells_off: usize,
     data_off: usize,
     /// This process's pid, recorded in claims (a ring reaches a child only
@@ -191,7 +216,13 @@ impl Ring {
         let cap = slots
             .max(4)
             .checked_next_power_of_two()
-            .ok_or_else(|| Error::Invalid("capacity too large".into()))?;
+            .filter(|&c| c <= MAX_SLOTS)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "queue capacity exceeds the maximum of {} MiB",
+                    (MAX_SLOTS * SLOT) >> 20
+                ))
+            })?;
         let (_, _, total) = layout(cap);
         let region = Region::new(total, name)?;
         let ring = Ring::from_region(region, cap as u64, maxsize as u64, joinable)?;
@@ -221,6 +252,7 @@ impl Ring {
             base,
             cap,
             mask: cap - 1,
+            cap_bits: cap.trailing_zeros(),
             cells_off,
             data_off,
             pid: my_pid(),
@@ -241,7 +273,7 @@ impl Ring {
             return Err(Error::Bootstrap("not a multiproc queue region".into()));
         }
         let cap = h.cap.load(Relaxed);
-        if !cap.is_power_of_two() || cap > (1 << 40) {
+        if !cap.is_power_of_two() || cap < 4 || cap > MAX_SLOTS as u64 {
             return Err(Error::Bootstrap("corrupt queue header".into()));
         }
         let maxsize = h.maxsize.load(Relaxed);
@@ -311,28 +343,42 @@ impl Ring {
         let n = if self.maxsize > 0 {
             h.items.0.load(SeqCst)
         } else {
-            let extra = h.extra.0.load(SeqCst);
-            let head = h.head.0.load(SeqCst);
-            h.tail.0.load(SeqCst).wrapping_sub(head) as i64 - extra
+            let gets = h.gets.0.load(SeqCst);
+            h.puts.0.load(SeqCst) - gets
         };
         n.max(0) as usize
     }
 
-    /// Counts one item of `span` slots out (taken, or found never to have
-    /// existed).
-    fn count_out(&self, span: u64) {
+    /// Tickets claimed and not yet taken (test support).
+    pub(crate) fn pending_tickets(&self) -> u64 {
         let h = self.header();
-        if self.maxsize > 0 {
-            h.items.0.fetch_sub(1, SeqCst);
-        }
-        if span > 1 {
-            h.extra.0.fetch_sub(span as i64 - 1, SeqCst);
-        }
+        let head = h.head.0.load(SeqCst);
+        h.tail.0.load(SeqCst).wrapping_sub(head)
     }
 
-    /// Where the payload of the item at ticket `p` lives.
-    /// Returns the pointer and `len` clamped to the room there, so that a
-    /// corrupt record can never make a reader leave the region.
+    pub(crate) fn full(&self) -> bool {
+        self.maxsize > 0 && self.qsize() as u64 >= self.maxsize
+    }
+
+    /// The tag of ticket `t`'s round (1..=TAG_MOD, never 0).
+    fn tag(&self, t: u64) -> u64 {
+        ((t >> self.cap_bits) % TAG_MOD) + 1
+    }
+
+    /// The claim word of ticket `t` if it belongs to `t`'s round.
+    fn claim_of(&self, t: u64) -> Option<u64> {
+        let w = self.cell(t).claim.load(SeqCst);
+        (word_tag(w) == self.tag(t)).then_some(w)
+    }
+
+    /// The span of a claim word, kept within `1..=cap`.
+    fn span(&self, w: u64) -> u64 {
+        word_span(w).clamp(1, self.cap)
+    }
+
+    /// Where the payload of the item at ticket `p` lives; `len` is clamped
+    /// to the room there, so that a corrupt record can never make a reader
+    /// leave the region.
     fn payload(&self, p: u64, len: usize, span: u64) -> (*mut u8, usize) {
         if len <= INLINE {
             return (self.cell(p).inline.get().cast::<u8>(), len);
@@ -341,15 +387,6 @@ impl Ring {
         let start = if idx + span > self.cap { 0 } else { idx };
         let room = (self.cap - start) as usize * SLOT;
         (self.data_ptr(start), len.min(room))
-    }
-
-    /// The span recorded for the item at `p`, kept within `1..=cap`.
-    fn span_of(&self, p: u64) -> u64 {
-        u64::from(self.cell(p).span.load(Relaxed)).clamp(1, self.cap)
-    }
-
-    pub(crate) fn full(&self) -> bool {
-        self.maxsize > 0 && self.qsize() as u64 >= self.maxsize
     }
 
     // ------------------------------------------------------------------ put
@@ -382,13 +419,7 @@ impl Ring {
                     Try::Wait
                 }
             })
-            .map_err(|e| {
-                if matches!(e, Error::Timeout) {
-                    Error::Full
-                } else {
-                    e
-                }
-            })?;
+            .map_err(full_on_timeout)?;
         }
         if self.joinable {
             h.unfinished.0.fetch_add(1, SeqCst);
@@ -398,28 +429,22 @@ impl Ring {
         } else {
             total.div_ceil(SLOT) as u64
         };
-        let claimed = self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k));
-        let (p, span) = match claimed {
+        let (p, span) = match self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k)) {
             Ok(c) => c,
             Err(e) => {
                 self.unreserve();
-                return Err(if matches!(e, Error::Timeout) {
-                    Error::Full
-                } else {
-                    e
-                });
+                return Err(full_on_timeout(e));
             }
         };
-        let m = self.cell(p);
-        m.len.store(total as u32, Relaxed);
+        self.cell(p).len.store(total as u32, Relaxed);
         let (mut dst, room) = self.payload(p, total, span);
         debug_assert_eq!(room, total);
         for part in parts {
-            // SAFETY: tickets p..p+span are ours alone (claimed by the CAS on
-            // `tail` after seeing each slot free); the payload area (the
-            // cell's inline bytes, or k slots of the data array inside the
-            // claim) holds `total` bytes, the sum of the parts, and no
-            // consumer reads it before the commit below.
+            // SAFETY: tickets p..p+span are ours alone (our claim word is the
+            // only one of this round at p, and tail moved past them by our
+            // span); the payload area (the cell's inline bytes, or k slots of
+            // the data array inside the claim) holds `total` bytes, the sum of
+            // the parts, and no consumer reads it before the commit below.
             unsafe {
                 if stall {
                     std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len() / 2);
@@ -432,6 +457,7 @@ impl Ring {
             }
         }
         self.seq(p).store(p + 1, SeqCst);
+        h.puts.0.fetch_add(1, Relaxed);
         h.not_empty.0.wake();
         Ok(())
     }
@@ -453,10 +479,26 @@ impl Ring {
     }
 
     /// One attempt to claim `k` payload slots: returns (ticket, span).
+    ///
+    /// The claim is a CAS of the first cell's claim word (tag of this round,
+    /// span, pid), made while `tail` is at that ticket; `tail` then moves by
+    /// the span — by us, or by any producer that finds the claimed word
+    /// first (helping), so a producer that dies in between holds nobody up
+    /// and is always identifiable.
     fn try_claim(&self, k: u64) -> Try<(u64, u64)> {
         let h = self.header();
         loop {
             let p = h.tail.0.load(SeqCst);
+            let cell = self.cell(p);
+            let w = cell.claim.load(SeqCst);
+            if word_tag(w) == self.tag(p) {
+                // Claimed in this round, tail not yet moved: help.
+                let _ = h
+                    .tail
+                    .0
+                    .compare_exchange(p, p + self.span(w), SeqCst, Relaxed);
+                continue;
+            }
             let idx = p & self.mask;
             let span = if idx + k > self.cap {
                 self.cap - idx + k
@@ -479,30 +521,32 @@ impl Ring {
             if retry {
                 continue;
             }
-            if h.tail
-                .0
-                .compare_exchange_weak(p, p + span, SeqCst, Relaxed)
-                .is_ok()
+            let mine = pack_claim(self.tag(p), span, self.pid);
+            if cell
+                .claim
+                .compare_exchange(w, mine, SeqCst, SeqCst)
+                .is_err()
             {
-                let m = self.cell(p);
-                m.ppid.store(self.pid, Relaxed);
-                m.span.store(span as u32, Relaxed);
-                if span > 1 {
-                    // before the claim record: a recorded claim has been counted
-                    h.extra.0.fetch_add(span as i64 - 1, SeqCst);
-                }
-                m.claim.store(p, Release);
-                return Try::Done((p, span));
+                continue;
             }
+            if cell.seq.load(SeqCst) != p {
+                // `w` was the word cleared by the release of an earlier claim
+                // of this very round (the slot is no longer free for p): our
+                // claim is void. (Not `tail != p`: a helper may already have
+                // moved tail for *our* claim.)
+                let _ = cell.claim.compare_exchange(mine, 0, SeqCst, Relaxed);
+                continue;
+            }
+            let _ = h.tail.0.compare_exchange(p, p + span, SeqCst, Relaxed);
+            return Try::Done((p, span));
         }
     }
 
     // ------------------------------------------------------------------ get
 
     /// Takes one item, waiting until `deadline`; `f` reads the payload in
-    /// place (it is released right after).
-    /// `hang` (tests only) makes the consumer hang after taking the item,
-    /// never releasing it.
+    /// place (it is released right after). `hang` (tests only) makes the
+    /// consumer hang after taking the item, never releasing it.
     pub(crate) fn get<R>(
         &self,
         deadline: Option<Instant>,
@@ -510,7 +554,7 @@ impl Ring {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let h = self.header();
-        let p = self
+        let (p, span) = self
             .wait_loop(&h.not_empty.0, deadline, true, || self.try_take())
             .map_err(|e| {
                 if matches!(e, Error::Timeout) {
@@ -524,11 +568,9 @@ impl Ring {
                 std::thread::sleep(Duration::from_secs(3600));
             }
         }
-        let m = self.cell(p);
-        let span = self.span_of(p);
-        let (ptr, len) = self.payload(p, m.len.load(Relaxed) as usize, span);
+        let (ptr, len) = self.payload(p, self.cell(p).len.load(Relaxed) as usize, span);
         // SAFETY: ticket p is committed (seq == p + 1 seen with SeqCst) and
-        // ours (CAS on head); the producer wrote `len` bytes at the payload
+        // ours (taker word); the producer wrote `len` bytes at the payload
         // area (inside its claim; `payload` keeps it inside the region)
         // before committing, and nobody writes them until we release below.
         let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
@@ -540,41 +582,76 @@ impl Ring {
         Ok(f(bytes))
     }
 
-    fn try_take(&self) -> Try<u64> {
+    /// One attempt to take the item at the head: returns (ticket, span).
+    /// Mirrors [`try_claim`](Self::try_claim): a CAS of the taker word while
+    /// `head` is at the ticket, then `head` moves (by us or by a helper).
+    fn try_take(&self) -> Try<(u64, u64)> {
         let h = self.header();
         loop {
             let p = h.head.0.load(SeqCst);
-            let s = self.seq(p).load(SeqCst);
+            let cell = self.cell(p);
+            let s = cell.seq.load(SeqCst);
             let d = s.wrapping_sub(p + 1) as i64;
-            if d == 0 {
-                let span = self.span_of(p);
-                if h.head
-                    .0
-                    .compare_exchange_weak(p, p + span, SeqCst, Relaxed)
-                    .is_ok()
-                {
-                    self.cell(p).tpid.store(self.pid, Relaxed);
-                    self.count_out(span);
-                    return Try::Done(p);
-                }
-            } else if d < 0 {
+            if d < 0 {
                 return if h.tail.0.load(SeqCst) <= p {
                     Try::Wait
                 } else {
                     Try::Stuck(p)
                 };
             }
-            // d > 0: another consumer took it; look again.
+            if d > 0 {
+                continue; // taken and released meanwhile; look again
+            }
+            let Some(w) = self.claim_of(p) else { continue };
+            let span = self.span(w);
+            let tw = cell.taker.load(SeqCst);
+            if word_tag(tw) == self.tag(p) {
+                // Taken in this round, head not yet moved: help.
+                let _ = h.head.0.compare_exchange(p, p + span, SeqCst, Relaxed);
+                continue;
+            }
+            let mine = pack_claim(self.tag(p), 0, self.pid);
+            if cell
+                .taker
+                .compare_exchange(tw, mine, SeqCst, SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            if cell.seq.load(SeqCst) != p + 1 {
+                // Released meanwhile by the taker whose cleared word we
+                // replaced: void (see `try_claim`).
+                let _ = cell.taker.compare_exchange(mine, 0, SeqCst, Relaxed);
+                continue;
+            }
+            let _ = h.head.0.compare_exchange(p, p + span, SeqCst, Relaxed);
+            h.gets.0.fetch_add(1, Relaxed);
+            if self.maxsize > 0 {
+                h.items.0.fetch_sub(1, SeqCst);
+            }
+            return Try::Done((p, span));
         }
     }
 
     /// Frees tickets p..p+span for the next round and wakes producers.
     fn release(&self, p: u64, span: u64) {
-        self.cell(p).tpid.store(0, Relaxed);
+        let cell = self.cell(p);
+        // The claim word may go first: a producer's claim is valid only
+        // while the slot reads free (`seq == p`), which it never does again
+        // in this round.
+        cell.claim.store(0, Release);
         for i in 1..span {
             self.seq(p + i).store(p + i + self.cap, Release);
         }
         self.seq(p).store(p + self.cap, SeqCst);
+        // The taker word only after the slot is released: while `seq` still
+        // reads committed, a cleared taker word would let a late consumer
+        // take the item again. Cleared at all so that its tag cannot match a
+        // far later round; a CAS, because the next round may already own it.
+        let tw = cell.taker.load(SeqCst);
+        if word_tag(tw) == self.tag(p) {
+            let _ = cell.taker.compare_exchange(tw, 0, SeqCst, Relaxed);
+        }
         self.header().not_full.0.wake();
     }
 
@@ -642,33 +719,79 @@ impl Ring {
         }
     }
 
-    /// Ticket `t` has been blocked for a while: if the process holding it is
-    /// dead, reclaim it. Returns `true` if something was reclaimed.
+    /// Ticket `t` has been blocked for a while (`consumer`: at the head,
+    /// uncommitted; else: a producer waiting for slot `t` to be released).
+    /// If the process holding it is dead, reclaim it. Returns `true` if
+    /// something was reclaimed.
     fn recover(&self, t: u64, consumer: bool) -> bool {
-        let h = self.header();
-        let head = h.head.0.load(SeqCst);
-        // Case 1: a producer claimed t (at the head) and never committed.
         if consumer {
-            if t != head {
-                return false;
+            return match self.claim_of(t) {
+                Some(w) => self.reclaim(t, w),
+                None => false,
+            };
+        }
+        // The claim of the previous round covering ticket t - cap.
+        let old = t.wrapping_sub(self.cap);
+        for back in 0..=self.cap / 2 {
+            let c = old.wrapping_sub(back);
+            if let Some(w) = self.claim_of(c) {
+                return c + self.span(w) > old && self.reclaim(c, w);
             }
-            let m = self.cell(t);
-            if m.claim.load(Acquire) != t || self.seq(t).load(SeqCst) != t {
-                return false;
+        }
+        false
+    }
+
+    /// Reclaims the claim of ticket `c` (claim word `w`) if it is stuck for
+    /// good: committed and taken by a consumer that died before releasing
+    /// it (the item is lost with its taker, as in Python), or never
+    /// committed by a producer that died (the item never existed). The
+    /// taker word makes the reclaimer the only one; `head` is moved past the
+    /// claim if needed; the slots are released.
+    fn reclaim(&self, c: u64, w: u64) -> bool {
+        let h = self.header();
+        let cell = self.cell(c);
+        let seq = cell.seq.load(SeqCst);
+        let committed = seq == c + 1;
+        if !committed && seq != c {
+            return false;
+        }
+        let tw = cell.taker.load(SeqCst);
+        let taken = word_tag(tw) == self.tag(c);
+        if taken && pid_alive(word_pid(tw)) {
+            return false;
+        }
+        if committed && !taken {
+            return false; // a consumer will take it
+        }
+        if !committed {
+            if pid_alive(word_pid(w)) {
+                return false; // its producer is still writing it
             }
-            if pid_alive(m.ppid.load(Relaxed)) {
-                return false;
+            if (h.head.0.load(SeqCst).wrapping_sub(c) as i64) < 0 {
+                return false; // consumers reach it in order
             }
-            let span = self.span_of(t);
-            if h.head
-                .0
-                .compare_exchange(t, t + span, SeqCst, SeqCst)
-                .is_err()
-            {
-                return false;
+        }
+        let mine = pack_claim(self.tag(c), 0, self.pid);
+        if cell
+            .taker
+            .compare_exchange(tw, mine, SeqCst, SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        if cell.seq.load(SeqCst) != seq {
+            let _ = cell.taker.compare_exchange(mine, 0, SeqCst, Relaxed);
+            return false;
+        }
+        let span = self.span(w);
+        let _ = h.head.0.compare_exchange(c, c + span, SeqCst, Relaxed);
+        if !committed && !taken {
+            // Undo what its producer counted before claiming. (If `taken`,
+            // the reclaimer that died had done so already... or not: that
+            // double fault may leave one count behind.)
+            if self.maxsize > 0 {
+                h.items.0.fetch_sub(1, SeqCst);
             }
-            // The item never existed: undo what its producer counted.
-            self.count_out(span);
             if self.joinable
                 && h.unfinished
                     .0
@@ -677,39 +800,10 @@ impl Ring {
             {
                 futex::wake_all(&h.unfinished.0);
             }
-            self.release(t, span);
-            h.not_empty.0.wake();
-            return true;
         }
-        // Case 2: a producer waits for slot t, held by the claim of an
-        // earlier round whose consumer took it (head is past) and died.
-        let old = t.wrapping_sub(self.cap);
-        let back_limit = self.cap / 2 + 1;
-        for back in 0..back_limit {
-            let c = old.wrapping_sub(back);
-            let m = self.cell(c);
-            if m.claim.load(Acquire) != c {
-                continue;
-            }
-            let span = self.span_of(c);
-            if c + span <= old {
-                return false;
-            }
-            if self.seq(c).load(SeqCst) != c + 1 || head <= c {
-                return false;
-            }
-            let tpid = m.tpid.load(Relaxed);
-            if tpid == 0 || pid_alive(tpid) {
-                return false;
-            }
-            // Only one process may release it: take the record over first.
-            if m.tpid.compare_exchange(tpid, 0, SeqCst, SeqCst).is_err() {
-                return false;
-            }
-            self.release(c, span);
-            return true;
-        }
-        false
+        self.release(c, span);
+        h.not_empty.0.wake();
+        true
     }
 
     // ---------------------------------------------------------- joinable
@@ -743,6 +837,14 @@ impl Ring {
     /// Unfinished tasks (joinable queues).
     pub(crate) fn unfinished(&self) -> u32 {
         self.header().unfinished.0.load(SeqCst)
+    }
+}
+
+fn full_on_timeout(e: Error) -> Error {
+    if matches!(e, Error::Timeout) {
+        Error::Full
+    } else {
+        e
     }
 }
 
