@@ -28,15 +28,19 @@
 //! multi-consumer ring across processes that tolerates a peer dying, hence
 //! this hand-written one, in `ring.rs`):
 //!
-//! - **Slots with sequence numbers** (Dmitry Vyukov's bounded MPMC queue):
-//!   `cap` slots, each with a 64-byte cell holding a sequence word (free for
-//!   ticket `t` / committed / released), the claim record (producer pid,
-//!   span, length, taker pid) and 32 bytes for a small item inline, plus
-//!   128 bytes of payload in a data array. A producer claims tickets with one
-//!   CAS on `tail`, copies the encoded item in, and publishes it with one
-//!   store; a consumer claims it with one CAS on `head`, decodes it **in
+//! - **Slots with sequence numbers** (after Dmitry Vyukov's bounded MPMC
+//!   queue): `cap` slots, each with a 64-byte cell holding a sequence word
+//!   (free for ticket `t` / committed / released), a *claim word* and a
+//!   *taker word*, the length, and 32 bytes for a small item inline, plus
+//!   128 bytes of payload in a data array. A producer claims the ticket at
+//!   `tail` by one CAS of the claim word to `(round tag, span, pid)`, then
+//!   moves `tail` by the span (any producer that finds the claimed word
+//!   first moves it on the owner's behalf); it copies the encoded item in
+//!   and publishes it with one store. A consumer takes the item at `head`
+//!   the same way with the taker word `(round tag, pid)`, decodes it **in
 //!   place**, and releases the slots with stores. Per-producer FIFO follows
-//!   from the tickets.
+//!   from the tickets. Because the owner's pid *is* the claim, there is no
+//!   instant at which a slot is claimed but its owner unknown.
 //! - **Small items cost no syscall and one cache line.** An item whose
 //!   encoding fits 32 bytes (integers, short strings, small structs) lives in
 //!   its cell; up to 128 bytes it takes one data slot. A sleeper
@@ -70,21 +74,21 @@
 //!   [`Error::Full`](crate::Error::Full) even without a maxsize.
 //! - `maxsize` (an item count, as in Python) is an atomic counter reserved
 //!   before the claim (bounded queues only: it is a cache line both sides
-//!   write). An unbounded queue counts items as `tail - head` minus the
-//!   extra slots of multi-slot items, so small items pay no counter at all;
-//!   `qsize()` is approximate while others work (an item being put counts
-//!   from its claim). `JoinableQueue`'s unfinished-task count is a futex
-//!   word in the region.
+//!   write). An unbounded queue's `qsize()` is items committed minus items
+//!   taken (two counters, one per side), approximate while others work.
+//!   `JoinableQueue`'s unfinished-task count is a futex word in the region.
 //!
 //! Measured on the project's 2-vCPU VM (`cargo bench --bench compare --
 //! --only queue`, CPython 3.11 and the C floor of `limits.c` in the same
-//! run; medians of 5, noisy): ints from 1 producer process 11.4M items/s
-//! (83x CPython's `Queue`; the C SPSC ring of u64 did 17.5M), from 4
-//! producers 10.1M items/s (64x; the C MPSC ring 5.3M), 1 MiB `bytes` items
-//! 4.8 GB/s as `serde_bytes::ByteBuf` and 7.1 GB/s as `Vec<u8>` (7.7x and
-//! 11x CPython's 0.63 GB/s; the C ring of 8 x 1 MiB slots 10.2 GB/s). A put
-//! plus a get of an integer costs about 80 ns on one thread (50 ns of it the
-//! ring: four atomic read-modify-writes).
+//! run; medians of 5; the VM is noisy, figures move by 2x between runs):
+//! ints from 1 producer process 5.0M items/s (45x CPython's `Queue`; the C
+//! SPSC ring of u64 did 36M), from 4 producers 5.3M items/s (42x; the C
+//! MPSC ring 10.4M), 1 MiB `bytes` items 3.8 GB/s as `serde_bytes::ByteBuf`
+//! and 5.5 GB/s as `Vec<u8>` (4.8x and 6.9x CPython's 0.80 GB/s; the C ring
+//! of 8 x 1 MiB slots 5.8 GB/s). A put plus a get of an integer costs about
+//! 150 ns on one thread, 100 ns of it the ring's ten atomic
+//! read-modify-writes — the price of the fault tolerance below (a plain
+//! Vyukov ring without owner words measured 50 ns).
 //!
 //! # Faults
 //!
@@ -92,20 +96,20 @@
 //!   most a stale sleeper flag (one needless wake-up later).
 //! - A producer killed **mid-put** never committed its slot, so nobody reads
 //!   the half-written item. Consumers that wait behind its claim for 50 ms
-//!   look up its pid (recorded with the claim): if the process is gone or a
-//!   zombie, they skip its slots and carry on; its item never existed (the
-//!   counters are corrected).
-//! - A consumer killed **while copying an item out** (after it took it) loses
-//!   that item, as a Python consumer killed after `get` would; producers that
-//!   need its slots find the dead taker's pid the same way and release them.
-//! - Residual hazards (documented, not handled): a process killed in the few
-//!   instructions between its claim CAS and writing its claim record leaves
-//!   a claim nobody can attribute, and a reused pid makes a dead claimant
-//!   look alive; either makes waiters wait (they never read garbage). A
+//!   read its pid from the claim word: if the process is gone or a zombie,
+//!   one of them takes the claim over (taker word), skips its slots and
+//!   carries on; its item never existed (the counters are corrected). If it
+//!   died before moving `tail`, the next producer moves it.
+//! - A consumer killed **after taking an item** (while copying it out, or
+//!   before moving `head`) loses that item, as a Python consumer killed
+//!   after `get` would; the next consumer moves `head` for it, and producers
+//!   that need its slots read its pid from the taker word and release them.
+//! - Residual hazards (documented, not handled): a reused pid makes a dead
+//!   owner look alive, and then waiters wait (they never read garbage). A
 //!   producer killed between counting its item (maxsize reservation,
-//!   `JoinableQueue` task) and claiming leaves that count behind: one less
-//!   place in a bounded queue, or a `join()` that waits for a task that will
-//!   never come.
+//!   `JoinableQueue` task: a few instructions before its claim) leaves that
+//!   count behind: one place less in a bounded queue, or a `join()` that
+//!   waits for a task that will never come.
 //!
 //! # Memory
 //!

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Ticket `t` lives in slot `t % cap`, whose cell holds a sequence word, the
-//! claim record (producer pid, span, length, taker pid) and 32 bytes for a
-//! small item inline. The sequence word says what the slot holds:
+//! claim word (round tag, span, producer pid), the taker word (round tag,
+//! consumer pid), the payload length and 32 bytes for a small item inline.
+//! The sequence word says what the slot holds:
 //!
 //! - `seq == t`: free for the producer of ticket `t`;
 //! - `seq == t + 1`: ticket `t` is the first slot of a committed item;
@@ -23,6 +24,16 @@
 //! releases all of them. An item that would wrap past the end of the data
 //! array is padded: it claims the slots up to the end as well and its payload
 //! starts at slot 0, so every payload is contiguous.
+//!
+//! Claiming ticket `p` (`try_claim`): while `tail == p`, CAS the claim word of
+//! cell `p` from a word of an older round to ours; then check the slot still
+//! reads free (`seq == p`: else the word we replaced had been cleared by a
+//! release earlier in this round and our claim is void); then CAS `tail` to
+//! `p + span`. A producer that finds a claim word of this round at `tail`
+//! moves `tail` for its owner. Taking (`try_take`) mirrors it with the taker
+//! word and `seq == p + 1`. The round tag (`(t / cap) mod (2^21 - 1) + 1`)
+//! tells a word of this round from a stale one; released claim words are
+//! cleared, so a stale tag cannot come back.
 
 use crate::error::{Error, Result};
 use crate::sys::futex::{self, Wake};
