@@ -343,54 +343,69 @@ fn consumer_killed_while_blocked_in_get_leaves_queue_usable() {
 /// item when it is killed.
 fn hanging_producer((q, ready): (Queue<Vec<u8>>, Queue<u8>)) {
     ready.put(1).unwrap();
-    q.__put_and_hang(vec![0xAB; 500]).unwrap();
+    q.__put_and_hang(vec![0xAB; 500], false).unwrap();
 }
 
 fn hanging_producer_small((q, ready): (Queue<Vec<u8>>, Queue<u8>)) {
     ready.put(1).unwrap();
-    q.__put_and_hang(vec![0xCD; 8]).unwrap();
+    q.__put_and_hang(vec![0xCD; 8], false).unwrap();
+}
+
+/// Killed right after its claim CAS, before it moved `tail`.
+fn hanging_producer_early((q, ready): (Queue<Vec<u8>>, Queue<u8>)) {
+    ready.put(1).unwrap();
+    q.__put_and_hang(vec![0xEF; 300], true).unwrap();
 }
 
 #[test]
 fn producer_killed_mid_put_leaves_no_half_item() {
-    killed_mid_put(StartMethod::Fork, hanging_producer);
-    killed_mid_put(StartMethod::Spawn, hanging_producer_small);
+    killed_mid_put(StartMethod::Fork, hanging_producer, false);
+    killed_mid_put(StartMethod::Spawn, hanging_producer_small, false);
+}
+
+#[test]
+fn producer_killed_between_claim_and_tail_move_is_reclaimed() {
+    killed_mid_put(StartMethod::Fork, hanging_producer_early, true);
 }
 
 fn killed_mid_put<F: Fn((Queue<Vec<u8>>, Queue<u8>)) + Copy + Send + 'static>(
     m: StartMethod,
     f: F,
+    early: bool,
 ) {
-    {
-        let q: Queue<Vec<u8>> = Queue::new().unwrap();
-        let ready: Queue<u8> = Queue::new().unwrap();
-        q.put(vec![1]).unwrap(); // before the victim's claim
-        let mut victim = Process::builder()
-            .start_method(m)
-            .start(f, (q.clone(), ready.clone()))
-            .unwrap();
-        ready.get_timeout(LONG).unwrap();
+    let q: Queue<Vec<u8>> = Queue::new().unwrap();
+    let ready: Queue<u8> = Queue::new().unwrap();
+    q.put(vec![1]).unwrap(); // before the victim's claim
+    let mut victim = Process::builder()
+        .start_method(m)
+        .start(f, (q.clone(), ready.clone()))
+        .unwrap();
+    ready.get_timeout(LONG).unwrap();
+    if early {
+        // Its claim does not move tail, so nothing shows it: give it time.
+        std::thread::sleep(Duration::from_millis(300));
+    } else {
         // Wait until its claim is in place (slots beyond our one item).
         let t0 = std::time::Instant::now();
         while q.__pending_slots() < 2 && t0.elapsed() < LONG {
             std::thread::sleep(Duration::from_millis(5));
         }
-        q.put(vec![2]).unwrap(); // after the victim's claim
-        victim.kill().unwrap();
-        assert!(victim.join_timeout(LONG).is_err());
-        assert_eq!(q.get_timeout(LONG).unwrap(), vec![1]);
-        // the half item is skipped, never returned
-        assert_eq!(q.get_timeout(LONG).unwrap(), vec![2]);
-        assert!(matches!(
-            q.get_timeout(Duration::from_millis(200)),
-            Err(Error::Empty)
-        ));
-        assert_eq!(q.qsize(), 0, "the dead producer's count is undone");
-        // and the ring keeps working across its whole length
-        for i in 0..100_000u32 {
-            q.put(i.to_le_bytes().to_vec()).unwrap();
-            assert_eq!(q.get().unwrap(), i.to_le_bytes().to_vec());
-        }
+    }
+    victim.kill().unwrap();
+    assert!(victim.join_timeout(LONG).is_err());
+    q.put(vec![2]).unwrap(); // after the victim's claim (moving tail past it if needed)
+    assert_eq!(q.get_timeout(LONG).unwrap(), vec![1]);
+    // the half item is skipped, never returned
+    assert_eq!(q.get_timeout(LONG).unwrap(), vec![2]);
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(200)),
+        Err(Error::Empty)
+    ));
+    assert_eq!(q.qsize(), 0, "the dead producer's item is not counted");
+    // and the ring keeps working across its whole length
+    for i in 0..100_000u32 {
+        q.put(i.to_le_bytes().to_vec()).unwrap();
+        assert_eq!(q.get().unwrap(), i.to_le_bytes().to_vec());
     }
 }
 
@@ -422,40 +437,63 @@ fn producer_killed_mid_put_while_not_yet_dead_is_waited_for() {
 /// A consumer killed after taking an item, before releasing its slots.
 fn hanging_consumer((q, ready): (Queue<u64>, Queue<u8>)) {
     ready.put(1).unwrap();
-    q.__get_and_hang().unwrap();
+    q.__get_and_hang(false).unwrap();
+}
+
+/// Killed right after its taker CAS, before it moved `head`.
+fn hanging_consumer_early((q, ready): (Queue<u64>, Queue<u8>)) {
+    ready.put(1).unwrap();
+    q.__get_and_hang(true).unwrap();
 }
 
 #[test]
 fn consumer_killed_mid_get_does_not_block_producers() {
     for m in METHODS {
-        // a tiny ring (4 slots), so producers soon need the victim's slot
-        let q: Queue<u64> = Queue::builder().capacity_bytes(4 * 128).build().unwrap();
-        let ready: Queue<u8> = Queue::new().unwrap();
-        q.put(1000).unwrap();
-        let mut victim = Process::builder()
-            .start_method(m)
-            .start(hanging_consumer, (q.clone(), ready.clone()))
-            .unwrap();
-        ready.get_timeout(LONG).unwrap();
+        killed_mid_get(m, hanging_consumer, false);
+    }
+}
+
+#[test]
+fn consumer_killed_between_take_and_head_move_does_not_block() {
+    killed_mid_get(StartMethod::Fork, hanging_consumer_early, true);
+}
+
+fn killed_mid_get<F: Fn((Queue<u64>, Queue<u8>)) + Copy + Send + 'static>(
+    m: StartMethod,
+    f: F,
+    early: bool,
+) {
+    // a tiny ring (4 slots), so producers soon need the victim's slot
+    let q: Queue<u64> = Queue::builder().capacity_bytes(4 * 128).build().unwrap();
+    let ready: Queue<u8> = Queue::new().unwrap();
+    q.put(1000).unwrap();
+    let mut victim = Process::builder()
+        .start_method(m)
+        .start(f, (q.clone(), ready.clone()))
+        .unwrap();
+    ready.get_timeout(LONG).unwrap();
+    if early {
+        std::thread::sleep(Duration::from_millis(300));
+    } else {
         let t0 = std::time::Instant::now();
         while !q.empty() && t0.elapsed() < LONG {
             std::thread::sleep(Duration::from_millis(5));
         }
-        victim.kill().unwrap();
-        assert!(victim.join_timeout(LONG).is_err());
-        // The taken item is gone with its taker (as in Python); the ring's
-        // slots come back, so producers get through the whole ring again.
-        let q2 = q.clone();
-        let prod = std::thread::spawn(move || {
-            for i in 0..100u64 {
-                q2.put_timeout(i, LONG).unwrap();
-            }
-        });
-        for i in 0..100u64 {
-            assert_eq!(q.get_timeout(LONG).unwrap(), i);
-        }
-        prod.join().unwrap();
     }
+    victim.kill().unwrap();
+    assert!(victim.join_timeout(LONG).is_err());
+    // The taken item is gone with its taker (as in Python); the ring's
+    // slots come back, so producers get through the whole ring again.
+    let q2 = q.clone();
+    let prod = std::thread::spawn(move || {
+        for i in 0..100u64 {
+            q2.put_timeout(i, LONG).unwrap();
+        }
+    });
+    for i in 0..100u64 {
+        assert_eq!(q.get_timeout(LONG).unwrap(), i);
+    }
+    prod.join().unwrap();
 }
 
 /// CPython's `test_queue_feeder_donot_stop_onexc`: an item that fails to

@@ -1,6 +1,6 @@
 //! `Queue<T>`: Python's `multiprocessing.Queue` over the shared ring.
 
-use super::ring::{Ring, DEFAULT_SLOTS, SLOT};
+use super::ring::{Ring, Stall, DEFAULT_SLOTS, SLOT};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
@@ -45,7 +45,7 @@ fn put_item<T: Serialize + 'static>(
     ring: &Ring,
     item: &T,
     deadline: Option<Instant>,
-    stall: bool,
+    stall: Stall,
 ) -> Result<()> {
     if let Some(bytes) = (item as &dyn Any).downcast_ref::<Vec<u8>>() {
         let mut len = [0u8; 10];
@@ -251,12 +251,12 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
 
     fn put_deadline_ref(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
         self.check_open()?;
-        put_item(&self.ring, item, deadline, false)
+        put_item(&self.ring, item, deadline, Stall::No)
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T> {
         self.check_open()?;
-        self.ring.get(deadline, false, decode_item::<T>)?
+        self.ring.get(deadline, Stall::No, decode_item::<T>)?
     }
 
     /// Puts `item`, waiting while the queue is full.
@@ -316,17 +316,25 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     }
 
     /// Test hook: claims room for `item`, writes half of it and hangs
-    /// forever without committing — a producer to kill "mid-put".
+    /// forever without committing — a producer to kill "mid-put". With
+    /// `early`, hangs right after its claim CAS, before moving `tail`.
     #[doc(hidden)]
-    pub fn __put_and_hang(&self, item: T) -> Result<()> {
-        put_item(&self.ring, &item, None, true)
+    pub fn __put_and_hang(&self, item: T, early: bool) -> Result<()> {
+        put_item(
+            &self.ring,
+            &item,
+            None,
+            if early { Stall::Early } else { Stall::Late },
+        )
     }
 
     /// Test hook: takes an item and hangs forever without releasing its
-    /// slots — a consumer to kill "mid-get".
+    /// slots — a consumer to kill "mid-get". With `early`, hangs right after
+    /// its taker CAS, before moving `head`.
     #[doc(hidden)]
-    pub fn __get_and_hang(&self) -> Result<()> {
-        self.ring.get(None, true, |_| ())
+    pub fn __get_and_hang(&self, early: bool) -> Result<()> {
+        self.ring
+            .get(None, if early { Stall::Early } else { Stall::Late }, |_| ())
     }
 }
 

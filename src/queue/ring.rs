@@ -166,6 +166,24 @@ fn layout(cap: usize) -> (usize, usize, usize) {
     (cells, data, data + cap * SLOT)
 }
 
+/// Test support: where a producer or consumer hangs forever (to be killed
+/// there by a test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// Never (every real call).
+    No,
+    /// Right after the claim (taker) word CAS, before moving `tail` (`head`).
+    Early,
+    /// After half the payload is written (after the take, before reading).
+    Late,
+}
+
+fn hang_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 /// Outcome of one non-blocking attempt.
 enum Try<R> {
     Done(R),
@@ -409,7 +427,7 @@ impl Ring {
         &self,
         parts: &[&[u8]],
         deadline: Option<Instant>,
-        stall: bool,
+        stall: Stall,
     ) -> Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total > self.max_item() {
@@ -440,13 +458,14 @@ impl Ring {
         } else {
             total.div_ceil(SLOT) as u64
         };
-        let (p, span) = match self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k)) {
-            Ok(c) => c,
-            Err(e) => {
-                self.unreserve();
-                return Err(full_on_timeout(e));
-            }
-        };
+        let (p, span) =
+            match self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k, stall)) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.unreserve();
+                    return Err(full_on_timeout(e));
+                }
+            };
         self.cell(p).len.store(total as u32, Relaxed);
         let (mut dst, room) = self.payload(p, total, span);
         debug_assert_eq!(room, total);
@@ -457,11 +476,9 @@ impl Ring {
             // the data array inside the claim) holds `total` bytes, the sum of
             // the parts, and no consumer reads it before the commit below.
             unsafe {
-                if stall {
+                if stall == Stall::Late {
                     std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len() / 2);
-                    loop {
-                        std::thread::sleep(Duration::from_secs(3600));
-                    }
+                    hang_forever();
                 }
                 std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len());
                 dst = dst.add(part.len());
@@ -496,7 +513,7 @@ impl Ring {
     /// the span — by us, or by any producer that finds the claimed word
     /// first (helping), so a producer that dies in between holds nobody up
     /// and is always identifiable.
-    fn try_claim(&self, k: u64) -> Try<(u64, u64)> {
+    fn try_claim(&self, k: u64, stall: Stall) -> Try<(u64, u64)> {
         let h = self.header();
         loop {
             let p = h.tail.0.load(SeqCst);
@@ -548,6 +565,9 @@ impl Ring {
                 let _ = cell.claim.compare_exchange(mine, 0, SeqCst, Relaxed);
                 continue;
             }
+            if stall == Stall::Early {
+                hang_forever();
+            }
             let _ = h.tail.0.compare_exchange(p, p + span, SeqCst, Relaxed);
             return Try::Done((p, span));
         }
@@ -561,12 +581,12 @@ impl Ring {
     pub(crate) fn get<R>(
         &self,
         deadline: Option<Instant>,
-        hang: bool,
+        hang: Stall,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
         let h = self.header();
         let (p, span) = self
-            .wait_loop(&h.not_empty.0, deadline, true, || self.try_take())
+            .wait_loop(&h.not_empty.0, deadline, true, || self.try_take(hang))
             .map_err(|e| {
                 if matches!(e, Error::Timeout) {
                     Error::Empty
@@ -574,10 +594,8 @@ impl Ring {
                     e
                 }
             })?;
-        if hang {
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+        if hang == Stall::Late {
+            hang_forever();
         }
         let (ptr, len) = self.payload(p, self.cell(p).len.load(Relaxed) as usize, span);
         // SAFETY: ticket p is committed (seq == p + 1 seen with SeqCst) and
@@ -596,7 +614,7 @@ impl Ring {
     /// One attempt to take the item at the head: returns (ticket, span).
     /// Mirrors [`try_claim`](Self::try_claim): a CAS of the taker word while
     /// `head` is at the ticket, then `head` moves (by us or by a helper).
-    fn try_take(&self) -> Try<(u64, u64)> {
+    fn try_take(&self, hang: Stall) -> Try<(u64, u64)> {
         let h = self.header();
         loop {
             let p = h.head.0.load(SeqCst);
@@ -634,6 +652,9 @@ impl Ring {
                 // replaced: void (see `try_claim`).
                 let _ = cell.taker.compare_exchange(mine, 0, SeqCst, Relaxed);
                 continue;
+            }
+            if hang == Stall::Early {
+                hang_forever();
             }
             let _ = h.head.0.compare_exchange(p, p + span, SeqCst, Relaxed);
             h.gets.0.fetch_add(1, Relaxed);
@@ -883,7 +904,7 @@ mod tests {
         let n = 2_000_000u64;
         let t0 = Instant::now();
         for i in 0..n {
-            r.put(&[&i.to_le_bytes()], None, false).unwrap();
+            r.put(&[&i.to_le_bytes()], None, Stall::No).unwrap();
             r.get(None, false, |b| std::hint::black_box(b.len()))
                 .unwrap();
         }
