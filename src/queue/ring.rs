@@ -905,7 +905,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..n {
             r.put(&[&i.to_le_bytes()], None, Stall::No).unwrap();
-            r.get(None, false, |b| std::hint::black_box(b.len()))
+            r.get(None, Stall::No, |b| std::hint::black_box(b.len()))
                 .unwrap();
         }
         println!(
