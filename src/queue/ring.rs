@@ -204,9 +204,6 @@ pub(crate) struct Ring {
     cap_bits: u32,
     cells_off: usize,
     data_off: usize,
-    /// This process's pid, recorded in claims (a ring reaches a child only
-    /// by handoff, which builds a new `Ring` there).
-    pid: u32,
     joinable: bool,
     maxsize: u64,
 }
@@ -218,8 +215,30 @@ unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}
 
+/// This process's pid, cached (`getpid` is a real syscall) and forgotten in
+/// a child after `fork` (a `pthread_atfork` handler), so that a ring
+/// inherited by a forked child other than through handoff still records the
+/// right owner in its claims.
 fn my_pid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget_in_child() {
+        PID.store(0, Relaxed);
+    }
+    let p = PID.load(Relaxed);
+    if p != 0 {
+        return p;
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic, which
+        // is async-signal-safe and valid in the child right after fork.
+        // Failure (ENOMEM) only means the cache is not reset after a fork
+        // that bypasses handoff; nothing unsafe follows from it.
+        let _ = unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+    });
+    let p = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    PID.store(p, Relaxed);
+    p
 }
 
 /// `true` unless `pid` is known to be gone: no such process, or a zombie
@@ -284,7 +303,6 @@ impl Ring {
             cap_bits: cap.trailing_zeros(),
             cells_off,
             data_off,
-            pid: my_pid(),
             joinable,
             maxsize,
         })
@@ -549,7 +567,7 @@ impl Ring {
             if retry {
                 continue;
             }
-            let mine = pack_claim(self.tag(p), span, self.pid);
+            let mine = pack_claim(self.tag(p), span, my_pid());
             if cell
                 .claim
                 .compare_exchange(w, mine, SeqCst, SeqCst)
@@ -639,7 +657,7 @@ impl Ring {
                 let _ = h.head.0.compare_exchange(p, p + span, SeqCst, Relaxed);
                 continue;
             }
-            let mine = pack_claim(self.tag(p), 0, self.pid);
+            let mine = pack_claim(self.tag(p), 0, my_pid());
             if cell
                 .taker
                 .compare_exchange(tw, mine, SeqCst, SeqCst)
@@ -803,7 +821,7 @@ impl Ring {
                 return false; // consumers reach it in order
             }
         }
-        let mine = pack_claim(self.tag(c), 0, self.pid);
+        let mine = pack_claim(self.tag(c), 0, my_pid());
         if cell
             .taker
             .compare_exchange(tw, mine, SeqCst, SeqCst)
