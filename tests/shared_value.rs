@@ -1,0 +1,208 @@
+//! `Value`, `Array`, `RawValue`, `RawArray`: updates by several processes
+//! (fork and spawn) under the lock add up exactly; atomic views; a holder that
+//! dies does not deadlock the value.
+multiproc::test_support!();
+
+use multiproc::shared::{Array, RawArray, RawValue, Value};
+use multiproc::sync::Lock;
+use multiproc::{Process, StartMethod};
+use std::sync::atomic::Ordering;
+
+const N: u64 = 2000;
+const PROCS: usize = 3;
+
+fn incr_value((v, n): (Value<u64>, u64)) {
+    for _ in 0..n {
+        let g = v.lock().unwrap();
+        g.set(g.get() + 1);
+    }
+}
+
+fn incr_array((a, n): (Array<i32>, u64)) {
+    for _ in 0..n {
+        let g = a.lock().unwrap();
+        for i in 0..g.len() {
+            g.set(i, g.get(i).unwrap() + i as i32).unwrap();
+        }
+    }
+}
+
+fn incr_atomic((v, a, n): (RawValue<i64>, RawArray<u32>, u64)) {
+    for _ in 0..n {
+        v.as_atomic().fetch_add(1, Ordering::Relaxed);
+        for x in a.as_atomic_slice() {
+            x.fetch_add(2, Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn value_increments_under_the_lock_add_up() {
+    for m in [StartMethod::Spawn, StartMethod::Fork] {
+        let v = Value::new(0u64).unwrap();
+        let ps: Vec<_> = (0..PROCS)
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(incr_value, (v.clone(), N))
+                    .unwrap()
+            })
+            .collect();
+        incr_value((v.clone(), N));
+        for mut p in ps {
+            p.join().unwrap();
+        }
+        assert_eq!(v.get().unwrap(), N * (PROCS as u64 + 1), "{m:?}");
+    }
+}
+
+#[test]
+fn array_updates_under_the_lock_add_up() {
+    for m in [StartMethod::Spawn, StartMethod::Fork] {
+        let a = Array::<i32>::zeroed(8).unwrap();
+        let ps: Vec<_> = (0..PROCS)
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(incr_array, (a.clone(), N / 4))
+                    .unwrap()
+            })
+            .collect();
+        for mut p in ps {
+            p.join().unwrap();
+        }
+        let want: Vec<i32> = (0..8).map(|i| i * (N / 4) as i32 * PROCS as i32).collect();
+        assert_eq!(a.to_vec().unwrap(), want, "{m:?}");
+    }
+}
+
+#[test]
+fn atomic_views_add_up_without_a_lock() {
+    for m in [StartMethod::Spawn, StartMethod::Fork] {
+        let v = RawValue::new(0i64).unwrap();
+        let a = RawArray::<u32>::zeroed(4).unwrap();
+        let ps: Vec<_> = (0..PROCS)
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(incr_atomic, (v.clone(), a.clone(), N))
+                    .unwrap()
+            })
+            .collect();
+        for mut p in ps {
+            p.join().unwrap();
+        }
+        assert_eq!(v.get(), (N * PROCS as u64) as i64, "{m:?}");
+        assert_eq!(a.to_vec(), vec![(2 * N * PROCS as u64) as u32; 4], "{m:?}");
+    }
+}
+
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    bytemuck::Pod,
+    bytemuck::Zeroable,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+struct Point {
+    x: f64,
+    y: f64,
+    tag: u32,
+    _pad: u32,
+}
+
+fn move_point((v, dx): (Value<Point>, f64)) -> Point {
+    let g = v.lock().unwrap();
+    let mut p = g.get();
+    p.x += dx;
+    p.tag += 1;
+    g.set(p);
+    p
+}
+
+#[test]
+fn pod_structs_and_shared_lock() {
+    let lock = Lock::new().unwrap();
+    let v = Value::with_lock(
+        Point {
+            x: 1.0,
+            y: 2.0,
+            tag: 0,
+            _pad: 0,
+        },
+        lock.clone(),
+    )
+    .unwrap();
+    let a = Array::with_lock(&[1u8, 2, 3], lock.clone()).unwrap();
+    {
+        let _g = lock.acquire().unwrap();
+        assert!(v.get_lock().locked() && a.get_lock().locked());
+    }
+    for m in [StartMethod::Spawn, StartMethod::Fork] {
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(move_point, (v.clone(), 0.5))
+            .unwrap();
+        p.join().unwrap();
+    }
+    assert_eq!(
+        v.get().unwrap(),
+        Point {
+            x: 2.0,
+            y: 2.0,
+            tag: 2,
+            _pad: 0
+        }
+    );
+    assert_eq!(a.to_vec().unwrap(), vec![1, 2, 3]);
+    // Threads: the handoff round trip gives an independent handle to the same memory.
+    let (v2,) = multiproc::handoff::round_trip(&(v.clone(),)).unwrap();
+    std::thread::spawn(move || move_point((v2, 1.0)))
+        .join()
+        .unwrap();
+    assert_eq!(v.get().unwrap().x, 3.0);
+}
+
+fn die_holding((v,): (Value<u64>,)) {
+    let g = v.lock().unwrap();
+    g.set(99);
+    std::mem::forget(g);
+    std::process::exit(3);
+}
+
+#[test]
+fn a_holder_that_dies_does_not_deadlock_the_value() {
+    let v = Value::new(1u64).unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(die_holding, (v.clone(),))
+        .unwrap();
+    assert!(p.join().is_err());
+    let died = v
+        .lock()
+        .expect_err("the next acquirer is told the owner died");
+    assert_eq!(died.get_ref().get(), 99);
+    drop(died);
+    v.get_lock().clear_owner_died();
+    assert_eq!(v.get().unwrap(), 99);
+}
+
+#[test]
+fn raw_array_basics() {
+    let a = RawArray::from_slice(&[1i16, 2, 3]).unwrap();
+    assert_eq!(a.len(), 3);
+    assert_eq!(a.get(2), Some(3));
+    assert_eq!(a.get(3), None);
+    assert!(a.set(3, 1).is_err());
+    assert!(a.copy_from_slice(&[1, 2]).is_err());
+    a.copy_from_slice(&[4, 5, 6]).unwrap();
+    assert_eq!(a.to_vec(), vec![4, 5, 6]);
+    let empty = RawArray::<u64>::zeroed(0).unwrap();
+    assert!(empty.is_empty() && empty.to_vec().is_empty());
+    let e = Array::<u64>::zeroed(0).unwrap();
+    assert!(e.to_vec().unwrap().is_empty());
+}

@@ -1,0 +1,280 @@
+//! `Lock`: CPython's `_TestLock` cases (lock part) across threads and
+//! processes, plus robustness to a holder that dies.
+
+multiproc::test_support!();
+
+use multiproc::sync::{Lock, TryAcquireError};
+use multiproc::{Error, Process, StartMethod};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+
+/// Turns a hang into a failure: polls `cond` for at most 30 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn temp_file(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "multiproc-sync-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&p, "0").expect("write temp file");
+    p
+}
+
+/// `_TestLock.test_lock`: acquire → held, acquire(False) → False, release,
+/// releasing an unlocked lock is an error.
+#[test]
+fn test_lock() {
+    let lock = Lock::new().unwrap();
+    assert!(!lock.locked());
+    let g = lock.acquire().unwrap();
+    assert!(lock.locked());
+    assert!(matches!(lock.try_acquire(), Err(TryAcquireError::Timeout)));
+    assert!(matches!(
+        lock.acquire_timeout(Duration::from_millis(10)),
+        Err(TryAcquireError::Timeout)
+    ));
+    drop(g);
+    assert!(!lock.locked());
+    assert!(matches!(lock.release(), Err(Error::Invalid(_))));
+    // The Python way: acquire without a guard, release explicitly.
+    lock.acquire().unwrap().leak();
+    assert!(lock.locked());
+    lock.release().unwrap();
+    assert!(lock.release().is_err());
+    assert!(!lock.is_owner_died());
+}
+
+/// `_TestLock.test_lock_context`.
+#[test]
+fn test_lock_context() {
+    let lock = Lock::new().unwrap();
+    {
+        let _g = lock.acquire().unwrap();
+        assert!(lock.try_acquire().is_err());
+    }
+    let g = lock.try_acquire().unwrap();
+    g.release();
+    assert!(!lock.locked());
+}
+
+/// A lock acquired by one thread may be released by another (Python's `Lock`
+/// has no owner).
+#[test]
+fn release_from_another_thread() {
+    let lock = Lock::new().unwrap();
+    lock.acquire().unwrap().leak();
+    let l2 = lock.clone();
+    std::thread::spawn(move || l2.release().unwrap())
+        .join()
+        .unwrap();
+    assert!(!lock.locked());
+}
+
+#[test]
+fn threads_exclude_each_other() {
+    let lock = Lock::new().unwrap();
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let (lock, counter) = (lock.clone(), counter.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20_000 {
+                    let _g = lock.acquire().unwrap();
+                    // A non-atomic read-modify-write: lost updates if the lock fails.
+                    let v = counter.load(std::sync::atomic::Ordering::Relaxed);
+                    counter.store(v + 1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 80_000);
+}
+
+fn bump_file((lock, path, n): (Lock, String, u32)) -> u32 {
+    for _ in 0..n {
+        let _g = lock.acquire().expect("acquire");
+        let v: u32 = std::fs::read_to_string(&path)
+            .expect("read")
+            .trim()
+            .parse()
+            .expect("parse");
+        std::fs::write(&path, (v + 1).to_string()).expect("write");
+    }
+    n
+}
+
+/// Mutual exclusion across processes: children and the parent do a
+/// read-modify-write of a file under the lock; no update is lost.
+#[test]
+fn processes_exclude_each_other() {
+    for m in METHODS {
+        let lock = Lock::new().unwrap();
+        let path = temp_file("excl");
+        let ps: Vec<_> = (0..3)
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(
+                        bump_file,
+                        (lock.clone(), path.to_string_lossy().into_owned(), 100),
+                    )
+                    .unwrap()
+            })
+            .collect();
+        bump_file((lock.clone(), path.to_string_lossy().into_owned(), 100));
+        for mut p in ps {
+            assert_eq!(p.join().unwrap(), 100);
+        }
+        let v: u32 = std::fs::read_to_string(&path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(v, 400, "{m:?}");
+        assert!(!lock.locked());
+    }
+}
+
+fn acquire_and_keep((lock,): (Lock,)) {
+    lock.acquire().expect("acquire").leak();
+}
+
+fn release_it((lock,): (Lock,)) -> bool {
+    lock.release().is_ok()
+}
+
+/// `test_lock_locked_2processes`: a lock acquired in a child is locked in the
+/// parent too; a lock may be released by another process.
+#[test]
+fn locked_seen_across_processes() {
+    for m in METHODS {
+        let lock = Lock::new().unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(acquire_and_keep, (lock.clone(),))
+            .unwrap();
+        p.join().unwrap();
+        // The child exited holding it; releasing from another process is
+        // still allowed, as in Python.
+        assert!(lock.locked());
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(release_it, (lock.clone(),))
+            .unwrap();
+        assert!(p.join().unwrap());
+        assert!(!lock.locked());
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(release_it, (lock.clone(),))
+            .unwrap();
+        assert!(
+            !p.join().unwrap(),
+            "releasing an unlocked lock is an error in the child too"
+        );
+    }
+}
+
+fn hold_forever((lock,): (Lock,)) {
+    let _g = lock.acquire().expect("acquire");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A child SIGKILLed while holding the lock: the parent's next acquire
+/// returns with the owner-died signal, holding the lock; the lock keeps
+/// working, and the signal stays until cleared.
+#[test]
+fn holder_killed_gives_owner_died() {
+    for m in METHODS {
+        let lock = Lock::new().unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(hold_forever, (lock.clone(),))
+            .unwrap();
+        eventually("child holds the lock", || lock.locked());
+        p.kill().unwrap();
+        // Not joined yet: the holder is a zombie, and must count as dead.
+        let died = match lock.acquire() {
+            Err(d) => d,
+            Ok(_) => panic!("{m:?}: expected OwnerDied"),
+        };
+        let g = died.into_inner();
+        assert!(lock.locked());
+        assert!(lock.is_owner_died());
+        drop(g);
+        assert!(!lock.locked());
+        // The signal persists until cleared.
+        assert!(lock.acquire().is_err());
+        lock.clear_owner_died();
+        let g = lock.acquire().expect("clean after clear");
+        assert!(lock.try_acquire().is_err());
+        drop(g);
+        let _ = p.join();
+    }
+}
+
+/// Same, with the parent already blocked in acquire when the holder dies,
+/// and with a timed acquire.
+#[test]
+fn waiter_blocked_when_holder_killed() {
+    let lock = Lock::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(hold_forever, (lock.clone(),))
+        .unwrap();
+    eventually("child holds the lock", || lock.locked());
+    assert!(matches!(
+        lock.acquire_timeout(Duration::from_millis(50)),
+        Err(TryAcquireError::Timeout)
+    ));
+    let l2 = lock.clone();
+    let waiter = std::thread::spawn(move || match l2.acquire_timeout(Duration::from_secs(60)) {
+        Err(TryAcquireError::OwnerDied(d)) => {
+            drop(d.into_inner());
+            true
+        }
+        _ => false,
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    p.kill().unwrap();
+    assert!(waiter.join().unwrap(), "the blocked waiter gets OwnerDied");
+    let _ = p.join();
+    let e: Error = lock.acquire().map(|_| ()).unwrap_err().into();
+    assert!(matches!(e, Error::OwnerDied));
+    lock.clear_owner_died();
+    assert!(lock.try_acquire().is_ok());
+}
+
+/// A holder that dies is detected by try_acquire too.
+#[test]
+fn try_acquire_detects_dead_holder() {
+    let lock = Lock::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(hold_forever, (lock.clone(),))
+        .unwrap();
+    eventually("child holds the lock", || lock.locked());
+    p.kill().unwrap();
+    let _ = p.join();
+    match lock.try_acquire() {
+        Err(TryAcquireError::OwnerDied(d)) => drop(d.into_inner()),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}
