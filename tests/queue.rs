@@ -592,3 +592,56 @@ fn queue_passed_on_to_a_grandchild() {
         assert_eq!(q.try_get().unwrap(), 2);
     }
 }
+
+fn hanging_joinable_producer((q, ready): (JoinableQueue<u32>, Queue<u8>)) {
+    ready.put(1).unwrap();
+    q.__put_and_hang(7, false).unwrap();
+}
+
+#[test]
+fn joinable_task_of_a_producer_killed_mid_put_is_not_waited_for() {
+    let q: JoinableQueue<u32> = JoinableQueue::new().unwrap();
+    let ready: Queue<u8> = Queue::new().unwrap();
+    q.put(1).unwrap();
+    let mut victim = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(hanging_joinable_producer, (q.clone(), ready.clone()))
+        .unwrap();
+    ready.get_timeout(LONG).unwrap();
+    let t0 = std::time::Instant::now();
+    while q.unfinished_tasks() < 2 && t0.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50)); // counted just before its claim
+    victim.kill().unwrap();
+    assert!(victim.join_timeout(LONG).is_err());
+    assert_eq!(q.get_timeout(LONG).unwrap(), 1);
+    q.task_done().unwrap();
+    // A consumer waiting behind the dead claim reclaims it ...
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(300)),
+        Err(Error::Empty)
+    ));
+    // ... and its task is no longer unfinished.
+    q.join_timeout(LONG).unwrap();
+    assert_eq!(q.unfinished_tasks(), 0);
+}
+
+#[test]
+fn put_on_a_full_ring_times_out_even_without_maxsize() {
+    let q: Queue<u64> = Queue::builder().capacity_bytes(4 * 128).build().unwrap();
+    for i in 0..4 {
+        q.try_put(i).unwrap();
+    }
+    assert!(matches!(q.try_put(9), Err(Error::Full)));
+    assert!(matches!(
+        q.put_timeout(9, Duration::from_millis(20)),
+        Err(Error::Full)
+    ));
+    assert_eq!(q.qsize(), 4);
+    assert_eq!(q.get().unwrap(), 0);
+    q.try_put(4).unwrap();
+    for i in 1..5 {
+        assert_eq!(q.get().unwrap(), i);
+    }
+}

@@ -98,6 +98,12 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     pub fn try_get(&self) -> Result<T> {
         self.inner.try_get()
     }
+
+    /// Test hook: see `Queue::__put_and_hang`.
+    #[doc(hidden)]
+    pub fn __put_and_hang(&self, item: T, early: bool) -> Result<()> {
+        self.inner.__put_and_hang(item, early)
+    }
 }
 
 impl<T> JoinableQueue<T> {
