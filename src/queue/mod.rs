@@ -80,15 +80,15 @@
 //!
 //! Measured on the project's 2-vCPU VM (`cargo bench --bench compare --
 //! --only queue`, CPython 3.11 and the C floor of `limits.c` in the same
-//! run; medians of 5; the VM is noisy, figures move by 2x between runs):
-//! ints from 1 producer process 5.0M items/s (45x CPython's `Queue`; the C
-//! SPSC ring of u64 did 36M), from 4 producers 5.3M items/s (42x; the C
-//! MPSC ring 10.4M), 1 MiB `bytes` items 3.8 GB/s as `serde_bytes::ByteBuf`
-//! and 5.5 GB/s as `Vec<u8>` (4.8x and 6.9x CPython's 0.80 GB/s; the C ring
-//! of 8 x 1 MiB slots 5.8 GB/s). A put plus a get of an integer costs about
-//! 150 ns on one thread, 100 ns of it the ring's ten atomic
-//! read-modify-writes — the price of the fault tolerance below (a plain
-//! Vyukov ring without owner words measured 50 ns).
+//! run; medians of 5; the VM is noisy, figures move by up to 2x between
+//! runs): ints from 1 producer process 6.2M items/s (42x CPython's `Queue`;
+//! the C SPSC ring of u64 did 17.4M), from 4 producers 8.9M items/s (66x;
+//! the C MPSC ring 6.7M), 1 MiB `bytes` items 5.4 GB/s as
+//! `serde_bytes::ByteBuf` and 8.5 GB/s as `Vec<u8>` (7.6x and 12x CPython's
+//! 0.71 GB/s; the C ring of 8 x 1 MiB slots 9.8 GB/s). A put plus a get of
+//! an integer costs about 150 ns on one thread, 100 ns of it the ring's nine
+//! atomic read-modify-writes — the price of the fault tolerance below (a
+//! plain Vyukov ring without owner words measured 50 ns).
 //!
 //! # Faults
 //!
