@@ -1,0 +1,934 @@
+//! The shared-memory ring under every queue type: a bounded MPMC ring of
+//! fixed-size slots in one `memfd` region (see the [module docs](super) for
+//! the design and its fault model).
+//!
+//! Layout of the region (offsets, never pointers: each process maps it at an
+//! address of its own):
+//!
+//! ```text
+//! Header (counters, wait words) | cells[cap]: Cell (64 B) | data[cap * SLOT]
+//! ```
+//!
+//! Ticket `t` lives in slot `t % cap`, whose cell holds a sequence word, the
+//! claim word (round tag, span, producer pid), the taker word (round tag,
+//! consumer pid), the payload length and 32 bytes for a small item inline.
+//! The sequence word says what the slot holds:
+//!
+//! - `seq == t`: free for the producer of ticket `t`;
+//! - `seq == t + 1`: ticket `t` is the first slot of a committed item;
+//! - `seq == t + cap`: released by the consumer of ticket `t` (= free for `t + cap`).
+//!
+//! An item takes `span` consecutive tickets (one for an encoded item of up to
+//! [`SLOT`] bytes, stored in the cell if it fits in [`INLINE`] bytes, else in
+//! the data array); only its first slot's `seq` is committed, and the consumer
+//! releases all of them. An item that would wrap past the end of the data
+//! array is padded: it claims the slots up to the end as well and its payload
+//! starts at slot 0, so every payload is contiguous.
+//!
+//! Claiming ticket `p` (`try_claim`): while `tail == p`, CAS the claim word of
+//! cell `p` from a word of an older round to ours; then check the slot still
+//! reads free (`seq == p`: else the word we replaced had been cleared by a
+//! release earlier in this round and our claim is void); then CAS `tail` to
+//! `p + span`. A producer that finds a claim word of this round at `tail`
+//! moves `tail` for its owner. Taking (`try_take`) mirrors it with the taker
+//! word and `seq == p + 1`. The round tag (`(t / cap) mod (2^21 - 1) + 1`)
+//! tells a word of this round from a stale one; released claim words are
+//! cleared, so a stale tag cannot come back.
+
+use crate::error::{Error, Result};
+use crate::sys::futex::{self, Wake};
+use crate::sys::Region;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
+
+/// Bytes of payload per slot: an item encoding to at most this many bytes
+/// takes one slot.
+pub(crate) const SLOT: usize = 128;
+/// Default number of slots (4 MiB of data; items up to 2 MiB encoded).
+pub(crate) const DEFAULT_SLOTS: usize = 1 << 15;
+const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
+const FLAG_JOINABLE: u64 = 1;
+/// Spins (with a pause hint) before a waiter sleeps.
+const SPINS: u32 = 200;
+/// How long a waiter sleeps before it looks for a dead producer or consumer
+/// that holds the slot it waits for.
+const STUCK_CHECK: Duration = Duration::from_millis(50);
+
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Line<T>(T);
+
+/// Where one side sleeps (limits.c's scheme): a waiter reads `epoch`, raises
+/// `waiting`, re-checks its condition, then sleeps in `FUTEX_WAIT(epoch)`. A
+/// waker, after publishing, looks at `waiting` and makes a syscall only if it
+/// is set. Both sides use `SeqCst`, so one of them sees the other's store.
+/// A waiter that dies leaves at most a stale flag: one needless wake.
+#[repr(C)]
+#[derive(Default)]
+struct WaitQ {
+    epoch: AtomicU32,
+    waiting: AtomicU32,
+}
+
+impl WaitQ {
+    fn announce(&self) -> u32 {
+        let e = self.epoch.load(SeqCst);
+        self.waiting.store(1, SeqCst);
+        e
+    }
+
+    fn wake(&self) {
+        if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
+            self.epoch.fetch_add(1, SeqCst);
+            futex::wake_all(&self.epoch);
+        }
+    }
+}
+
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    cap: AtomicU64,
+    flags: AtomicU64,
+    maxsize: AtomicU64,
+    tail: Line<AtomicU64>,
+    head: Line<AtomicU64>,
+    /// Items committed (producers' line; unbounded queues' `qsize`).
+    puts: Line<AtomicI64>,
+    /// Items taken (consumers' line).
+    gets: Line<AtomicI64>,
+    /// Items in the queue, reserved before the claim (bounded queues only).
+    items: Line<AtomicI64>,
+    not_empty: Line<WaitQ>,
+    not_full: Line<WaitQ>,
+    unfinished: Line<AtomicU32>,
+}
+
+/// One ticket's cell: its sequence word, the claim record (meaningful in an
+/// item's first slot), and room for a small item inline, all on one cache
+/// line so that a small item costs one line transfer between processes.
+#[repr(C, align(64))]
+struct Cell {
+    /// Free / committed / released, as described in the module docs.
+    seq: AtomicU64,
+    /// The claim word, `tag | span | producer pid` (see [`pack_claim`]): set
+    /// by the one CAS that claims the ticket, so no instant exists at which
+    /// the ticket is claimed but its owner unknown; cleared on release.
+    claim: AtomicU64,
+    /// The taker word, `tag | consumer pid`, likewise for the consumer that
+    /// takes the item; cleared on release.
+    taker: AtomicU64,
+    /// Payload length in bytes.
+    len: AtomicU32,
+    _pad: AtomicU32,
+    /// An item of up to `INLINE` bytes lives here rather than in the data array.
+    inline: UnsafeCell<[u8; INLINE]>,
+}
+
+/// Encoded items up to this size are stored in their cell.
+pub(crate) const INLINE: usize = 32;
+
+/// Largest number of slots (spans must fit the claim word's 21 bits).
+pub(crate) const MAX_SLOTS: usize = 1 << 20;
+const PID_BITS: u32 = 22; // pid_max is at most 2^22
+const SPAN_BITS: u32 = 21;
+const TAG_SHIFT: u32 = PID_BITS + SPAN_BITS;
+const TAG_MOD: u64 = (1 << (64 - TAG_SHIFT)) - 1;
+
+/// A claim word: `tag` (which round of the ring, never 0), `span`, `pid`.
+fn pack_claim(tag: u64, span: u64, pid: u32) -> u64 {
+    (tag << TAG_SHIFT) | (span << PID_BITS) | u64::from(pid)
+}
+
+fn word_tag(w: u64) -> u64 {
+    w >> TAG_SHIFT
+}
+
+fn word_span(w: u64) -> u64 {
+    (w >> PID_BITS) & ((1 << SPAN_BITS) - 1)
+}
+
+fn word_pid(w: u64) -> u32 {
+    (w & ((1 << PID_BITS) - 1)) as u32
+}
+
+const HEADER_BYTES: usize = round_up(std::mem::size_of::<Header>(), 64);
+
+const fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// (offset of the cells, offset of the data array, total length).
+fn layout(cap: usize) -> (usize, usize, usize) {
+    let cells = HEADER_BYTES;
+    let data = round_up(cells + cap * std::mem::size_of::<Cell>(), 4096);
+    (cells, data, data + cap * SLOT)
+}
+
+/// Test support: where a producer or consumer hangs forever (to be killed
+/// there by a test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// Never (every real call).
+    No,
+    /// Right after the claim (taker) word CAS, before moving `tail` (`head`).
+    Early,
+    /// After half the payload is written (after the take, before reading).
+    Late,
+}
+
+fn hang_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Outcome of one non-blocking attempt.
+enum Try<R> {
+    Done(R),
+    /// Nothing to take / no room: sleep on the queue's wait word.
+    Wait,
+    /// Blocked on the claim of ticket `t` held by another process.
+    Stuck(u64),
+}
+
+/// One process's view of a ring (cheap to share within the process).
+#[derive(Debug, Clone)]
+pub(crate) struct Ring {
+    region: Region,
+    /// `region.as_ptr()`, cached: the hot path reads it on every access.
+    base: std::ptr::NonNull<u8>,
+    cap: u64,
+    mask: u64,
+    cap_bits: u32,
+    cells_off: usize,
+    data_off: usize,
+    joinable: bool,
+    maxsize: u64,
+}
+
+// SAFETY: `base` points into the mapping owned by `region` (kept alive by
+// this struct); everything reached through it is atomics or bytes guarded by
+// the ring's protocol, so a `Ring` may move to and be shared by threads.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+/// This process's pid, cached (`getpid` is a real syscall) and forgotten in
+/// a child after `fork` (a `pthread_atfork` handler), so that a ring
+/// inherited by a forked child other than through handoff still records the
+/// right owner in its claims.
+fn my_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget_in_child() {
+        PID.store(0, Relaxed);
+    }
+    let p = PID.load(Relaxed);
+    if p != 0 {
+        return p;
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic, which
+        // is async-signal-safe and valid in the child right after fork.
+        // Failure (ENOMEM) only means the cache is not reset after a fork
+        // that bypasses handoff; nothing unsafe follows from it.
+        let _ = unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+    });
+    let p = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    PID.store(p, Relaxed);
+    p
+}
+
+/// `true` unless `pid` is known to be gone: no such process, or a zombie
+/// (killed but not yet reaped). Pid reuse could make a dead claimant look
+/// alive (then the waiter keeps waiting); it never makes a live one look dead.
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(s) => !matches!(
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].split_whitespace().next()),
+            Some("Z") | Some("X") | Some("x")
+        ),
+    }
+}
+
+impl Ring {
+    /// A new ring of at least `slots` slots (rounded up to a power of two).
+    pub(crate) fn new(slots: usize, maxsize: usize, joinable: bool, name: &str) -> Result<Ring> {
+        let cap = slots
+            .max(4)
+            .checked_next_power_of_two()
+            .filter(|&c| c <= MAX_SLOTS)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "queue capacity exceeds the maximum of {} MiB",
+                    (MAX_SLOTS * SLOT) >> 20
+                ))
+            })?;
+        let (_, _, total) = layout(cap);
+        let region = Region::new(total, name)?;
+        let ring = Ring::from_region(region, cap as u64, maxsize as u64, joinable)?;
+        let h = ring.header();
+        for i in 0..ring.cap {
+            ring.cell(i).seq.store(i, Relaxed);
+        }
+        h.cap.store(ring.cap, Relaxed);
+        h.maxsize.store(maxsize as u64, Relaxed);
+        h.flags
+            .store(if joinable { FLAG_JOINABLE } else { 0 }, Relaxed);
+        h.magic.store(MAGIC, Release);
+        Ok(ring)
+    }
+
+    fn from_region(region: Region, cap: u64, maxsize: u64, joinable: bool) -> Result<Ring> {
+        let (cells_off, data_off, total) = layout(cap as usize);
+        if region.len() < total {
+            return Err(Error::Bootstrap(
+                "queue region is smaller than its layout".into(),
+            ));
+        }
+        let base = std::ptr::NonNull::new(region.as_ptr())
+            .ok_or_else(|| Error::Invalid("null mapping".into()))?;
+        Ok(Ring {
+            region,
+            base,
+            cap,
+            mask: cap - 1,
+            cap_bits: cap.trailing_zeros(),
+            cells_off,
+            data_off,
+            joinable,
+            maxsize,
+        })
+    }
+
+    /// Rebuilds a ring from a region received by handoff, checking its header.
+    pub(crate) fn attach(region: Region) -> Result<Ring> {
+        if region.len() < HEADER_BYTES {
+            return Err(Error::Bootstrap("queue region too small".into()));
+        }
+        // SAFETY: offset 0 is page aligned, the region holds a header (checked
+        // above), and a Header is all atomics (any bit pattern is valid).
+        let h: &Header = unsafe { region.get(0) };
+        if h.magic.load(Acquire) != MAGIC {
+            return Err(Error::Bootstrap("not a multiproc queue region".into()));
+        }
+        let cap = h.cap.load(Relaxed);
+        if !cap.is_power_of_two() || cap < 4 || cap > MAX_SLOTS as u64 {
+            return Err(Error::Bootstrap("corrupt queue header".into()));
+        }
+        let maxsize = h.maxsize.load(Relaxed);
+        let joinable = h.flags.load(Relaxed) & FLAG_JOINABLE != 0;
+        Ring::from_region(region, cap, maxsize, joinable)
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: `base` is the start of the live mapping (page aligned), at
+        // least the layout long (checked in `from_region`); Header is all
+        // atomics, valid when zeroed.
+        unsafe { &*self.base.as_ptr().cast::<Header>() }
+    }
+
+    fn cell(&self, ticket: u64) -> &Cell {
+        let i = (ticket & self.mask) as usize;
+        debug_assert!(self.cells_off + (i + 1) * std::mem::size_of::<Cell>() <= self.region.len());
+        // SAFETY: i < cap; the cell array holds cap 64-byte cells at a
+        // 64-aligned offset inside the live mapping at `base` (checked in
+        // `from_region`); a Cell is atomics plus an UnsafeCell of bytes,
+        // valid when zeroed.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(self.cells_off + i * std::mem::size_of::<Cell>())
+                .cast::<Cell>()
+        }
+    }
+
+    fn seq(&self, ticket: u64) -> &AtomicU64 {
+        &self.cell(ticket).seq
+    }
+
+    /// Pointer to the payload bytes starting at slot index `start`.
+    fn data_ptr(&self, start: u64) -> *mut u8 {
+        debug_assert!(start < self.cap);
+        // SAFETY: start < cap, so the offset lies inside the data array of
+        // the live mapping at `base`.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(self.data_off + start as usize * SLOT)
+        }
+    }
+
+    /// Largest encoded item the ring accepts.
+    pub(crate) fn max_item(&self) -> usize {
+        (self.cap as usize / 2) * SLOT
+    }
+
+    pub(crate) fn is_joinable(&self) -> bool {
+        self.joinable
+    }
+
+    pub(crate) fn maxsize(&self) -> u64 {
+        self.maxsize
+    }
+
+    /// Items put and not yet taken (approximate while others work).
+    pub(crate) fn qsize(&self) -> usize {
+        let h = self.header();
+        let n = if self.maxsize > 0 {
+            h.items.0.load(SeqCst)
+        } else {
+            let gets = h.gets.0.load(SeqCst);
+            h.puts.0.load(SeqCst) - gets
+        };
+        n.max(0) as usize
+    }
+
+    /// Tickets claimed and not yet taken (test support).
+    pub(crate) fn pending_tickets(&self) -> u64 {
+        let h = self.header();
+        let head = h.head.0.load(SeqCst);
+        h.tail.0.load(SeqCst).wrapping_sub(head)
+    }
+
+    pub(crate) fn full(&self) -> bool {
+        self.maxsize > 0 && self.qsize() as u64 >= self.maxsize
+    }
+
+    /// The tag of ticket `t`'s round (1..=TAG_MOD, never 0).
+    fn tag(&self, t: u64) -> u64 {
+        ((t >> self.cap_bits) % TAG_MOD) + 1
+    }
+
+    /// The claim word of ticket `t` if it belongs to `t`'s round.
+    fn claim_of(&self, t: u64) -> Option<u64> {
+        let w = self.cell(t).claim.load(SeqCst);
+        (word_tag(w) == self.tag(t)).then_some(w)
+    }
+
+    /// The span of a claim word, kept within `1..=cap`.
+    fn span(&self, w: u64) -> u64 {
+        word_span(w).clamp(1, self.cap)
+    }
+
+    /// Where the payload of the item at ticket `p` lives; `len` is clamped
+    /// to the room there, so that a corrupt record can never make a reader
+    /// leave the region.
+    fn payload(&self, p: u64, len: usize, span: u64) -> (*mut u8, usize) {
+        if len <= INLINE {
+            return (self.cell(p).inline.get().cast::<u8>(), len);
+        }
+        let idx = p & self.mask;
+        let start = if idx + span > self.cap { 0 } else { idx };
+        let room = (self.cap - start) as usize * SLOT;
+        (self.data_ptr(start), len.min(room))
+    }
+
+    // ------------------------------------------------------------------ put
+
+    /// Puts the encoded item made of `parts` (concatenated), waiting until
+    /// `deadline` for room. `stall` (tests only) makes the producer hang
+    /// after writing half the payload, never committing.
+    pub(crate) fn put(
+        &self,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+        stall: Stall,
+    ) -> Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total > self.max_item() {
+            return Err(Error::MessageTooLarge {
+                len: total as u64,
+                max: self.max_item() as u64,
+            });
+        }
+        let h = self.header();
+        // A bounded queue reserves its place first (Python's semaphore).
+        if self.maxsize > 0 {
+            let max = self.maxsize as i64;
+            self.wait_loop(&h.not_full.0, deadline, false, || {
+                let n = h.items.0.load(SeqCst);
+                if n < max && h.items.0.compare_exchange(n, n + 1, SeqCst, SeqCst).is_ok() {
+                    Try::Done(())
+                } else {
+                    Try::Wait
+                }
+            })
+            .map_err(full_on_timeout)?;
+        }
+        if self.joinable {
+            h.unfinished.0.fetch_add(1, SeqCst);
+        }
+        let k = if total <= INLINE {
+            1
+        } else {
+            total.div_ceil(SLOT) as u64
+        };
+        let (p, span) =
+            match self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k, stall)) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.unreserve();
+                    return Err(full_on_timeout(e));
+                }
+            };
+        self.cell(p).len.store(total as u32, Relaxed);
+        let (mut dst, room) = self.payload(p, total, span);
+        debug_assert_eq!(room, total);
+        for part in parts {
+            // SAFETY: tickets p..p+span are ours alone (our claim word is the
+            // only one of this round at p, and tail moved past them by our
+            // span); the payload area (the cell's inline bytes, or k slots of
+            // the data array inside the claim) holds `total` bytes, the sum of
+            // the parts, and no consumer reads it before the commit below.
+            unsafe {
+                if stall == Stall::Late {
+                    std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len() / 2);
+                    hang_forever();
+                }
+                std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len());
+                dst = dst.add(part.len());
+            }
+        }
+        self.seq(p).store(p + 1, SeqCst);
+        h.puts.0.fetch_add(1, Relaxed);
+        h.not_empty.0.wake();
+        Ok(())
+    }
+
+    fn unreserve(&self) {
+        let h = self.header();
+        if self.maxsize > 0 {
+            h.items.0.fetch_sub(1, SeqCst);
+        }
+        if self.joinable
+            && h.unfinished
+                .0
+                .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
+                == Ok(1)
+        {
+            futex::wake_all(&h.unfinished.0);
+        }
+        h.not_full.0.wake();
+    }
+
+    /// One attempt to claim `k` payload slots: returns (ticket, span).
+    ///
+    /// The claim is a CAS of the first cell's claim word (tag of this round,
+    /// span, pid), made while `tail` is at that ticket; `tail` then moves by
+    /// the span — by us, or by any producer that finds the claimed word
+    /// first (helping), so a producer that dies in between holds nobody up
+    /// and is always identifiable.
+    fn try_claim(&self, k: u64, stall: Stall) -> Try<(u64, u64)> {
+        let h = self.header();
+        loop {
+            let p = h.tail.0.load(SeqCst);
+            let cell = self.cell(p);
+            let w = cell.claim.load(SeqCst);
+            if word_tag(w) == self.tag(p) {
+                // Claimed in this round, tail not yet moved: help.
+                let _ = h
+                    .tail
+                    .0
+                    .compare_exchange(p, p + self.span(w), SeqCst, Relaxed);
+                continue;
+            }
+            let idx = p & self.mask;
+            let span = if idx + k > self.cap {
+                self.cap - idx + k
+            } else {
+                k
+            };
+            let mut retry = false;
+            for i in 0..span {
+                let t = p + i;
+                let d = self.seq(t).load(SeqCst).wrapping_sub(t) as i64;
+                if d < 0 {
+                    // Not yet released by the consumer of ticket t - cap.
+                    return Try::Stuck(t);
+                }
+                if d > 0 {
+                    retry = true;
+                    break;
+                }
+            }
+            if retry {
+                continue;
+            }
+            let mine = pack_claim(self.tag(p), span, my_pid());
+            if cell
+                .claim
+                .compare_exchange(w, mine, SeqCst, SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            if cell.seq.load(SeqCst) != p {
+                // `w` was the word cleared by the release of an earlier claim
+                // of this very round (the slot is no longer free for p): our
+                // claim is void. (Not `tail != p`: a helper may already have
+                // moved tail for *our* claim.)
+                let _ = cell.claim.compare_exchange(mine, 0, SeqCst, Relaxed);
+                continue;
+            }
+            if stall == Stall::Early {
+                hang_forever();
+            }
+            let _ = h.tail.0.compare_exchange(p, p + span, SeqCst, Relaxed);
+            return Try::Done((p, span));
+        }
+    }
+
+    // ------------------------------------------------------------------ get
+
+    /// Takes one item, waiting until `deadline`; `f` reads the payload in
+    /// place (it is released right after). `hang` (tests only) makes the
+    /// consumer hang after taking the item, never releasing it.
+    pub(crate) fn get<R>(
+        &self,
+        deadline: Option<Instant>,
+        hang: Stall,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let h = self.header();
+        let (p, span) = self
+            .wait_loop(&h.not_empty.0, deadline, true, || self.try_take(hang))
+            .map_err(|e| {
+                if matches!(e, Error::Timeout) {
+                    Error::Empty
+                } else {
+                    e
+                }
+            })?;
+        if hang == Stall::Late {
+            hang_forever();
+        }
+        let (ptr, len) = self.payload(p, self.cell(p).len.load(Relaxed) as usize, span);
+        // SAFETY: ticket p is committed (seq == p + 1 seen with SeqCst) and
+        // ours (taker word); the producer wrote `len` bytes at the payload
+        // area (inside its claim; `payload` keeps it inside the region)
+        // before committing, and nobody writes them until we release below.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+        let _release = ReleaseGuard {
+            ring: self,
+            p,
+            span,
+        };
+        Ok(f(bytes))
+    }
+
+    /// One attempt to take the item at the head: returns (ticket, span).
+    /// Mirrors [`try_claim`](Self::try_claim): a CAS of the taker word while
+    /// `head` is at the ticket, then `head` moves (by us or by a helper).
+    fn try_take(&self, hang: Stall) -> Try<(u64, u64)> {
+        let h = self.header();
+        loop {
+            let p = h.head.0.load(SeqCst);
+            let cell = self.cell(p);
+            let s = cell.seq.load(SeqCst);
+            let d = s.wrapping_sub(p + 1) as i64;
+            if d < 0 {
+                return if h.tail.0.load(SeqCst) <= p {
+                    Try::Wait
+                } else {
+                    Try::Stuck(p)
+                };
+            }
+            if d > 0 {
+                continue; // taken and released meanwhile; look again
+            }
+            let Some(w) = self.claim_of(p) else { continue };
+            let span = self.span(w);
+            let tw = cell.taker.load(SeqCst);
+            if word_tag(tw) == self.tag(p) {
+                // Taken in this round, head not yet moved: help.
+                let _ = h.head.0.compare_exchange(p, p + span, SeqCst, Relaxed);
+                continue;
+            }
+            let mine = pack_claim(self.tag(p), 0, my_pid());
+            if cell
+                .taker
+                .compare_exchange(tw, mine, SeqCst, SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            if cell.seq.load(SeqCst) != p + 1 {
+                // Released meanwhile by the taker whose cleared word we
+                // replaced: void (see `try_claim`).
+                let _ = cell.taker.compare_exchange(mine, 0, SeqCst, Relaxed);
+                continue;
+            }
+            if hang == Stall::Early {
+                hang_forever();
+            }
+            let _ = h.head.0.compare_exchange(p, p + span, SeqCst, Relaxed);
+            h.gets.0.fetch_add(1, Relaxed);
+            if self.maxsize > 0 {
+                h.items.0.fetch_sub(1, SeqCst);
+            }
+            return Try::Done((p, span));
+        }
+    }
+
+    /// Frees tickets p..p+span for the next round and wakes producers.
+    fn release(&self, p: u64, span: u64) {
+        let cell = self.cell(p);
+        // The claim word may go first: a producer's claim is valid only
+        // while the slot reads free (`seq == p`), which it never does again
+        // in this round.
+        cell.claim.store(0, Release);
+        for i in 1..span {
+            self.seq(p + i).store(p + i + self.cap, Release);
+        }
+        self.seq(p).store(p + self.cap, SeqCst);
+        // The taker word only after the slot is released: while `seq` still
+        // reads committed, a cleared taker word would let a late consumer
+        // take the item again. Cleared at all so that its tag cannot match a
+        // far later round; a CAS, because the next round may already own it.
+        let tw = cell.taker.load(SeqCst);
+        if word_tag(tw) == self.tag(p) {
+            let _ = cell.taker.compare_exchange(tw, 0, SeqCst, Relaxed);
+        }
+        self.header().not_full.0.wake();
+    }
+
+    // -------------------------------------------------------------- waiting
+
+    /// Retries `attempt` until it is done, sleeping on `wq` in between and,
+    /// when stuck behind another process's claim, checking that process is
+    /// alive. `Err(Timeout)` when the deadline passes (a deadline already
+    /// past means exactly one attempt).
+    fn wait_loop<R>(
+        &self,
+        wq: &WaitQ,
+        deadline: Option<Instant>,
+        consumer: bool,
+        mut attempt: impl FnMut() -> Try<R>,
+    ) -> Result<R> {
+        let mut spins = 0u32;
+        let mut stuck_since: Option<(u64, Instant)> = None;
+        loop {
+            let stuck = match attempt() {
+                Try::Done(r) => return Ok(r),
+                Try::Wait => None,
+                Try::Stuck(t) => Some(t),
+            };
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(Error::Timeout);
+            }
+            if let Some(t) = stuck {
+                match stuck_since {
+                    Some((t0, since)) if t0 == t => {
+                        if now.duration_since(since) >= STUCK_CHECK {
+                            if self.recover(t, consumer) {
+                                stuck_since = None;
+                                continue;
+                            }
+                            stuck_since = Some((t, now));
+                        }
+                    }
+                    _ => stuck_since = Some((t, now)),
+                }
+            }
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if spins < SPINS + 4 {
+                spins += 1;
+                std::thread::yield_now();
+                continue;
+            }
+            let e = wq.announce();
+            if let Try::Done(r) = attempt() {
+                return Ok(r);
+            }
+            let until = match stuck {
+                Some(_) => {
+                    let check = now + STUCK_CHECK;
+                    Some(deadline.map_or(check, |d| d.min(check)))
+                }
+                None => deadline,
+            };
+            futex::wait(&wq.epoch, e, until)?;
+        }
+    }
+
+    /// Ticket `t` has been blocked for a while (`consumer`: at the head,
+    /// uncommitted; else: a producer waiting for slot `t` to be released).
+    /// If the process holding it is dead, reclaim it. Returns `true` if
+    /// something was reclaimed.
+    fn recover(&self, t: u64, consumer: bool) -> bool {
+        if consumer {
+            return match self.claim_of(t) {
+                Some(w) => self.reclaim(t, w),
+                None => false,
+            };
+        }
+        // The claim of the previous round covering ticket t - cap.
+        let old = t.wrapping_sub(self.cap);
+        for back in 0..=self.cap / 2 {
+            let c = old.wrapping_sub(back);
+            if let Some(w) = self.claim_of(c) {
+                return c + self.span(w) > old && self.reclaim(c, w);
+            }
+        }
+        false
+    }
+
+    /// Reclaims the claim of ticket `c` (claim word `w`) if it is stuck for
+    /// good: committed and taken by a consumer that died before releasing
+    /// it (the item is lost with its taker, as in Python), or never
+    /// committed by a producer that died (the item never existed). The
+    /// taker word makes the reclaimer the only one; `head` is moved past the
+    /// claim if needed; the slots are released.
+    fn reclaim(&self, c: u64, w: u64) -> bool {
+        let h = self.header();
+        let cell = self.cell(c);
+        let seq = cell.seq.load(SeqCst);
+        let committed = seq == c + 1;
+        if !committed && seq != c {
+            return false;
+        }
+        let tw = cell.taker.load(SeqCst);
+        let taken = word_tag(tw) == self.tag(c);
+        if taken && pid_alive(word_pid(tw)) {
+            return false;
+        }
+        if committed && !taken {
+            return false; // a consumer will take it
+        }
+        if !committed {
+            if pid_alive(word_pid(w)) {
+                return false; // its producer is still writing it
+            }
+            if (h.head.0.load(SeqCst).wrapping_sub(c) as i64) < 0 {
+                return false; // consumers reach it in order
+            }
+        }
+        let mine = pack_claim(self.tag(c), 0, my_pid());
+        if cell
+            .taker
+            .compare_exchange(tw, mine, SeqCst, SeqCst)
+            .is_err()
+        {
+            return false;
+        }
+        if cell.seq.load(SeqCst) != seq {
+            let _ = cell.taker.compare_exchange(mine, 0, SeqCst, Relaxed);
+            return false;
+        }
+        let span = self.span(w);
+        let _ = h.head.0.compare_exchange(c, c + span, SeqCst, Relaxed);
+        if !committed && !taken {
+            // Undo what its producer counted before claiming. (If `taken`,
+            // the reclaimer that died had done so already... or not: that
+            // double fault may leave one count behind.)
+            if self.maxsize > 0 {
+                h.items.0.fetch_sub(1, SeqCst);
+            }
+            if self.joinable
+                && h.unfinished
+                    .0
+                    .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
+                    == Ok(1)
+            {
+                futex::wake_all(&h.unfinished.0);
+            }
+        }
+        self.release(c, span);
+        h.not_empty.0.wake();
+        true
+    }
+
+    // ---------------------------------------------------------- joinable
+
+    /// `task_done`: one fewer unfinished task.
+    pub(crate) fn task_done(&self) -> Result<()> {
+        let u = &self.header().unfinished.0;
+        let prev = u
+            .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
+            .map_err(|_| Error::Invalid("task_done() called too many times".into()))?;
+        if prev == 1 {
+            futex::wake_all(u);
+        }
+        Ok(())
+    }
+
+    /// `join`: waits until every item put has been marked done.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<()> {
+        let u = &self.header().unfinished.0;
+        loop {
+            let v = u.load(SeqCst);
+            if v == 0 {
+                return Ok(());
+            }
+            if futex::wait(u, v, deadline)? == Wake::TimedOut {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// Unfinished tasks (joinable queues).
+    pub(crate) fn unfinished(&self) -> u32 {
+        self.header().unfinished.0.load(SeqCst)
+    }
+}
+
+fn full_on_timeout(e: Error) -> Error {
+    if matches!(e, Error::Timeout) {
+        Error::Full
+    } else {
+        e
+    }
+}
+
+/// Releases a taken item's slots when dropped (also if the reader panics).
+struct ReleaseGuard<'a> {
+    ring: &'a Ring,
+    p: u64,
+    span: u64,
+}
+
+impl Drop for ReleaseGuard<'_> {
+    fn drop(&mut self) {
+        self.ring.release(self.p, self.span);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn ring_cost() {
+        let r = Ring::new(DEFAULT_SLOTS, 0, false, "t").unwrap();
+        let n = 2_000_000u64;
+        let t0 = Instant::now();
+        for i in 0..n {
+            r.put(&[&i.to_le_bytes()], None, Stall::No).unwrap();
+            r.get(None, Stall::No, |b| std::hint::black_box(b.len()))
+                .unwrap();
+        }
+        println!(
+            "ring put+get: {:.1} ns",
+            t0.elapsed().as_nanos() as f64 / n as f64
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! 4 producer processes x 250k items, 2 consumer processes: every item
+//! arrives exactly once.
+multiproc::test_support!();
+
+use multiproc::queue::Queue;
+use multiproc::{Process, StartMethod};
+use std::time::Duration;
+
+const PRODUCERS: u32 = 4;
+const PER_PRODUCER: u32 = 250_000;
+const DONE: u32 = u32::MAX;
+
+fn producer((q, id): (Queue<u32>, u32)) {
+    for i in 0..PER_PRODUCER {
+        q.put(id * PER_PRODUCER + i).unwrap();
+    }
+}
+
+/// Returns every item it took, in the order taken.
+fn consumer((q,): (Queue<u32>,)) -> Vec<u32> {
+    let mut got = Vec::new();
+    loop {
+        let v = q.get_timeout(Duration::from_secs(60)).unwrap();
+        if v == DONE {
+            return got;
+        }
+        got.push(v);
+    }
+}
+
+fn stress(m: StartMethod, maxsize: usize) {
+    let q: Queue<u32> = Queue::builder().maxsize(maxsize).build().unwrap();
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(consumer, (q.clone(),))
+                .unwrap()
+        })
+        .collect();
+    let mut producers: Vec<_> = (0..PRODUCERS)
+        .map(|id| {
+            Process::builder()
+                .start_method(m)
+                .start(producer, (q.clone(), id))
+                .unwrap()
+        })
+        .collect();
+    for p in &mut producers {
+        p.join_timeout(Duration::from_secs(60)).unwrap();
+    }
+    // Every item is committed before its producer exits; the markers come after.
+    q.put(DONE).unwrap();
+    q.put(DONE).unwrap();
+    let mut seen = vec![0u8; (PRODUCERS * PER_PRODUCER) as usize];
+    for c in &mut consumers {
+        let got = c.join_timeout(Duration::from_secs(60)).unwrap();
+        // per-producer order holds within each consumer's view
+        let mut last = [None::<u32>; PRODUCERS as usize];
+        for &v in &got {
+            let id = (v / PER_PRODUCER) as usize;
+            assert!(last[id].is_none_or(|l| l < v), "producer {id} out of order");
+            last[id] = Some(v);
+            seen[v as usize] += 1;
+        }
+    }
+    let lost = seen.iter().filter(|&&n| n == 0).count();
+    let dup = seen.iter().filter(|&&n| n > 1).count();
+    assert_eq!(
+        (lost, dup),
+        (0, 0),
+        "{m:?}: {lost} items lost, {dup} duplicated"
+    );
+    assert!(q.empty());
+}
+
+#[test]
+fn four_producers_two_consumers_every_item_once_fork() {
+    stress(StartMethod::Fork, 10_000);
+}
+
+#[test]
+fn four_producers_two_consumers_every_item_once_spawn_unbounded() {
+    // unbounded queue: only the ring's capacity applies back-pressure
+    stress(StartMethod::Spawn, 0);
+}
+
+/// Threads on a tiny ring with items of every size (inline, one slot, many
+/// slots, padded at the wrap): contents intact, per-producer order kept,
+/// every item once.
+#[test]
+fn mixed_sizes_on_a_tiny_ring_threads() {
+    const THREADS: u32 = 4;
+    const N: u32 = 10_000;
+    let q: Queue<(u32, u32, Vec<u8>)> = Queue::builder().capacity_bytes(4096).build().unwrap();
+    let producers: Vec<_> = (0..THREADS)
+        .map(|id| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    let len = (i as usize * 7919 + id as usize * 131) % 1500;
+                    let body: Vec<u8> = (0..len).map(|j| (j as u32 ^ i ^ id) as u8).collect();
+                    q.put((id, i, body)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    match q.get_timeout(Duration::from_secs(60)) {
+                        Ok((u32::MAX, _, _)) => return got,
+                        Ok((id, i, body)) => {
+                            let len = (i as usize * 7919 + id as usize * 131) % 1500;
+                            assert_eq!(body.len(), len);
+                            assert!(body
+                                .iter()
+                                .enumerate()
+                                .all(|(j, &b)| b == (j as u32 ^ i ^ id) as u8));
+                            got.push((id, i));
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    for _ in 0..3 {
+        q.put((u32::MAX, 0, Vec::new())).unwrap();
+    }
+    let mut seen = vec![0u8; (THREADS * N) as usize];
+    for c in consumers {
+        let got = c.join().unwrap();
+        let mut last = [None::<u32>; THREADS as usize];
+        for (id, i) in got {
+            assert!(last[id as usize].is_none_or(|l| l < i), "order");
+            last[id as usize] = Some(i);
+            seen[(id * N + i) as usize] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&n| n == 1), "every item exactly once");
+}
