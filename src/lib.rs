@@ -68,6 +68,7 @@ pub use process::{
     active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
     ParentProcess, Process, Stdin,
 };
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shared::{Array, RawArray, RawValue, ShareableList, SharedMemory, Value};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 

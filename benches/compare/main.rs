@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod lock;
+mod queue;
 mod shm;
 mod start;
 
@@ -28,6 +29,7 @@ type Section = fn(&mut Bench);
 /// The sections, in `bench_mp.py`'s order.
 const SECTIONS: &[(&str, Section)] = &[
     ("start", start::run),
+    ("queue", queue::run),
     ("lock", lock::run),
     ("shm", shm::run),
 ];
