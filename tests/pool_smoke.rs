@@ -22,3 +22,24 @@ fn smoke() {
     assert_eq!(n, 20000);
     eprintln!("imap_unordered: {:?}", t.elapsed());
 }
+#[test]
+fn enc_speed() {
+    let t = std::time::Instant::now();
+    let mut f = Vec::new();
+    for i in 0..1_000_000u64 { multiproc::codec::encode_into(&(i,), &mut f).unwrap(); }
+    eprintln!("encode 1M: {:?} {}", t.elapsed(), f.len());
+    let t = std::time::Instant::now();
+    let mut rest = &f[..]; let mut s = 0u64;
+    for _ in 0..1_000_000u64 { let (v, r) = postcard::take_from_bytes::<(u64,)>(rest).unwrap(); rest = r; s += v.0; }
+    eprintln!("decode 1M: {:?} {}", t.elapsed(), s);
+}
+#[test]
+fn map_only() {
+    let pool = Pool::new(2).unwrap();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let v = pool.map(square, 0..1_000_000u64).unwrap();
+        eprintln!("map 1M: {:?}", t.elapsed());
+        assert_eq!(v[999_999], 999_999 * 999_999);
+    }
+}

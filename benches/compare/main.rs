@@ -18,13 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+mod pool;
 mod start;
 
 /// A section's entry point: records its figures.
 type Section = fn(&mut Bench);
 
 /// The sections, in `bench_mp.py`'s order.
-const SECTIONS: &[(&str, Section)] = &[("start", start::run)];
+const SECTIONS: &[(&str, Section)] = &[("start", start::run), ("pool", pool::run)];
 
 /// How a figure is measured; the prefix says whether lower or higher is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,7 +56,8 @@ struct Sent {
 struct Done {
     sent: Sent,
     pid: i32,
-    outcome: std::result::Result<Vec<u8>, Fail>,
+    /// The answer frame's buffer and where its payload starts.
+    outcome: std::result::Result<(Vec<u8>, usize), Fail>,
 }
 
 struct Worker {
@@ -65,11 +66,19 @@ struct Worker {
     sock: Arc<OwnedFd>,
     pidfd: Arc<OwnedFd>,
     inbuf: Vec<u8>,
-    out: Vec<u8>,
+    /// Frames not yet (fully) sent; small frames share a buffer.
+    out: VecDeque<Vec<u8>>,
+    /// Bytes of `out[0]` already sent.
     out_pos: usize,
+    unsent: usize,
     inflight: VecDeque<Sent>,
     inflight_tasks: usize,
     sent_batches: u64,
+    /// Smoothed time per task (ns), to size the window: slow tasks are not
+    /// queued far ahead, so the load stays balanced between workers.
+    task_ns: f64,
+    /// When the batch now at the head of `inflight` started (roughly).
+    head_since: Instant,
     /// The socket is gone (EOF or EPIPE): send nothing more.
     broken: bool,
     /// `EXIT` was queued: send nothing more.
@@ -78,7 +87,15 @@ struct Worker {
 
 impl Worker {
     fn unsent(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.unsent
+    }
+
+    fn queue(&mut self, frame: Vec<u8>) {
+        self.unsent += frame.len();
+        match self.out.back_mut() {
+            Some(back) if back.len() + frame.len() <= 256 << 10 => back.extend_from_slice(&frame),
+            _ => self.out.push_back(frame),
+        }
     }
 
     fn can_take(&self, b: &Batch, maxtasks: u64) -> bool {
@@ -87,17 +104,23 @@ impl Worker {
             && (maxtasks == 0 || self.sent_batches < maxtasks)
             && self.unsent() < WINDOW_BYTES
             && (self.inflight.len() < 2
-                || (self.inflight_tasks + b.count as usize <= WINDOW_TASKS
+                || (self.inflight_tasks + b.count as usize <= self.window()
                     && self.inflight.len() < WINDOW_TASKS))
     }
 
-    fn push(&mut self, b: Batch) {
-        if self.unsent() == 0 {
-            self.out = b.frame;
-            self.out_pos = 0;
-        } else {
-            self.out.extend_from_slice(&b.frame);
+    /// How many tasks this worker may hold: about 2 ms of work, 2..=256.
+    fn window(&self) -> usize {
+        if self.task_ns <= 0.0 {
+            return WINDOW_TASKS;
         }
+        ((2e6 / self.task_ns) as usize).clamp(2, WINDOW_TASKS)
+    }
+
+    fn push(&mut self, b: Batch) {
+        if self.inflight.is_empty() {
+            self.head_since = Instant::now();
+        }
+        self.queue(b.frame);
         self.inflight_tasks += b.count as usize;
         self.sent_batches += 1;
         self.inflight.push_back(Sent {
@@ -108,14 +131,20 @@ impl Worker {
     }
 
     fn flush(&mut self) -> Result<()> {
-        if self.unsent() > 0 && !self.broken {
-            if !wire::write_some(&*self.sock, &self.out, &mut self.out_pos, SendFlags::DONTWAIT)? {
+        while let Some(front) = self.out.front() {
+            if self.broken {
+                break;
+            }
+            let before = self.out_pos;
+            if !wire::write_some(&*self.sock, front, &mut self.out_pos, SendFlags::DONTWAIT)? {
                 self.broken = true;
             }
-            if self.unsent() == 0 {
-                self.out.clear();
-                self.out_pos = 0;
+            self.unsent -= self.out_pos - before;
+            if self.out_pos < front.len() {
+                break;
             }
+            self.out.pop_front();
+            self.out_pos = 0;
         }
         Ok(())
     }
@@ -140,8 +169,11 @@ impl Worker {
         while let Some((kind, payload, len)) = wire::next_frame(&self.inbuf[pos..]) {
             let outcome = if kind == wire::FAILED {
                 Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned()))
+            } else if pos == 0 && len == self.inbuf.len() && len > 4096 {
+                // The frame is the whole buffer: take it, no copy.
+                Ok((std::mem::take(&mut self.inbuf), 5))
             } else {
-                Ok(payload.to_vec())
+                Ok((payload.to_vec(), 0))
             };
             pos += len;
             let Some(sent) = self.inflight.pop_front() else {
@@ -150,11 +182,22 @@ impl Worker {
                 continue;
             };
             self.inflight_tasks -= sent.count as usize;
+            let now = Instant::now();
+            let per = now.duration_since(self.head_since).as_nanos() as f64 / sent.count.max(1) as f64;
+            self.task_ns = if self.task_ns <= 0.0 {
+                per
+            } else {
+                0.7 * self.task_ns + 0.3 * per
+            };
+            self.head_since = now;
             done.push(Done {
                 sent,
                 pid: self.pid,
                 outcome,
             });
+            if self.inbuf.is_empty() {
+                return;
+            }
         }
         if pos == self.inbuf.len() {
             self.inbuf.clear();
@@ -292,11 +335,14 @@ impl Shared {
             sock: Arc::new(parent),
             pidfd: Arc::new(pidfd),
             inbuf: Vec::new(),
-            out: Vec::new(),
+            out: VecDeque::new(),
             out_pos: 0,
+            unsent: 0,
             inflight: VecDeque::new(),
             inflight_tasks: 0,
             sent_batches: 0,
+            task_ns: 0.0,
+            head_since: Instant::now(),
             broken: false,
             exiting: false,
         })
@@ -347,8 +393,10 @@ impl Shared {
             for w in &mut core.workers {
                 if !w.exiting && w.inflight.is_empty() {
                     w.exiting = true;
-                    let start = wire::begin(&mut w.out, wire::EXIT);
-                    wire::finish(&mut w.out, start);
+                    let mut f = Vec::new();
+                    let start = wire::begin(&mut f, wire::EXIT);
+                    wire::finish(&mut f, start);
+                    w.queue(f);
                     w.flush()?;
                 }
             }
@@ -399,7 +447,7 @@ impl Shared {
         let n = done.len();
         for d in done {
             let outcome = match &d.outcome {
-                Ok(bytes) => Ok(bytes.as_slice()),
+                Ok((bytes, start)) => Ok(&bytes[*start..]),
                 Err(f) => Err(f),
             };
             d.sent.sink.complete(d.sent.index, d.sent.count, d.pid, outcome);

@@ -59,6 +59,7 @@
 
 mod builder;
 mod dispatch;
+mod fast;
 mod progress;
 mod result;
 mod wire;
@@ -106,13 +107,14 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
 
 /// Encodes a `TASKS` frame of the items of `items`.
 fn task_frame<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Result<(Vec<u8>, u32)> {
-    let mut f = Vec::with_capacity(64);
+    let hint = items.size_hint().0.min(1 << 24);
+    let mut f = Vec::with_capacity(wire::TASK_HEADER + 8 + hint * (std::mem::size_of::<X>() + 2));
     let start = wire::begin(&mut f, wire::TASKS);
     f.extend_from_slice(&runner.to_le_bytes());
     f.extend_from_slice(&[0; 4]);
     let mut count: u32 = 0;
     for item in items {
-        crate::codec::encode_into(&item, &mut f)?;
+        fast::put(&item, &mut f)?;
         count += 1;
     }
     f[start + 13..start + wire::TASK_HEADER].copy_from_slice(&count.to_le_bytes());

@@ -81,7 +81,7 @@ fn decode_items<R: DeserializeOwned>(
     pid: i32,
     mut each: impl FnMut(std::result::Result<R, TaskErr>),
 ) {
-    let mut rest = match outcome {
+    let bytes = match outcome {
         Ok(bytes) => bytes,
         Err(f) => {
             let e = TaskErr::from_fail(f);
@@ -91,28 +91,22 @@ fn decode_items<R: DeserializeOwned>(
             return;
         }
     };
+    let mut rd = super::fast::Reader::new(bytes);
     for k in 0..count {
-        let item = match rest.split_first() {
-            Some((0, tail)) => postcard::take_from_bytes::<R>(tail).map(|(v, r)| (Ok(v), r)),
-            Some((1, tail)) => postcard::take_from_bytes::<(String, String)>(tail).map(
-                |((message, backtrace), r)| {
-                    (
-                        Err(TaskErr::Panicked {
-                            pid,
-                            message,
-                            backtrace,
-                        }),
-                        r,
-                    )
-                },
-            ),
-            _ => Err(postcard::Error::DeserializeBadEnum),
+        let item = match rd.tag() {
+            Ok(0) => rd.next::<R>().map(Ok),
+            Ok(1) => rd.next::<(String, String)>().map(|(message, backtrace)| {
+                Err(TaskErr::Panicked {
+                    pid,
+                    message,
+                    backtrace,
+                })
+            }),
+            Ok(_) => Err(postcard::Error::DeserializeBadEnum),
+            Err(e) => Err(e),
         };
         match item {
-            Ok((v, r)) => {
-                rest = r;
-                each(v);
-            }
+            Ok(v) => each(v),
             Err(e) => {
                 let e = TaskErr::Codec(format!("cannot decode a task's result: {e}"));
                 for _ in k..count {

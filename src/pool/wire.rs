@@ -102,13 +102,23 @@ pub(crate) enum Read {
     Eof,
 }
 
-/// Appends what can be read now to `buf` (at most a few hundred KiB).
+/// Appends what can be read now to `buf`.
+///
+/// When the header of a large frame is in, the buffer is sized to end
+/// exactly with that frame, so it can usually be taken whole, uncopied.
 pub(crate) fn read_some(fd: impl AsFd, buf: &mut Vec<u8>, flags: RecvFlags) -> Result<Read> {
-    let want = match announced(buf) {
-        Some(total) if total > buf.len() => (total - buf.len()).clamp(64 << 10, 4 << 20),
-        _ => 256 << 10,
-    };
-    buf.reserve(want);
+    match announced(buf) {
+        Some(total) if total > buf.len() && buf.capacity() < total => {
+            let mut bigger = Vec::with_capacity(total);
+            bigger.extend_from_slice(buf);
+            *buf = bigger;
+        }
+        _ => {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(256 << 10);
+            }
+        }
+    }
     loop {
         match rustix::net::recv(fd.as_fd(), rustix::buffer::spare_capacity(buf), flags) {
             Ok((0, _)) => return Ok(Read::Eof),

@@ -59,16 +59,16 @@ where
     R: Serialize,
 {
     let f: F = fnref::conjure::<F>();
-    let mut rest = input;
+    let mut rd = super::fast::Reader::new(input);
     for _ in 0..count {
-        let (args, r) = postcard::take_from_bytes::<A>(rest)
+        let args: A = rd
+            .next()
             .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        rest = r;
         let mark = out.len();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))) {
             Ok(value) => {
                 out.push(0);
-                if let Err(e) = crate::codec::encode_into(&value, out) {
+                if let Err(e) = super::fast::put(&value, out) {
                     out.truncate(mark);
                     push_error(out, format!("cannot encode the task's result: {e}"), "");
                 }
@@ -97,7 +97,7 @@ where
 fn push_error(out: &mut Vec<u8>, message: String, backtrace: &str) {
     out.push(1);
     // Encoding two strings into a Vec cannot fail.
-    let _ = crate::codec::encode_into(&(message, backtrace), out);
+    let _ = super::fast::put(&(message, backtrace), out);
 }
 
 thread_local! {
@@ -186,6 +186,7 @@ pub(crate) fn worker_main((sock, init, maxtasks, spin_us): WorkerArgs) {
             if kind == wire::EXIT {
                 break;
             }
+            out.reserve(payload.len() + payload.len() / 4 + 64);
             let start = wire::begin(&mut out, wire::RESULTS);
             let ok = if payload.len() < 12 {
                 Err("short task frame".to_string())
