@@ -102,6 +102,7 @@ fn decode_items<R: DeserializeOwned>(
                     backtrace,
                 })
             }),
+            Ok(2) => rd.next::<String>().map(|m| Err(TaskErr::Codec(m))),
             Ok(_) => Err(postcard::Error::DeserializeBadEnum),
             Err(e) => Err(e),
         };

@@ -7,8 +7,10 @@
 //! - parent → worker [`TASKS`]: `i64` runner offset, `u32` item count, then
 //!   the items (each a postcard-encoded argument tuple);
 //! - parent → worker [`EXIT`]: no payload; the worker returns;
-//! - worker → parent [`RESULTS`]: one postcard `Result<R, (String, String)>`
-//!   per item of the oldest unanswered `TASKS` frame, in order;
+//! - worker → parent [`RESULTS`]: one answer per item of the oldest
+//!   unanswered `TASKS` frame, in order: byte 0 and the postcard result,
+//!   byte 1 and the panic's (message, backtrace), or byte 2 and the reason
+//!   the result could not be encoded;
 //! - worker → parent [`FAILED`]: the oldest unanswered batch could not be run
 //!   at all (undecodable arguments, unknown runner); UTF-8 reason.
 //!

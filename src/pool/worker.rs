@@ -45,8 +45,9 @@ impl_task_fn!(A B C D E F G);
 impl_task_fn!(A B C D E F G H);
 
 /// Runs a batch in the worker: decodes `count` argument tuples from `input`
-/// and appends one encoded `Result<R, (message, backtrace)>` per item to
-/// `out`. `Err` means the batch could not be decoded (nothing usable added).
+/// and appends one answer per item to `out`: tag 0 and the result, tag 1
+/// and (panic message, backtrace), or tag 2 and why the result could not be
+/// encoded. `Err` means the batch could not be decoded (nothing usable added).
 pub(crate) type TaskRunner = fn(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>;
 
 /// Runs an initializer in the worker from its encoded argument tuple.
@@ -70,7 +71,8 @@ where
                 out.push(0);
                 if let Err(e) = super::fast::put(&value, out) {
                     out.truncate(mark);
-                    push_error(out, format!("cannot encode the task's result: {e}"), "");
+                    out.push(2);
+                    let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
                 }
             }
             Err(payload) => {
