@@ -29,7 +29,8 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvFlags, SendFlags};
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use crate::sys::Region;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub(crate) struct Batch {
 }
 
 struct Sent {
+    /// Its frame, kept until answered: a batch the worker never started is
+    /// sent again to another worker if this one dies.
+    frame: Arc<Vec<u8>>,
     count: u32,
     index: usize,
     sink: Arc<dyn Sink>,
@@ -65,9 +69,13 @@ struct Worker {
     pid: i32,
     sock: Arc<OwnedFd>,
     pidfd: Arc<OwnedFd>,
+    /// What the worker reports through shared memory: batches started.
+    counters: Region,
+    /// Batches answered so far.
+    answered: u64,
     inbuf: Vec<u8>,
     /// Frames not yet (fully) sent; small frames share a buffer.
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<OutBuf>,
     /// Bytes of `out[0]` already sent.
     out_pos: usize,
     unsent: usize,
@@ -90,12 +98,25 @@ impl Worker {
         self.unsent
     }
 
-    fn queue(&mut self, frame: Vec<u8>) {
+    fn queue(&mut self, frame: &Arc<Vec<u8>>) {
         self.unsent += frame.len();
-        match self.out.back_mut() {
-            Some(back) if back.len() + frame.len() <= 256 << 10 => back.extend_from_slice(&frame),
-            _ => self.out.push_back(frame),
+        if frame.len() > 64 << 10 {
+            self.out.push_back(OutBuf::Frame(frame.clone()));
+            return;
         }
+        match self.out.back_mut() {
+            Some(OutBuf::Merged(back)) if back.len() + frame.len() <= 256 << 10 => {
+                back.extend_from_slice(frame)
+            }
+            _ => self.out.push_back(OutBuf::Merged(frame.to_vec())),
+        }
+    }
+
+    /// How many batches the worker has started (read from shared memory).
+    fn started(&self) -> u64 {
+        // SAFETY: offset 0 is aligned and within the region (16 bytes); any
+        // bit pattern is a valid AtomicU64, and both sides only use atomics.
+        unsafe { self.counters.get::<AtomicU64>(0) }.load(Acquire)
     }
 
     fn can_take(&self, b: &Batch, maxtasks: u64) -> bool {
@@ -120,14 +141,16 @@ impl Worker {
         if self.inflight.is_empty() {
             self.head_since = Instant::now();
         }
-        self.queue(b.frame);
-        self.inflight_tasks += b.count as usize;
-        self.sent_batches += 1;
+        let frame = Arc::new(b.frame);
+        self.queue(&frame);
         self.inflight.push_back(Sent {
+            frame,
             count: b.count,
             index: b.index,
             sink: b.sink,
         });
+        self.inflight_tasks += b.count as usize;
+        self.sent_batches += 1;
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -136,6 +159,7 @@ impl Worker {
                 break;
             }
             let before = self.out_pos;
+            let front = front.as_slice();
             if !wire::write_some(&*self.sock, front, &mut self.out_pos, SendFlags::DONTWAIT)? {
                 self.broken = true;
             }
@@ -182,6 +206,7 @@ impl Worker {
                 continue;
             };
             self.inflight_tasks -= sent.count as usize;
+            self.answered += 1;
             let now = Instant::now();
             let per = now.duration_since(self.head_since).as_nanos() as f64 / sent.count.max(1) as f64;
             self.task_ns = if self.task_ns <= 0.0 {
@@ -203,6 +228,23 @@ impl Worker {
             self.inbuf.clear();
         } else if pos > 0 {
             self.inbuf.drain(..pos);
+        }
+    }
+}
+
+/// A piece of a worker's output queue.
+enum OutBuf {
+    /// Small frames copied together (one `send` for many tasks).
+    Merged(Vec<u8>),
+    /// A large frame, shared with its [`Sent`] record.
+    Frame(Arc<Vec<u8>>),
+}
+
+impl OutBuf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            OutBuf::Merged(v) => v,
+            OutBuf::Frame(f) => f,
         }
     }
 }
@@ -309,6 +351,7 @@ impl Shared {
     /// Starts one worker (slow: fork or spawn).
     fn start_worker(&self) -> Result<Worker> {
         let (parent, child) = wire::pair()?;
+        let counters = Region::new(16, "multiproc-pool-worker")?;
         let n = self.started.fetch_add(1, SeqCst) + 1;
         let mut b = Process::builder()
             .daemon(true)
@@ -318,6 +361,7 @@ impl Shared {
         }
         let args: WorkerArgs = (
             WorkerEnd(child),
+            counters.clone(),
             self.config.init.clone(),
             self.config.maxtasks,
             self.config.spin.as_micros() as u64,
@@ -334,6 +378,8 @@ impl Shared {
             pid,
             sock: Arc::new(parent),
             pidfd: Arc::new(pidfd),
+            counters,
+            answered: 0,
             inbuf: Vec::new(),
             out: VecDeque::new(),
             out_pos: 0,
@@ -396,7 +442,7 @@ impl Shared {
                     let mut f = Vec::new();
                     let start = wire::begin(&mut f, wire::EXIT);
                     wire::finish(&mut f, start);
-                    w.queue(f);
+                    w.queue(&Arc::new(f));
                     w.flush()?;
                 }
             }
@@ -417,12 +463,29 @@ impl Shared {
                 let code = w.proc.wait(Some(Duration::ZERO))?.unwrap_or(-9);
                 w.read(done)?;
                 let mut w = core.workers.swap_remove(i);
-                for sent in w.inflight.drain(..) {
-                    done.push(Done {
-                        sent,
-                        pid: w.pid,
-                        outcome: Err(Fail::Died(code)),
-                    });
+                // The batches it had started fail (it may have been running
+                // them, or finished them without its answer getting out);
+                // those it never started go back to the queue, in order.
+                let held = w.started().saturating_sub(w.answered) as usize;
+                let mut again = Vec::new();
+                for (j, sent) in w.inflight.drain(..).enumerate() {
+                    if j < held {
+                        done.push(Done {
+                            sent,
+                            pid: w.pid,
+                            outcome: Err(Fail::Died(code)),
+                        });
+                    } else {
+                        again.push(Batch {
+                            frame: Arc::try_unwrap(sent.frame).unwrap_or_else(|a| (*a).clone()),
+                            count: sent.count,
+                            index: sent.index,
+                            sink: sent.sink,
+                        });
+                    }
+                }
+                for b in again.into_iter().rev() {
+                    core.pending.push_front(b);
                 }
                 let replace = core.state == State::Running
                     || (core.state == State::Closed
@@ -678,6 +741,7 @@ impl Shared {
                         // No worker can run what is queued: fail it rather than hang.
                         failed.extend(core.pending.drain(..).map(|b| Done {
                             sent: Sent {
+                                frame: Arc::new(Vec::new()),
                                 count: b.count,
                                 index: b.index,
                                 sink: b.sink,
@@ -734,6 +798,7 @@ impl Shared {
             .into_iter()
             .map(|b| Done {
                 sent: Sent {
+                    frame: Arc::new(Vec::new()),
                     count: b.count,
                     index: b.index,
                     sink: b.sink,

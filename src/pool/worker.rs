@@ -4,7 +4,9 @@ use super::wire::{self, WorkerEnd};
 use crate::process::fnref;
 use rustix::net::{RecvFlags, SendFlags};
 use serde::{de::DeserializeOwned, Serialize};
+use crate::sys::Region;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A function a pool can run: a `fn` item or a closure that captures
@@ -140,7 +142,7 @@ fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
 }
 
 /// What a worker is started with.
-pub(crate) type WorkerArgs = (WorkerEnd, Option<(i64, Vec<u8>)>, u64, u64);
+pub(crate) type WorkerArgs = (WorkerEnd, Region, Option<(i64, Vec<u8>)>, u64, u64);
 
 /// Looks up (and checks once) the runner at `offset`.
 fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<TaskRunner> {
@@ -162,9 +164,12 @@ fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<
 /// The worker loop: reads task frames, runs them, answers in order.
 /// Returns (ending the process with code 0) on `EXIT`, at end of input, or
 /// after `maxtasks` batches (0 = no limit).
-pub(crate) fn worker_main((sock, init, maxtasks, spin_us): WorkerArgs) {
+pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs) {
     install_hook();
     let sock = sock.0;
+    // SAFETY: the parent made the region 16 bytes long; offset 0 is aligned
+    // for AtomicU64, every bit pattern is valid, and both sides use atomics.
+    let started: &AtomicU64 = unsafe { counters.get::<AtomicU64>(0) };
     if let Some((offset, bytes)) = init {
         let addr = fnref::addr_of(offset);
         if !fnref::is_own_code(addr) {
@@ -195,6 +200,9 @@ pub(crate) fn worker_main((sock, init, maxtasks, spin_us): WorkerArgs) {
             } else {
                 let offset = i64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
                 let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
+                // Tell the parent this batch is now ours: if we die from here
+                // on, it fails instead of being sent to another worker.
+                started.store(done + 1, Ordering::Release);
                 match runner_at(&mut cache, offset) {
                     Some(run) => run(&payload[12..], count, &mut out),
                     None => Err("the task function cannot be found in this binary".to_string()),
