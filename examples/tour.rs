@@ -53,7 +53,10 @@ fn main() -> multiproc::Result<()> {
     let pool = Pool::new(workers)?;
     let t0 = Instant::now();
     let blocks = limit / BLOCK;
-    let total: u64 = pool.map_chunked(primes_in_block, 0..blocks, 1)?.iter().sum();
+    let total: u64 = pool
+        .map_chunked(primes_in_block, 0..blocks, 1)?
+        .iter()
+        .sum();
     let many = t0.elapsed();
     assert_eq!(total, expected);
     println!(
@@ -81,6 +84,9 @@ fn main() -> multiproc::Result<()> {
         Err(e) => println!("\na crashing task is contained: {e}"),
         Ok(_) => unreachable!(),
     }
-    println!("and the pool goes on: 7² = {}", pool.apply(|x: u64| x * x, (7,))?);
+    println!(
+        "and the pool goes on: 7² = {}",
+        pool.apply(|x: u64| x * x, (7,))?
+    );
     Ok(())
 }

@@ -51,7 +51,9 @@ fn pid(_: u64) -> i32 {
 struct Unencodable;
 impl Serialize for Unencodable {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("this value refuses to be encoded"))
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
     }
 }
 fn unencodable() -> Unencodable {
@@ -76,9 +78,15 @@ fn test_map() {
     let pool = Pool::new(4).unwrap();
     assert_eq!(pool.map(sqr, 0..10u64).unwrap(), expected(10));
     assert_eq!(pool.map_chunked(sqr, 0..100u64, 20).unwrap(), expected(100));
-    assert_eq!(pool.map_chunked(sqr, 0..1000u64, 1).unwrap(), expected(1000));
+    assert_eq!(
+        pool.map_chunked(sqr, 0..1000u64, 1).unwrap(),
+        expected(1000)
+    );
     let strings = pool
-        .map(|s: String| s.to_uppercase(), vec!["a".to_string(), "bc".into()])
+        .map(
+            |s: String| s.to_uppercase(),
+            vec!["a".to_string(), "bc".into()],
+        )
         .unwrap();
     assert_eq!(strings, vec!["A", "BC"]);
 }
@@ -187,7 +195,10 @@ fn test_empty_iterable() {
         0
     );
     assert_eq!(
-        pool.map_async(sqr, Vec::<u64>::new()).unwrap().get().unwrap(),
+        pool.map_async(sqr, Vec::<u64>::new())
+            .unwrap()
+            .get()
+            .unwrap(),
         Vec::<u64>::new()
     );
 }
@@ -219,7 +230,11 @@ fn test_async_timeout() {
 #[test]
 fn test_imap() {
     let pool = Pool::new(4).unwrap();
-    let all: Vec<u64> = pool.imap(sqr, 0..10u64).unwrap().map(Result::unwrap).collect();
+    let all: Vec<u64> = pool
+        .imap(sqr, 0..10u64)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(all, expected(10));
 
     let mut it = pool.imap(sqr, 0..10u64).unwrap();
@@ -285,7 +300,11 @@ fn test_imap_task_errors_do_not_stop_iteration() {
             Err(e) => {
                 assert_eq!(i % 2, 1);
                 let f = e.process_failure().expect("a task panic is ProcessFailed");
-                assert!(f.panic_message.as_deref().unwrap().contains(&format!("odd input {i}")));
+                assert!(f
+                    .panic_message
+                    .as_deref()
+                    .unwrap()
+                    .contains(&format!("odd input {i}")));
             }
         }
     }
@@ -319,21 +338,36 @@ fn test_terminate() {
 fn test_context() {
     // Python's `with Pool(2) as p:` — leaving the block terminates.
     let pool = Pool::new(2).unwrap();
-    assert_eq!(pool.map_async(sqr, 0..10u64).unwrap().get().unwrap(), expected(10));
+    assert_eq!(
+        pool.map_async(sqr, 0..10u64).unwrap().get().unwrap(),
+        expected(10)
+    );
     pool.terminate();
     pool.join().unwrap();
-    assert!(matches!(pool.map_async(sqr, 0..10u64), Err(Error::Invalid(_))));
-    assert!(matches!(pool.apply_async(sqr, (1,)), Err(Error::Invalid(_))));
+    assert!(matches!(
+        pool.map_async(sqr, 0..10u64),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        pool.apply_async(sqr, (1,)),
+        Err(Error::Invalid(_))
+    ));
 }
 
 #[test]
 fn test_close_join() {
     let pool = Pool::new(2).unwrap();
-    assert!(matches!(pool.join(), Err(Error::Invalid(_))), "join before close");
+    assert!(
+        matches!(pool.join(), Err(Error::Invalid(_))),
+        "join before close"
+    );
     let r = pool.map_async(sqr_slow_one, 0..20u64).unwrap();
     let pids = pool.worker_pids();
     pool.close().unwrap();
-    assert!(matches!(pool.apply_async(sqr, (1,)), Err(Error::Invalid(_))));
+    assert!(matches!(
+        pool.apply_async(sqr, (1,)),
+        Err(Error::Invalid(_))
+    ));
     pool.join().unwrap();
     // Queued work finished before the workers left.
     assert_eq!(r.get().unwrap(), expected(20));
@@ -357,12 +391,24 @@ fn test_traceback() {
     let before = pool.worker_pids();
     let err = pool.apply(boom, ()).unwrap_err();
     let f = err.process_failure().expect("ProcessFailed");
-    assert!(f.panic_message.as_deref().unwrap().contains("task exploded"));
-    assert!(f.panic_message.as_deref().unwrap().contains("tests/pool.rs"));
+    assert!(f
+        .panic_message
+        .as_deref()
+        .unwrap()
+        .contains("task exploded"));
+    assert!(f
+        .panic_message
+        .as_deref()
+        .unwrap()
+        .contains("tests/pool.rs"));
     assert!(f.backtrace.is_some());
     assert_eq!(f.pid, before[0]);
     assert_eq!(pool.apply(sqr, (3,)).unwrap(), 9);
-    assert_eq!(pool.worker_pids(), before, "a task panic must not cost a worker");
+    assert_eq!(
+        pool.worker_pids(),
+        before,
+        "a task panic must not cost a worker"
+    );
 }
 
 #[test]
@@ -416,7 +462,10 @@ fn test_pool_initializer() {
             .build()
             .unwrap();
         // Ran exactly once in each worker.
-        assert_eq!(pool.map_chunked(read_init, 0..20u64, 1).unwrap(), vec![41; 20]);
+        assert_eq!(
+            pool.map_chunked(read_init, 0..20u64, 1).unwrap(),
+            vec![41; 20]
+        );
     }
 }
 

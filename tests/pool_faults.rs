@@ -90,10 +90,16 @@ fn sigkill_worker_during_map_of_1000() {
                 Err(e) => panic!("unexpected error for task {i}: {e}"),
             }
         }
-        assert!(failed >= 1, "the killed worker held at least its running task");
+        assert!(
+            failed >= 1,
+            "the killed worker held at least its running task"
+        );
         assert!(failed < 1000 - 20);
         // Replaced, and working.
-        assert_eq!(pool.map(sqr, 0..1000u64).unwrap(), (0..1000).map(sqr).collect::<Vec<_>>());
+        assert_eq!(
+            pool.map(sqr, 0..1000u64).unwrap(),
+            (0..1000).map(sqr).collect::<Vec<_>>()
+        );
         assert!(!pool.worker_pids().contains(&victim));
         assert_eq!(pool.worker_pids().len(), 2);
     }
@@ -114,7 +120,10 @@ fn map_returns_when_a_worker_kills_itself() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let (r, after) = t.join().unwrap();
-    assert!(matches!(r, Err(Error::WorkerDied { exitcode: -9 })), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::WorkerDied { exitcode: -9 })),
+        "{r:?}"
+    );
     assert_eq!(after.unwrap(), (0..100).map(sqr).collect::<Vec<_>>());
 }
 
@@ -125,7 +134,10 @@ fn imap_keeps_other_results_when_a_task_kills_its_worker() {
     let pool = Pool::new(2).unwrap();
     let results: Vec<_> = pool.imap(die_on_500, 0..1000u64).unwrap().collect();
     assert_eq!(results.len(), 1000);
-    assert!(matches!(results[500], Err(Error::WorkerDied { exitcode: -9 })));
+    assert!(matches!(
+        results[500],
+        Err(Error::WorkerDied { exitcode: -9 })
+    ));
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert!(ok >= 500, "only {ok} results");
     for (i, r) in results.iter().enumerate() {
@@ -158,7 +170,10 @@ fn idle_worker_killed_is_replaced() {
     let before = pool.worker_pids();
     sigkill(before[1]);
     for _ in 0..5 {
-        assert_eq!(pool.map_chunked(sqr, 0..200u64, 1).unwrap(), (0..200).map(sqr).collect::<Vec<_>>());
+        assert_eq!(
+            pool.map_chunked(sqr, 0..200u64, 1).unwrap(),
+            (0..200).map(sqr).collect::<Vec<_>>()
+        );
     }
     let deadline = Instant::now() + LONG;
     while pool.worker_pids().contains(&before[1]) || pool.worker_pids().len() != 2 {
@@ -262,7 +277,10 @@ fn test_pool_worker_lifetime() {
     let mut distinct = pids.clone();
     distinct.sort();
     distinct.dedup();
-    assert!(distinct.len() > 3, "workers were not replaced: {distinct:?}");
+    assert!(
+        distinct.len() > 3,
+        "workers were not replaced: {distinct:?}"
+    );
     let deadline = Instant::now() + LONG;
     let finalworkerpids = loop {
         let p = pool.worker_pids();
@@ -322,7 +340,11 @@ fn test_pool_worker_lifetime_early_close() {
 fn test_pool_maxtasksperchild_zero_means_unlimited() {
     // Python rejects 0; here 0 means "no limit" (documented), so the same
     // workers serve every task.
-    let pool = Pool::builder().processes(1).maxtasksperchild(0).build().unwrap();
+    let pool = Pool::builder()
+        .processes(1)
+        .maxtasksperchild(0)
+        .build()
+        .unwrap();
     let pids = pool.map_chunked(pid_of, 0..50u64, 1).unwrap();
     assert!(pids.iter().all(|p| *p == pids[0]));
 }

@@ -84,7 +84,10 @@ pub fn run(b: &mut Bench) {
         || {
             let t0 = Instant::now();
             for i in 0..n3 as u64 {
-                pool.apply_async(sq, (i,)).expect("apply").get().expect("get");
+                pool.apply_async(sq, (i,))
+                    .expect("apply")
+                    .get()
+                    .expect("get");
             }
             secs(t0) / n3 as f64 * 1e6
         },

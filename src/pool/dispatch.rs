@@ -25,11 +25,11 @@ use super::worker::{worker_main, WorkerArgs};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::sys::Region;
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvFlags, SendFlags};
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use crate::sys::Region;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -208,7 +208,8 @@ impl Worker {
             self.inflight_tasks -= sent.count as usize;
             self.answered += 1;
             let now = Instant::now();
-            let per = now.duration_since(self.head_since).as_nanos() as f64 / sent.count.max(1) as f64;
+            let per =
+                now.duration_since(self.head_since).as_nanos() as f64 / sent.count.max(1) as f64;
             self.task_ns = if self.task_ns <= 0.0 {
                 per
             } else {
@@ -488,8 +489,7 @@ impl Shared {
                     core.pending.push_front(b);
                 }
                 let replace = core.state == State::Running
-                    || (core.state == State::Closed
-                        && (!core.pending.is_empty() || !w.exiting));
+                    || (core.state == State::Closed && (!core.pending.is_empty() || !w.exiting));
                 if replace {
                     core.spawn_needed += 1;
                 }
@@ -513,7 +513,9 @@ impl Shared {
                 Ok((bytes, start)) => Ok(&bytes[*start..]),
                 Err(f) => Err(f),
             };
-            d.sent.sink.complete(d.sent.index, d.sent.count, d.pid, outcome);
+            d.sent
+                .sink
+                .complete(d.sent.index, d.sent.count, d.pid, outcome);
         }
         self.outstanding.fetch_sub(n, SeqCst);
         self.notify_done();
@@ -608,7 +610,11 @@ impl Shared {
 
     /// Waits until `cond()` holds or the deadline passes (`false` then),
     /// driving the pool when nobody else does.
-    pub(crate) fn wait_until(&self, cond: &dyn Fn() -> bool, deadline: Option<Instant>) -> Result<bool> {
+    pub(crate) fn wait_until(
+        &self,
+        cond: &dyn Fn() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
         let mut asked = false;
         let result = loop {
             if cond() {

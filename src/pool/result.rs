@@ -30,7 +30,13 @@ pub(crate) enum Fail {
 pub(crate) trait Sink: Send + Sync {
     /// Batch `index` of `count` tasks is done: its encoded answers, or why
     /// all of it failed. `pid` is the worker that ran it (0 if none).
-    fn complete(&self, index: usize, count: u32, pid: i32, outcome: std::result::Result<&[u8], &Fail>);
+    fn complete(
+        &self,
+        index: usize,
+        count: u32,
+        pid: i32,
+        outcome: std::result::Result<&[u8], &Fail>,
+    );
 }
 
 /// One task's failure, kept until the caller asks for it.
@@ -130,9 +136,12 @@ fn decode_items<R: DeserializeOwned>(
 /// # let _ = cb;
 /// ```
 pub struct Callbacks<V> {
-    on_ok: Option<Box<dyn FnOnce(&V) + Send>>,
-    on_err: Option<Box<dyn FnOnce(&Error) + Send>>,
+    on_ok: Option<OnSuccess<V>>,
+    on_err: Option<OnError>,
 }
+
+type OnSuccess<V> = Box<dyn FnOnce(&V) + Send>;
+type OnError = Box<dyn FnOnce(&Error) + Send>;
 
 impl<V> Default for Callbacks<V> {
     fn default() -> Self {
@@ -262,7 +271,13 @@ where
     R: DeserializeOwned + Send,
     V: Send,
 {
-    fn complete(&self, index: usize, count: u32, pid: i32, outcome: std::result::Result<&[u8], &Fail>) {
+    fn complete(
+        &self,
+        index: usize,
+        count: u32,
+        pid: i32,
+        outcome: std::result::Result<&[u8], &Fail>,
+    ) {
         let mut vals = Vec::with_capacity(count as usize);
         let mut err = None;
         decode_items::<R>(outcome, count, pid, |r| match r {
@@ -280,7 +295,7 @@ where
             *slot = Some(vals);
         }
         if let Some(e) = err {
-            if p.err.as_ref().is_none_or(|(i, _)| index < *i) {
+            if p.err.as_ref().map_or(true, |(i, _)| index < *i) {
                 p.err = Some((index, e));
             }
         }
@@ -402,7 +417,13 @@ pub(crate) struct Stream<R> {
 }
 
 impl<R: DeserializeOwned + Send> Sink for Stream<R> {
-    fn complete(&self, index: usize, count: u32, pid: i32, outcome: std::result::Result<&[u8], &Fail>) {
+    fn complete(
+        &self,
+        index: usize,
+        count: u32,
+        pid: i32,
+        outcome: std::result::Result<&[u8], &Fail>,
+    ) {
         let mut vals = Vec::with_capacity(count as usize);
         decode_items::<R>(outcome, count, pid, |r| vals.push(r));
         let mut inner = lock(&self.inner);

@@ -2,9 +2,9 @@
 
 use super::wire::{self, WorkerEnd};
 use crate::process::fnref;
+use crate::sys::Region;
 use rustix::net::{RecvFlags, SendFlags};
 use serde::{de::DeserializeOwned, Serialize};
-use crate::sys::Region;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -248,7 +248,9 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
         let got = loop {
             match wire::read_some(&sock, &mut inbuf, RecvFlags::DONTWAIT) {
                 Ok(wire::Read::Empty) if t0.elapsed() < spin => std::hint::spin_loop(),
-                Ok(wire::Read::Empty) => break wire::read_some(&sock, &mut inbuf, RecvFlags::empty()),
+                Ok(wire::Read::Empty) => {
+                    break wire::read_some(&sock, &mut inbuf, RecvFlags::empty())
+                }
                 other => break other,
             }
         };
