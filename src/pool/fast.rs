@@ -16,22 +16,46 @@ impl postcard::ser_flavors::Flavor for VecOut<'_> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        // Varints are a few bytes: a call to memcpy would cost more.
-        if data.len() <= 16 {
-            let v = &mut *self.0;
-            v.reserve(16);
-            let len = v.len();
-            let spare = &mut v.spare_capacity_mut()[..data.len()];
-            for (dst, &b) in spare.iter_mut().zip(data) {
-                dst.write(b);
-            }
-            // SAFETY: the `data.len()` bytes after `len` were just written
-            // (and `reserve(16)` made room for them).
-            unsafe { v.set_len(len + data.len()) };
-        } else {
+        // Varints are a few bytes: a call to memcpy would cost more than the
+        // copy. Fixed-size (overlapping) copies compile to plain moves.
+        let n = data.len();
+        if n > 16 {
             self.0.extend_from_slice(data);
+            return Ok(());
+        }
+        let mut buf = [0u8; 16];
+        if n >= 8 {
+            let head: [u8; 8] = data[..8].try_into().expect("n >= 8");
+            let tail: [u8; 8] = data[n - 8..].try_into().expect("n >= 8");
+            buf[..8].copy_from_slice(&head);
+            buf[n - 8..n].copy_from_slice(&tail);
+        } else if n >= 4 {
+            let head: [u8; 4] = data[..4].try_into().expect("n >= 4");
+            let tail: [u8; 4] = data[n - 4..].try_into().expect("n >= 4");
+            buf[..4].copy_from_slice(&head);
+            buf[n - 4..n].copy_from_slice(&tail);
+        } else {
+            if n > 0 {
+                buf[0] = data[0];
+            }
+            if n > 1 {
+                buf[1] = data[1];
+            }
+            if n > 2 {
+                buf[2] = data[2];
+            }
+        }
+        let v = &mut *self.0;
+        v.reserve(16);
+        let len = v.len();
+        // SAFETY: `reserve(16)` guarantees room for 16 more bytes after `len`;
+        // all 16 are written from `buf`, and only the first `n` (<= 16) are
+        // then counted as initialised.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), v.as_mut_ptr().add(len), 16);
+            v.set_len(len + n);
         }
         Ok(())
     }

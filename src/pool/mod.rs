@@ -237,13 +237,14 @@ impl Pool {
         let runner = runner_offset::<F, A, R>();
         let (frame, count) = task_frame(runner, std::iter::once(&args))?;
         let out = Outcome::new(callbacks);
-        let sink = Collect::<R, R>::new(1, out.clone(), only::<R>, Progress::default());
+        let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
         self.shared.submit(vec![Batch {
             frame,
             count,
             index: 0,
-            sink,
+            sink: sink.clone(),
         }])?;
+        sink.seal(1);
         Ok(AsyncResult {
             out,
             shared: self.shared.clone(),
@@ -308,7 +309,7 @@ impl Pool {
     {
         let _ = f;
         let runner = runner_offset::<F, (T,), R>();
-        self.map_impl(runner, iter.into_iter().collect(), chunksize, callbacks)
+        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
     }
 
     /// Calls `f(a, b, ...)` for every argument tuple and returns the results
@@ -360,13 +361,13 @@ impl Pool {
     {
         let _ = f;
         let runner = runner_offset::<F, A, R>();
-        self.map_impl(runner, iter.into_iter().collect(), chunksize, callbacks)
+        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
     }
 
     fn map_impl<X: Serialize, R>(
         &self,
         runner: i64,
-        items: Vec<X>,
+        items: impl Iterator<Item = X>,
         chunksize: Option<usize>,
         callbacks: Callbacks<Vec<R>>,
     ) -> Result<AsyncResult<Vec<R>>>
@@ -376,23 +377,53 @@ impl Pool {
         if self.shared.state() != State::Running {
             return Err(Error::Invalid("the pool is not running".into()));
         }
-        let n = items.len();
-        let cs = chunksize
-            .unwrap_or_else(|| default_chunksize(n, self.processes()))
-            .max(1);
-        let nb = n.div_ceil(cs);
+        // The default chunksize needs the length: an iterator that knows it
+        // exactly is streamed, any other is collected first (as Python does).
+        let (lo, hi) = items.size_hint();
+        match (chunksize, hi) {
+            (Some(cs), _) => self.map_stream(runner, items, cs, hi.filter(|&h| h == lo), callbacks),
+            (None, Some(hi)) if hi == lo => {
+                let cs = default_chunksize(lo, self.processes());
+                self.map_stream(runner, items, cs, Some(lo), callbacks)
+            }
+            (None, _) => {
+                let all: Vec<X> = items.collect();
+                let cs = default_chunksize(all.len(), self.processes());
+                let n = all.len();
+                self.map_stream(runner, all.into_iter(), cs, Some(n), callbacks)
+            }
+        }
+    }
+
+    fn map_stream<X: Serialize, R>(
+        &self,
+        runner: i64,
+        mut items: impl Iterator<Item = X>,
+        cs: usize,
+        len: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        let cs = cs.max(1);
         let out = Outcome::new(callbacks);
-        let sink = Collect::<R, Vec<R>>::new(nb, out.clone(), all::<R>, self.progress(Some(n)));
+        let sink = Collect::<R, Vec<R>>::new(out.clone(), all::<R>, self.progress(len));
         let mut group = Vec::new();
         let mut group_tasks = 0;
-        for (index, chunk) in items.chunks(cs).enumerate() {
-            let (frame, count) = task_frame(runner, chunk.iter())?;
+        let mut index = 0;
+        loop {
+            let (frame, count) = task_frame(runner, items.by_ref().take(cs))?;
+            if count == 0 {
+                break;
+            }
             group.push(Batch {
                 frame,
                 count,
                 index,
                 sink: sink.clone(),
             });
+            index += 1;
             group_tasks += count as usize;
             if group_tasks >= 4096 || group.len() >= 256 {
                 self.shared.submit(std::mem::take(&mut group))?;
@@ -400,6 +431,7 @@ impl Pool {
             }
         }
         self.shared.submit(group)?;
+        sink.seal(index);
         Ok(AsyncResult {
             out,
             shared: self.shared.clone(),

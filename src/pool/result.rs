@@ -227,13 +227,16 @@ impl<V> Outcome<V> {
 
 struct Parts<R> {
     chunks: Vec<Option<Vec<R>>>,
-    remaining: usize,
+    completed: usize,
+    /// The number of batches, once all are submitted.
+    sealed: Option<usize>,
     total: usize,
     err: Option<(usize, TaskErr)>,
 }
 
 /// Collects the batches of one call (`apply`: one batch of one task; `map`:
-/// its chunks) into one value.
+/// its chunks) into one value. Batches may complete while later ones are
+/// still being encoded; [`seal`](Collect::seal) says how many there are.
 pub(crate) struct Collect<R, V> {
     parts: Mutex<Parts<R>>,
     out: Arc<Outcome<V>>,
@@ -242,65 +245,30 @@ pub(crate) struct Collect<R, V> {
 }
 
 impl<R, V> Collect<R, V> {
-    pub(crate) fn new(
-        batches: usize,
-        out: Arc<Outcome<V>>,
-        finish: fn(Vec<R>) -> V,
-        progress: Progress,
-    ) -> Arc<Self> {
-        let c = Arc::new(Collect {
+    pub(crate) fn new(out: Arc<Outcome<V>>, finish: fn(Vec<R>) -> V, progress: Progress) -> Arc<Self> {
+        Arc::new(Collect {
             parts: Mutex::new(Parts {
-                chunks: (0..batches).map(|_| None).collect(),
-                remaining: batches,
+                chunks: Vec::new(),
+                completed: 0,
+                sealed: None,
                 total: 0,
                 err: None,
             }),
             out,
             finish,
             progress,
-        });
-        if batches == 0 {
-            c.out.set(Ok((c.finish)(Vec::new())));
-        }
-        c
+        })
     }
-}
 
-impl<R, V> Sink for Collect<R, V>
-where
-    R: DeserializeOwned + Send,
-    V: Send,
-{
-    fn complete(
-        &self,
-        index: usize,
-        count: u32,
-        pid: i32,
-        outcome: std::result::Result<&[u8], &Fail>,
-    ) {
-        let mut vals = Vec::with_capacity(count as usize);
-        let mut err = None;
-        decode_items::<R>(outcome, count, pid, |r| match r {
-            Ok(v) => vals.push(v),
-            Err(e) => {
-                if err.is_none() {
-                    err = Some(e)
-                }
-            }
-        });
-        self.progress.inc(count as u64);
+    /// All `batches` are submitted: completes the call if they are all done.
+    pub(crate) fn seal(&self, batches: usize) {
         let mut p = lock(&self.parts);
-        p.total += vals.len();
-        if let Some(slot) = p.chunks.get_mut(index) {
-            *slot = Some(vals);
-        }
-        if let Some(e) = err {
-            if p.err.as_ref().map_or(true, |(i, _)| index < *i) {
-                p.err = Some((index, e));
-            }
-        }
-        p.remaining = p.remaining.saturating_sub(1);
-        if p.remaining > 0 {
+        p.sealed = Some(batches);
+        self.maybe_finish(p);
+    }
+
+    fn maybe_finish(&self, mut p: MutexGuard<'_, Parts<R>>) {
+        if p.sealed != Some(p.completed) {
             return;
         }
         let result = match p.err.take() {
@@ -314,9 +282,44 @@ where
             }
         };
         p.chunks = Vec::new();
+        // Never finish twice.
+        p.sealed = None;
         drop(p);
         self.progress.finish();
         self.out.set(result);
+    }
+}
+
+impl<R, V> Sink for Collect<R, V>
+where
+    R: DeserializeOwned + Send,
+    V: Send,
+{
+    fn complete(&self, index: usize, count: u32, pid: i32, outcome: std::result::Result<&[u8], &Fail>) {
+        let mut vals = Vec::with_capacity(count as usize);
+        let mut err = None;
+        decode_items::<R>(outcome, count, pid, |r| match r {
+            Ok(v) => vals.push(v),
+            Err(e) => {
+                if err.is_none() {
+                    err = Some(e)
+                }
+            }
+        });
+        self.progress.inc(count as u64);
+        let mut p = lock(&self.parts);
+        p.total += vals.len();
+        if p.chunks.len() <= index {
+            p.chunks.resize_with(index + 1, || None);
+        }
+        p.chunks[index] = Some(vals);
+        if let Some(e) = err {
+            if p.err.as_ref().map_or(true, |(i, _)| index < *i) {
+                p.err = Some((index, e));
+            }
+        }
+        p.completed += 1;
+        self.maybe_finish(p);
     }
 }
 
