@@ -237,3 +237,11 @@ fn start_method_names_round_trip() {
     ));
     assert!(t0.elapsed() < LONG);
 }
+
+#[test]
+fn non_capturing_closures_are_targets() {
+    for m in METHODS {
+        let mut p = builder(m).start(|(x,): (u32,)| x * 2, (21,)).unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), 42);
+    }
+}

@@ -123,8 +123,10 @@ pub(crate) fn parse_report(buf: &[u8]) -> Option<Result<Report>> {
 
 static PANIC_INFO: Mutex<Option<(String, String)>> = Mutex::new(None);
 
+/// In a child, a panic prints as Python prints an exception in a child
+/// (`Process NAME (pid N) panicked: ...`, with the backtrace when
+/// `RUST_BACKTRACE` asks for it) and is kept for the report to the parent.
 fn install_panic_hook() {
-    let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
             (*s).to_string()
@@ -138,12 +140,21 @@ fn install_panic_hook() {
             None => message,
         };
         let bt = std::backtrace::Backtrace::force_capture().to_string();
+        let me = super::current_process();
+        let show_bt = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+        if show_bt {
+            eprintln!(
+                "Process {} (pid {}) panicked: {message}\n{bt}",
+                me.name, me.pid
+            );
+        } else {
+            eprintln!("Process {} (pid {}) panicked: {message}", me.name, me.pid);
+        }
         if let Ok(mut slot) = PANIC_INFO.lock() {
             if slot.is_none() {
                 *slot = Some((message, bt));
             }
         }
-        previous(info);
     }));
 }
 

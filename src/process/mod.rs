@@ -1,6 +1,6 @@
 //! Processes: starting, joining, signalling and reaping children.
 //!
-//! ```no_run
+//! ```
 //! use multiproc::Process;
 //!
 //! fn greet((name,): (String,)) -> String {
@@ -523,6 +523,14 @@ impl<R: DeserializeOwned> Process<R> {
                 )
             }),
             _ => Err(failed(None, None)),
+        }
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        if self.shared.try_reap().is_none() {
+            registry::orphan(self.shared.clone(), self.pidfd.take());
         }
     }
 }
