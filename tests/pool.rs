@@ -520,3 +520,18 @@ fn test_results_from_many_threads() {
         h.join().unwrap();
     }
 }
+
+#[cfg(feature = "progress")]
+#[test]
+fn test_progress_bar() {
+    // The bar draws on stderr when it is a terminal; either way the results
+    // are unchanged.
+    let pool = Pool::builder().processes(2).progress(true).build().unwrap();
+    assert_eq!(pool.map_chunked(sqr, 0..400u64, 7).unwrap(), expected(400));
+    let got: Vec<u64> = pool
+        .imap(sqr, 0..100u64)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, expected(100));
+}

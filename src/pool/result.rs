@@ -245,7 +245,11 @@ pub(crate) struct Collect<R, V> {
 }
 
 impl<R, V> Collect<R, V> {
-    pub(crate) fn new(out: Arc<Outcome<V>>, finish: fn(Vec<R>) -> V, progress: Progress) -> Arc<Self> {
+    pub(crate) fn new(
+        out: Arc<Outcome<V>>,
+        finish: fn(Vec<R>) -> V,
+        progress: Progress,
+    ) -> Arc<Self> {
         Arc::new(Collect {
             parts: Mutex::new(Parts {
                 chunks: Vec::new(),
@@ -295,7 +299,13 @@ where
     R: DeserializeOwned + Send,
     V: Send,
 {
-    fn complete(&self, index: usize, count: u32, pid: i32, outcome: std::result::Result<&[u8], &Fail>) {
+    fn complete(
+        &self,
+        index: usize,
+        count: u32,
+        pid: i32,
+        outcome: std::result::Result<&[u8], &Fail>,
+    ) {
         let mut vals = Vec::with_capacity(count as usize);
         let mut err = None;
         decode_items::<R>(outcome, count, pid, |r| match r {
