@@ -324,7 +324,7 @@ where
         }
         p.chunks[index] = Some(vals);
         if let Some(e) = err {
-            if p.err.as_ref().map_or(true, |(i, _)| index < *i) {
+            if !matches!(&p.err, Some((i, _)) if *i <= index) {
                 p.err = Some((index, e));
             }
         }
