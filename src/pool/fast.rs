@@ -97,3 +97,37 @@ impl<'de> Reader<'de> {
 }
 
 use serde::Deserialize;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_bytes_as_the_codec() {
+        let mut out = Vec::new();
+        let mut want = Vec::new();
+        let values: Vec<(u64, String, Vec<i32>, Option<f64>)> = (0..300u64)
+            .map(|i| {
+                (
+                    i * 977,
+                    "x".repeat(i as usize % 40),
+                    vec![-(i as i32); 3],
+                    Some(i as f64 / 3.0),
+                )
+            })
+            .collect();
+        for v in &values {
+            put(v, &mut out).unwrap();
+            crate::codec::encode_into(v, &mut want).unwrap();
+        }
+        assert_eq!(out, want);
+        let mut rd = Reader::new(&out);
+        for v in &values {
+            assert_eq!(
+                &rd.next::<(u64, String, Vec<i32>, Option<f64>)>().unwrap(),
+                v
+            );
+        }
+        assert!(rd.next::<u8>().is_err());
+    }
+}

@@ -77,7 +77,7 @@ use result::{Collect, Outcome};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use worker::{run_batch, TaskRunner};
+use worker::{run_batch, run_map, TaskRunner};
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -130,6 +130,16 @@ where
 {
     let _: F = fnref::conjure::<F>();
     fnref::offset_of(run_batch::<F, A, R> as TaskRunner as usize)
+}
+
+fn map_runner_offset<F, T, R>() -> i64
+where
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    let _: F = fnref::conjure::<F>();
+    fnref::offset_of(run_map::<F, T, R> as TaskRunner as usize)
 }
 
 fn only<R>(v: Vec<R>) -> R {
@@ -308,7 +318,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let runner = runner_offset::<F, (T,), R>();
+        let runner = map_runner_offset::<F, T, R>();
         self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
     }
 
@@ -515,7 +525,7 @@ impl Pool {
         let iter = iter.into_iter();
         let (lo, hi) = iter.size_hint();
         let len = (Some(lo) == hi).then_some(lo);
-        let runner = runner_offset::<F, (T,), R>();
+        let runner = map_runner_offset::<F, T, R>();
         Ok(IMap::new(
             self.shared.clone(),
             iter,

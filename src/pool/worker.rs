@@ -86,6 +86,39 @@ where
     Ok(())
 }
 
+/// [`run_batch`] for one-argument functions (`map`, `imap`): decodes each
+/// item as `T` directly (the same bytes as the tuple `(T,)`).
+pub(crate) fn run_map<F, T, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+where
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    let f: F = fnref::conjure::<F>();
+    let mut rd = super::fast::Reader::new(input);
+    for _ in 0..count {
+        let arg: T = rd
+            .next()
+            .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
+        let mark = out.len();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(arg))) {
+            Ok(value) => {
+                out.push(0);
+                if let Err(e) = super::fast::put(&value, out) {
+                    out.truncate(mark);
+                    out.push(2);
+                    let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
+                }
+            }
+            Err(payload) => {
+                let (message, backtrace) = take_panic(payload);
+                push_error(out, message, &backtrace);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run_init<F, A>(input: &[u8]) -> Result<(), String>
 where
     F: TaskFn<A, ()>,
