@@ -348,3 +348,17 @@ fn test_pool_maxtasksperchild_zero_means_unlimited() {
     let pids = pool.map_chunked(pid_of, 0..50u64, 1).unwrap();
     assert!(pids.iter().all(|p| *p == pids[0]));
 }
+
+/// Workers belong to the pool, not to the thread that created it: they
+/// survive that thread's end (their parent-death signal follows the pool's
+/// own supervisor thread).
+#[test]
+fn pool_outlives_the_thread_that_built_it() {
+    let pool = std::thread::spawn(|| Pool::new(2).unwrap()).join().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        pool.map(sqr, 0..100u64).unwrap(),
+        (0..100).map(sqr).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.worker_pids().len(), 2);
+}

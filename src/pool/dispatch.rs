@@ -680,6 +680,8 @@ impl Shared {
                 continue;
             }
             let outstanding = self.outstanding.load(SeqCst);
+            // Someone else drives: look again later.
+            let mut nap = tick;
             if outstanding > 0 && self.fg_waiters.load(SeqCst) == 0 {
                 idle_ticks = 0;
                 if armed {
@@ -695,12 +697,15 @@ impl Shared {
                         armed = false;
                         continue;
                     }
+                    nap = 5 * tick;
                 }
                 armed = true;
             } else {
                 armed = false;
                 if outstanding == 0 {
                     idle_ticks += 1;
+                } else {
+                    nap = 5 * tick;
                 }
             }
             let g = lock(&self.bg_lock);
@@ -715,7 +720,7 @@ impl Shared {
                 self.bg_idle.store(false, SeqCst);
                 idle_ticks = 0;
             } else {
-                let _ = self.bg_cv.wait_timeout(g, tick);
+                let _ = self.bg_cv.wait_timeout(g, nap);
             }
         }
     }

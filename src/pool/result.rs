@@ -128,6 +128,10 @@ fn decode_items<R: DeserializeOwned>(
 /// Functions called with the outcome of an asynchronous call, in the thread
 /// that receives it (Python's `callback=` and `error_callback=`).
 ///
+/// As in Python, a callback runs in a thread that is delivering results:
+/// keep it short, and do not wait on the same pool inside it (that would
+/// stall result delivery). A panicking callback is ignored.
+///
 /// ```
 /// use multiproc::pool::Callbacks;
 /// let cb: Callbacks<u64> = Callbacks::new()
