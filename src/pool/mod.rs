@@ -99,6 +99,9 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// The most tasks of a map sent in one message (see `map_stream`).
+const MAX_BATCH: usize = 64 << 10;
+
 /// CPython's default chunksize for a map of `len` items over `processes`.
 pub fn default_chunksize(len: usize, processes: usize) -> usize {
     let per = 4 * processes.max(1);
@@ -416,7 +419,16 @@ impl Pool {
     where
         R: DeserializeOwned + Send + 'static,
     {
+        // Large chunks travel as several messages of at most MAX_BATCH tasks,
+        // so workers start sooner and results are decoded while others still
+        // run. With maxtasksperchild a chunk stays one message (one task, as
+        // Python counts).
         let cs = cs.max(1);
+        let cs = if self.shared.config.maxtasks == 0 {
+            cs.min(MAX_BATCH)
+        } else {
+            cs
+        };
         let out = Outcome::new(callbacks);
         let sink = Collect::<R, Vec<R>>::new(out.clone(), all::<R>, self.progress(len));
         let mut group = Vec::new();

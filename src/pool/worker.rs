@@ -254,7 +254,7 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
             }
             let now = Instant::now();
             let since = *first_unsent.get_or_insert(now);
-            if out.len() >= 1 << 20 || now.duration_since(since) >= Duration::from_millis(1) {
+            if out.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
                 if !flush(&sock, &mut out) {
                     return;
                 }
