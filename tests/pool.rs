@@ -535,3 +535,23 @@ fn test_progress_bar() {
         .collect();
     assert_eq!(got, expected(100));
 }
+
+fn consume(_: Unencodable) -> u64 {
+    0
+}
+
+#[test]
+fn test_map_unencodable_input() {
+    // _TestPool.test_map_unplicklable: the encoding error comes back, no hang,
+    // and the pool stays usable.
+    let pool = Pool::new(2).unwrap();
+    let r = pool.map(consume, vec![Unencodable, Unencodable]);
+    assert!(matches!(r, Err(Error::Codec(_))), "{r:?}");
+    let r = pool
+        .imap(consume, vec![Unencodable])
+        .unwrap()
+        .next()
+        .unwrap();
+    assert!(matches!(r, Err(Error::Codec(_))), "{r:?}");
+    assert_eq!(pool.map(sqr, 0..10u64).unwrap(), expected(10));
+}

@@ -22,7 +22,7 @@ fn cpu_bound_secs(workers: usize, tasks: usize) -> f64 {
     pool.map(count_primes, vec![1000u64; 4]).expect("map");
     let t0 = Instant::now();
     let r = pool
-        .map_chunked(count_primes, vec![60_000u64; tasks], 1)
+        .map_chunked(count_primes, vec![100_000u64; tasks], 1)
         .expect("map");
     let dt = secs(t0);
     assert_eq!(r.len(), tasks);
@@ -94,7 +94,7 @@ pub fn run(b: &mut Bench) {
     );
     drop(pool);
 
-    let tasks = b.n(16).max(2);
+    let tasks = b.n(32).max(2);
     b.record(
         "pool_cpu_bound_speedup_2_vs_1_workers",
         Unit::Rate("x (1-worker time / 2-worker time)"),
