@@ -362,3 +362,22 @@ fn pool_outlives_the_thread_that_built_it() {
     );
     assert_eq!(pool.worker_pids().len(), 2);
 }
+
+fn bad_initializer() {
+    panic!("initializer failed");
+}
+
+/// Workers that die in their initializer never run a task: the tasks fail
+/// with `WorkerDied` after a few tries instead of cycling forever.
+#[test]
+fn crashing_initializer_fails_tasks_instead_of_hanging() {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(bad_initializer, ())
+        .build()
+        .unwrap();
+    let r = pool.map_chunked(sqr, 0..10u64, 1);
+    assert!(matches!(r, Err(Error::WorkerDied { exitcode: 1 })), "{r:?}");
+    let r = pool.apply_async(sqr, (3,)).unwrap();
+    assert!(matches!(r.get_timeout(LONG), Err(Error::WorkerDied { .. })));
+}

@@ -34,6 +34,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, O
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// A batch whose workers keep dying before they start it (an initializer
+/// that crashes, say) fails after this many tries instead of cycling forever.
+const MAX_RESENDS: u8 = 3;
+
 /// Most tasks one worker holds at a time (small tasks are pipelined).
 const WINDOW_TASKS: usize = 256;
 /// Most unsent bytes queued for one worker.
@@ -42,12 +46,15 @@ const WINDOW_BYTES: usize = 8 << 20;
 /// A batch of tasks ready to send: a complete `TASKS` frame.
 pub(crate) struct Batch {
     pub(crate) frame: Vec<u8>,
+    /// How many workers died before starting it (it fails at [`MAX_RESENDS`]).
+    pub(crate) resent: u8,
     pub(crate) count: u32,
     pub(crate) index: usize,
     pub(crate) sink: Arc<dyn Sink>,
 }
 
 struct Sent {
+    resent: u8,
     /// Its frame, kept until answered: a batch the worker never started is
     /// sent again to another worker if this one dies.
     frame: Arc<Vec<u8>>,
@@ -144,6 +151,7 @@ impl Worker {
         let frame = Arc::new(b.frame);
         self.queue(&frame);
         self.inflight.push_back(Sent {
+            resent: b.resent,
             frame,
             count: b.count,
             index: b.index,
@@ -470,7 +478,7 @@ impl Shared {
                 let held = w.started().saturating_sub(w.answered) as usize;
                 let mut again = Vec::new();
                 for (j, sent) in w.inflight.drain(..).enumerate() {
-                    if j < held {
+                    if j < held || sent.resent + 1 >= MAX_RESENDS {
                         done.push(Done {
                             sent,
                             pid: w.pid,
@@ -478,6 +486,7 @@ impl Shared {
                         });
                     } else {
                         again.push(Batch {
+                            resent: sent.resent + 1,
                             frame: Arc::try_unwrap(sent.frame).unwrap_or_else(|a| (*a).clone()),
                             count: sent.count,
                             index: sent.index,
@@ -752,6 +761,7 @@ impl Shared {
                         // No worker can run what is queued: fail it rather than hang.
                         failed.extend(core.pending.drain(..).map(|b| Done {
                             sent: Sent {
+                                resent: 0,
                                 frame: Arc::new(Vec::new()),
                                 count: b.count,
                                 index: b.index,
@@ -809,6 +819,7 @@ impl Shared {
             .into_iter()
             .map(|b| Done {
                 sent: Sent {
+                    resent: 0,
                     frame: Arc::new(Vec::new()),
                     count: b.count,
                     index: b.index,

@@ -252,6 +252,7 @@ impl Pool {
         let out = Outcome::new(callbacks);
         let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
         self.shared.submit(vec![Batch {
+            resent: 0,
             frame,
             count,
             index: 0,
@@ -440,6 +441,7 @@ impl Pool {
                 break;
             }
             group.push(Batch {
+                resent: 0,
                 frame,
                 count,
                 index,

@@ -547,6 +547,7 @@ where
                 break;
             }
             batches.push(Batch {
+                resent: 0,
                 frame,
                 count,
                 index: self.submitted_batches,
