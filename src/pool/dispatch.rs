@@ -272,6 +272,9 @@ pub(crate) struct Core {
     pub(crate) state: State,
     spawn_needed: usize,
     spawn_error: Option<String>,
+    /// Workers in a row that died before starting any batch (respawns back
+    /// off while this grows: a crashing initializer must not spin a core).
+    early_deaths: u32,
 }
 
 /// What the pool was built with.
@@ -319,6 +322,7 @@ impl Shared {
                 state: State::Running,
                 spawn_needed: 0,
                 spawn_error: None,
+                early_deaths: 0,
             }),
             role: Mutex::new(()),
             done_lock: Mutex::new(()),
@@ -475,7 +479,13 @@ impl Shared {
                 // The batches it had started fail (it may have been running
                 // them, or finished them without its answer getting out);
                 // those it never started go back to the queue, in order.
-                let held = w.started().saturating_sub(w.answered) as usize;
+                let started = w.started();
+                if started == 0 && code != 0 {
+                    core.early_deaths = core.early_deaths.saturating_add(1);
+                } else {
+                    core.early_deaths = 0;
+                }
+                let held = started.saturating_sub(w.answered) as usize;
                 let mut again = Vec::new();
                 for (j, sent) in w.inflight.drain(..).enumerate() {
                     if j < held || sent.resent + 1 >= MAX_RESENDS {
@@ -735,6 +745,15 @@ impl Shared {
     }
 
     fn respawn(&self) {
+        let early = lock(&self.core).early_deaths;
+        if early > 2 {
+            let pause = Duration::from_millis(20 * u64::from(early.min(50)));
+            let g = lock(&self.bg_lock);
+            let _ = self.bg_cv.wait_timeout(g, pause);
+            if self.shutdown.load(SeqCst) {
+                return;
+            }
+        }
         match self.start_worker() {
             Ok(w) => {
                 let mut core = lock(&self.core);
