@@ -600,6 +600,11 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(h) = h {
+            if h.thread().id() == std::thread::current().id() {
+                // Called from a callback running in the supervisor itself: it
+                // ends on its own once it returns.
+                return;
+            }
             let _ = h.join();
         }
     }
