@@ -64,6 +64,7 @@ pub use context::{
     cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod,
 };
 pub use error::{Error, ProcessFailure, Result};
+pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
     ParentProcess, Process, Stdin,

@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod lock;
+mod pool;
 mod queue;
 mod shm;
 mod start;
@@ -30,6 +31,7 @@ type Section = fn(&mut Bench);
 const SECTIONS: &[(&str, Section)] = &[
     ("start", start::run),
     ("queue", queue::run),
+    ("pool", pool::run),
     ("lock", lock::run),
     ("shm", shm::run),
 ];

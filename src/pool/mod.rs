@@ -1,1 +1,617 @@
-//! The process pool (issue #7; not built yet).
+//! A pool of worker processes (Python's `multiprocessing.Pool`).
+//!
+//! ```no_run
+//! use multiproc::pool::Pool;
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//! fn add(a: u64, b: u64) -> u64 {
+//!     a + b
+//! }
+//!
+//! fn main() -> multiproc::Result<()> {
+//!     multiproc::init(); // first line of main: workers started by spawn enter here
+//!     let pool = Pool::new(4)?;
+//!     let squares: Vec<u64> = pool.map(square, 0..1_000_000u64)?;
+//!     assert_eq!(squares[3], 9);
+//!     assert_eq!(pool.apply(add, (2, 3))?, 5);
+//!     let r = pool.apply_async(square, (7,))?;
+//!     assert_eq!(r.get()?, 49);
+//!     for (i, sq) in pool.imap(square, 0..10u64)?.enumerate() {
+//!         assert_eq!(sq?, (i * i) as u64);
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Task functions
+//!
+//! A task is a `fn` item or a closure that captures nothing ([`TaskFn`]),
+//! with `serde` arguments and result. `map`, `imap` and `imap_unordered` call
+//! `f(item)`; `apply`, `apply_async` and `starmap` call `f(a, b, ...)` with
+//! the elements of an argument tuple, like Python's `f(*args)`. Any function
+//! can be sent to any pool: tasks name their function by its place in the
+//! binary, which every worker runs.
+//!
+//! # Failures
+//!
+//! - A **panic in a task** becomes that task's error,
+//!   [`Error::ProcessFailed`] with the panic message and the worker's
+//!   backtrace (`exitcode` is 1 by convention; the worker itself goes on
+//!   serving). Other tasks are not affected.
+//! - A **worker that dies** (killed by a signal, `abort`, `exit` in a task):
+//!   the tasks it held fail with [`Error::WorkerDied`] carrying its exit code
+//!   (`-9` for `SIGKILL`), every other task completes, and a new worker
+//!   takes its place. `map`, `imap`, `get` never wait for a dead worker.
+//! - `map`/`map_async`/`starmap` return the error of the first failed task
+//!   (by position) once every task has ended; `imap`/`imap_unordered` yield
+//!   one `Result` per task, so the other results stay available.
+//! - After [`terminate`](Pool::terminate) (or drop), every unfinished task
+//!   fails with [`Error::BrokenPool`].
+//!
+//! # Speed
+//!
+//! Each worker has its own socket; tasks travel in batches (`chunksize`;
+//! large chunks as messages of at most 65,536 tasks; many small batches per
+//! write), results likewise, encoded by a serializer that writes postcard's
+//! format straight into the message. A thread waiting for a result reads
+//! the sockets itself (no hand-off to another thread), and idle workers and
+//! waiting threads spin briefly before sleeping (see [`PoolBuilder::spin`]).
+//! Small tasks are queued up to 256 per worker; slow ones only about 2 ms
+//! of work ahead, so the load stays balanced.
+
+mod builder;
+mod dispatch;
+mod fast;
+mod progress;
+mod result;
+mod wire;
+mod worker;
+
+pub use builder::PoolBuilder;
+pub use result::{AsyncResult, Callbacks, IMap};
+pub use worker::TaskFn;
+
+use crate::error::{Error, Result};
+use crate::process::fnref;
+use dispatch::{Batch, Config, Shared, State};
+use progress::Progress;
+use result::{Collect, Outcome};
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use worker::{run_batch, run_map, TaskRunner};
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// **Drop** terminates the pool, as leaving Python's `with Pool() as p:`
+/// block does: the workers are killed and reaped at once and unfinished
+/// tasks fail with [`Error::BrokenPool`]. To let queued work finish first,
+/// call [`close`](Self::close) then [`join`](Self::join) before dropping.
+pub struct Pool {
+    shared: Arc<Shared>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.shared.config.processes)
+            .field("state", &self.shared.state())
+            .finish()
+    }
+}
+
+/// The most tasks of a map sent in one message (see `map_stream`).
+const MAX_BATCH: usize = 64 << 10;
+
+/// CPython's default chunksize for a map of `len` items over `processes`.
+pub fn default_chunksize(len: usize, processes: usize) -> usize {
+    let per = 4 * processes.max(1);
+    (len / per + usize::from(len % per != 0)).max(1)
+}
+
+/// Encodes a `TASKS` frame of the items of `items`.
+fn task_frame<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Result<(Vec<u8>, u32)> {
+    let hint = items.size_hint().0.min(1 << 24);
+    let mut f = Vec::with_capacity(wire::TASK_HEADER + 8 + hint * (std::mem::size_of::<X>() + 2));
+    let start = wire::begin(&mut f, wire::TASKS);
+    f.extend_from_slice(&runner.to_le_bytes());
+    f.extend_from_slice(&[0; 4]);
+    let mut count: u32 = 0;
+    for item in items {
+        fast::put(&item, &mut f)?;
+        count += 1;
+    }
+    f[start + 13..start + wire::TASK_HEADER].copy_from_slice(&count.to_le_bytes());
+    wire::finish(&mut f, start);
+    Ok((f, count))
+}
+
+fn runner_offset<F, A, R>() -> i64
+where
+    F: TaskFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let _: F = fnref::conjure::<F>();
+    fnref::offset_of(run_batch::<F, A, R> as TaskRunner as usize)
+}
+
+fn map_runner_offset<F, T, R>() -> i64
+where
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    let _: F = fnref::conjure::<F>();
+    fnref::offset_of(run_map::<F, T, R> as TaskRunner as usize)
+}
+
+fn only<R>(v: Vec<R>) -> R {
+    v.into_iter().next().expect("one task, one result")
+}
+
+fn all<R>(v: Vec<R>) -> Vec<R> {
+    v
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for 0; the error of a worker that cannot start.
+    pub fn new(processes: usize) -> Result<Pool> {
+        PoolBuilder::new().processes(processes).build()
+    }
+
+    /// A [`PoolBuilder`] (number of workers, initializer, maxtasksperchild,
+    /// start method, progress bar).
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    fn start(config: Config) -> Result<Pool> {
+        let shared = Shared::new(config)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("multiproc-pool".into())
+            .spawn(move || s.supervise(tx))?;
+        let pool = Pool {
+            shared,
+            supervisor: Mutex::new(Some(handle)),
+        };
+        match rx.recv() {
+            Ok(Ok(())) => Ok(pool),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Invalid("the pool's supervisor thread ended".into())),
+        }
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.shared.config.processes
+    }
+
+    /// The pids of the current workers (they change as workers are replaced).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.shared.pids()
+    }
+
+    fn progress(&self, len: Option<usize>) -> Progress {
+        Progress::new(self.shared.config.progress, len.map(|n| n as u64))
+    }
+
+    /// Calls `f(args...)` in a worker and waits for the result (Python's
+    /// `apply`).
+    ///
+    /// ```no_run
+    /// # use multiproc::pool::Pool;
+    /// fn add(a: u64, b: u64) -> u64 { a + b }
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = Pool::new(2)?;
+    /// assert_eq!(pool.apply(add, (2, 3))?, 5);
+    /// # Ok(()) }
+    /// ```
+    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Sends `f(args...)` to a worker and returns at once (Python's
+    /// `apply_async`).
+    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async_with(f, args, Callbacks::new())
+    }
+
+    /// [`apply_async`](Self::apply_async) with callbacks (Python's
+    /// `callback` and `error_callback`), called in a pool thread when the
+    /// result arrives.
+    pub fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<AsyncResult<R>>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let runner = runner_offset::<F, A, R>();
+        let (frame, count) = task_frame(runner, std::iter::once(&args))?;
+        let out = Outcome::new(callbacks);
+        let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
+        self.shared.submit(vec![Batch {
+            resent: 0,
+            frame,
+            count,
+            index: 0,
+            sink: sink.clone(),
+        }])?;
+        sink.seal(1);
+        Ok(AsyncResult {
+            out,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Applies `f` to every item and returns the results in order (Python's
+    /// `map`), with CPython's default chunksize (`len / (4 × processes)`,
+    /// rounded up). The input is collected first, as in Python; use
+    /// [`imap`](Self::imap) to stream it.
+    ///
+    /// # Errors
+    ///
+    /// The error of the first failed task (see the [module docs](self)).
+    pub fn map<F, T, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, None, Callbacks::new())?.get()
+    }
+
+    /// [`map`](Self::map) with an explicit chunksize (tasks per message).
+    pub fn map_chunked<F, T, R, I>(&self, f: F, iter: I, chunksize: usize) -> Result<Vec<R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, Some(chunksize), Callbacks::new())?
+            .get()
+    }
+
+    /// [`map`](Self::map) without waiting (Python's `map_async`).
+    pub fn map_async<F, T, R, I>(&self, f: F, iter: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, None, Callbacks::new())
+    }
+
+    /// [`map_async`](Self::map_async) with a chunksize (`None`: the default)
+    /// and callbacks called with the whole result.
+    pub fn map_async_with<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let runner = map_runner_offset::<F, T, R>();
+        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
+    }
+
+    /// Calls `f(a, b, ...)` for every argument tuple and returns the results
+    /// in order (Python's `starmap`).
+    ///
+    /// ```no_run
+    /// # use multiproc::pool::Pool;
+    /// fn add(a: u64, b: u64) -> u64 { a + b }
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = Pool::new(2)?;
+    /// assert_eq!(pool.starmap(add, vec![(1, 2), (3, 4)])?, vec![3, 7]);
+    /// # Ok(()) }
+    /// ```
+    pub fn starmap<F, A, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
+    where
+        F: TaskFn<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.starmap_async_with(f, iter, None, Callbacks::new())?
+            .get()
+    }
+
+    /// [`starmap`](Self::starmap) without waiting (Python's `starmap_async`).
+    pub fn starmap_async<F, A, R, I>(&self, f: F, iter: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: TaskFn<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.starmap_async_with(f, iter, None, Callbacks::new())
+    }
+
+    /// [`starmap_async`](Self::starmap_async) with a chunksize and callbacks.
+    pub fn starmap_async_with<F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: TaskFn<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let runner = runner_offset::<F, A, R>();
+        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
+    }
+
+    fn map_impl<X: Serialize, R>(
+        &self,
+        runner: i64,
+        items: impl Iterator<Item = X>,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        if self.shared.state() != State::Running {
+            return Err(Error::Invalid("the pool is not running".into()));
+        }
+        // The default chunksize needs the length: an iterator that knows it
+        // exactly is streamed, any other is collected first (as Python does).
+        let (lo, hi) = items.size_hint();
+        match (chunksize, hi) {
+            (Some(cs), _) => self.map_stream(runner, items, cs, hi.filter(|&h| h == lo), callbacks),
+            (None, Some(hi)) if hi == lo => {
+                let cs = default_chunksize(lo, self.processes());
+                self.map_stream(runner, items, cs, Some(lo), callbacks)
+            }
+            (None, _) => {
+                let all: Vec<X> = items.collect();
+                let cs = default_chunksize(all.len(), self.processes());
+                let n = all.len();
+                self.map_stream(runner, all.into_iter(), cs, Some(n), callbacks)
+            }
+        }
+    }
+
+    fn map_stream<X: Serialize, R>(
+        &self,
+        runner: i64,
+        mut items: impl Iterator<Item = X>,
+        cs: usize,
+        len: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        R: DeserializeOwned + Send + 'static,
+    {
+        // Large chunks travel as several messages of at most MAX_BATCH tasks,
+        // so workers start sooner and results are decoded while others still
+        // run. With maxtasksperchild a chunk stays one message (one task, as
+        // Python counts).
+        let cs = cs.max(1);
+        let cs = if self.shared.config.maxtasks == 0 {
+            cs.min(MAX_BATCH)
+        } else {
+            cs
+        };
+        let out = Outcome::new(callbacks);
+        let sink = Collect::<R, Vec<R>>::new(out.clone(), all::<R>, self.progress(len));
+        let mut group = Vec::new();
+        let mut group_tasks = 0;
+        let mut index = 0;
+        loop {
+            let (frame, count) = task_frame(runner, items.by_ref().take(cs))?;
+            if count == 0 {
+                break;
+            }
+            group.push(Batch {
+                resent: 0,
+                frame,
+                count,
+                index,
+                sink: sink.clone(),
+            });
+            index += 1;
+            group_tasks += count as usize;
+            if group_tasks >= 4096 || group.len() >= 256 {
+                self.shared.submit(std::mem::take(&mut group))?;
+                group_tasks = 0;
+            }
+        }
+        self.shared.submit(group)?;
+        sink.seal(index);
+        Ok(AsyncResult {
+            out,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// A lazy, ordered map (Python's `imap` with `chunksize=1`): yields one
+    /// `Result` per item, in input order, while later tasks still run. The
+    /// input is read only as far as a bounded look-ahead.
+    pub fn imap<F, T, R, I>(&self, f: F, iter: I) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_impl(f, iter, 1, true)
+    }
+
+    /// [`imap`](Self::imap) with `chunksize` items per message.
+    pub fn imap_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_impl(f, iter, chunksize, true)
+    }
+
+    /// As [`imap`](Self::imap), but yields results as they complete
+    /// (Python's `imap_unordered`).
+    pub fn imap_unordered<F, T, R, I>(&self, f: F, iter: I) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_impl(f, iter, 1, false)
+    }
+
+    /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per message.
+    pub fn imap_unordered_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_impl(f, iter, chunksize, false)
+    }
+
+    fn imap_impl<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        if self.shared.state() != State::Running {
+            return Err(Error::Invalid("the pool is not running".into()));
+        }
+        let iter = iter.into_iter();
+        let (lo, hi) = iter.size_hint();
+        let len = (Some(lo) == hi).then_some(lo);
+        let runner = map_runner_offset::<F, T, R>();
+        Ok(IMap::new(
+            self.shared.clone(),
+            iter,
+            runner,
+            chunksize,
+            ordered,
+            self.progress(len),
+        ))
+    }
+
+    /// Stops accepting tasks; the workers exit once the queued tasks are
+    /// done (Python's `close`).
+    pub fn close(&self) -> Result<()> {
+        self.shared.close()
+    }
+
+    /// Kills the workers at once (Python's `terminate`): every unfinished
+    /// task fails with [`Error::BrokenPool`]. Returns once the workers are
+    /// reaped.
+    pub fn terminate(&self) {
+        self.shared.terminate();
+        self.join_supervisor();
+    }
+
+    /// Waits for the workers to exit (Python's `join`): after
+    /// [`close`](Self::close), once every queued task is done; after
+    /// [`terminate`](Self::terminate), at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if the pool is still running (Python's `ValueError`).
+    pub fn join(&self) -> Result<()> {
+        match self.shared.state() {
+            State::Running => Err(Error::Invalid(
+                "join() needs close() or terminate() first".into(),
+            )),
+            State::Closed => {
+                self.shared.join_workers()?;
+                self.shared.stop_supervisor();
+                self.join_supervisor();
+                Ok(())
+            }
+            State::Terminated => {
+                self.join_supervisor();
+                Ok(())
+            }
+        }
+    }
+
+    fn join_supervisor(&self) {
+        let h = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = h {
+            if h.thread().id() == std::thread::current().id() {
+                // Called from a callback running in the supervisor itself: it
+                // ends on its own once it returns.
+                return;
+            }
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

@@ -1,0 +1,616 @@
+//! Results: [`AsyncResult`], callbacks, and the imap iterators.
+
+use super::dispatch::{Batch, Shared};
+use super::progress::Progress;
+use crate::error::{Error, ProcessFailure, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a whole batch failed.
+#[derive(Debug, Clone)]
+pub(crate) enum Fail {
+    /// The worker holding it died with this exit code.
+    Died(i32),
+    /// The pool was terminated (or cannot start workers).
+    Broken,
+    /// The worker could not run it (undecodable arguments, unknown function).
+    Failed(String),
+}
+
+/// Where a batch's answers go.
+pub(crate) trait Sink: Send + Sync {
+    /// Batch `index` of `count` tasks is done: its encoded answers, or why
+    /// all of it failed. `pid` is the worker that ran it (0 if none).
+    fn complete(
+        &self,
+        index: usize,
+        count: u32,
+        pid: i32,
+        outcome: std::result::Result<&[u8], &Fail>,
+    );
+}
+
+/// One task's failure, kept until the caller asks for it.
+#[derive(Debug, Clone)]
+pub(crate) enum TaskErr {
+    Panicked {
+        pid: i32,
+        message: String,
+        backtrace: String,
+    },
+    Died(i32),
+    Broken,
+    Codec(String),
+}
+
+impl TaskErr {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            TaskErr::Panicked {
+                pid,
+                message,
+                backtrace,
+            } => Error::ProcessFailed(Box::new(ProcessFailure {
+                pid: *pid,
+                exitcode: 1,
+                panic_message: Some(message.clone()),
+                backtrace: Some(backtrace.clone()),
+            })),
+            TaskErr::Died(code) => Error::WorkerDied { exitcode: *code },
+            TaskErr::Broken => Error::BrokenPool,
+            TaskErr::Codec(m) => Error::Codec(m.clone()),
+        }
+    }
+
+    fn from_fail(f: &Fail) -> TaskErr {
+        match f {
+            Fail::Died(c) => TaskErr::Died(*c),
+            Fail::Broken => TaskErr::Broken,
+            Fail::Failed(m) => TaskErr::Codec(m.clone()),
+        }
+    }
+}
+
+/// Decodes the answers of one batch, calling `each` once per task.
+fn decode_items<R: DeserializeOwned>(
+    outcome: std::result::Result<&[u8], &Fail>,
+    count: u32,
+    pid: i32,
+    mut each: impl FnMut(std::result::Result<R, TaskErr>),
+) {
+    let bytes = match outcome {
+        Ok(bytes) => bytes,
+        Err(f) => {
+            let e = TaskErr::from_fail(f);
+            for _ in 0..count {
+                each(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let mut rd = super::fast::Reader::new(bytes);
+    for k in 0..count {
+        let item = match rd.tag() {
+            Ok(0) => rd.next::<R>().map(Ok),
+            Ok(1) => rd.next::<(String, String)>().map(|(message, backtrace)| {
+                Err(TaskErr::Panicked {
+                    pid,
+                    message,
+                    backtrace,
+                })
+            }),
+            Ok(2) => rd.next::<String>().map(|m| Err(TaskErr::Codec(m))),
+            Ok(_) => Err(postcard::Error::DeserializeBadEnum),
+            Err(e) => Err(e),
+        };
+        match item {
+            Ok(v) => each(v),
+            Err(e) => {
+                let e = TaskErr::Codec(format!("cannot decode a task's result: {e}"));
+                for _ in k..count {
+                    each(Err(e.clone()));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Functions called with the outcome of an asynchronous call, in the thread
+/// that receives it (Python's `callback=` and `error_callback=`).
+///
+/// As in Python, a callback runs in a thread that is delivering results:
+/// keep it short, and do not wait on the same pool inside it (that would
+/// stall result delivery). A panicking callback is ignored.
+///
+/// ```
+/// use multiproc::pool::Callbacks;
+/// let cb: Callbacks<u64> = Callbacks::new()
+///     .on_success(|v| println!("got {v}"))
+///     .on_error(|e| eprintln!("failed: {e}"));
+/// # let _ = cb;
+/// ```
+pub struct Callbacks<V> {
+    on_ok: Option<OnSuccess<V>>,
+    on_err: Option<OnError>,
+}
+
+type OnSuccess<V> = Box<dyn FnOnce(&V) + Send>;
+type OnError = Box<dyn FnOnce(&Error) + Send>;
+
+impl<V> Default for Callbacks<V> {
+    fn default() -> Self {
+        Callbacks {
+            on_ok: None,
+            on_err: None,
+        }
+    }
+}
+
+impl<V> fmt::Debug for Callbacks<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("on_success", &self.on_ok.is_some())
+            .field("on_error", &self.on_err.is_some())
+            .finish()
+    }
+}
+
+impl<V> Callbacks<V> {
+    /// No callbacks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Called with the value when the call succeeds (Python's `callback`).
+    /// It runs in a thread of the pool: keep it short.
+    pub fn on_success(mut self, f: impl FnOnce(&V) + Send + 'static) -> Self {
+        self.on_ok = Some(Box::new(f));
+        self
+    }
+
+    /// Called with the error when the call fails (Python's `error_callback`).
+    pub fn on_error(mut self, f: impl FnOnce(&Error) + Send + 'static) -> Self {
+        self.on_err = Some(Box::new(f));
+        self
+    }
+}
+
+/// The outcome of one asynchronous call, filled once.
+pub(crate) struct Outcome<V> {
+    slot: Mutex<Option<std::result::Result<V, TaskErr>>>,
+    ready: AtomicBool,
+    ok: AtomicBool,
+    callbacks: Mutex<Option<Callbacks<V>>>,
+}
+
+impl<V> Outcome<V> {
+    pub(crate) fn new(callbacks: Callbacks<V>) -> Arc<Outcome<V>> {
+        Arc::new(Outcome {
+            slot: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            ok: AtomicBool::new(false),
+            callbacks: Mutex::new(Some(callbacks)),
+        })
+    }
+
+    fn set(&self, r: std::result::Result<V, TaskErr>) {
+        if let Some(cb) = lock(&self.callbacks).take() {
+            // A panicking callback must not take the pool's driver down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &r {
+                Ok(v) => {
+                    if let Some(f) = cb.on_ok {
+                        f(v)
+                    }
+                }
+                Err(e) => {
+                    if let Some(f) = cb.on_err {
+                        f(&e.to_error())
+                    }
+                }
+            }));
+        }
+        self.ok.store(r.is_ok(), Ordering::Release);
+        *lock(&self.slot) = Some(r);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+struct Parts<R> {
+    chunks: Vec<Option<Vec<R>>>,
+    completed: usize,
+    /// The number of batches, once all are submitted.
+    sealed: Option<usize>,
+    total: usize,
+    err: Option<(usize, TaskErr)>,
+}
+
+/// Collects the batches of one call (`apply`: one batch of one task; `map`:
+/// its chunks) into one value. Batches may complete while later ones are
+/// still being encoded; [`seal`](Collect::seal) says how many there are.
+pub(crate) struct Collect<R, V> {
+    parts: Mutex<Parts<R>>,
+    out: Arc<Outcome<V>>,
+    finish: fn(Vec<R>) -> V,
+    progress: Progress,
+}
+
+impl<R, V> Collect<R, V> {
+    pub(crate) fn new(
+        out: Arc<Outcome<V>>,
+        finish: fn(Vec<R>) -> V,
+        progress: Progress,
+    ) -> Arc<Self> {
+        Arc::new(Collect {
+            parts: Mutex::new(Parts {
+                chunks: Vec::new(),
+                completed: 0,
+                sealed: None,
+                total: 0,
+                err: None,
+            }),
+            out,
+            finish,
+            progress,
+        })
+    }
+
+    /// All `batches` are submitted: completes the call if they are all done.
+    pub(crate) fn seal(&self, batches: usize) {
+        let mut p = lock(&self.parts);
+        p.sealed = Some(batches);
+        self.maybe_finish(p);
+    }
+
+    fn maybe_finish(&self, mut p: MutexGuard<'_, Parts<R>>) {
+        if p.sealed != Some(p.completed) {
+            return;
+        }
+        let result = match p.err.take() {
+            Some((_, e)) => Err(e),
+            None => {
+                let mut all = Vec::with_capacity(p.total);
+                for c in p.chunks.iter_mut() {
+                    all.extend(c.take().unwrap_or_default());
+                }
+                Ok((self.finish)(all))
+            }
+        };
+        p.chunks = Vec::new();
+        // Never finish twice.
+        p.sealed = None;
+        drop(p);
+        self.progress.finish();
+        self.out.set(result);
+    }
+}
+
+impl<R, V> Sink for Collect<R, V>
+where
+    R: DeserializeOwned + Send,
+    V: Send,
+{
+    fn complete(
+        &self,
+        index: usize,
+        count: u32,
+        pid: i32,
+        outcome: std::result::Result<&[u8], &Fail>,
+    ) {
+        let mut vals = Vec::with_capacity(count as usize);
+        let mut err = None;
+        decode_items::<R>(outcome, count, pid, |r| match r {
+            Ok(v) => vals.push(v),
+            Err(e) => {
+                if err.is_none() {
+                    err = Some(e)
+                }
+            }
+        });
+        self.progress.inc(count as u64);
+        let mut p = lock(&self.parts);
+        p.total += vals.len();
+        if p.chunks.len() <= index {
+            p.chunks.resize_with(index + 1, || None);
+        }
+        p.chunks[index] = Some(vals);
+        if let Some(e) = err {
+            if !matches!(&p.err, Some((i, _)) if *i <= index) {
+                p.err = Some((index, e));
+            }
+        }
+        p.completed += 1;
+        self.maybe_finish(p);
+    }
+}
+
+/// The pending result of an asynchronous call (Python's `AsyncResult`), from
+/// [`Pool::apply_async`](super::Pool::apply_async) or
+/// [`Pool::map_async`](super::Pool::map_async).
+///
+/// It never waits forever for a dead worker: a task whose worker died fails
+/// with [`Error::WorkerDied`], and every task not done when the pool is
+/// terminated fails with [`Error::BrokenPool`].
+pub struct AsyncResult<V> {
+    pub(crate) out: Arc<Outcome<V>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<V> fmt::Debug for AsyncResult<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl<V> AsyncResult<V> {
+    /// Whether the call has completed (Python's `ready()`).
+    pub fn ready(&self) -> bool {
+        self.out.is_ready()
+    }
+
+    /// Whether the call completed without error (Python's `successful()`);
+    /// [`Error::Invalid`] if it is not ready yet, as Python's `ValueError`.
+    pub fn successful(&self) -> Result<bool> {
+        if !self.ready() {
+            return Err(Error::Invalid("the result is not ready".into()));
+        }
+        Ok(self.out.ok.load(Ordering::Acquire))
+    }
+
+    /// Waits until the call completes.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_deadline(None).map(|_| ())
+    }
+
+    /// Waits at most `timeout`; `true` if the call completed.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.wait_deadline(crate::sys::deadline_after(Some(timeout)))
+    }
+
+    fn wait_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
+        let out = &self.out;
+        self.shared.wait_until(&|| out.is_ready(), deadline)
+    }
+
+    /// Waits for the call and returns its value, or the task's error: a panic
+    /// in the task is [`Error::ProcessFailed`] (message and the worker's
+    /// backtrace), a dead worker [`Error::WorkerDied`], a terminated pool
+    /// [`Error::BrokenPool`]. The value is moved out: a second `get` after a
+    /// success returns [`Error::Invalid`]; an error is returned every time.
+    pub fn get(&self) -> Result<V> {
+        self.wait()?;
+        self.take()
+    }
+
+    /// [`get`](Self::get) with a timeout: [`Error::Timeout`] if the call is
+    /// still running when it passes (it can be waited for again).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<V> {
+        if !self.wait_timeout(timeout)? {
+            return Err(Error::Timeout);
+        }
+        self.take()
+    }
+
+    fn take(&self) -> Result<V> {
+        let mut slot = lock(&self.out.slot);
+        match slot.as_ref() {
+            Some(Err(e)) => Err(e.to_error()),
+            Some(Ok(_)) => match slot.take() {
+                Some(Ok(v)) => Ok(v),
+                _ => unreachable!("checked above"),
+            },
+            None => Err(Error::Invalid(
+                "the value was already taken by an earlier get".into(),
+            )),
+        }
+    }
+}
+
+struct StreamInner<R> {
+    batches: BTreeMap<usize, Vec<std::result::Result<R, TaskErr>>>,
+    queue: VecDeque<std::result::Result<R, TaskErr>>,
+}
+
+/// Receives the batches of an imap call.
+pub(crate) struct Stream<R> {
+    ordered: bool,
+    inner: Mutex<StreamInner<R>>,
+    completions: AtomicU64,
+}
+
+impl<R: DeserializeOwned + Send> Sink for Stream<R> {
+    fn complete(
+        &self,
+        index: usize,
+        count: u32,
+        pid: i32,
+        outcome: std::result::Result<&[u8], &Fail>,
+    ) {
+        let mut vals = Vec::with_capacity(count as usize);
+        decode_items::<R>(outcome, count, pid, |r| vals.push(r));
+        let mut inner = lock(&self.inner);
+        if self.ordered {
+            inner.batches.insert(index, vals);
+        } else {
+            inner.queue.extend(vals);
+        }
+        drop(inner);
+        self.completions.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The lazy iterator of [`Pool::imap`](super::Pool::imap) and
+/// [`Pool::imap_unordered`](super::Pool::imap_unordered): it takes items
+/// from the input only as results are consumed (a bounded look-ahead keeps
+/// the workers busy), and yields each task's `Result` — in input order for
+/// `imap`, in completion order for `imap_unordered`.
+///
+/// A task that panicked yields [`Error::ProcessFailed`]; tasks held by a
+/// worker that died yield [`Error::WorkerDied`]; the iteration goes on with
+/// the other tasks either way. Dropping the iterator early leaves the tasks
+/// already sent to finish in the background; their results are discarded.
+pub struct IMap<I: Iterator, R> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) input: std::iter::Fuse<I>,
+    pub(crate) runner: i64,
+    pub(crate) chunksize: usize,
+    pub(crate) stream: Arc<Stream<R>>,
+    pub(crate) current: VecDeque<std::result::Result<R, TaskErr>>,
+    pub(crate) next_batch: usize,
+    pub(crate) submitted_batches: usize,
+    pub(crate) submitted: usize,
+    pub(crate) yielded: usize,
+    pub(crate) lookahead: usize,
+    pub(crate) error: Option<Error>,
+    pub(crate) stopped: bool,
+    pub(crate) progress: Progress,
+}
+
+impl<I: Iterator, R> fmt::Debug for IMap<I, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IMap")
+            .field("ordered", &self.stream.ordered)
+            .field("chunksize", &self.chunksize)
+            .field("submitted", &self.submitted)
+            .field("yielded", &self.yielded)
+            .finish()
+    }
+}
+
+impl<I, R> IMap<I, R>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned + Send + 'static,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        input: I,
+        runner: i64,
+        chunksize: usize,
+        ordered: bool,
+        progress: Progress,
+    ) -> Self {
+        let chunksize = chunksize.max(1);
+        let procs = shared.config.processes.max(1);
+        let lookahead = (chunksize * procs * 4).max(512 * procs);
+        IMap {
+            shared,
+            input: input.fuse(),
+            runner,
+            chunksize,
+            stream: Arc::new(Stream {
+                ordered,
+                inner: Mutex::new(StreamInner {
+                    batches: BTreeMap::new(),
+                    queue: VecDeque::new(),
+                }),
+                completions: AtomicU64::new(0),
+            }),
+            current: VecDeque::new(),
+            next_batch: 0,
+            submitted_batches: 0,
+            submitted: 0,
+            yielded: 0,
+            lookahead,
+            error: None,
+            stopped: false,
+            progress,
+        }
+    }
+
+    fn top_up(&mut self) -> Result<()> {
+        if self.stopped || self.submitted - self.yielded > self.lookahead / 2 {
+            return Ok(());
+        }
+        let mut batches = Vec::new();
+        while self.submitted - self.yielded < self.lookahead {
+            let (frame, count) =
+                super::task_frame(self.runner, self.input.by_ref().take(self.chunksize))?;
+            if count == 0 {
+                break;
+            }
+            batches.push(Batch {
+                resent: 0,
+                frame,
+                count,
+                index: self.submitted_batches,
+                sink: self.stream.clone(),
+            });
+            self.submitted_batches += 1;
+            self.submitted += count as usize;
+        }
+        self.shared.submit(batches)
+    }
+
+    fn pop(&mut self) -> Option<std::result::Result<R, TaskErr>> {
+        if let Some(v) = self.current.pop_front() {
+            return Some(v);
+        }
+        let mut inner = lock(&self.stream.inner);
+        if self.stream.ordered {
+            let b = inner.batches.remove(&self.next_batch)?;
+            self.next_batch += 1;
+            self.current = b.into();
+        } else {
+            std::mem::swap(&mut self.current, &mut inner.queue);
+        }
+        drop(inner);
+        self.current.pop_front()
+    }
+}
+
+impl<I, R> Iterator for IMap<I, R>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned + Send + 'static,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
+        loop {
+            if let Err(e) = self.top_up() {
+                // Stop taking input; what was sent is still yielded.
+                self.stopped = true;
+                return Some(Err(e));
+            }
+            if let Some(r) = self.pop() {
+                self.yielded += 1;
+                self.progress.inc(1);
+                return Some(r.map_err(|e| e.to_error()));
+            }
+            if self.submitted == self.yielded {
+                self.progress.finish();
+                return None;
+            }
+            let seen = self.stream.completions.load(Ordering::Acquire);
+            let stream = &self.stream;
+            if let Err(e) = self
+                .shared
+                .wait_until(&|| stream.completions.load(Ordering::Acquire) != seen, None)
+            {
+                return Some(Err(e));
+            }
+        }
+    }
+}

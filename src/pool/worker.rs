@@ -1,0 +1,304 @@
+//! The worker side: task functions, their runners, and the worker loop.
+
+use super::wire::{self, WorkerEnd};
+use crate::process::fnref;
+use crate::sys::Region;
+use rustix::net::{RecvFlags, SendFlags};
+use serde::{de::DeserializeOwned, Serialize};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A function a pool can run: a `fn` item or a closure that captures
+/// nothing, called with the elements of the argument tuple `A` as its
+/// arguments (Python's `func(*args)`).
+///
+/// Implemented for every such callable of 0 to 8 arguments:
+/// `fn add(a: u64, b: u64) -> u64` is a `TaskFn<(u64, u64), u64>`, and
+/// `fn square(x: u64) -> u64` a `TaskFn<(u64,), u64>`. The pool rebuilds the
+/// function in the worker from its type alone, so a capturing closure is a
+/// compile-time error.
+pub trait TaskFn<A, R>: Copy + Send + Sync + 'static {
+    /// Calls the function with the tuple's elements.
+    fn call(&self, args: A) -> R;
+}
+
+macro_rules! impl_task_fn {
+    ($($a:ident)*) => {
+        impl<Func, Ret, $($a),*> TaskFn<($($a,)*), Ret> for Func
+        where
+            Func: Fn($($a),*) -> Ret + Copy + Send + Sync + 'static,
+        {
+            #[allow(non_snake_case)]
+            fn call(&self, ($($a,)*): ($($a,)*)) -> Ret {
+                self($($a),*)
+            }
+        }
+    };
+}
+impl_task_fn!();
+impl_task_fn!(A);
+impl_task_fn!(A B);
+impl_task_fn!(A B C);
+impl_task_fn!(A B C D);
+impl_task_fn!(A B C D E);
+impl_task_fn!(A B C D E F);
+impl_task_fn!(A B C D E F G);
+impl_task_fn!(A B C D E F G H);
+
+/// Runs a batch in the worker: decodes `count` argument tuples from `input`
+/// and appends one answer per item to `out`: tag 0 and the result, tag 1
+/// and (panic message, backtrace), or tag 2 and why the result could not be
+/// encoded. `Err` means the batch could not be decoded (nothing usable added).
+pub(crate) type TaskRunner = fn(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>;
+
+/// Runs an initializer in the worker from its encoded argument tuple.
+pub(crate) type InitRunner = fn(input: &[u8]) -> Result<(), String>;
+
+pub(crate) fn run_batch<F, A, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+where
+    F: TaskFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let f: F = fnref::conjure::<F>();
+    let mut rd = super::fast::Reader::new(input);
+    for _ in 0..count {
+        let args: A = rd
+            .next()
+            .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
+        let mark = out.len();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))) {
+            Ok(value) => {
+                out.push(0);
+                if let Err(e) = super::fast::put(&value, out) {
+                    out.truncate(mark);
+                    out.push(2);
+                    let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
+                }
+            }
+            Err(payload) => {
+                let (message, backtrace) = take_panic(payload);
+                push_error(out, message, &backtrace);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`run_batch`] for one-argument functions (`map`, `imap`): decodes each
+/// item as `T` directly (the same bytes as the tuple `(T,)`).
+pub(crate) fn run_map<F, T, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+where
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    let f: F = fnref::conjure::<F>();
+    let mut rd = super::fast::Reader::new(input);
+    for _ in 0..count {
+        let arg: T = rd
+            .next()
+            .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
+        let mark = out.len();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(arg))) {
+            Ok(value) => {
+                out.push(0);
+                if let Err(e) = super::fast::put(&value, out) {
+                    out.truncate(mark);
+                    out.push(2);
+                    let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
+                }
+            }
+            Err(payload) => {
+                let (message, backtrace) = take_panic(payload);
+                push_error(out, message, &backtrace);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run_init<F, A>(input: &[u8]) -> Result<(), String>
+where
+    F: TaskFn<A, ()>,
+    A: DeserializeOwned,
+{
+    let f: F = fnref::conjure::<F>();
+    let args: A = crate::codec::decode(input)
+        .map_err(|e| format!("cannot decode the initializer's arguments: {e}"))?;
+    f.call(args);
+    Ok(())
+}
+
+fn push_error(out: &mut Vec<u8>, message: String, backtrace: &str) {
+    out.push(1);
+    // Encoding two strings into a Vec cannot fail.
+    let _ = super::fast::put(&(message, backtrace), out);
+}
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+}
+
+/// The panic hook of a worker: keeps the message (with its location) and a
+/// backtrace for the task's error instead of printing them.
+fn install_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_string()
+        };
+        let message = match info.location() {
+            Some(l) => format!("{message} (at {}:{})", l.file(), l.line()),
+            None => message,
+        };
+        let bt = std::backtrace::Backtrace::force_capture().to_string();
+        LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, bt)));
+    }));
+}
+
+fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
+    LAST_PANIC
+        .with(|p| p.borrow_mut().take())
+        .unwrap_or_else(|| {
+            let m = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".into());
+            (m, String::new())
+        })
+}
+
+/// What a worker is started with.
+pub(crate) type WorkerArgs = (WorkerEnd, Region, Option<(i64, Vec<u8>)>, u64, u64);
+
+/// Looks up (and checks once) the runner at `offset`.
+fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<TaskRunner> {
+    if let Some((_, r)) = cache.iter().find(|(o, _)| *o == offset) {
+        return *r;
+    }
+    let addr = fnref::addr_of(offset);
+    let runner = fnref::is_own_code(addr).then(|| {
+        // SAFETY: the worker runs the parent's binary (checked at bootstrap
+        // for spawn; identical image for fork), `offset` was computed by the
+        // parent from a `TaskRunner` function pointer relative to the same
+        // anchor, and `addr` was just checked to lie in this binary's code.
+        unsafe { std::mem::transmute::<usize, TaskRunner>(addr) }
+    });
+    cache.push((offset, runner));
+    runner
+}
+
+/// The worker loop: reads task frames, runs them, answers in order.
+/// Returns (ending the process with code 0) on `EXIT`, at end of input, or
+/// after `maxtasks` batches (0 = no limit).
+pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs) {
+    install_hook();
+    let sock = sock.0;
+    // SAFETY: the parent made the region 16 bytes long; offset 0 is aligned
+    // for AtomicU64, every bit pattern is valid, and both sides use atomics.
+    let started: &AtomicU64 = unsafe { counters.get::<AtomicU64>(0) };
+    if let Some((offset, bytes)) = init {
+        let addr = fnref::addr_of(offset);
+        if !fnref::is_own_code(addr) {
+            panic!("the pool initializer cannot be found in this binary");
+        }
+        // SAFETY: as in `runner_at`, for an `InitRunner` pointer.
+        let init: InitRunner = unsafe { std::mem::transmute::<usize, InitRunner>(addr) };
+        if let Err(e) = init(&bytes) {
+            panic!("{e}");
+        }
+    }
+    let spin = Duration::from_micros(spin_us);
+    let mut cache = Vec::new();
+    let mut inbuf: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut pos = 0;
+    let mut out: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut first_unsent: Option<Instant> = None;
+    let mut done: u64 = 0;
+    loop {
+        if let Some((kind, payload, len)) = wire::next_frame(&inbuf[pos..]) {
+            if kind == wire::EXIT {
+                break;
+            }
+            out.reserve(payload.len() + payload.len() / 4 + 64);
+            let start = wire::begin(&mut out, wire::RESULTS);
+            let ok = if payload.len() < 12 {
+                Err("short task frame".to_string())
+            } else {
+                let offset = i64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+                let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
+                // Tell the parent this batch is now ours: if we die from here
+                // on, it fails instead of being sent to another worker.
+                started.store(done + 1, Ordering::Release);
+                match runner_at(&mut cache, offset) {
+                    Some(run) => run(&payload[12..], count, &mut out),
+                    None => Err("the task function cannot be found in this binary".to_string()),
+                }
+            };
+            if let Err(reason) = ok {
+                out.truncate(start);
+                wire::begin(&mut out, wire::FAILED);
+                out.extend_from_slice(reason.as_bytes());
+            }
+            wire::finish(&mut out, start);
+            pos += len;
+            done += 1;
+            if maxtasks > 0 && done >= maxtasks {
+                break;
+            }
+            let now = Instant::now();
+            let since = *first_unsent.get_or_insert(now);
+            if out.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
+                if !flush(&sock, &mut out) {
+                    return;
+                }
+                first_unsent = None;
+            }
+            continue;
+        }
+        // No complete frame buffered: compact, then read what is there.
+        if pos > 0 {
+            inbuf.drain(..pos);
+            pos = 0;
+        }
+        match wire::read_some(&sock, &mut inbuf, RecvFlags::DONTWAIT) {
+            Ok(wire::Read::Data) => continue,
+            Ok(wire::Read::Eof) | Err(_) => break,
+            Ok(wire::Read::Empty) => {}
+        }
+        // Idle: answer what is done, spin briefly, then block.
+        if !flush(&sock, &mut out) {
+            return;
+        }
+        first_unsent = None;
+        let t0 = Instant::now();
+        let got = loop {
+            match wire::read_some(&sock, &mut inbuf, RecvFlags::DONTWAIT) {
+                Ok(wire::Read::Empty) if t0.elapsed() < spin => std::hint::spin_loop(),
+                Ok(wire::Read::Empty) => {
+                    break wire::read_some(&sock, &mut inbuf, RecvFlags::empty())
+                }
+                other => break other,
+            }
+        };
+        match got {
+            Ok(wire::Read::Data) | Ok(wire::Read::Empty) => {}
+            Ok(wire::Read::Eof) | Err(_) => return,
+        }
+    }
+    flush(&sock, &mut out);
+}
+
+/// Sends all of `out` (blocking), then clears it. `false` if the parent is gone.
+fn flush(sock: &std::os::fd::OwnedFd, out: &mut Vec<u8>) -> bool {
+    let mut pos = 0;
+    let ok = wire::write_some(sock, out, &mut pos, SendFlags::empty()).unwrap_or(false);
+    out.clear();
+    ok
+}
