@@ -103,5 +103,7 @@ pub fn get_context(name: Option<&str>) -> Result<Context> {
 /// The number of CPUs this process may run on (its affinity mask), as
 /// `os.process_cpu_count()`; at least 1.
 pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

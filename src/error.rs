@@ -107,7 +107,9 @@ impl fmt::Display for ProcessFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.panic_message, self.exitcode) {
             (Some(msg), _) => write!(f, "child process {} panicked: {msg}", self.pid),
-            (None, c) if c < 0 => write!(f, "child process {} was killed by signal {}", self.pid, -c),
+            (None, c) if c < 0 => {
+                write!(f, "child process {} was killed by signal {}", self.pid, -c)
+            }
             (None, c) => write!(f, "child process {} exited with code {c}", self.pid),
         }
     }

@@ -5,7 +5,7 @@
 //! [`Args`], a tuple whose every element is [`Handoff`]:
 //!
 //! - every `Serialize + DeserializeOwned` value is `Handoff` (blanket impl): it
-//!   is encoded with the [codec](crate::codec) and decoded in the child;
+//!   is encoded with the [codec] and decoded in the child;
 //! - a *resource* (a pipe end, a queue, a lock, shared memory) implements
 //!   `Handoff` by hand: on the parent side it registers its file descriptors
 //!   with the [`Exporter`] and writes a small token; on the child side the
@@ -180,7 +180,11 @@ pub struct Importer {
 impl Importer {
     /// Builds an importer over received bytes and descriptors (slot order).
     pub fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Self {
-        Importer { bytes, pos: 0, fds: fds.into_iter().map(Some).collect() }
+        Importer {
+            bytes,
+            pos: 0,
+            fds: fds.into_iter().map(Some).collect(),
+        }
     }
 
     /// Builds an importer over descriptors received by number (inherited
@@ -216,7 +220,11 @@ impl Importer {
             .fds
             .get(slot as usize)
             .and_then(|f| f.as_ref())
-            .ok_or_else(|| Error::Bootstrap(format!("handoff names descriptor slot {slot}, which was not received")))?;
+            .ok_or_else(|| {
+                Error::Bootstrap(format!(
+                    "handoff names descriptor slot {slot}, which was not received"
+                ))
+            })?;
         Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
     }
 

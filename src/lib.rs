@@ -4,7 +4,7 @@
 //! *fork* or *spawn*, talking through pipes, queues, locks and shared memory,
 //! with a process pool on top.
 //!
-//! ```no_run
+//! ```
 //! use multiproc::Process;
 //!
 //! fn square((x,): (u64,)) -> u64 {
@@ -26,7 +26,7 @@
 //! - **Explicitly pass resources**: a target is a `fn` item or a closure that
 //!   captures nothing; a capturing closure is a compile-time error:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0080
 //! let n = 5u64;
 //! let p = multiproc::Process::start(move |(): ()| n + 1, ());
 //! ```
@@ -60,11 +60,13 @@ pub mod sync;
 pub(crate) mod sys;
 pub mod util;
 
-pub use context::{cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod};
+pub use context::{
+    cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod,
+};
 pub use error::{Error, ProcessFailure, Result};
 pub use process::{
-    active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess, ParentProcess,
-    Process, Stdin,
+    active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
+    ParentProcess, Process, Stdin,
 };
 
 /// Makes a test binary (or any binary whose `main` you do not control)

@@ -15,7 +15,10 @@ static AFTER_FORK: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
 /// after the fork, before the target (Python's `util.register_after_fork`).
 /// Children started by *spawn* begin with fresh memory and need none.
 pub fn register_after_fork(hook: fn()) {
-    AFTER_FORK.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+    AFTER_FORK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(hook);
 }
 
 pub(crate) fn run_after_fork_hooks() {
@@ -56,7 +59,12 @@ impl<W: Write> ForkSafeWriter<W> {
 
     /// Wraps `inner` with a buffer of `capacity` bytes.
     pub fn with_capacity(capacity: usize, inner: W) -> Self {
-        ForkSafeWriter { inner, buf: Vec::with_capacity(capacity), pid: std::process::id(), capacity }
+        ForkSafeWriter {
+            inner,
+            buf: Vec::with_capacity(capacity),
+            pid: std::process::id(),
+            capacity,
+        }
     }
 
     /// The wrapped writer.

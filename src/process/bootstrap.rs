@@ -75,20 +75,27 @@ pub(crate) fn encode_boot(msg: &BootMsg) -> Result<Vec<u8>> {
 pub(crate) fn read_boot(r: &mut impl Read) -> Result<BootMsg> {
     let bad = |what: &str| Error::Bootstrap(what.to_string());
     let mut head = [0u8; 12];
-    r.read_exact(&mut head).map_err(|e| bad(&format!("truncated bootstrap header ({e})")))?;
+    r.read_exact(&mut head)
+        .map_err(|e| bad(&format!("truncated bootstrap header ({e})")))?;
     if &head[..8] != MAGIC {
         return Err(bad("bootstrap message has a bad magic number"));
     }
     let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
     if len > MAX_BOOT {
-        return Err(bad(&format!("bootstrap payload of {len} bytes is over the limit")));
+        return Err(bad(&format!(
+            "bootstrap payload of {len} bytes is over the limit"
+        )));
     }
     let mut payload = vec![0u8; len as usize];
-    r.read_exact(&mut payload).map_err(|e| bad(&format!("truncated bootstrap payload ({e})")))?;
+    r.read_exact(&mut payload)
+        .map_err(|e| bad(&format!("truncated bootstrap payload ({e})")))?;
     let mut sum = [0u8; 8];
-    r.read_exact(&mut sum).map_err(|e| bad(&format!("truncated bootstrap checksum ({e})")))?;
+    r.read_exact(&mut sum)
+        .map_err(|e| bad(&format!("truncated bootstrap checksum ({e})")))?;
     if u64::from_le_bytes(sum) != fnv1a(&payload) {
-        return Err(bad("bootstrap payload checksum mismatch (corrupted message)"));
+        return Err(bad(
+            "bootstrap payload checksum mismatch (corrupted message)",
+        ));
     }
     codec::decode(&payload).map_err(|e| bad(&format!("undecodable bootstrap payload ({e})")))
 }
@@ -116,8 +123,10 @@ pub(crate) fn parse_report(buf: &[u8]) -> Option<Result<Report>> {
 
 static PANIC_INFO: Mutex<Option<(String, String)>> = Mutex::new(None);
 
+/// In a child, a panic prints as Python prints an exception in a child
+/// (`Process NAME (pid N) panicked: ...`, with the backtrace when
+/// `RUST_BACKTRACE` asks for it) and is kept for the report to the parent.
 fn install_panic_hook() {
-    let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
             (*s).to_string()
@@ -131,12 +140,21 @@ fn install_panic_hook() {
             None => message,
         };
         let bt = std::backtrace::Backtrace::force_capture().to_string();
+        let me = super::current_process();
+        let show_bt = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+        if show_bt {
+            eprintln!(
+                "Process {} (pid {}) panicked: {message}\n{bt}",
+                me.name, me.pid
+            );
+        } else {
+            eprintln!("Process {} (pid {}) panicked: {message}", me.name, me.pid);
+        }
         if let Ok(mut slot) = PANIC_INFO.lock() {
             if slot.is_none() {
                 *slot = Some((message, bt));
             }
         }
-        previous(info);
     }));
 }
 
@@ -147,7 +165,10 @@ pub(crate) fn run_child(report_fd: OwnedFd, runner: Runner, mut im: Importer) ->
     drop(im);
     let (report, code) = match outcome {
         Ok(Ok(bytes)) => (Report::Returned(bytes), 0),
-        Ok(Err(e)) => (Report::BootstrapFailed(format!("cannot receive the arguments: {e}")), 1),
+        Ok(Err(e)) => (
+            Report::BootstrapFailed(format!("cannot receive the arguments: {e}")),
+            1,
+        ),
         Err(_) => {
             let (message, backtrace) = PANIC_INFO
                 .lock()
@@ -179,7 +200,10 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
     eprintln!("multiproc: child bootstrap failed: {message}");
     if let Some(fd) = fd {
         if let Ok(dup) = fd.as_fd().try_clone_to_owned() {
-            let _ = write_report(&mut std::fs::File::from(dup), &Report::BootstrapFailed(message));
+            let _ = write_report(
+                &mut std::fs::File::from(dup),
+                &Report::BootstrapFailed(message),
+            );
         }
     }
     exit_child(1)
@@ -194,13 +218,18 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
 /// [`test_support!`](crate::test_support) instead (it calls this before the
 /// test harness starts).
 pub fn init() {
-    let Some(raw) = std::env::var_os(BOOT_ENV) else { return };
+    let Some(raw) = std::env::var_os(BOOT_ENV) else {
+        return;
+    };
     // SAFETY: called at start-up (first line of `main`, or a constructor
     // before it), before this process starts threads that read the environment.
     unsafe { std::env::remove_var(BOOT_ENV) };
     let fd: RawFd = match raw.to_str().and_then(|s| s.parse().ok()) {
         Some(fd) if fd >= 3 => fd,
-        _ => fail_bootstrap(None, format!("{BOOT_ENV} is not a descriptor number: {raw:?}")),
+        _ => fail_bootstrap(
+            None,
+            format!("{BOOT_ENV} is not a descriptor number: {raw:?}"),
+        ),
     };
     if rustix::io::fcntl_getfd(
         // SAFETY: only used for the duration of this call, to test the number.
@@ -208,7 +237,10 @@ pub fn init() {
     )
     .is_err()
     {
-        fail_bootstrap(None, format!("{BOOT_ENV} names descriptor {fd}, which is not open"));
+        fail_bootstrap(
+            None,
+            format!("{BOOT_ENV} names descriptor {fd}, which is not open"),
+        );
     }
     // SAFETY: the parent passed this descriptor for us alone; we just checked
     // that it is open, and nothing else in this fresh process owns it.
@@ -217,18 +249,27 @@ pub fn init() {
     let msg = {
         let mut reader = match sock.try_clone() {
             Ok(d) => std::fs::File::from(d),
-            Err(e) => fail_bootstrap(Some(&sock), format!("cannot duplicate the bootstrap socket: {e}")),
+            Err(e) => fail_bootstrap(
+                Some(&sock),
+                format!("cannot duplicate the bootstrap socket: {e}"),
+            ),
         };
         match read_boot(&mut reader) {
             Ok(m) => m,
-            Err(e) => fail_bootstrap(Some(&sock), e.to_string().trim_start_matches("child bootstrap failed: ").into()),
+            Err(e) => fail_bootstrap(
+                Some(&sock),
+                e.to_string()
+                    .trim_start_matches("child bootstrap failed: ")
+                    .into(),
+            ),
         }
     };
     match BinaryId::current() {
         Ok(id) if id == msg.binary => {}
         Ok(_) => fail_bootstrap(
             Some(&sock),
-            "the child runs a different binary than the parent (was it rebuilt or replaced?)".into(),
+            "the child runs a different binary than the parent (was it rebuilt or replaced?)"
+                .into(),
         ),
         Err(e) => fail_bootstrap(Some(&sock), e.to_string()),
     }
@@ -244,7 +285,10 @@ pub fn init() {
     CURRENT.set_child(msg.identity);
     let addr = fnref::addr_of(msg.runner_offset);
     if !fnref::is_own_code(addr) {
-        fail_bootstrap(Some(&sock), "the target cannot be found in this binary (bad runner offset)".into());
+        fail_bootstrap(
+            Some(&sock),
+            "the target cannot be found in this binary (bad runner offset)".into(),
+        );
     }
     // SAFETY: the binary identity matched, so the parent and this process run
     // the same image, and `runner_offset` was computed in the parent from a

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 #[inline(never)]
 fn anchor() -> usize {
     // Something the optimiser cannot fold into another function's body.
-    std::hint::black_box(0x6d70_726f_63)
+    std::hint::black_box(0x006d_7072_6f63)
 }
 
 fn anchor_addr() -> usize {
@@ -93,15 +93,26 @@ impl BinaryId {
 /// Whether `addr` lies in an executable mapping of this process's own binary
 /// (a last guard before jumping to an address received from a parent).
 pub(crate) fn is_own_code(addr: usize) -> bool {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return false };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return false };
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return false;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return false;
+    };
     let exe = exe.to_string_lossy();
     maps.lines().any(|line| {
         let mut parts = line.split_whitespace();
-        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else { return false };
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            return false;
+        };
         let path = parts.nth(3).unwrap_or("");
-        let Some((lo, hi)) = range.split_once('-') else { return false };
-        let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) else { return false };
+        let Some((lo, hi)) = range.split_once('-') else {
+            return false;
+        };
+        let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        else {
+            return false;
+        };
         perms.contains('x') && path == exe && (lo..hi).contains(&addr)
     })
 }

@@ -18,10 +18,18 @@ pub(crate) fn launch(
     args: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<(i32, OwnedFd)> {
-    let (parent_end, child_end) =
-        rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    let (parent_end, child_end) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     let devnull = match stdin {
-        Stdin::Null => Some(rustix::fs::open("/dev/null", rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?),
+        Stdin::Null => Some(rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?),
         Stdin::Inherit => None,
     };
     let daemon = identity.daemon;
@@ -45,15 +53,19 @@ pub(crate) fn launch(
         }
         CURRENT.set_child(identity);
         crate::util::run_after_fork_hooks();
-        let dups: Result<Vec<OwnedFd>> =
-            fds.iter().map(|f| rustix::io::fcntl_dupfd_cloexec(f, 3).map_err(Into::into)).collect();
+        let dups: Result<Vec<OwnedFd>> = fds
+            .iter()
+            .map(|f| rustix::io::fcntl_dupfd_cloexec(f, 3).map_err(Into::into))
+            .collect();
         match dups {
             Ok(dups) => bootstrap::run_child(child_end, runner, Importer::new(args.to_vec(), dups)),
             Err(e) => {
                 let mut f = std::fs::File::from(child_end);
                 let _ = bootstrap::write_report(
                     &mut f,
-                    &bootstrap::Report::BootstrapFailed(format!("cannot duplicate inherited descriptors: {e}")),
+                    &bootstrap::Report::BootstrapFailed(format!(
+                        "cannot duplicate inherited descriptors: {e}"
+                    )),
                 );
                 bootstrap::exit_child(1)
             }
@@ -85,7 +97,13 @@ pub(crate) fn set_parent_death_signal(parent_pid: i32) {
     // SAFETY: plain prctl/getppid syscalls, async-signal-safe (this also runs
     // between fork and exec in the spawn launcher).
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         if libc::getppid() != parent_pid {
             libc::_exit(1);
         }

@@ -1,6 +1,6 @@
 //! Processes: starting, joining, signalling and reaping children.
 //!
-//! ```no_run
+//! ```
 //! use multiproc::Process;
 //!
 //! fn greet((name,): (String,)) -> String {
@@ -16,7 +16,7 @@
 //! ```
 
 mod bootstrap;
-mod fnref;
+pub(crate) mod fnref;
 mod fork;
 mod registry;
 mod spawn;
@@ -52,7 +52,10 @@ pub(crate) struct Current {
     counter: AtomicU32,
 }
 
-pub(crate) static CURRENT: Current = Current { identity: Mutex::new(None), counter: AtomicU32::new(0) };
+pub(crate) static CURRENT: Current = Current {
+    identity: Mutex::new(None),
+    counter: AtomicU32::new(0),
+};
 
 impl Current {
     pub(crate) fn set_child(&self, id: ChildIdentity) {
@@ -61,7 +64,10 @@ impl Current {
     }
 
     fn get(&self) -> Option<ChildIdentity> {
-        self.identity.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -81,8 +87,16 @@ pub struct CurrentProcess {
 pub fn current_process() -> CurrentProcess {
     let pid = std::process::id() as i32;
     match CURRENT.get() {
-        Some(id) => CurrentProcess { name: id.name, pid, daemon: id.daemon },
-        None => CurrentProcess { name: "MainProcess".into(), pid, daemon: false },
+        Some(id) => CurrentProcess {
+            name: id.name,
+            pid,
+            daemon: id.daemon,
+        },
+        None => CurrentProcess {
+            name: "MainProcess".into(),
+            pid,
+            daemon: false,
+        },
     }
 }
 
@@ -106,7 +120,10 @@ impl ParentProcess {
 
 /// The parent process, or `None` in a process not started by multiproc.
 pub fn parent_process() -> Option<ParentProcess> {
-    CURRENT.get().map(|id| ParentProcess { name: id.parent_name, pid: id.parent_pid })
+    CURRENT.get().map(|id| ParentProcess {
+        name: id.parent_name,
+        pid: id.parent_pid,
+    })
 }
 
 /// A living child, as listed by [`active_children`].
@@ -125,7 +142,11 @@ pub struct ChildInfo {
 pub fn active_children() -> Vec<ChildInfo> {
     registry::reap_all()
         .iter()
-        .map(|c| ChildInfo { pid: c.pid, name: c.name.clone(), daemon: c.daemon })
+        .map(|c| ChildInfo {
+            pid: c.pid,
+            name: c.name.clone(),
+            daemon: c.daemon,
+        })
         .collect()
 }
 
@@ -174,7 +195,7 @@ impl Builder {
         self
     }
 
-    /// The start method (default: [`get_start_method`](crate::get_start_method)).
+    /// The start method (default: [`get_start_method`]).
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
         self
@@ -202,7 +223,12 @@ impl Builder {
         self.start_runner(runner::<F, A, R> as Runner, &args, None)
     }
 
-    fn start_runner<A: Args, R>(self, runner: Runner, args: &A, tamper: Option<spawn::Tamper>) -> Result<Process<R>> {
+    fn start_runner<A: Args, R>(
+        self,
+        runner: Runner,
+        args: &A,
+        tamper: Option<spawn::Tamper>,
+    ) -> Result<Process<R>> {
         registry::reap_all();
         let me = current_process();
         let parent_path = CURRENT.get().map(|i| i.path).unwrap_or_default();
@@ -214,8 +240,13 @@ impl Builder {
             format!("Process-{}", p.join(":"))
         });
         let daemon = self.daemon.unwrap_or(me.daemon);
-        let identity =
-            ChildIdentity { name: name.clone(), daemon, parent_pid: me.pid, parent_name: me.name, path };
+        let identity = ChildIdentity {
+            name: name.clone(),
+            daemon,
+            parent_pid: me.pid,
+            parent_name: me.name,
+            path,
+        };
         let mut ex = Exporter::new();
         args.export_all(&mut ex)?;
         let (pid, report) = match self.method.unwrap_or_else(get_start_method) {
@@ -229,17 +260,28 @@ impl Builder {
                 tamper,
             )?,
             StartMethod::Forkserver => {
-                return Err(Error::Invalid("the forkserver start method is not implemented yet".into()))
+                return Err(Error::Invalid(
+                    "the forkserver start method is not implemented yet".into(),
+                ))
             }
         };
         let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid).ok_or_else(|| Error::Invalid("fork returned pid 0".into()))?,
+            rustix::process::Pid::from_raw(pid)
+                .ok_or_else(|| Error::Invalid("fork returned pid 0".into()))?,
             rustix::process::PidfdFlags::empty(),
         )
         .ok();
         let shared = ChildShared::new(pid, name, daemon);
         registry::register(shared.clone());
-        Ok(Process { shared, report, pidfd, buf: Vec::new(), eof: false, result: None, _r: PhantomData })
+        Ok(Process {
+            shared,
+            report,
+            pidfd,
+            buf: Vec::new(),
+            eof: false,
+            result: None,
+            _r: PhantomData,
+        })
     }
 }
 
@@ -343,7 +385,10 @@ impl<R: DeserializeOwned> Process<R> {
     /// A descriptor that becomes readable when the child ends (a pidfd), for
     /// `poll`/`epoll` or [`connection::wait`](crate::connection).
     pub fn sentinel(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_ref().map(|p| p.as_fd()).unwrap_or_else(|| self.report.as_fd())
+        self.pidfd
+            .as_ref()
+            .map(|p| p.as_fd())
+            .unwrap_or_else(|| self.report.as_fd())
     }
 
     /// Sends SIGTERM (Python's `terminate()`). Does nothing once the child is reaped.
@@ -390,9 +435,9 @@ impl<R: DeserializeOwned> Process<R> {
 
     fn take_result(&mut self) -> Result<R> {
         match self.result.as_mut().expect("wait_until returned true") {
-            Ok(v) => v
-                .take()
-                .ok_or_else(|| Error::Invalid("the return value was already taken by an earlier join".into())),
+            Ok(v) => v.take().ok_or_else(|| {
+                Error::Invalid("the return value was already taken by an earlier join".into())
+            }),
             Err(e) => Err(e.clone().into()),
         }
     }
@@ -449,23 +494,43 @@ impl<R: DeserializeOwned> Process<R> {
     fn outcome(&mut self, code: i32) -> Result<Option<R>, JoinError> {
         let pid = self.shared.pid;
         let failed = |message: Option<String>, backtrace: Option<String>| {
-            JoinError::Failed(ProcessFailure { pid, exitcode: code, panic_message: message, backtrace })
+            JoinError::Failed(ProcessFailure {
+                pid,
+                exitcode: code,
+                panic_message: message,
+                backtrace,
+            })
         };
         let report = bootstrap::parse_report(&self.buf);
         self.buf = Vec::new();
         match report {
-            Some(Ok(Report::Returned(bytes))) if code == 0 => {
-                crate::codec::decode(&bytes).map(Some).map_err(|e| JoinError::Codec(e.to_string()))
+            Some(Ok(Report::Returned(bytes))) if code == 0 => crate::codec::decode(&bytes)
+                .map(Some)
+                .map_err(|e| JoinError::Codec(e.to_string())),
+            Some(Ok(Report::Panicked { message, backtrace })) => {
+                Err(failed(Some(message), Some(backtrace)))
             }
-            Some(Ok(Report::Panicked { message, backtrace })) => Err(failed(Some(message), Some(backtrace))),
             Some(Ok(Report::BootstrapFailed(m))) => Err(JoinError::Bootstrap(m)),
-            Some(Err(e)) => Err(JoinError::Codec(format!("unreadable report from the child: {e}"))),
+            Some(Err(e)) => Err(JoinError::Codec(format!(
+                "unreadable report from the child: {e}"
+            ))),
             // The target called exit(0) itself: success, with a value only if
             // the return type needs none (`()`).
             None if code == 0 => crate::codec::decode(&[]).map(Some).map_err(|_| {
-                failed(Some("the child exited with code 0 before its target returned a value".into()), None)
+                failed(
+                    Some("the child exited with code 0 before its target returned a value".into()),
+                    None,
+                )
             }),
             _ => Err(failed(None, None)),
+        }
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        if self.shared.try_reap().is_none() {
+            registry::orphan(self.shared.clone(), self.pidfd.take());
         }
     }
 }
@@ -492,7 +557,6 @@ pub mod __test {
 
     fn nothing(_: ()) {}
 
-
     /// Starts `nothing` by spawn with a damaged bootstrap message.
     pub fn spawn_damaged(damage: Damage) -> Result<Process<()>> {
         static DAMAGE: Mutex<Option<Damage>> = Mutex::new(None);
@@ -500,12 +564,16 @@ pub mod __test {
         fn tamper(msg: &mut bootstrap::BootMsg, wire: &mut Vec<u8>) {
             let d = DAMAGE.lock().unwrap().take();
             match d {
-                Some(Damage::WrongBinary) => msg.binary = {
-                    let mut b = msg.binary;
-                    b.scramble();
-                    b
-                },
-                Some(Damage::BadTarget) => msg.runner_offset = msg.runner_offset.wrapping_add(1 << 40),
+                Some(Damage::WrongBinary) => {
+                    msg.binary = {
+                        let mut b = msg.binary;
+                        b.scramble();
+                        b
+                    }
+                }
+                Some(Damage::BadTarget) => {
+                    msg.runner_offset = msg.runner_offset.wrapping_add(1 << 40)
+                }
                 _ => {}
             }
             *wire = bootstrap::encode_boot(msg).unwrap();
@@ -523,7 +591,9 @@ pub mod __test {
                 _ => {}
             }
         }
-        Builder::new().start_method(StartMethod::Spawn).start_runner::<(), ()>(runner_of(nothing), &(), Some(tamper))
+        Builder::new()
+            .start_method(StartMethod::Spawn)
+            .start_runner::<(), ()>(runner_of(nothing), &(), Some(tamper))
     }
 
     fn runner_of<F, A, R>(_f: F) -> Runner

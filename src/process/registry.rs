@@ -30,7 +30,12 @@ pub(crate) fn exitcode_of(status: i32) -> i32 {
 
 impl ChildShared {
     pub(crate) fn new(pid: i32, name: String, daemon: bool) -> Arc<ChildShared> {
-        Arc::new(ChildShared { pid, name, daemon, status: Mutex::new(None) })
+        Arc::new(ChildShared {
+            pid,
+            name,
+            daemon,
+            status: Mutex::new(None),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<i32>> {
@@ -58,7 +63,9 @@ impl ChildShared {
                 let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
                 if r == self.pid {
                     *st = Some(exitcode_of(raw));
-                } else if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                } else if r < 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                {
                     continue;
                 } else if r < 0 {
                     // ECHILD: somebody else reaped it (e.g. SIGCHLD ignored);
@@ -131,5 +138,71 @@ pub(crate) fn at_exit() {
     }
     for c in &children {
         c.reap_blocking();
+    }
+}
+
+/// Children whose handles were dropped while they ran, watched by the reaper
+/// thread through their pidfds.
+static ORPHANS: Mutex<Vec<(Arc<ChildShared>, std::os::fd::OwnedFd)>> = Mutex::new(Vec::new());
+/// The reaper's wake-up pipe and the pid of the process whose thread it is (a
+/// forked child inherits the memory but not the thread, and must not use it).
+static REAPER_WAKE: std::sync::OnceLock<Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd, u32)>> =
+    std::sync::OnceLock::new();
+
+/// Hands a running child whose handle is being dropped to the reaper thread,
+/// which reaps it as soon as it ends: no zombie lingers even if this program
+/// never starts another process. Without a pidfd the child is reaped by the
+/// next `start`, `active_children()` or at exit instead.
+pub(crate) fn orphan(child: Arc<ChildShared>, pidfd: Option<std::os::fd::OwnedFd>) {
+    let Some(pidfd) = pidfd else { return };
+    let wake = REAPER_WAKE.get_or_init(|| {
+        let (r, w) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )
+        .ok()?;
+        let spawned = std::thread::Builder::new()
+            .name("multiproc-reaper".into())
+            .spawn(reaper_loop);
+        spawned.ok().map(|_| (r, w, std::process::id()))
+    });
+    let Some((_, w, owner)) = wake else { return };
+    if *owner != std::process::id() {
+        return;
+    }
+    ORPHANS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((child, pidfd));
+    let _ = rustix::io::write(w, &[1]);
+}
+
+fn reaper_loop() {
+    use rustix::event::{PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let Some(Some((wake_r, _, _))) = REAPER_WAKE.get() else {
+        return;
+    };
+    loop {
+        // Snapshot the watched pidfds (duplicates, so the list can change
+        // while we sleep).
+        let watched: Vec<(Arc<ChildShared>, std::os::fd::OwnedFd)> = ORPHANS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(c, fd)| fd.try_clone().ok().map(|d| (c.clone(), d)))
+            .collect();
+        let mut pfds: Vec<PollFd<'_>> = vec![PollFd::new(wake_r, PollFlags::IN)];
+        pfds.extend(watched.iter().map(|(_, fd)| PollFd::new(fd, PollFlags::IN)));
+        if let Err(e) = rustix::event::poll(&mut pfds, None) {
+            if e != rustix::io::Errno::INTR {
+                return;
+            }
+        }
+        let mut buf = [0u8; 64];
+        while matches!(rustix::io::read(wake_r.as_fd(), &mut buf), Ok(n) if n > 0) {}
+        let mut orphans = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
+        orphans.retain(|(c, _)| c.try_reap().is_none());
+        drop(orphans);
+        registry().retain(|c| c.try_reap().is_none());
     }
 }

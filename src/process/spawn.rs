@@ -29,8 +29,12 @@ pub(crate) fn launch(
     fds: &[BorrowedFd<'_>],
     tamper: Option<Tamper>,
 ) -> Result<(i32, OwnedFd)> {
-    let (parent_end, child_end) =
-        rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    let (parent_end, child_end) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     let daemon = identity.daemon;
     let mut msg = BootMsg {
         binary: BinaryId::current()?,
@@ -50,7 +54,9 @@ pub(crate) fn launch(
     keep.push(child_end.as_raw_fd());
     // SAFETY: plain syscall.
     let parent_pid = unsafe { libc::getpid() };
-    let arg0 = std::env::args_os().next().unwrap_or_else(|| "multiproc-child".into());
+    let arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "multiproc-child".into());
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(arg0)
         .env(BOOT_ENV, child_end.as_raw_fd().to_string())
@@ -92,17 +98,27 @@ pub(crate) fn launch(
 unsafe fn mark_all_cloexec() {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range with CLOEXEC only changes descriptor flags.
-    unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
 }
 
-/// Writes the whole bootstrap message; a child that died before reading it
-/// (EPIPE) is reported later by `join`, so write errors are ignored here.
+/// Writes the whole bootstrap message, then shuts down our sending side so a
+/// child reading a short message sees end-of-file instead of waiting forever.
+/// A child that died before reading it (EPIPE) is reported later by `join`,
+/// so write errors are ignored here.
 fn send_all(sock: &OwnedFd, mut buf: &[u8]) {
     while !buf.is_empty() {
         match rustix::net::send(sock, buf, SendFlags::NOSIGNAL) {
             Ok(n) => buf = &buf[n..],
             Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => return,
+            Err(_) => break,
         }
     }
+    let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Write);
 }

@@ -24,7 +24,10 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
             if left.is_zero() {
                 return Ok(Wake::TimedOut);
             }
-            Some(rustix::time::Timespec { tv_sec: left.as_secs() as i64, tv_nsec: left.subsec_nanos() as _ })
+            Some(rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: left.subsec_nanos() as _,
+            })
         }
     };
     match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {

@@ -30,7 +30,11 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
 
 /// Sets or clears close-on-exec on `fd`.
 pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
-    let flags = if on { rustix::io::FdFlags::CLOEXEC } else { rustix::io::FdFlags::empty() };
+    let flags = if on {
+        rustix::io::FdFlags::CLOEXEC
+    } else {
+        rustix::io::FdFlags::empty()
+    };
     rustix::io::fcntl_setfd(fd, flags)?;
     Ok(())
 }
@@ -38,14 +42,16 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
 /// Waits until at least one of `fds` is readable (or hung up / in error) or
 /// the deadline passes. Returns one flag per descriptor; all `false` means the
 /// deadline passed. Retries on `EINTR`.
-pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], deadline: Option<Instant>) -> Result<Vec<bool>> {
+pub(crate) fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    deadline: Option<Instant>,
+) -> Result<Vec<bool>> {
     let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|f| PollFd::new(f, PollFlags::IN)).collect();
     loop {
-        let timeout = remaining(deadline)
-            .map(|d| rustix::time::Timespec {
-                tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-                tv_nsec: d.subsec_nanos() as _,
-            });
+        let timeout = remaining(deadline).map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        });
         match rustix::event::poll(&mut pfds, timeout.as_ref()) {
             Ok(_) => break,
             Err(rustix::io::Errno::INTR) => continue,

@@ -79,8 +79,11 @@ impl Region {
                 0,
             )?
         };
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Invalid("mmap returned null".into()))?;
-        Ok(Region { inner: Arc::new(Mapping { fd, ptr, len }) })
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| Error::Invalid("mmap returned null".into()))?;
+        Ok(Region {
+            inner: Arc::new(Mapping { fd, ptr, len }),
+        })
     }
 
     /// The start of the mapping (page aligned).

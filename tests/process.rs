@@ -1,0 +1,247 @@
+//! Processes: return values, failures, exit codes, signals, timeouts, stdin,
+//! names, daemons, reaping, and hostile bootstrap input.
+//! (Ports `_TestProcess` cases from CPython's `_test_multiprocessing.py`.)
+
+multiproc::test_support!();
+
+use multiproc::process::__test::{spawn_damaged, Damage};
+use multiproc::{
+    active_children, current_process, parent_process, Error, Process, StartMethod, Stdin,
+};
+use std::time::{Duration, Instant};
+
+const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Fork];
+const LONG: Duration = Duration::from_secs(60);
+
+fn add((a, b): (u64, u64)) -> u64 {
+    a + b
+}
+fn boom(_: ()) -> u32 {
+    panic!("kaboom {}", 42)
+}
+fn exit_with((code,): (i32,)) {
+    std::process::exit(code)
+}
+fn sleep_secs((s,): (u64,)) {
+    std::thread::sleep(Duration::from_secs(s))
+}
+fn raise((sig,): (i32,)) {
+    // SAFETY: plain syscall on ourselves.
+    unsafe { libc::raise(sig) };
+}
+fn stdin_target(_: ()) -> String {
+    std::fs::read_link("/proc/self/fd/0")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+fn whoami(_: ()) -> (String, i32, bool, Option<(String, i32)>) {
+    let me = current_process();
+    (
+        me.name,
+        me.pid,
+        me.daemon,
+        parent_process().map(|p| (p.name, p.pid)),
+    )
+}
+fn big((n,): (usize,)) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+fn builder(m: StartMethod) -> multiproc::Builder {
+    Process::builder().start_method(m)
+}
+
+#[test]
+fn return_values_cross_back() {
+    for m in METHODS {
+        let mut p = builder(m).start(add, (2, 40)).unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), 42, "{m:?}");
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(!p.is_alive());
+        // The value is taken once; a second join says so.
+        assert!(matches!(p.join(), Err(Error::Invalid(_))));
+    }
+}
+
+#[test]
+fn large_return_value_is_not_truncated() {
+    for m in METHODS {
+        let n = 3 << 20;
+        let mut p = builder(m).start(big, (n,)).unwrap();
+        let v = p.join_timeout(LONG).unwrap();
+        assert_eq!(v.len(), n);
+        assert!(v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    }
+}
+
+#[test]
+fn panic_message_and_backtrace_reach_parent() {
+    for m in METHODS {
+        let mut p = builder(m).start(boom, ()).unwrap();
+        let e = p.join_timeout(LONG).unwrap_err();
+        let f = e.process_failure().expect("ProcessFailed");
+        assert_eq!(f.exitcode, 1);
+        assert!(
+            f.panic_message.as_deref().unwrap().contains("kaboom 42"),
+            "{f:?}"
+        );
+        let bt = f.backtrace.as_deref().unwrap();
+        assert!(
+            bt.contains("boom") || bt.contains("process::"),
+            "backtrace text: {bt}"
+        );
+        assert_eq!(p.exitcode(), Some(1));
+        // Failures are reported on every join.
+        assert!(p.join().unwrap_err().process_failure().is_some());
+    }
+}
+
+#[test]
+fn exit_codes_follow_python() {
+    for m in METHODS {
+        let mut p = builder(m).start(exit_with, (3,)).unwrap();
+        let e = p.join_timeout(LONG).unwrap_err();
+        assert_eq!(e.process_failure().unwrap().exitcode, 3, "{m:?}");
+        assert_eq!(p.exitcode(), Some(3));
+        // exit(0) in a `()` target is a success, as in Python.
+        let mut p = builder(m).start(exit_with, (0,)).unwrap();
+        p.join_timeout(LONG).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        let mut p = builder(m).start(raise, (libc::SIGUSR1,)).unwrap();
+        let e = p.join_timeout(LONG).unwrap_err();
+        assert_eq!(e.process_failure().unwrap().exitcode, -libc::SIGUSR1);
+    }
+}
+
+#[test]
+fn join_timeout_on_a_sleeping_child_then_terminate_and_kill() {
+    for m in METHODS {
+        let mut p = builder(m).start(sleep_secs, (30,)).unwrap();
+        assert!(matches!(
+            p.join_timeout(Duration::from_millis(100)),
+            Err(Error::Timeout)
+        ));
+        assert!(p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        assert_eq!(p.wait(Some(Duration::from_millis(10))).unwrap(), None);
+        p.terminate().unwrap();
+        let e = p.join_timeout(LONG).unwrap_err();
+        assert_eq!(e.process_failure().unwrap().exitcode, -libc::SIGTERM);
+        assert_eq!(p.exitcode(), Some(-libc::SIGTERM));
+        // Signalling a reaped child is a no-op, never a stray signal.
+        p.kill().unwrap();
+
+        let mut p = builder(m).start(sleep_secs, (30,)).unwrap();
+        p.kill().unwrap();
+        assert_eq!(p.wait(Some(LONG)).unwrap(), Some(-libc::SIGKILL));
+    }
+}
+
+#[test]
+fn sentinel_becomes_readable_at_exit() {
+    let mut p = Process::start(sleep_secs, (0,)).unwrap();
+    let mut pfd = [libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&p.sentinel()),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(pfd.as_mut_ptr(), 1, 60_000) };
+    assert_eq!(n, 1);
+    p.join().unwrap();
+}
+
+#[test]
+fn stdin_is_dev_null_unless_inherited() {
+    for m in METHODS {
+        let mut p = builder(m).start(stdin_target, ()).unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), "/dev/null", "{m:?}");
+        let ours = std::fs::read_link("/proc/self/fd/0")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mut p = builder(m)
+            .stdin(Stdin::Inherit)
+            .start(stdin_target, ())
+            .unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), ours);
+    }
+}
+
+#[test]
+fn names_pids_and_parent() {
+    for m in METHODS {
+        let mut p = builder(m).name("worker-x").start(whoami, ()).unwrap();
+        let pid = p.pid();
+        let (name, cpid, daemon, parent) = p.join_timeout(LONG).unwrap();
+        assert_eq!(name, "worker-x");
+        assert_eq!(cpid, pid);
+        assert!(!daemon);
+        assert_eq!(
+            parent,
+            Some((current_process().name, std::process::id() as i32))
+        );
+        let mut p = builder(m).daemon(true).start(whoami, ()).unwrap();
+        assert!(p.name().starts_with("Process-"), "{}", p.name());
+        assert!(p.join_timeout(LONG).unwrap().2);
+    }
+    assert_eq!(current_process().name, "MainProcess");
+    assert!(parent_process().is_none());
+    assert!(multiproc::cpu_count() >= 1);
+}
+
+#[test]
+fn active_children_lists_the_living() {
+    let mut p = Process::start(sleep_secs, (30,)).unwrap();
+    assert!(active_children().iter().any(|c| c.pid == p.pid()));
+    p.kill().unwrap();
+    p.wait(Some(LONG)).unwrap();
+    assert!(!active_children().iter().any(|c| c.pid == p.pid()));
+}
+
+#[test]
+fn hostile_bootstrap_messages_give_clear_errors() {
+    for d in [
+        Damage::Truncate(5),
+        Damage::Truncate(30),
+        Damage::FlipByte(7),
+        Damage::Garbage,
+        Damage::WrongBinary,
+        Damage::BadTarget,
+    ] {
+        let mut p = spawn_damaged(d).unwrap();
+        match p.join_timeout(LONG) {
+            Err(Error::Bootstrap(msg)) => assert!(!msg.is_empty(), "{d:?}"),
+            other => panic!("{d:?}: expected a bootstrap error, got {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(1), "{d:?}");
+    }
+}
+
+#[test]
+fn start_method_names_round_trip() {
+    for m in [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::Forkserver,
+    ] {
+        assert_eq!(StartMethod::from_name(m.name()).unwrap(), m);
+    }
+    assert!(StartMethod::from_name("bogus").is_err());
+    assert!(multiproc::get_context(Some("nope")).is_err());
+    let t0 = Instant::now();
+    assert!(matches!(
+        Process::builder()
+            .start_method(StartMethod::Forkserver)
+            .start(add, (1, 2)),
+        Err(Error::Invalid(_))
+    ));
+    assert!(t0.elapsed() < LONG);
+}
+
+#[test]
+fn non_capturing_closures_are_targets() {
+    for m in METHODS {
+        let mut p = builder(m).start(|(x,): (u32,)| x * 2, (21,)).unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), 42);
+    }
+}
