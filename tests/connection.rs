@@ -39,7 +39,10 @@ fn sink_bytes((r, ack): (Connection, Connection)) -> u64 {
 fn duplex_typed_and_raw_round_trip() {
     let (a, b) = Pipe::duplex().unwrap();
     a.send(&(7u64, "seven".to_string(), vec![1.5f64])).unwrap();
-    assert_eq!(b.recv::<(u64, String, Vec<f64>)>().unwrap(), (7, "seven".into(), vec![1.5]));
+    assert_eq!(
+        b.recv::<(u64, String, Vec<f64>)>().unwrap(),
+        (7, "seven".into(), vec![1.5])
+    );
     for size in [0usize, 1, 100, 16 * 1024 - 4, 16 * 1024, 100_000, 3 << 20] {
         let msg: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         // Both directions at once: one thread sends while the other receives.
@@ -96,7 +99,10 @@ fn recv_after_peer_closed_is_closed_never_a_hang() {
 fn poll_and_timeouts() {
     let (a, b) = Pipe::duplex().unwrap();
     assert!(!a.poll(Some(Duration::ZERO)).unwrap());
-    assert!(matches!(a.recv_timeout::<u8>(Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(matches!(
+        a.recv_timeout::<u8>(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
     b.send(&5u8).unwrap();
     b.send(&6u8).unwrap();
     assert!(a.poll(Some(LONG)).unwrap());
@@ -109,7 +115,10 @@ fn poll_and_timeouts() {
     raw.send_bytes(b"").unwrap(); // a valid empty message first
     assert_eq!(conn.recv_bytes().unwrap(), b"");
     multiproc_test_write_raw(&raw, &[0, 0, 0, 3, b'a']);
-    assert!(matches!(conn.recv_bytes_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(matches!(
+        conn.recv_bytes_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
     multiproc_test_write_raw(&raw, b"bc");
     assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"abc");
 }
@@ -140,14 +149,24 @@ fn oversized_length_is_refused_before_allocation() {
     raw.send_bytes(&[0u8; 1000]).unwrap();
     raw.send_bytes(&[0u8; 1001]).unwrap();
     assert_eq!(conn.recv_bytes().unwrap().len(), 1000);
-    assert!(matches!(conn.recv_bytes(), Err(Error::MessageTooLarge { len: 1001, max: 1000 })));
+    assert!(matches!(
+        conn.recv_bytes(),
+        Err(Error::MessageTooLarge {
+            len: 1001,
+            max: 1000
+        })
+    ));
     // The stream position is lost: further reads refuse instead of misreading.
     assert!(conn.recv_bytes().is_err());
 }
 
 #[test]
 fn truncated_frame_is_an_error() {
-    for bytes in [&[0u8, 0][..], &[0, 0, 0, 10, 1, 2, 3], &[0xff, 0xff, 0xff, 0xff, 0, 0]] {
+    for bytes in [
+        &[0u8, 0][..],
+        &[0, 0, 0, 10, 1, 2, 3],
+        &[0xff, 0xff, 0xff, 0xff, 0, 0],
+    ] {
         let (raw, conn) = Pipe::duplex().unwrap();
         multiproc_test_write_raw(&raw, bytes);
         drop(raw);
@@ -173,7 +192,9 @@ fn truncated_frame_is_an_error() {
 fn wait_on_connections_processes_and_fds() {
     let (a, b) = Pipe::duplex().unwrap();
     let (c, d) = Pipe::duplex().unwrap();
-    assert!(wait(&[&a, &c], Some(Duration::from_millis(10))).unwrap().is_empty());
+    assert!(wait(&[&a, &c], Some(Duration::from_millis(10)))
+        .unwrap()
+        .is_empty());
     d.send(&1u8).unwrap();
     assert_eq!(wait(&[&a, &c], Some(LONG)).unwrap(), vec![1]);
     b.send(&1u8).unwrap();
@@ -182,8 +203,13 @@ fn wait_on_connections_processes_and_fds() {
     c.recv::<u8>().unwrap();
     // A raw descriptor and a process sentinel.
     let (r, w) = rustix::pipe::pipe().unwrap();
-    let mut p = Process::builder().start_method(StartMethod::Fork).start(echo, (b,)).unwrap();
-    assert!(wait(&[&r, &p, &c], Some(Duration::from_millis(10))).unwrap().is_empty());
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(echo, (b,))
+        .unwrap();
+    assert!(wait(&[&r, &p, &c], Some(Duration::from_millis(10)))
+        .unwrap()
+        .is_empty());
     rustix::io::write(&w, b"x").unwrap(); // (a forked child holds a copy of `w`: no EOF)
     assert!(wait(&[&r, &p, &c], Some(LONG)).unwrap().contains(&0));
     a.send(&None::<String>).unwrap();
@@ -196,10 +222,16 @@ fn wait_on_connections_processes_and_fds() {
 fn connection_as_process_argument_fork_and_spawn() {
     for m in [StartMethod::Fork, StartMethod::Spawn] {
         let (a, b) = Pipe::duplex().unwrap();
-        let mut p = Process::builder().start_method(m).start(echo, (b,)).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(echo, (b,))
+            .unwrap();
         for i in 0..100 {
             a.send(&Some(format!("msg {i}"))).unwrap();
-            assert_eq!(a.recv_timeout::<Option<String>>(LONG).unwrap(), Some(format!("msg {i}")));
+            assert_eq!(
+                a.recv_timeout::<Option<String>>(LONG).unwrap(),
+                Some(format!("msg {i}"))
+            );
         }
         a.send(&None::<String>).unwrap();
         assert_eq!(p.join().unwrap(), 100, "{m:?}");
@@ -211,7 +243,10 @@ fn simplex_ends_to_child_and_large_messages() {
     for m in [StartMethod::Fork, StartMethod::Spawn] {
         let (r, w) = Pipe::simplex().unwrap();
         let (ack_r, ack_w) = Pipe::simplex().unwrap();
-        let mut p = Process::builder().start_method(m).start(sink_bytes, (r, ack_w)).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(sink_bytes, (r, ack_w))
+            .unwrap();
         // The parent's copies of the child's ends must go, or EOF never comes.
         let payload = vec![0xa5u8; 1 << 20];
         for _ in 0..8 {
@@ -219,7 +254,10 @@ fn simplex_ends_to_child_and_large_messages() {
             w.send_bytes(&payload[..65536]).unwrap();
         }
         w.send_bytes(b"").unwrap();
-        assert_eq!(ack_r.recv_timeout::<u64>(LONG).unwrap(), 8 * ((1 << 20) + 65536));
+        assert_eq!(
+            ack_r.recv_timeout::<u64>(LONG).unwrap(),
+            8 * ((1 << 20) + 65536)
+        );
         assert_eq!(p.join().unwrap(), 8 * ((1 << 20) + 65536));
     }
 }
@@ -253,11 +291,17 @@ fn connection_sent_over_connection() {
 
     // To a spawned child, which received only the carrier at start.
     let (carrier_parent, carrier_child) = Pipe::duplex().unwrap();
-    let mut p = Process::builder().start_method(StartMethod::Spawn).start(relay, (carrier_child,)).unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .start(relay, (carrier_child,))
+        .unwrap();
     let (mine, theirs) = Pipe::duplex().unwrap();
     carrier_parent.send_connection(&theirs).unwrap();
     drop(theirs);
-    assert_eq!(mine.recv_timeout::<String>(LONG).unwrap(), "via passed descriptor");
+    assert_eq!(
+        mine.recv_timeout::<String>(LONG).unwrap(),
+        "via passed descriptor"
+    );
     carrier_parent.send(&"bye".to_string()).unwrap();
     assert_eq!(p.join().unwrap(), "bye");
 }

@@ -45,7 +45,10 @@ impl Digest {
             b"md5" => Ok(Digest::Md5),
             b"sha256" => Ok(Digest::Sha256),
             b"sha384" => Ok(Digest::Sha384),
-            other => Err(fail(format!("unsupported digest {:?}", String::from_utf8_lossy(other)))),
+            other => Err(fail(format!(
+                "unsupported digest {:?}",
+                String::from_utf8_lossy(other)
+            ))),
         }
     }
 
@@ -89,14 +92,20 @@ fn digest_and_payload(message: &[u8]) -> Result<(Option<Digest>, &[u8])> {
     }
     if message.first() == Some(&b'{') {
         let end = message.len().min(MAX_DIGEST_NAME + 2);
-        if let Some(curly) = message[1..end].iter().position(|&b| b == b'}').map(|p| p + 1) {
+        if let Some(curly) = message[1..end]
+            .iter()
+            .position(|&b| b == b'}')
+            .map(|p| p + 1)
+        {
             let name = &message[1..curly];
             if ALLOWED.contains(&name) {
                 return Ok((Some(Digest::from_name(name)?), &message[curly + 1..]));
             }
         }
     }
-    Err(fail("unsupported message length, missing digest prefix, or unsupported digest"))
+    Err(fail(
+        "unsupported message length, missing digest prefix, or unsupported digest",
+    ))
 }
 
 fn random_bytes(n: usize) -> Result<Vec<u8>> {
@@ -108,17 +117,24 @@ fn random_bytes(n: usize) -> Result<Vec<u8>> {
 /// Receives one handshake message; protocol violations become
 /// [`Error::AuthenticationFailed`], timeouts and I/O errors stay as they are.
 fn recv_handshake(conn: &Connection, deadline: Option<Instant>) -> Result<Vec<u8>> {
-    conn.recv_bytes_limited(deadline, HANDSHAKE_MAX).map_err(|e| match e {
-        Error::MessageTooLarge { len, .. } => fail(format!("handshake message of {len} bytes is too long")),
-        Error::Codec(m) => fail(format!("protocol error: {m}")),
-        Error::Closed => fail("peer closed the connection during the handshake"),
-        e => e,
-    })
+    conn.recv_bytes_limited(deadline, HANDSHAKE_MAX)
+        .map_err(|e| match e {
+            Error::MessageTooLarge { len, .. } => {
+                fail(format!("handshake message of {len} bytes is too long"))
+            }
+            Error::Codec(m) => fail(format!("protocol error: {m}")),
+            Error::Closed => fail("peer closed the connection during the handshake"),
+            e => e,
+        })
 }
 
 /// Server half: challenge the peer and check its answer (CPython's
 /// `deliver_challenge`, 3.12+ form).
-pub(crate) fn deliver_challenge(conn: &Connection, authkey: &[u8], deadline: Option<Instant>) -> Result<()> {
+pub(crate) fn deliver_challenge(
+    conn: &Connection,
+    authkey: &[u8],
+    deadline: Option<Instant>,
+) -> Result<()> {
     let mut message = b"{sha256}".to_vec();
     message.extend_from_slice(&random_bytes(MESSAGE_LENGTH)?);
     let mut challenge = CHALLENGE.to_vec();
@@ -141,10 +157,18 @@ fn verify(authkey: &[u8], message: &[u8], response: &[u8]) -> Result<()> {
     let digest = digest.unwrap_or(Digest::Md5);
     let expected = digest.mac(authkey, message);
     if expected.len() != mac.len() {
-        return Err(fail(format!("expected {} of length {}, got {}", digest.name(), expected.len(), mac.len())));
+        return Err(fail(format!(
+            "expected {} of length {}, got {}",
+            digest.name(),
+            expected.len(),
+            mac.len()
+        )));
     }
     // Constant-time comparison.
-    let diff = expected.iter().zip(mac).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    let diff = expected
+        .iter()
+        .zip(mac)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if diff != 0 {
         return Err(fail("digest received was wrong"));
     }
@@ -153,13 +177,20 @@ fn verify(authkey: &[u8], message: &[u8], response: &[u8]) -> Result<()> {
 
 /// Client half: answer the peer's challenge (CPython's `answer_challenge`,
 /// either form).
-pub(crate) fn answer_challenge(conn: &Connection, authkey: &[u8], deadline: Option<Instant>) -> Result<()> {
+pub(crate) fn answer_challenge(
+    conn: &Connection,
+    authkey: &[u8],
+    deadline: Option<Instant>,
+) -> Result<()> {
     let message = recv_handshake(conn, deadline)?;
     let Some(message) = message.strip_prefix(CHALLENGE) else {
         return Err(fail("protocol error: expected a challenge"));
     };
     if message.len() < MD5ONLY_MESSAGE_LENGTH {
-        return Err(fail(format!("challenge too short: {} bytes", message.len())));
+        return Err(fail(format!(
+            "challenge too short: {} bytes",
+            message.len()
+        )));
     }
     let answer = match digest_and_payload(message)?.0 {
         None => Digest::Md5.mac(authkey, message),
@@ -193,7 +224,12 @@ mod tests {
     fn digest_prefix_parsing() {
         assert_eq!(digest_and_payload(&[7u8; 20]).unwrap().0, None);
         assert_eq!(digest_and_payload(&[7u8; 16]).unwrap().0, None);
-        assert_eq!(digest_and_payload(b"{sha256}0123456789abcdef0123").unwrap().0, Some(Digest::Sha256));
+        assert_eq!(
+            digest_and_payload(b"{sha256}0123456789abcdef0123")
+                .unwrap()
+                .0,
+            Some(Digest::Sha256)
+        );
         assert!(digest_and_payload(b"{sha3_256}0123456789abcdef0123").is_err());
         assert!(digest_and_payload(b"{nope}0123456789abcdef012345").is_err());
         assert!(digest_and_payload(b"0123456789abcdef0123456").is_err());

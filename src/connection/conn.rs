@@ -92,7 +92,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn truncated() -> Error {
-    Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "got end of file during message"))
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "got end of file during message",
+    ))
 }
 
 fn write_error(e: Errno) -> Error {
@@ -116,7 +119,12 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Wraps a descriptor. `socket` selects `sendmsg`/`recvmsg` (needed for
     /// descriptor passing and for `MSG_NOSIGNAL`).
-    pub(crate) fn from_parts(fd: OwnedFd, readable: bool, writable: bool, socket: bool) -> Connection {
+    pub(crate) fn from_parts(
+        fd: OwnedFd,
+        readable: bool,
+        writable: bool,
+        socket: bool,
+    ) -> Connection {
         Connection {
             fd,
             readable,
@@ -176,7 +184,8 @@ impl Connection {
         let mut done = 0usize;
         let mut fds = fds;
         while done < total || !fds.is_empty() {
-            let mut slices: [IoSlice<'_>; 3] = [IoSlice::new(&[]), IoSlice::new(&[]), IoSlice::new(&[])];
+            let mut slices: [IoSlice<'_>; 3] =
+                [IoSlice::new(&[]), IoSlice::new(&[]), IoSlice::new(&[])];
             let mut k = 0;
             let mut skip = done;
             for p in parts {
@@ -188,7 +197,8 @@ impl Connection {
                 skip = 0;
                 k += 1;
             }
-            let n = conn_io::write_vectored(self.fd.as_fd(), self.socket, &slices[..k], fds).map_err(write_error)?;
+            let n = conn_io::write_vectored(self.fd.as_fd(), self.socket, &slices[..k], fds)
+                .map_err(write_error)?;
             fds = &[];
             done += n;
         }
@@ -244,12 +254,12 @@ impl Connection {
     /// Sends a value in Python's `pickle` format (protocol 3), readable by a
     /// Python peer's `Connection.recv()`.
     #[cfg(feature = "pickle")]
-    pub fn send_pickle<T: Serialize>(&self, value: &T) -> Result<()> {
+    pub fn send_pickle<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
         let mut w = lock(&self.writer);
         w.clear();
         w.extend_from_slice(&[0u8; 4]);
-        serde_pickle::to_writer(&mut *w, value, serde_pickle::SerOptions::new())
+        serde_pickle::to_writer(&mut *w, &value, serde_pickle::SerOptions::new())
             .map_err(|e| Error::Codec(e.to_string()))?;
         self.send_encoded(&mut w)
     }
@@ -267,7 +277,9 @@ impl Connection {
     pub fn send_connection(&self, conn: &Connection) -> Result<()> {
         self.check_writable()?;
         if !self.socket {
-            return Err(Error::Invalid("only a socket connection can carry descriptors".into()));
+            return Err(Error::Invalid(
+                "only a socket connection can carry descriptors".into(),
+            ));
         }
         conn.check_no_read_ahead()?;
         let mut payload = FD_MARKER.to_vec();
@@ -280,7 +292,9 @@ impl Connection {
     fn check_no_read_ahead(&self) -> Result<()> {
         let r = lock(&self.reader);
         if r.buffered() > 0 || !r.fds.is_empty() {
-            return Err(Error::Invalid("connection holds received data that has not been read".into()));
+            return Err(Error::Invalid(
+                "connection holds received data that has not been read".into(),
+            ));
         }
         Ok(())
     }
@@ -292,7 +306,9 @@ impl Connection {
             return Err(Error::Invalid("connection is write-only".into()));
         }
         if self.broken.load(Ordering::Relaxed) {
-            return Err(Error::Invalid("connection lost its place in the stream after a protocol error".into()));
+            return Err(Error::Invalid(
+                "connection lost its place in the stream after a protocol error".into(),
+            ));
         }
         Ok(())
     }
@@ -357,9 +373,15 @@ impl Connection {
         loop {
             let avail = r.buffered();
             match framing::parse_header(&r.buf[r.start..r.end])? {
-                Header::Complete { header_len, payload_len } => {
+                Header::Complete {
+                    header_len,
+                    payload_len,
+                } => {
                     if payload_len > max {
-                        return Err(Error::MessageTooLarge { len: payload_len, max });
+                        return Err(Error::MessageTooLarge {
+                            len: payload_len,
+                            max,
+                        });
                     }
                     let plen = payload_len as usize;
                     let total = header_len + plen;
@@ -383,7 +405,11 @@ impl Connection {
                     }
                     // Large payload: straight into `big`, no read-ahead past it.
                     big.clear();
-                    big.try_reserve_exact(plen).map_err(|_| Error::MessageTooLarge { len: payload_len, max })?;
+                    big.try_reserve_exact(plen)
+                        .map_err(|_| Error::MessageTooLarge {
+                            len: payload_len,
+                            max,
+                        })?;
                     big.extend_from_slice(&r.buf[r.start + header_len..r.end]);
                     r.start = 0;
                     r.end = 0;
@@ -410,7 +436,11 @@ impl Connection {
                         Self::compact(r);
                     }
                     if self.fill(r, deadline)? == 0 {
-                        return Err(if avail == 0 { Error::Closed } else { truncated() });
+                        return Err(if avail == 0 {
+                            Error::Closed
+                        } else {
+                            truncated()
+                        });
                     }
                 }
             }
@@ -428,11 +458,19 @@ impl Connection {
 
     /// Like [`recv_bytes`](Self::recv_bytes) with a deadline and an explicit
     /// size limit (used by the handshake).
-    pub(crate) fn recv_bytes_limited(&self, deadline: Option<Instant>, max: u64) -> Result<Vec<u8>> {
+    pub(crate) fn recv_bytes_limited(
+        &self,
+        deadline: Option<Instant>,
+        max: u64,
+    ) -> Result<Vec<u8>> {
         self.recv_bytes_deadline(deadline, max)
     }
 
-    fn recv_with<T>(&self, deadline: Option<Instant>, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+    fn recv_with<T>(
+        &self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
         let mut r = lock(&self.reader);
         let mut big = Vec::new();
         match self.recv_frame(&mut r, deadline, self.max_message_size(), &mut big)? {
@@ -492,7 +530,8 @@ impl Connection {
     #[cfg(feature = "pickle")]
     pub fn recv_pickle<T: DeserializeOwned>(&self) -> Result<T> {
         self.recv_with(None, |b| {
-            serde_pickle::from_slice(b, serde_pickle::DeOptions::new()).map_err(|e| Error::Codec(e.to_string()))
+            serde_pickle::from_slice(b, serde_pickle::DeOptions::new())
+                .map_err(|e| Error::Codec(e.to_string()))
         })
     }
 
@@ -510,15 +549,16 @@ impl Connection {
         let msg = &r.buf[range];
         let flags_at = FD_MARKER.len();
         if msg.len() != flags_at + 9 || !msg.starts_with(FD_MARKER) {
-            return Err(Error::Invalid("expected a connection, got another message".into()));
+            return Err(Error::Invalid(
+                "expected a connection, got another message".into(),
+            ));
         }
         let flags = msg[flags_at];
         let mut max = [0u8; 8];
         max.copy_from_slice(&msg[flags_at + 1..]);
-        let fd = r
-            .fds
-            .pop_front()
-            .ok_or_else(|| Error::Invalid("a connection message arrived without its descriptor".into()))?;
+        let fd = r.fds.pop_front().ok_or_else(|| {
+            Error::Invalid("a connection message arrived without its descriptor".into())
+        })?;
         let c = Connection::from_parts(fd, flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
         c.set_max_message_size(u64::from_be_bytes(max));
         Ok(c)

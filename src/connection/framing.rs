@@ -63,7 +63,10 @@ pub fn parse_header(buf: &[u8]) -> Result<Header> {
     };
     let n = i32::from_be_bytes([short[0], short[1], short[2], short[3]]);
     if n >= 0 {
-        return Ok(Header::Complete { header_len: 4, payload_len: n as u64 });
+        return Ok(Header::Complete {
+            header_len: 4,
+            payload_len: n as u64,
+        });
     }
     if n != -1 {
         return Err(Error::Codec(format!("bad message length {n}")));
@@ -73,7 +76,10 @@ pub fn parse_header(buf: &[u8]) -> Result<Header> {
     };
     let mut b = [0u8; 8];
     b.copy_from_slice(long);
-    Ok(Header::Complete { header_len: 12, payload_len: u64::from_be_bytes(b) })
+    Ok(Header::Complete {
+        header_len: 12,
+        payload_len: u64::from_be_bytes(b),
+    })
 }
 
 #[cfg(test)]
@@ -86,8 +92,17 @@ mod tests {
         assert_eq!(&encode_header(5).0[..encode_header(5).1], &[0, 0, 0, 5]);
         // struct.pack("!i", -1) + struct.pack("!Q", 0x80000000)
         let (h, n) = encode_header(0x8000_0000);
-        assert_eq!(&h[..n], &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]);
-        assert_eq!(parse_header(&h[..n]).unwrap(), Header::Complete { header_len: 12, payload_len: 0x8000_0000 });
+        assert_eq!(
+            &h[..n],
+            &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]
+        );
+        assert_eq!(
+            parse_header(&h[..n]).unwrap(),
+            Header::Complete {
+                header_len: 12,
+                payload_len: 0x8000_0000
+            }
+        );
         assert_eq!(parse_header(&h[..11]).unwrap(), Header::Incomplete);
         assert_eq!(parse_header(&[0, 0, 0]).unwrap(), Header::Incomplete);
         assert!(parse_header(&[0xff, 0xff, 0xff, 0xfe]).is_err());

@@ -57,8 +57,10 @@ impl Address {
     pub fn arbitrary() -> Address {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         Address::Abstract(format!("multiproc-{}-{n}-{nanos:08x}", std::process::id()).into_bytes())
     }
 
@@ -162,10 +164,16 @@ impl ListenerBuilder {
     /// [`Listener::address`] for the port chosen.
     pub fn bind(self, address: &Address) -> Result<Listener> {
         let (inner, address, unlink) = match address {
-            Address::Unix(p) => (Inner::Unix(UnixListener::bind(p)?), address.clone(), Some(p.clone())),
-            Address::Abstract(n) => {
-                (Inner::Unix(UnixListener::bind_addr(&Address::unix_addr(n)?)?), address.clone(), None)
-            }
+            Address::Unix(p) => (
+                Inner::Unix(UnixListener::bind(p)?),
+                address.clone(),
+                Some(p.clone()),
+            ),
+            Address::Abstract(n) => (
+                Inner::Unix(UnixListener::bind_addr(&Address::unix_addr(n)?)?),
+                address.clone(),
+                None,
+            ),
             Address::Tcp(a) => {
                 let l = TcpListener::bind(a)?;
                 let actual = l.local_addr()?;
@@ -292,7 +300,11 @@ impl Client {
 
     /// Options: authkey, handshake timeout (default: none), maximum message size.
     pub fn builder() -> ClientBuilder {
-        ClientBuilder { authkey: None, handshake_timeout: None, max_message_size: DEFAULT_MAX_MESSAGE_SIZE }
+        ClientBuilder {
+            authkey: None,
+            handshake_timeout: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
     }
 }
 

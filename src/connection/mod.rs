@@ -33,6 +33,8 @@ mod wait;
 
 pub use conn::Connection;
 pub use framing::DEFAULT_MAX_MESSAGE_SIZE;
-pub use listener::{Address, Client, ClientBuilder, Listener, ListenerBuilder, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use listener::{
+    Address, Client, ClientBuilder, Listener, ListenerBuilder, DEFAULT_HANDSHAKE_TIMEOUT,
+};
 pub use pipe::Pipe;
 pub use wait::{wait, Waitable};

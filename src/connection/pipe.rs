@@ -25,15 +25,26 @@ impl Pipe {
     /// Two ends of a Unix stream socketpair; each can send and receive.
     /// Both can also carry connections ([`Connection::send_connection`]).
     pub fn duplex() -> Result<(Connection, Connection)> {
-        let (a, b) = rustix::net::socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-        Ok((Connection::from_parts(a, true, true, true), Connection::from_parts(b, true, true, true)))
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((
+            Connection::from_parts(a, true, true, true),
+            Connection::from_parts(b, true, true, true),
+        ))
     }
 
     /// `(reader, writer)`: the two ends of a pipe(2), as Python's
     /// `Pipe(duplex=False)` returns them.
     pub fn simplex() -> Result<(Connection, Connection)> {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        Ok((Connection::from_parts(r, true, false, false), Connection::from_parts(w, false, true, false)))
+        Ok((
+            Connection::from_parts(r, true, false, false),
+            Connection::from_parts(w, false, true, false),
+        ))
     }
 
     /// Python's `Pipe(duplex)`: [`duplex`](Self::duplex) or [`simplex`](Self::simplex).

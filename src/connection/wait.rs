@@ -76,11 +76,21 @@ impl Waitable for OwnedFd {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let now: Vec<usize> = objects.iter().enumerate().filter(|(_, o)| o.ready_now()).map(|(i, _)| i).collect();
+    let now: Vec<usize> = objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.ready_now())
+        .map(|(i, _)| i)
+        .collect();
     if !now.is_empty() {
         return Ok(now);
     }
     let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.wait_fd()).collect();
     let ready = sys::poll_readable(&fds, sys::deadline_after(timeout))?;
-    Ok(ready.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect())
+    Ok(ready
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r)
+        .map(|(i, _)| i)
+        .collect())
 }

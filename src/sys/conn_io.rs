@@ -6,7 +6,8 @@
 
 use rustix::io::Errno;
 use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
 };
 use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
@@ -74,7 +75,11 @@ pub(crate) fn read_collecting(
 /// Reads at most `limit` bytes into the spare capacity of `v`, growing its
 /// length by the number read (0 at end of file). Plain `read`: descriptors
 /// passed alongside these bytes are dropped by the kernel.
-pub(crate) fn read_into_spare(fd: BorrowedFd<'_>, v: &mut Vec<u8>, limit: usize) -> Result<usize, Errno> {
+pub(crate) fn read_into_spare(
+    fd: BorrowedFd<'_>,
+    v: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, Errno> {
     let spare = v.spare_capacity_mut();
     let want = limit.min(spare.len());
     let spare = &mut spare[..want];
