@@ -311,14 +311,18 @@ fn handoff_refuses_unread_read_ahead() {
     let (a, b) = Pipe::duplex().unwrap();
     a.send(&1u8).unwrap();
     a.send(&2u8).unwrap();
-    // Wait until both are in the socket so one read takes both.
-    std::thread::sleep(Duration::from_millis(5));
+    // Both messages are in the socket before the first recv: one read takes both.
     assert_eq!(b.recv::<u8>().unwrap(), 1);
-    if b.poll(Some(Duration::ZERO)).unwrap() {
-        let r = multiproc::handoff::round_trip(&(b,));
-        // Either refused (data buffered) or fine (data still in the kernel).
-        if let Ok((b2,)) = r {
-            assert_eq!(b2.recv::<u8>().unwrap(), 2);
-        }
+    {
+        use multiproc::handoff::{Exporter, Handoff};
+        let mut ex = Exporter::new();
+        assert!(matches!(b.export(&mut ex), Err(Error::Invalid(_))));
     }
+    let (x, _y) = Pipe::duplex().unwrap();
+    assert!(matches!(x.send_connection(&b), Err(Error::Invalid(_))));
+    // Nothing was lost; once drained, the connection travels.
+    assert_eq!(b.recv::<u8>().unwrap(), 2);
+    let (b2,) = multiproc::handoff::round_trip(&(b,)).unwrap();
+    a.send(&3u8).unwrap();
+    assert_eq!(b2.recv::<u8>().unwrap(), 3);
 }

@@ -220,6 +220,54 @@ mod tests {
         assert_eq!(hex, "750c783e6ab0b503eaa86e310a5db738");
     }
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Answers a fixed challenge over a socketpair and returns the bytes sent.
+    fn answer_to(challenge_tail: &[u8]) -> Vec<u8> {
+        let (server, client) = crate::connection::Pipe::duplex().unwrap();
+        let mut c = CHALLENGE.to_vec();
+        c.extend_from_slice(challenge_tail);
+        server.send_bytes(&c).unwrap();
+        server.send_bytes(WELCOME).unwrap();
+        answer_challenge(&client, b"k", None).unwrap();
+        server.recv_bytes().unwrap()
+    }
+
+    #[test]
+    fn answers_match_cpython_bytes() {
+        // Values from python3: hmac.new(b'k', msg, name).hexdigest()
+        let mut modern = b"{sha256}".to_vec();
+        modern.extend(0u8..40);
+        let a = answer_to(&modern);
+        assert_eq!(&a[..8], b"{sha256}");
+        assert_eq!(
+            hex(&a[8..]),
+            "e2d18d2266efaf3d644ed631dfa02c401ec26e092bef5993514fbbe8a5cd1f7e"
+        );
+        let legacy: Vec<u8> = (0u8..20).collect();
+        assert_eq!(hex(&answer_to(&legacy)), "b5b4bbed3ac433b774f3d4f6736f72fa");
+    }
+
+    #[test]
+    fn verify_accepts_each_form_and_rejects_wrong_ones() {
+        let mut msg = b"{sha256}".to_vec();
+        msg.extend(0u8..40);
+        let sha = Digest::Sha256.mac(b"k", &msg);
+        let mut tagged = b"{sha256}".to_vec();
+        tagged.extend_from_slice(&sha);
+        assert!(verify(b"k", &msg, &tagged).is_ok());
+        // A 3.11 client answers with a bare HMAC-MD5 of the whole message.
+        assert!(verify(b"k", &msg, &Digest::Md5.mac(b"k", &msg)).is_ok());
+        let mut md5_tagged = b"{md5}".to_vec();
+        md5_tagged.extend_from_slice(&Digest::Md5.mac(b"k", &msg));
+        assert!(verify(b"k", &msg, &md5_tagged).is_ok());
+        assert!(verify(b"other", &msg, &tagged).is_err());
+        tagged.pop();
+        assert!(verify(b"k", &msg, &tagged).is_err());
+    }
+
     #[test]
     fn digest_prefix_parsing() {
         assert_eq!(digest_and_payload(&[7u8; 20]).unwrap().0, None);

@@ -13,7 +13,7 @@
 //! use std::time::Duration;
 //!
 //! let (parent, child) = Pipe::duplex()?;
-//! child.send(&[1u32, 2, 3])?;
+//! child.send(&[1u32, 2, 3][..])?; // a slice arrives as a Vec
 //! assert!(parent.poll(Some(Duration::from_secs(5)))?);
 //! assert_eq!(parent.recv::<Vec<u32>>()?, vec![1, 2, 3]);
 //! assert!(wait(&[&parent], Some(Duration::ZERO))?.is_empty());
