@@ -121,6 +121,24 @@ fn poll_and_timeouts() {
     ));
     multiproc_test_write_raw(&raw, b"bc");
     assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"abc");
+    // Same for a large message (read straight into its own buffer).
+    let msg: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let (h, n) = framing::encode_header(msg.len() as u64);
+    multiproc_test_write_raw(&raw, &h[..n]);
+    multiproc_test_write_raw(&raw, &msg[..50_000]);
+    assert!(matches!(
+        conn.recv_bytes_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    multiproc_test_write_raw(&raw, &msg[50_000..70_000]);
+    assert!(matches!(
+        conn.recv_bytes_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    multiproc_test_write_raw(&raw, &msg[70_000..]);
+    raw.send(&9u8).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), msg);
+    assert_eq!(conn.recv::<u8>().unwrap(), 9);
 }
 
 /// Writes raw bytes (no framing) to a connection's socket.

@@ -79,11 +79,18 @@ struct Reader {
     end: usize,
     /// Descriptors received with `SCM_RIGHTS`, oldest first.
     fds: VecDeque<OwnedFd>,
+    /// A large payload interrupted by a timeout: its bytes so far and its
+    /// full length. The next receive resumes it.
+    pending: Option<(Vec<u8>, usize)>,
 }
 
 impl Reader {
     fn buffered(&self) -> usize {
         self.end - self.start
+    }
+
+    fn holds_data(&self) -> bool {
+        self.buffered() > 0 || !self.fds.is_empty() || self.pending.is_some()
     }
 }
 
@@ -291,7 +298,7 @@ impl Connection {
 
     fn check_no_read_ahead(&self) -> Result<()> {
         let r = lock(&self.reader);
-        if r.buffered() > 0 || !r.fds.is_empty() {
+        if r.holds_data() {
             return Err(Error::Invalid(
                 "connection holds received data that has not been read".into(),
             ));
@@ -363,6 +370,30 @@ impl Connection {
         res
     }
 
+    /// Reads the rest of a large payload into `big`. On a timeout the bytes
+    /// so far are parked in `r.pending` and the next receive resumes.
+    fn finish_large(
+        &self,
+        r: &mut Reader,
+        big: &mut Vec<u8>,
+        plen: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Range<usize>>> {
+        while big.len() < plen {
+            if deadline.is_some() && !sys::wait_readable(self.fd.as_fd(), deadline)? {
+                r.pending = Some((std::mem::take(big), plen));
+                return Err(Error::Timeout);
+            }
+            let want = plen - big.len();
+            match conn_io::read_into_spare(self.fd.as_fd(), big, want) {
+                Ok(0) | Err(Errno::CONNRESET) => return Err(truncated()),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
     fn recv_frame_inner(
         &self,
         r: &mut Reader,
@@ -370,6 +401,10 @@ impl Connection {
         max: u64,
         big: &mut Vec<u8>,
     ) -> Result<Option<Range<usize>>> {
+        if let Some((data, plen)) = r.pending.take() {
+            *big = data;
+            return self.finish_large(r, big, plen, deadline);
+        }
         loop {
             let avail = r.buffered();
             match framing::parse_header(&r.buf[r.start..r.end])? {
@@ -413,20 +448,7 @@ impl Connection {
                     big.extend_from_slice(&r.buf[r.start + header_len..r.end]);
                     r.start = 0;
                     r.end = 0;
-                    while big.len() < plen {
-                        if deadline.is_some() && !sys::wait_readable(self.fd.as_fd(), deadline)? {
-                            // The header is consumed: the stream cannot resume.
-                            self.broken.store(true, Ordering::Relaxed);
-                            return Err(Error::Timeout);
-                        }
-                        let want = plen - big.len();
-                        match conn_io::read_into_spare(self.fd.as_fd(), big, want) {
-                            Ok(0) | Err(Errno::CONNRESET) => return Err(truncated()),
-                            Ok(_) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    return Ok(None);
+                    return self.finish_large(r, big, plen, deadline);
                 }
                 Header::Incomplete => {
                     if avail == 0 {
@@ -492,9 +514,8 @@ impl Connection {
     }
 
     /// [`recv_bytes`](Self::recv_bytes) giving up with [`Error::Timeout`]
-    /// after `timeout`. A partly received small message (up to 16 KiB) stays
-    /// buffered for the next call; a timeout in the middle of a larger one
-    /// leaves the connection unusable for receiving.
+    /// after `timeout`. A partly received message stays buffered: the next
+    /// receive continues it.
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
         self.recv_bytes_deadline(sys::deadline_after(Some(timeout)), self.max_message_size())
     }
