@@ -60,6 +60,7 @@ pub mod sync;
 pub(crate) mod sys;
 pub mod util;
 
+pub use connection::{Address, Client, Connection, Listener, Pipe};
 pub use context::{
     cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod,
 };

@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod lock;
+mod pipe;
 mod pool;
 mod queue;
 mod shm;
@@ -30,6 +31,7 @@ type Section = fn(&mut Bench);
 /// The sections, in `bench_mp.py`'s order.
 const SECTIONS: &[(&str, Section)] = &[
     ("start", start::run),
+    ("pipe", pipe::run),
     ("queue", queue::run),
     ("pool", pool::run),
     ("lock", lock::run),

@@ -1,0 +1,110 @@
+//! CPython's message framing, byte for byte.
+//!
+//! Every message is a length prefix followed by the payload
+//! (`multiprocessing/connection.py`, `Connection._send_bytes`):
+//!
+//! - payload of at most `0x7fffffff` bytes: 4-byte big-endian *signed* length;
+//! - larger: the 4 bytes `ff ff ff ff` (`-1`), then an 8-byte big-endian
+//!   unsigned length.
+//!
+//! Any other negative length is a protocol error.
+
+use crate::error::{Error, Result};
+
+/// Largest payload sent with the short (4-byte) header.
+pub const SHORT_MAX: u64 = 0x7fff_ffff;
+
+/// Longest possible header.
+pub const MAX_HEADER: usize = 12;
+
+/// The maximum message size a new connection accepts, unless changed with
+/// [`Connection::set_max_message_size`](super::Connection::set_max_message_size)
+/// or the [`Listener`](super::Listener) / [`Client`](super::Client) builders:
+/// 256 MiB. A longer length prefix is refused with
+/// [`Error::MessageTooLarge`] before anything of that size is allocated.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 << 20;
+
+/// Encodes the header for a payload of `len` bytes; returns the buffer and
+/// how many of its bytes are used (4 or 12).
+pub fn encode_header(len: u64) -> ([u8; MAX_HEADER], usize) {
+    let mut h = [0u8; MAX_HEADER];
+    if len <= SHORT_MAX {
+        h[..4].copy_from_slice(&(len as i32).to_be_bytes());
+        (h, 4)
+    } else {
+        h[..4].copy_from_slice(&(-1i32).to_be_bytes());
+        h[4..].copy_from_slice(&len.to_be_bytes());
+        (h, 12)
+    }
+}
+
+/// The result of looking at the front of a byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    /// More bytes are needed to know the length.
+    Incomplete,
+    /// A complete header of `header_len` bytes announcing `payload_len` bytes.
+    Complete {
+        /// 4 or 12.
+        header_len: usize,
+        /// The announced payload length.
+        payload_len: u64,
+    },
+}
+
+/// Parses the header at the front of `buf`.
+///
+/// # Errors
+///
+/// [`Error::Codec`] for a negative length other than `-1`.
+pub fn parse_header(buf: &[u8]) -> Result<Header> {
+    let Some(short) = buf.get(..4) else {
+        return Ok(Header::Incomplete);
+    };
+    let n = i32::from_be_bytes([short[0], short[1], short[2], short[3]]);
+    if n >= 0 {
+        return Ok(Header::Complete {
+            header_len: 4,
+            payload_len: n as u64,
+        });
+    }
+    if n != -1 {
+        return Err(Error::Codec(format!("bad message length {n}")));
+    }
+    let Some(long) = buf.get(4..12) else {
+        return Ok(Header::Incomplete);
+    };
+    let mut b = [0u8; 8];
+    b.copy_from_slice(long);
+    Ok(Header::Complete {
+        header_len: 12,
+        payload_len: u64::from_be_bytes(b),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_headers_match_cpython() {
+        // struct.pack("!i", 5)
+        assert_eq!(&encode_header(5).0[..encode_header(5).1], &[0, 0, 0, 5]);
+        // struct.pack("!i", -1) + struct.pack("!Q", 0x80000000)
+        let (h, n) = encode_header(0x8000_0000);
+        assert_eq!(
+            &h[..n],
+            &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]
+        );
+        assert_eq!(
+            parse_header(&h[..n]).unwrap(),
+            Header::Complete {
+                header_len: 12,
+                payload_len: 0x8000_0000
+            }
+        );
+        assert_eq!(parse_header(&h[..11]).unwrap(), Header::Incomplete);
+        assert_eq!(parse_header(&[0, 0, 0]).unwrap(), Header::Incomplete);
+        assert!(parse_header(&[0xff, 0xff, 0xff, 0xfe]).is_err());
+    }
+}

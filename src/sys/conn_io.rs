@@ -1,0 +1,94 @@
+//! Byte-moving primitives for `connection`: vectored writes that never raise
+//! `SIGPIPE`, reads that keep passed descriptors (`SCM_RIGHTS`), and reads
+//! straight into a `Vec`'s spare capacity (no zeroing of large buffers).
+//!
+//! Every function retries on `EINTR`.
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use std::collections::VecDeque;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+/// How many descriptors one read can collect (extra ones are closed by the kernel).
+const MAX_FDS_PER_READ: usize = 8;
+
+fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Writes as much of `bufs` as one call takes: `sendmsg(MSG_NOSIGNAL)` on a
+/// socket (optionally carrying `fds` with `SCM_RIGHTS`), `writev` otherwise.
+pub(crate) fn write_vectored(
+    fd: BorrowedFd<'_>,
+    socket: bool,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> Result<usize, Errno> {
+    if socket {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(Errno::INVAL);
+        }
+        retry(|| rustix::net::sendmsg(fd, bufs, &mut control, SendFlags::NOSIGNAL))
+    } else {
+        retry(|| rustix::io::writev(fd, bufs))
+    }
+}
+
+/// Reads into `buf`. On a socket this is `recvmsg` with room for passed
+/// descriptors, which are appended to `fds` (close-on-exec).
+pub(crate) fn read_collecting(
+    fd: BorrowedFd<'_>,
+    socket: bool,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> Result<usize, Errno> {
+    if !socket {
+        return retry(|| rustix::io::read(fd, &mut *buf));
+    }
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let n = retry(|| {
+        let mut iov = [IoSliceMut::new(&mut *buf)];
+        rustix::net::recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
+    })?
+    .bytes;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
+        }
+    }
+    Ok(n)
+}
+
+/// Reads at most `limit` bytes into the spare capacity of `v`, growing its
+/// length by the number read (0 at end of file). Plain `read`: descriptors
+/// passed alongside these bytes are dropped by the kernel.
+pub(crate) fn read_into_spare(
+    fd: BorrowedFd<'_>,
+    v: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, Errno> {
+    let spare = v.spare_capacity_mut();
+    let want = limit.min(spare.len());
+    let spare = &mut spare[..want];
+    let n = retry(|| rustix::io::read(fd, &mut *spare).map(|(init, _)| init.len()))?;
+    let new_len = v.len() + n;
+    debug_assert!(new_len <= v.capacity());
+    // SAFETY: [1] `read` returned `n` and, per its contract, initialised the
+    // first `n` bytes of the spare capacity it was given; [2] `n <= want <=
+    // spare capacity`, so `new_len <= capacity`.
+    unsafe { v.set_len(new_len) };
+    Ok(n)
+}
