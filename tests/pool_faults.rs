@@ -18,10 +18,20 @@ const LONG: Duration = Duration::from_secs(120);
 fn sqr(x: u64) -> u64 {
     x * x
 }
-fn slow_sqr(x: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(2));
+/// Task 300 records its worker's pid in the file named by `MARK_ENV` and then
+/// blocks, so the test knows a worker that certainly holds a running task.
+fn mark_and_block_at_300(x: u64) -> u64 {
+    if x == 300 {
+        if let Some(path) = std::env::var_os(MARK_ENV) {
+            let _ = std::fs::write(path, format!("{}\n", std::process::id()));
+        }
+        std::thread::sleep(Duration::from_secs(600));
+    }
+    std::thread::sleep(Duration::from_micros(500));
     x * x
 }
+const MARK_ENV: &str = "MULTIPROC_TEST_MARK_FILE";
+
 fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
@@ -64,18 +74,35 @@ fn sigkill(pid: i32) {
 /// other result is present and right, and the pool then maps correctly.
 #[test]
 fn sigkill_worker_during_map_of_1000() {
+    let mark = std::env::temp_dir().join(format!("multiproc-pool-mark-{}", std::process::id()));
+    // Workers inherit the environment (spawn) or the memory (fork) of this
+    // process; this variable is read only by `mark_and_block_at_300`.
+    // SAFETY: set before any worker starts; no other thread of this test
+    // binary reads this variable.
+    unsafe { std::env::set_var(MARK_ENV, &mark) };
     for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let _ = std::fs::remove_file(&mark);
         let pool = Pool::builder()
             .processes(2)
             .start_method(method)
             .build()
             .unwrap();
-        let victim = pool.worker_pids()[0];
-        let mut it = pool.imap(slow_sqr, 0..1000u64).unwrap();
+        let mut it = pool.imap(mark_and_block_at_300, 0..1000u64).unwrap();
         let mut results = Vec::new();
         for _ in 0..20 {
             results.push(it.next().unwrap());
         }
+        // The worker running task 300 is blocked inside it: kill that one.
+        let deadline = Instant::now() + LONG;
+        let victim: i32 = loop {
+            if let Ok(s) = std::fs::read_to_string(&mark) {
+                if let Ok(pid) = s.trim().parse() {
+                    break pid;
+                }
+            }
+            assert!(Instant::now() < deadline, "task 300 never started");
+            std::thread::sleep(Duration::from_millis(5));
+        };
         sigkill(victim);
         results.extend(it);
         assert_eq!(results.len(), 1000);
@@ -92,9 +119,9 @@ fn sigkill_worker_during_map_of_1000() {
         }
         assert!(
             failed >= 1,
-            "the killed worker held at least its running task"
+            "task 300, running in the killed worker, must have failed"
         );
-        assert!(failed < 1000 - 20);
+        assert!(failed < 1000 - 20, "only the killed worker's tasks fail");
         // Replaced, and working.
         assert_eq!(
             pool.map(sqr, 0..1000u64).unwrap(),
@@ -103,6 +130,7 @@ fn sigkill_worker_during_map_of_1000() {
         assert!(!pool.worker_pids().contains(&victim));
         assert_eq!(pool.worker_pids().len(), 2);
     }
+    let _ = std::fs::remove_file(&mark);
 }
 
 /// `map` itself returns (with the error) when a worker dies mid-map.
