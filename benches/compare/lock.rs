@@ -104,9 +104,12 @@ pub fn run(b: &mut Bench) {
         || uncontended(&lock, n),
     );
     let total = b.n(200_000);
-    b.record_vs_floor(
-        "value_lock_2proc_contended_incr_ops_per_s",
+    // A counter in shared memory under a `Lock`; the `shm` section measures
+    // `Value` under its own lock, which is CPython's figure exactly.
+    b.record_paired(
+        "lock_2proc_contended_incr_ops_per_s",
         Unit::Rate("ops/s"),
+        "value_lock_2proc_contended_incr_ops_per_s",
         "sem_lock_2proc_contended_incr_ops_per_s",
         || contended(total),
     );

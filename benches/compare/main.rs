@@ -80,6 +80,8 @@ pub struct Figure {
     name: String,
     unit: Unit,
     value: f64,
+    /// The CPython figure it pairs with, when its name differs.
+    python: Option<String>,
     floor: Option<String>,
 }
 
@@ -109,6 +111,23 @@ impl Bench {
         self.record_inner(name, unit, Some(floor.to_string()), f)
     }
 
+    /// As [`record_vs_floor`](Self::record_vs_floor), paired with a CPython
+    /// figure of another name (two multiproc figures measuring the same
+    /// CPython operation in different ways).
+    pub fn record_paired(
+        &mut self,
+        name: &str,
+        unit: Unit,
+        python: &str,
+        floor: &str,
+        f: impl FnMut() -> f64,
+    ) {
+        self.record_inner(name, unit, Some(floor.to_string()), f);
+        if let Some(last) = self.figures.last_mut() {
+            last.python = Some(python.to_string());
+        }
+    }
+
     fn record_inner(
         &mut self,
         name: &str,
@@ -130,6 +149,7 @@ impl Bench {
             name: name.to_string(),
             unit,
             value,
+            python: None,
             floor,
         });
     }
@@ -351,7 +371,9 @@ fn main() {
         );
     }
     for fig in &b.figures {
-        let pyv = py.get(&fig.name).map(|(v, u)| convert(*v, u, fig));
+        let pyv = py
+            .get(fig.python.as_ref().unwrap_or(&fig.name))
+            .map(|(v, u)| convert(*v, u, fig));
         let flv = fig
             .floor
             .as_ref()

@@ -1,6 +1,7 @@
 //! Section `shm`: `SharedMemory` create+attach+close+unlink, and `Value`
 //! incremented under its lock by two processes (CPython records the latter in
-//! its `lock` section: run `--only lock,shm` to pair it with Python).
+//! its `lock` section, which the harness runs for CPython whenever `shm` is
+//! selected).
 
 use crate::{secs, Bench, Unit};
 use multiproc::shared::{SharedMemory, Value};
