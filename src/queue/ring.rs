@@ -49,13 +49,22 @@ pub(crate) const SLOT: usize = 128;
 pub(crate) const DEFAULT_SLOTS: usize = 1 << 15;
 const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
 const FLAG_JOINABLE: u64 = 1;
-/// Spins (with a pause hint) before a waiter sleeps.
-const SPINS: u32 = 200;
+/// How long a waiter polls (with growing pauses in between) before it
+/// yields and then sleeps on the futex: a wake-up across CPUs costs far more.
+const SPIN_FOR: Duration = Duration::from_micros(50);
+/// Pauses between polls: `MIN_BACKOFF`, doubling up to `MIN_BACKOFF << MAX_BACKOFF`.
+const MIN_BACKOFF: u32 = 16;
+const MAX_BACKOFF: u32 = 3;
+/// `sched_yield`s after spinning, before sleeping.
+const YIELDS: u32 = 4;
 /// How long a waiter sleeps before it looks for a dead producer or consumer
 /// that holds the slot it waits for.
 const STUCK_CHECK: Duration = Duration::from_millis(50);
 
-#[repr(C, align(64))]
+/// One value alone on 128 bytes: Intel's spatial prefetcher moves cache
+/// lines in pairs, so two sides writing neighbouring 64-byte lines still
+/// contend.
+#[repr(C, align(128))]
 #[derive(Default)]
 struct Line<T>(T);
 
@@ -640,10 +649,16 @@ impl Ring {
             let s = cell.seq.load(SeqCst);
             let d = s.wrapping_sub(p + 1) as i64;
             if d < 0 {
-                return if h.tail.0.load(SeqCst) <= p {
-                    Try::Wait
-                } else {
+                // Claimed but not yet committed, or nothing there. `tail`
+                // (the producers' line) is read only if the cell's claim
+                // word says claimed: reading it on every empty poll would
+                // take it from the producer on every put. (A claim whose
+                // `tail` has not moved yet is a wait: reclaiming it would
+                // move `head` past `tail`.)
+                return if self.claim_of(p).is_some() && h.tail.0.load(SeqCst) > p {
                     Try::Stuck(p)
+                } else {
+                    Try::Wait
                 };
             }
             if d > 0 {
@@ -719,6 +734,8 @@ impl Ring {
         mut attempt: impl FnMut() -> Try<R>,
     ) -> Result<R> {
         let mut spins = 0u32;
+        let mut yields = 0u32;
+        let mut spin_start: Option<Instant> = None;
         let mut stuck_since: Option<(u64, Instant)> = None;
         loop {
             let stuck = match attempt() {
@@ -744,13 +761,19 @@ impl Ring {
                     _ => stuck_since = Some((t, now)),
                 }
             }
-            if spins < SPINS {
+            let first = *spin_start.get_or_insert(now);
+            if now.duration_since(first) < SPIN_FOR {
+                // Back off before looking again: polling the slot the other
+                // side is about to write steals its cache line and keeps
+                // both sides in lock-step, one line transfer per item.
+                for _ in 0..MIN_BACKOFF << spins.min(MAX_BACKOFF) {
+                    std::hint::spin_loop();
+                }
                 spins += 1;
-                std::hint::spin_loop();
                 continue;
             }
-            if spins < SPINS + 4 {
-                spins += 1;
+            if yields < YIELDS {
+                yields += 1;
                 std::thread::yield_now();
                 continue;
             }
