@@ -73,6 +73,29 @@ fn test_apply() {
     assert_eq!(pool.apply(|x: u64| x + 1, (9,)).unwrap(), 10);
 }
 
+/// The first chunk is slow, so later chunks finish before it.
+fn sqr_first_slow(x: u64) -> u64 {
+    if x < 5 {
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    x * x
+}
+
+#[test]
+fn test_map_chunks_finishing_out_of_order_keep_input_order() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(
+        pool.map_chunked(sqr_first_slow, 0..200u64, 5).unwrap(),
+        expected(200)
+    );
+    // The same, from an iterator whose length is not known up front.
+    let it = (0..200u64).filter(|_| true);
+    assert_eq!(
+        pool.map_chunked(sqr_first_slow, it, 5).unwrap(),
+        expected(200)
+    );
+}
+
 #[test]
 fn test_map() {
     let pool = Pool::new(4).unwrap();

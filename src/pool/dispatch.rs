@@ -136,6 +136,17 @@ impl Worker {
                     && self.inflight.len() < WINDOW_TASKS))
     }
 
+    /// Roughly how long until the batch at the head of `inflight` is
+    /// answered (zero when unknown or overdue; `None` when nothing is held).
+    fn eta(&self, now: Instant) -> Option<Duration> {
+        let head = self.inflight.front()?;
+        if self.task_ns <= 0.0 {
+            return Some(Duration::ZERO);
+        }
+        let expect = Duration::from_nanos((self.task_ns * head.count as f64) as u64);
+        Some(expect.saturating_sub(now.duration_since(self.head_since)))
+    }
+
     /// How many tasks this worker may hold: about 2 ms of work, 2..=256.
     fn window(&self) -> usize {
         if self.task_ns <= 0.0 {
@@ -547,9 +558,12 @@ impl Shared {
         let mut spin_until = Instant::now() + self.config.spin;
         loop {
             let mut done = Vec::new();
+            let eta: Option<Duration>;
             let fds = {
                 let mut core = lock(&self.core);
                 let r = self.service(&mut core, &dead, &mut done);
+                let now = Instant::now();
+                eta = core.workers.iter().filter_map(|w| w.eta(now)).min();
                 let fds: Vec<(Arc<OwnedFd>, Arc<OwnedFd>, bool, i32)> = core
                     .workers
                     .iter()
@@ -587,6 +601,11 @@ impl Shared {
             }
             if progressed {
                 spin_until = now + self.config.spin;
+            }
+            // Spinning only pays when an answer is due within the spin; while
+            // long batches run it would take a CPU from the workers.
+            if eta.is_some_and(|e| e > self.config.spin) {
+                spin_until = now;
             }
             let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(fds.len() * 2 + 1);
             for (sock, pidfd, out, _) in &fds {

@@ -436,6 +436,9 @@ impl Pool {
         };
         let out = Outcome::new(callbacks);
         let sink = Collect::<R, Vec<R>>::new(out.clone(), all::<R>, self.progress(len));
+        if let Some(n) = len {
+            sink.reserve(n);
+        }
         let mut group = Vec::new();
         let mut group_tasks = 0;
         let mut index = 0;

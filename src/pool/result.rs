@@ -230,6 +230,11 @@ impl<V> Outcome<V> {
 }
 
 struct Parts<R> {
+    /// The results of chunks `0..next`, in order (decoded straight here
+    /// when a chunk arrives in order, so most results are never copied).
+    all: Vec<R>,
+    next: usize,
+    /// Chunks that arrived before an earlier one, until it does.
     chunks: Vec<Option<Vec<R>>>,
     completed: usize,
     /// The number of batches, once all are submitted.
@@ -256,6 +261,8 @@ impl<R, V> Collect<R, V> {
     ) -> Arc<Self> {
         Arc::new(Collect {
             parts: Mutex::new(Parts {
+                all: Vec::new(),
+                next: 0,
                 chunks: Vec::new(),
                 completed: 0,
                 sealed: None,
@@ -266,6 +273,11 @@ impl<R, V> Collect<R, V> {
             finish,
             progress,
         })
+    }
+
+    /// Room for `n` results (the expected total), made up front.
+    pub(crate) fn reserve(&self, n: usize) {
+        lock(&self.parts).all.reserve(n);
     }
 
     /// All `batches` are submitted: completes the call if they are all done.
@@ -282,8 +294,10 @@ impl<R, V> Collect<R, V> {
         let result = match p.err.take() {
             Some((_, e)) => Err(e),
             None => {
-                let mut all = Vec::with_capacity(p.total);
-                for c in p.chunks.iter_mut() {
+                let mut all = std::mem::take(&mut p.all);
+                all.reserve(p.total - all.len());
+                let next = p.next;
+                for c in p.chunks.iter_mut().skip(next) {
                     all.extend(c.take().unwrap_or_default());
                 }
                 Ok((self.finish)(all))
@@ -310,23 +324,43 @@ where
         pid: i32,
         outcome: std::result::Result<&[u8], &Fail>,
     ) {
-        let mut vals = Vec::with_capacity(count as usize);
         let mut err = None;
+        let mut p = lock(&self.parts);
+        let parts = &mut *p;
+        // The next chunk in order (with no error so far) goes straight to
+        // its place; a later one waits in `chunks`.
+        let direct = index == parts.next && parts.err.is_none();
+        let mut vals = Vec::new();
+        let dest = if direct {
+            &mut parts.all
+        } else {
+            vals.reserve(count as usize);
+            &mut vals
+        };
+        let before = dest.len();
         decode_items::<R>(outcome, count, pid, |r| match r {
-            Ok(v) => vals.push(v),
+            Ok(v) => dest.push(v),
             Err(e) => {
                 if err.is_none() {
                     err = Some(e)
                 }
             }
         });
-        self.progress.inc(count as u64);
-        let mut p = lock(&self.parts);
-        p.total += vals.len();
-        if p.chunks.len() <= index {
-            p.chunks.resize_with(index + 1, || None);
+        parts.total += dest.len() - before;
+        if direct {
+            parts.next += 1;
+            // Chunks that were waiting for this one follow it.
+            while let Some(c) = parts.chunks.get_mut(parts.next).and_then(Option::take) {
+                parts.all.extend(c);
+                parts.next += 1;
+            }
+        } else {
+            if parts.chunks.len() <= index {
+                parts.chunks.resize_with(index + 1, || None);
+            }
+            parts.chunks[index] = Some(vals);
         }
-        p.chunks[index] = Some(vals);
+        self.progress.inc(count as u64);
         if let Some(e) = err {
             if !matches!(&p.err, Some((i, _)) if *i <= index) {
                 p.err = Some((index, e));

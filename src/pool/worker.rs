@@ -221,6 +221,10 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
     let mut out: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut first_unsent: Option<Instant> = None;
     let mut done: u64 = 0;
+    // How long the last batch ran: after a long one the next is not due
+    // soon (it would be queued already), and spinning would only take a CPU
+    // from the parent decoding the answers.
+    let mut last_run = Duration::ZERO;
     loop {
         if let Some((kind, payload, len)) = wire::next_frame(&inbuf[pos..]) {
             if kind == wire::EXIT {
@@ -236,10 +240,13 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
                 // Tell the parent this batch is now ours: if we die from here
                 // on, it fails instead of being sent to another worker.
                 started.store(done + 1, Ordering::Release);
-                match runner_at(&mut cache, offset) {
+                let t0 = Instant::now();
+                let r = match runner_at(&mut cache, offset) {
                     Some(run) => run(&payload[12..], count, &mut out),
                     None => Err("the task function cannot be found in this binary".to_string()),
-                }
+                };
+                last_run = t0.elapsed();
+                r
             };
             if let Err(reason) = ok {
                 out.truncate(start);
@@ -278,6 +285,11 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
         }
         first_unsent = None;
         let t0 = Instant::now();
+        let spin = if last_run > spin {
+            Duration::ZERO
+        } else {
+            spin
+        };
         let got = loop {
             match wire::read_some(&sock, &mut inbuf, RecvFlags::DONTWAIT) {
                 Ok(wire::Read::Empty) if t0.elapsed() < spin => std::hint::spin_loop(),
