@@ -145,17 +145,7 @@ thread_local! {
 /// backtrace for the task's error instead of printing them.
 fn install_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-            (*s).to_string()
-        } else if let Some(s) = info.payload().downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "Box<dyn Any>".to_string()
-        };
-        let message = match info.location() {
-            Some(l) => format!("{message} (at {}:{})", l.file(), l.line()),
-            None => message,
-        };
+        let message = crate::process::panic_message(info);
         let bt = std::backtrace::Backtrace::force_capture().to_string();
         LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, bt)));
     }));

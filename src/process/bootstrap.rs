@@ -143,6 +143,21 @@ fn write_stderr_raw(text: &str) {
     }
 }
 
+/// A panic's message with its location: `"text (at file:line)"`.
+pub(crate) fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = info.payload().downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    };
+    match info.location() {
+        Some(l) => format!("{message} (at {}:{})", l.file(), l.line()),
+        None => message,
+    }
+}
+
 /// In a child, a panic prints as Python prints an exception in a child
 /// (`Process NAME (pid N) panicked: ...`, with the backtrace when
 /// `RUST_BACKTRACE` asks for it) and is kept for the report to the parent.
@@ -161,17 +176,7 @@ fn install_panic_hook_now() {
         if super::parent_process().is_none() {
             return previous(info);
         }
-        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-            (*s).to_string()
-        } else if let Some(s) = info.payload().downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "Box<dyn Any>".to_string()
-        };
-        let message = match info.location() {
-            Some(l) => format!("{message} (at {}:{})", l.file(), l.line()),
-            None => message,
-        };
+        let message = panic_message(info);
         let bt = std::backtrace::Backtrace::force_capture().to_string();
         let me = super::current_process();
         let show_bt = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");

@@ -22,6 +22,7 @@ mod registry;
 mod spawn;
 
 pub use bootstrap::init;
+pub(crate) use bootstrap::panic_message;
 #[doc(hidden)]
 pub use fnref::conjure;
 
