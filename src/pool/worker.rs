@@ -67,23 +67,30 @@ where
         let args: A = rd
             .next()
             .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        let mark = out.len();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))) {
-            Ok(value) => {
-                out.push(0);
-                if let Err(e) = super::fast::put(&value, out) {
-                    out.truncate(mark);
-                    out.push(2);
-                    let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
-                }
-            }
-            Err(payload) => {
-                let (message, backtrace) = take_panic(payload);
-                push_error(out, message, &backtrace);
-            }
-        }
+        run_one(out, || f.call(args));
     }
     Ok(())
+}
+
+/// Runs one task and appends its answer to `out`: `0` and the encoded value,
+/// `2` and a message when the value cannot be encoded, or the panic's error.
+#[inline]
+fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
+    let mark = out.len();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(value) => {
+            out.push(0);
+            if let Err(e) = super::fast::put(&value, out) {
+                out.truncate(mark);
+                out.push(2);
+                let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
+            }
+        }
+        Err(payload) => {
+            let (message, backtrace) = take_panic(payload);
+            push_error(out, message, &backtrace);
+        }
+    }
 }
 
 /// [`run_batch`] for one-argument functions (`map`, `imap`): decodes each
@@ -100,21 +107,7 @@ where
         let arg: T = rd
             .next()
             .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        let mark = out.len();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(arg))) {
-            Ok(value) => {
-                out.push(0);
-                if let Err(e) = super::fast::put(&value, out) {
-                    out.truncate(mark);
-                    out.push(2);
-                    let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
-                }
-            }
-            Err(payload) => {
-                let (message, backtrace) = take_panic(payload);
-                push_error(out, message, &backtrace);
-            }
-        }
+        run_one(out, || f(arg));
     }
     Ok(())
 }
