@@ -26,9 +26,12 @@ fn fork() -> multiproc::Builder {
 }
 
 /// Runs the ignored test `name` in a fresh copy of this binary, with `env`
-/// added; returns its stdout after checking that it passed.
+/// added; returns its stdout after checking that it passed (killing it if it
+/// hangs).
 fn run_inner(name: &str, env: &[(&str, &str)]) -> String {
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--ignored",
         "--exact",
@@ -36,19 +39,68 @@ fn run_inner(name: &str, env: &[(&str, &str)]) -> String {
         "--nocapture",
         "--test-threads=1",
     ])
-    .stdin(std::process::Stdio::null());
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut child = cmd.spawn().unwrap();
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    });
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t0.elapsed() > LONG * 3 {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    // Only the end of a long stderr (panicking threads print backtraces).
+    let tail = &stderr[stderr.len().saturating_sub(4000)..];
     assert!(
-        out.status.success(),
-        "{name} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        status.is_some_and(|s| s.success()),
+        "{name} failed or hung: {status:?}\nstdout:\n{stdout}\nstderr (end):\n{tail}"
     );
     stdout
+}
+
+/// Sets its flag when dropped: stops a helper thread even if the test fails.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Joins `p`, killing it if it is still running after `timeout` (so that a
+/// failing test leaves no hung child behind).
+fn join_or_kill<R: serde::de::DeserializeOwned>(
+    p: &mut Process<R>,
+    timeout: Duration,
+) -> multiproc::Result<R> {
+    let r = p.join_timeout(timeout);
+    if matches!(r, Err(Error::Timeout)) {
+        let _ = p.kill();
+        let _ = p.wait(None);
+    }
+    r
 }
 
 fn flush_stdout() -> bool {
@@ -68,7 +120,7 @@ fn fork_while_another_thread_holds_the_stdout_lock() {
     // The child uses stdout: it must not find the lock held by a thread that
     // does not exist in it.
     let mut p = fork().start(flush_stdout, ()).unwrap();
-    assert!(p.join_timeout(LONG).unwrap());
+    assert!(join_or_kill(&mut p, LONG).unwrap());
     holder.join().unwrap();
 }
 
@@ -79,9 +131,9 @@ fn name_len() -> usize {
 /// In a child with a long name: forks `n` grandchildren while another thread
 /// calls `current_process()` without pause. Returns how many finished.
 fn fork_while_reading_identity(n: u32) -> u32 {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let reader = {
-        let stop = stop.clone();
+        let stop = stop.0.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::hint::black_box(current_process());
@@ -91,15 +143,12 @@ fn fork_while_reading_identity(n: u32) -> u32 {
     let mut finished = 0;
     for _ in 0..n {
         let mut p = fork().start(name_len, ()).unwrap();
-        match p.join_timeout(Duration::from_secs(20)) {
+        match join_or_kill(&mut p, Duration::from_secs(20)) {
             Ok(len) if len > 0 => finished += 1,
-            _ => {
-                let _ = p.kill();
-                break;
-            }
+            _ => break,
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     reader.join().unwrap();
     finished
 }
@@ -111,7 +160,7 @@ fn fork_while_another_thread_is_inside_current_process() {
         .name("n".repeat(200_000))
         .start(fork_while_reading_identity, (30,))
         .unwrap();
-    assert_eq!(p.join_timeout(LONG * 5).unwrap(), 30);
+    assert_eq!(join_or_kill(&mut p, LONG * 5).unwrap(), 30);
 }
 
 static HOOK_RAN: AtomicBool = AtomicBool::new(false);
@@ -129,9 +178,9 @@ fn hook_ran() -> bool {
 #[test]
 fn after_fork_hooks_always_run_while_another_thread_registers() {
     multiproc::util::register_after_fork(mark_hook);
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let registrar = {
-        let stop = stop.clone();
+        let stop = stop.0.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 multiproc::util::register_after_fork(other_hook);
@@ -141,9 +190,9 @@ fn after_fork_hooks_always_run_while_another_thread_registers() {
     let mut ran = 0;
     for _ in 0..20 {
         let mut p = fork().start(hook_ran, ()).unwrap();
-        ran += p.join_timeout(LONG).unwrap() as u32;
+        ran += join_or_kill(&mut p, LONG).unwrap() as u32;
     }
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     registrar.join().unwrap();
     assert_eq!(ran, 20, "the after-fork hook was skipped in some children");
     assert!(!hook_ran(), "hooks run in children only");
@@ -170,9 +219,9 @@ fn fork_while_another_thread_is_panicking() {
 fn inner_fork_while_another_thread_is_panicking() {
     // Install multiproc's hook first, so the panicking thread runs through it.
     fork().start(nothing, ()).unwrap().join().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let panicker = {
-        let stop = stop.clone();
+        let stop = stop.0.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let _ = std::panic::catch_unwind(|| panic!("a parent thread panics"));
@@ -182,7 +231,7 @@ fn inner_fork_while_another_thread_is_panicking() {
     for i in 0..20 {
         // Each child panics too: its report must reach us.
         let mut p = fork().start(boom, ()).unwrap();
-        match p.join_timeout(Duration::from_secs(20)) {
+        match join_or_kill(&mut p, Duration::from_secs(20)) {
             Err(e) => {
                 let f = e
                     .process_failure()
@@ -198,7 +247,7 @@ fn inner_fork_while_another_thread_is_panicking() {
             Ok(()) => panic!("child {i} did not panic"),
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     panicker.join().unwrap();
 }
 
@@ -233,7 +282,7 @@ fn inner_buffered_stdout() {
             ),
         )
         .unwrap();
-    p.join_timeout(LONG).unwrap();
+    join_or_kill(&mut p, LONG).unwrap();
     out.write_all(b"<parent-end>\n").unwrap();
     out.flush().unwrap();
 }
@@ -264,7 +313,7 @@ fn inner_resource_on_descriptor_0() {
             .start(recv_and_stdin, (r,))
             .unwrap();
         w.send_bytes(b"through fd 0").unwrap();
-        let (msg, stdin) = p.join_timeout(LONG).unwrap();
+        let (msg, stdin) = join_or_kill(&mut p, LONG).unwrap();
         assert_eq!(msg, b"through fd 0", "{m:?}");
         assert_eq!(stdin, "/dev/null", "{m:?}: the child's stdin");
     }
@@ -286,6 +335,6 @@ fn writing_to_a_closed_pipe_gives_closed_not_sigpipe() {
             .start_method(m)
             .start(write_to_closed_pipe, (w,))
             .unwrap();
-        assert_eq!(p.join_timeout(LONG).unwrap(), "closed", "{m:?}");
+        assert_eq!(join_or_kill(&mut p, LONG).unwrap(), "closed", "{m:?}");
     }
 }
