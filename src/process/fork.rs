@@ -32,6 +32,7 @@ pub(crate) fn launch(
         )?),
         Stdin::Inherit => None,
     };
+    warn_if_multithreaded();
     let daemon = identity.daemon;
     // SAFETY: plain syscall.
     let parent_pid = unsafe { libc::getpid() };
@@ -112,11 +113,31 @@ pub(crate) fn launch(
     Ok((pid, parent_end))
 }
 
+/// Logs once (through the `log` facade) that this process forks while other
+/// threads run, as CPython 3.12 warns: a lock another thread holds at the
+/// fork stays locked forever in the child.
+fn warn_if_multithreaded() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    // A procfs task directory links to itself, its parent and one directory
+    // per thread.
+    let threads = rustix::fs::stat("/proc/self/task").map_or(1, |st| st.st_nlink.saturating_sub(2));
+    if threads > 1 && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::warn!(
+            "this process is multi-threaded ({threads} threads): use of fork() may lead to \
+             deadlocks in the child; the spawn start method is safe here"
+        );
+    }
+}
+
 /// `fork()`. Returns 0 in the child, the child's pid in the parent.
 fn fork() -> Result<i32> {
     // SAFETY: the child only runs code that tolerates a forked copy of a
     // possibly multithreaded parent as far as this crate controls it: the
-    // registry lock is held by this thread across the call (see `launch`), and
+    // registry and stdout locks are held by this thread across the call, the
+    // rest is prepared before it and read lock-free (see `launch`), and
     // glibc's malloc has its own fork handlers. Locks held by *other* threads
     // at this moment stay locked in the child: that is why `Spawn` is the
     // default start method, as documented on `StartMethod::Fork`.
