@@ -286,18 +286,27 @@ pub(crate) fn take_thread_panic() -> Option<(String, String)> {
 /// held by another thread). Hold the returned guard across `fork`, then
 /// [`ForkPrep::parent`] or [`ForkPrep::child`].
 pub(crate) struct ForkPrep {
-    stdout: std::io::StdoutLock<'static>,
+    stdout: Option<std::io::StdoutLock<'static>>,
 }
 
+/// Set in a forked child whose parent did not flush and hold stdout across
+/// the fork: stdout's lock may be held by a vanished thread, and its buffer
+/// may hold the parent's bytes, so the child does not flush it at exit.
+static STDOUT_UNTOUCHABLE: AtomicBool = AtomicBool::new(false);
+
 impl ForkPrep {
-    /// Call in the parent, right before `fork`. Waits for any other thread
-    /// that holds std's stdout lock to release it, as CPython's `flush()`
-    /// of `sys.stdout` before a fork waits for the stream's lock.
-    pub(crate) fn new() -> ForkPrep {
+    /// Call in the parent, right before `fork`. With `flush_stdout`, waits
+    /// for any other thread that holds std's stdout lock to release it, as
+    /// CPython's `flush()` of `sys.stdout` before a fork waits for the
+    /// stream's lock.
+    pub(crate) fn new(flush_stdout: bool) -> ForkPrep {
         install_panic_hook();
         read_backtrace_env();
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.flush();
+        let stdout = flush_stdout.then(|| {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.flush();
+            stdout
+        });
         ForkPrep { stdout }
     }
 
@@ -311,6 +320,7 @@ impl ForkPrep {
     pub(crate) fn child(self) {
         // This thread is the copy of the one that locked stdout (same thread
         // id), so releasing its guard leaves stdout unlocked and empty.
+        STDOUT_UNTOUCHABLE.store(self.stdout.is_none(), Ordering::Relaxed);
         drop(self.stdout);
         if IN_HOOK.load(Ordering::SeqCst) > 0 {
             BACKTRACE_LOCKED.store(true, Ordering::Relaxed);
@@ -351,8 +361,11 @@ pub(crate) fn run_child(report_fd: OwnedFd, runner: Runner, mut im: Importer) ->
 /// handlers or the rest of `main`.
 pub(crate) fn exit_child(code: i32) -> ! {
     super::registry::at_exit();
-    // A forked child starts with stdout unlocked and empty (see `ForkPrep`).
-    let _ = std::io::stdout().flush();
+    // A forked child starts with stdout unlocked and empty (see `ForkPrep`),
+    // unless its parent left stdout as it was.
+    if !STDOUT_UNTOUCHABLE.load(Ordering::Relaxed) {
+        let _ = std::io::stdout().flush();
+    }
     // SAFETY: `_exit` ends the process at once; nothing after it runs.
     unsafe { libc::_exit(code) }
 }

@@ -14,6 +14,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 pub(crate) fn launch(
     identity: ChildIdentity,
     stdin: Stdin,
+    flush_stdout: bool,
     runner: Runner,
     args: &[u8],
     fds: &[BorrowedFd<'_>],
@@ -43,7 +44,7 @@ pub(crate) fn launch(
     let identity = Box::into_raw(Box::new(identity));
     let args = args.to_vec();
     let mut dups: Vec<OwnedFd> = Vec::with_capacity(fds.len());
-    let prep = bootstrap::ForkPrep::new();
+    let prep = bootstrap::ForkPrep::new(flush_stdout);
     // Hold the registry lock across fork: the child then gets it unlocked
     // (it drops its copy of the guard) and empties it.
     let mut guard = registry::lock_for_fork();

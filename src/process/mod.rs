@@ -192,6 +192,9 @@ pub struct Builder {
     /// A helper of the crate itself (the resource tracker), allowed from a
     /// daemon process as CPython's tracker is.
     internal: bool,
+    /// Fork without flushing std's stdout first (pool workers, started by a
+    /// thread of the pool while the program's thread may hold stdout's lock).
+    leave_stdout: bool,
 }
 
 impl Builder {
@@ -238,6 +241,13 @@ impl Builder {
     /// may start (the resource tracker).
     pub(crate) fn internal(mut self) -> Builder {
         self.internal = true;
+        self
+    }
+
+    /// Forks without flushing std's stdout (see `leave_stdout`); the child
+    /// then leaves stdout's buffer unflushed at exit.
+    pub(crate) fn leave_stdout(mut self) -> Builder {
+        self.leave_stdout = true;
         self
     }
 
@@ -292,7 +302,14 @@ impl Builder {
         let mut ex = Exporter::new();
         args.export_all(&mut ex)?;
         let (pid, report) = match self.method.unwrap_or_else(get_start_method) {
-            StartMethod::Fork => fork::launch(identity, self.stdin, runner, ex.bytes(), ex.fds())?,
+            StartMethod::Fork => fork::launch(
+                identity,
+                self.stdin,
+                !self.leave_stdout,
+                runner,
+                ex.bytes(),
+                ex.fds(),
+            )?,
             StartMethod::Spawn => spawn::launch(
                 identity,
                 self.stdin,
