@@ -52,6 +52,7 @@ pub mod connection;
 mod context;
 mod error;
 pub mod handoff;
+pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;
@@ -65,6 +66,8 @@ pub use context::{
     cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod,
 };
 pub use error::{Error, ProcessFailure, Result};
+pub use manager::Manager;
+pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
