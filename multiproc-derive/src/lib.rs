@@ -50,8 +50,8 @@ struct Method {
 
 enum Ret {
     Unit,
-    Plain(Type),
-    Result(Type, Type),
+    Plain(Box<Type>),
+    Result(Box<Type>, Box<Type>),
 }
 
 fn result_parts(ty: &Type) -> Option<(Type, Type)> {
@@ -126,8 +126,8 @@ fn method(f: &ImplItemFn) -> syn::Result<Option<Method>> {
     let ret = match &f.sig.output {
         ReturnType::Default => Ret::Unit,
         ReturnType::Type(_, t) => match result_parts(t) {
-            Some((ok, err)) => Ret::Result(ok, err),
-            None => Ret::Plain((**t).clone()),
+            Some((ok, err)) => Ret::Result(Box::new(ok), Box::new(err)),
+            None => Ret::Plain(t.clone()),
         },
     };
     let docs = f

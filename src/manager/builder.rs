@@ -90,7 +90,7 @@ fn random_key() -> Result<Vec<u8>> {
 }
 
 /// The server process's target.
-fn server_main<L: TypeList, I: ServerInit>((report, cfg): (Connection, ServerConfig)) {
+fn server_main<L: TypeList, I: ServerInit>(report: Connection, cfg: ServerConfig) {
     I::run();
     let address = Address::from(&cfg.address);
     let listener = match Listener::builder().authkey(&cfg.authkey).bind(&address) {

@@ -35,7 +35,7 @@
 //! [`Clone`] opens a new connection for an independent handle that another
 //! thread may use.
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! # multiproc::init();
 //! let manager = multiproc::manager::Manager::start().unwrap();
 //! let d = manager.dict::<u32, u32>().unwrap();

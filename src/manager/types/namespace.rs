@@ -65,7 +65,7 @@ builtin_proxy! {
     /// # multiproc::init();
     /// let manager = multiproc::manager::Manager::start()?;
     /// let ns = manager.namespace()?;
-    /// ns.set("x", 10u32)?;
+    /// ns.set("x", &10u32)?;
     /// ns.set("name", "hello")?;
     /// assert_eq!(ns.get::<u32>("x")?, Some(10));
     /// assert_eq!(ns.get::<String>("name")?.as_deref(), Some("hello"));
