@@ -79,12 +79,19 @@ impl Object for QueueObj {
             "get" => {
                 let wait: Wait = args(a)?;
                 let deadline = wait.deadline();
+                let mut waited = false;
                 while s.items.is_empty() {
                     let (g, passed) = cx.wait(&self.changed, s, deadline).map_err(|(_, f)| f)?;
                     s = g;
+                    waited = true;
                     if passed && s.items.is_empty() {
                         return Err(err(BuiltinError::Empty));
                     }
+                }
+                // A client that died while it waited must not take an item
+                // with it: leave the item for the living.
+                if waited && cx.client_gone() {
+                    return Err(Fail::Gone);
                 }
                 let item = s.items.pop_front();
                 drop(s);
