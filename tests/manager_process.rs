@@ -138,6 +138,21 @@ fn registered_type_exposes_its_methods() {
     // The server keeps running, the object too.
     assert_eq!(foo.f().unwrap(), "f()");
     assert_eq!(foo.log().unwrap().len(), 2);
+    // A method outside the exposed set cannot be reached, even by name.
+    let hidden = multiproc::manager::Proxy::core(&foo).call_plain::<_, u32>("g", &());
+    assert!(matches!(hidden, Err(Error::Remote(m)) if m.contains("exposes no method")));
+}
+
+#[test]
+fn dropping_the_manager_ends_its_server() {
+    // _TestMyManager.test_mymanager_context: leaving the `with` block shuts down.
+    let m = Manager::builder().register::<FooBar>().start().unwrap();
+    let pid = m.pid().unwrap();
+    let foo = m.create(FooBar::default()).unwrap();
+    assert!(alive(pid));
+    drop(m);
+    assert!(!alive(pid));
+    assert!(foo.f().is_err());
 }
 
 #[test]

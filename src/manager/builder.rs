@@ -3,7 +3,7 @@
 
 use super::custom::{factory, Managed, TypeList};
 use super::proxy::{Endpoint, ProxyCore, WireAddr};
-use super::server::Server;
+use super::server::{Server, CONN_THREAD_PREFIX};
 use super::wire::{Raw, Reply, Request};
 use super::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
@@ -91,6 +91,17 @@ fn random_key() -> Result<Vec<u8>> {
 
 /// The server process's target.
 fn server_main<L: TypeList, I: ServerInit>(report: Connection, cfg: ServerConfig) {
+    // A panic in a method is answered as a remote error: do not also print
+    // it as if the server process had failed.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let serving = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with(CONN_THREAD_PREFIX));
+        if !serving {
+            previous(info)
+        }
+    }));
     I::run();
     let address = Address::from(&cfg.address);
     let listener = match Listener::builder().authkey(&cfg.authkey).bind(&address) {

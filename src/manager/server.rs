@@ -29,6 +29,9 @@ pub(crate) type Factory =
 /// connected (a dead client's blocked call ends and its references go).
 const LIVENESS_SLICE: Duration = Duration::from_millis(100);
 
+/// The name prefix of the threads serving connections.
+pub(crate) const CONN_THREAD_PREFIX: &str = "manager-conn-";
+
 /// One running server.
 pub(crate) struct Server {
     registry: Arc<Registry>,
@@ -92,6 +95,11 @@ impl Server {
         while !self.stopping.load(Ordering::Acquire) {
             let conn = match listener.accept() {
                 Ok(c) => c,
+                // Out of descriptors or memory: back off instead of spinning.
+                Err(crate::Error::Io(e)) if e.raw_os_error().is_some() => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
                 // A client that failed the handshake: refuse it, keep serving.
                 Err(_) => continue,
             };
@@ -103,7 +111,7 @@ impl Server {
             lock(&self.live).insert(id, conn.clone());
             let me = self.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("manager-conn-{id}"))
+                .name(format!("{CONN_THREAD_PREFIX}{id}"))
                 .spawn(move || me.serve_connection(id, conn));
             if spawned.is_err() {
                 lock(&self.live).remove(&id);
