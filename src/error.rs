@@ -74,6 +74,7 @@ pub enum Error {
     /// object or method does not exist, or the arguments did not decode. The
     /// server keeps running. A registered method's own `Err` comes back
     /// differently: see [`CallError`](crate::manager::CallError).
+    #[doc(alias = "RemoteError")]
     #[error("remote error: {0}")]
     Remote(String),
     /// An operating-system call failed.

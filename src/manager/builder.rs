@@ -226,7 +226,7 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
     }
 
     /// Serves in this process, on a background thread, instead of a child
-    /// (Python's `manager.get_server()`); see [`ServerHandle`].
+    /// (Python's `manager.get_server()`); see [`ServerHandle`](super::ServerHandle).
     pub fn serve(self) -> Result<super::ServerHandle> {
         let (address, authkey) = self.parts()?;
         I::run();
