@@ -39,7 +39,7 @@
 //! - **Stdin**: a child's standard input is `/dev/null` unless asked otherwise.
 //! - **Fork-safe writers**: [`util::ForkSafeWriter`] and
 //!   [`util::register_after_fork`].
-//! - **Thread safety of proxies**: [manager](manager) proxies are `Send` but
+//! - **Thread safety of proxies**: [`manager`] proxies are `Send` but
 //!   not `Sync`; sharing one between threads without a lock does not compile.
 //!
 //! ## Test binaries
