@@ -27,6 +27,17 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
+fn manager_is_shareable_and_proxies_are_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Manager>();
+    send::<DictProxy<String, u32>>();
+    send::<ListProxy<u8>>();
+    send::<QueueProxy<u8>>();
+    send::<multiproc::manager::LockProxy>();
+}
+
+#[test]
 fn list_like_cpython() {
     // _TestContainers.test_list
     let m = Manager::start().unwrap();

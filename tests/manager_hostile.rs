@@ -272,6 +272,28 @@ fn oversized_and_truncated_requests_drop_only_that_client() {
 }
 
 #[test]
+fn a_request_over_the_configured_limit_drops_that_client() {
+    let m = Manager::builder().max_message_size(1024).start().unwrap();
+    let l = m.list::<Vec<u8>>().unwrap();
+    l.push(vec![0; 100]).unwrap();
+    assert!(l.push(vec![0; 4096]).is_err()); // this proxy's connection is dropped
+    assert!(l.len().is_err());
+    let again = m.list::<Vec<u8>>().unwrap(); // others are served
+    again.push(vec![1; 10]).unwrap();
+    assert_eq!(again.len().unwrap(), 1);
+}
+
+#[test]
+fn a_taken_address_is_an_error() {
+    let m = Manager::builder()
+        .address(Address::tcp("127.0.0.1:0").unwrap())
+        .start()
+        .unwrap();
+    let taken = Manager::builder().address(m.address()).start();
+    assert!(matches!(taken, Err(Error::Io(_))), "{taken:?}");
+}
+
+#[test]
 fn wrong_authkey_is_refused_and_the_server_goes_on() {
     let m = Manager::builder().authkey(b"right").start().unwrap();
     let addr = m.address();

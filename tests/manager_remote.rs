@@ -26,14 +26,18 @@ fn example(name: &str) -> PathBuf {
     let path = profile_dir.join("examples").join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--example",
-                "manager_server",
-                "--example",
-                "manager_client",
-            ])
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--example",
+            "manager_server",
+            "--example",
+            "manager_client",
+        ]);
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .unwrap();

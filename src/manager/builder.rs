@@ -62,6 +62,7 @@ pub struct ManagerBuilder<L = (), I = NoInit> {
     method: Option<StartMethod>,
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
+    max_message_size: u64,
     _t: PhantomData<fn() -> (L, I)>,
 }
 
@@ -79,6 +80,7 @@ impl<L, I> fmt::Debug for ManagerBuilder<L, I> {
 struct ServerConfig {
     address: WireAddr,
     authkey: Vec<u8>,
+    max_message_size: u64,
 }
 
 /// A fresh random authkey (CPython: `os.urandom(32)`).
@@ -104,7 +106,11 @@ fn server_main<L: TypeList, I: ServerInit>(report: Connection, cfg: ServerConfig
     }));
     I::run();
     let address = Address::from(&cfg.address);
-    let listener = match Listener::builder().authkey(&cfg.authkey).bind(&address) {
+    let listener = match Listener::builder()
+        .authkey(&cfg.authkey)
+        .max_message_size(cfg.max_message_size)
+        .bind(&address)
+    {
         Ok(l) => l,
         Err(e) => {
             let _ = report.send(&Err::<WireAddr, String>(e.to_string()));
@@ -140,6 +146,14 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
         self
     }
 
+    /// The largest request the server accepts (default
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`](crate::connection::DEFAULT_MAX_MESSAGE_SIZE));
+    /// a client announcing a longer one is disconnected.
+    pub fn max_message_size(mut self, max: u64) -> Self {
+        self.max_message_size = max;
+        self
+    }
+
     /// Runs `f` in the server process before it serves (Python's
     /// `initializer`): a `fn` item or a closure that captures nothing.
     pub fn initializer<F: Fn() + Copy + Send + 'static>(
@@ -152,6 +166,7 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
             method: self.method,
             address: self.address,
             authkey: self.authkey,
+            max_message_size: self.max_message_size,
             _t: PhantomData,
         }
     }
@@ -163,6 +178,7 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
             method: self.method,
             address: self.address,
             authkey: self.authkey,
+            max_message_size: self.max_message_size,
             _t: PhantomData,
         }
     }
@@ -197,6 +213,7 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
         let cfg = ServerConfig {
             address: WireAddr::from(&address),
             authkey: authkey.clone(),
+            max_message_size: self.max_message_size,
         };
         let mut process = b.start(server_main::<L, I>, (theirs, cfg))?;
         let reported = mine.recv::<std::result::Result<WireAddr, String>>();
@@ -230,7 +247,10 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
     pub fn serve(self) -> Result<super::ServerHandle> {
         let (address, authkey) = self.parts()?;
         I::run();
-        let listener = Listener::builder().authkey(&authkey).bind(&address)?;
+        let listener = Listener::builder()
+            .authkey(&authkey)
+            .max_message_size(self.max_message_size)
+            .bind(&address)?;
         let server = Server::new(factory::<L>);
         super::remote::serve_in_background(server, listener, authkey)
     }
@@ -273,6 +293,7 @@ impl Manager {
             method: None,
             address: None,
             authkey: None,
+            max_message_size: crate::connection::DEFAULT_MAX_MESSAGE_SIZE,
             _t: PhantomData,
         }
     }
