@@ -287,17 +287,17 @@ fn expand(imp: &ItemImpl) -> syn::Result<TokenStream2> {
             #(#proxy_methods)*
         }
 
-        impl ::serde::Serialize for #proxy {
-            fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
-                ::serde::Serialize::serialize(&self.core, s)
+        impl #mp::__private::serde::Serialize for #proxy {
+            fn serialize<S: #mp::__private::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
+                #mp::__private::serde::Serialize::serialize(&self.core, s)
             }
         }
 
-        impl<'de> ::serde::Deserialize<'de> for #proxy {
-            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> ::std::result::Result<Self, D::Error> {
-                let core = <#mp::ProxyCore as ::serde::Deserialize>::deserialize(d)?;
+        impl<'de> #mp::__private::serde::Deserialize<'de> for #proxy {
+            fn deserialize<D: #mp::__private::serde::Deserializer<'de>>(d: D) -> ::std::result::Result<Self, D::Error> {
+                let core = <#mp::ProxyCore as #mp::__private::serde::Deserialize>::deserialize(d)?;
                 if core.typeid() != #typeid {
-                    return ::std::result::Result::Err(<D::Error as ::serde::de::Error>::custom(
+                    return ::std::result::Result::Err(<D::Error as #mp::__private::serde::de::Error>::custom(
                         ::std::format!("expected a proxy to a {}, got one to a {}", #typeid, core.typeid()),
                     ));
                 }

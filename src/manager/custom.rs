@@ -20,7 +20,15 @@ use std::sync::Mutex;
 /// other method is reachable (CPython's `exposed`).
 ///
 /// In the server each object sits behind a mutex: one method call runs at
-/// a time per object.
+/// a time per object. A method that blocks (waits for another call, say)
+/// holds that mutex and its caller's connection until it returns; prefer
+/// the builtin [`ConditionProxy`](super::ConditionProxy) or
+/// [`QueueProxy`](super::QueueProxy) for waiting. A panic in a method is
+/// answered as [`Error::Remote`](crate::Error::Remote); the object stays
+/// usable (its mutex is not poisoned for later calls).
+///
+/// The registered name is the type's name without its module path: two
+/// registered types of the same name in one manager are not supported.
 pub trait Managed: Send + 'static {
     /// The registered name (the type's name).
     const TYPEID: &'static str;
@@ -130,6 +138,7 @@ pub mod __private {
     use super::*;
 
     pub use crate::manager::ProxyCore;
+    pub use serde;
 
     /// An encoded return value and the server objects it refers to.
     #[derive(Debug)]
