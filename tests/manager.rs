@@ -145,6 +145,37 @@ fn dict_of_proxies_stays_working() {
 }
 
 #[test]
+fn handing_nested_proxies_back_leaks_no_reference() {
+    let m = Manager::start().unwrap();
+    let outer = m.list::<DictProxy<u8, u8>>().unwrap();
+    let ns = m.namespace().unwrap();
+    for i in 0..3u8 {
+        let d = m.dict::<u8, u8>().unwrap();
+        d.insert(i, i).unwrap();
+        outer.push(d).unwrap();
+    }
+    ns.set("d", &m.dict::<u8, u8>().unwrap()).unwrap();
+    assert!(eventually(|| m.number_of_objects().unwrap() == 6));
+    // Every way a stored proxy comes back (or is dropped) while `outer`
+    // and `ns` stay connected.
+    let got = outer.get(1).unwrap().unwrap();
+    assert_eq!(got.get(&1).unwrap(), Some(1));
+    drop(got);
+    assert_eq!(outer.to_vec().unwrap().len(), 3);
+    drop(outer.pop().unwrap());
+    drop(outer.remove(0).unwrap());
+    outer.set(0, m.dict().unwrap()).unwrap();
+    outer.clear().unwrap();
+    let _: Option<DictProxy<u8, u8>> = ns.get("d").unwrap();
+    assert!(ns.remove("d").unwrap());
+    assert!(
+        eventually(|| m.number_of_objects().unwrap() == 2),
+        "{}",
+        m.number_of_objects().unwrap()
+    );
+}
+
+#[test]
 fn namespace_like_cpython() {
     // _TestContainers.test_namespace
     let m = Manager::start().unwrap();

@@ -1,7 +1,7 @@
 //! `Namespace` (attributes by name) and `Value` (one shared cell):
 //! Python's `Manager().Namespace()` and `Manager().Value()`.
 
-use super::{args, builtin_proxy, decode_raw, give, give_owned, ok, ok_with, unknown, value_of};
+use super::{args, builtin_proxy, decode_raw, give, ok, ok_with, unknown, value_of};
 use crate::error::Result;
 use crate::manager::registry::{Fail, Object, Out, Stored};
 use crate::manager::server::CallCx;
@@ -47,8 +47,7 @@ impl Object for NamespaceObj {
                 let name: String = args(a)?;
                 let old = m.remove(&name);
                 drop(m);
-                let r = old.map(|s| give_owned(s, &mut refs));
-                ok_with(&r, refs)
+                ok(&old.is_some())
             }
             "names" => ok(&m.keys().cloned().collect::<Vec<String>>()),
             _ => Err(unknown(TYPEID, method)),
@@ -98,8 +97,7 @@ impl NamespaceProxy {
     /// Removes attribute `name`; `true` if it was set (Python's `del ns.name`).
     #[doc(alias = "__delattr__")]
     pub fn remove(&self, name: &str) -> Result<bool> {
-        let r: Option<Raw> = self.core.call("remove", &name)?;
-        Ok(r.is_some())
+        self.core.call("remove", &name)
     }
 
     /// The attribute names, sorted.
