@@ -93,6 +93,44 @@ impl FooBar {
     }
 }
 
+/// A registered type that holds a proxy and hands it out.
+#[derive(Serialize, Deserialize)]
+struct Holder {
+    inner: DictProxy<String, u32>,
+}
+
+#[multiproc::managed]
+impl Holder {
+    pub fn put(&mut self, k: String, v: u32) -> Result<(), String> {
+        self.inner
+            .insert(k, v)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    pub fn inner(&self) -> DictProxy<String, u32> {
+        self.inner.clone()
+    }
+}
+
+#[test]
+fn registered_objects_hold_and_return_proxies() {
+    let m = Manager::builder().register::<Holder>().start().unwrap();
+    let d = m.dict::<String, u32>().unwrap();
+    let h = m.create(Holder { inner: d.clone() }).unwrap();
+    h.put("a".into(), 1).unwrap();
+    assert_eq!(d.get(&"a".into()).unwrap(), Some(1));
+    let back = h.inner().unwrap();
+    back.insert("b".into(), 2).unwrap();
+    assert_eq!(d.get(&"b".into()).unwrap(), Some(2));
+    // The holder keeps the dict alive after every outside proxy is gone.
+    drop(d);
+    drop(back);
+    assert_eq!(h.inner().unwrap().len().unwrap(), 2);
+    // Dropping the holder frees both.
+    drop(h);
+    assert!(eventually(|| m.number_of_objects().unwrap() == 0));
+}
+
 static INIT_RAN: AtomicBool = AtomicBool::new(false);
 
 fn mark_init() {

@@ -13,6 +13,9 @@ use std::thread::JoinHandle;
 /// A manager server running in this process, from
 /// [`ManagerBuilder::serve`](super::ManagerBuilder::serve).
 ///
+/// **Drop**: dropping the handle does not stop the server; it serves until
+/// a client shuts it down (or the process exits).
+///
 /// ```
 /// use multiproc::connection::Address;
 /// use multiproc::manager::{Manager, QueueProxy};
