@@ -172,7 +172,9 @@ impl Server {
                     Ok(r) => r,
                     Err(msg) => return Some(Reply::Remote(msg)),
                 };
-                let made = match types::make_builtin(typeid, args, refs) {
+                // Held until the object exists: its arguments may name them.
+                let _refs = refs;
+                let made = match types::make_builtin(typeid, args) {
                     Some(r) => r,
                     None => match catch_unwind(|| (self.factory)(typeid, args)) {
                         Ok(Some(r)) => r,

@@ -48,9 +48,7 @@ impl Wait {
 pub(crate) fn make_builtin(
     typeid: &str,
     args: &[u8],
-    mut refs: Vec<ObjRef>,
 ) -> Option<std::result::Result<Box<dyn Object>, Fail>> {
-    let _ = &mut refs;
     Some(match typeid {
         dict::TYPEID => dict::make(args),
         list::TYPEID => list::make(args, false),
