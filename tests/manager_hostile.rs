@@ -139,8 +139,10 @@ const METHODS: &[&str] = &[
 fn malformed_requests_never_crash_the_server() {
     let m = Manager::start().unwrap();
     let pid = m.pid().unwrap();
+    // Not a target: its contents must survive everything below.
+    let witness = m.dict::<u32, String>().unwrap();
+    witness.insert(1, "one".into()).unwrap();
     let d = m.dict::<u32, String>().unwrap();
-    d.insert(1, "one".into()).unwrap();
     let jq = m.joinable_queue::<u32>().unwrap();
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let mut targets: Vec<u64> = vec![d.core().id(), jq.core().id()];
@@ -228,7 +230,9 @@ fn malformed_requests_never_crash_the_server() {
     assert!(answered_err.load(Ordering::Relaxed) > 0);
     // The server is alive and still serves, old and new proxies alike.
     assert!(alive(pid));
-    assert_eq!(d.get(&1).unwrap().as_deref(), Some("one"));
+    assert_eq!(witness.get(&1).unwrap().as_deref(), Some("one"));
+    d.insert(2, "two".into()).unwrap();
+    assert_eq!(d.get(&2).unwrap().as_deref(), Some("two"));
     let fresh = m.list::<u32>().unwrap();
     fresh.push(5).unwrap();
     assert_eq!(fresh.to_vec().unwrap(), vec![5]);
