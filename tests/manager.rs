@@ -47,6 +47,11 @@ fn list_like_cpython() {
     assert_eq!(b.to_vec().unwrap(), Vec::<u32>::new());
     b.extend(0..5).unwrap();
     assert_eq!(b.to_vec().unwrap(), vec![0, 1, 2, 3, 4]);
+    // _TestContainers.test_list_iter: a snapshot.
+    let it = b.iter().unwrap();
+    b.push(5).unwrap();
+    assert_eq!(it.collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(b.pop().unwrap(), Some(5));
     assert_eq!(b.get(2).unwrap(), Some(2));
     assert_eq!(b.get(10).unwrap(), None);
     b.set(2, 20).unwrap();

@@ -191,10 +191,17 @@ macro_rules! indexed_methods {
             }
 
             /// A snapshot of every item (Python's `l[:]`).
-            #[doc(alias = "iter")]
             pub fn to_vec(&self) -> Result<Vec<T>> {
                 let all: Vec<Raw> = self.core.call("to_vec", &())?;
                 all.iter().map(decode_raw).collect()
+            }
+
+            /// Iterates over a snapshot taken in one call (Python's
+            /// `iter(l)`, which also fetches the items at once): later
+            /// changes by others are not seen.
+            #[doc(alias = "__iter__")]
+            pub fn iter(&self) -> Result<std::vec::IntoIter<T>> {
+                Ok(self.to_vec()?.into_iter())
             }
         }
     };
