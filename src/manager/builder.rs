@@ -197,7 +197,10 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
     ///
     /// The server is a daemon child: it ends with [`Manager::shutdown`],
     /// when the `Manager` is dropped, or when this process dies (it is
-    /// killed with its parent, never left behind as an orphan).
+    /// killed with its parent, never left behind as an orphan). As for every
+    /// daemon child, the kernel's parent-death signal follows the *thread*
+    /// that started it: start a manager from a thread that outlives its use
+    /// (the main thread, say), not from a short-lived helper thread.
     ///
     /// # Errors
     ///
