@@ -190,5 +190,34 @@ fn an_in_process_server_with_tcp_and_key() {
         remote.lookup::<QueueProxy<u8>>("nothing"),
         Err(multiproc::Error::Remote(_))
     ));
+
+    // _TestRemoteManager.test_remote: assorted values through a remote queue.
+    type Item = (String, Option<u8>, bool, f64, Vec<u8>);
+    let values: Vec<Item> = vec![
+        (
+            "hello world".into(),
+            None,
+            true,
+            2.25,
+            b"hall\xe5 v\xe4rld".to_vec(),
+        ),
+        ("hall\u{e5} v\u{e4}rld".into(), Some(7), false, -0.5, vec![]),
+        (
+            "\u{43f}\u{440}\u{438}\u{432}\u{456}\u{442} \u{441}\u{432}\u{456}\u{442}".into(),
+            Some(0),
+            true,
+            0.0,
+            vec![0; 3],
+        ),
+    ];
+    let q: QueueProxy<Item> = local.queue().unwrap();
+    local.publish("values", &q).unwrap();
+    let rq: QueueProxy<Item> = remote.lookup("values").unwrap();
+    for v in &values {
+        rq.put(v.clone()).unwrap();
+    }
+    for v in &values {
+        assert_eq!(&q.get().unwrap(), v);
+    }
     server.shutdown().unwrap();
 }
