@@ -216,6 +216,7 @@ impl Server {
                     _refs: refs,
                     registry: &self.registry,
                     address: self.address.get(),
+                    checked_at: std::cell::Cell::new(Some(Instant::now())),
                 };
                 let res = catch_unwind(AssertUnwindSafe(|| r.object().call(&mut cx, method, args)));
                 match res {
@@ -326,6 +327,8 @@ pub(crate) struct CallCx<'a> {
     _refs: Vec<ObjRef>,
     registry: &'a Arc<Registry>,
     address: Option<&'a WireAddr>,
+    /// When `wait` last checked that the client is still there.
+    checked_at: std::cell::Cell<Option<Instant>>,
 }
 
 impl CallCx<'_> {
@@ -367,8 +370,18 @@ impl CallCx<'_> {
             None => LIVENESS_SLICE,
         };
         let (g, _) = cv.wait_timeout(g, slice).unwrap_or_else(|e| e.into_inner());
-        if self.client_gone() {
-            return Err((g, Fail::Gone));
+        // Check the client about once a slice, not at every wake-up (a call
+        // that hands something out checks `client_gone` itself first).
+        let now = Instant::now();
+        let due = self
+            .checked_at
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= LIVENESS_SLICE);
+        if due {
+            self.checked_at.set(Some(now));
+            if self.client_gone() {
+                return Err((g, Fail::Gone));
+            }
         }
         let passed = deadline.is_some_and(|d| Instant::now() >= d);
         Ok((g, passed))
