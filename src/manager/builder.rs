@@ -266,6 +266,8 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
 /// **Drop**: a manager that started its server shuts it down (objects die
 /// with it; proxies then fail with connection errors); a connected one
 /// just disconnects.
+#[doc(alias = "SyncManager")]
+#[doc(alias = "BaseManager")]
 pub struct Manager {
     endpoint: Arc<Endpoint>,
     process: Mutex<Option<Process<()>>>,
