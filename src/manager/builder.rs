@@ -123,7 +123,7 @@ fn server_main<L: TypeList, I: ServerInit>(report: Connection, cfg: ServerConfig
     }
     drop(report);
     let server = Server::new(factory::<L>);
-    let _ = server.serve(listener, &cfg.authkey);
+    let _ = server.serve(listener);
 }
 
 impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {

@@ -57,10 +57,9 @@ pub(crate) fn serve_in_background(
     authkey: Vec<u8>,
 ) -> Result<ServerHandle> {
     let address = WireAddr::from(listener.address());
-    let key = authkey.clone();
     let thread = std::thread::Builder::new()
         .name("manager-server".into())
-        .spawn(move || server.serve(listener, &key))?;
+        .spawn(move || server.serve(listener))?;
     Ok(ServerHandle {
         address,
         authkey,

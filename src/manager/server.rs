@@ -11,7 +11,7 @@ use super::proxy::WireAddr;
 use super::registry::{ConnId, Fail, ObjRef, Out, Registry};
 use super::types;
 use super::wire::{ObjId, Raw, Reply, Request, Value};
-use crate::connection::{Client, Connection, Listener};
+use crate::connection::{Connection, Listener};
 use crate::error::Result;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -28,6 +28,9 @@ pub(crate) type Factory =
 /// How often a call blocked in the server checks that its client is still
 /// connected (a dead client's blocked call ends and its references go).
 const LIVENESS_SLICE: Duration = Duration::from_millis(100);
+
+/// How many threads wait in `accept` at once.
+const ACCEPTORS: usize = 4;
 
 /// The name prefix of the threads serving connections.
 pub(crate) const CONN_THREAD_PREFIX: &str = "manager-conn-";
@@ -64,25 +67,38 @@ impl Server {
 
     /// Accepts connections until a client asks for shutdown; returns once
     /// the listener is closed and every connection has been shut down.
-    pub(crate) fn serve(self: &Arc<Self>, listener: Listener, authkey: &[u8]) -> Result<()> {
-        let address = listener.address().clone();
-        let _ = self.address.set(WireAddr::from(&address));
-        let me = self.clone();
-        let acceptor = std::thread::Builder::new()
-            .name("manager-accept".into())
-            .spawn(move || me.accept_loop(listener))?;
+    ///
+    /// [`ACCEPTORS`] threads wait in `accept` at once: `accept` runs the
+    /// authentication handshake, so a client that connects and says nothing
+    /// holds one of them until the handshake times out while the others go
+    /// on accepting.
+    pub(crate) fn serve(self: &Arc<Self>, listener: Listener) -> Result<()> {
+        let _ = self.address.set(WireAddr::from(listener.address()));
+        let listener = Arc::new(listener);
+        let mut acceptors = Vec::with_capacity(ACCEPTORS);
+        for i in 0..ACCEPTORS {
+            let me = self.clone();
+            let l = listener.clone();
+            acceptors.push(
+                std::thread::Builder::new()
+                    .name(format!("manager-accept-{i}"))
+                    .spawn(move || me.accept_loop(&l))?,
+            );
+        }
         {
             let mut g = lock(&self.stopped);
             while !*g {
                 g = self.stopped_cv.wait(g).unwrap_or_else(|e| e.into_inner());
             }
         }
-        // Wake the acceptor (blocked in accept) with one last connection.
-        let _ = Client::builder()
-            .authkey(authkey)
-            .handshake_timeout(Some(Duration::from_secs(5)))
-            .connect(&address);
-        let _ = acceptor.join();
+        // Linux: shutting down a listening socket makes every `accept`
+        // blocked on it return (an acceptor inside a handshake finishes it
+        // first, bounded by the handshake timeout).
+        let _ = rustix::net::shutdown(listener.as_fd(), rustix::net::Shutdown::Read);
+        drop(listener);
+        for a in acceptors {
+            let _ = a.join();
+        }
         let live: Vec<Arc<Connection>> = lock(&self.live).values().cloned().collect();
         for c in live {
             let _ = rustix::net::shutdown(c.as_fd(), rustix::net::Shutdown::Both);
@@ -91,10 +107,11 @@ impl Server {
         Ok(())
     }
 
-    fn accept_loop(self: Arc<Self>, listener: Listener) {
+    fn accept_loop(self: Arc<Self>, listener: &Listener) {
         while !self.stopping.load(Ordering::Acquire) {
             let conn = match listener.accept() {
                 Ok(c) => c,
+                Err(_) if self.stopping.load(Ordering::Acquire) => break,
                 // Out of descriptors or memory: back off instead of spinning.
                 Err(crate::Error::Io(e)) if e.raw_os_error().is_some() => {
                     std::thread::sleep(Duration::from_millis(10));
