@@ -323,19 +323,25 @@ fn a_silent_client_does_not_delay_a_new_one() {
     let Address::Tcp(sa) = m.address() else {
         unreachable!()
     };
-    let silent = std::net::TcpStream::connect(sa).unwrap();
-    let d = m.dict::<u8, u8>().unwrap(); // a new connection, after the silent one
+    // More silent clients than the server starts acceptor threads with.
+    let silent: Vec<_> = (0..6)
+        .map(|_| std::net::TcpStream::connect(sa).unwrap())
+        .collect();
+    let d = m.dict::<u8, u8>().unwrap(); // a new connection, after the silent ones
     d.insert(1, 1).unwrap();
-    // The silent client is still connected (the server did not have to
-    // time it out first): past the challenge it was sent, no end of file.
-    silent.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 512];
-    loop {
-        match std::io::Read::read(&mut &silent, &mut buf) {
-            Ok(0) => panic!("the silent client was dropped before the new one was served"),
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("{e}"),
+    // The silent clients are still connected (the server did not have to
+    // time one out first): past a challenge it may have been sent, no end
+    // of file.
+    for s in &silent {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 512];
+        loop {
+            match std::io::Read::read(&mut &*s, &mut buf) {
+                Ok(0) => panic!("a silent client was dropped before the new one was served"),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
         }
     }
 }

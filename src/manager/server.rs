@@ -13,6 +13,7 @@ use super::types;
 use super::wire::{ObjId, Raw, Reply, Request, Value};
 use crate::connection::{Connection, Listener};
 use crate::error::Result;
+use crate::sys;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -29,8 +30,16 @@ pub(crate) type Factory =
 /// connected (a dead client's blocked call ends and its references go).
 const LIVENESS_SLICE: Duration = Duration::from_millis(100);
 
-/// How many threads wait in `accept` at once.
+/// How many threads wait in `accept` at once to begin with.
 const ACCEPTORS: usize = 4;
+
+/// The most acceptor threads (each extra one is added while connections
+/// wait and every acceptor is stuck in a handshake).
+const MAX_ACCEPTORS: usize = 64;
+
+/// How long a connection may wait in the backlog before another acceptor
+/// is added.
+const BUSY_GRACE: Duration = Duration::from_millis(20);
 
 /// The name prefix of the threads serving connections.
 pub(crate) const CONN_THREAD_PREFIX: &str = "manager-conn-";
@@ -71,24 +80,35 @@ impl Server {
     /// [`ACCEPTORS`] threads wait in `accept` at once: `accept` runs the
     /// authentication handshake, so a client that connects and says nothing
     /// holds one of them until the handshake times out while the others go
-    /// on accepting.
+    /// on accepting; more are added while connections wait and all are busy.
     pub(crate) fn serve(self: &Arc<Self>, listener: Listener) -> Result<()> {
         let _ = self.address.set(WireAddr::from(listener.address()));
         let listener = Arc::new(listener);
         let mut acceptors = Vec::with_capacity(ACCEPTORS);
-        for i in 0..ACCEPTORS {
-            let me = self.clone();
-            let l = listener.clone();
-            acceptors.push(
-                std::thread::Builder::new()
-                    .name(format!("manager-accept-{i}"))
-                    .spawn(move || me.accept_loop(&l))?,
-            );
+        for _ in 0..ACCEPTORS {
+            acceptors.push(self.spawn_acceptor(&listener, acceptors.len())?);
         }
-        {
-            let mut g = lock(&self.stopped);
-            while !*g {
-                g = self.stopped_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        // While a connection waits in the backlog although every acceptor is
+        // busy (each in a handshake with a client that does not answer),
+        // add acceptors, up to a bound.
+        loop {
+            if *lock(&self.stopped) {
+                break;
+            }
+            let waiting = sys::wait_readable(
+                listener.as_fd(),
+                Some(Instant::now() + Duration::from_millis(50)),
+            )
+            .unwrap_or(false);
+            if !waiting {
+                continue;
+            }
+            std::thread::sleep(BUSY_GRACE);
+            let still = sys::wait_readable(listener.as_fd(), Some(Instant::now())).unwrap_or(false);
+            if still && !*lock(&self.stopped) && acceptors.len() < MAX_ACCEPTORS {
+                if let Ok(a) = self.spawn_acceptor(&listener, acceptors.len()) {
+                    acceptors.push(a);
+                }
             }
         }
         // Linux: shutting down a listening socket makes every `accept`
@@ -105,6 +125,18 @@ impl Server {
         }
         self.registry.clear_names();
         Ok(())
+    }
+
+    fn spawn_acceptor(
+        self: &Arc<Self>,
+        listener: &Arc<Listener>,
+        n: usize,
+    ) -> Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        let l = listener.clone();
+        Ok(std::thread::Builder::new()
+            .name(format!("manager-accept-{n}"))
+            .spawn(move || me.accept_loop(&l))?)
     }
 
     fn accept_loop(self: Arc<Self>, listener: &Listener) {
