@@ -53,7 +53,6 @@ pub(crate) struct Server {
     next_conn: AtomicU64,
     live: Mutex<HashMap<ConnId, Arc<Connection>>>,
     stopped: Mutex<bool>,
-    stopped_cv: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,7 +69,6 @@ impl Server {
             next_conn: AtomicU64::new(1),
             live: Mutex::new(HashMap::new()),
             stopped: Mutex::new(false),
-            stopped_cv: Condvar::new(),
         })
     }
 
@@ -171,7 +169,6 @@ impl Server {
     fn request_stop(&self) {
         self.stopping.store(true, Ordering::Release);
         *lock(&self.stopped) = true;
-        self.stopped_cv.notify_all();
     }
 
     fn serve_connection(self: Arc<Self>, conn_id: ConnId, conn: Arc<Connection>) {
