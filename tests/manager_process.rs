@@ -203,6 +203,15 @@ fn unregistered_type_is_a_remote_error() {
 }
 
 #[test]
+fn a_context_starts_managers_with_its_method() {
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let m = multiproc::get_context(method).manager().unwrap();
+        let l = m.list_from([1u8, 2]).unwrap();
+        assert_eq!(l.len().unwrap(), 2);
+    }
+}
+
+#[test]
 fn initializer_runs_in_the_server() {
     for method in [StartMethod::Fork, StartMethod::Spawn] {
         let m = Manager::builder()

@@ -12,9 +12,9 @@ use super::{
 };
 use crate::codec;
 use crate::connection::{Address, Connection, Listener, Pipe};
-use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::StartMethod;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
