@@ -305,6 +305,12 @@ impl<'de> Reader<'de> {
     pub(crate) fn tag(&mut self) -> postcard::Result<u8> {
         self.de.byte()
     }
+
+    /// How many bytes are left to read.
+    #[inline]
+    pub(crate) fn remaining(&self) -> usize {
+        self.de.input.len()
+    }
 }
 
 /// A serde deserializer for postcard's format reading a byte slice

@@ -1,12 +1,13 @@
 //! The worker side: task functions, their runners, and the worker loop.
 
+use super::journal;
 use super::wire::{self, WorkerEnd};
 use crate::process::fnref;
 use crate::sys::Region;
-use rustix::net::{RecvFlags, SendFlags};
+use rustix::net::RecvFlags;
 use serde::{de::DeserializeOwned, Serialize};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// A function a pool can run: a `fn` item or a closure that captures
@@ -47,15 +48,78 @@ impl_task_fn!(A B C D E F G);
 impl_task_fn!(A B C D E F G H);
 
 /// Runs a batch in the worker: decodes `count` argument tuples from `input`
-/// and appends one answer per item to `out`: tag 0 and the result, tag 1
-/// and (panic message, backtrace), or tag 2 and why the result could not be
-/// encoded. `Err` means the batch could not be decoded (nothing usable added).
-pub(crate) type TaskRunner = fn(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>;
+/// and hands one answer per item to `ans` (see [`Answers`]). Arguments that
+/// cannot be decoded give that task and the rest of the batch an error.
+pub(crate) type TaskRunner = fn(input: &[u8], count: u32, ans: &mut Answers<'_>);
 
 /// Runs an initializer in the worker from its encoded argument tuple.
 pub(crate) type InitRunner = fn(input: &[u8]) -> Result<(), String>;
 
-pub(crate) fn run_batch<F, A, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+/// The answers of the batch being run: appended to the output buffer, each
+/// mirrored into the journal as soon as its task is done (so it survives
+/// the worker's death), and sent early, as a `PARTIAL` frame, when they
+/// outgrow the journal.
+pub(crate) struct Answers<'a> {
+    out: &'a mut Vec<u8>,
+    journal: &'a mut journal::Writer,
+    sock: BorrowedFd<'a>,
+    /// Where the answer frame in progress starts in `out`.
+    frame: usize,
+    /// Tasks of the batch answered by earlier (`PARTIAL`) frames.
+    frame_first: u32,
+    /// The parent is gone: stop.
+    gone: bool,
+}
+
+impl Answers<'_> {
+    /// Task `task`'s arguments are decoded; the next ones start at `pos`.
+    #[inline]
+    fn decoded(&self, task: u32, pos: usize) {
+        self.journal.decoded(task, pos);
+    }
+
+    /// `done` tasks of the batch are answered; `false` if the parent is gone.
+    #[inline]
+    fn done(&mut self, done: u32) -> bool {
+        if self.journal.commit(self.out, done) {
+            return true;
+        }
+        // Too much for the journal: send it all now, the answers so far as
+        // a PARTIAL frame, and go on in a new frame.
+        let f = self.frame;
+        self.out[f + 4] = wire::PARTIAL;
+        self.out[f + 5..f + 9].copy_from_slice(&(done - self.frame_first).to_le_bytes());
+        wire::finish(self.out, f);
+        if !journal::flush(self.sock, self.out, self.journal, done) {
+            self.gone = true;
+            return false;
+        }
+        self.frame = begin_answers(self.out);
+        self.frame_first = done;
+        self.journal.commit(self.out, done)
+    }
+
+    /// Answers tasks `from..count` with `reason` (their arguments could not
+    /// be decoded).
+    fn fail_rest(&mut self, from: u32, count: u32, reason: &str) {
+        for k in from..count {
+            self.out.push(2);
+            let _ = super::fast::put(reason, self.out);
+            if !self.done(k + 1) {
+                return;
+            }
+        }
+    }
+}
+
+/// Starts a `RESULTS` frame (its count is filled in at the end).
+fn begin_answers(out: &mut Vec<u8>) -> usize {
+    let start = wire::begin(out, wire::RESULTS);
+    out.extend_from_slice(&[0; 4]);
+    start
+}
+
+pub(crate) fn run_batch<F, A, R>(input: &[u8], count: u32, ans: &mut Answers<'_>)
 where
     F: TaskFn<A, R>,
     A: DeserializeOwned,
@@ -63,14 +127,27 @@ where
 {
     let f: F = fnref::conjure::<F>();
     let mut rd = super::fast::Reader::new(input);
-    for _ in 0..count {
-        let args: A = rd
-            .next()
-            .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        run_one(out, || f.call(args));
+    for k in 0..count {
+        let args: A = match rd.next() {
+            Ok(a) => a,
+            Err(e) => {
+                return ans.fail_rest(
+                    k,
+                    count,
+                    &format!("cannot decode the task's arguments: {e}"),
+                )
+            }
+        };
+        ans.decoded(k, input.len() - rd.remaining());
+        run_one(ans.out, || f.call(args));
+        if !ans.done(k + 1) {
+            return;
+        }
     }
-    Ok(())
 }
+
+/// The largest answer a worker sends: a larger result becomes an error.
+const MAX_ANSWER: usize = wire::MAX_FRAME - journal::CAP - 64;
 
 /// Runs one task and appends its answer to `out`: `0` and the encoded value,
 /// `2` and a message when the value cannot be encoded, or the panic's error.
@@ -80,10 +157,19 @@ fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
         Ok(value) => {
             out.push(0);
-            if let Err(e) = super::fast::put(&value, out) {
+            let r = super::fast::put(&value, out);
+            let reason = match r {
+                Err(e) => Some(format!("cannot encode the task's result: {e}")),
+                Ok(()) if out.len() - mark > MAX_ANSWER => Some(format!(
+                    "the task's result encodes to {} bytes, more than the pool's limit of {MAX_ANSWER}",
+                    out.len() - mark
+                )),
+                Ok(()) => None,
+            };
+            if let Some(reason) = reason {
                 out.truncate(mark);
                 out.push(2);
-                let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
+                let _ = super::fast::put(&reason, out);
             }
         }
         Err(payload) => {
@@ -95,7 +181,7 @@ fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
 
 /// [`run_batch`] for one-argument functions (`map`, `imap`): decodes each
 /// item as `T` directly (the same bytes as the tuple `(T,)`).
-pub(crate) fn run_map<F, T, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+pub(crate) fn run_map<F, T, R>(input: &[u8], count: u32, ans: &mut Answers<'_>)
 where
     F: Fn(T) -> R + Copy + Send + Sync + 'static,
     T: DeserializeOwned,
@@ -103,13 +189,23 @@ where
 {
     let f: F = fnref::conjure::<F>();
     let mut rd = super::fast::Reader::new(input);
-    for _ in 0..count {
-        let arg: T = rd
-            .next()
-            .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        run_one(out, || f(arg));
+    for k in 0..count {
+        let arg: T = match rd.next() {
+            Ok(a) => a,
+            Err(e) => {
+                return ans.fail_rest(
+                    k,
+                    count,
+                    &format!("cannot decode the task's arguments: {e}"),
+                )
+            }
+        };
+        ans.decoded(k, input.len() - rd.remaining());
+        run_one(ans.out, || f(arg));
+        if !ans.done(k + 1) {
+            return;
+        }
     }
-    Ok(())
 }
 
 pub(crate) fn run_init<F, A>(input: &[u8]) -> Result<(), String>
@@ -157,7 +253,8 @@ fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
         })
 }
 
-/// What a worker is started with.
+/// What a worker is started with: its socket, its journal region, the
+/// initializer, maxtasksperchild, and how long to spin when idle (µs).
 pub(crate) type WorkerArgs = (WorkerEnd, Region, Option<(i64, Vec<u8>)>, u64, u64);
 
 /// Looks up (and checks once) the runner at `offset`.
@@ -178,14 +275,14 @@ fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<
 }
 
 /// The worker loop: reads task frames, runs them, answers in order.
-/// Returns (ending the process with code 0) on `EXIT`, at end of input, or
-/// after `maxtasks` batches (0 = no limit).
-pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs) {
+/// Returns (ending the process with code 0) on `EXIT`, at end of input, on a
+/// malformed frame, or after `maxtasks` batches (0 = no limit).
+pub(crate) fn worker_main((sock, region, init, maxtasks, spin_us): WorkerArgs) {
     install_hook();
     let sock = sock.0;
-    // SAFETY: the parent made the region 16 bytes long; offset 0 is aligned
-    // for AtomicU64, every bit pattern is valid, and both sides use atomics.
-    let started: &AtomicU64 = unsafe { counters.get::<AtomicU64>(0) };
+    let Some(mut journal) = journal::Writer::new(region) else {
+        panic!("the pool worker's journal region is too small");
+    };
     if let Some((offset, bytes)) = init {
         let addr = fnref::addr_of(offset);
         if !fnref::is_own_code(addr) {
@@ -203,40 +300,83 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
     let mut pos = 0;
     let mut out: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut first_unsent: Option<Instant> = None;
+    // TASKS frames received, and batches run.
+    let mut ordinal: u32 = 0;
     let mut done: u64 = 0;
     // How long the last batch ran: after a long one the next is not due
     // soon (it would be queued already), and spinning would only take a CPU
     // from the parent decoding the answers.
     let mut last_run = Duration::ZERO;
-    loop {
-        if let Some((kind, payload, len)) = wire::next_frame(&inbuf[pos..]) {
-            if kind == wire::EXIT {
-                break;
+    // A malformed frame ends the loop: the parent does not send one, and
+    // whoever did is not to be trusted with more work.
+    while let Ok(frame) = wire::next_frame(&inbuf[pos..]) {
+        if let Some((kind, payload, len)) = frame {
+            match kind {
+                wire::TASKS => {}
+                wire::EXIT => break,
+                _ => break,
+            }
+            let n = ordinal;
+            ordinal = ordinal.wrapping_add(1);
+            // The batch in progress has no task done yet; then claim it (it
+            // may have been taken back).
+            journal.begin(&out);
+            if !journal.claim(n) {
+                pos += len;
+                continue;
             }
             out.reserve(payload.len() + payload.len() / 4 + 64);
-            let start = wire::begin(&mut out, wire::RESULTS);
-            let ok = if payload.len() < 12 {
+            let start = begin_answers(&mut out);
+            journal.commit(&out, 0);
+            let runner = if payload.len() < 12 {
                 Err("short task frame".to_string())
             } else {
                 let offset = i64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
                 let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
-                // Tell the parent this batch is now ours: if we die from here
-                // on, it fails instead of being sent to another worker.
-                started.store(done + 1, Ordering::Release);
-                let t0 = Instant::now();
-                let r = match runner_at(&mut cache, offset) {
-                    Some(run) => run(&payload[12..], count, &mut out),
+                match runner_at(&mut cache, offset) {
+                    Some(run) => Ok((run, count)),
                     None => Err("the task function cannot be found in this binary".to_string()),
-                };
-                last_run = t0.elapsed();
-                r
+                }
             };
-            if let Err(reason) = ok {
-                out.truncate(start);
-                wire::begin(&mut out, wire::FAILED);
-                out.extend_from_slice(reason.as_bytes());
+            match runner {
+                Ok((run, count)) => {
+                    let t0 = Instant::now();
+                    let mut ans = Answers {
+                        out: &mut out,
+                        journal: &mut journal,
+                        sock: sock.as_fd(),
+                        frame: start,
+                        frame_first: 0,
+                        gone: false,
+                    };
+                    run(&payload[12..], count, &mut ans);
+                    if ans.gone {
+                        return;
+                    }
+                    let (f, first) = (ans.frame, ans.frame_first);
+                    last_run = t0.elapsed();
+                    out[f + 5..f + 9].copy_from_slice(&count.saturating_sub(first).to_le_bytes());
+                    wire::finish(&mut out, f);
+                    journal.patch(&out, f, wire::ANSWER_HEADER);
+                    if !journal.commit(&out, count)
+                        && !journal::flush(sock.as_fd(), &mut out, &mut journal, count)
+                    {
+                        return;
+                    }
+                }
+                Err(reason) => {
+                    out.truncate(start);
+                    wire::begin(&mut out, wire::FAILED);
+                    out.extend_from_slice(reason.as_bytes());
+                    wire::finish(&mut out, start);
+                    journal.rewind(start);
+                    if !journal.commit(&out, 0)
+                        && !journal::flush(sock.as_fd(), &mut out, &mut journal, 0)
+                    {
+                        return;
+                    }
+                }
             }
-            wire::finish(&mut out, start);
             pos += len;
             done += 1;
             if maxtasks > 0 && done >= maxtasks {
@@ -245,7 +385,7 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
             let now = Instant::now();
             let since = *first_unsent.get_or_insert(now);
             if out.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
-                if !flush(&sock, &mut out) {
+                if !journal::flush(sock.as_fd(), &mut out, &mut journal, 0) {
                     return;
                 }
                 first_unsent = None;
@@ -258,12 +398,12 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
             pos = 0;
         }
         match wire::read_some(&sock, &mut inbuf, RecvFlags::DONTWAIT) {
-            Ok(wire::Read::Data) => continue,
+            Ok(wire::Read::Data(_)) => continue,
             Ok(wire::Read::Eof) | Err(_) => break,
             Ok(wire::Read::Empty) => {}
         }
         // Idle: answer what is done, spin briefly, then block.
-        if !flush(&sock, &mut out) {
+        if !journal::flush(sock.as_fd(), &mut out, &mut journal, 0) {
             return;
         }
         first_unsent = None;
@@ -283,17 +423,9 @@ pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs)
             }
         };
         match got {
-            Ok(wire::Read::Data) | Ok(wire::Read::Empty) => {}
+            Ok(wire::Read::Data(_)) | Ok(wire::Read::Empty) => {}
             Ok(wire::Read::Eof) | Err(_) => return,
         }
     }
-    flush(&sock, &mut out);
-}
-
-/// Sends all of `out` (blocking), then clears it. `false` if the parent is gone.
-fn flush(sock: &std::os::fd::OwnedFd, out: &mut Vec<u8>) -> bool {
-    let mut pos = 0;
-    let ok = wire::write_some(sock, out, &mut pos, SendFlags::empty()).unwrap_or(false);
-    out.clear();
-    ok
+    journal::flush(sock.as_fd(), &mut out, &mut journal, 0);
 }

@@ -1,0 +1,340 @@
+//! A worker's journal: shared memory through which no completed answer is
+//! lost when the worker dies, and through which the parent takes back
+//! batches the worker has not started.
+//!
+//! A worker batches its answers (one `send` for many tasks), so when it
+//! dies, the answers it had not sent yet would die with it. The journal is
+//! a copy, in a shared region, of exactly those bytes: the unsent tail of
+//! the worker's output stream, updated after every task (a small copy and
+//! one store). After the worker's death the parent appends the part of the
+//! tail it has not received to what it read from the socket, and so gets
+//! every answer of every completed task. The words below say how far the
+//! batch in progress got, so that only the task that was running fails and
+//! the tasks after it run on another worker.
+//!
+//! Layout (every word an `AtomicU64`):
+//!
+//! - `GATE` (its own cache line): low half, the ordinal of the next `TASKS`
+//!   frame the worker may claim; high half, `void_below`: frames with a
+//!   lower ordinal not claimed yet are void (taken back by the parent). The
+//!   worker claims a frame, and the parent takes frames back, by
+//!   compare-and-swap on this one word, so a frame is either run or taken
+//!   back, never both.
+//! - `JSTART`: the offset in the output stream of journal byte 0.
+//! - `COMMIT`: high half, tasks of the batch in progress that are done;
+//!   low half, journal bytes that are valid.
+//! - `DECODED`: high half, tasks of the batch in progress whose arguments
+//!   were decoded (the running one included); low half, where the next
+//!   task's arguments start in the batch's items.
+//!
+//! The parent reads the journal only once the worker has exited, so it sees
+//! the state at one point of the worker's program order; every update is
+//! ordered so that any such point is consistent. The bytes are still
+//! untrusted: every length and offset is checked before use.
+
+use super::wire;
+use crate::error::Result;
+use crate::sys::Region;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Release};
+
+const GATE: usize = 0;
+const JSTART: usize = 64;
+const COMMIT: usize = 72;
+const DECODED: usize = 80;
+const DATA: usize = 128;
+
+/// Unsent answers kept in the journal; beyond this the worker sends them
+/// (as a `PARTIAL` frame if its batch is not done).
+pub(crate) const CAP: usize = 256 << 10;
+
+/// The size of a journal region.
+pub(crate) const REGION_LEN: usize = DATA + CAP;
+
+fn word(r: &Region, offset: usize) -> &AtomicU64 {
+    debug_assert!(offset <= DATA - 8 && offset % 8 == 0);
+    // SAFETY: every offset used is below DATA (within the region, which is
+    // REGION_LEN long: checked when the worker maps it), a multiple of 8 of
+    // a page-aligned mapping; any bit pattern is a valid AtomicU64, and both
+    // processes only access these words atomically.
+    unsafe { r.get::<AtomicU64>(offset) }
+}
+
+fn lo(w: u64) -> u32 {
+    w as u32
+}
+
+fn hi(w: u64) -> u32 {
+    (w >> 32) as u32
+}
+
+fn pack(hi: u32, lo: u32) -> u64 {
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// `a < b` for ordinals that wrap around (they stay within 2^31 of each other).
+pub(crate) fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// The worker's side.
+pub(crate) struct Writer {
+    region: Region,
+    /// Bytes of the output buffer mirrored in the journal.
+    synced: usize,
+    /// Stream offset of output byte 0.
+    sent: u64,
+}
+
+impl Writer {
+    pub(crate) fn new(region: Region) -> Option<Writer> {
+        (region.len() >= REGION_LEN).then_some(Writer {
+            region,
+            synced: 0,
+            sent: 0,
+        })
+    }
+
+    /// Claims frame `ordinal` to run it; `false` if the parent took it back.
+    pub(crate) fn claim(&self, ordinal: u32) -> bool {
+        let gate = word(&self.region, GATE);
+        let mut g = gate.load(Acquire);
+        loop {
+            if before(ordinal, hi(g)) {
+                return false;
+            }
+            match gate.compare_exchange_weak(
+                g,
+                pack(hi(g), ordinal.wrapping_add(1)),
+                AcqRel,
+                Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => g = now,
+            }
+        }
+    }
+
+    /// `out[at..at + n]` changed (a frame header was filled in): copy it again.
+    pub(crate) fn patch(&mut self, out: &[u8], at: usize, n: usize) {
+        if at + n > self.synced {
+            return self.rewind(at);
+        }
+        // SAFETY: `at + n <= synced <= CAP`: within the data area, which only
+        // this process writes (see `commit`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                out[at..at + n].as_ptr(),
+                self.region.as_ptr().add(DATA + at),
+                n,
+            )
+        };
+    }
+
+    /// The bytes of `out` from `from` on changed: copy them again.
+    pub(crate) fn rewind(&mut self, from: usize) {
+        self.synced = self.synced.min(from);
+    }
+
+    /// Mirrors `out` into the journal and records `done` tasks of the batch
+    /// in progress; `false` if `out` is too long (send it instead).
+    #[inline]
+    pub(crate) fn commit(&mut self, out: &[u8], done: u32) -> bool {
+        if out.len() > CAP {
+            return false;
+        }
+        if self.synced < out.len() {
+            let new = &out[self.synced..];
+            // SAFETY: `synced + new.len() == out.len() <= CAP`, so the copy
+            // stays within the data area; the destination is shared memory
+            // only this process writes, and the parent reads it only after
+            // this process has exited.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    new.as_ptr(),
+                    self.region.as_ptr().add(DATA + self.synced),
+                    new.len(),
+                )
+            };
+            self.synced = out.len();
+        }
+        word(&self.region, COMMIT).store(pack(done, out.len() as u32), Release);
+        true
+    }
+
+    /// The arguments of task `task` of the batch in progress are decoded;
+    /// the next task's start at `pos` in the items.
+    #[inline]
+    pub(crate) fn decoded(&self, task: u32, pos: usize) {
+        word(&self.region, DECODED).store(pack(task + 1, pos as u32), Release);
+    }
+
+    /// A new batch begins (its answer frame's header is in `out`).
+    pub(crate) fn begin(&mut self, out: &[u8]) {
+        word(&self.region, DECODED).store(0, Release);
+        self.commit(out, 0);
+    }
+
+    /// The first `n` bytes of the output were sent and removed from it.
+    pub(crate) fn sent(&mut self, n: usize, done: u32) {
+        // Empty first, then move the start: at any point between the two,
+        // the parent sees no unsent bytes, which is true.
+        word(&self.region, COMMIT).store(pack(done, 0), Release);
+        self.sent += n as u64;
+        word(&self.region, JSTART).store(self.sent, Release);
+        self.synced = 0;
+    }
+}
+
+/// Sends all of `out` (blocking) and clears it, keeping the journal in step.
+/// `false` if the parent is gone.
+pub(crate) fn flush(sock: BorrowedFd<'_>, out: &mut Vec<u8>, j: &mut Writer, done: u32) -> bool {
+    let mut pos = 0;
+    let ok =
+        wire::write_some(sock, out, &mut pos, rustix::net::SendFlags::empty()).unwrap_or(false);
+    if ok {
+        j.sent(out.len(), done);
+        out.clear();
+    }
+    ok
+}
+
+/// What the parent recovers from a dead worker's journal.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Tasks of the batch in progress that were done.
+    pub(crate) done: u32,
+    /// Tasks of it whose arguments were decoded.
+    pub(crate) decoded: u32,
+    /// Where the arguments of the first task not decoded start.
+    pub(crate) pos: usize,
+}
+
+/// The parent's side.
+pub(crate) struct Reader {
+    region: Region,
+}
+
+impl Reader {
+    pub(crate) fn new() -> Result<Reader> {
+        Ok(Reader {
+            region: Region::new(REGION_LEN, "multiproc-pool-worker")?,
+        })
+    }
+
+    /// The region, to hand to the worker.
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Takes back every frame not claimed yet, below `next_ordinal` (the
+    /// ordinal of the next frame to send). Returns the ordinal of the first
+    /// frame taken back: frames from it to `next_ordinal` will not run.
+    pub(crate) fn take_back(&self, next_ordinal: u32) -> u32 {
+        let gate = word(&self.region, GATE);
+        let mut g = gate.load(Acquire);
+        loop {
+            match gate.compare_exchange_weak(g, pack(next_ordinal, lo(g)), AcqRel, Acquire) {
+                Ok(_) => return lo(g),
+                Err(now) => g = now,
+            }
+        }
+    }
+
+    /// The ordinal of the next frame the worker may claim.
+    pub(crate) fn next_claim(&self) -> u32 {
+        lo(word(&self.region, GATE).load(Acquire))
+    }
+
+    /// After the worker exited: the output bytes it had not sent, given that
+    /// `received` bytes of its stream arrived, and where its batch stood.
+    pub(crate) fn recover(&self, received: u64) -> (Vec<u8>, Recovered) {
+        let start = word(&self.region, JSTART).load(Acquire);
+        let commit = word(&self.region, COMMIT).load(Acquire);
+        let decoded = word(&self.region, DECODED).load(Acquire);
+        let len = (lo(commit) as usize).min(CAP);
+        let mut tail = Vec::new();
+        if let Some(skip) = received.checked_sub(start) {
+            if skip < len as u64 {
+                let skip = skip as usize;
+                tail.resize(len - skip, 0);
+                // SAFETY: `skip < len <= CAP`: the source lies within the
+                // data area. The worker has exited; a process it forked could
+                // still write there, which can only make these bytes wrong
+                // (they are checked like any other input), not unsafe to copy.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.region.as_ptr().add(DATA + skip),
+                        tail.as_mut_ptr(),
+                        len - skip,
+                    )
+                };
+            }
+        }
+        let rec = Recovered {
+            done: hi(commit),
+            decoded: hi(decoded),
+            pos: lo(decoded) as usize,
+        };
+        (tail, rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_claimed_or_taken_back_never_both() {
+        let r = Reader::new().unwrap();
+        let w = Writer::new(r.region().clone()).unwrap();
+        assert!(w.claim(0));
+        assert!(w.claim(1));
+        // Frames 2..5 sent; take back what is not claimed.
+        assert_eq!(r.take_back(5), 2);
+        assert!(!w.claim(2));
+        assert!(!w.claim(4));
+        assert!(w.claim(5));
+        assert_eq!(r.next_claim(), 6);
+        // Nothing unclaimed: taking back takes nothing.
+        assert_eq!(r.take_back(6), 6);
+        assert!(w.claim(6));
+    }
+
+    #[test]
+    fn ordinals_wrap() {
+        assert!(before(u32::MAX, 0));
+        assert!(!before(0, u32::MAX));
+        let r = Reader::new().unwrap();
+        let w = Writer::new(r.region().clone()).unwrap();
+        assert_eq!(r.take_back(u32::MAX), 0);
+        assert!(!w.claim(u32::MAX - 1));
+        assert!(w.claim(u32::MAX));
+        assert!(w.claim(0));
+    }
+
+    #[test]
+    fn the_unsent_tail_is_recovered() {
+        let r = Reader::new().unwrap();
+        let mut w = Writer::new(r.region().clone()).unwrap();
+        let mut out = b"abcdef".to_vec();
+        w.begin(&out[..2]);
+        w.decoded(0, 7);
+        assert!(w.commit(&out, 1));
+        let (tail, rec) = r.recover(0);
+        assert_eq!(tail, b"abcdef");
+        assert_eq!((rec.done, rec.decoded, rec.pos), (1, 1, 7));
+        // 4 bytes arrived by the socket: only the rest comes from the journal.
+        assert_eq!(r.recover(4).0, b"ef");
+        w.sent(6, 1);
+        out.clear();
+        assert!(r.recover(6).0.is_empty());
+        out.extend_from_slice(b"gh");
+        assert!(w.commit(&out, 2));
+        assert_eq!(r.recover(6).0, b"gh");
+        assert_eq!(r.recover(7).0, b"h");
+        // A journal behind what arrived has nothing unsent.
+        assert!(r.recover(100).0.is_empty());
+        assert!(!w.commit(&vec![0; CAP + 1], 3));
+    }
+}
