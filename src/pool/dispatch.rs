@@ -264,10 +264,12 @@ impl Shared {
     /// `true` if any were taken.
     fn steal(&self, core: &mut Core) -> bool {
         let maxtasks = self.config.maxtasks;
+        // A thief must be able to take what it steals at once (else the
+        // batches would only go back where they were, again and again).
         if !core
             .workers
             .iter()
-            .any(|w| w.inflight.is_empty() && w.open(maxtasks))
+            .any(|w| w.inflight.is_empty() && w.open(maxtasks) && w.unsent() == 0)
         {
             return false;
         }
