@@ -37,14 +37,14 @@ fn mark_then_maybe_abort((i, abort_at, log): (u64, u64, String)) -> u64 {
     i * 10
 }
 
-/// As `mark_then_maybe_abort`, with a 100 KB answer: a chunk's answers
+/// As `mark_then_maybe_abort`, with a 300 KB answer: a chunk's answers
 /// outgrow the worker's journal and leave in several messages.
 fn big_answer((i, abort_at, log): (u64, u64, String)) -> Vec<u8> {
     append(&log, &format!("{i}\n"));
     if i == abort_at {
         std::process::abort();
     }
-    vec![i as u8; 100_000]
+    vec![i as u8; 300_000]
 }
 
 fn temp_log(tag: &str) -> String {
@@ -128,7 +128,7 @@ fn large_answers_before_an_abort_are_kept() {
         match r {
             Ok(v) => {
                 assert_ne!(i, 9);
-                assert_eq!(v.len(), 100_000);
+                assert_eq!(v.len(), 300_000);
                 assert!(
                     v.iter().all(|b| *b == i as u8),
                     "task {i}'s answer is wrong"

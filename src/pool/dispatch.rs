@@ -280,8 +280,8 @@ impl Shared {
             .filter(|(_, w)| !w.inflight.is_empty())
             .filter_map(|(i, w)| {
                 let (tasks, ns) = w.unstarted();
-                let worth = tasks > 0 && ns.is_none_or(|ns| ns >= STEAL_MIN_NS);
-                worth.then(|| (i, ns.unwrap_or(f64::INFINITY)))
+                let ns = ns?;
+                (tasks > 0 && ns >= STEAL_MIN_NS).then_some((i, ns))
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i);

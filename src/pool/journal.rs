@@ -5,8 +5,9 @@
 //! A worker batches its answers (one `send` for many tasks), so when it
 //! dies, the answers it had not sent yet would die with it. The journal is
 //! a copy, in a shared region, of exactly those bytes: the unsent tail of
-//! the worker's output stream, updated after every task (a small copy and
-//! one store). After the worker's death the parent appends the part of the
+//! the worker's output stream, updated before each task starts (a small
+//! copy and one store; a task's own answer is copied once the next task's
+//! arguments are decoded, so that its bytes have left the store buffer). After the worker's death the parent appends the part of the
 //! tail it has not received to what it read from the socket, and so gets
 //! every answer of every completed task. The words below say how far the
 //! batch in progress got, so that only the task that was running fails and
@@ -46,7 +47,7 @@ const DATA: usize = 128;
 
 /// Unsent answers kept in the journal; beyond this the worker sends them
 /// (as a `PARTIAL` frame if its batch is not done).
-pub(crate) const CAP: usize = 256 << 10;
+pub(crate) const CAP: usize = 1 << 20;
 
 /// The size of a journal region.
 pub(crate) const REGION_LEN: usize = DATA + CAP;
@@ -143,7 +144,20 @@ impl Writer {
         if out.len() > CAP {
             return false;
         }
-        if self.synced < out.len() {
+        let n = out.len() - self.synced.min(out.len());
+        if n > 0 && n <= 16 {
+            // Small answers (the common case): byte by byte, each load
+            // matching one earlier store (a wider load of bytes still in the
+            // store buffer would stall).
+            let base = self.synced;
+            for (i, b) in out[base..].iter().enumerate() {
+                // SAFETY: `base + i < out.len() <= CAP`: within the data
+                // area, which only this process writes (the parent reads it
+                // after this process exits).
+                unsafe { self.region.as_ptr().add(DATA + base + i).write_volatile(*b) };
+            }
+            self.synced = out.len();
+        } else if self.synced < out.len() {
             let new = &out[self.synced..];
             // SAFETY: `synced + new.len() == out.len() <= CAP`, so the copy
             // stays within the data area; the destination is shared memory

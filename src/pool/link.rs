@@ -188,6 +188,9 @@ pub(crate) struct Worker {
     /// Smoothed time per task (ns), to size the window: slow tasks are not
     /// queued far ahead, so the load stays balanced between workers.
     task_ns: f64,
+    /// Smoothed time per task (ns) measured by the worker: the work alone,
+    /// without waiting and transfers.
+    work_ns: f64,
     /// When the batch now at the head of `inflight` started (roughly).
     head_since: Instant,
     /// The socket is gone (EOF or EPIPE): send nothing more.
@@ -223,6 +226,7 @@ impl Worker {
             sent_batches: 0,
             next_ordinal: 0,
             task_ns: 0.0,
+            work_ns: 0.0,
             head_since: Instant::now(),
             broken: false,
             exiting: false,
@@ -304,7 +308,8 @@ impl Worker {
     }
 
     /// The held batches the worker has not started: their tasks, and an
-    /// estimate of their work in ns (`None` if there is no estimate yet).
+    /// estimate of their work in ns (`None` before the worker answered a
+    /// batch).
     pub(crate) fn unstarted(&self) -> (usize, Option<f64>) {
         let next = self.journal.next_claim();
         let tasks: usize = self
@@ -313,7 +318,7 @@ impl Worker {
             .filter(|s| !before(s.ordinal, next))
             .map(|s| s.count as usize)
             .sum();
-        let ns = (self.task_ns > 0.0).then_some(self.task_ns * tasks as f64);
+        let ns = (self.work_ns > 0.0).then_some(self.work_ns * tasks as f64);
         (tasks, ns)
     }
 
@@ -402,17 +407,24 @@ impl Worker {
                 Ok(None) => break,
                 Err(e) => return self.corrupted(e.to_string()),
             };
-            if kind != wire::FAILED && payload.len() < 4 {
-                return self.corrupted("an answer frame without its count".into());
+            const H: usize = wire::ANSWER_HEADER - 5;
+            if kind != wire::FAILED && payload.len() < H {
+                return self.corrupted("an answer frame without its header".into());
             }
             let Some(front) = self.inflight.front_mut() else {
                 return self.corrupted("an answer nobody asked for".into());
             };
-            let n =
-                u32::from_le_bytes(payload[..4.min(payload.len())].try_into().unwrap_or([0; 4]));
+            // Little-endian words of the header (absent in a FAILED frame).
+            let word = |r: std::ops::Range<usize>| {
+                payload.get(r).map_or(0, |b| {
+                    b.iter().rev().fold(0u64, |a, x| (a << 8) | u64::from(*x))
+                })
+            };
+            let n = word(0..4) as u32;
+            let work = word(4..12);
             let outcome = match kind {
                 wire::PARTIAL => {
-                    front.answers.extend_from_slice(&payload[4..]);
+                    front.answers.extend_from_slice(&payload[H..]);
                     front.partial = front.partial.saturating_add(n);
                     pos += len;
                     continue;
@@ -422,12 +434,12 @@ impl Worker {
                         // The frame is the whole buffer: take it, no copy.
                         Ok((std::mem::take(&mut self.inbuf), wire::ANSWER_HEADER))
                     } else {
-                        Ok((payload[4..].to_vec(), 0))
+                        Ok((payload[H..].to_vec(), 0))
                     }
                 }
                 wire::RESULTS => {
                     let mut all = std::mem::take(&mut front.answers);
-                    all.extend_from_slice(&payload[4..]);
+                    all.extend_from_slice(&payload[H..]);
                     Ok((all, 0))
                 }
                 wire::FAILED => Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned())),
@@ -445,6 +457,14 @@ impl Worker {
                 0.7 * self.task_ns + 0.3 * per
             };
             self.head_since = now;
+            if work > 0 {
+                let per = work as f64 / sent.count.max(1) as f64;
+                self.work_ns = if self.work_ns <= 0.0 {
+                    per
+                } else {
+                    0.7 * self.work_ns + 0.3 * per
+                };
+            }
             done.push(match outcome {
                 Ok(o) => Done {
                     sent,

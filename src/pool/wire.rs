@@ -7,7 +7,8 @@
 //! - parent → worker [`TASKS`]: `i64` runner offset, `u32` item count, then
 //!   the items (each a postcard-encoded argument tuple);
 //! - parent → worker [`EXIT`]: no payload; the worker returns;
-//! - worker → parent [`RESULTS`]: `u32` answer count, then the answers to
+//! - worker → parent [`RESULTS`]: `u32` answer count, `u64` time the batch
+//!   ran (ns; a `PARTIAL` frame has 0 there), then the answers to
 //!   the last tasks of the oldest unanswered `TASKS` frame, in order: byte 0
 //!   and the postcard result, byte 1 and the panic's (message, backtrace),
 //!   or byte 2 and the reason the result could not be encoded;
@@ -42,8 +43,8 @@ pub(crate) const PARTIAL: u8 = 4;
 pub(crate) const MAX_FRAME: usize = 1 << 30;
 
 /// Bytes of a `RESULTS` or `PARTIAL` frame before the answers: length,
-/// kind, answer count.
-pub(crate) const ANSWER_HEADER: usize = 4 + 1 + 4;
+/// kind, answer count, and (`RESULTS`) the time the batch ran, in ns.
+pub(crate) const ANSWER_HEADER: usize = 4 + 1 + 4 + 8;
 
 /// A malformed stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -67,6 +67,9 @@ impl Answers<'_> {
     /// Answers tasks `from..count` with `reason` (their arguments could not
     /// be decoded).
     fn fail_rest(&mut self, from: u32, count: u32, reason: &str) {
+        if !self.done(from) {
+            return;
+        }
         for k in from..count {
             self.out.push(2);
             let _ = super::fast::put(reason, self.out);
@@ -77,10 +80,10 @@ impl Answers<'_> {
     }
 }
 
-/// Starts a `RESULTS` frame (its count is filled in at the end).
+/// Starts a `RESULTS` frame (its count and time are filled in at the end).
 fn begin_answers(out: &mut Vec<u8>) -> usize {
     let start = wire::begin(out, wire::RESULTS);
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0; wire::ANSWER_HEADER - 5]);
     start
 }
 
@@ -103,11 +106,13 @@ where
                 )
             }
         };
-        ans.decoded(k, input.len() - rd.remaining());
-        run_one(ans.out, || f.call(args));
-        if !ans.done(k + 1) {
+        // The previous task's answer is kept now, not right after it was
+        // written: reading back bytes still in the store buffer stalls.
+        if k > 0 && !ans.done(k) {
             return;
         }
+        ans.decoded(k, input.len() - rd.remaining());
+        run_one(ans.out, || f.call(args));
     }
 }
 
@@ -165,11 +170,11 @@ where
                 )
             }
         };
-        ans.decoded(k, input.len() - rd.remaining());
-        run_one(ans.out, || f(arg));
-        if !ans.done(k + 1) {
+        if k > 0 && !ans.done(k) {
             return;
         }
+        ans.decoded(k, input.len() - rd.remaining());
+        run_one(ans.out, || f(arg));
     }
 }
 
@@ -327,6 +332,8 @@ pub(crate) fn worker_main(
                     let (f, first) = (ans.frame, ans.frame_first);
                     last_run = t0.elapsed();
                     out[f + 5..f + 9].copy_from_slice(&count.saturating_sub(first).to_le_bytes());
+                    let ns = u64::try_from(last_run.as_nanos()).unwrap_or(u64::MAX);
+                    out[f + 9..f + 17].copy_from_slice(&ns.to_le_bytes());
                     wire::finish(&mut out, f);
                     journal.patch(&out, f, wire::ANSWER_HEADER);
                     if !journal.commit(&out, count)
