@@ -142,6 +142,40 @@ fn large_answers_before_an_abort_are_kept() {
     let _ = std::fs::remove_file(&log);
 }
 
+/// Answers larger than the worker's whole output buffer (1 MiB) travel on
+/// their own; they too are kept when a later task of the chunk aborts.
+fn huge_answer((i, abort_at, log): (u64, u64, String)) -> Vec<u8> {
+    append(&log, &format!("{i}\n"));
+    if i == abort_at {
+        std::process::abort();
+    }
+    vec![i as u8 + 1; 1_500_000]
+}
+
+#[test]
+fn answers_larger_than_the_buffer_are_kept() {
+    let pool = Pool::new(2).unwrap();
+    let log = temp_log("huge");
+    let items = (0..4u64).map(|i| (i, 2, log.clone()));
+    let got: Vec<_> = pool.imap_chunked(huge_answer, items, 4).unwrap().collect();
+    for (i, r) in got.iter().enumerate() {
+        match r {
+            Ok(v) => {
+                assert_ne!(i, 2);
+                assert_eq!(v.len(), 1_500_000);
+                assert!(
+                    v.iter().all(|b| *b == i as u8 + 1),
+                    "task {i}'s answer is wrong"
+                );
+            }
+            Err(Error::WorkerDied { exitcode: -6 }) => assert_eq!(i, 2),
+            Err(e) => panic!("task {i}: {e}"),
+        }
+    }
+    assert_eq!(runs(&log, 4), vec![1; 4]);
+    let _ = std::fs::remove_file(&log);
+}
+
 /// `map` reports the one task that died, and only because it died.
 #[test]
 fn map_fails_only_for_the_task_that_killed_its_worker() {

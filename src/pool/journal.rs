@@ -15,7 +15,7 @@
 //!
 //! Layout (every word an `AtomicU64`):
 //!
-//! - `GATE` (its own cache line): low half, the ordinal of the next `TASKS`
+//! - `GATE` (its own cache lines): low half, the ordinal of the next `TASKS`
 //!   frame the worker may claim; high half, `void_below`: frames with a
 //!   lower ordinal not claimed yet are void (taken back by the parent). The
 //!   worker claims a frame, and the parent takes frames back, by
@@ -33,17 +33,20 @@
 //! ordered so that any such point is consistent. The bytes are still
 //! untrusted: every length and offset is checked before use.
 
+use super::fast::Out;
 use super::wire;
 use crate::error::Result;
 use crate::sys::Region;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Release};
 
+// The gate, which the parent reads and writes, has a page of its own, away
+// from the words the worker writes for every task.
 const GATE: usize = 0;
-const JSTART: usize = 64;
-const COMMIT: usize = 72;
-const DECODED: usize = 80;
-const DATA: usize = 128;
+const JSTART: usize = 4096;
+const COMMIT: usize = 4104;
+const DECODED: usize = 4112;
+const DATA: usize = 4096 + 128;
 
 /// Unsent answers kept in the journal; beyond this the worker sends them
 /// (as a `PARTIAL` frame if its batch is not done).
@@ -78,22 +81,48 @@ pub(crate) fn before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
-/// The worker's side.
+/// The worker's side: the journal's data area *is* the worker's output
+/// buffer. Answers are written there and sent from there, so the unsent
+/// tail the parent recovers costs no copy; `commit` only records how far
+/// the bytes (and the batch) got.
 pub(crate) struct Writer {
     region: Region,
-    /// Bytes of the output buffer mirrored in the journal.
-    synced: usize,
-    /// Stream offset of output byte 0.
+    /// The data area (within `region`, which lives as long as `self`).
+    data: *mut u8,
+    /// Bytes in the buffer (not sent yet).
+    len: usize,
+    /// Stream offset of buffer byte 0.
     sent: u64,
+    /// A write as [`Out`] did not fit (and was dropped).
+    full: bool,
 }
 
 impl Writer {
     pub(crate) fn new(region: Region) -> Option<Writer> {
-        (region.len() >= REGION_LEN).then_some(Writer {
+        if region.len() < REGION_LEN {
+            return None;
+        }
+        // SAFETY: DATA < REGION_LEN <= the region's length.
+        let data = unsafe { region.as_ptr().add(DATA) };
+        Some(Writer {
             region,
-            synced: 0,
+            data,
+            len: 0,
             sent: 0,
+            full: false,
         })
+    }
+
+    #[inline(always)]
+    fn data(&self) -> *mut u8 {
+        self.data
+    }
+
+    /// Whether a write as [`Out`] was dropped for lack of room since the
+    /// last call (or `truncate`).
+    #[inline]
+    pub(crate) fn take_full(&mut self) -> bool {
+        std::mem::replace(&mut self.full, false)
     }
 
     /// Claims frame `ordinal` to run it; `false` if the parent took it back.
@@ -116,64 +145,65 @@ impl Writer {
         }
     }
 
-    /// `out[at..at + n]` changed (a frame header was filled in): copy it again.
-    pub(crate) fn patch(&mut self, out: &[u8], at: usize, n: usize) {
-        if at + n > self.synced {
-            return self.rewind(at);
-        }
-        // SAFETY: `at + n <= synced <= CAP`: within the data area, which only
-        // this process writes (see `commit`).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                out[at..at + n].as_ptr(),
-                self.region.as_ptr().add(DATA + at),
-                n,
-            )
-        };
-    }
-
-    /// The bytes of `out` from `from` on changed: copy them again.
-    pub(crate) fn rewind(&mut self, from: usize) {
-        self.synced = self.synced.min(from);
-    }
-
-    /// Mirrors `out` into the journal and records `done` tasks of the batch
-    /// in progress; `false` if `out` is too long (send it instead).
+    /// Bytes in the buffer.
     #[inline]
-    pub(crate) fn commit(&mut self, out: &[u8], done: u32) -> bool {
-        if out.len() > CAP {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bytes in the buffer.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `len <= CAP` bytes of the data area, all written by this
+        // process (the only writer; the parent reads only after it exits),
+        // and not written while this borrow of `self` lasts.
+        unsafe { std::slice::from_raw_parts(self.data(), self.len) }
+    }
+
+    /// Appends `bytes`; `false` (and nothing appended) if they do not fit.
+    #[inline]
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() > CAP - self.len {
             return false;
         }
-        let n = out.len() - self.synced.min(out.len());
-        if n > 0 && n <= 16 {
+        let dst = self.data();
+        if bytes.len() <= 16 {
             // Small answers (the common case): byte by byte, each load
             // matching one earlier store (a wider load of bytes still in the
             // store buffer would stall).
-            let base = self.synced;
-            for (i, b) in out[base..].iter().enumerate() {
-                // SAFETY: `base + i < out.len() <= CAP`: within the data
-                // area, which only this process writes (the parent reads it
-                // after this process exits).
-                unsafe { self.region.as_ptr().add(DATA + base + i).write_volatile(*b) };
+            for (i, b) in bytes.iter().enumerate() {
+                // SAFETY: `len + i < len + bytes.len() <= CAP`: within the
+                // data area, which only this process writes.
+                unsafe { dst.add(self.len + i).write_volatile(*b) };
             }
-            self.synced = out.len();
-        } else if self.synced < out.len() {
-            let new = &out[self.synced..];
-            // SAFETY: `synced + new.len() == out.len() <= CAP`, so the copy
-            // stays within the data area; the destination is shared memory
-            // only this process writes, and the parent reads it only after
-            // this process has exited.
+        } else {
+            // SAFETY: as above, for `bytes.len()` bytes; `bytes` is not in
+            // the region (it is borrowed while `self` is borrowed mutably).
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    new.as_ptr(),
-                    self.region.as_ptr().add(DATA + self.synced),
-                    new.len(),
-                )
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(self.len), bytes.len())
             };
-            self.synced = out.len();
         }
-        word(&self.region, COMMIT).store(pack(done, out.len() as u32), Release);
+        self.len += bytes.len();
         true
+    }
+
+    /// Overwrites `bytes.len()` bytes at `at` (a frame header filled in).
+    pub(crate) fn overwrite(&mut self, at: usize, bytes: &[u8]) {
+        assert!(at + bytes.len() <= self.len, "overwrite past the end");
+        // SAFETY: within the first `len <= CAP` bytes of the data area.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data().add(at), bytes.len()) };
+    }
+
+    /// Drops the bytes from `n` on.
+    pub(crate) fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+        self.full = false;
+    }
+
+    /// Records that the buffer holds what it holds now, and `done` tasks of
+    /// the batch in progress.
+    #[inline]
+    pub(crate) fn commit(&self, done: u32) {
+        word(&self.region, COMMIT).store(pack(done, self.len as u32), Release);
     }
 
     /// The arguments of task `task` of the batch in progress are decoded;
@@ -183,34 +213,60 @@ impl Writer {
         word(&self.region, DECODED).store(pack(task + 1, pos as u32), Release);
     }
 
-    /// A new batch begins (its answer frame's header is in `out`).
-    pub(crate) fn begin(&mut self, out: &[u8]) {
+    /// A new batch begins: none of its tasks is decoded or done.
+    pub(crate) fn begin(&self) {
         word(&self.region, DECODED).store(0, Release);
-        self.commit(out, 0);
+        self.commit(0);
     }
 
-    /// The first `n` bytes of the output were sent and removed from it.
-    pub(crate) fn sent(&mut self, n: usize, done: u32) {
+    /// The whole buffer and then `extra` more bytes (sent from elsewhere)
+    /// went out: the buffer is empty.
+    fn sent(&mut self, extra: usize, done: u32) {
+        let n = self.len + extra;
+        self.len = 0;
         // Empty first, then move the start: at any point between the two,
         // the parent sees no unsent bytes, which is true.
         word(&self.region, COMMIT).store(pack(done, 0), Release);
         self.sent += n as u64;
         word(&self.region, JSTART).store(self.sent, Release);
-        self.synced = 0;
     }
 }
 
-/// Sends all of `out` (blocking) and clears it, keeping the journal in step.
-/// `false` if the parent is gone.
-pub(crate) fn flush(sock: BorrowedFd<'_>, out: &mut Vec<u8>, j: &mut Writer, done: u32) -> bool {
-    let mut pos = 0;
-    let ok =
-        wire::write_some(sock, out, &mut pos, rustix::net::SendFlags::empty()).unwrap_or(false);
-    if ok {
-        j.sent(out.len(), done);
-        out.clear();
+impl Out for Writer {
+    #[inline(always)]
+    fn push(&mut self, b: u8) {
+        if self.len < CAP {
+            // SAFETY: `len < CAP`: within the data area, which only this
+            // process writes (the parent reads it after this process exits).
+            unsafe { self.data.add(self.len).write(b) };
+            self.len += 1;
+        } else {
+            self.full = true;
+        }
     }
-    ok
+
+    #[inline(always)]
+    fn extend_from_slice(&mut self, s: &[u8]) {
+        if !self.append(s) {
+            self.full = true;
+        }
+    }
+}
+
+/// Sends the buffer (blocking), then the `extra` pieces (a frame too large
+/// for the buffer), and empties it. `false` if the parent is gone.
+pub(crate) fn flush(sock: BorrowedFd<'_>, j: &mut Writer, extra: &[&[u8]], done: u32) -> bool {
+    let flags = rustix::net::SendFlags::empty();
+    let mut n = 0;
+    for piece in std::iter::once(j.bytes()).chain(extra.iter().copied()) {
+        let mut pos = 0;
+        if !wire::write_some(sock, piece, &mut pos, flags).unwrap_or(false) {
+            return false;
+        }
+        n += piece.len();
+    }
+    j.sent(n - j.len(), done);
+    true
 }
 
 /// What the parent recovers from a dead worker's journal.
@@ -331,24 +387,35 @@ mod tests {
     fn the_unsent_tail_is_recovered() {
         let r = Reader::new().unwrap();
         let mut w = Writer::new(r.region().clone()).unwrap();
-        let mut out = b"abcdef".to_vec();
-        w.begin(&out[..2]);
+        w.begin();
+        assert!(w.append(b"ab"));
         w.decoded(0, 7);
-        assert!(w.commit(&out, 1));
+        assert!(w.append(b"cdef"));
+        w.commit(1);
         let (tail, rec) = r.recover(0);
         assert_eq!(tail, b"abcdef");
         assert_eq!((rec.done, rec.decoded, rec.pos), (1, 1, 7));
         // 4 bytes arrived by the socket: only the rest comes from the journal.
         assert_eq!(r.recover(4).0, b"ef");
-        w.sent(6, 1);
-        out.clear();
+        w.overwrite(0, b"AB");
+        w.commit(1);
+        assert_eq!(r.recover(0).0, b"ABcdef");
+        w.sent(0, 1);
         assert!(r.recover(6).0.is_empty());
-        out.extend_from_slice(b"gh");
-        assert!(w.commit(&out, 2));
+        assert!(w.append(b"gh"));
+        w.commit(2);
         assert_eq!(r.recover(6).0, b"gh");
         assert_eq!(r.recover(7).0, b"h");
         // A journal behind what arrived has nothing unsent.
         assert!(r.recover(100).0.is_empty());
-        assert!(!w.commit(&vec![0; CAP + 1], 3));
+        // Sent with 10 bytes from elsewhere: the stream moved on by 12.
+        w.sent(10, 2);
+        assert!(w.append(b"ij"));
+        w.commit(3);
+        assert_eq!(r.recover(18).0, b"ij");
+        assert!(!w.append(&vec![0; CAP]));
+        assert_eq!(w.bytes(), b"ij");
+        w.truncate(1);
+        assert_eq!(w.bytes(), b"i");
     }
 }

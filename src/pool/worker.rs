@@ -1,5 +1,6 @@
 //! The worker side: task functions, their runners, and the worker loop.
 
+use super::fast::Out;
 use super::journal;
 use super::wire::{self, WorkerEnd};
 use crate::process::fnref;
@@ -20,15 +21,15 @@ pub(crate) type TaskRunner = fn(input: &[u8], count: u32, ans: &mut Answers<'_>)
 /// Runs an initializer in the worker from its encoded argument tuple.
 pub(crate) type InitRunner = fn(input: &[u8]) -> Result<(), String>;
 
-/// The answers of the batch being run: appended to the output buffer, each
-/// mirrored into the journal as soon as its task is done (so it survives
-/// the worker's death), and sent early, as a `PARTIAL` frame, when they
-/// outgrow the journal.
+/// The answers of the batch being run, written to the output buffer, which
+/// is the worker's journal (see [`journal`]): from the moment a task's
+/// answer is there, it survives the worker's death. Answers that outgrow
+/// the buffer are sent early, as `PARTIAL` frames (through `scratch`).
 pub(crate) struct Answers<'a> {
-    out: &'a mut Vec<u8>,
-    journal: &'a mut journal::Writer,
+    buf: &'a mut journal::Writer,
+    scratch: &'a mut Vec<u8>,
     sock: BorrowedFd<'a>,
-    /// Where the answer frame in progress starts in `out`.
+    /// Where the answer frame in progress starts in `buf`.
     frame: usize,
     /// Tasks of the batch answered by earlier (`PARTIAL`) frames.
     frame_first: u32,
@@ -40,51 +41,80 @@ impl Answers<'_> {
     /// Task `task`'s arguments are decoded; the next ones start at `pos`.
     #[inline]
     fn decoded(&self, task: u32, pos: usize) {
-        self.journal.decoded(task, pos);
+        self.buf.decoded(task, pos);
     }
 
-    /// `done` tasks of the batch are answered; `false` if the parent is gone.
+    /// The answer in `scratch` is task `done - 1`'s; `false` if the parent
+    /// is gone.
     #[inline]
-    fn done(&mut self, done: u32) -> bool {
-        if self.journal.commit(self.out, done) {
-            return true;
+    fn push(&mut self, done: u32) -> bool {
+        if !self.buf.append(self.scratch) && !self.push_slow(done) {
+            return false;
         }
-        // Too much for the journal: send it all now, the answers so far as
-        // a PARTIAL frame, and go on in a new frame.
+        self.buf.commit(done);
+        true
+    }
+
+    /// The answer does not fit: send what is there (this batch's answers so
+    /// far as a `PARTIAL` frame), and the answer too if it is larger than
+    /// the whole buffer, as a `PARTIAL` frame of its own.
+    #[cold]
+    fn push_slow(&mut self, done: u32) -> bool {
+        let big = self.scratch.len() + wire::ANSWER_HEADER > journal::CAP;
         let f = self.frame;
-        self.out[f + 4] = wire::PARTIAL;
-        self.out[f + 5..f + 9].copy_from_slice(&(done - self.frame_first).to_le_bytes());
-        wire::finish(self.out, f);
-        if !journal::flush(self.sock, self.out, self.journal, done) {
+        self.buf.overwrite(f + 4, &[wire::PARTIAL]);
+        self.buf
+            .overwrite(f + 5, &(done - 1 - self.frame_first).to_le_bytes());
+        finish_frame(self.buf, f);
+        let mut own = [0u8; wire::ANSWER_HEADER];
+        let extra: [&[u8]; 2] = if big {
+            let len = (wire::ANSWER_HEADER - 4 + self.scratch.len()) as u32;
+            own[..4].copy_from_slice(&len.to_le_bytes());
+            own[4] = wire::PARTIAL;
+            own[5..9].copy_from_slice(&1u32.to_le_bytes());
+            [&own, self.scratch]
+        } else {
+            [&[], &[]]
+        };
+        let sent_done = done - u32::from(!big);
+        if !journal::flush(self.sock, self.buf, &extra, sent_done) {
             self.gone = true;
             return false;
         }
-        self.frame = begin_answers(self.out);
-        self.frame_first = done;
-        self.journal.commit(self.out, done)
+        self.frame = begin_answers(self.buf);
+        self.frame_first = sent_done;
+        big || self.buf.append(self.scratch)
     }
 
     /// Answers tasks `from..count` with `reason` (their arguments could not
     /// be decoded).
     fn fail_rest(&mut self, from: u32, count: u32, reason: &str) {
-        if !self.done(from) {
-            return;
-        }
         for k in from..count {
-            self.out.push(2);
-            let _ = super::fast::put(reason, self.out);
-            if !self.done(k + 1) {
+            self.scratch.clear();
+            self.scratch.push(2);
+            let _ = super::fast::put(reason, self.scratch);
+            if !self.push(k + 1) {
                 return;
             }
         }
     }
 }
 
-/// Starts a `RESULTS` frame (its count and time are filled in at the end).
-fn begin_answers(out: &mut Vec<u8>) -> usize {
-    let start = wire::begin(out, wire::RESULTS);
-    out.extend_from_slice(&[0; wire::ANSWER_HEADER - 5]);
+/// Starts a `RESULTS` frame in `buf` (its length, count and time are filled
+/// in at the end). The buffer always has room for it after a flush.
+fn begin_answers(buf: &mut journal::Writer) -> usize {
+    let start = buf.len();
+    let mut h = [0u8; wire::ANSWER_HEADER];
+    h[4] = wire::RESULTS;
+    let ok = buf.append(&h);
+    debug_assert!(ok, "no room for a frame header");
     start
+}
+
+/// Writes the length of the frame begun at `start` in `buf`.
+fn finish_frame(buf: &mut journal::Writer, start: usize) {
+    let len = (buf.len() - start - 4) as u32;
+    buf.overwrite(start, &len.to_le_bytes());
 }
 
 pub(crate) fn run_batch<F, A, R>(input: &[u8], count: u32, ans: &mut Answers<'_>)
@@ -106,38 +136,45 @@ where
                 )
             }
         };
-        // The previous task's answer is kept now, not right after it was
-        // written: reading back bytes still in the store buffer stalls.
-        if k > 0 && !ans.done(k) {
+        ans.decoded(k, input.len() - rd.remaining());
+        if !run_one(ans, k + 1, || f.call(args)) {
             return;
         }
-        ans.decoded(k, input.len() - rd.remaining());
-        run_one(ans.out, || f.call(args));
     }
 }
 
 /// The largest answer a worker sends: a larger result becomes an error.
-const MAX_ANSWER: usize = wire::MAX_FRAME - journal::CAP - 64;
+const MAX_ANSWER: usize = wire::MAX_FRAME - wire::ANSWER_HEADER;
 
-/// Runs one task and appends its answer to `out`: `0` and the encoded value,
-/// `2` and a message when the value cannot be encoded, or the panic's error.
+/// Runs task `done - 1` and appends its answer: `0` and the encoded value,
+/// `2` and a message when the value cannot be encoded, or the panic's
+/// error. The value is encoded straight into the output buffer; when it does
+/// not fit there (or fails), it goes the slow way, through `scratch`.
+/// `false` if the parent is gone.
 #[inline]
-fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
-    let mark = out.len();
+fn run_one<R: Serialize>(ans: &mut Answers<'_>, done: u32, call: impl FnOnce() -> R) -> bool {
+    let out = &mut ans.scratch;
+    out.clear();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
         Ok(value) => {
+            let mark = ans.buf.len();
+            ans.buf.push(0);
+            if super::fast::put_into(&value, ans.buf).is_ok() && !ans.buf.take_full() {
+                ans.buf.commit(done);
+                return true;
+            }
+            ans.buf.truncate(mark);
             out.push(0);
-            let r = super::fast::put(&value, out);
-            let reason = match r {
+            let reason = match super::fast::put(&value, out) {
                 Err(e) => Some(format!("cannot encode the task's result: {e}")),
-                Ok(()) if out.len() - mark > MAX_ANSWER => Some(format!(
+                Ok(()) if out.len() > MAX_ANSWER => Some(format!(
                     "the task's result encodes to {} bytes, more than the pool's limit of {MAX_ANSWER}",
-                    out.len() - mark
+                    out.len()
                 )),
                 Ok(()) => None,
             };
             if let Some(reason) = reason {
-                out.truncate(mark);
+                out.clear();
                 out.push(2);
                 let _ = super::fast::put(&reason, out);
             }
@@ -147,6 +184,7 @@ fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
             push_error(out, message, &backtrace);
         }
     }
+    ans.push(done)
 }
 
 /// [`run_batch`] for one-argument functions (`map`, `imap`): decodes each
@@ -170,11 +208,10 @@ where
                 )
             }
         };
-        if k > 0 && !ans.done(k) {
+        ans.decoded(k, input.len() - rd.remaining());
+        if !run_one(ans, k + 1, || f(arg)) {
             return;
         }
-        ans.decoded(k, input.len() - rd.remaining());
-        run_one(ans.out, || f(arg));
     }
 }
 
@@ -274,7 +311,7 @@ pub(crate) fn worker_main(
     let mut cache = Vec::new();
     let mut inbuf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut pos = 0;
-    let mut out: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut scratch: Vec<u8> = Vec::with_capacity(1 << 10);
     let mut first_unsent: Option<Instant> = None;
     // TASKS frames received, and batches run.
     let mut ordinal: u32 = 0;
@@ -296,14 +333,18 @@ pub(crate) fn worker_main(
             ordinal = ordinal.wrapping_add(1);
             // The batch in progress has no task done yet; then claim it (it
             // may have been taken back).
-            journal.begin(&out);
+            journal.begin();
             if !journal.claim(n) {
                 pos += len;
                 continue;
             }
-            out.reserve(payload.len() + payload.len() / 4 + 64);
-            let start = begin_answers(&mut out);
-            journal.commit(&out, 0);
+            if journal.len() + wire::ANSWER_HEADER + 4096 > journal::CAP
+                && !journal::flush(sock.as_fd(), &mut journal, &[], 0)
+            {
+                return;
+            }
+            let start = begin_answers(&mut journal);
+            journal.commit(0);
             let runner = if payload.len() < 12 {
                 Err("short task frame".to_string())
             } else {
@@ -318,8 +359,8 @@ pub(crate) fn worker_main(
                 Ok((run, count)) => {
                     let t0 = Instant::now();
                     let mut ans = Answers {
-                        out: &mut out,
-                        journal: &mut journal,
+                        buf: &mut journal,
+                        scratch: &mut scratch,
                         sock: sock.as_fd(),
                         frame: start,
                         frame_first: 0,
@@ -331,28 +372,25 @@ pub(crate) fn worker_main(
                     }
                     let (f, first) = (ans.frame, ans.frame_first);
                     last_run = t0.elapsed();
-                    out[f + 5..f + 9].copy_from_slice(&count.saturating_sub(first).to_le_bytes());
                     let ns = u64::try_from(last_run.as_nanos()).unwrap_or(u64::MAX);
-                    out[f + 9..f + 17].copy_from_slice(&ns.to_le_bytes());
-                    wire::finish(&mut out, f);
-                    journal.patch(&out, f, wire::ANSWER_HEADER);
-                    if !journal.commit(&out, count)
-                        && !journal::flush(sock.as_fd(), &mut out, &mut journal, count)
-                    {
-                        return;
+                    journal.overwrite(f + 5, &count.saturating_sub(first).to_le_bytes());
+                    journal.overwrite(f + 9, &ns.to_le_bytes());
+                    finish_frame(&mut journal, f);
+                    journal.commit(count);
+                    if scratch.capacity() > 1 << 20 {
+                        scratch = Vec::with_capacity(1 << 10);
                     }
                 }
                 Err(reason) => {
-                    out.truncate(start);
-                    wire::begin(&mut out, wire::FAILED);
-                    out.extend_from_slice(reason.as_bytes());
-                    wire::finish(&mut out, start);
-                    journal.rewind(start);
-                    if !journal.commit(&out, 0)
-                        && !journal::flush(sock.as_fd(), &mut out, &mut journal, 0)
-                    {
-                        return;
-                    }
+                    // No task ran: the answer is a FAILED frame instead.
+                    journal.truncate(start);
+                    let reason = &reason.as_bytes()[..reason.len().min(1024)];
+                    let len = (1 + reason.len()) as u32;
+                    let ok = journal.append(&len.to_le_bytes())
+                        && journal.append(&[wire::FAILED])
+                        && journal.append(reason);
+                    debug_assert!(ok, "room was made for the frame");
+                    journal.commit(0);
                 }
             }
             pos += len;
@@ -362,8 +400,8 @@ pub(crate) fn worker_main(
             }
             let now = Instant::now();
             let since = *first_unsent.get_or_insert(now);
-            if out.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
-                if !journal::flush(sock.as_fd(), &mut out, &mut journal, 0) {
+            if journal.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
+                if !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
                     return;
                 }
                 first_unsent = None;
@@ -381,7 +419,7 @@ pub(crate) fn worker_main(
             Ok(wire::Read::Empty) => {}
         }
         // Idle: answer what is done, spin briefly, then block.
-        if !journal::flush(sock.as_fd(), &mut out, &mut journal, 0) {
+        if journal.len() > 0 && !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
             return;
         }
         first_unsent = None;
@@ -405,5 +443,5 @@ pub(crate) fn worker_main(
             Ok(wire::Read::Eof) | Err(_) => return,
         }
     }
-    journal::flush(sock.as_fd(), &mut out, &mut journal, 0);
+    journal::flush(sock.as_fd(), &mut journal, &[], 0);
 }
