@@ -52,6 +52,8 @@ pub mod connection;
 mod context;
 mod error;
 pub mod handoff;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 pub mod process;
 pub mod queue;

@@ -61,6 +61,7 @@
 //! Small tasks are queued up to 256 per worker; slow ones only about 2 ms
 //! of work ahead, so the load stays balanced.
 
+pub(crate) mod api;
 mod builder;
 mod dispatch;
 mod fast;
@@ -69,6 +70,7 @@ mod result;
 mod wire;
 mod worker;
 
+pub use api::{PendingResult, TaskPool};
 pub use builder::PoolBuilder;
 pub use result::{AsyncResult, Callbacks, IMap};
 pub use worker::TaskFn;

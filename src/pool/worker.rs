@@ -136,7 +136,7 @@ thread_local! {
 
 /// The panic hook of a worker: keeps the message (with its location) and a
 /// backtrace for the task's error instead of printing them.
-fn install_hook() {
+pub(crate) fn install_hook() {
     std::panic::set_hook(Box::new(|info| {
         let message = crate::process::panic_message(info);
         let bt = std::backtrace::Backtrace::force_capture().to_string();
@@ -161,7 +161,10 @@ fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
 pub(crate) type WorkerArgs = (WorkerEnd, Region, Option<(i64, Vec<u8>)>, u64, u64);
 
 /// Looks up (and checks once) the runner at `offset`.
-fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<TaskRunner> {
+pub(crate) fn runner_at(
+    cache: &mut Vec<(i64, Option<TaskRunner>)>,
+    offset: i64,
+) -> Option<TaskRunner> {
     if let Some((_, r)) = cache.iter().find(|(o, _)| *o == offset) {
         return *r;
     }
