@@ -50,6 +50,8 @@ pub(crate) struct Driver {
     workers: Vec<Worker>,
     queue: VecDeque<Batch>,
     sends: Vec<Sending>,
+    /// Tasks in `queue`.
+    queued_tasks: usize,
     broken: Option<String>,
     next: usize,
 }
@@ -69,6 +71,7 @@ impl Driver {
                 .collect(),
             queue: VecDeque::new(),
             sends: Vec::new(),
+            queued_tasks: 0,
             broken: None,
             next: 0,
         }
@@ -89,6 +92,7 @@ impl Driver {
             }
             return Err(e);
         }
+        self.queued_tasks += batches.iter().map(|b| b.count as usize).sum::<usize>();
         self.queue.extend(batches);
         self.pump().map(|_| ())
     }
@@ -142,19 +146,22 @@ impl Driver {
         }
     }
 
+    /// Sends messages while some worker has room: first to workers holding
+    /// nothing, then to those holding one message; each message takes at
+    /// most the worker's budget and a fair share of what is queued.
     fn dispatch(&mut self) -> Result<()> {
         let n = self.workers.len();
-        loop {
-            let mut sent = false;
+        for level in 0..IN_FLIGHT {
             for k in 0..n {
                 if self.queue.is_empty() {
                     return Ok(());
                 }
                 let w = (self.next + k) % n;
-                if self.workers[w].gone || self.workers[w].msgs.len() >= IN_FLIGHT {
+                if self.workers[w].gone || self.workers[w].msgs.len() != level {
                     continue;
                 }
-                let budget = self.workers[w].budget;
+                let fair = self.queued_tasks.div_ceil(n);
+                let budget = self.workers[w].budget.min(fair).max(1);
                 let mut buf: Vec<u8> = Vec::new();
                 let mut flights = Vec::new();
                 let mut tasks = 0usize;
@@ -177,19 +184,18 @@ impl Driver {
                         sink: b.sink,
                     });
                 }
+                self.queued_tasks -= tasks;
                 let rank = self.workers[w].info.rank;
                 self.sends.push(self.comm.isend(rank, TAG_TASKS, buf)?);
                 self.workers[w].msgs.push_back(flights);
-                sent = true;
-            }
-            self.next = (self.next + 1) % n.max(1);
-            if !sent {
-                return Ok(());
             }
         }
+        self.next = (self.next + 1) % n.max(1);
+        Ok(())
     }
 
     fn fail_all(&mut self) {
+        self.queued_tasks = 0;
         for b in self.queue.drain(..) {
             b.sink.complete(b.index, b.count, 0, Err(&Fail::Broken));
         }
@@ -204,6 +210,7 @@ impl Driver {
     /// tasks the workers hold finish, then every worker is told to exit and
     /// acknowledges.
     pub(crate) fn shut_down(&mut self) {
+        self.queued_tasks = 0;
         for b in self.queue.drain(..) {
             b.sink.complete(b.index, b.count, 0, Err(&Fail::Broken));
         }
