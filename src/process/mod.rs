@@ -3,7 +3,7 @@
 //! ```
 //! use multiproc::Process;
 //!
-//! fn greet((name,): (String,)) -> String {
+//! fn greet(name: String) -> String {
 //!     format!("hello {name} from {}", std::process::id())
 //! }
 //!
@@ -20,11 +20,13 @@ pub(crate) mod fnref;
 mod fork;
 mod registry;
 mod spawn;
+mod target;
 
 pub use bootstrap::init;
 pub(crate) use bootstrap::panic_message;
 #[doc(hidden)]
 pub use fnref::conjure;
+pub use target::TaskFn;
 
 use crate::context::{get_start_method, StartMethod};
 use crate::error::{Error, ProcessFailure, Result};
@@ -208,14 +210,16 @@ impl Builder {
         self
     }
 
-    /// Starts `target(args)` in a new process.
+    /// Starts `target(*args)` in a new process: `Process::start(add, (2, 3))`
+    /// calls `add(2, 3)`, and a one-argument target takes a one-tuple,
+    /// `Process::start(square, (7,))`, as in Python.
     ///
     /// `target` must be a `fn` item or a closure that captures nothing (a
-    /// compile-time check); `args` is a tuple of values and resources (see
-    /// [`handoff`](crate::handoff)).
+    /// compile-time check, see [`TaskFn`]); `args` is a tuple of values and
+    /// resources (see [`handoff`](crate::handoff)).
     pub fn start<F, A, R>(self, target: F, args: A) -> Result<Process<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: TaskFn<A, R>,
         A: Args,
         R: Serialize + DeserializeOwned,
     {
@@ -230,7 +234,7 @@ impl Builder {
         args: &A,
         tamper: Option<spawn::Tamper>,
     ) -> Result<Process<R>> {
-        registry::reap_all();
+        registry::reap_finished();
         let me = current_process();
         let parent_path = CURRENT.get().map(|i| i.path).unwrap_or_default();
         let n = CURRENT.counter.fetch_add(1, Ordering::Relaxed) + 1;
@@ -266,18 +270,11 @@ impl Builder {
                 ))
             }
         };
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid)
-                .ok_or_else(|| Error::Invalid("fork returned pid 0".into()))?,
-            rustix::process::PidfdFlags::empty(),
-        )
-        .ok();
         let shared = ChildShared::new(pid, name, daemon);
         registry::register(shared.clone());
         Ok(Process {
             shared,
             report,
-            pidfd,
             buf: Vec::new(),
             eof: false,
             result: None,
@@ -290,13 +287,13 @@ impl Builder {
 /// encodes its return value.
 fn runner<F, A, R>(im: &mut Importer) -> Result<Vec<u8>>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
+    F: TaskFn<A, R>,
     A: Args,
     R: Serialize,
 {
     let args = A::import_all(im)?;
     let f: F = fnref::conjure::<F>();
-    let value = f(args);
+    let value = f.call(args);
     crate::codec::encode(&value)
 }
 
@@ -313,7 +310,6 @@ where
 pub struct Process<R = ()> {
     shared: Arc<ChildShared>,
     report: OwnedFd,
-    pidfd: Option<OwnedFd>,
     buf: Vec<u8>,
     eof: bool,
     /// `Some` once the outcome is known: `Ok(None)` after the value was taken.
@@ -339,10 +335,10 @@ impl From<JoinError> for Error {
 }
 
 impl Process<()> {
-    /// Starts `target(args)` with the default settings; see [`Builder::start`].
+    /// Starts `target(*args)` with the default settings; see [`Builder::start`].
     pub fn start<F, A, R>(target: F, args: A) -> Result<Process<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: TaskFn<A, R>,
         A: Args,
         R: Serialize + DeserializeOwned,
     {
@@ -386,7 +382,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// A descriptor that becomes readable when the child ends (a pidfd), for
     /// `poll`/`epoll` or [`connection::wait`](crate::connection).
     pub fn sentinel(&self) -> BorrowedFd<'_> {
-        self.pidfd
+        self.shared
+            .pidfd
             .as_ref()
             .map(|p| p.as_fd())
             .unwrap_or_else(|| self.report.as_fd())
@@ -477,7 +474,7 @@ impl<R: DeserializeOwned> Process<R> {
             }
             // Wait for report bytes or for the exit. Without a pidfd, a closed
             // report socket only says the child is about to end: poll briefly.
-            match (&self.pidfd, self.eof) {
+            match (&self.shared.pidfd, self.eof) {
                 (Some(p), false) => {
                     crate::sys::poll_readable(&[self.report.as_fd(), p.as_fd()], deadline)?;
                 }
@@ -531,7 +528,7 @@ impl<R: DeserializeOwned> Process<R> {
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         if self.shared.try_reap().is_none() {
-            registry::orphan(self.shared.clone(), self.pidfd.take());
+            registry::orphan(self.shared.clone());
         }
     }
 }
@@ -556,7 +553,7 @@ pub mod __test {
         Garbage,
     }
 
-    fn nothing(_: ()) {}
+    fn nothing() {}
 
     /// Starts `nothing` by spawn with a damaged bootstrap message.
     pub fn spawn_damaged(damage: Damage) -> Result<Process<()>> {
@@ -599,7 +596,7 @@ pub mod __test {
 
     fn runner_of<F, A, R>(_f: F) -> Runner
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: TaskFn<A, R>,
         A: Args,
         R: Serialize,
     {
