@@ -191,9 +191,14 @@ pub(crate) fn enter() {
     worker::serve(comm)
 }
 
-/// Ends MPI in this process (once).
+/// Ends MPI in this process (once), together with the other ranks.
 fn finalize() {
     let universe = world().as_mut().and_then(|w| w.universe.take());
+    if universe.is_some() {
+        if let Err(e) = raw::barrier_world() {
+            eprintln!("multiproc: {e}");
+        }
+    }
     drop(universe);
 }
 

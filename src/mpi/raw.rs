@@ -285,3 +285,15 @@ impl Idle {
 pub(crate) fn initialize() -> Option<mpi::environment::Universe> {
     mpi::initialize_with_threading(mpi::Threading::Serialized).map(|(u, _)| u)
 }
+
+/// Waits until every rank of the world arrives here (before `MPI_Finalize`:
+/// MPICH 4.0 over UCX's TCP transport hung in `MPI_Finalize` when rank 0
+/// entered it long after the workers; entering together avoids that).
+pub(crate) fn barrier_world() -> Result<()> {
+    // SAFETY: the world communicator of an initialized MPI; a collective
+    // that every rank calls once, just before finalizing.
+    check(
+        unsafe { ffi::MPI_Barrier(ffi::RSMPI_COMM_WORLD) },
+        "Barrier",
+    )
+}

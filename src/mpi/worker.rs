@@ -64,9 +64,10 @@ pub(crate) fn serve(comm: Comm) -> ! {
     std::process::exit(0)
 }
 
+/// Ends this rank without finalizing MPI (rank 0 is gone or unreachable:
+/// the launcher then ends the job instead of waiting for a finalize).
 fn die(comm: &Comm, why: &str) -> ! {
     eprintln!("multiproc: MPI rank {}: {why}", comm.rank);
-    super::finalize();
     std::process::exit(1)
 }
 
