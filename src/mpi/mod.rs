@@ -33,6 +33,10 @@
 //! rank 0's and refuses with an error naming the rank that differs; each
 //! worker also checks rank 0's before running anything.
 //!
+//! `init` initializes MPI (`MPI_THREAD_SERIALIZED`) in every rank and the
+//! pool owns it: a program that makes MPI calls of its own besides the pool
+//! is not supported yet. MPI is finalized when rank 0 exits.
+//!
 //! # Dispatch
 //!
 //! Dynamic, as in `mpi4py.futures`: each worker holds at most two messages

@@ -239,19 +239,23 @@ impl Sending {
 
 impl Drop for Sending {
     fn drop(&mut self) {
-        // The buffer may only be freed once MPI is done with it. A send whose
-        // peer is gone either errors out here or, under an MPI that ends the
-        // job on a rank's death, never gets this far.
-        let mut idle = Idle::new(Duration::from_millis(1));
-        while let Ok(false) = self.test() {
-            idle.pause();
+        // The buffer may only be freed once MPI is done with it. The pool
+        // drops a send only when complete, except after an MPI error: then
+        // the request is released and its buffer leaked rather than freed
+        // under MPI's feet (or waited for, for ever).
+        if matches!(self.test(), Ok(true)) {
+            return;
         }
-        if !self.done {
-            // MPI failed the request: it no longer uses the buffer.
-            self.done = true;
-        }
+        // SAFETY: `req` is this send's request; after MPI_Request_free the
+        // handle is not used again (the buffer it may still read is leaked).
+        unsafe { ffi::MPI_Request_free(&mut self.req) };
+        std::mem::forget(std::mem::take(&mut self._buf));
     }
 }
+
+// SAFETY: as for `Comm`: the request handle is only used under the pool's
+// lock, by one thread at a time, as `MPI_THREAD_SERIALIZED` allows.
+unsafe impl Send for Sending {}
 
 /// Polling back-off: spin for ~50 µs, then sleep 10 µs, 20 µs, … up to a cap.
 #[derive(Debug)]
@@ -283,7 +287,14 @@ impl Idle {
 /// Initializes MPI (`MPI_THREAD_SERIALIZED`) through rsmpi; `None` if it was
 /// initialized already.
 pub(crate) fn initialize() -> Option<mpi::environment::Universe> {
-    mpi::initialize_with_threading(mpi::Threading::Serialized).map(|(u, _)| u)
+    let (universe, provided) = mpi::initialize_with_threading(mpi::Threading::Serialized)?;
+    if matches!(provided, mpi::Threading::Single | mpi::Threading::Funneled) {
+        eprintln!(
+            "multiproc: this MPI provides only {provided:?} thread support: \
+             use the MpiPool from the main thread only"
+        );
+    }
+    Some(universe)
 }
 
 /// Waits until every rank of the world arrives here (before `MPI_Finalize`:
