@@ -30,15 +30,21 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// The `NT_GNU_BUILD_ID` note of a little-endian ELF64 file, found through
@@ -62,8 +68,8 @@ pub(crate) fn build_id(b: &[u8]) -> Option<&[u8]> {
         if u32_at(b, ph)? != PT_NOTE {
             continue;
         }
-        let off = usize::try_from(u64_at(b, ph + 8)?).ok()?;
-        let size = usize::try_from(u64_at(b, ph + 32)?).ok()?;
+        let off = usize::try_from(u64_at(b, ph.checked_add(8)?)?).ok()?;
+        let size = usize::try_from(u64_at(b, ph.checked_add(32)?)?).ok()?;
         let notes = b.get(off..off.checked_add(size)?)?;
         let mut at = 0;
         while at + 12 <= notes.len() {
@@ -73,8 +79,8 @@ pub(crate) fn build_id(b: &[u8]) -> Option<&[u8]> {
             let name_at = at + 12;
             let desc_at = name_at.checked_add(namesz.checked_add(3)? & !3)?;
             let end = desc_at.checked_add(descsz.checked_add(3)? & !3)?;
-            let name = notes.get(name_at..name_at + namesz)?;
-            let desc = notes.get(desc_at..desc_at + descsz)?;
+            let name = notes.get(name_at..name_at.checked_add(namesz)?)?;
+            let desc = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
             if kind == NT_GNU_BUILD_ID && name == b"GNU\0" && !desc.is_empty() {
                 return Some(desc);
             }
