@@ -8,9 +8,10 @@
 //! one at a time, and a slow rank is simply given less.
 
 use super::raw::{Comm, Idle, Sending};
+use super::runner::{next, FAILED, RESULTS};
 use super::{RankInfo, TAG_BYE, TAG_EXIT, TAG_RESULTS, TAG_TASKS};
 use crate::error::{Error, Result};
-use crate::pool::api::backend::{next_frame, Fail, Sink, FAILED, RESULTS};
+use crate::pool::api::backend::{Fail, Sink};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ const TARGET_NS: f64 = 1_000_000.0;
 const MAX_TASKS: usize = 8192;
 const MAX_BYTES: usize = 8 << 20;
 
-/// One chunk of tasks: a pool task frame and where its answers go.
+/// One chunk of tasks: a `TASKS` frame and where its answers go.
 pub(crate) struct Batch {
     pub(crate) frame: Vec<u8>,
     pub(crate) count: u32,
@@ -256,7 +257,7 @@ fn answer(w: &mut Worker, msg: &[u8]) {
     let mut tasks = 0usize;
     for f in flights {
         tasks += f.count as usize;
-        match next_frame(rest) {
+        match next(rest) {
             Some((RESULTS, payload, len)) => {
                 f.sink.complete(f.index, f.count, pid, Ok(payload));
                 rest = &rest[len..];

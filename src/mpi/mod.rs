@@ -26,8 +26,8 @@
 //! }
 //! ```
 //!
-//! Tasks are named as [`Pool`](crate::Pool) names them (the offset of the
-//! pool's task runner in the binary) and run by the same runners, so every
+//! Tasks are named as [`Pool`](crate::Pool) names them (the offset of a
+//! task runner in the binary, rebuilt from the function's type), so every
 //! rank must run the same code: [`MpiPool::new`] compares the ELF build-id
 //! of every rank's executable (a SHA-256 of the file when it has none) with
 //! rank 0's and refuses with an error naming the rank that differs; each
@@ -80,6 +80,7 @@ mod identity;
 mod pool;
 mod raw;
 mod result;
+mod runner;
 mod worker;
 
 pub use pool::MpiPool;
@@ -95,7 +96,7 @@ use std::time::{Duration, Instant};
 const TAG_HELLO: i32 = 0x6d01;
 /// rank 0 → worker: a [`Welcome`]; tasks may follow.
 const TAG_WELCOME: i32 = 0x6d02;
-/// rank 0 → worker: task frames, as a local pool sends them.
+/// rank 0 → worker: task frames.
 const TAG_TASKS: i32 = 0x6d03;
 /// worker → rank 0: its time spent (`u64` ns) and one answer frame per task frame.
 const TAG_RESULTS: i32 = 0x6d04;

@@ -2,11 +2,10 @@
 
 use super::driver::{Batch, Driver, Shared};
 use super::result::{MpiAsyncResult, MpiIMap};
+use super::runner::{offset_of_call, offset_of_map, task_frame};
 use super::RankInfo;
 use crate::error::Result;
-use crate::pool::api::backend::{
-    map_runner_offset, runner_offset, task_frame, Collect, Outcome, Progress,
-};
+use crate::pool::api::backend::{Collect, Outcome, Progress};
 use crate::pool::{default_chunksize, Callbacks, TaskFn, TaskPool};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
@@ -113,7 +112,7 @@ impl MpiPool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let runner = runner_offset::<F, A, R>();
+        let runner = offset_of_call::<F, A, R>();
         let (frame, count) = task_frame(runner, std::iter::once(&args))?;
         let out = Outcome::new(Callbacks::new());
         let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
@@ -173,7 +172,7 @@ impl MpiPool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        self.map_impl(map_runner_offset::<F, T, R>(), iter.into_iter(), chunksize)
+        self.map_impl(offset_of_map::<F, T, R>(), iter.into_iter(), chunksize)
     }
 
     /// Calls `f(a, b, ...)` for every argument tuple and returns the results
@@ -186,7 +185,7 @@ impl MpiPool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        self.map_impl(runner_offset::<F, A, R>(), iter.into_iter(), None)?
+        self.map_impl(offset_of_call::<F, A, R>(), iter.into_iter(), None)?
             .get()
     }
 
@@ -286,7 +285,7 @@ impl MpiPool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let runner = map_runner_offset::<F, T, R>();
+        let runner = offset_of_map::<F, T, R>();
         Ok(MpiIMap::new(
             self.shared.clone(),
             iter.into_iter(),
@@ -322,7 +321,7 @@ impl MpiPool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let _ = f;
-        let runner = map_runner_offset::<F, T, R>();
+        let runner = offset_of_map::<F, T, R>();
         Ok(MpiIMap::new(
             self.shared.clone(),
             iter.into_iter(),

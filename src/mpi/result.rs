@@ -2,8 +2,9 @@
 //! `apply_async` and the `imap` iterators.
 
 use super::driver::{Batch, Shared};
+use super::runner::task_frame;
 use crate::error::{Error, Result};
-use crate::pool::api::backend::{decode_items, task_frame, Fail, Outcome, Sink, TaskErr};
+use crate::pool::api::backend::{decode_items, Fail, Outcome, Sink, TaskErr};
 use crate::pool::PendingResult;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::{BTreeMap, VecDeque};

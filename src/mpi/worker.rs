@@ -2,12 +2,11 @@
 //! pool's own runners until told to exit.
 
 use super::raw::Comm;
+use super::runner::{begin, end, next, runner_at, Runner, FAILED, RESULTS, TASKS};
 use super::{
     identity, Hello, Welcome, TAG_BYE, TAG_EXIT, TAG_HELLO, TAG_RESULTS, TAG_TASKS, TAG_WELCOME,
 };
-use crate::pool::api::backend::{
-    begin, finish, install_hook, next_frame, runner_at, TaskRunner, FAILED, RESULTS, TASKS,
-};
+use crate::pool::api::backend::install_hook;
 use std::time::{Duration, Instant};
 
 /// How long an idle worker sleeps at most between polls.
@@ -73,13 +72,13 @@ fn die(comm: &Comm, why: &str) -> ! {
 
 /// Runs every task frame of a message; the answer is the time spent (`u64`
 /// nanoseconds, little-endian) and one `RESULTS` or `FAILED` frame per task
-/// frame, in order, as a local pool worker writes them.
-pub(crate) fn run_message(cache: &mut Vec<(i64, Option<TaskRunner>)>, msg: &[u8]) -> Vec<u8> {
+/// frame, in order.
+pub(crate) fn run_message(cache: &mut Vec<(i64, Option<Runner>)>, msg: &[u8]) -> Vec<u8> {
     let t0 = Instant::now();
     let mut out = Vec::with_capacity(msg.len() + msg.len() / 4 + 64);
     out.extend_from_slice(&[0; 8]);
     let mut rest = msg;
-    while let Some((kind, payload, len)) = next_frame(rest) {
+    while let Some((kind, payload, len)) = next(rest) {
         let start = begin(&mut out, RESULTS);
         let ok = if kind != TASKS || payload.len() < 12 {
             Err("malformed task frame".to_string())
@@ -96,7 +95,7 @@ pub(crate) fn run_message(cache: &mut Vec<(i64, Option<TaskRunner>)>, msg: &[u8]
             begin(&mut out, FAILED);
             out.extend_from_slice(reason.as_bytes());
         }
-        finish(&mut out, start);
+        end(&mut out, start);
         rest = &rest[len..];
     }
     let busy = t0.elapsed().as_nanos().min(u64::MAX as u128) as u64;

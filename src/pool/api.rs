@@ -25,54 +25,23 @@
 //! ```
 //!
 //! This file also gathers what another backend reuses of the pool's
-//! machinery (task frames, runners, result sinks), so that it names tasks,
-//! runs them and reports their failures exactly as [`Pool`] does.
+//! machinery (the value codec, panic capture, result sinks), so that it
+//! reports answers and failures exactly as [`Pool`] does.
 
 use super::{AsyncResult, IMap, Pool, TaskFn};
 use crate::error::Result;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 
-/// What another backend (MPI) reuses of the pool's machinery.
+/// What another backend (MPI) reuses of the pool's machinery: the codec
+/// for many small values, the panic capture of workers, and the result
+/// sinks, so that its tasks' answers and failures read as the pool's.
 #[cfg(feature = "mpi")]
 pub(crate) mod backend {
-    use super::super::TaskFn;
-    use crate::error::Result;
-    use serde::{de::DeserializeOwned, Serialize};
-
+    pub(crate) use super::super::fast::{put as fast_put, Reader};
     pub(crate) use super::super::progress::Progress;
     pub(crate) use super::super::result::{decode_items, Collect, Fail, Outcome, Sink, TaskErr};
-    pub(crate) use super::super::wire::{begin, finish, next_frame, FAILED, RESULTS, TASKS};
-    pub(crate) use super::super::worker::{install_hook, runner_at, TaskRunner};
-
-    /// Encodes a task frame of `items` for the runner at offset `runner`:
-    /// (frame, number of items).
-    pub(crate) fn task_frame<X: Serialize>(
-        runner: i64,
-        items: impl Iterator<Item = X>,
-    ) -> Result<(Vec<u8>, u32)> {
-        super::super::task_frame(runner, items)
-    }
-
-    /// The runner offset naming `f(a, b, ...)` calls (apply, starmap).
-    pub(crate) fn runner_offset<F, A, R>() -> i64
-    where
-        F: TaskFn<A, R>,
-        A: DeserializeOwned,
-        R: Serialize,
-    {
-        super::super::runner_offset::<F, A, R>()
-    }
-
-    /// The runner offset naming `f(item)` calls (map, imap).
-    pub(crate) fn map_runner_offset<F, T, R>() -> i64
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        T: DeserializeOwned,
-        R: Serialize,
-    {
-        super::super::map_runner_offset::<F, T, R>()
-    }
+    pub(crate) use super::super::worker::{install_hook, take_panic};
 }
 
 /// The pending result of [`TaskPool::apply_async`] (Python's `AsyncResult`).

@@ -247,7 +247,7 @@ pub(crate) fn install_hook() {
     }));
 }
 
-fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
+pub(crate) fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
     LAST_PANIC
         .with(|p| p.borrow_mut().take())
         .unwrap_or_else(|| {
@@ -265,10 +265,7 @@ fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
 pub(crate) type WorkerArgs = (WorkerEnd, Region, Option<(i64, Vec<u8>)>, u64, u64);
 
 /// Looks up (and checks once) the runner at `offset`.
-pub(crate) fn runner_at(
-    cache: &mut Vec<(i64, Option<TaskRunner>)>,
-    offset: i64,
-) -> Option<TaskRunner> {
+fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<TaskRunner> {
     if let Some((_, r)) = cache.iter().find(|(o, _)| *o == offset) {
         return *r;
     }
