@@ -114,9 +114,15 @@ impl SharedMemory {
     /// Creates a new block of `size` bytes (zero-filled) under a generated
     /// name `psm_XXXXXXXX`, as Python's `SharedMemory(create=True, size=...)`.
     ///
+    /// The block's pages are reserved at creation (`fallocate`), so a block
+    /// larger than the free space of `/dev/shm` fails here, with an error
+    /// naming the size and the space free — not with a `SIGBUS` when its
+    /// pages are first written (what CPython does).
+    ///
     /// # Errors
     ///
-    /// `Invalid` if `size` is 0; `Io` if the system refuses.
+    /// `Invalid` if `size` is 0; `Io` of kind `StorageFull` if `/dev/shm`
+    /// cannot hold `size` more bytes; `Io` if the system refuses otherwise.
     pub fn create(size: usize) -> Result<SharedMemory> {
         Self::create_impl(None, size, true)
     }
@@ -184,6 +190,11 @@ impl SharedMemory {
     fn finish_create(name: String, fd: OwnedFd, size: usize, track: bool) -> Result<SharedMemory> {
         let made = (|| {
             rustix::fs::ftruncate(&fd, size as u64)?;
+            crate::sys::reserve(
+                fd.as_fd(),
+                size as u64,
+                &format!("shared memory block {:?}", &name[1..]),
+            )?;
             let ptr = map(&fd, size)?;
             Ok::<_, Error>(ptr)
         })();
