@@ -19,7 +19,11 @@ fn memfds(name: &str) -> Vec<std::fs::File> {
         };
         // The link reads "/memfd:NAME (deleted)".
         if format!("{} ", target.display()).starts_with(&want) {
-            if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(e.path()) {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(e.path())
+            {
                 out.push(f);
             }
         }
@@ -54,7 +58,10 @@ fn a_handed_off_region_cannot_be_resized() {
             .unwrap()
             .join()
             .unwrap();
-        assert!(!errnos.is_empty(), "{m:?}: the child holds the value's memfd");
+        assert!(
+            !errnos.is_empty(),
+            "{m:?}: the child holds the value's memfd"
+        );
         assert!(
             errnos.iter().all(|&e| e == libc::EPERM),
             "{m:?}: ftruncate must fail with EPERM on a sealed region: {errnos:?}"

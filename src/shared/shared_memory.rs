@@ -4,6 +4,7 @@
 use super::tracker;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
+use crate::sys::atomic_copy;
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -53,9 +54,14 @@ const MAX_NAME: usize = 255;
 /// - [`as_atomic_bytes`](Self::as_atomic_bytes),
 ///   [`atomic_u64`](Self::atomic_u64), [`read_at`](Self::read_at) and
 ///   [`write_at`](Self::write_at) are safe: atomics are sound under any
-///   concurrent access, and the copies go through raw pointers (a copy that
-///   races with another process's writes may see a mix of old and new bytes,
-///   nothing worse);
+///   concurrent access, and the copies are made of relaxed atomic accesses —
+///   one per aligned 8-byte word, one per byte for the unaligned head and
+///   tail — so a copy that races with another writer may see a mix of old
+///   and new words (torn across words, never within one), nothing worse.
+///   (Within one process, Rust's memory model also asks that racing atomic
+///   writes to the same bytes use one access size: do not race `write_at`
+///   with [`as_atomic_bytes`](Self::as_atomic_bytes) stores on the same
+///   word);
 /// - [`as_slice`](Self::as_slice) and [`as_mut_slice`](Self::as_mut_slice)
 ///   give plain `&[u8]` / `&mut [u8]` and are `unsafe`: while the slice is in
 ///   use, nobody else may write the block (for `as_slice`) or access it at
@@ -330,15 +336,9 @@ impl SharedMemory {
     /// `Invalid` if the range is out of bounds.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        // SAFETY: the range is inside the mapping; `buf` is a distinct
-        // private buffer. Concurrent writers can only make the copy torn.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
+        // SAFETY: the range is inside the mapping (checked); safe code
+        // accesses the block only atomically (the plain slices are `unsafe`).
+        unsafe { atomic_copy::load_bytes(self.ptr.as_ptr().add(offset), buf) };
         Ok(())
     }
 
@@ -349,11 +349,10 @@ impl SharedMemory {
     /// `Invalid` if the range is out of bounds.
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
-        // SAFETY: the range is inside the writable mapping; no `&[u8]` into
-        // it exists except under the `unsafe` contract of `as_slice`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())
-        };
+        // SAFETY: the range is inside the writable mapping (checked); no
+        // `&[u8]` into it exists except under the `unsafe` contract of
+        // `as_slice`; others access it atomically.
+        unsafe { atomic_copy::store_bytes(self.ptr.as_ptr().add(offset), data) };
         Ok(())
     }
 

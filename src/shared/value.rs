@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
 use crate::sync::{Lock, LockGuard, LockResult, OwnerDied};
-use crate::sys::Region;
+use crate::sys::{atomic_copy, Region};
 use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;
@@ -93,10 +93,14 @@ fn region_with_header<T>(header: usize, len: usize, name: &str) -> Result<(Regio
 /// Python's `'b'` typecode does). Clones share the value; it reaches a child
 /// as a [`Process`](crate::Process) argument.
 ///
-/// [`get`](Self::get) and [`set`](Self::set) are single volatile copies: with
-/// concurrent writers a value wider than one machine word may be read torn.
-/// For read-modify-write use [`as_atomic`](Self::as_atomic) (integer `T`),
-/// or a [`Value`], which has a lock.
+/// [`get`](Self::get) and [`set`](Self::set) copy with relaxed atomic
+/// accesses, one per aligned word (8 bytes, or `T`'s alignment if smaller),
+/// so racing with other threads or processes is defined behaviour: a `get`
+/// that races with a `set` returns, word by word, either the old or the new
+/// word — a `T` wider than one word may mix the two (torn across words),
+/// a word is never torn. For read-modify-write use
+/// [`as_atomic`](Self::as_atomic) (integer `T`), or a [`Value`], which has a
+/// lock.
 ///
 /// ```
 /// use multiproc::shared::RawValue;
@@ -162,20 +166,21 @@ impl<T: Pod> RawValue<T> {
         unsafe { self.region.as_ptr().add(self.offset).cast::<T>() }
     }
 
-    /// Reads the value.
+    /// Reads the value (atomically per word; see the type's docs for what a
+    /// read racing with a write may see).
+    #[inline]
     pub fn get(&self) -> T {
-        // SAFETY: the region holds one aligned, initialised `T` (zeroed or
-        // written by `set`); every bit pattern is a valid `Pod`. A volatile
-        // read through a raw pointer creates no reference that others'
-        // writes could invalidate.
-        unsafe { self.as_ptr().read_volatile() }
+        // SAFETY: the region holds one aligned `T` (checked in `at`); every
+        // bit pattern is a valid `Pod`; safe code accesses it only through
+        // these atomic copies or the atomic view.
+        unsafe { atomic_copy::load(self.as_ptr()) }
     }
 
-    /// Writes the value.
+    /// Writes the value (atomically per word).
+    #[inline]
     pub fn set(&self, value: T) {
-        // SAFETY: as in `get`; the region is writable and no safe method
-        // hands out a plain reference to it.
-        unsafe { self.as_ptr().write_volatile(value) }
+        // SAFETY: as in `get`; the mapping is writable.
+        unsafe { atomic_copy::store(self.as_ptr(), value) }
     }
 
     /// The value as its atomic twin (`&AtomicI64` for `RawValue<i64>`):
@@ -219,7 +224,9 @@ impl<T: Pod> Handoff for RawValue<T> {
 /// A fixed-length array of `T` in unnamed shared memory, without a lock
 /// (Python's `multiprocessing.sharedctypes.RawArray`).
 ///
-/// Same rules as [`RawValue`]: element reads and writes are volatile copies,
+/// Same rules as [`RawValue`]: element reads and writes are atomic per word
+/// (a racing reader may see an element torn across words, never a torn
+/// word, never undefined behaviour),
 /// [`as_atomic_slice`](Self::as_atomic_slice) gives atomics for integer `T`,
 /// and plain slices are `unsafe`. Clones share the array.
 ///
@@ -313,8 +320,8 @@ impl<T: Pod> RawArray<T> {
             return None;
         }
         // SAFETY: `i` is in bounds of the aligned region; any bits are a
-        // valid `Pod`; a volatile raw-pointer read creates no reference.
-        Some(unsafe { self.as_ptr().add(i).read_volatile() })
+        // valid `Pod`; safe code accesses it only atomically.
+        Some(unsafe { atomic_copy::load(self.as_ptr().add(i)) })
     }
 
     /// Sets element `i`.
@@ -330,7 +337,7 @@ impl<T: Pod> RawArray<T> {
             )));
         }
         // SAFETY: as in `get`; the region is writable.
-        unsafe { self.as_ptr().add(i).write_volatile(value) };
+        unsafe { atomic_copy::store(self.as_ptr().add(i), value) };
         Ok(())
     }
 
@@ -353,8 +360,8 @@ impl<T: Pod> RawArray<T> {
             )));
         }
         for (i, &v) in items.iter().enumerate() {
-            // SAFETY: `i < len`, aligned, writable.
-            unsafe { self.as_ptr().add(i).write_volatile(v) };
+            // SAFETY: `i < len`, aligned, writable, accessed atomically.
+            unsafe { atomic_copy::store(self.as_ptr().add(i), v) };
         }
         Ok(())
     }

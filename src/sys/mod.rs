@@ -6,6 +6,7 @@
 //! that touches raw memory or raw syscalls lives in these files and in
 //! `process::fork`.
 
+pub(crate) mod atomic_copy;
 pub(crate) mod conn_io;
 pub(crate) mod futex;
 pub(crate) mod liveness;
