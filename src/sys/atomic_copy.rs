@@ -106,9 +106,10 @@ pub(crate) unsafe fn load_bytes(src: *const u8, dst: &mut [u8]) {
         let v = unsafe { (*src.add(at).cast::<AtomicU64>()).load(Relaxed) };
         dst[at..at + 8].copy_from_slice(&v.to_ne_bytes());
     }
-    for i in head + words * 8..len {
-        // SAFETY: in bounds.
-        dst[i] = unsafe { (*src.add(i).cast::<AtomicU8>()).load(Relaxed) };
+    let tail = head + words * 8;
+    for (i, d) in dst.iter_mut().enumerate().skip(tail) {
+        // SAFETY: in bounds (`i < len`).
+        *d = unsafe { (*src.add(i).cast::<AtomicU8>()).load(Relaxed) };
     }
 }
 
