@@ -71,17 +71,43 @@ pub struct Connection {
     writer: Mutex<Vec<u8>>,
 }
 
+/// At most this many received descriptors wait in a reader for their
+/// message to be read: one for the message being read, one for a message
+/// read ahead (a sender's connection message brings one, and a read stops
+/// right after a descriptor-carrying write, so a well-behaved peer never
+/// needs more). Past it, the newest is closed at once.
+const MAX_HELD_FDS: usize = 2;
+
 /// Read-ahead state: `buf[start..end]` holds received, unconsumed bytes.
+///
+/// # Descriptors
+///
+/// A descriptor arrives with the bytes of one read; it belongs to the
+/// message that holds the **last** byte of that read (the kernel ends a read
+/// right after the write that carried the descriptor, and
+/// [`Connection::send_connection`] sends the descriptor with its message).
+/// `fds` keeps each with that byte's position in the stream. When a message
+/// is consumed, every descriptor at a position before its end is closed,
+/// except the one [`Connection::recv_connection`] takes. So only descriptors
+/// that `recv_connection` asks for are ever kept, and a peer that sends
+/// descriptors with other messages gets them closed as those messages are
+/// read.
 #[derive(Default)]
 struct Reader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// Descriptors received with `SCM_RIGHTS`, oldest first.
-    fds: VecDeque<OwnedFd>,
+    /// Stream position of `buf[end]`: every byte ever received.
+    pos: u64,
+    /// Descriptors received with `SCM_RIGHTS`, oldest first, each with the
+    /// stream position of the last byte that came with it.
+    fds: VecDeque<(u64, OwnedFd)>,
     /// A large payload interrupted by a timeout: its bytes so far and its
     /// full length. The next receive resumes it.
     pending: Option<(Vec<u8>, usize)>,
+    /// The descriptor that came with the message just received, if any;
+    /// taken by `recv_connection`, closed by the next receive otherwise.
+    msg_fd: Option<OwnedFd>,
 }
 
 impl Reader {
@@ -325,10 +351,15 @@ impl Connection {
         if deadline.is_some() && !sys::wait_readable(self.fd.as_fd(), deadline)? {
             return Err(Error::Timeout);
         }
-        let Reader { buf, end, fds, .. } = r;
-        match conn_io::read_collecting(self.fd.as_fd(), self.socket, &mut buf[*end..], fds) {
-            Ok(n) => {
-                *end += n;
+        match conn_io::read_collecting(self.fd.as_fd(), self.socket, &mut r.buf[r.end..]) {
+            Ok((n, fd)) => {
+                r.end += n;
+                r.pos += n as u64;
+                if let Some(fd) = fd {
+                    if r.fds.len() < MAX_HELD_FDS {
+                        r.fds.push_back((r.pos.saturating_sub(1), fd));
+                    }
+                }
                 Ok(n)
             }
             Err(Errno::CONNRESET) => Ok(0),
@@ -353,12 +384,33 @@ impl Connection {
         deadline: Option<Instant>,
         max: u64,
         big: &mut Vec<u8>,
+        want_fd: bool,
     ) -> Result<Option<Range<usize>>> {
         self.check_readable()?;
         if r.buf.is_empty() {
             r.buf = vec![0u8; READ_BUF];
         }
         let res = self.recv_frame_inner(r, deadline, max, big);
+        if let Ok(range) = &res {
+            // The stream position just past the message: a large payload is
+            // read exactly to its end; a buffered one ends `end - range.end`
+            // bytes before the read-ahead does.
+            // (`end` is reset to 0 when the message emptied the buffer.)
+            let msg_end = match range {
+                Some(range) => r.pos - r.end.saturating_sub(range.end) as u64,
+                None => r.pos,
+            };
+            r.msg_fd = None;
+            while r.fds.front().is_some_and(|(at, _)| *at < msg_end) {
+                if let Some((_, fd)) = r.fds.pop_front() {
+                    // The first descriptor of this message is kept if the
+                    // caller (`recv_connection`) wants it; the rest close here.
+                    if want_fd && r.msg_fd.is_none() {
+                        r.msg_fd = Some(fd);
+                    }
+                }
+            }
+        }
         if let Err(e) = &res {
             if !matches!(e, Error::Timeout) {
                 // The stream is mid-frame or at an unknown place: refuse further reads.
@@ -387,7 +439,7 @@ impl Connection {
             let want = plen - big.len();
             match conn_io::read_into_spare(self.fd.as_fd(), big, want) {
                 Ok(0) | Err(Errno::CONNRESET) => return Err(truncated()),
-                Ok(_) => {}
+                Ok(n) => r.pos += n as u64,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -472,7 +524,7 @@ impl Connection {
     fn recv_bytes_deadline(&self, deadline: Option<Instant>, max: u64) -> Result<Vec<u8>> {
         let mut r = lock(&self.reader);
         let mut big = Vec::new();
-        match self.recv_frame(&mut r, deadline, max, &mut big)? {
+        match self.recv_frame(&mut r, deadline, max, &mut big, false)? {
             Some(range) => Ok(r.buf[range].to_vec()),
             None => Ok(big),
         }
@@ -495,7 +547,7 @@ impl Connection {
     ) -> Result<T> {
         let mut r = lock(&self.reader);
         let mut big = Vec::new();
-        match self.recv_frame(&mut r, deadline, self.max_message_size(), &mut big)? {
+        match self.recv_frame(&mut r, deadline, self.max_message_size(), &mut big, false)? {
             Some(range) => f(&r.buf[range]),
             None => f(&big),
         }
@@ -524,7 +576,7 @@ impl Connection {
     /// its capacity; returns the message length (Python's `recv_bytes_into`).
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         let mut r = lock(&self.reader);
-        if let Some(range) = self.recv_frame(&mut r, None, self.max_message_size(), buf)? {
+        if let Some(range) = self.recv_frame(&mut r, None, self.max_message_size(), buf, false)? {
             buf.clear();
             buf.extend_from_slice(&r.buf[range]);
         }
@@ -564,8 +616,10 @@ impl Connection {
     pub fn recv_connection(&self) -> Result<Connection> {
         let mut r = lock(&self.reader);
         let mut big = Vec::new();
-        let range = self
-            .recv_frame(&mut r, None, self.max_message_size(), &mut big)?
+        let range = self.recv_frame(&mut r, None, self.max_message_size(), &mut big, true)?;
+        // Taken now: on any error below it is closed, not kept.
+        let fd = r.msg_fd.take();
+        let range = range
             .ok_or_else(|| Error::Invalid("expected a connection, got a large message".into()))?;
         let msg = &r.buf[range];
         let flags_at = FD_MARKER.len();
@@ -577,7 +631,7 @@ impl Connection {
         let flags = msg[flags_at];
         let mut max = [0u8; 8];
         max.copy_from_slice(&msg[flags_at + 1..]);
-        let fd = r.fds.pop_front().ok_or_else(|| {
+        let fd = fd.ok_or_else(|| {
             Error::Invalid("a connection message arrived without its descriptor".into())
         })?;
         let c = Connection::from_parts(fd, flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
