@@ -72,8 +72,11 @@ mod private {
     }
 }
 
-/// A lock a [`Condition`] can use: [`Lock`] or [`RLock`].
-pub trait ConditionLock: private::CondLockOps + Clone + Handoff {
+/// A process-shared lock that other primitives can be built over:
+/// [`Lock`] or [`RLock`] (sealed). A [`Condition`] uses one, and so do
+/// [`Value`](crate::shared::Value) and [`Array`](crate::shared::Array)
+/// (Python's `lock=` argument).
+pub trait SharedLock: private::CondLockOps + Clone + Handoff {
     /// The lock's guard.
     type Guard<'a>
     where
@@ -101,7 +104,7 @@ impl private::CondLockOps for Lock {
     }
 }
 
-impl ConditionLock for Lock {
+impl SharedLock for Lock {
     type Guard<'a> = LockGuard<'a>;
     fn acquire_guard(&self) -> LockResult<LockGuard<'_>> {
         self.acquire()
@@ -126,7 +129,7 @@ impl private::CondLockOps for RLock {
     }
 }
 
-impl ConditionLock for RLock {
+impl SharedLock for RLock {
     type Guard<'a> = RLockGuard<'a>;
     fn acquire_guard(&self) -> LockResult<RLockGuard<'_>> {
         self.acquire()
@@ -161,7 +164,7 @@ impl ConditionLock for RLock {
 ///
 /// See the [module docs](crate::sync) for how waiters and notifications meet, and
 /// what happens when a party dies.
-pub struct Condition<L: ConditionLock = RLock> {
+pub struct Condition<L: SharedLock = RLock> {
     lock: L,
     raw: *const RawCond,
     region: Region,
@@ -170,9 +173,9 @@ pub struct Condition<L: ConditionLock = RLock> {
 // SAFETY: `raw` points into `region`'s mapping, which lives as long as
 // `region` (same struct); all access to it is atomic. `L` is Send + Sync
 // itself (both lock types are).
-unsafe impl<L: ConditionLock + Send> Send for Condition<L> {}
+unsafe impl<L: SharedLock + Send> Send for Condition<L> {}
 // SAFETY: as above.
-unsafe impl<L: ConditionLock + Sync> Sync for Condition<L> {}
+unsafe impl<L: SharedLock + Sync> Sync for Condition<L> {}
 
 impl Condition<RLock> {
     /// A condition with a new [`RLock`] (Python's `Condition()`).
@@ -181,7 +184,7 @@ impl Condition<RLock> {
     }
 }
 
-impl<L: ConditionLock> Condition<L> {
+impl<L: SharedLock> Condition<L> {
     /// A condition over `lock` (Python's `Condition(lock)`).
     pub fn with_lock(lock: L) -> Result<Condition<L>> {
         Condition::from_parts(lock, Region::new(COND_BYTES, "multiproc-condition")?)
@@ -376,7 +379,7 @@ impl<L: ConditionLock> Condition<L> {
     }
 }
 
-impl<L: ConditionLock> Clone for Condition<L> {
+impl<L: SharedLock> Clone for Condition<L> {
     /// Another handle to the same condition (and lock).
     fn clone(&self) -> Self {
         Condition {
@@ -387,13 +390,13 @@ impl<L: ConditionLock> Clone for Condition<L> {
     }
 }
 
-impl<L: ConditionLock + fmt::Debug> fmt::Debug for Condition<L> {
+impl<L: SharedLock + fmt::Debug> fmt::Debug for Condition<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<Condition({:?}, {})>", self.lock, self.n_waiting())
     }
 }
 
-impl<L: ConditionLock> Handoff for Condition<L> {
+impl<L: SharedLock> Handoff for Condition<L> {
     fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
         self.lock.export(ex)?;
         self.region.export(ex)

@@ -125,7 +125,9 @@ mod rlock;
 mod semaphore;
 
 pub use barrier::Barrier;
-pub use condition::{Condition, ConditionLock, MAX_WAITERS};
+/// The former name of [`SharedLock`] (what a [`Condition`] is built over).
+pub use condition::SharedLock as ConditionLock;
+pub use condition::{Condition, SharedLock, MAX_WAITERS};
 pub use error::{LockResult, OwnerDied, TryAcquireError, TryLockResult};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
