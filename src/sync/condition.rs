@@ -154,11 +154,12 @@ impl SharedLock for RLock {
 ///
 /// let cond = Condition::new()?;
 /// let mut g = cond.acquire()?;
-/// assert!(!cond.wait_timeout(&mut g, Duration::from_millis(5))?); // nobody notifies
-/// cond.notify(1)?;                                                  // nobody waits: no-op
-/// assert!(cond.wait_for(&mut g, || true, None)?);
+/// let err = cond.wait_timeout(&mut g, Duration::from_millis(5)).unwrap_err();
+/// assert!(err.is_timeout());                   // nobody notifies: Error::Timeout
+/// cond.notify(1)?;                             // nobody waits: no-op
+/// cond.wait_for(&mut g, || true, None)?;       // the predicate holds: Ok at once
 /// drop(g);
-/// assert!(cond.notify(1).is_err());                                 // lock not held
+/// assert!(cond.notify(1).is_err());            // lock not held
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 ///
@@ -227,19 +228,31 @@ impl<L: SharedLock> Condition<L> {
 
     /// Releases the lock, waits until notified, re-acquires the lock.
     ///
-    /// [`Error::OwnerDied`] means the waiter was woken (or gave up) and holds
-    /// the lock again, but a holder of the lock died meanwhile.
+    /// # Errors
+    ///
+    /// [`Error::OwnerDied`]: the waiter was woken (or gave up) and holds the
+    /// lock again, but a holder of the lock died meanwhile.
     pub fn wait(&self, guard: &mut L::Guard<'_>) -> Result<()> {
-        self.wait_until(guard, None).map(|_| ())
+        self.wait_until(guard, None)
     }
 
-    /// As [`wait`](Self::wait), for at most `timeout`; `false` if it timed out.
-    pub fn wait_timeout(&self, guard: &mut L::Guard<'_>, timeout: Duration) -> Result<bool> {
+    /// As [`wait`](Self::wait), for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if nobody notified within `timeout` (Python's
+    /// `False`); the lock is held again either way. [`Error::OwnerDied`] as
+    /// for [`wait`](Self::wait) (it wins over a timeout).
+    pub fn wait_timeout(&self, guard: &mut L::Guard<'_>, timeout: Duration) -> Result<()> {
         self.wait_until(guard, raw::deadline(Some(timeout)))
     }
 
-    /// As [`wait`](Self::wait), until `deadline` (`None` = forever); `false` if it timed out.
-    pub fn wait_until(&self, guard: &mut L::Guard<'_>, deadline: Option<Instant>) -> Result<bool> {
+    /// As [`wait`](Self::wait), until `deadline` (`None` = forever).
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_timeout`](Self::wait_timeout).
+    pub fn wait_until(&self, guard: &mut L::Guard<'_>, deadline: Option<Instant>) -> Result<()> {
         self.check_guard(guard)?;
         let slot = self.register()?;
         let saved = self.lock.release_save();
@@ -247,27 +260,40 @@ impl<L: SharedLock> Condition<L> {
         if self.lock.restore(saved) {
             return Err(Error::OwnerDied);
         }
-        Ok(notified)
+        if notified {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
     }
 
     /// Waits until `predicate()` is true (Python's `wait_for`), re-checking it
     /// after every wake-up, for at most `timeout` in total (`None` = forever).
-    /// Returns the predicate's last value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the predicate is still false when `timeout` has
+    /// passed (Python returns the predicate's last value, `False`);
+    /// [`Error::OwnerDied`] as for [`wait`](Self::wait). The lock is held
+    /// again in every case.
     pub fn wait_for(
         &self,
         guard: &mut L::Guard<'_>,
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let deadline = raw::deadline(timeout);
         loop {
             if predicate() {
-                return Ok(true);
+                return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
+                return Err(Error::Timeout);
             }
-            self.wait_until(guard, deadline)?;
+            match self.wait_until(guard, deadline) {
+                Ok(()) | Err(Error::Timeout) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
