@@ -102,7 +102,7 @@ pub(super) fn region_with_header<T>(
 /// that races with a `set` returns, word by word, either the old or the new
 /// word — a `T` wider than one word may mix the two (torn across words),
 /// a word is never torn. For read-modify-write use
-/// [`as_atomic`](Self::as_atomic) (integer `T`), or a [`Value`], which has a
+/// [`as_atomic`](Self::as_atomic) (integer `T`), or a [`Value`](super::Value), which has a
 /// lock.
 ///
 /// ```
