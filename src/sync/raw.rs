@@ -104,14 +104,15 @@ pub(crate) fn is_dead(pid: u32) -> bool {
 
 #[cfg(not(loom))]
 mod os {
-    use super::{pack, AtomicU64, Liveness};
+    use super::{AtomicU64, Liveness};
     use crate::sys::{futex, liveness};
     use std::time::Instant;
 
     /// This process's `state` value when it holds the lock.
     #[inline]
     pub(super) fn me() -> u64 {
-        pack(liveness::current_pid(), liveness::current_token())
+        // `pid | token << 32`: exactly `pack(pid, token)` (pids < 2^22).
+        liveness::current_identity()
     }
 
     pub(super) fn check(pid: u32, token: u32) -> Liveness {
@@ -201,7 +202,9 @@ pub(crate) enum Acquired {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimedOut;
 
-/// The `state` of a lock held by process `pid` with start token `token`.
+/// The `state` of a lock held by process `pid` with start token `token`
+/// (what `liveness::current_identity` caches for this process).
+#[cfg(any(test, loom))]
 #[inline]
 fn pack(pid: u32, token: u32) -> u64 {
     (token as u64) << 32 | (pid & PID_MASK) as u64
@@ -282,6 +285,16 @@ impl RawLock {
             return Ok(self.acquired());
         }
         self.lock_slow(me, deadline)
+    }
+
+    /// Acquires if the lock is free right now (one compare-and-swap, no
+    /// liveness check): the uncontended fast path.
+    #[inline]
+    pub(crate) fn lock_if_free(&self) -> Option<Acquired> {
+        self.state
+            .compare_exchange(0, os::me(), Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| self.acquired())
     }
 
     /// Acquires if free now, or if its holder is dead.

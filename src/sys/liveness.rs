@@ -17,7 +17,7 @@
 //! second process take a lock that is still held; a wrong "alive" only makes a
 //! waiter wait (for its timeout, if it has one).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// What [`check`] found out about a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,47 +124,51 @@ pub(crate) fn is_alive(pid: u32) -> bool {
 // Who am I (cached; forgotten in a forked child)
 // ---------------------------------------------------------------------------
 
-static PID: AtomicU32 = AtomicU32::new(0);
-static TOKEN: AtomicU32 = AtomicU32::new(0);
+/// This process's identity, `pid | token << 32`; 0 until looked up (and
+/// again in a forked child). One word, so one load answers both.
+static IDENTITY: AtomicU64 = AtomicU64::new(0);
 static ATFORK: AtomicU32 = AtomicU32::new(0);
 const ATFORK_DONE: u32 = u32::MAX;
 
 extern "C" fn forget_identity_in_child() {
-    // Runs in a forked child before `fork()` returns there: the cached pid
-    // and token are the parent's and must be looked up again. Only atomic
-    // stores: async-signal-safe.
-    TOKEN.store(0, Ordering::Relaxed);
-    PID.store(0, Ordering::Release);
+    // Runs in a forked child before `fork()` returns there: the cached
+    // identity is the parent's and must be looked up again. Only an atomic
+    // store: async-signal-safe.
+    IDENTITY.store(0, Ordering::Release);
+}
+
+/// This process's `pid | start_token << 32`, cached (and forgotten in a
+/// forked child): the value a lock word holds while this process holds it.
+#[inline]
+pub(crate) fn current_identity() -> u64 {
+    let id = IDENTITY.load(Ordering::Acquire);
+    if id != 0 {
+        return id;
+    }
+    init_identity()
 }
 
 /// This process's id, cached (and forgotten in a forked child).
 #[inline]
 pub(crate) fn current_pid() -> u32 {
-    let p = PID.load(Ordering::Acquire);
-    if p != 0 {
-        return p;
-    }
-    init_identity()
+    current_identity() as u32
 }
 
 /// This process's start token (0 if `/proc` cannot say).
 #[inline]
 pub(crate) fn current_token() -> u32 {
-    if PID.load(Ordering::Acquire) == 0 {
-        init_identity();
-    }
-    TOKEN.load(Ordering::Relaxed)
+    (current_identity() >> 32) as u32
 }
 
 #[cold]
-fn init_identity() -> u32 {
+fn init_identity() -> u64 {
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
     ensure_atfork(pid);
-    TOKEN.store(start_token(pid), Ordering::Relaxed);
+    let id = pid as u64 | (start_token(pid) as u64) << 32;
     // Stored only once the fork handler is registered: a child forked after
-    // this store has the handler, which forgets the cached pid.
-    PID.store(pid, Ordering::Release);
-    pid
+    // this store has the handler, which forgets it.
+    IDENTITY.store(id, Ordering::Release);
+    id
 }
 
 /// Registers [`forget_identity_in_child`] once per process.
