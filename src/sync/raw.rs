@@ -135,8 +135,8 @@ mod os {
 
 /// loom's model of the system: each model thread is a "process" with the pid
 /// it sets; pids from [`os::DEAD_FROM`] up are dead; a process's token is
-/// `pid * 7`; a futex wait is a yield that reports a timeout (so every wait
-/// runs the liveness check).
+/// `pid * 7`; a futex wait reports a timeout (so every wait runs the
+/// liveness check).
 #[cfg(loom)]
 pub(crate) mod os {
     use super::{pack, AtomicU64, Liveness};
@@ -148,6 +148,7 @@ pub(crate) mod os {
 
     loom::thread_local! {
         static ME: std::cell::Cell<u32> = std::cell::Cell::new(1);
+        static WAITS: std::cell::Cell<u32> = std::cell::Cell::new(0);
     }
 
     /// Makes the calling model thread process `pid`.
@@ -172,12 +173,25 @@ pub(crate) mod os {
         }
     }
 
+    /// A futex wait that times out. Only every third one yields to the other
+    /// threads: a waiter can thus run two liveness checks in a row while
+    /// the holder is stalled — as on a machine where the holder is
+    /// descheduled for 100 ms — which is the window where the earlier
+    /// protocol (start time stored after the CAS, "seen twice = dead")
+    /// declared a live holder dead. That protocol fails
+    /// `live_holder_is_never_taken_over` under this model.
     pub(super) fn wait(
         _word: &AtomicU64,
         _expected: u32,
         _deadline: Option<Instant>,
     ) -> crate::error::Result<Wake> {
-        loom::thread::yield_now();
+        let n = WAITS.with(|w| {
+            w.set(w.get() + 1);
+            w.get()
+        });
+        if n % 3 == 0 {
+            loom::thread::yield_now();
+        }
         Ok(Wake::TimedOut)
     }
 
