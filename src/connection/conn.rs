@@ -1,13 +1,13 @@
 //! `Connection`: one end of a pipe or socket carrying framed messages.
 
 use super::framing::{self, Header, DEFAULT_MAX_MESSAGE_SIZE, MAX_HEADER, SHORT_MAX};
+use super::reader::Reader;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
 use crate::sys::{self, conn_io};
 use rustix::io::Errno;
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
 use std::ops::Range;
@@ -69,55 +69,6 @@ pub struct Connection {
     broken: AtomicBool,
     reader: Mutex<Reader>,
     writer: Mutex<Vec<u8>>,
-}
-
-/// At most this many received descriptors wait in a reader for their
-/// message to be read: one for the message being read, one for a message
-/// read ahead (a sender's connection message brings one, and a read stops
-/// right after a descriptor-carrying write, so a well-behaved peer never
-/// needs more). Past it, the newest is closed at once.
-const MAX_HELD_FDS: usize = 2;
-
-/// Read-ahead state: `buf[start..end]` holds received, unconsumed bytes.
-///
-/// # Descriptors
-///
-/// A descriptor arrives with the bytes of one read; it belongs to the
-/// message that holds the **last** byte of that read (the kernel ends a read
-/// right after the write that carried the descriptor, and
-/// [`Connection::send_connection`] sends the descriptor with its message).
-/// `fds` keeps each with that byte's position in the stream. When a message
-/// is consumed, every descriptor at a position before its end is closed,
-/// except the one [`Connection::recv_connection`] takes. So only descriptors
-/// that `recv_connection` asks for are ever kept, and a peer that sends
-/// descriptors with other messages gets them closed as those messages are
-/// read.
-#[derive(Default)]
-struct Reader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Stream position of `buf[end]`: every byte ever received.
-    pos: u64,
-    /// Descriptors received with `SCM_RIGHTS`, oldest first, each with the
-    /// stream position of the last byte that came with it.
-    fds: VecDeque<(u64, OwnedFd)>,
-    /// A large payload interrupted by a timeout: its bytes so far and its
-    /// full length. The next receive resumes it.
-    pending: Option<(Vec<u8>, usize)>,
-    /// The descriptor that came with the message just received, if any;
-    /// taken by `recv_connection`, closed by the next receive otherwise.
-    msg_fd: Option<OwnedFd>,
-}
-
-impl Reader {
-    fn buffered(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn holds_data(&self) -> bool {
-        self.buffered() > 0 || !self.fds.is_empty() || self.pending.is_some()
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -356,9 +307,7 @@ impl Connection {
                 r.end += n;
                 r.pos += n as u64;
                 if let Some(fd) = fd {
-                    if r.fds.len() < MAX_HELD_FDS {
-                        r.fds.push_back((r.pos.saturating_sub(1), fd));
-                    }
+                    r.received_fd(fd);
                 }
                 Ok(n)
             }
@@ -392,24 +341,7 @@ impl Connection {
         }
         let res = self.recv_frame_inner(r, deadline, max, big);
         if let Ok(range) = &res {
-            // The stream position just past the message: a large payload is
-            // read exactly to its end; a buffered one ends `end - range.end`
-            // bytes before the read-ahead does.
-            // (`end` is reset to 0 when the message emptied the buffer.)
-            let msg_end = match range {
-                Some(range) => r.pos - r.end.saturating_sub(range.end) as u64,
-                None => r.pos,
-            };
-            r.msg_fd = None;
-            while r.fds.front().is_some_and(|(at, _)| *at < msg_end) {
-                if let Some((_, fd)) = r.fds.pop_front() {
-                    // The first descriptor of this message is kept if the
-                    // caller (`recv_connection`) wants it; the rest close here.
-                    if want_fd && r.msg_fd.is_none() {
-                        r.msg_fd = Some(fd);
-                    }
-                }
-            }
+            r.message_read(range.as_ref(), want_fd);
         }
         if let Err(e) = &res {
             if !matches!(e, Error::Timeout) {

@@ -29,6 +29,7 @@ mod conn;
 pub mod framing;
 mod listener;
 mod pipe;
+mod reader;
 mod wait;
 
 pub use conn::Connection;
