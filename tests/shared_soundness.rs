@@ -136,7 +136,15 @@ fn create_on_small_tmpfs() -> Option<(String, bool)> {
         }
         Err(_) => false,
     };
-    Some((err, small_ok))
+    // Leave 32 KiB free; a 48 KiB block (below the reservation size, checked
+    // against the free space) fails too.
+    let fill = SharedMemory::create_untracked(None, (1 << 20) - (32 << 10)).unwrap();
+    let err_small = match SharedMemory::create_untracked(None, 48 << 10) {
+        Ok(_) => "created a 48 KiB block with 32 KiB free".to_string(),
+        Err(e) => e.to_string(),
+    };
+    fill.unlink().unwrap();
+    Some((format!("{err}\n{err_small}"), small_ok))
 }
 
 #[test]
@@ -151,9 +159,14 @@ fn shared_memory_larger_than_free_space_fails_at_creation() {
         eprintln!("skipped: cannot make a private mount namespace here (needs root)");
         return;
     };
+    let (err_big, err_small) = err.split_once('\n').unwrap();
     assert!(
-        err.contains("4194304") && err.contains("free"),
-        "the error names the size and the free space: {err}"
+        err_big.contains("4194304") && err_big.contains("free"),
+        "the error names the size and the free space: {err_big}"
+    );
+    assert!(
+        err_small.contains("49152") && err_small.contains("free"),
+        "the error names the size and the free space: {err_small}"
     );
     assert!(small_ok, "a block that fits is created and writable");
 }

@@ -17,6 +17,11 @@ const SHM_DIR: &str = "/dev/shm";
 const NAME_PREFIX: &str = "/psm_";
 /// Longest accepted name (without the leading `/`), as `NAME_MAX`.
 const MAX_NAME: usize = 255;
+/// Blocks of at least this many bytes have their pages reserved at creation
+/// (`fallocate`); smaller ones are only checked against the free space
+/// (`fstatvfs`), since reserving a page costs about as much as the rest of
+/// creating a small block.
+const RESERVE_FROM: usize = 64 << 10;
 
 /// A named block of shared memory (Python's
 /// `multiprocessing.shared_memory.SharedMemory`).
@@ -120,10 +125,13 @@ impl SharedMemory {
     /// Creates a new block of `size` bytes (zero-filled) under a generated
     /// name `psm_XXXXXXXX`, as Python's `SharedMemory(create=True, size=...)`.
     ///
-    /// The block's pages are reserved at creation (`fallocate`), so a block
-    /// larger than the free space of `/dev/shm` fails here, with an error
-    /// naming the size and the space free — not with a `SIGBUS` when its
-    /// pages are first written (what CPython does).
+    /// A block larger than the free space of `/dev/shm` fails here, with an
+    /// error naming the size and the space free — not with a `SIGBUS` when
+    /// its pages are first written (what CPython does). Blocks of 64 KiB or
+    /// more have their pages reserved (`fallocate`), so nothing can take
+    /// their space later; a smaller block is only checked against the free
+    /// space, so it can still fault if `/dev/shm` fills up before its pages
+    /// are first written.
     ///
     /// # Errors
     ///
@@ -196,11 +204,12 @@ impl SharedMemory {
     fn finish_create(name: String, fd: OwnedFd, size: usize, track: bool) -> Result<SharedMemory> {
         let made = (|| {
             rustix::fs::ftruncate(&fd, size as u64)?;
-            crate::sys::reserve(
-                fd.as_fd(),
-                size as u64,
-                &format!("shared memory block {:?}", &name[1..]),
-            )?;
+            let what = || format!("shared memory block {:?}", &name[1..]);
+            if size >= RESERVE_FROM {
+                crate::sys::reserve(fd.as_fd(), size as u64, what)?;
+            } else {
+                crate::sys::check_space(fd.as_fd(), size as u64, what)?;
+            }
             let ptr = map(&fd, size)?;
             Ok::<_, Error>(ptr)
         })();

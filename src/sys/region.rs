@@ -71,7 +71,7 @@ impl Region {
             rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
         )?;
         rustix::fs::ftruncate(&fd, len as u64)?;
-        super::reserve(fd.as_fd(), len as u64, "a shared memory region")?;
+        super::reserve(fd.as_fd(), len as u64, || "a shared memory region".into())?;
         rustix::fs::fcntl_add_seals(&fd, SEALS | rustix::fs::SealFlags::SEAL)?;
         Self::map(fd, len)
     }
