@@ -18,6 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod baseline;
 mod lock;
 mod pipe;

@@ -30,6 +30,10 @@ pub fn label(name: &str) -> String {
         ),
         ("pipe_pingpong_int_rtt_us", "Pipe() int round trip"),
         (
+            "pipe_pingpong_int_rtt_async_us",
+            "same, through AsyncConnection",
+        ),
+        (
             "pipe_pingpong_int_rtt_same_cpu_us",
             "Pipe() int round trip, one CPU",
         ),
