@@ -393,7 +393,10 @@ impl<R: DeserializeOwned> Process<R> {
     /// block writing a large report until it is read) and the pidfd, if any.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn wait_fds(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
-        (self.report.as_fd(), self.pidfd.as_ref().map(|p| p.as_fd()))
+        (
+            self.report.as_fd(),
+            self.shared.pidfd.as_ref().map(|p| p.as_fd()),
+        )
     }
 
     /// Sends SIGTERM (Python's `terminate()`). Does nothing once the child is reaped.
