@@ -266,3 +266,72 @@ fn imap_is_a_stream() {
         assert_eq!(got, (0..500u64).map(|x| x * x).collect::<Vec<_>>());
     });
 }
+
+#[test]
+fn the_wrong_direction_is_refused() {
+    on_both_runtimes(|| async {
+        let (r, w) = Pipe::simplex().unwrap();
+        let (r, w) = (
+            AsyncConnection::new(r).unwrap(),
+            AsyncConnection::new(w).unwrap(),
+        );
+        assert!(matches!(r.send(&1u8).await, Err(Error::Invalid(_))));
+        assert!(matches!(w.recv::<u8>().await, Err(Error::Invalid(_))));
+        // Neither refusal disturbed the stream.
+        w.send(&5u8).await.unwrap();
+        assert_eq!(r.recv::<u8>().await.unwrap(), 5);
+    });
+}
+
+#[test]
+fn an_imap_stream_yields_a_failed_task_and_goes_on() {
+    on_both_runtimes(|| async {
+        let pool = Pool::new(2).unwrap();
+        let mut s = pool.imap_chunked(fails_on_3, 0..8u64, 1).unwrap();
+        let mut got = vec![];
+        while let Some(r) = next(&mut s).await {
+            got.push(r.map_err(|e| matches!(e, Error::ProcessFailed(_))));
+        }
+        let want: Vec<_> = (0..8u64)
+            .map(|x| if x == 3 { Err(true) } else { Ok(x) })
+            .collect();
+        assert_eq!(got, want);
+    });
+}
+
+fn fails_on_3(x: u64) -> u64 {
+    assert_ne!(x, 3, "three");
+    x
+}
+
+#[test]
+fn many_tasks_await_results_at_once() {
+    on_both_runtimes(|| async {
+        let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+        let tasks: Vec<_> = (0..40u64)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.apply_async(square, (i,)).unwrap().await })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap().unwrap(), (i * i) as u64);
+        }
+    });
+}
+
+#[test]
+fn a_message_read_ahead_before_wrapping_is_received() {
+    on_both_runtimes(|| async {
+        let (conn, mut raw) = raw_pair();
+        // Two messages in one write: the blocking receive of the first reads
+        // both, and the second waits in the connection's buffer, where no
+        // readiness event will ever announce it.
+        let mut two = frame(b"first");
+        two.extend_from_slice(&frame(b"second"));
+        raw.write_all(&two).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"first");
+        let conn = AsyncConnection::new(conn).unwrap();
+        assert_eq!(conn.recv_bytes().await.unwrap(), b"second");
+    });
+}

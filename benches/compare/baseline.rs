@@ -67,6 +67,16 @@ impl Baselines {
         }
     }
 
+    /// "CPython 3.x.y" (or that it is missing), for the chart.
+    pub fn versions(&self) -> String {
+        let python = self.python.as_ref().and_then(|p| {
+            let out = Command::new(p).arg("--version").output().ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            Some(text.replace("Python", "CPython"))
+        });
+        python.unwrap_or_else(|| "no CPython".into())
+    }
+
     /// CPython's figures for `sections` (empty without `python3`).
     pub fn python(&self, sections: &[&str], reps: usize, scale: f64) -> Results {
         let Some(python) = &self.python else {

@@ -329,7 +329,17 @@ fn main() {
         println!("\nspeedup > 1: multiproc better than CPython; x floor: multiproc's cost in units of the C floor (1.00x = at the floor).");
     }
     if let Some(path) = &o.svg {
-        let text = svg::chart(&rows, &subtitle(o.reps));
+        let mut cmd = String::from("cargo bench --bench compare");
+        if cfg!(feature = "tokio") {
+            cmd.push_str(" --features tokio");
+        }
+        cmd.push_str(&format!(" -- --reps {} --svg {}", o.reps, path.display()));
+        if !o.only.is_empty() {
+            cmd.push_str(&format!(" --only {}", o.only.join(",")));
+        }
+        let subtitle = format!("{}; {}", subtitle(o.reps), baselines.versions());
+        let footer = format!("made by: {cmd}");
+        let text = svg::chart(&rows, &subtitle, &footer);
         match std::fs::write(path, text) {
             Ok(()) => eprintln!("chart written to {}", path.display()),
             Err(e) => eprintln!("could not write {}: {e}", path.display()),

@@ -22,6 +22,10 @@ pub fn label(name: &str) -> String {
             "process_start32_join_all_fork_ms",
             "32 started then joined, fork",
         ),
+        (
+            "process_start_join_fork_2000_live_ms",
+            "start+join, fork, 2000 children alive",
+        ),
         ("process_start_join_forkserver_ms", "start+join, forkserver"),
         ("process_start_join_spawn_ms", "start+join, spawn"),
         (
@@ -242,8 +246,9 @@ fn panel(
     }
 }
 
-/// The whole chart as an SVG document; `subtitle` says when and where.
-pub fn chart(rows: &[Row], subtitle: &str) -> String {
+/// The whole chart as an SVG document; `subtitle` says when and where,
+/// `footer` how to make it again.
+pub fn chart(rows: &[Row], subtitle: &str, footer: &str) -> String {
     let left = Axis::new(rows.iter().filter_map(|r| r.speedup), LABEL_W, PANEL_W);
     let right = Axis::new(
         rows.iter().filter_map(|r| r.vs_floor),
@@ -251,7 +256,7 @@ pub fn chart(rows: &[Row], subtitle: &str) -> String {
         PANEL_W,
     );
     let width = LABEL_W + 2.0 * PANEL_W + GAP + 30.0;
-    let height = TOP + ROW_H * rows.len() as f64 + 40.0;
+    let height = TOP + ROW_H * rows.len() as f64 + 56.0;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -305,6 +310,12 @@ pub fn chart(rows: &[Row], subtitle: &str) -> String {
         "1× = as cheap as the C program; left of 1×: cheaper",
         |r| r.vs_floor,
         |v| if v <= 1.0 { UNDER } else { FLOOR },
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="12" y="{:.1}" class="s">{}</text>"#,
+        height - 10.0,
+        escape(footer)
     );
     svg.push_str("</svg>\n");
     svg

@@ -116,6 +116,13 @@ impl AsyncConnection {
     /// Runs `f` (a receive with a zero timeout) until it has a message,
     /// waiting for readability in between.
     async fn receive<T>(&self, f: impl Fn(&Connection) -> Result<T>) -> Result<T> {
+        // Try before waiting: bytes already read into the connection raise
+        // no readiness event (e.g. data received before it was wrapped), and
+        // a refusal (a write-only end) must not wait for one.
+        match f(self.get_ref()) {
+            Err(Error::Timeout) => {}
+            other => return other,
+        }
         loop {
             let mut ready = self.io.readable().await?;
             match f(ready.get_inner()) {
