@@ -5,6 +5,7 @@
 //! cargo bench --bench compare -- --only start,pipe # some sections
 //! cargo bench --bench compare -- --json            # one JSON object
 //! cargo bench --bench compare -- --svg docs/bench.svg # also draw the chart
+//! cargo bench --bench compare -- --markdown        # also README's table
 //! cargo bench --bench compare -- --reps 3 --scale 0.2 --no-python --no-floor
 //! ```
 //!
@@ -22,6 +23,7 @@ use std::time::Instant;
 mod aio;
 mod baseline;
 mod lock;
+mod markdown;
 mod pipe;
 mod pool;
 mod queue;
@@ -176,6 +178,7 @@ pub fn secs(t0: Instant) -> f64 {
 struct Opts {
     only: Vec<String>,
     json: bool,
+    markdown: bool,
     reps: usize,
     scale: f64,
     python: bool,
@@ -187,6 +190,7 @@ fn parse_args() -> Opts {
     let mut o = Opts {
         only: vec![],
         json: false,
+        markdown: false,
         reps: 5,
         scale: 1.0,
         python: true,
@@ -205,6 +209,7 @@ fn parse_args() -> Opts {
                     .collect()
             }
             "--json" => o.json = true,
+            "--markdown" => o.markdown = true,
             "--reps" => o.reps = args.next().and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
             "--scale" => o.scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
             "--no-python" => o.python = false,
@@ -256,6 +261,7 @@ fn main() {
     let mut rows = vec![];
 
     let mut json = serde_json::Map::new();
+    let mut md = vec![markdown::HEADER.to_string()];
     if !o.json {
         println!(
             "{:<46} {:>12} {:>12} {:>12} {:>9} {:>9}  unit",
@@ -281,6 +287,18 @@ fn main() {
         let speedup = pyv.map(ratio);
         // How many times the floor's cost this is (1.0 = at the floor).
         let vs_floor = flv.map(|f| 1.0 / ratio(f));
+        let unit = fig.unit.text();
+        let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| markdown::value(v, unit));
+        let cellx = |v: Option<f64>| v.map_or("–".to_string(), markdown::ratio);
+        md.push(format!(
+            "| {} | {} | {} | {} | {} | {} |",
+            svg::label(&fig.name),
+            markdown::value(fig.value, unit),
+            cell(pyv),
+            cell(flv),
+            cellx(speedup),
+            cellx(vs_floor)
+        ));
         if speedup.is_some() || vs_floor.is_some() {
             rows.push(svg::Row {
                 label: svg::label(&fig.name),
@@ -322,6 +340,9 @@ fn main() {
                 fig.unit.text()
             );
         }
+    }
+    if o.markdown {
+        println!("\n{}", md.join("\n"));
     }
     if o.json {
         println!("{}", serde_json::Value::Object(json));
