@@ -216,6 +216,7 @@ fn a_peer_that_closes_gives_closed() {
         let a = AsyncConnection::new(a).unwrap();
         drop(b);
         assert!(matches!(a.recv::<u64>().await, Err(Error::Closed)));
+        assert!(matches!(a.send(&1u64).await, Err(Error::Closed)));
     });
 }
 

@@ -79,6 +79,10 @@ pub fn label(name: &str) -> String {
             "imap_unordered, chunksize 1",
         ),
         ("pool2_apply_async_get_latency_us", "apply_async().get()"),
+        (
+            "pool2_apply_async_await_latency_us",
+            "apply_async().await (tokio)",
+        ),
         ("lock_uncontended_acq_rel_ops_per_s", "Lock acquire+release"),
         (
             "lock_2proc_contended_incr_ops_per_s",

@@ -1,16 +1,25 @@
 //! The pool's results as a `Future` and a `Stream`.
 //!
-//! Nothing here blocks: a future registers its waker with the result (or
-//! the imap batch stream) and the pool's supervisor thread, which drives
-//! the workers' sockets whenever no thread blocks in `get`, wakes it when
-//! the result arrives.
+//! Nothing here blocks for long: a polled future first drives the pool
+//! itself for at most [`SPIN`] (if no other thread does), which catches a
+//! quick answer; otherwise it registers its waker with the result (or the
+//! imap batch stream) and asks the pool's supervisor thread to drive the
+//! workers' sockets, and the supervisor wakes it when the result arrives.
 
 use crate::error::Result;
 use crate::pool::{AsyncResult, IMap};
 use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// How long a polled future drives the pool itself before it leaves the
+/// rest to the supervisor thread: short enough for a runtime thread (tokio
+/// asks tasks to yield within 10–100 µs), long enough to catch a quick
+/// answer without two thread wake-ups.
+const SPIN: Duration = Duration::from_micros(50);
 
 /// Awaiting an `AsyncResult` gives what [`get`](AsyncResult::get) gives,
 /// without blocking a runtime thread (feature `tokio`). Cancel safe: the
@@ -32,10 +41,15 @@ impl<V> Future for AsyncResult<V> {
     type Output = Result<V>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<V>> {
+        let out = &self.out;
+        if let Err(e) = self.shared.drive_for(&|| out.is_ready(), SPIN) {
+            return Poll::Ready(Err(e));
+        }
         if !self.out.is_ready() {
             self.out.set_waker(cx.waker());
             // Set after the check above and before the waker was stored?
             if !self.out.is_ready() {
+                self.shared.wake_for_async();
                 return Poll::Pending;
             }
         }
@@ -67,6 +81,14 @@ where
             this.stopped = true;
             return Poll::Ready(Some(Err(e)));
         }
+        if this.current.is_empty() {
+            let stream = &this.stream;
+            let seen = stream.completions.load(Ordering::Acquire);
+            let moved = || stream.completions.load(Ordering::Acquire) != seen;
+            if let Err(e) = this.shared.drive_for(&moved, SPIN) {
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
         for attempt in 0..2 {
             if let Some(r) = this.pop() {
                 this.yielded += 1;
@@ -84,6 +106,7 @@ where
                 *w = Some(cx.waker().clone());
             }
         }
+        this.shared.wake_for_async();
         Poll::Pending
     }
 }

@@ -480,7 +480,7 @@ struct StreamInner<R> {
 pub(crate) struct Stream<R> {
     ordered: bool,
     inner: Mutex<StreamInner<R>>,
-    completions: AtomicU64,
+    pub(crate) completions: AtomicU64,
     /// The task of a `Stream` consumer to wake on each completion (feature `tokio`).
     pub(crate) waker: Mutex<Option<std::task::Waker>>,
 }
