@@ -31,9 +31,11 @@
 //! - `IMap` as a `Stream`: results not yet yielded stay in the iterator.
 //!
 //! How they wait: a process's pidfd and report socket, and a connection's
-//! socket or pipe, are registered with tokio's reactor ([`tokio::io::unix::AsyncFd`]);
-//! a pool result or an imap batch wakes the awaiting task when the pool's
-//! supervisor thread delivers it (no thread per waiter).
+//! socket or pipe, are registered with tokio's reactor ([`tokio::io::unix::AsyncFd`]).
+//! A polled pool result (or imap stream) first drives the pool from the
+//! runtime thread for at most 50 µs, which catches a quick answer; then the
+//! pool's supervisor thread drives it and wakes the task when the result
+//! arrives. No thread is started per waiter.
 //!
 //! Queue futures (`Queue::get` and `put` as futures) are not built yet.
 //!
