@@ -33,7 +33,7 @@
 //! How they wait: a process's pidfd and report socket, and a connection's
 //! socket or pipe, are registered with tokio's reactor ([`tokio::io::unix::AsyncFd`]).
 //! A polled pool result (or imap stream) first drives the pool from the
-//! runtime thread for at most 50 µs, which catches a quick answer; then the
+//! runtime thread for at most 100 µs, which catches a quick answer; then the
 //! pool's supervisor thread drives it and wakes the task when the result
 //! arrives. No thread is started per waiter.
 //!

@@ -19,7 +19,7 @@ use std::time::Duration;
 /// rest to the supervisor thread: short enough for a runtime thread (tokio
 /// asks tasks to yield within 10–100 µs), long enough to catch a quick
 /// answer without two thread wake-ups.
-const SPIN: Duration = Duration::from_micros(50);
+const SPIN: Duration = Duration::from_micros(100);
 
 /// Awaiting an `AsyncResult` gives what [`get`](AsyncResult::get) gives,
 /// without blocking a runtime thread (feature `tokio`). Cancel safe: the
