@@ -292,7 +292,7 @@ fn main() {
         let cellx = |v: Option<f64>| v.map_or("–".to_string(), markdown::ratio);
         md.push(format!(
             "| {} | {} | {} | {} | {} | {} |",
-            svg::label(&fig.name),
+            svg::label(&fig.name).replace('<', "&lt;"),
             markdown::value(fig.value, unit),
             cell(pyv),
             cell(flv),

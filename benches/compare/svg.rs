@@ -66,6 +66,11 @@ pub fn label(name: &str) -> String {
             "SimpleQueue ints, 4 producers",
         ),
         ("queue_1prod_1MiB_bytes_MBps", "Queue 1 MiB byte items"),
+        ("queue_1prod_1MiB_vec_u8_MBps", "Queue 1 MiB Vec<u8> items"),
+        (
+            "pool_cpu_bound_speedup_2_vs_1_workers",
+            "CPU-bound, 2 workers vs 1",
+        ),
         (
             "pool2_map_default_chunksize_tasks_per_s",
             "Pool(2).map, default chunksize",
