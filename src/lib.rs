@@ -49,6 +49,8 @@
 //! harness) put [`test_support!`] once at the top level of the test crate.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 pub mod codec;
 pub mod connection;
 mod context;
