@@ -39,6 +39,8 @@
 //! - **Stdin**: a child's standard input is `/dev/null` unless asked otherwise.
 //! - **Fork-safe writers**: [`util::ForkSafeWriter`] and
 //!   [`util::register_after_fork`].
+//! - **Thread safety of proxies**: [`manager`] proxies are `Send` but
+//!   not `Sync`; sharing one between threads without a lock does not compile.
 //!
 //! ## Test binaries
 //!
@@ -47,11 +49,16 @@
 //! harness) put [`test_support!`] once at the top level of the test crate.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 pub mod codec;
 pub mod connection;
 mod context;
 mod error;
 pub mod handoff;
+pub mod manager;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 pub mod process;
 pub mod queue;
@@ -63,6 +70,8 @@ pub mod util;
 pub use connection::{Address, Client, Connection, Listener, Pipe};
 pub use context::{cpu_count, get_context, Context};
 pub use error::{Error, ProcessFailure, Result};
+pub use manager::Manager;
+pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, current_process, get_all_start_methods, get_start_method, init,

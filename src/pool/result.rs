@@ -81,7 +81,7 @@ impl TaskErr {
 }
 
 /// Decodes the answers of one batch, calling `each` once per task.
-fn decode_items<R: DeserializeOwned>(
+pub(crate) fn decode_items<R: DeserializeOwned>(
     outcome: std::result::Result<&[u8], &Fail>,
     count: u32,
     pid: i32,
@@ -109,6 +109,8 @@ fn decode_items<R: DeserializeOwned>(
                 })
             }),
             Ok(2) => rd.next::<String>().map(|m| Err(TaskErr::Codec(m))),
+            Ok(3) => rd.next::<i32>().map(|code| Err(TaskErr::Died(code))),
+            Ok(4) => Ok(Err(TaskErr::Broken)),
             Ok(_) => Err(postcard::Error::DeserializeBadEnum),
             Err(e) => Err(e),
         };
@@ -191,6 +193,8 @@ pub(crate) struct Outcome<V> {
     ready: AtomicBool,
     ok: AtomicBool,
     callbacks: Mutex<Option<Callbacks<V>>>,
+    /// The task of a future awaiting this outcome (feature `tokio`).
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl<V> Outcome<V> {
@@ -200,6 +204,7 @@ impl<V> Outcome<V> {
             ready: AtomicBool::new(false),
             ok: AtomicBool::new(false),
             callbacks: Mutex::new(Some(callbacks)),
+            waker: Mutex::new(None),
         })
     }
 
@@ -222,10 +227,43 @@ impl<V> Outcome<V> {
         self.ok.store(r.is_ok(), Ordering::Release);
         *lock(&self.slot) = Some(r);
         self.ready.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
+    }
+
+    /// Registers the task to wake when the outcome is set (the caller checks
+    /// [`is_ready`](Self::is_ready) again afterwards).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn set_waker(&self, w: &std::task::Waker) {
+        let mut slot = lock(&self.waker);
+        if !slot.as_ref().is_some_and(|old| old.will_wake(w)) {
+            *slot = Some(w.clone());
+        }
     }
 
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the call succeeded (meaningful once ready).
+    pub(crate) fn succeeded(&self) -> bool {
+        self.ok.load(Ordering::Acquire)
+    }
+
+    /// Moves the value out, or returns the error (every time).
+    pub(crate) fn take(&self) -> Result<V> {
+        let mut slot = lock(&self.slot);
+        match slot.as_ref() {
+            Some(Err(e)) => Err(e.to_error()),
+            Some(Ok(_)) => match slot.take() {
+                Some(Ok(v)) => Ok(v),
+                _ => unreachable!("checked above"),
+            },
+            None => Err(Error::Invalid(
+                "the value was already taken by an earlier get".into(),
+            )),
+        }
     }
 }
 
@@ -403,7 +441,7 @@ impl<V> AsyncResult<V> {
         if !self.ready() {
             return Err(Error::Invalid("the result is not ready".into()));
         }
-        Ok(self.out.ok.load(Ordering::Acquire))
+        Ok(self.out.succeeded())
     }
 
     /// Waits until the call completes.
@@ -440,18 +478,8 @@ impl<V> AsyncResult<V> {
         self.take()
     }
 
-    fn take(&self) -> Result<V> {
-        let mut slot = lock(&self.out.slot);
-        match slot.as_ref() {
-            Some(Err(e)) => Err(e.to_error()),
-            Some(Ok(_)) => match slot.take() {
-                Some(Ok(v)) => Ok(v),
-                _ => unreachable!("checked above"),
-            },
-            None => Err(Error::Invalid(
-                "the value was already taken by an earlier get".into(),
-            )),
-        }
+    pub(crate) fn take(&self) -> Result<V> {
+        self.out.take()
     }
 }
 
@@ -464,7 +492,9 @@ struct StreamInner<R> {
 pub(crate) struct Stream<R> {
     ordered: bool,
     inner: Mutex<StreamInner<R>>,
-    completions: AtomicU64,
+    pub(crate) completions: AtomicU64,
+    /// The task of a `Stream` consumer to wake on each completion (feature `tokio`).
+    pub(crate) waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl<R: DeserializeOwned + Send> Sink for Stream<R> {
@@ -485,6 +515,9 @@ impl<R: DeserializeOwned + Send> Sink for Stream<R> {
         }
         drop(inner);
         self.completions.fetch_add(1, Ordering::Release);
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
     }
 }
 
@@ -556,6 +589,7 @@ where
                     queue: VecDeque::new(),
                 }),
                 completions: AtomicU64::new(0),
+                waker: Mutex::new(None),
             }),
             current: VecDeque::new(),
             next_batch: 0,
@@ -569,7 +603,7 @@ where
         }
     }
 
-    fn top_up(&mut self) -> Result<()> {
+    pub(crate) fn top_up(&mut self) -> Result<()> {
         if self.stopped || self.submitted - self.yielded > self.lookahead / 2 {
             return Ok(());
         }
@@ -580,20 +614,19 @@ where
             if count == 0 {
                 break;
             }
-            batches.push(Batch {
-                resent: 0,
+            batches.push(Batch::new(
                 frame,
                 count,
-                index: self.submitted_batches,
-                sink: self.stream.clone(),
-            });
+                self.submitted_batches,
+                self.stream.clone(),
+            ));
             self.submitted_batches += 1;
             self.submitted += count as usize;
         }
         self.shared.submit(batches)
     }
 
-    fn pop(&mut self) -> Option<std::result::Result<R, TaskErr>> {
+    pub(crate) fn pop(&mut self) -> Option<std::result::Result<R, TaskErr>> {
         if let Some(v) = self.current.pop_front() {
             return Some(v);
         }

@@ -272,6 +272,9 @@ fn take_child_panic() -> Option<(String, String)> {
 /// [`take_thread_panic`] instead of printing and reporting it (pool workers,
 /// which turn a task's panic into that task's error). Takes no lock.
 pub(crate) fn capture_panics_per_thread() {
+    // Already installed (without a lock) in a forked or spawned child; an MPI
+    // rank installs it here.
+    install_panic_hook();
     CAPTURE_PER_THREAD.store(true, Ordering::Relaxed);
 }
 
@@ -398,8 +401,14 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
 /// ends it with a message saying what to add, and its parent's `join`
 /// returns [`Error::Bootstrap`] (no chain of processes each starting the
 /// next).
+///
+/// With the `mpi` feature, in a program started by an MPI launcher
+/// (`mpiexec`, `srun`), every rank but 0 becomes a worker of
+/// `multiproc::mpi::MpiPool` here and exits when rank 0's pool ends.
 pub fn init() {
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
+        #[cfg(feature = "mpi")]
+        crate::mpi::enter();
         return;
     };
     // A target may run from a constructor (`test_support!`), before std's
