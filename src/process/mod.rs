@@ -36,7 +36,7 @@ use bootstrap::{Report, Runner};
 use registry::ChildShared;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,6 +195,8 @@ pub struct Builder {
     /// Fork without flushing std's stdout first (pool workers, started by a
     /// thread of the pool while the program's thread may hold stdout's lock).
     leave_stdout: bool,
+    /// Descriptors kept open at their numbers in the child (opt-in).
+    pass_fds: Vec<RawFd>,
 }
 
 impl Builder {
@@ -234,6 +236,19 @@ impl Builder {
     /// The child's standard input.
     pub fn stdin(mut self, stdin: Stdin) -> Builder {
         self.stdin = stdin;
+        self
+    }
+
+    /// Keeps descriptor `fd` open, at the same number, in the child (as
+    /// `subprocess`'s `pass_fds`).
+    ///
+    /// A child gets its resources as arguments; every other descriptor of
+    /// this process is closed in the child under every start method (under
+    /// *fork* too, where CPython keeps them all). Use this for a descriptor
+    /// the child finds by number, e.g. a log file opened before the start.
+    /// `fd` must stay open until [`start`](Self::start) returns.
+    pub fn pass_fd(mut self, fd: impl AsRawFd) -> Builder {
+        self.pass_fds.push(fd.as_raw_fd());
         self
     }
 
@@ -309,6 +324,7 @@ impl Builder {
                 runner,
                 ex.bytes(),
                 ex.fds(),
+                &self.pass_fds,
             )?,
             StartMethod::Spawn => spawn::launch(
                 identity,
@@ -316,6 +332,7 @@ impl Builder {
                 fnref::offset_of(runner as usize),
                 ex.bytes(),
                 ex.fds(),
+                &self.pass_fds,
                 tamper,
             )?,
             StartMethod::Forkserver => {
