@@ -122,7 +122,9 @@ mod joinable;
 #[allow(clippy::module_inception)]
 mod queue;
 mod ring;
+mod shared_bytes;
 mod simple;
+mod spill;
 
 pub use joinable::JoinableQueue;
 pub use queue::{Builder, Queue};
