@@ -7,13 +7,13 @@ use multiproc::Process;
 use std::time::Instant;
 
 /// Counts the primes in `[lo, hi)` by trial division (deliberately CPU-bound).
-fn count_primes((lo, hi): (u64, u64)) -> u64 {
+fn count_primes(lo: u64, hi: u64) -> u64 {
     (lo..hi).filter(|&n| is_prime(n)).count() as u64
 }
 
 /// The same work, in blocks for the pool: block `b` is `[b·BLOCK, (b+1)·BLOCK)`.
 fn primes_in_block(b: u64) -> u64 {
-    count_primes((b * BLOCK, (b + 1) * BLOCK))
+    count_primes(b * BLOCK, (b + 1) * BLOCK)
 }
 
 const BLOCK: u64 = 50_000;

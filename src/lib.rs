@@ -7,7 +7,7 @@
 //! ```
 //! use multiproc::Process;
 //!
-//! fn square((x,): (u64,)) -> u64 {
+//! fn square(x: u64) -> u64 {
 //!     x * x
 //! }
 //!
@@ -28,7 +28,7 @@
 //!
 //! ```compile_fail,E0080
 //! let n = 5u64;
-//! let p = multiproc::Process::start(move |(): ()| n + 1, ());
+//! let p = multiproc::Process::start(move || n + 1, ());
 //! ```
 //!
 //! - **Inherit rather than pickle**: queues, pipes, locks and shared memory
@@ -68,7 +68,7 @@ pub use error::{Error, ProcessFailure, Result};
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
-    ParentProcess, Process, Stdin,
+    ParentProcess, Process, Stdin, TaskFn,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shared::{Array, RawArray, RawValue, ShareableList, SharedMemory, Value};

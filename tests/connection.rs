@@ -8,7 +8,7 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn echo((c,): (Connection,)) -> u32 {
+fn echo(c: Connection) -> u32 {
     let mut n = 0;
     while let Ok(v) = c.recv::<Option<String>>() {
         match v {
@@ -20,7 +20,7 @@ fn echo((c,): (Connection,)) -> u32 {
     n
 }
 
-fn sink_bytes((r, ack): (Connection, Connection)) -> u64 {
+fn sink_bytes(r: Connection, ack: Connection) -> u64 {
     let mut total = 0u64;
     let mut buf = Vec::new();
     loop {
@@ -280,7 +280,7 @@ fn simplex_ends_to_child_and_large_messages() {
     }
 }
 
-fn relay((carrier,): (Connection,)) -> String {
+fn relay(carrier: Connection) -> String {
     let c = carrier.recv_connection().expect("recv_connection");
     c.send(&"via passed descriptor".to_string()).expect("send");
     carrier.recv::<String>().expect("recv after")

@@ -13,28 +13,28 @@ use std::time::{Duration, Instant};
 const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Fork];
 const LONG: Duration = Duration::from_secs(60);
 
-fn add((a, b): (u64, u64)) -> u64 {
+fn add(a: u64, b: u64) -> u64 {
     a + b
 }
-fn boom(_: ()) -> u32 {
+fn boom() -> u32 {
     panic!("kaboom {}", 42)
 }
-fn exit_with((code,): (i32,)) {
+fn exit_with(code: i32) {
     std::process::exit(code)
 }
-fn sleep_secs((s,): (u64,)) {
+fn sleep_secs(s: u64) {
     std::thread::sleep(Duration::from_secs(s))
 }
-fn raise((sig,): (i32,)) {
+fn raise(sig: i32) {
     // SAFETY: plain syscall on ourselves.
     unsafe { libc::raise(sig) };
 }
-fn stdin_target(_: ()) -> String {
+fn stdin_target() -> String {
     std::fs::read_link("/proc/self/fd/0")
         .map(|p| p.display().to_string())
         .unwrap_or_default()
 }
-fn whoami(_: ()) -> (String, i32, bool, Option<(String, i32)>) {
+fn whoami() -> (String, i32, bool, Option<(String, i32)>) {
     let me = current_process();
     (
         me.name,
@@ -43,7 +43,7 @@ fn whoami(_: ()) -> (String, i32, bool, Option<(String, i32)>) {
         parent_process().map(|p| (p.name, p.pid)),
     )
 }
-fn big((n,): (usize,)) -> Vec<u8> {
+fn big(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
@@ -241,7 +241,30 @@ fn start_method_names_round_trip() {
 #[test]
 fn non_capturing_closures_are_targets() {
     for m in METHODS {
-        let mut p = builder(m).start(|(x,): (u32,)| x * 2, (21,)).unwrap();
+        let mut p = builder(m).start(|x: u32| x * 2, (21,)).unwrap();
         assert_eq!(p.join_timeout(LONG).unwrap(), 42);
     }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add3(a: u64, b: u64, c: String) -> String {
+    format!("{c}{}", a + b)
+}
+
+/// One calling convention, Python's `target(*args)`: a one-argument target
+/// takes a one-tuple and a two-argument target is called `f(a, b)`, as
+/// `Pool::apply` does.
+#[test]
+fn targets_are_called_with_star_args() {
+    for m in METHODS {
+        let mut p = builder(m).start(square, (7,)).unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), 49);
+        let mut p = builder(m).start(add3, (2, 3, "sum=".to_string())).unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), "sum=5");
+    }
+    let mut p = Process::start(square, (9,)).unwrap();
+    assert_eq!(p.join_timeout(LONG).unwrap(), 81);
 }

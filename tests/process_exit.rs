@@ -40,17 +40,17 @@ fn wait_for_file(path: &std::path::Path) -> String {
     }
 }
 
-fn sleeper(_: ()) {
+fn sleeper() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-fn late_writer((path,): (String,)) {
+fn late_writer(path: String) {
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(path, "done\n").unwrap();
 }
 
 /// Starts a daemon grandchild, writes its pid to `path`, then sleeps.
-fn parent_of_daemon((path,): (String,)) {
+fn parent_of_daemon(path: String) {
     let p = Process::builder().daemon(true).start(sleeper, ()).unwrap();
     std::fs::write(path, format!("{}\n", p.pid())).unwrap();
     std::thread::sleep(Duration::from_secs(60));
@@ -58,7 +58,7 @@ fn parent_of_daemon((path,): (String,)) {
 
 /// Starts a non-daemon grandchild that writes a file late, and a daemon one
 /// that would sleep for a minute; returns at once.
-fn returns_early((dir,): (String,)) -> i32 {
+fn returns_early(dir: String) -> i32 {
     let _slow = Process::start(late_writer, (format!("{dir}/late"),)).unwrap();
     let d = Process::builder().daemon(true).start(sleeper, ()).unwrap();
     d.pid()

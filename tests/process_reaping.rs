@@ -6,7 +6,7 @@ multiproc::test_support!();
 use multiproc::{active_children, Process, StartMethod};
 use std::time::{Duration, Instant};
 
-fn noop(_: ()) {}
+fn noop() {}
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -93,7 +93,7 @@ fn no_zombies_and_no_descriptor_leaks() {
     }
 }
 
-fn sleep_ms((ms,): (u64,)) {
+fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms))
 }
 

@@ -7,7 +7,7 @@
 multiproc::test_support!();
 
 use multiproc::queue::{JoinableQueue, Queue, SimpleQueue};
-use multiproc::{Error, Process, StartMethod};
+use multiproc::{Error, Process, StartMethod, TaskFn};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -168,7 +168,7 @@ fn joinable_accounting() {
     assert_eq!(q.unfinished_tasks(), 0);
 }
 
-fn joinable_worker((q, n): (JoinableQueue<u64>, u64)) -> u64 {
+fn joinable_worker(q: JoinableQueue<u64>, n: u64) -> u64 {
     let mut sum = 0;
     for _ in 0..n {
         sum += q.get_timeout(LONG).unwrap();
@@ -199,7 +199,7 @@ fn joinable_join_waits_for_workers_in_children() {
     }
 }
 
-fn ordered_producer((q, id, n): (Queue<(u32, u32)>, u32, u32)) {
+fn ordered_producer(q: Queue<(u32, u32)>, id: u32, n: u32) {
     for i in 0..n {
         q.put((id, i)).unwrap();
     }
@@ -231,7 +231,7 @@ fn items_from_one_producer_arrive_in_order() {
     }
 }
 
-fn child_put_in((q,): (Queue<String>,)) {
+fn child_put_in(q: Queue<String>) {
     q.put(format!("from {}", std::process::id())).unwrap();
 }
 
@@ -251,7 +251,7 @@ fn queue_handed_to_child_works_both_ways() {
 
 /// CPython's documented deadlock ("Joining processes that use queues"):
 /// the child puts a large item; the parent joins the child *before* getting.
-fn seed_deadlock_child((q,): (Queue<String>,)) {
+fn seed_deadlock_child(q: Queue<String>) {
     q.put("X".repeat(1_000_000)).unwrap();
 }
 
@@ -271,7 +271,7 @@ fn seed_deadlock_example_completes() {
     }
 }
 
-fn many_then_exit((q, n): (Queue<u64>, u64)) {
+fn many_then_exit(q: Queue<u64>, n: u64) {
     for i in 0..n {
         q.put(i).unwrap();
     }
@@ -293,7 +293,7 @@ fn producer_exits_without_waiting_and_loses_nothing() {
 }
 
 /// The fault cases: a consumer killed while blocked in `get`.
-fn blocked_consumer((q, ready): (Queue<u64>, Queue<u8>)) -> u64 {
+fn blocked_consumer(q: Queue<u64>, ready: Queue<u8>) -> u64 {
     ready.put(1).unwrap();
     q.get().unwrap()
 }
@@ -341,18 +341,18 @@ fn consumer_killed_while_blocked_in_get_leaves_queue_usable() {
 
 /// A producer killed mid-put: it has claimed a slot and written half its
 /// item when it is killed.
-fn hanging_producer((q, ready): (Queue<Vec<u8>>, Queue<u8>)) {
+fn hanging_producer(q: Queue<Vec<u8>>, ready: Queue<u8>) {
     ready.put(1).unwrap();
     q.__put_and_hang(vec![0xAB; 500], false).unwrap();
 }
 
-fn hanging_producer_small((q, ready): (Queue<Vec<u8>>, Queue<u8>)) {
+fn hanging_producer_small(q: Queue<Vec<u8>>, ready: Queue<u8>) {
     ready.put(1).unwrap();
     q.__put_and_hang(vec![0xCD; 8], false).unwrap();
 }
 
 /// Killed right after its claim CAS, before it moved `tail`.
-fn hanging_producer_early((q, ready): (Queue<Vec<u8>>, Queue<u8>)) {
+fn hanging_producer_early(q: Queue<Vec<u8>>, ready: Queue<u8>) {
     ready.put(1).unwrap();
     q.__put_and_hang(vec![0xEF; 300], true).unwrap();
 }
@@ -368,11 +368,7 @@ fn producer_killed_between_claim_and_tail_move_is_reclaimed() {
     killed_mid_put(StartMethod::Fork, hanging_producer_early, true);
 }
 
-fn killed_mid_put<F: Fn((Queue<Vec<u8>>, Queue<u8>)) + Copy + Send + 'static>(
-    m: StartMethod,
-    f: F,
-    early: bool,
-) {
+fn killed_mid_put<F: TaskFn<(Queue<Vec<u8>>, Queue<u8>), ()>>(m: StartMethod, f: F, early: bool) {
     let q: Queue<Vec<u8>> = Queue::new().unwrap();
     let ready: Queue<u8> = Queue::new().unwrap();
     q.put(vec![1]).unwrap(); // before the victim's claim
@@ -435,13 +431,13 @@ fn producer_killed_mid_put_while_not_yet_dead_is_waited_for() {
 }
 
 /// A consumer killed after taking an item, before releasing its slots.
-fn hanging_consumer((q, ready): (Queue<u64>, Queue<u8>)) {
+fn hanging_consumer(q: Queue<u64>, ready: Queue<u8>) {
     ready.put(1).unwrap();
     q.__get_and_hang(false).unwrap();
 }
 
 /// Killed right after its taker CAS, before it moved `head`.
-fn hanging_consumer_early((q, ready): (Queue<u64>, Queue<u8>)) {
+fn hanging_consumer_early(q: Queue<u64>, ready: Queue<u8>) {
     ready.put(1).unwrap();
     q.__get_and_hang(true).unwrap();
 }
@@ -458,11 +454,7 @@ fn consumer_killed_between_take_and_head_move_does_not_block() {
     killed_mid_get(StartMethod::Fork, hanging_consumer_early, true);
 }
 
-fn killed_mid_get<F: Fn((Queue<u64>, Queue<u8>)) + Copy + Send + 'static>(
-    m: StartMethod,
-    f: F,
-    early: bool,
-) {
+fn killed_mid_get<F: TaskFn<(Queue<u64>, Queue<u8>), ()>>(m: StartMethod, f: F, early: bool) {
     // a tiny ring (4 slots), so producers soon need the victim's slot
     let q: Queue<u64> = Queue::builder().capacity_bytes(4 * 128).build().unwrap();
     let ready: Queue<u8> = Queue::new().unwrap();
@@ -536,7 +528,7 @@ fn an_item_that_fails_to_encode_takes_no_place() {
 
 /// CPython's `_TestListenerClient`-era `test_queue`: a child sees the
 /// parent's items, count and fullness.
-fn sees_full_queue((q,): (Queue<u32>,)) -> (usize, bool, u32, u32, bool) {
+fn sees_full_queue(q: Queue<u32>) -> (usize, bool, u32, u32, bool) {
     let (n, full) = (q.qsize(), q.full());
     let a = q.get().unwrap();
     let b = q.get().unwrap();
@@ -561,11 +553,11 @@ fn child_sees_count_and_fullness() {
 
 /// CPython's `test_nested_startmethod`: a child hands the queue it received
 /// on to a grandchild; both items arrive.
-fn grandchild((q,): (Queue<u32>,)) {
+fn grandchild(q: Queue<u32>) {
     q.put(1).unwrap();
 }
 
-fn child_with_grandchild((q, fork): (Queue<u32>, bool)) {
+fn child_with_grandchild(q: Queue<u32>, fork: bool) {
     let m = if fork {
         StartMethod::Fork
     } else {
@@ -593,7 +585,7 @@ fn queue_passed_on_to_a_grandchild() {
     }
 }
 
-fn hanging_joinable_producer((q, ready): (JoinableQueue<u32>, Queue<u8>)) {
+fn hanging_joinable_producer(q: JoinableQueue<u32>, ready: Queue<u8>) {
     ready.put(1).unwrap();
     q.__put_and_hang(7, false).unwrap();
 }

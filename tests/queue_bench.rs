@@ -7,26 +7,26 @@ use multiproc::queue::{Queue, SimpleQueue};
 use multiproc::{Process, StartMethod};
 use std::time::Instant;
 
-fn prod_ints((q, n): (Queue<u64>, u64)) {
+fn prod_ints(q: Queue<u64>, n: u64) {
     for i in 0..n {
         q.put(i).unwrap();
     }
 }
 
-fn prod_simple((q, n): (SimpleQueue<u64>, u64)) {
+fn prod_simple(q: SimpleQueue<u64>, n: u64) {
     for i in 0..n {
         q.put(i).unwrap();
     }
 }
 
-fn prod_bytes((q, n, size): (Queue<Vec<u8>>, u64, usize)) {
+fn prod_bytes(q: Queue<Vec<u8>>, n: u64, size: usize) {
     let payload = vec![0x5au8; size];
     for _ in 0..n {
         q.put_ref(&payload).unwrap();
     }
 }
 
-fn prod_bytebuf((q, n, size): (Queue<serde_bytes::ByteBuf>, u64, usize)) {
+fn prod_bytebuf(q: Queue<serde_bytes::ByteBuf>, n: u64, size: usize) {
     let payload = serde_bytes::ByteBuf::from(vec![0x5au8; size]);
     for _ in 0..n {
         q.put_ref(&payload).unwrap();

@@ -26,7 +26,7 @@ fn queue_mappings() -> usize {
         .count()
 }
 
-fn child_uses((q, s, j): (Queue<u64>, SimpleQueue<u64>, JoinableQueue<u64>)) {
+fn child_uses(q: Queue<u64>, s: SimpleQueue<u64>, j: JoinableQueue<u64>) {
     q.put(1).unwrap();
     s.put(2).unwrap();
     j.put(3).unwrap();

@@ -10,14 +10,14 @@ const PRODUCERS: u32 = 4;
 const PER_PRODUCER: u32 = 250_000;
 const DONE: u32 = u32::MAX;
 
-fn producer((q, id): (Queue<u32>, u32)) {
+fn producer(q: Queue<u32>, id: u32) {
     for i in 0..PER_PRODUCER {
         q.put(id * PER_PRODUCER + i).unwrap();
     }
 }
 
 /// Returns every item it took, in the order taken.
-fn consumer((q,): (Queue<u32>,)) -> Vec<u32> {
+fn consumer(q: Queue<u32>) -> Vec<u32> {
     let mut got = Vec::new();
     loop {
         let v = q.get_timeout(Duration::from_secs(60)).unwrap();

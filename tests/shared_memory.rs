@@ -103,7 +103,7 @@ fn invalid_arguments() {
     assert!(SharedMemory::create_named("", 10).is_err());
 }
 
-fn child_by_name((name, fill): (String, u8)) -> Vec<u8> {
+fn child_by_name(name: String, fill: u8) -> Vec<u8> {
     let shm = SharedMemory::open(&name).unwrap();
     let mut seen = vec![0u8; 4];
     shm.read_at(0, &mut seen).unwrap();
@@ -111,12 +111,12 @@ fn child_by_name((name, fill): (String, u8)) -> Vec<u8> {
     seen
 }
 
-fn child_by_handle((shm, fill): (SharedMemory, u8)) -> usize {
+fn child_by_handle(shm: SharedMemory, fill: u8) -> usize {
     shm.write_at(200, &[fill; 8]).unwrap();
     shm.size()
 }
 
-fn child_unlinks((name,): (String,)) {
+fn child_unlinks(name: String) {
     SharedMemory::open(&name).unwrap().unlink().unwrap();
 }
 
@@ -376,7 +376,7 @@ sl.shm.close(); sl.shm.unlink()\n"
     assert!(child.wait().unwrap().success());
 }
 
-fn child_creates((name, untracked): (String, bool)) -> String {
+fn child_creates(name: String, untracked: bool) -> String {
     let shm = if untracked {
         SharedMemory::create_untracked(Some(&name), 128).unwrap()
     } else {
@@ -406,7 +406,7 @@ fn untracked_block_made_by_a_spawned_child_outlives_it() {
     assert!(!exists(&name));
 }
 
-fn child_edits_list((sl,): (ShareableList,)) -> Vec<String> {
+fn child_edits_list(sl: ShareableList) -> Vec<String> {
     sl.set(0, Item::Int(sl.len() as i64)).unwrap();
     sl.set(1, "child".into()).unwrap();
     sl.to_vec()

@@ -40,7 +40,7 @@ fn wait_gone(names: &[String]) -> Vec<String> {
 
 /// The doomed program: creates named and unnamed shared memory, reports the
 /// names and the tracker's pid, then waits to be killed.
-fn doomed((out, tag): (Fd, String)) {
+fn doomed(out: Fd, tag: String) {
     let named = SharedMemory::create_named(&format!("mp_test_doomed_{tag}"), 4096).unwrap();
     let generated = SharedMemory::create(100).unwrap();
     let list = ShareableList::new(&[Item::Int(1), "x".into()]).unwrap();
@@ -66,7 +66,7 @@ fn doomed((out, tag): (Fd, String)) {
     }
 }
 
-fn forgetful((tag,): (String,)) -> String {
+fn forgetful(tag: String) -> String {
     let shm = SharedMemory::create_named(&format!("mp_test_forgot_{tag}"), 64).unwrap();
     let name = shm.name().to_string();
     drop(shm); // closed, never unlinked
@@ -160,7 +160,7 @@ fn names_never_unlinked_are_removed_when_the_program_ends() {
 
 /// In a child: kill this program's tracker, then create a block: a new
 /// tracker takes over (with a warning), and still cleans up at the end.
-fn tracker_killed((tag,): (String,)) -> (i32, i32, String) {
+fn tracker_killed(tag: String) -> (i32, i32, String) {
     let first = tracker::ensure_running().unwrap();
     // SAFETY: plain kill(2) of the tracker's pid, which this program started.
     assert_eq!(unsafe { libc_kill(first, 9) }, 0);

@@ -11,14 +11,14 @@ use std::sync::atomic::Ordering;
 const N: u64 = 2000;
 const PROCS: usize = 3;
 
-fn incr_value((v, n): (Value<u64>, u64)) {
+fn incr_value(v: Value<u64>, n: u64) {
     for _ in 0..n {
         let g = v.lock().unwrap();
         g.set(g.get() + 1);
     }
 }
 
-fn incr_array((a, n): (Array<i32>, u64)) {
+fn incr_array(a: Array<i32>, n: u64) {
     for _ in 0..n {
         let g = a.lock().unwrap();
         for i in 0..g.len() {
@@ -27,7 +27,7 @@ fn incr_array((a, n): (Array<i32>, u64)) {
     }
 }
 
-fn incr_atomic((v, a, n): (RawValue<i64>, RawArray<u32>, u64)) {
+fn incr_atomic(v: RawValue<i64>, a: RawArray<u32>, n: u64) {
     for _ in 0..n {
         v.as_atomic().fetch_add(1, Ordering::Relaxed);
         for x in a.as_atomic_slice() {
@@ -48,7 +48,7 @@ fn value_increments_under_the_lock_add_up() {
                     .unwrap()
             })
             .collect();
-        incr_value((v.clone(), N));
+        incr_value(v.clone(), N);
         for mut p in ps {
             p.join().unwrap();
         }
@@ -115,7 +115,7 @@ struct Point {
     _pad: u32,
 }
 
-fn move_point((v, dx): (Value<Point>, f64)) -> Point {
+fn move_point(v: Value<Point>, dx: f64) -> Point {
     let g = v.lock().unwrap();
     let mut p = g.get();
     p.x += dx;
@@ -161,13 +161,13 @@ fn pod_structs_and_shared_lock() {
     assert_eq!(a.to_vec().unwrap(), vec![1, 2, 3]);
     // Threads: the handoff round trip gives an independent handle to the same memory.
     let (v2,) = multiproc::handoff::round_trip(&(v.clone(),)).unwrap();
-    std::thread::spawn(move || move_point((v2, 1.0)))
+    std::thread::spawn(move || move_point(v2, 1.0))
         .join()
         .unwrap();
     assert_eq!(v.get().unwrap().x, 3.0);
 }
 
-fn die_holding((v,): (Value<u64>,)) {
+fn die_holding(v: Value<u64>) {
     let g = v.lock().unwrap();
     g.set(99);
     std::mem::forget(g);

@@ -39,7 +39,7 @@ fn join<R: serde::Serialize + serde::de::DeserializeOwned>(ps: Vec<Process<R>>) 
 }
 
 /// CPython's `multipass`: lockstep check with two counters.
-fn multipass((b, cells, passes): (Barrier, Cells, u32)) -> bool {
+fn multipass(b: Barrier, cells: Cells, passes: u32) -> bool {
     let m = b.parties() as u32;
     for i in 0..passes {
         cells.get(0).fetch_add(1, Ordering::SeqCst);
@@ -60,7 +60,7 @@ fn check_multipass(passes: u32) {
     let b = Barrier::new(N).unwrap();
     let cells = Cells::new(2);
     let ps = workers!(multipass, (b.clone(), cells.clone(), passes));
-    assert!(multipass((b.clone(), cells.clone(), passes)));
+    assert!(multipass(b.clone(), cells.clone(), passes));
     assert!(join(ps).into_iter().all(|ok| ok));
     assert_eq!(b.n_waiting(), 0);
     assert!(!b.broken());
@@ -78,7 +78,7 @@ fn test_barrier_10() {
     check_multipass(10);
 }
 
-fn wait_return((b,): (Barrier,)) -> usize {
+fn wait_return(b: Barrier) -> usize {
     b.wait().expect("wait")
 }
 
@@ -101,7 +101,7 @@ fn action() {
     }
 }
 
-fn action_worker((b, cells): (Barrier, Cells)) -> bool {
+fn action_worker(b: Barrier, cells: Cells) -> bool {
     let _ = ACTION_CELLS.set(cells.clone());
     b.wait().expect("wait");
     // The action ran exactly once, before anybody was released.
@@ -129,7 +129,7 @@ const R1: usize = 0;
 const R2: usize = 1;
 const R3: usize = 2;
 
-fn abort_worker((b, cells): (Barrier, Cells)) {
+fn abort_worker(b: Barrier, cells: Cells) {
     let r = (|| -> multiproc::Result<()> {
         let i = b.wait()?;
         if i == N / 2 {
@@ -153,14 +153,14 @@ fn test_abort() {
     let b = Barrier::new(N).unwrap();
     let cells = Cells::new(3);
     let ps = workers!(abort_worker, (b.clone(), cells.clone()));
-    abort_worker((b.clone(), cells.clone()));
+    abort_worker(b.clone(), cells.clone());
     join(ps);
     assert_eq!(cells.get(R1).load(Ordering::SeqCst), 0);
     assert_eq!(cells.get(R2).load(Ordering::SeqCst), N as u32 - 1);
     assert!(b.broken());
 }
 
-fn reset_worker((b, cells): (Barrier, Cells)) {
+fn reset_worker(b: Barrier, cells: Cells) {
     let i = b.wait().expect("wait");
     if i == N / 2 {
         eventually("the others wait", || b.n_waiting() == N - 1);
@@ -182,14 +182,14 @@ fn test_reset() {
     let b = Barrier::new(N).unwrap();
     let cells = Cells::new(3);
     let ps = workers!(reset_worker, (b.clone(), cells.clone()));
-    reset_worker((b.clone(), cells.clone()));
+    reset_worker(b.clone(), cells.clone());
     join(ps);
     assert_eq!(cells.get(R1).load(Ordering::SeqCst), 0);
     assert_eq!(cells.get(R2).load(Ordering::SeqCst), N as u32 - 1);
     assert_eq!(cells.get(R3).load(Ordering::SeqCst), N as u32);
 }
 
-fn abort_and_reset_worker((b, b2, cells): (Barrier, Barrier, Cells)) {
+fn abort_and_reset_worker(b: Barrier, b2: Barrier, cells: Cells) {
     let r = (|| -> multiproc::Result<()> {
         let i = b.wait()?;
         if i == N / 2 {
@@ -222,14 +222,14 @@ fn test_abort_and_reset() {
         abort_and_reset_worker,
         (b.clone(), b2.clone(), cells.clone())
     );
-    abort_and_reset_worker((b.clone(), b2.clone(), cells.clone()));
+    abort_and_reset_worker(b.clone(), b2.clone(), cells.clone());
     join(ps);
     assert_eq!(cells.get(R1).load(Ordering::SeqCst), 0);
     assert_eq!(cells.get(R2).load(Ordering::SeqCst), N as u32 - 1);
     assert_eq!(cells.get(R3).load(Ordering::SeqCst), N as u32);
 }
 
-fn timeout_worker((b, cells, explicit): (Barrier, Cells, bool)) {
+fn timeout_worker(b: Barrier, cells: Cells, explicit: bool) {
     let i = b.wait().expect("wait");
     if i == N / 2 {
         std::thread::sleep(Duration::from_millis(1000));
@@ -251,7 +251,7 @@ fn test_timeout() {
     let b = Barrier::new(N).unwrap();
     let cells = Cells::new(1);
     let ps = workers!(timeout_worker, (b.clone(), cells.clone(), true));
-    timeout_worker((b.clone(), cells.clone(), true));
+    timeout_worker(b.clone(), cells.clone(), true);
     join(ps);
     assert_eq!(cells.get(0).load(Ordering::SeqCst), N as u32);
 }
@@ -265,7 +265,7 @@ fn test_default_timeout() {
         .with_timeout(Duration::from_millis(500));
     let cells = Cells::new(1);
     let ps = workers!(timeout_worker, (b.clone(), cells.clone(), false));
-    timeout_worker((b.clone(), cells.clone(), false));
+    timeout_worker(b.clone(), cells.clone(), false);
     join(ps);
     assert_eq!(cells.get(0).load(Ordering::SeqCst), N as u32);
 }
@@ -279,7 +279,7 @@ fn test_single_thread() {
     assert!(Barrier::new(0).is_err());
 }
 
-fn thousand_worker((b, lock, cells, passes): (Barrier, Lock, Cells, u32)) -> bool {
+fn thousand_worker(b: Barrier, lock: Lock, cells: Cells, passes: u32) -> bool {
     let mut ok = true;
     for i in 0..passes {
         b.wait().expect("wait");
@@ -319,14 +319,14 @@ fn test_thousand() {
     assert_eq!(cells.get(0).load(Ordering::SeqCst), passes * N as u32);
 }
 
-fn wait_then_hang((b,): (Barrier,)) {
+fn wait_then_hang(b: Barrier) {
     let _ = b.wait();
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
-fn wait_result((b,): (Barrier,)) -> Result<usize, String> {
+fn wait_result(b: Barrier) -> Result<usize, String> {
     b.wait().map_err(|e| e.to_string())
 }
 

@@ -18,7 +18,7 @@ const TIMED_OUT: usize = 2;
 const STATE: usize = 3;
 
 /// Waits once on `cond` (timeout in ms, 0 = none), counting in `cells`.
-fn waiter<L: ConditionLock>((cond, cells, timeout_ms): (Condition<L>, Cells, u64)) {
+fn waiter<L: ConditionLock>(cond: Condition<L>, cells: Cells, timeout_ms: u64) {
     let mut g = cond.acquire().unwrap_or_else(|e| e.into_inner());
     cells.get(SLEEPING).fetch_add(1, Ordering::SeqCst);
     let notified = if timeout_ms == 0 {
@@ -50,7 +50,7 @@ fn start_waiters<L: ConditionLock + Send + Sync + 'static>(
     let threads = (0..3)
         .map(|_| {
             let (c, k) = (cond.clone(), cells.clone());
-            std::thread::spawn(move || waiter((c, k, timeout_ms)))
+            std::thread::spawn(move || waiter(c, k, timeout_ms))
         })
         .collect();
     (procs, threads)
@@ -82,7 +82,7 @@ fn check_notify<L: ConditionLock + Send + Sync + 'static>(cond: Condition<L>) {
         .start(waiter::<L>, (cond.clone(), cells.clone(), 0))
         .unwrap();
     let (c, k) = (cond.clone(), cells.clone());
-    let t = std::thread::spawn(move || waiter((c, k, 0)));
+    let t = std::thread::spawn(move || waiter(c, k, 0));
     eventually("both waiting", || cond.n_waiting() == 2);
     assert_eq!(count(&cells, WOKEN), 0);
     notify(&cond, 1);
@@ -169,7 +169,7 @@ fn test_timeout() {
     assert_eq!(g.lock().count(), 1, "the lock is held again after wait");
 }
 
-fn waitfor_child((cond, cells): (Condition, Cells)) -> bool {
+fn waitfor_child(cond: Condition, cells: Cells) -> bool {
     let mut g = cond.acquire().unwrap();
     cells.get(STATE).store(0, Ordering::SeqCst);
     cond.notify(1).unwrap();
@@ -214,7 +214,7 @@ fn test_waitfor() {
     }
 }
 
-fn waitfor_timeout_child((cond, cells): (Condition, Cells)) -> bool {
+fn waitfor_timeout_child(cond: Condition, cells: Cells) -> bool {
     let mut g = cond.acquire().unwrap();
     cells.get(SLEEPING).store(1, Ordering::SeqCst);
     let ok = cond
@@ -248,7 +248,7 @@ fn test_waitfor_timeout() {
     );
 }
 
-fn notify_once((cond,): (Condition,)) {
+fn notify_once(cond: Condition) {
     let _g = cond.acquire().unwrap();
     cond.notify(1).unwrap();
 }
@@ -324,7 +324,7 @@ fn dead_waiter_does_not_swallow_notify() {
     eventually("first waiting", || cond.n_waiting() == 1);
     dead.kill().unwrap();
     let (c, k) = (cond.clone(), cells.clone());
-    let live = std::thread::spawn(move || waiter((c, k, 0)));
+    let live = std::thread::spawn(move || waiter(c, k, 0));
     eventually("second waiting", || {
         count(&cells, SLEEPING) == 2 && cond.n_waiting() == 2
     });
@@ -334,7 +334,7 @@ fn dead_waiter_does_not_swallow_notify() {
     assert_eq!(cond.n_waiting(), 0, "the dead waiter's slot was reclaimed");
 }
 
-fn hold_cond_lock_forever((cond, cells): (Condition<Lock>, Cells)) {
+fn hold_cond_lock_forever(cond: Condition<Lock>, cells: Cells) {
     let _g = cond.acquire().expect("acquire");
     cond.notify_all().expect("notify");
     cells.get(STATE).store(1, Ordering::SeqCst);

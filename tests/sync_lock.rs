@@ -105,7 +105,7 @@ fn threads_exclude_each_other() {
     assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 80_000);
 }
 
-fn bump_file((lock, path, n): (Lock, String, u32)) -> u32 {
+fn bump_file(lock: Lock, path: String, n: u32) -> u32 {
     for _ in 0..n {
         let _g = lock.acquire().expect("acquire");
         let v: u32 = std::fs::read_to_string(&path)
@@ -136,7 +136,7 @@ fn processes_exclude_each_other() {
                     .unwrap()
             })
             .collect();
-        bump_file((lock.clone(), path.to_string_lossy().into_owned(), 100));
+        bump_file(lock.clone(), path.to_string_lossy().into_owned(), 100);
         for mut p in ps {
             assert_eq!(p.join().unwrap(), 100);
         }
@@ -151,11 +151,11 @@ fn processes_exclude_each_other() {
     }
 }
 
-fn acquire_and_keep((lock,): (Lock,)) {
+fn acquire_and_keep(lock: Lock) {
     lock.acquire().expect("acquire").leak();
 }
 
-fn release_it((lock,): (Lock,)) -> bool {
+fn release_it(lock: Lock) -> bool {
     lock.release().is_ok()
 }
 
@@ -190,7 +190,7 @@ fn locked_seen_across_processes() {
     }
 }
 
-fn hold_forever((lock,): (Lock,)) {
+fn hold_forever(lock: Lock) {
     let _g = lock.acquire().expect("acquire");
     loop {
         std::thread::sleep(Duration::from_secs(1));

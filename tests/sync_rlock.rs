@@ -68,7 +68,7 @@ fn other_thread_cannot_take_or_release() {
     );
 }
 
-fn child_try((r,): (RLock,)) -> (bool, bool, bool) {
+fn child_try(r: RLock) -> (bool, bool, bool) {
     let locked = r.locked();
     let try_failed = r.try_acquire().is_err();
     let release_failed = r.release().is_err();
@@ -92,7 +92,7 @@ fn other_process_cannot_take_or_release() {
     }
 }
 
-fn hold_nested_forever((r,): (RLock,)) {
+fn hold_nested_forever(r: RLock) {
     let _a = r.acquire().expect("acquire");
     let _b = r.acquire().expect("acquire again");
     loop {

@@ -64,7 +64,7 @@ fn test_timeout() {
     assert_eq!(s.value(), 0);
 }
 
-fn take_and_count((s, cells, n): (Semaphore, Cells, u32)) {
+fn take_and_count(s: Semaphore, cells: Cells, n: u32) {
     for _ in 0..n {
         s.acquire().expect("acquire").leak();
         cells.get(0).fetch_add(1, Ordering::SeqCst);
@@ -144,7 +144,7 @@ fn timeouts_do_not_lose_releases() {
     assert_eq!(s.value(), 0);
 }
 
-fn set_later((e,): (Event,)) {
+fn set_later(e: Event) {
     std::thread::sleep(Duration::from_millis(50));
     e.set();
 }
@@ -177,7 +177,7 @@ fn test_event() {
     }
 }
 
-fn wait_event((e, cells): (Event, Cells)) -> bool {
+fn wait_event(e: Event, cells: Cells) -> bool {
     cells.get(0).fetch_add(1, Ordering::SeqCst);
     e.wait_timeout(Duration::from_secs(60))
 }

@@ -51,7 +51,7 @@ impl Drop for Counter {
     }
 }
 
-fn incr((lock, addr, per, gate): (Lock, usize, u64, Barrier)) {
+fn incr(lock: Lock, addr: usize, per: u64, gate: Barrier) {
     // SAFETY: `addr` is the counter's mapping, inherited across fork at the
     // same address and alive until the parent has joined us.
     let c = unsafe { &*(addr as *const AtomicU64) };

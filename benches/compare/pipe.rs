@@ -8,20 +8,20 @@ use multiproc::{Process, StartMethod};
 use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 use std::time::Instant;
 
-fn echo((c,): (Connection,)) {
+fn echo(c: Connection) {
     while let Ok(Some(x)) = c.recv::<Option<i64>>() {
         c.send(&Some(x)).expect("echo");
     }
 }
 
-fn echo2((r, w): (Connection, Connection)) {
+fn echo2(r: Connection, w: Connection) {
     while let Ok(Some(x)) = r.recv::<Option<i64>>() {
         w.send(&Some(x)).expect("echo");
     }
 }
 
 /// Per round: a count k, then k messages; acks the total bytes.
-fn sink((data, ack): (Connection, Connection)) {
+fn sink(data: Connection, ack: Connection) {
     let mut buf = Vec::new();
     while let Ok(Some(k)) = data.recv::<Option<u64>>() {
         let mut total = 0u64;

@@ -10,7 +10,7 @@
 
 use crate::{secs, Bench, Unit};
 use multiproc::queue::{Queue, SimpleQueue};
-use multiproc::{Process, StartMethod};
+use multiproc::{Process, StartMethod, TaskFn};
 use serde_bytes::ByteBuf;
 use std::time::Instant;
 
@@ -41,15 +41,15 @@ fn gate_then<Q: Produce>(ready: &Queue<u8>, go: &Queue<u8>, q: &Q, n: usize) {
     q.produce(n);
 }
 
-fn ints_queue((q, ready, go, n): (Queue<u64>, Queue<u8>, Queue<u8>, usize)) {
+fn ints_queue(q: Queue<u64>, ready: Queue<u8>, go: Queue<u8>, n: usize) {
     gate_then(&ready, &go, &q, n);
 }
 
-fn ints_simple((q, ready, go, n): (SimpleQueue<u64>, Queue<u8>, Queue<u8>, usize)) {
+fn ints_simple(q: SimpleQueue<u64>, ready: Queue<u8>, go: Queue<u8>, n: usize) {
     gate_then(&ready, &go, &q, n);
 }
 
-fn bytes_producer((q, ready, go, n, size): (Queue<ByteBuf>, Queue<u8>, Queue<u8>, usize, usize)) {
+fn bytes_producer(q: Queue<ByteBuf>, ready: Queue<u8>, go: Queue<u8>, n: usize, size: usize) {
     let payload = ByteBuf::from(vec![0x5au8; size]);
     ready.put(1).expect("ready");
     go.get().expect("go");
@@ -58,7 +58,7 @@ fn bytes_producer((q, ready, go, n, size): (Queue<ByteBuf>, Queue<u8>, Queue<u8>
     }
 }
 
-fn vec_producer((q, ready, go, n, size): (Queue<Vec<u8>>, Queue<u8>, Queue<u8>, usize, usize)) {
+fn vec_producer(q: Queue<Vec<u8>>, ready: Queue<u8>, go: Queue<u8>, n: usize, size: usize) {
     let payload = vec![0x5au8; size];
     ready.put(1).expect("ready");
     go.get().expect("go");
@@ -69,7 +69,7 @@ fn vec_producer((q, ready, go, n, size): (Queue<Vec<u8>>, Queue<u8>, Queue<u8>, 
 
 /// Starts `nprod` producers with `args(i)`, opens the gate, runs `consume`,
 /// returns its elapsed seconds.
-fn timed<A: multiproc::handoff::Args, F: Fn(A) + Copy + Send + 'static>(
+fn timed<A: multiproc::handoff::Args, F: TaskFn<A, ()>>(
     nprod: usize,
     target: F,
     args: impl Fn(&Queue<u8>, &Queue<u8>) -> A,

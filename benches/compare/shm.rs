@@ -32,7 +32,7 @@ fn now_ns() -> u64 {
 
 /// Python's `_value_incr`: wait at the barrier, `n` increments under the lock,
 /// wait again. Returns when this process started and ended its increments.
-fn value_incr((v, n, barrier): (Value<i32>, u64, Barrier)) -> (u64, u64) {
+fn value_incr(v: Value<i32>, n: u64, barrier: Barrier) -> (u64, u64) {
     let _ = barrier.wait();
     let t0 = now_ns();
     for _ in 0..n {

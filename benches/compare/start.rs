@@ -5,7 +5,7 @@ use crate::{secs, Bench, Unit};
 use multiproc::{Process, StartMethod};
 use std::time::Instant;
 
-fn noop(_: ()) {}
+fn noop() {}
 
 fn start_join(method: StartMethod, n: usize) -> f64 {
     let t0 = Instant::now();

@@ -9,42 +9,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A function a pool can run: a `fn` item or a closure that captures
-/// nothing, called with the elements of the argument tuple `A` as its
-/// arguments (Python's `func(*args)`).
-///
-/// Implemented for every such callable of 0 to 8 arguments:
-/// `fn add(a: u64, b: u64) -> u64` is a `TaskFn<(u64, u64), u64>`, and
-/// `fn square(x: u64) -> u64` a `TaskFn<(u64,), u64>`. The pool rebuilds the
-/// function in the worker from its type alone, so a capturing closure is a
-/// compile-time error.
-pub trait TaskFn<A, R>: Copy + Send + Sync + 'static {
-    /// Calls the function with the tuple's elements.
-    fn call(&self, args: A) -> R;
-}
-
-macro_rules! impl_task_fn {
-    ($($a:ident)*) => {
-        impl<Func, Ret, $($a),*> TaskFn<($($a,)*), Ret> for Func
-        where
-            Func: Fn($($a),*) -> Ret + Copy + Send + Sync + 'static,
-        {
-            #[allow(non_snake_case)]
-            fn call(&self, ($($a,)*): ($($a,)*)) -> Ret {
-                self($($a),*)
-            }
-        }
-    };
-}
-impl_task_fn!();
-impl_task_fn!(A);
-impl_task_fn!(A B);
-impl_task_fn!(A B C);
-impl_task_fn!(A B C D);
-impl_task_fn!(A B C D E);
-impl_task_fn!(A B C D E F);
-impl_task_fn!(A B C D E F G);
-impl_task_fn!(A B C D E F G H);
+pub use crate::process::TaskFn;
 
 /// Runs a batch in the worker: decodes `count` argument tuples from `input`
 /// and appends one answer per item to `out`: tag 0 and the result, tag 1
@@ -180,7 +145,13 @@ fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<
 /// The worker loop: reads task frames, runs them, answers in order.
 /// Returns (ending the process with code 0) on `EXIT`, at end of input, or
 /// after `maxtasks` batches (0 = no limit).
-pub(crate) fn worker_main((sock, counters, init, maxtasks, spin_us): WorkerArgs) {
+pub(crate) fn worker_main(
+    sock: WorkerEnd,
+    counters: Region,
+    init: Option<(i64, Vec<u8>)>,
+    maxtasks: u64,
+    spin_us: u64,
+) {
     install_hook();
     let sock = sock.0;
     // SAFETY: the parent made the region 16 bytes long; offset 0 is aligned

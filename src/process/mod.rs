@@ -3,7 +3,7 @@
 //! ```
 //! use multiproc::Process;
 //!
-//! fn greet((name,): (String,)) -> String {
+//! fn greet(name: String) -> String {
 //!     format!("hello {name} from {}", std::process::id())
 //! }
 //!
@@ -20,11 +20,13 @@ pub(crate) mod fnref;
 mod fork;
 mod registry;
 mod spawn;
+mod target;
 
 pub use bootstrap::init;
 pub(crate) use bootstrap::panic_message;
 #[doc(hidden)]
 pub use fnref::conjure;
+pub use target::TaskFn;
 
 use crate::context::{get_start_method, StartMethod};
 use crate::error::{Error, ProcessFailure, Result};
@@ -208,14 +210,16 @@ impl Builder {
         self
     }
 
-    /// Starts `target(args)` in a new process.
+    /// Starts `target(*args)` in a new process: `Process::start(add, (2, 3))`
+    /// calls `add(2, 3)`, and a one-argument target takes a one-tuple,
+    /// `Process::start(square, (7,))`, as in Python.
     ///
     /// `target` must be a `fn` item or a closure that captures nothing (a
-    /// compile-time check); `args` is a tuple of values and resources (see
-    /// [`handoff`](crate::handoff)).
+    /// compile-time check, see [`TaskFn`]); `args` is a tuple of values and
+    /// resources (see [`handoff`](crate::handoff)).
     pub fn start<F, A, R>(self, target: F, args: A) -> Result<Process<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: TaskFn<A, R>,
         A: Args,
         R: Serialize + DeserializeOwned,
     {
@@ -290,13 +294,13 @@ impl Builder {
 /// encodes its return value.
 fn runner<F, A, R>(im: &mut Importer) -> Result<Vec<u8>>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
+    F: TaskFn<A, R>,
     A: Args,
     R: Serialize,
 {
     let args = A::import_all(im)?;
     let f: F = fnref::conjure::<F>();
-    let value = f(args);
+    let value = f.call(args);
     crate::codec::encode(&value)
 }
 
@@ -339,10 +343,10 @@ impl From<JoinError> for Error {
 }
 
 impl Process<()> {
-    /// Starts `target(args)` with the default settings; see [`Builder::start`].
+    /// Starts `target(*args)` with the default settings; see [`Builder::start`].
     pub fn start<F, A, R>(target: F, args: A) -> Result<Process<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: TaskFn<A, R>,
         A: Args,
         R: Serialize + DeserializeOwned,
     {
@@ -556,7 +560,7 @@ pub mod __test {
         Garbage,
     }
 
-    fn nothing(_: ()) {}
+    fn nothing() {}
 
     /// Starts `nothing` by spawn with a damaged bootstrap message.
     pub fn spawn_damaged(damage: Damage) -> Result<Process<()>> {
@@ -599,7 +603,7 @@ pub mod __test {
 
     fn runner_of<F, A, R>(_f: F) -> Runner
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
+        F: TaskFn<A, R>,
         A: Args,
         R: Serialize,
     {

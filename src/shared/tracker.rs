@@ -190,7 +190,7 @@ impl Handoff for ReadEnd {
 }
 
 /// The helper child: forks the tracker and returns its pid (or `-errno`).
-fn launch((rd,): (ReadEnd,)) -> i32 {
+fn launch(rd: ReadEnd) -> i32 {
     // SAFETY: this helper process is a fresh fork with one thread; the
     // grandchild only runs `serve`, which never returns.
     let pid = unsafe { libc::fork() };

@@ -13,7 +13,7 @@
 //! use multiproc::sync::Lock;
 //! use multiproc::Process;
 //!
-//! fn worker((lock, n): (Lock, u32)) {
+//! fn worker(lock: Lock, n: u32) {
 //!     let _g = lock.acquire().unwrap_or_else(|died| died.into_inner());
 //!     println!("worker {n} has the lock");
 //! }
