@@ -77,10 +77,13 @@ fn decode_item<T: DeserializeOwned + 'static>(bytes: SharedBytes<'_>) -> Result<
     if let Some(slot) = (&mut out as &mut dyn Any).downcast_mut::<Option<Vec<u8>>>() {
         let mut pre = [std::mem::MaybeUninit::new(0u8); 10];
         let n = bytes.copy_into(0, &mut pre);
-        let pre: Vec<u8> = pre[..n].iter().map(|b| {
-            // SAFETY: initialised above (every element starts as 0).
-            unsafe { b.assume_init() }
-        }).collect();
+        let pre: Vec<u8> = pre[..n]
+            .iter()
+            .map(|b| {
+                // SAFETY: initialised above (every element starts as 0).
+                unsafe { b.assume_init() }
+            })
+            .collect();
         let (len, used) =
             read_varint(&pre).ok_or_else(|| Error::Codec("bad length prefix".into()))?;
         if len != (bytes.len() - used) as u64 {

@@ -112,7 +112,7 @@ pub(crate) struct Header {
     flags: AtomicU64,
     maxsize: AtomicU64,
     tail: Line<AtomicU64>,
-    head: Line<AtomicU64>,
+    pub(crate) head: Line<AtomicU64>,
     /// Items committed (producers' line; unbounded queues' `qsize`).
     puts: Line<AtomicI64>,
     /// Items taken (consumers' line).
@@ -564,7 +564,12 @@ impl Ring {
     /// to the spill log: it is larger than the ring takes, the log holds
     /// items, or the ring stayed full for [`GRACE`] while no consumer took
     /// anything (or until `deadline`).
-    fn claim_for(&self, total: usize, deadline: Option<Instant>, stall: Stall) -> Option<(u64, u64)> {
+    fn claim_for(
+        &self,
+        total: usize,
+        deadline: Option<Instant>,
+        stall: Stall,
+    ) -> Option<(u64, u64)> {
         if total > self.max_item() || self.spill_pending() {
             return None;
         }
@@ -578,7 +583,9 @@ impl Ring {
             let head = h.head.0.load(Relaxed);
             let grace = Instant::now() + GRACE;
             let until = deadline.map_or(grace, |d| d.min(grace));
-            match self.wait_loop(&h.not_full.0, Some(until), false, || self.try_claim(k, stall)) {
+            match self.wait_loop(&h.not_full.0, Some(until), false, || {
+                self.try_claim(k, stall)
+            }) {
                 Ok(c) => return Some(c),
                 Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
                 // Consumers are taking items: room is coming.
@@ -770,6 +777,13 @@ impl Ring {
             .take()
             .ok_or_else(|| Error::Invalid("queue reader used twice".into()))?;
         Ok(f(bytes))
+    }
+
+    /// Test support: overwrites the length of the item at ticket `p`, as a
+    /// misbehaving peer could.
+    #[cfg(test)]
+    pub(crate) fn corrupt_len_for_test(&self, p: u64, len: u32) {
+        self.cell(p).len.store(len, Relaxed);
     }
 
     /// One attempt to take the item at the head: returns (ticket, span).
@@ -1075,7 +1089,14 @@ mod tests {
     #[test]
     #[ignore]
     fn ring_cost() {
-        let r = Ring::new(DEFAULT_SLOTS, super::super::spill::DEFAULT_SPILL, 0, false, "t").unwrap();
+        let r = Ring::new(
+            DEFAULT_SLOTS,
+            super::super::spill::DEFAULT_SPILL,
+            0,
+            false,
+            "t",
+        )
+        .unwrap();
         let n = 2_000_000u64;
         let t0 = Instant::now();
         for i in 0..n {
