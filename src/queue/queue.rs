@@ -1,7 +1,7 @@
 //! `Queue<T>`: Python's `multiprocessing.Queue` over the shared ring.
 
 use super::ring::{Ring, Stall, DEFAULT_SLOTS, SLOT};
-use super::shared_bytes::SharedBytes;
+use super::shared_bytes::{SharedBytes, SmallBuf};
 use super::spill::DEFAULT_SPILL;
 use crate::codec;
 use crate::error::{Error, Result};
@@ -72,20 +72,16 @@ fn put_item<T: Serialize + 'static>(
 /// — a `Vec<u8>` straight into the vector returned, anything else into a
 /// buffer reused by the thread (on the stack for small items) — and decoded
 /// from private memory.
+#[inline]
 fn decode_item<T: DeserializeOwned + 'static>(bytes: SharedBytes<'_>) -> Result<T> {
     let mut out: Option<T> = None;
     if let Some(slot) = (&mut out as &mut dyn Any).downcast_mut::<Option<Vec<u8>>>() {
-        let mut pre = [std::mem::MaybeUninit::new(0u8); 10];
+        let mut pre = [const { std::mem::MaybeUninit::<u8>::uninit() }; 10];
         let n = bytes.copy_into(0, &mut pre);
-        let pre: Vec<u8> = pre[..n]
-            .iter()
-            .map(|b| {
-                // SAFETY: initialised above (every element starts as 0).
-                unsafe { b.assume_init() }
-            })
-            .collect();
+        // SAFETY: `copy_into` initialised the first `n` bytes.
+        let pre = unsafe { std::slice::from_raw_parts(pre.as_ptr().cast::<u8>(), n) };
         let (len, used) =
-            read_varint(&pre).ok_or_else(|| Error::Codec("bad length prefix".into()))?;
+            read_varint(pre).ok_or_else(|| Error::Codec("bad length prefix".into()))?;
         if len != (bytes.len() - used) as u64 {
             return Err(Error::Codec("truncated bytes item".into()));
         }
@@ -96,12 +92,9 @@ fn decode_item<T: DeserializeOwned + 'static>(bytes: SharedBytes<'_>) -> Result<
         *slot = Some(body);
         return out.ok_or_else(|| Error::Codec("unreachable".into()));
     }
-    if bytes.len() <= 128 {
-        let mut buf = [std::mem::MaybeUninit::new(0u8); 128];
-        let n = bytes.copy_into(0, &mut buf);
-        // SAFETY: every element was initialised (to 0, then copied over).
-        let buf: [u8; 128] = buf.map(|b| unsafe { b.assume_init() });
-        return codec::decode(&buf[..n]);
+    let mut words = SmallBuf::new();
+    if let Some(small) = bytes.copy_small(&mut words) {
+        return codec::decode(small);
     }
     DECODE_BUF.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
@@ -503,7 +496,7 @@ mod tests {
 
     fn decode_private<T: DeserializeOwned + 'static>(b: &[u8]) -> Result<T> {
         // SAFETY: a private slice nobody writes meanwhile.
-        decode_item(unsafe { SharedBytes::new(b.as_ptr(), b.len()) })
+        decode_item(unsafe { SharedBytes::new(b.as_ptr(), b.len(), b.len()) })
     }
 
     #[test]

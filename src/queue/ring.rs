@@ -495,14 +495,15 @@ impl Ring {
     /// tickets) lives, and how many bytes of room it has there: its cell's
     /// inline bytes for a one-ticket item that fits them, else its slots in
     /// the data array (from slot 0 if the span was padded to wrap).
-    fn payload(&self, p: u64, span: u64) -> (*mut u8, usize) {
+    #[inline]
+    fn payload(&self, p: u64, len: usize, span: u64) -> (*mut u8, usize) {
         let idx = p & self.mask;
         let (start, slots) = if idx + span > self.cap {
             (0, span - (self.cap - idx))
         } else {
             (idx, span)
         };
-        if span == 1 && self.cell(p).len.load(Relaxed) as usize <= INLINE {
+        if span == 1 && len <= INLINE {
             return (self.cell(p).inline.get().cast::<u8>(), INLINE);
         }
         (self.data_ptr(start), slots as usize * SLOT)
@@ -578,6 +579,9 @@ impl Ring {
         } else {
             total.div_ceil(SLOT) as u64
         };
+        if let Try::Done(c) = self.try_claim(k, stall) {
+            return Some(c); // the common case: no clock read, no wait
+        }
         let h = self.header();
         loop {
             let head = h.head.0.load(Relaxed);
@@ -599,7 +603,7 @@ impl Ring {
     fn write_and_commit(&self, parts: &[&[u8]], total: usize, (p, span): (u64, u64), stall: Stall) {
         let h = self.header();
         self.cell(p).len.store(total as u32, Relaxed);
-        let (mut dst, room) = self.payload(p, span);
+        let (mut dst, room) = self.payload(p, total, span);
         debug_assert!(room >= total);
         for part in parts {
             // SAFETY: tickets p..p+span are ours alone (our claim word is the
@@ -761,7 +765,7 @@ impl Ring {
             span,
         };
         let len = self.cell(p).len.load(Relaxed) as usize;
-        let (ptr, room) = self.payload(p, span);
+        let (ptr, room) = self.payload(p, len, span);
         if len > room {
             return Err(Error::Codec(format!(
                 "corrupt queue record: {len} bytes in {room} bytes of slots"
@@ -772,7 +776,7 @@ impl Ring {
         // `room` (>= len) bytes inside the mapping, which `self` keeps alive.
         // A peer that breaks the protocol may still write them: SharedBytes
         // only ever copies them out with atomic loads.
-        let bytes = unsafe { SharedBytes::new(ptr, len) };
+        let bytes = unsafe { SharedBytes::new(ptr, len, room) };
         let f = f
             .take()
             .ok_or_else(|| Error::Invalid("queue reader used twice".into()))?;

@@ -305,7 +305,11 @@ impl Ring {
             // size`) in reserved pages below `tail`; it stays mapped while
             // `win` lives, and `SharedBytes` reads it only atomically.
             let bytes = unsafe {
-                SharedBytes::new(win.as_ptr().add((off + REC_HDR) as usize), len as usize)
+                SharedBytes::new(
+                    win.as_ptr().add((off + REC_HDR) as usize),
+                    len as usize,
+                    (need - REC_HDR) as usize,
+                )
             };
             let r = f(bytes);
             s.head.store(head + need, Release);
