@@ -167,8 +167,8 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Python's `maxsize`: at most this many items in the queue (0 = no limit
-    /// on the count; the ring's byte capacity still applies).
+    /// Python's `maxsize`: at most this many items in the queue, whatever
+    /// their size (0 = no limit: `put` never blocks for good).
     pub fn maxsize(mut self, maxsize: usize) -> Builder {
         self.maxsize = maxsize;
         self
@@ -279,9 +279,9 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// A queue with no limit on the item count (Python's `Queue()`).
     ///
     /// There is no feeder thread: an item is in shared memory when `put`
-    /// returns. The ring is finite (4 MiB by default, see
-    /// [`Builder::capacity_bytes`]): when consumers fall that far behind,
-    /// `put` waits for room instead of buffering in the producer.
+    /// returns. `put` never blocks for good and never refuses an item for
+    /// its size, up to the memory available: items the ring cannot take go
+    /// to the queue's spill area (see the [module docs](super)).
     pub fn new() -> Result<Queue<T>> {
         Builder::default().build()
     }
@@ -317,13 +317,15 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         self.ring.get(deadline, Stall::No, decode_item::<T>)?
     }
 
-    /// Puts `item`, waiting while the queue is full.
+    /// Puts `item`; waits only while a bounded queue holds `maxsize` items.
     ///
     /// # Errors
     ///
     /// [`Error::Closed`] after [`close`](Self::close);
-    /// [`Error::MessageTooLarge`] if the encoded item is larger than half the
-    /// ring; [`Error::Codec`] if it does not encode.
+    /// [`Error::Io`] of kind `OutOfMemory` (naming the size) if the memory
+    /// for the item is not there; [`Error::MessageTooLarge`] if the encoded
+    /// item is larger than [`max_item_bytes`](Self::max_item_bytes);
+    /// [`Error::Codec`] if it does not encode.
     pub fn put(&self, item: T) -> Result<()> {
         self.put_deadline_ref(&item, None)
     }

@@ -37,12 +37,12 @@
 
 use super::shared_bytes::SharedBytes;
 use super::spill::SpillHeader;
+use super::sync::{self, AtomicI64, AtomicU32, AtomicU64, Wake};
 use crate::error::{Error, Result};
-use crate::sys::futex::{self, Wake};
 use crate::sys::region::Window;
 use crate::sys::Region;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::Ordering::*;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -100,12 +100,13 @@ impl WaitQ {
     pub(crate) fn wake(&self) {
         if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
             self.epoch.fetch_add(1, SeqCst);
-            futex::wake_all(&self.epoch);
+            sync::wake_all(&self.epoch);
         }
     }
 }
 
 #[repr(C)]
+#[derive(Default)]
 pub(crate) struct Header {
     magic: AtomicU64,
     cap: AtomicU64,
@@ -130,6 +131,7 @@ pub(crate) struct Header {
 /// item's first slot), and room for a small item inline, all on one cache
 /// line so that a small item costs one line transfer between processes.
 #[repr(C, align(64))]
+#[derive(Default)]
 struct Cell {
     /// Free / committed / released, as described in the module docs.
     seq: AtomicU64,
@@ -246,6 +248,7 @@ unsafe impl Sync for Ring {}
 /// inherited by a forked child other than through handoff still records the
 /// right owner in its claims.
 pub(crate) fn my_pid() -> u32 {
+    use std::sync::atomic::AtomicU32; // a process-wide cache, never modelled
     static PID: AtomicU32 = AtomicU32::new(0);
     static AT_FORK: std::sync::Once = std::sync::Once::new();
     extern "C" fn forget_in_child() {
@@ -315,6 +318,8 @@ impl Ring {
         let spill = super::spill::spill_size(spill);
         let region = Region::new_sparse(total, total as u64 + spill, name)?;
         let ring = Ring::from_region(region, cap as u64, spill, maxsize as u64, joinable)?;
+        #[cfg(loom)]
+        ring.place_loom_atomics();
         let h = ring.header();
         h.spill.0.init(spill);
         for i in 0..ring.cap {
@@ -357,6 +362,21 @@ impl Ring {
             spill_off: total as u64,
             spill_win: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Under loom, atomics are objects of the model, not plain words: they
+    /// are constructed in place over the zeroed region (and leaked with it).
+    #[cfg(loom)]
+    fn place_loom_atomics(&self) {
+        // SAFETY: the region holds the layout (checked in `from_region`),
+        // at the offsets `header` and `cell` use; nothing has referenced it yet.
+        unsafe {
+            std::ptr::write(self.base.as_ptr().cast::<Header>(), Header::default());
+            for i in 0..self.cap as usize {
+                let at = self.cells_off + i * std::mem::size_of::<Cell>();
+                std::ptr::write(self.base.as_ptr().add(at).cast::<Cell>(), Cell::default());
+            }
+        }
     }
 
     /// Rebuilds a ring from a region received by handoff, checking its header.
@@ -586,10 +606,13 @@ impl Ring {
         loop {
             let head = h.head.0.load(Relaxed);
             let grace = Instant::now() + GRACE;
-            let until = deadline.map_or(grace, |d| d.min(grace));
-            match self.wait_loop(&h.not_full.0, Some(until), false, || {
-                self.try_claim(k, stall)
-            }) {
+            let until = Some(deadline.map_or(grace, |d| d.min(grace)));
+            #[cfg(loom)]
+            let until = {
+                let _ = until;
+                deadline // no clock in the model: wait for room, never spill
+            };
+            match self.wait_loop(&h.not_full.0, until, false, || self.try_claim(k, stall)) {
                 Ok(c) => return Some(c),
                 Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
                 // Consumers are taking items: room is coming.
@@ -637,7 +660,7 @@ impl Ring {
                 .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
                 == Ok(1)
         {
-            futex::wake_all(&h.unfinished.0);
+            sync::wake_all(&h.unfinished.0);
         }
         h.not_full.0.wake();
     }
@@ -878,6 +901,7 @@ impl Ring {
     /// when stuck behind another process's claim, checking that process is
     /// alive. `Err(Timeout)` when the deadline passes (a deadline already
     /// past means exactly one attempt).
+    #[cfg(not(loom))]
     fn wait_loop<R>(
         &self,
         wq: &WaitQ,
@@ -940,7 +964,29 @@ impl Ring {
                 }
                 None => deadline,
             };
-            futex::wait(&wq.epoch, e, until)?;
+            sync::wait(&wq.epoch, e, until)?;
+        }
+    }
+
+    /// Under loom: retries `attempt`, yielding in between, with no clock
+    /// (the model must be deterministic: any deadline means one attempt)
+    /// and no recovery (nobody dies).
+    #[cfg(loom)]
+    fn wait_loop<R>(
+        &self,
+        _wq: &WaitQ,
+        deadline: Option<Instant>,
+        _consumer: bool,
+        mut attempt: impl FnMut() -> Try<R>,
+    ) -> Result<R> {
+        loop {
+            if let Try::Done(r) = attempt() {
+                return Ok(r);
+            }
+            if deadline.is_some() {
+                return Err(Error::Timeout);
+            }
+            loom::thread::yield_now();
         }
     }
 
@@ -1023,7 +1069,7 @@ impl Ring {
                     .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
                     == Ok(1)
             {
-                futex::wake_all(&h.unfinished.0);
+                sync::wake_all(&h.unfinished.0);
             }
         }
         self.release(c, span);
@@ -1040,7 +1086,7 @@ impl Ring {
             .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
             .map_err(|_| Error::Invalid("task_done() called too many times".into()))?;
         if prev == 1 {
-            futex::wake_all(u);
+            sync::wake_all(u);
         }
         Ok(())
     }
@@ -1053,7 +1099,7 @@ impl Ring {
             if v == 0 {
                 return Ok(());
             }
-            if futex::wait(u, v, deadline)? == Wake::TimedOut {
+            if sync::wait(u, v, deadline)? == Wake::TimedOut {
                 return Err(Error::Timeout);
             }
         }
