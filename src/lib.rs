@@ -39,6 +39,8 @@
 //! - **Stdin**: a child's standard input is `/dev/null` unless asked otherwise.
 //! - **Fork-safe writers**: [`util::ForkSafeWriter`] and
 //!   [`util::register_after_fork`].
+//! - **Thread safety of proxies**: [`manager`] proxies are `Send` but
+//!   not `Sync`; sharing one between threads without a lock does not compile.
 //!
 //! ## Test binaries
 //!
@@ -52,6 +54,9 @@ pub mod connection;
 mod context;
 mod error;
 pub mod handoff;
+pub mod manager;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 pub mod process;
 pub mod queue;
@@ -61,14 +66,15 @@ pub(crate) mod sys;
 pub mod util;
 
 pub use connection::{Address, Client, Connection, Listener, Pipe};
-pub use context::{
-    cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod,
-};
+pub use context::{cpu_count, get_context, Context};
 pub use error::{Error, ProcessFailure, Result};
+pub use manager::Manager;
+pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
-    active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
-    ParentProcess, Process, Stdin, TaskFn,
+    active_children, current_process, get_all_start_methods, get_start_method, init,
+    parent_process, set_start_method, Builder, ChildInfo, CurrentProcess, ParentProcess, Process,
+    StartMethod, Stdin, TaskFn,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shared::{Array, RawArray, RawValue, ShareableList, SharedMemory, Value};

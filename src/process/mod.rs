@@ -18,6 +18,7 @@
 mod bootstrap;
 pub(crate) mod fnref;
 mod fork;
+mod method;
 mod registry;
 mod spawn;
 mod target;
@@ -26,9 +27,9 @@ pub use bootstrap::init;
 pub(crate) use bootstrap::panic_message;
 #[doc(hidden)]
 pub use fnref::conjure;
+pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
 pub use target::TaskFn;
 
-use crate::context::{get_start_method, StartMethod};
 use crate::error::{Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
@@ -173,6 +174,9 @@ pub struct Builder {
     daemon: Option<bool>,
     method: Option<StartMethod>,
     stdin: Stdin,
+    /// A helper of the crate itself (the resource tracker), allowed from a
+    /// daemon process as CPython's tracker is.
+    internal: bool,
 }
 
 impl Builder {
@@ -193,6 +197,11 @@ impl Builder {
     ///
     /// The death signal follows the *thread* that started the child: a daemon
     /// started from a thread that ends is killed then (Linux semantics).
+    ///
+    /// As in CPython, a daemon process may not start children of its own:
+    /// `start` in a daemon returns [`Error::Invalid`] ("daemonic processes
+    /// are not allowed to have children"), since they would be orphaned
+    /// when it is ended.
     pub fn daemon(mut self, daemon: bool) -> Builder {
         self.daemon = Some(daemon);
         self
@@ -207,6 +216,13 @@ impl Builder {
     /// The child's standard input.
     pub fn stdin(mut self, stdin: Stdin) -> Builder {
         self.stdin = stdin;
+        self
+    }
+
+    /// Marks a helper process of the crate itself, which a daemon process
+    /// may start (the resource tracker).
+    pub(crate) fn internal(mut self) -> Builder {
+        self.internal = true;
         self
     }
 
@@ -234,8 +250,13 @@ impl Builder {
         args: &A,
         tamper: Option<spawn::Tamper>,
     ) -> Result<Process<R>> {
-        registry::reap_all();
+        registry::reap_finished();
         let me = current_process();
+        if me.daemon && !self.internal {
+            return Err(Error::Invalid(
+                "daemonic processes are not allowed to have children".into(),
+            ));
+        }
         let parent_path = CURRENT.get().map(|i| i.path).unwrap_or_default();
         let n = CURRENT.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let mut path = parent_path;
@@ -270,18 +291,11 @@ impl Builder {
                 ))
             }
         };
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid)
-                .ok_or_else(|| Error::Invalid("fork returned pid 0".into()))?,
-            rustix::process::PidfdFlags::empty(),
-        )
-        .ok();
         let shared = ChildShared::new(pid, name, daemon);
         registry::register(shared.clone());
         Ok(Process {
             shared,
             report,
-            pidfd,
             buf: Vec::new(),
             eof: false,
             result: None,
@@ -317,7 +331,6 @@ where
 pub struct Process<R = ()> {
     shared: Arc<ChildShared>,
     report: OwnedFd,
-    pidfd: Option<OwnedFd>,
     buf: Vec<u8>,
     eof: bool,
     /// `Some` once the outcome is known: `Ok(None)` after the value was taken.
@@ -390,7 +403,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// A descriptor that becomes readable when the child ends (a pidfd), for
     /// `poll`/`epoll` or [`connection::wait`](crate::connection).
     pub fn sentinel(&self) -> BorrowedFd<'_> {
-        self.pidfd
+        self.shared
+            .pidfd
             .as_ref()
             .map(|p| p.as_fd())
             .unwrap_or_else(|| self.report.as_fd())
@@ -481,7 +495,7 @@ impl<R: DeserializeOwned> Process<R> {
             }
             // Wait for report bytes or for the exit. Without a pidfd, a closed
             // report socket only says the child is about to end: poll briefly.
-            match (&self.pidfd, self.eof) {
+            match (&self.shared.pidfd, self.eof) {
                 (Some(p), false) => {
                     crate::sys::poll_readable(&[self.report.as_fd(), p.as_fd()], deadline)?;
                 }
@@ -535,7 +549,7 @@ impl<R: DeserializeOwned> Process<R> {
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         if self.shared.try_reap().is_none() {
-            registry::orphan(self.shared.clone(), self.pidfd.take());
+            registry::orphan(self.shared.clone());
         }
     }
 }
