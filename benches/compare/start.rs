@@ -35,6 +35,34 @@ fn burst32(method: StartMethod) -> f64 {
     secs(t0) * 1e3
 }
 
+/// Blocks until the parent sets `gate` (a live, idle child).
+fn hold(gate: multiproc::Event) {
+    gate.wait();
+}
+
+/// `start_join` with `live` idle children alive the whole time: the cost of
+/// a start must not grow with the number of children (reaping is
+/// O(finished)). The idle children are spawned, so they share no pages with
+/// this process: forked ones would make the kernel's copy-on-write and
+/// `anon_vma` bookkeeping, not the library, grow with their number.
+fn start_join_with_live(method: StartMethod, n: usize, live: usize) -> f64 {
+    let gate = multiproc::Event::new().expect("event");
+    let idle: Vec<Process<()>> = (0..live)
+        .map(|_| {
+            Process::builder()
+                .start_method(StartMethod::Spawn)
+                .start(hold, (gate.clone(),))
+                .expect("start idle child")
+        })
+        .collect();
+    let t = start_join(method, n);
+    gate.set();
+    for mut p in idle {
+        p.join().expect("join idle child");
+    }
+    t
+}
+
 /// Records the section's figures.
 pub fn run(b: &mut Bench) {
     let n_fork = b.n(100);
@@ -44,6 +72,13 @@ pub fn run(b: &mut Bench) {
         Unit::Ms("ms/process"),
         "fork_exit_waitpid_us",
         || start_join(StartMethod::Fork, n_fork),
+    );
+    b.record_paired(
+        "process_start_join_fork_2000_live_ms",
+        Unit::Ms("ms/process"),
+        "process_start_join_fork_ms",
+        "fork_exit_waitpid_us",
+        || start_join_with_live(StartMethod::Fork, n_fork, 2000),
     );
     b.record_vs_floor(
         "process_start32_join_all_fork_ms",

@@ -232,7 +232,7 @@ impl Builder {
         args: &A,
         tamper: Option<spawn::Tamper>,
     ) -> Result<Process<R>> {
-        registry::reap_all();
+        registry::reap_finished();
         let me = current_process();
         let parent_path = CURRENT.get().map(|i| i.path).unwrap_or_default();
         let n = CURRENT.counter.fetch_add(1, Ordering::Relaxed) + 1;
@@ -270,18 +270,11 @@ impl Builder {
                 ))
             }
         };
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid)
-                .ok_or_else(|| Error::Invalid("fork returned pid 0".into()))?,
-            rustix::process::PidfdFlags::empty(),
-        )
-        .ok();
         let shared = ChildShared::new(pid, name, daemon);
         registry::register(shared.clone());
         Ok(Process {
             shared,
             report,
-            pidfd,
             buf: Vec::new(),
             eof: false,
             result: None,
@@ -332,7 +325,6 @@ where
 pub struct Process<R = ()> {
     shared: Arc<ChildShared>,
     report: OwnedFd,
-    pidfd: Option<OwnedFd>,
     buf: Vec<u8>,
     eof: bool,
     /// `Some` once the outcome is known: `Ok(None)` after the value was taken.
@@ -405,7 +397,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// A descriptor that becomes readable when the child ends (a pidfd), for
     /// `poll`/`epoll` or [`connection::wait`](crate::connection).
     pub fn sentinel(&self) -> BorrowedFd<'_> {
-        self.pidfd
+        self.shared
+            .pidfd
             .as_ref()
             .map(|p| p.as_fd())
             .unwrap_or_else(|| self.report.as_fd())
@@ -496,7 +489,7 @@ impl<R: DeserializeOwned> Process<R> {
             }
             // Wait for report bytes or for the exit. Without a pidfd, a closed
             // report socket only says the child is about to end: poll briefly.
-            match (&self.pidfd, self.eof) {
+            match (&self.shared.pidfd, self.eof) {
                 (Some(p), false) => {
                     crate::sys::poll_readable(&[self.report.as_fd(), p.as_fd()], deadline)?;
                 }
@@ -550,7 +543,7 @@ impl<R: DeserializeOwned> Process<R> {
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         if self.shared.try_reap().is_none() {
-            registry::orphan(self.shared.clone(), self.pidfd.take());
+            registry::orphan(self.shared.clone());
         }
     }
 }
