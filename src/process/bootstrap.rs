@@ -9,6 +9,12 @@
 //!   [`BootMsg`], then a `u64` FNV-1a checksum of the payload;
 //! - *report* (child → parent, every start method): `u32` little-endian length
 //!   and a postcard-encoded [`Report`].
+//!
+//! The checksum only detects corruption. What keeps a crafted message from
+//! steering a child: [`init`] refuses to act as a child in a privileged
+//! (`AT_SECURE`) program, accepts the message only on a socket whose peer is
+//! its parent, checks that it runs the parent's binary, and calls only a
+//! function whose name [`fnref::resolve`] validates.
 
 use super::fnref::{self, BinaryId};
 use super::{ChildIdentity, CURRENT};
@@ -34,6 +40,7 @@ pub(crate) type Runner = fn(&mut Importer) -> Result<Vec<u8>>;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct BootMsg {
     pub(crate) binary: BinaryId,
+    /// The runner's name: see [`fnref::name`] (checked by [`fnref::resolve`]).
     pub(crate) runner_offset: i64,
     pub(crate) identity: ChildIdentity,
     pub(crate) fds: Vec<RawFd>,
