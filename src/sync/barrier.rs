@@ -122,6 +122,22 @@ impl Barrier {
     /// a `fn` item or a closure that captures nothing (checked at compile
     /// time, as for a process target), so that a spawned child can find it
     /// in its own copy of the program.
+    ///
+    /// ```
+    /// fn ready() {
+    ///     println!("all parties arrived");
+    /// }
+    /// let b = multiproc::Barrier::with_action(1, ready)?;
+    /// b.wait()?; // prints
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// A closure that captures state is refused:
+    ///
+    /// ```compile_fail,E0080
+    /// let n = 3;
+    /// let b = multiproc::Barrier::with_action(1, move || println!("{n}"));
+    /// ```
     pub fn with_action<F: TaskFn<(), ()>>(parties: usize, action: F) -> Result<Barrier> {
         fnref::check_target(action);
         Ok(Barrier {
