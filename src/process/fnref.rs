@@ -392,6 +392,7 @@ mod tests {
     static NOT_A_DESC: [u64; 3] = [0; 3];
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads the ELF program headers (__ehdr_start)")]
     fn a_genuine_descriptor_resolves() {
         let f = resolve::<Unary>(name(DOUBLE)).unwrap();
         assert_eq!(f(21), 42);
@@ -399,6 +400,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads the ELF program headers (__ehdr_start)")]
     fn a_descriptor_of_another_kind_is_refused() {
         let e = resolve::<Nullary>(name(DOUBLE)).unwrap_err();
         assert!(e.to_string().contains("another kind"), "{e}");
@@ -413,6 +415,7 @@ mod tests {
     const TASK: &FnDesc<Task> = &FnDesc::new(some_task);
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads the ELF program headers (__ehdr_start)")]
     fn a_task_runner_where_an_initializer_is_expected_is_refused() {
         let mut out = Vec::new();
         resolve::<Task>(name(TASK)).unwrap()(&[], 3, &mut out).unwrap();
@@ -424,6 +427,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads the ELF program headers (__ehdr_start)")]
     fn code_and_data_are_refused() {
         let in_body = offset_of(double as Unary as usize + 16);
         for n in [
@@ -446,6 +450,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads the ELF program headers (__ehdr_start)")]
     fn the_image_covers_code_and_descriptors() {
         let image = Image::this().expect("ELF headers");
         assert!(image.is_code(anchor_addr()));

@@ -455,6 +455,7 @@ mod tests {
     /// A token naming the action's code, a spot inside a function, data or
     /// nothing gives an error at import: never a barrier that jumps there.
     #[test]
+    #[cfg_attr(miri, ignore = "shared memory and ELF program headers")]
     fn crafted_action_names_are_refused() {
         let b = Barrier::with_action(1, count_run).unwrap();
         let genuine = fnref::name(b.action.unwrap());
