@@ -1,75 +1,40 @@
-//! Start methods and contexts.
+//! Contexts (CPython's `multiprocessing.get_context`): a start method and
+//! the same constructors as the crate root.
+//!
+//! Start methods and the process-wide default live in
+//! [`process`](crate::process); this module is a facade over the whole
+//! crate, so nothing below it depends on it.
+//!
+//! Every object here works under every start method: queues, locks, pipes
+//! and shared memory are descriptors handed to children at start (see
+//! [`handoff`](crate::handoff)), so an object created through one context can
+//! be passed to a process of another, unlike CPython's fork-only objects.
 
-use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::connection::{Connection, Pipe};
+use crate::error::Result;
+use crate::pool::{Pool, PoolBuilder};
+use crate::process::{get_start_method, Builder, StartMethod};
+use crate::queue::{JoinableQueue, Queue, SimpleQueue};
+use crate::shared::{Array, Value};
+use crate::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
+use bytemuck::Pod;
+use serde::{de::DeserializeOwned, Serialize};
 
-/// How a child process is started.
+/// A start method to build processes and pools with, plus the crate's
+/// constructors (Python's context objects).
 ///
-/// The default is [`Spawn`](StartMethod::Spawn): it is the only method that is
-/// safe in a multithreaded parent (a test harness, a program with a thread
-/// pool, anything holding a lock in another thread at the moment of `fork`).
-/// [`Fork`](StartMethod::Fork) is much faster but inherits the parent's whole
-/// memory, including locks that other threads held at the time: use it from a
-/// single-threaded parent, as CPython's documentation advises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum StartMethod {
-    /// `fork()`: the child is a copy of the parent and runs the target directly.
-    Fork,
-    /// `fork()` + `exec()` of the current binary: the child starts fresh,
-    /// enters the library in [`init`](crate::init) and receives its target
-    /// and arguments over a socket.
-    #[default]
-    Spawn,
-    /// A fork server (not built yet: starting with it returns an error).
-    Forkserver,
-}
-
-impl StartMethod {
-    /// Python's name for the method (`"fork"`, `"spawn"`, `"forkserver"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            StartMethod::Fork => "fork",
-            StartMethod::Spawn => "spawn",
-            StartMethod::Forkserver => "forkserver",
-        }
-    }
-
-    /// Parses Python's name of a method.
-    pub fn from_name(name: &str) -> Result<StartMethod> {
-        match name {
-            "fork" => Ok(StartMethod::Fork),
-            "spawn" => Ok(StartMethod::Spawn),
-            "forkserver" => Ok(StartMethod::Forkserver),
-            other => Err(Error::Invalid(format!("cannot find context for {other:?}"))),
-        }
-    }
-
-    fn code(self) -> u8 {
-        match self {
-            StartMethod::Fork => 1,
-            StartMethod::Spawn => 2,
-            StartMethod::Forkserver => 3,
-        }
-    }
-}
-
-static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
-
-/// Sets the process-wide default start method (Python's `set_start_method`).
-pub fn set_start_method(method: StartMethod) {
-    DEFAULT_METHOD.store(method.code(), Ordering::Relaxed);
-}
-
-/// The process-wide default start method.
-pub fn get_start_method() -> StartMethod {
-    match DEFAULT_METHOD.load(Ordering::Relaxed) {
-        1 => StartMethod::Fork,
-        3 => StartMethod::Forkserver,
-        _ => StartMethod::Spawn,
-    }
-}
-
-/// A start method to build processes with (Python's `get_context`).
+/// ```
+/// use multiproc::{get_context, StartMethod};
+///
+/// # fn main() -> multiproc::Result<()> {
+/// # multiproc::init();
+/// let ctx = get_context(StartMethod::Fork);
+/// let q = ctx.queue::<u32>()?;
+/// let mut p = ctx.process().start(|q: multiproc::Queue<u32>| q.put(7).unwrap(), (q.clone(),))?;
+/// assert_eq!(q.get()?, 7);
+/// p.join()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Context {
     method: StartMethod,
@@ -86,18 +51,161 @@ impl Context {
         self.method
     }
 
-    /// A process builder using this context's start method.
-    pub fn process(&self) -> crate::process::Builder {
-        crate::process::Builder::new().start_method(self.method)
+    /// A process builder using this context's start method (Python's
+    /// `ctx.Process`).
+    pub fn process(&self) -> Builder {
+        Builder::new().start_method(self.method)
+    }
+
+    /// A pool builder whose workers start with this context's method.
+    pub fn pool_builder(&self) -> PoolBuilder {
+        Pool::builder().start_method(self.method)
+    }
+
+    /// A pool of `processes` workers started with this context's method
+    /// (Python's `ctx.Pool(processes)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pool::new`].
+    pub fn pool(&self, processes: usize) -> Result<Pool> {
+        self.pool_builder().processes(processes).build()
+    }
+
+    /// An unbounded [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::new`].
+    pub fn queue<T: Serialize + DeserializeOwned + 'static>(&self) -> Result<Queue<T>> {
+        Queue::new()
+    }
+
+    /// A [`SimpleQueue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SimpleQueue::new`].
+    pub fn simple_queue<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+    ) -> Result<SimpleQueue<T>> {
+        SimpleQueue::new()
+    }
+
+    /// A [`JoinableQueue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`JoinableQueue::new`].
+    pub fn joinable_queue<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+    ) -> Result<JoinableQueue<T>> {
+        JoinableQueue::new()
+    }
+
+    /// A pair of connected [`Connection`]s (Python's `ctx.Pipe(duplex)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pipe::new`].
+    pub fn pipe(&self, duplex: bool) -> Result<(Connection, Connection)> {
+        Pipe::new(duplex)
+    }
+
+    /// A [`Lock`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::new`].
+    pub fn lock(&self) -> Result<Lock> {
+        Lock::new()
+    }
+
+    /// An [`RLock`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RLock::new`].
+    pub fn rlock(&self) -> Result<RLock> {
+        RLock::new()
+    }
+
+    /// A [`Semaphore`] with initial `value`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::new`].
+    pub fn semaphore(&self, value: u32) -> Result<Semaphore> {
+        Semaphore::new(value)
+    }
+
+    /// A [`BoundedSemaphore`] with initial and maximum `value`.
+    ///
+    /// # Errors
+    ///
+    /// As [`BoundedSemaphore::new`].
+    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphore> {
+        BoundedSemaphore::new(value)
+    }
+
+    /// A [`Condition`] over a new [`RLock`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Condition::new`].
+    pub fn condition(&self) -> Result<Condition<RLock>> {
+        Condition::new()
+    }
+
+    /// An [`Event`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::new`].
+    pub fn event(&self) -> Result<Event> {
+        Event::new()
+    }
+
+    /// A [`Barrier`] for `parties` parties.
+    ///
+    /// # Errors
+    ///
+    /// As [`Barrier::new`].
+    pub fn barrier(&self, parties: usize) -> Result<Barrier> {
+        Barrier::new(parties)
+    }
+
+    /// A shared [`Value`] with its lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`Value::new`].
+    pub fn value<T: Pod>(&self, value: T) -> Result<Value<T>> {
+        Value::new(value)
+    }
+
+    /// A shared [`Array`] holding a copy of `items`, with its lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`Array::from_slice`].
+    pub fn array<T: Pod>(&self, items: &[T]) -> Result<Array<T>> {
+        Array::from_slice(items)
     }
 }
 
-/// Python's `get_context(name)`: `None` gives the default method.
-pub fn get_context(name: Option<&str>) -> Result<Context> {
-    Ok(Context::new(match name {
-        None => get_start_method(),
-        Some(n) => StartMethod::from_name(n)?,
-    }))
+impl Default for Context {
+    /// The context of the process-wide default start method.
+    fn default() -> Context {
+        Context::new(get_start_method())
+    }
+}
+
+/// The context for `method` (Python's `get_context(method)`); use
+/// [`Context::default()`] for the default method's (Python's
+/// `get_context()`).
+pub fn get_context(method: StartMethod) -> Context {
+    Context::new(method)
 }
 
 /// The number of CPUs this process may run on (its affinity mask), as

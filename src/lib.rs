@@ -61,14 +61,13 @@ pub(crate) mod sys;
 pub mod util;
 
 pub use connection::{Address, Client, Connection, Listener, Pipe};
-pub use context::{
-    cpu_count, get_context, get_start_method, set_start_method, Context, StartMethod,
-};
+pub use context::{cpu_count, get_context, Context};
 pub use error::{Error, ProcessFailure, Result};
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
-    active_children, current_process, init, parent_process, Builder, ChildInfo, CurrentProcess,
-    ParentProcess, Process, Stdin, TaskFn,
+    active_children, current_process, get_all_start_methods, get_start_method, init,
+    parent_process, set_start_method, Builder, ChildInfo, CurrentProcess, ParentProcess, Process,
+    StartMethod, Stdin, TaskFn,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shared::{Array, RawArray, RawValue, ShareableList, SharedMemory, Value};

@@ -227,7 +227,7 @@ fn start_method_names_round_trip() {
         assert_eq!(StartMethod::from_name(m.name()).unwrap(), m);
     }
     assert!(StartMethod::from_name("bogus").is_err());
-    assert!(multiproc::get_context(Some("nope")).is_err());
+    assert!(multiproc::StartMethod::from_name("nope").is_err());
     let t0 = Instant::now();
     assert!(matches!(
         Process::builder()
@@ -267,4 +267,54 @@ fn targets_are_called_with_star_args() {
     }
     let mut p = Process::start(square, (9,)).unwrap();
     assert_eq!(p.join_timeout(LONG).unwrap(), 81);
+}
+
+fn try_grandchild() -> String {
+    match Process::start(noop_target, ()) {
+        Ok(mut p) => {
+            let _ = p.join();
+            "started".into()
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+fn noop_target() {}
+
+/// CPython: "daemonic processes are not allowed to have children".
+#[test]
+fn daemon_children_cannot_have_children() {
+    for m in METHODS {
+        let mut p = builder(m).daemon(true).start(try_grandchild, ()).unwrap();
+        let msg = p.join_timeout(LONG).unwrap();
+        assert!(
+            msg.contains("daemonic processes are not allowed to have children"),
+            "{m:?}: {msg}"
+        );
+        // A non-daemon child may.
+        let mut p = builder(m).daemon(false).start(try_grandchild, ()).unwrap();
+        assert_eq!(p.join_timeout(LONG).unwrap(), "started", "{m:?}");
+    }
+}
+
+/// `set_start_method` once; a second call needs `force` (CPython's
+/// "context has already been set"); `get_all_start_methods` lists the
+/// default first.
+#[test]
+fn start_method_is_set_once() {
+    use multiproc::{get_all_start_methods, get_start_method, set_start_method};
+    // Other tests in this binary pass explicit methods; only this one sets it.
+    set_start_method(StartMethod::Spawn, false).unwrap();
+    let e = set_start_method(StartMethod::Fork, false).unwrap_err();
+    assert!(e.to_string().contains("already been set"), "{e}");
+    assert_eq!(get_start_method(), StartMethod::Spawn);
+    set_start_method(StartMethod::Spawn, true).unwrap();
+    let all = get_all_start_methods();
+    assert_eq!(all[0], StartMethod::Spawn);
+    assert!(all.contains(&StartMethod::Fork));
+    assert!(set_start_method(StartMethod::Forkserver, true).is_err());
+    let ctx = multiproc::get_context(StartMethod::Fork);
+    assert_eq!(ctx.start_method(), StartMethod::Fork);
+    let mut p = ctx.process().start(square, (5,)).unwrap();
+    assert_eq!(p.join_timeout(LONG).unwrap(), 25);
 }

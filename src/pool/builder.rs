@@ -3,9 +3,9 @@
 use super::dispatch::Config;
 use super::worker::{InitOf, TaskFn};
 use super::Pool;
-use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::fnref;
+use crate::process::StartMethod;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 

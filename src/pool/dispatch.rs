@@ -22,9 +22,9 @@
 use super::result::{Fail, Sink};
 use super::wire::{self, WorkerEnd};
 use super::worker::{worker_main, WorkerArgs};
-use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::process::StartMethod;
 use crate::sys::Region;
 use rustix::event::{PollFd, PollFlags};
 use rustix::net::{RecvFlags, SendFlags};

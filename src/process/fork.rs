@@ -32,6 +32,7 @@ pub(crate) fn launch(
         )?),
         Stdin::Inherit => None,
     };
+    warn_if_multithreaded();
     let daemon = identity.daemon;
     // SAFETY: plain syscall.
     let parent_pid = unsafe { libc::getpid() };
@@ -76,6 +77,25 @@ pub(crate) fn launch(
     drop(guard);
     drop(child_end);
     Ok((pid, parent_end))
+}
+
+/// Logs once (through the `log` facade) that this process forks while other
+/// threads run, as CPython 3.12 warns: a lock another thread holds at the
+/// fork stays locked forever in the child.
+fn warn_if_multithreaded() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    // A procfs task directory links to itself, its parent and one directory
+    // per thread.
+    let threads = rustix::fs::stat("/proc/self/task").map_or(1, |st| st.st_nlink.saturating_sub(2));
+    if threads > 1 && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::warn!(
+            "this process is multi-threaded ({threads} threads): use of fork() may lead to \
+             deadlocks in the child; the spawn start method is safe here"
+        );
+    }
 }
 
 /// `fork()`. Returns 0 in the child, the child's pid in the parent.

@@ -18,15 +18,16 @@
 mod bootstrap;
 pub(crate) mod fnref;
 mod fork;
+mod method;
 mod registry;
 mod spawn;
 mod target;
 
 pub use bootstrap::init;
 pub(crate) use bootstrap::panic_message;
+pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
 pub use target::TaskFn;
 
-use crate::context::{get_start_method, StartMethod};
 use crate::error::{Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
@@ -172,6 +173,9 @@ pub struct Builder {
     daemon: Option<bool>,
     method: Option<StartMethod>,
     stdin: Stdin,
+    /// A helper of the crate itself (the resource tracker), allowed from a
+    /// daemon process as CPython's tracker is.
+    internal: bool,
 }
 
 impl Builder {
@@ -192,6 +196,11 @@ impl Builder {
     ///
     /// The death signal follows the *thread* that started the child: a daemon
     /// started from a thread that ends is killed then (Linux semantics).
+    ///
+    /// As in CPython, a daemon process may not start children of its own:
+    /// `start` in a daemon returns [`Error::Invalid`] ("daemonic processes
+    /// are not allowed to have children"), since they would be orphaned
+    /// when it is ended.
     pub fn daemon(mut self, daemon: bool) -> Builder {
         self.daemon = Some(daemon);
         self
@@ -206,6 +215,13 @@ impl Builder {
     /// The child's standard input.
     pub fn stdin(mut self, stdin: Stdin) -> Builder {
         self.stdin = stdin;
+        self
+    }
+
+    /// Marks a helper process of the crate itself, which a daemon process
+    /// may start (the resource tracker).
+    pub(crate) fn internal(mut self) -> Builder {
+        self.internal = true;
         self
     }
 
@@ -234,6 +250,11 @@ impl Builder {
     ) -> Result<Process<R>> {
         registry::reap_finished();
         let me = current_process();
+        if me.daemon && !self.internal {
+            return Err(Error::Invalid(
+                "daemonic processes are not allowed to have children".into(),
+            ));
+        }
         let parent_path = CURRENT.get().map(|i| i.path).unwrap_or_default();
         let n = CURRENT.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let mut path = parent_path;

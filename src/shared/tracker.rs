@@ -161,6 +161,7 @@ fn start() -> Result<Tracker> {
     let mut helper = Process::builder()
         .name("resource_tracker")
         .daemon(false)
+        .internal()
         .start_method(StartMethod::Spawn)
         .start(launch, (ReadEnd(rd),))?;
     let pid = helper.join()?;
