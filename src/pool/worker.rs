@@ -1,12 +1,11 @@
 //! The worker side: task functions, their runners, and the worker loop.
 
 use super::wire::{self, WorkerEnd};
-use crate::process::fnref::{self, FnDesc};
+use crate::process::fnref;
 use crate::sys::Region;
 use rustix::net::{RecvFlags, SendFlags};
 use serde::{de::DeserializeOwned, Serialize};
 use std::cell::RefCell;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,46 +20,7 @@ pub(crate) type TaskRunner = fn(input: &[u8], count: u32, out: &mut Vec<u8>) -> 
 /// Runs an initializer in the worker from its encoded argument tuple.
 pub(crate) type InitRunner = fn(input: &[u8]) -> Result<(), String>;
 
-/// The named descriptor of `run_batch::<F, A, R>`.
-pub(crate) struct BatchOf<F, A, R>(PhantomData<(F, A, R)>);
-
-impl<F, A, R> BatchOf<F, A, R>
-where
-    F: TaskFn<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    /// Named only by the pool's methods that were handed a value of `F`.
-    pub(crate) const DESC: &'static FnDesc<TaskRunner> = &FnDesc::new(run_batch::<F, A, R>);
-}
-
-/// The named descriptor of `run_map::<F, T, R>`.
-pub(crate) struct MapOf<F, T, R>(PhantomData<(F, T, R)>);
-
-impl<F, T, R> MapOf<F, T, R>
-where
-    F: TaskFn<(T,), R>,
-    T: DeserializeOwned,
-    R: Serialize,
-{
-    /// Named only by the pool's methods that were handed a value of `F`.
-    pub(crate) const DESC: &'static FnDesc<TaskRunner> = &FnDesc::new(run_map::<F, T, R>);
-}
-
-/// The named descriptor of `run_init::<F, A>`.
-pub(crate) struct InitOf<F, A>(PhantomData<(F, A)>);
-
-impl<F, A> InitOf<F, A>
-where
-    F: TaskFn<A, ()>,
-    A: DeserializeOwned,
-{
-    /// Named only by [`PoolBuilder::initializer`](super::PoolBuilder::initializer),
-    /// which was handed a value of `F`.
-    pub(crate) const DESC: &'static FnDesc<InitRunner> = &FnDesc::new(run_init::<F, A>);
-}
-
-fn run_batch<F, A, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+pub(crate) fn run_batch<F, A, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
 where
     F: TaskFn<A, R>,
     A: DeserializeOwned,
@@ -102,9 +62,9 @@ fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
 
 /// [`run_batch`] for one-argument functions (`map`, `imap`): decodes each
 /// item as `T` directly (the same bytes as the tuple `(T,)`).
-fn run_map<F, T, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+pub(crate) fn run_map<F, T, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
 where
-    F: TaskFn<(T,), R>,
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
     T: DeserializeOwned,
     R: Serialize,
 {
@@ -116,12 +76,12 @@ where
         let arg: T = rd
             .next()
             .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        run_one(out, || f.call((arg,)));
+        run_one(out, || f(arg));
     }
     Ok(())
 }
 
-fn run_init<F, A>(input: &[u8]) -> Result<(), String>
+pub(crate) fn run_init<F, A>(input: &[u8]) -> Result<(), String>
 where
     F: TaskFn<A, ()>,
     A: DeserializeOwned,
@@ -304,4 +264,94 @@ fn flush(sock: &std::os::fd::OwnedFd, out: &mut Vec<u8>) -> bool {
     let ok = wire::write_some(sock, out, &mut pos, SendFlags::empty()).unwrap_or(false);
     out.clear();
     ok
+}
+
+// --- Naming the runners across processes (see `process::fnref`) -----------
+
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for TaskRunner {
+    const KIND: u64 = fnref::kind::POOL_TASK_RUNNER;
+}
+
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for InitRunner {
+    const KIND: u64 = fnref::kind::POOL_INIT_RUNNER;
+}
+
+/// The named descriptor of `run_batch::<F, A, R>`.
+pub(crate) struct BatchOf<F, A, R>(std::marker::PhantomData<(F, A, R)>);
+
+impl<F, A, R> BatchOf<F, A, R>
+where
+    F: TaskFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by the pool's methods that were handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<TaskRunner> =
+        &fnref::FnDesc::new(run_batch::<F, A, R>);
+}
+
+/// The named descriptor of `run_map::<F, T, R>`.
+pub(crate) struct MapOf<F, T, R>(std::marker::PhantomData<(F, T, R)>);
+
+impl<F, T, R> MapOf<F, T, R>
+where
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by the pool's methods that were handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<TaskRunner> =
+        &fnref::FnDesc::new(run_map::<F, T, R>);
+}
+
+/// The named descriptor of `run_init::<F, A>`.
+pub(crate) struct InitOf<F, A>(std::marker::PhantomData<(F, A)>);
+
+impl<F, A> InitOf<F, A>
+where
+    F: TaskFn<A, ()>,
+    A: DeserializeOwned,
+{
+    /// Named only by [`PoolBuilder::initializer`](super::PoolBuilder::initializer),
+    /// which was handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<InitRunner> =
+        &fnref::FnDesc::new(run_init::<F, A>);
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    fn square(x: u64) -> u64 {
+        x * x
+    }
+    fn setup(_: u64) {}
+
+    fn batch_name<F: TaskFn<(u64,), u64>>(_: F) -> i64 {
+        fnref::name(BatchOf::<F, (u64,), u64>::DESC)
+    }
+    fn init_name<F: TaskFn<(u64,), ()>>(_: F) -> i64 {
+        fnref::name(InitOf::<F, (u64,)>::DESC)
+    }
+
+    /// A task runner's name where an initializer is expected (and the other
+    /// way round) is refused: same image, genuine descriptor, wrong kind.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the ELF program headers")]
+    fn runner_kinds_are_checked() {
+        let task = batch_name(square);
+        let init = init_name(setup);
+        assert!(fnref::resolve::<TaskRunner>(task).is_ok());
+        assert!(fnref::resolve::<InitRunner>(init).is_ok());
+        assert!(matches!(
+            fnref::resolve::<InitRunner>(task),
+            Err(crate::Error::Bootstrap(_))
+        ));
+        assert!(matches!(
+            fnref::resolve::<TaskRunner>(init),
+            Err(crate::Error::Bootstrap(_))
+        ));
+    }
 }
