@@ -39,6 +39,8 @@
 //! - **Stdin**: a child's standard input is `/dev/null` unless asked otherwise.
 //! - **Fork-safe writers**: [`util::ForkSafeWriter`] and
 //!   [`util::register_after_fork`].
+//! - **Thread safety of proxies**: [`manager`] proxies are `Send` but
+//!   not `Sync`; sharing one between threads without a lock does not compile.
 //!
 //! ## Test binaries
 //!
@@ -52,6 +54,7 @@ pub mod connection;
 mod context;
 mod error;
 pub mod handoff;
+pub mod manager;
 pub mod pool;
 pub mod process;
 pub mod queue;
@@ -63,6 +66,8 @@ pub mod util;
 pub use connection::{Address, Client, Connection, Listener, Pipe};
 pub use context::{cpu_count, get_context, Context};
 pub use error::{Error, ProcessFailure, Result};
+pub use manager::Manager;
+pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, current_process, get_all_start_methods, get_start_method, init,
