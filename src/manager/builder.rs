@@ -1,5 +1,6 @@
 //! `Manager` and its builder: starting the server process, creating shared
 //! objects, shutting down.
+#![allow(unsafe_code)]
 
 use super::custom::{factory, Managed, TypeList};
 use super::proxy::{Endpoint, ProxyCore, WireAddr};

@@ -1,4 +1,5 @@
 //! The worker side: task functions, their runners, and the worker loop.
+#![allow(unsafe_code)]
 
 use super::fast::Out;
 use super::journal;

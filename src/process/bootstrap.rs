@@ -15,6 +15,7 @@
 //! (`AT_SECURE`) program, accepts the message only on a socket whose peer is
 //! its parent, checks that it runs the parent's binary, and calls only a
 //! function whose name [`fnref::resolve`] validates.
+#![allow(unsafe_code)]
 
 use super::fnref::{self, BinaryId};
 use super::{ChildIdentity, CURRENT};

@@ -26,6 +26,7 @@
 //! Also here: rebuilding a zero-sized callable (a `fn` item or a
 //! non-capturing closure) from its type alone ([`conjure`]), and the binary
 //! identity a spawned child compares with its parent's ([`BinaryId`]).
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
