@@ -63,6 +63,8 @@ mod context;
 mod error;
 pub mod handoff;
 pub mod manager;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 pub mod process;
 pub mod queue;

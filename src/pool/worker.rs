@@ -246,7 +246,7 @@ thread_local! {
 
 /// The panic hook of a worker: keeps the message (with its location) and a
 /// backtrace for the task's error instead of printing them.
-fn install_hook() {
+pub(crate) fn install_hook() {
     std::panic::set_hook(Box::new(|info| {
         let message = crate::process::panic_message(info);
         let bt = std::backtrace::Backtrace::force_capture().to_string();
@@ -254,7 +254,7 @@ fn install_hook() {
     }));
 }
 
-fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
+pub(crate) fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
     LAST_PANIC
         .with(|p| p.borrow_mut().take())
         .unwrap_or_else(|| {

@@ -269,8 +269,14 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
 /// runs the target, reports the result and exits. In test binaries use
 /// [`test_support!`](crate::test_support) instead (it calls this before the
 /// test harness starts).
+///
+/// With the `mpi` feature, in a program started by an MPI launcher
+/// (`mpiexec`, `srun`), every rank but 0 becomes a worker of
+/// `multiproc::mpi::MpiPool` here and exits when rank 0's pool ends.
 pub fn init() {
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
+        #[cfg(feature = "mpi")]
+        crate::mpi::enter();
         return;
     };
     if is_secure_exec() {
