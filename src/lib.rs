@@ -48,6 +48,14 @@
 //! [`init`] catches it; in a test binary (whose `main` belongs to the test
 //! harness) put [`test_support!`] once at the top level of the test crate.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+// Unsafe code only where a module allows it (`#![allow(unsafe_code)]` at its
+// top), every unsafe operation in an explicit block, every block with a
+// `// SAFETY:` comment.
+#![deny(
+    unsafe_code,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
 
 #[cfg(feature = "tokio")]
 pub mod aio;

@@ -6,6 +6,8 @@
 //! each process. [`ForkSafeWriter`] remembers the pid that filled its buffer
 //! and drops inherited, unflushed bytes in a child instead of writing them.
 
+#![allow(unsafe_code)]
+
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicPtr, Ordering};
 

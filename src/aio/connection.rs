@@ -4,6 +4,7 @@
 //! message that has partly arrived stays in the connection's read buffer
 //! (that is what makes a receive cancel safe). Sending encodes the whole
 //! frame into an outgoing buffer first and writes it without blocking.
+#![allow(unsafe_code)]
 
 use crate::codec;
 use crate::connection::framing;

@@ -1,6 +1,7 @@
 //! `Process::join` as a future: the pidfd and the report socket are
 //! registered with tokio's reactor; every wake-up makes one non-blocking
 //! attempt of the ordinary join.
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::process::Process;

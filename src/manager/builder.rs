@@ -1,5 +1,6 @@
 //! `Manager` and its builder: starting the server process, creating shared
 //! objects, shutting down.
+#![allow(unsafe_code)]
 
 use super::custom::{factory, Managed, TypeList};
 use super::proxy::{Endpoint, ProxyCore, WireAddr};
@@ -27,10 +28,20 @@ use std::time::Duration;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Code run in the server process before it serves (Python's
-/// `initializer`). Implemented by [`NoInit`] and [`WithInit`].
+/// `initializer`). Implemented by [`NoInit`] and [`WithInit`]; only the crate
+/// can call (or implement) it.
 pub trait ServerInit: 'static {
     /// Runs the initializer.
-    fn run();
+    #[doc(hidden)]
+    fn run(_: sealed::Call);
+}
+
+mod sealed {
+    /// Proof that the crate makes the call: it cannot be built outside it, so
+    /// [`WithInit::run`](super::ServerInit::run) only runs for a builder that
+    /// [`initializer`](super::ManagerBuilder::initializer) was handed a value of.
+    #[derive(Debug)]
+    pub struct Call(pub(super) ());
 }
 
 /// No initializer.
@@ -38,16 +49,20 @@ pub trait ServerInit: 'static {
 pub struct NoInit;
 
 impl ServerInit for NoInit {
-    fn run() {}
+    fn run(_: sealed::Call) {}
 }
 
 /// An initializer given to [`ManagerBuilder::initializer`].
 #[derive(Debug, Clone, Copy)]
 pub struct WithInit<F>(PhantomData<F>);
 
-impl<F: Fn() + Copy + Send + 'static> ServerInit for WithInit<F> {
-    fn run() {
-        let f: F = crate::process::fnref::conjure::<F>();
+impl<F: Fn() + Copy + Send + Sync + 'static> ServerInit for WithInit<F> {
+    fn run(_: sealed::Call) {
+        // SAFETY: only the crate can call `run` (it takes a `sealed::Call`),
+        // and it does so for the `I` of a `ManagerBuilder`, which is
+        // `WithInit<F>` only when `ManagerBuilder::initializer` was handed a
+        // value of `F` (in this process, or in the parent that started it).
+        let f: F = unsafe { crate::process::fnref::conjure::<F, (), ()>() };
         f()
     }
 }
@@ -104,7 +119,7 @@ fn server_main<L: TypeList, I: ServerInit>(report: Connection, cfg: ServerConfig
             previous(info)
         }
     }));
-    I::run();
+    I::run(sealed::Call(()));
     let address = Address::from(&cfg.address);
     let listener = match Listener::builder()
         .authkey(&cfg.authkey)
@@ -156,12 +171,11 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
 
     /// Runs `f` in the server process before it serves (Python's
     /// `initializer`): a `fn` item or a closure that captures nothing.
-    pub fn initializer<F: Fn() + Copy + Send + 'static>(
+    pub fn initializer<F: Fn() + Copy + Send + Sync + 'static>(
         self,
         f: F,
     ) -> ManagerBuilder<L, WithInit<F>> {
-        let _ = f;
-        let _: F = crate::process::fnref::conjure::<F>();
+        crate::process::fnref::check_target(f);
         ManagerBuilder {
             method: self.method,
             address: self.address,
@@ -249,7 +263,7 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
     /// (Python's `manager.get_server()`); see [`ServerHandle`](super::ServerHandle).
     pub fn serve(self) -> Result<super::ServerHandle> {
         let (address, authkey) = self.parts()?;
-        I::run();
+        I::run(sealed::Call(()));
         let listener = Listener::builder()
             .authkey(&authkey)
             .max_message_size(self.max_message_size)

@@ -74,6 +74,7 @@
 //! [`Error::ProcessFailed`]: crate::Error::ProcessFailed
 //! [`Error::Io`]: crate::Error::Io
 //! [`Error::BrokenPool`]: crate::Error::BrokenPool
+#![allow(unsafe_code)]
 
 mod driver;
 mod identity;

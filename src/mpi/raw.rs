@@ -62,9 +62,9 @@ impl Comm {
     pub(crate) fn world() -> Result<Comm> {
         // SAFETY: reading a constant handle exported by rsmpi's C shim.
         let raw = unsafe { ffi::RSMPI_COMM_WORLD };
-        // SAFETY: `raw` is the world communicator of an initialized MPI;
-        // `MPI_ERRORS_RETURN` is a predefined handler.
         check(
+            // SAFETY: `raw` is the world communicator of an initialized MPI;
+            // `MPI_ERRORS_RETURN` is a predefined handler.
             unsafe { ffi::MPI_Comm_set_errhandler(raw, ffi::RSMPI_ERRORS_RETURN) },
             "Comm_set_errhandler",
         )?;
@@ -79,8 +79,8 @@ impl Comm {
     /// Sends `buf` to `dest` and waits until the buffer may be reused.
     pub(crate) fn send(&self, dest: i32, tag: i32, buf: &[u8]) -> Result<()> {
         let n = count(buf.len())?;
-        // SAFETY: `buf` is valid for `n` bytes for the whole (blocking) call.
         check(
+            // SAFETY: `buf` is valid for `n` bytes for the whole (blocking) call.
             unsafe {
                 ffi::MPI_Send(
                     buf.as_ptr().cast(),
@@ -101,10 +101,10 @@ impl Comm {
         let n = count(buf.len())?;
         // SAFETY: a zeroed request is a plain value overwritten by MPI_Isend.
         let mut req: ffi::MPI_Request = unsafe { std::mem::zeroed() };
-        // SAFETY: the heap buffer of `buf` stays allocated and unchanged
-        // until the request completes: `Sending` owns it and waits for the
-        // request before dropping it.
         check(
+            // SAFETY: the heap buffer of `buf` stays allocated and unchanged
+            // until the request completes: `Sending` owns it and waits for the
+            // request before dropping it.
             unsafe {
                 ffi::MPI_Isend(
                     buf.as_ptr().cast(),
@@ -138,8 +138,8 @@ impl Comm {
         let mut msg: ffi::MPI_Message = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-        // SAFETY: valid communicator, source and tag; outputs point to locals.
         check(
+            // SAFETY: valid communicator, source and tag; outputs point to locals.
             unsafe {
                 ffi::MPI_Improbe(
                     src,
@@ -156,8 +156,8 @@ impl Comm {
             return Ok(None);
         }
         let mut n: c_int = 0;
-        // SAFETY: `status` was filled by the successful probe.
         check(
+            // SAFETY: `status` was filled by the successful probe.
             unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut n) },
             "Get_count",
         )?;
@@ -168,9 +168,9 @@ impl Comm {
         })?;
         let mut buf = vec![0u8; len];
         let (from, tag) = (status.MPI_SOURCE, status.MPI_TAG);
-        // SAFETY: `buf` has room for the `n` bytes of the matched message,
-        // which `msg` names and which only this call receives.
         check(
+            // SAFETY: `buf` has room for the `n` bytes of the matched message,
+            // which `msg` names and which only this call receives.
             unsafe {
                 ffi::MPI_Mrecv(
                     buf.as_mut_ptr().cast(),
@@ -227,8 +227,8 @@ impl Sending {
         let mut flag: c_int = 0;
         // SAFETY: plain value overwritten by MPI_Test.
         let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-        // SAFETY: `req` is the active request of this send.
         check(
+            // SAFETY: `req` is the active request of this send.
             unsafe { ffi::MPI_Test(&mut self.req, &mut flag, &mut status) },
             "Test",
         )?;
@@ -301,9 +301,9 @@ pub(crate) fn initialize() -> Option<mpi::environment::Universe> {
 /// MPICH 4.0 over UCX's TCP transport hung in `MPI_Finalize` when rank 0
 /// entered it long after the workers; entering together avoids that).
 pub(crate) fn barrier_world() -> Result<()> {
-    // SAFETY: the world communicator of an initialized MPI; a collective
-    // that every rank calls once, just before finalizing.
     check(
+        // SAFETY: the world communicator of an initialized MPI; a collective
+        // that every rank calls once, just before finalizing.
         unsafe { ffi::MPI_Barrier(ffi::RSMPI_COMM_WORLD) },
         "Barrier",
     )

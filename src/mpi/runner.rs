@@ -1,9 +1,10 @@
 //! Tasks on a worker rank: how rank 0 names a task function, and the
 //! runners that call it.
 //!
-//! A task names its function as [`Pool`](crate::Pool) does: by the offset,
-//! from the crate's anchor, of a runner monomorphized for the function's
-//! type ([`fnref`]), rebuilt in the worker from the type alone. The runners
+//! A task names its function as [`Pool`](crate::Pool) does: by the name of
+//! the descriptor of a runner monomorphized for the function's type
+//! ([`fnref`]), which the worker validates before calling it; the runner
+//! rebuilds the function from its type alone. The runners
 //! here write their answers into a plain buffer (the local pool's write
 //! into its shared-memory journal, which does not span hosts), in the
 //! format the pool's result sinks decode: per task, tag 0 and the result,
@@ -30,6 +31,37 @@ pub(crate) const FAILED: u8 = 3;
 /// A batch runner: decodes `count` items from `input` and appends one answer
 /// per item to `out`; `Err` if the items cannot be decoded.
 pub(crate) type Runner = fn(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>;
+
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for Runner {
+    const KIND: u64 = fnref::kind::MPI_TASK_RUNNER;
+}
+
+/// The named descriptor of `run_call::<F, A, R>`.
+struct CallOf<F, A, R>(std::marker::PhantomData<(F, A, R)>);
+
+impl<F, A, R> CallOf<F, A, R>
+where
+    F: TaskFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by `MpiPool` methods that were handed a value of `F`.
+    const DESC: &'static fnref::FnDesc<Runner> = &fnref::FnDesc::new(run_call::<F, A, R>);
+}
+
+/// The named descriptor of `run_map::<F, T, R>`.
+struct MapOf<F, T, R>(std::marker::PhantomData<(F, T, R)>);
+
+impl<F, T, R> MapOf<F, T, R>
+where
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by `MpiPool` methods that were handed a value of `F`.
+    const DESC: &'static fnref::FnDesc<Runner> = &fnref::FnDesc::new(run_map::<F, T, R>);
+}
 
 /// Starts a frame of `kind`; returns its start for [`end`].
 pub(crate) fn begin(out: &mut Vec<u8>, kind: u8) -> usize {
@@ -83,8 +115,7 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let _: F = fnref::conjure::<F>();
-    fnref::offset_of(run_call::<F, A, R> as Runner as usize)
+    fnref::name(CallOf::<F, A, R>::DESC)
 }
 
 /// The name of `f(item)` calls (map, imap).
@@ -94,26 +125,16 @@ where
     T: DeserializeOwned,
     R: Serialize,
 {
-    let _: F = fnref::conjure::<F>();
-    fnref::offset_of(run_map::<F, T, R> as Runner as usize)
+    fnref::name(MapOf::<F, T, R>::DESC)
 }
 
 /// The runner named by `offset` (looked up and checked once per offset);
-/// `None` if it is not code of this binary.
+/// `None` if it does not name an MPI task runner of this binary.
 pub(crate) fn runner_at(cache: &mut Vec<(i64, Option<Runner>)>, offset: i64) -> Option<Runner> {
     if let Some((_, r)) = cache.iter().find(|(o, _)| *o == offset) {
         return *r;
     }
-    let addr = fnref::addr_of(offset);
-    let runner = fnref::is_own_code(addr).then(|| {
-        // SAFETY: [1] this worker serves only after rank 0 showed it runs the
-        // same code (identical build-id or executable hash, checked in both
-        // directions at the pool's start); [2] rank 0 computed `offset` from
-        // a `Runner` function pointer relative to the same anchor (ASLR moves
-        // the image, not its layout); [3] `addr` was just checked to lie in
-        // this binary's executable code.
-        unsafe { std::mem::transmute::<usize, Runner>(addr) }
-    });
+    let runner = fnref::resolve::<Runner>(offset).ok();
     cache.push((offset, runner));
     runner
 }
@@ -124,7 +145,10 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let f: F = fnref::conjure::<F>();
+    // SAFETY: reached only through `CallOf::<F, A, R>::DESC`, named by
+    // `MpiPool` methods that were handed a value of `F` (on rank 0, running
+    // the same code).
+    let f: F = unsafe { fnref::conjure::<F, A, R>() };
     let mut rd = Reader::new(input);
     for _ in 0..count {
         let args: A = rd
@@ -141,7 +165,10 @@ where
     T: DeserializeOwned,
     R: Serialize,
 {
-    let f: F = fnref::conjure::<F>();
+    // SAFETY: reached only through `MapOf::<F, T, R>::DESC`, named by
+    // `MpiPool` methods that were handed a value of `F` (on rank 0, running
+    // the same code).
+    let f: F = unsafe { fnref::conjure::<F, (T,), R>() };
     let mut rd = Reader::new(input);
     for _ in 0..count {
         let arg: T = rd

@@ -1,4 +1,5 @@
 //! The worker side: task functions, their runners, and the worker loop.
+#![allow(unsafe_code)]
 
 use super::fast::Out;
 use super::journal;
@@ -122,7 +123,9 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let f: F = fnref::conjure::<F>();
+    // SAFETY: reached only through `BatchOf::<F, A, R>::DESC`, named by pool
+    // methods that were handed a value of `F` (here, or in the parent).
+    let f: F = unsafe { fnref::conjure::<F, A, R>() };
     let mut rd = super::fast::Reader::new(input);
     for k in 0..count {
         let args: A = match rd.next() {
@@ -194,7 +197,9 @@ where
     T: DeserializeOwned,
     R: Serialize,
 {
-    let f: F = fnref::conjure::<F>();
+    // SAFETY: reached only through `MapOf::<F, T, R>::DESC`, named by pool
+    // methods that were handed a value of `F` (here, or in the parent).
+    let f: F = unsafe { fnref::conjure::<F, (T,), R>() };
     let mut rd = super::fast::Reader::new(input);
     for k in 0..count {
         let arg: T = match rd.next() {
@@ -219,7 +224,9 @@ where
     F: TaskFn<A, ()>,
     A: DeserializeOwned,
 {
-    let f: F = fnref::conjure::<F>();
+    // SAFETY: reached only through `InitOf::<F, A>::DESC`, named by
+    // `PoolBuilder::initializer`, which was handed a value of `F`.
+    let f: F = unsafe { fnref::conjure::<F, A, ()>() };
     let args: A = crate::codec::decode(input)
         .map_err(|e| format!("cannot decode the initializer's arguments: {e}"))?;
     f.call(args);
@@ -255,19 +262,12 @@ pub(crate) fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, Str
 /// initializer, maxtasksperchild, and how long to spin when idle (µs).
 pub(crate) type WorkerArgs = (WorkerEnd, Region, Option<(i64, Vec<u8>)>, u64, u64);
 
-/// Looks up (and checks once) the runner at `offset`.
+/// Looks up (and checks once) the task runner named `offset`.
 fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<TaskRunner> {
     if let Some((_, r)) = cache.iter().find(|(o, _)| *o == offset) {
         return *r;
     }
-    let addr = fnref::addr_of(offset);
-    let runner = fnref::is_own_code(addr).then(|| {
-        // SAFETY: the worker runs the parent's binary (checked at bootstrap
-        // for spawn; identical image for fork), `offset` was computed by the
-        // parent from a `TaskRunner` function pointer relative to the same
-        // anchor, and `addr` was just checked to lie in this binary's code.
-        unsafe { std::mem::transmute::<usize, TaskRunner>(addr) }
-    });
+    let runner = fnref::resolve::<TaskRunner>(offset).ok();
     cache.push((offset, runner));
     runner
 }
@@ -288,12 +288,10 @@ pub(crate) fn worker_main(
         panic!("the pool worker's journal region is too small");
     };
     if let Some((offset, bytes)) = init {
-        let addr = fnref::addr_of(offset);
-        if !fnref::is_own_code(addr) {
-            panic!("the pool initializer cannot be found in this binary");
-        }
-        // SAFETY: as in `runner_at`, for an `InitRunner` pointer.
-        let init: InitRunner = unsafe { std::mem::transmute::<usize, InitRunner>(addr) };
+        let init = match fnref::resolve::<InitRunner>(offset) {
+            Ok(init) => init,
+            Err(e) => panic!("the pool initializer cannot be found in this binary: {e}"),
+        };
         if let Err(e) = init(&bytes) {
             panic!("{e}");
         }
@@ -435,4 +433,94 @@ pub(crate) fn worker_main(
         }
     }
     journal::flush(sock.as_fd(), &mut journal, &[], 0);
+}
+
+// --- Naming the runners across processes (see `process::fnref`) -----------
+
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for TaskRunner {
+    const KIND: u64 = fnref::kind::POOL_TASK_RUNNER;
+}
+
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for InitRunner {
+    const KIND: u64 = fnref::kind::POOL_INIT_RUNNER;
+}
+
+/// The named descriptor of `run_batch::<F, A, R>`.
+pub(crate) struct BatchOf<F, A, R>(std::marker::PhantomData<(F, A, R)>);
+
+impl<F, A, R> BatchOf<F, A, R>
+where
+    F: TaskFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by the pool's methods that were handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<TaskRunner> =
+        &fnref::FnDesc::new(run_batch::<F, A, R>);
+}
+
+/// The named descriptor of `run_map::<F, T, R>`.
+pub(crate) struct MapOf<F, T, R>(std::marker::PhantomData<(F, T, R)>);
+
+impl<F, T, R> MapOf<F, T, R>
+where
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by the pool's methods that were handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<TaskRunner> =
+        &fnref::FnDesc::new(run_map::<F, T, R>);
+}
+
+/// The named descriptor of `run_init::<F, A>`.
+pub(crate) struct InitOf<F, A>(std::marker::PhantomData<(F, A)>);
+
+impl<F, A> InitOf<F, A>
+where
+    F: TaskFn<A, ()>,
+    A: DeserializeOwned,
+{
+    /// Named only by [`PoolBuilder::initializer`](super::PoolBuilder::initializer),
+    /// which was handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<InitRunner> =
+        &fnref::FnDesc::new(run_init::<F, A>);
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    fn square(x: u64) -> u64 {
+        x * x
+    }
+    fn setup(_: u64) {}
+
+    fn batch_name<F: TaskFn<(u64,), u64>>(_: F) -> i64 {
+        fnref::name(BatchOf::<F, (u64,), u64>::DESC)
+    }
+    fn init_name<F: TaskFn<(u64,), ()>>(_: F) -> i64 {
+        fnref::name(InitOf::<F, (u64,)>::DESC)
+    }
+
+    /// A task runner's name where an initializer is expected (and the other
+    /// way round) is refused: same image, genuine descriptor, wrong kind.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the ELF program headers")]
+    fn runner_kinds_are_checked() {
+        let task = batch_name(square);
+        let init = init_name(setup);
+        assert!(fnref::resolve::<TaskRunner>(task).is_ok());
+        assert!(fnref::resolve::<InitRunner>(init).is_ok());
+        assert!(matches!(
+            fnref::resolve::<InitRunner>(task),
+            Err(crate::Error::Bootstrap(_))
+        ));
+        assert!(matches!(
+            fnref::resolve::<TaskRunner>(init),
+            Err(crate::Error::Bootstrap(_))
+        ));
+    }
 }

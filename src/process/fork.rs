@@ -12,6 +12,8 @@
 //! end-of-file is not delayed while a forked child lives (CPython's forked
 //! children keep them all).
 
+#![allow(unsafe_code)]
+
 use super::bootstrap::{self, Runner};
 use super::{registry, ChildIdentity, Stdin, CURRENT};
 use crate::error::Result;

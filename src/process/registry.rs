@@ -10,6 +10,7 @@
 //! ones: every child's pidfd sits in one `epoll` set, and a `start` asks it
 //! (one `epoll_wait` with a zero timeout) which children have ended, instead
 //! of calling `waitpid` on each (which is what CPython does).
+#![allow(unsafe_code)]
 
 use rustix::event::epoll;
 use std::collections::BTreeMap;

@@ -1,5 +1,7 @@
 //! `Queue<T>`: Python's `multiprocessing.Queue` over the shared ring.
 
+#![allow(unsafe_code)]
+
 use super::ring::{Ring, Stall, DEFAULT_SLOTS, SLOT};
 use super::shared_bytes::{SharedBytes, SmallBuf};
 use super::spill::DEFAULT_SPILL;

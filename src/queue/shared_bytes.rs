@@ -12,6 +12,8 @@
 //! at worst we copy torn garbage), and decoded from there, where garbage is
 //! a [`Codec`](crate::Error::Codec) error.
 
+#![allow(unsafe_code)]
+
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};

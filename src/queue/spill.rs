@@ -18,6 +18,8 @@
 //! out): a holder that dies earlier leaves the log as it found it (its half
 //! record is not in the log; the record it was copying out is still there).
 
+#![allow(unsafe_code)]
+
 use super::ring::{owner_alive, Ring};
 use super::shared_bytes::SharedBytes;
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! `RawValue`, `RawArray`: plain data in unnamed shared memory, without a
 //! lock (the locked `Value`, `Array` are in `synchronized`).
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};

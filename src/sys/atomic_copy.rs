@@ -14,6 +14,7 @@
 //!
 //! Relaxed ordering: these copies order nothing else. Use a lock (or an
 //! acquire/release pair) to publish data.
+#![allow(unsafe_code)]
 
 use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};

@@ -1,5 +1,6 @@
 //! Process-shared futex wait and wake (no `FUTEX_PRIVATE_FLAG`, so waiters in
 //! different processes that map the same memory meet on the same word).
+#![allow(unsafe_code)]
 
 use crate::error::Result;
 use rustix::thread::futex;

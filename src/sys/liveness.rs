@@ -16,6 +16,7 @@
 //! [`Liveness::Alive`]: **unknown is not dead**. A wrong "dead" would let a
 //! second process take a lock that is still held; a wrong "alive" only makes a
 //! waiter wait (for its timeout, if it has one).
+#![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 

@@ -12,6 +12,7 @@
 //! holder of the descriptor — this process, a child, a hostile peer — can
 //! `ftruncate` it and make the others fault. An imported descriptor must
 //! at least be sealed against shrinking.
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
