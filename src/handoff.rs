@@ -109,7 +109,11 @@ impl_args!(A B C D E F G H I J K L);
 
 /// The parent side of a handoff: collects encoded bytes and the descriptors
 /// the child must receive.
-#[derive(Debug, Default)]
+///
+/// Only the crate creates exporters and importers (a [`Handoff`] impl is
+/// handed one); to move values through the mechanism yourself, use
+/// [`round_trip`].
+#[derive(Debug)]
 pub struct Exporter<'a> {
     bytes: Vec<u8>,
     fds: Vec<BorrowedFd<'a>>,
@@ -117,8 +121,11 @@ pub struct Exporter<'a> {
 
 impl<'a> Exporter<'a> {
     /// An empty exporter.
-    pub fn new() -> Self {
-        Self::default()
+    pub(crate) fn new() -> Self {
+        Exporter {
+            bytes: Vec::new(),
+            fds: Vec::new(),
+        }
     }
 
     /// Appends a serde value.
@@ -170,6 +177,11 @@ impl<'a> Exporter<'a> {
 /// Each [`read_fd`](Self::read_fd) returns a fresh duplicate (close-on-exec),
 /// so a descriptor exported twice becomes two independent owned handles; the
 /// received originals are closed when the importer is dropped.
+///
+/// Only the crate builds importers, over what an [`Exporter`] wrote in this
+/// process or in the parent. The bytes are still treated as untrusted: every
+/// `import` of the crate checks what it reads (a bad token gives an error),
+/// and functions are only ever found through validated names.
 #[derive(Debug)]
 pub struct Importer {
     bytes: Vec<u8>,
@@ -179,7 +191,7 @@ pub struct Importer {
 
 impl Importer {
     /// Builds an importer over received bytes and descriptors (slot order).
-    pub fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Self {
+    pub(crate) fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Self {
         Importer {
             bytes,
             pos: 0,
@@ -194,7 +206,7 @@ impl Importer {
     ///
     /// Each number in `raw` must be an open descriptor that nothing else in
     /// this process owns; the importer takes ownership and closes it.
-    pub unsafe fn from_raw(bytes: Vec<u8>, raw: &[RawFd]) -> Self {
+    pub(crate) unsafe fn from_raw(bytes: Vec<u8>, raw: &[RawFd]) -> Self {
         let mut fds: Vec<OwnedFd> = Vec::with_capacity(raw.len());
         for &r in raw {
             if fds.iter().any(|f| f.as_raw_fd() == r) {

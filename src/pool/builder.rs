@@ -1,7 +1,7 @@
 //! [`PoolBuilder`]: the pool's settings.
 
 use super::dispatch::Config;
-use super::worker::{run_init, InitRunner, TaskFn};
+use super::worker::{InitOf, TaskFn};
 use super::Pool;
 use crate::error::{Error, Result};
 use crate::process::fnref;
@@ -67,13 +67,9 @@ impl PoolBuilder {
         F: TaskFn<A, ()>,
         A: Serialize + DeserializeOwned,
     {
-        let _ = f;
-        let _: F = fnref::conjure::<F>();
+        fnref::check_target(f);
         match crate::codec::encode(&args) {
-            Ok(bytes) => {
-                let runner = run_init::<F, A> as InitRunner;
-                self.init = Some((fnref::offset_of(runner as usize), bytes));
-            }
+            Ok(bytes) => self.init = Some((fnref::name(InitOf::<F, A>::DESC), bytes)),
             Err(e) => self.init_err = Some(e.to_string()),
         }
         self

@@ -81,7 +81,7 @@ use result::{Collect, Outcome};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use worker::{run_batch, run_map, TaskRunner};
+use worker::{BatchOf, MapOf};
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -135,8 +135,7 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let _: F = fnref::conjure::<F>();
-    fnref::offset_of(run_batch::<F, A, R> as TaskRunner as usize)
+    fnref::name(BatchOf::<F, A, R>::DESC)
 }
 
 fn map_runner_offset<F, T, R>() -> i64
@@ -145,8 +144,7 @@ where
     T: DeserializeOwned,
     R: Serialize,
 {
-    let _: F = fnref::conjure::<F>();
-    fnref::offset_of(run_map::<F, T, R> as TaskRunner as usize)
+    fnref::name(MapOf::<F, T, R>::DESC)
 }
 
 fn only<R>(v: Vec<R>) -> R {

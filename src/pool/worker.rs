@@ -1,11 +1,12 @@
 //! The worker side: task functions, their runners, and the worker loop.
 
 use super::wire::{self, WorkerEnd};
-use crate::process::fnref;
+use crate::process::fnref::{self, FnDesc};
 use crate::sys::Region;
 use rustix::net::{RecvFlags, SendFlags};
 use serde::{de::DeserializeOwned, Serialize};
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,13 +21,54 @@ pub(crate) type TaskRunner = fn(input: &[u8], count: u32, out: &mut Vec<u8>) -> 
 /// Runs an initializer in the worker from its encoded argument tuple.
 pub(crate) type InitRunner = fn(input: &[u8]) -> Result<(), String>;
 
-pub(crate) fn run_batch<F, A, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+/// The named descriptor of `run_batch::<F, A, R>`.
+pub(crate) struct BatchOf<F, A, R>(PhantomData<(F, A, R)>);
+
+impl<F, A, R> BatchOf<F, A, R>
 where
     F: TaskFn<A, R>,
     A: DeserializeOwned,
     R: Serialize,
 {
-    let f: F = fnref::conjure::<F>();
+    /// Named only by the pool's methods that were handed a value of `F`.
+    pub(crate) const DESC: &'static FnDesc<TaskRunner> = &FnDesc::new(run_batch::<F, A, R>);
+}
+
+/// The named descriptor of `run_map::<F, T, R>`.
+pub(crate) struct MapOf<F, T, R>(PhantomData<(F, T, R)>);
+
+impl<F, T, R> MapOf<F, T, R>
+where
+    F: TaskFn<(T,), R>,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by the pool's methods that were handed a value of `F`.
+    pub(crate) const DESC: &'static FnDesc<TaskRunner> = &FnDesc::new(run_map::<F, T, R>);
+}
+
+/// The named descriptor of `run_init::<F, A>`.
+pub(crate) struct InitOf<F, A>(PhantomData<(F, A)>);
+
+impl<F, A> InitOf<F, A>
+where
+    F: TaskFn<A, ()>,
+    A: DeserializeOwned,
+{
+    /// Named only by [`PoolBuilder::initializer`](super::PoolBuilder::initializer),
+    /// which was handed a value of `F`.
+    pub(crate) const DESC: &'static FnDesc<InitRunner> = &FnDesc::new(run_init::<F, A>);
+}
+
+fn run_batch<F, A, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+where
+    F: TaskFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: reached only through `BatchOf::<F, A, R>::DESC`, named by pool
+    // methods that were handed a value of `F` (here, or in the parent).
+    let f: F = unsafe { fnref::conjure::<F, A, R>() };
     let mut rd = super::fast::Reader::new(input);
     for _ in 0..count {
         let args: A = rd
@@ -60,29 +102,33 @@ fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
 
 /// [`run_batch`] for one-argument functions (`map`, `imap`): decodes each
 /// item as `T` directly (the same bytes as the tuple `(T,)`).
-pub(crate) fn run_map<F, T, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+fn run_map<F, T, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
 where
-    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    F: TaskFn<(T,), R>,
     T: DeserializeOwned,
     R: Serialize,
 {
-    let f: F = fnref::conjure::<F>();
+    // SAFETY: reached only through `MapOf::<F, T, R>::DESC`, named by pool
+    // methods that were handed a value of `F` (here, or in the parent).
+    let f: F = unsafe { fnref::conjure::<F, (T,), R>() };
     let mut rd = super::fast::Reader::new(input);
     for _ in 0..count {
         let arg: T = rd
             .next()
             .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        run_one(out, || f(arg));
+        run_one(out, || f.call((arg,)));
     }
     Ok(())
 }
 
-pub(crate) fn run_init<F, A>(input: &[u8]) -> Result<(), String>
+fn run_init<F, A>(input: &[u8]) -> Result<(), String>
 where
     F: TaskFn<A, ()>,
     A: DeserializeOwned,
 {
-    let f: F = fnref::conjure::<F>();
+    // SAFETY: reached only through `InitOf::<F, A>::DESC`, named by
+    // `PoolBuilder::initializer`, which was handed a value of `F`.
+    let f: F = unsafe { fnref::conjure::<F, A, ()>() };
     let args: A = crate::codec::decode(input)
         .map_err(|e| format!("cannot decode the initializer's arguments: {e}"))?;
     f.call(args);
@@ -125,19 +171,12 @@ fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
 /// What a worker is started with.
 pub(crate) type WorkerArgs = (WorkerEnd, Region, Option<(i64, Vec<u8>)>, u64, u64);
 
-/// Looks up (and checks once) the runner at `offset`.
+/// Looks up (and checks once) the task runner named `offset`.
 fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<TaskRunner> {
     if let Some((_, r)) = cache.iter().find(|(o, _)| *o == offset) {
         return *r;
     }
-    let addr = fnref::addr_of(offset);
-    let runner = fnref::is_own_code(addr).then(|| {
-        // SAFETY: the worker runs the parent's binary (checked at bootstrap
-        // for spawn; identical image for fork), `offset` was computed by the
-        // parent from a `TaskRunner` function pointer relative to the same
-        // anchor, and `addr` was just checked to lie in this binary's code.
-        unsafe { std::mem::transmute::<usize, TaskRunner>(addr) }
-    });
+    let runner = fnref::resolve::<TaskRunner>(offset).ok();
     cache.push((offset, runner));
     runner
 }
@@ -158,12 +197,10 @@ pub(crate) fn worker_main(
     // for AtomicU64, every bit pattern is valid, and both sides use atomics.
     let started: &AtomicU64 = unsafe { counters.get::<AtomicU64>(0) };
     if let Some((offset, bytes)) = init {
-        let addr = fnref::addr_of(offset);
-        if !fnref::is_own_code(addr) {
-            panic!("the pool initializer cannot be found in this binary");
-        }
-        // SAFETY: as in `runner_at`, for an `InitRunner` pointer.
-        let init: InitRunner = unsafe { std::mem::transmute::<usize, InitRunner>(addr) };
+        let init = match fnref::resolve::<InitRunner>(offset) {
+            Ok(init) => init,
+            Err(e) => panic!("the pool initializer cannot be found in this binary: {e}"),
+        };
         if let Err(e) = init(&bytes) {
             panic!("{e}");
         }

@@ -9,6 +9,12 @@
 //!   [`BootMsg`], then a `u64` FNV-1a checksum of the payload;
 //! - *report* (child → parent, every start method): `u32` little-endian length
 //!   and a postcard-encoded [`Report`].
+//!
+//! The checksum only detects corruption. What keeps a crafted message from
+//! steering a child: [`init`] refuses to act as a child in a privileged
+//! (`AT_SECURE`) program, accepts the message only on a socket whose peer is
+//! its parent, checks that it runs the parent's binary, and calls only a
+//! function whose name [`fnref::resolve`] validates.
 
 use super::fnref::{self, BinaryId};
 use super::{ChildIdentity, CURRENT};
@@ -34,6 +40,7 @@ pub(crate) type Runner = fn(&mut Importer) -> Result<Vec<u8>>;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct BootMsg {
     pub(crate) binary: BinaryId,
+    /// The runner's name: see [`fnref::name`] (checked by [`fnref::resolve`]).
     pub(crate) runner_offset: i64,
     pub(crate) identity: ChildIdentity,
     pub(crate) fds: Vec<RawFd>,
@@ -260,6 +267,16 @@ pub fn init() {
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
         return;
     };
+    if is_secure_exec() {
+        // A set-user-ID (or otherwise privileged) program must not take its
+        // instructions from whoever set its environment.
+        fail_bootstrap(
+            None,
+            format!(
+                "{BOOT_ENV} is set in a privileged (AT_SECURE) program: refusing to act as a child"
+            ),
+        );
+    }
     // SAFETY: called at start-up (first line of `main`, or a constructor
     // before it), before this process starts threads that read the environment.
     unsafe { std::env::remove_var(BOOT_ENV) };
@@ -285,6 +302,9 @@ pub fn init() {
     // that it is open, and nothing else in this fresh process owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let _ = crate::sys::set_cloexec(sock.as_fd(), true);
+    if let Err(why) = check_parent_socket(&sock) {
+        fail_bootstrap(None, format!("{BOOT_ENV} names descriptor {fd}, {why}"));
+    }
     let msg = {
         let mut reader = match sock.try_clone() {
             Ok(d) => std::fs::File::from(d),
@@ -322,17 +342,42 @@ pub fn init() {
     // this child; they are checked open above and owned by nothing else here.
     let im = unsafe { Importer::from_raw(msg.args, &msg.fds) };
     CURRENT.set_child(msg.identity);
-    let addr = fnref::addr_of(msg.runner_offset);
-    if !fnref::is_own_code(addr) {
-        fail_bootstrap(
+    let runner = match fnref::resolve::<Runner>(msg.runner_offset) {
+        Ok(r) => r,
+        Err(e) => fail_bootstrap(
             Some(&sock),
-            "the target cannot be found in this binary (bad runner offset)".into(),
-        );
-    }
-    // SAFETY: the binary identity matched, so the parent and this process run
-    // the same image, and `runner_offset` was computed in the parent from a
-    // `Runner` function pointer relative to the same anchor; the checksum
-    // rules out corruption in transit.
-    let runner: Runner = unsafe { std::mem::transmute::<usize, Runner>(addr) };
+            format!(
+                "the target cannot be found in this binary ({})",
+                e.to_string().trim_start_matches("child bootstrap failed: ")
+            ),
+        ),
+    };
     run_child(sock, runner, im)
+}
+
+/// Whether this program runs with `AT_SECURE` (set-user-ID, set-group-ID or
+/// file capabilities): then its environment comes from a less privileged user.
+fn is_secure_exec() -> bool {
+    // SAFETY: `getauxval` reads the auxiliary vector; no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Checks that the bootstrap descriptor is a socket whose peer is our parent
+/// (the socket pair the spawning parent created), not a file, a pipe or a
+/// socket someone else handed us.
+fn check_parent_socket(sock: &OwnedFd) -> std::result::Result<(), String> {
+    let cred = match rustix::net::sockopt::socket_peercred(sock) {
+        Ok(c) => c,
+        Err(rustix::io::Errno::NOTSOCK) => return Err("which is not a socket".into()),
+        Err(e) => return Err(format!("whose peer cannot be identified ({e})")),
+    };
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if Some(cred.pid.as_raw_nonzero().get()) != parent {
+        return Err(format!(
+            "a socket whose peer (pid {}) is not this process's parent (pid {})",
+            cred.pid.as_raw_nonzero(),
+            parent.unwrap_or(0)
+        ));
+    }
+    Ok(())
 }

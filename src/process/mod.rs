@@ -25,14 +25,13 @@ mod target;
 
 pub use bootstrap::init;
 pub(crate) use bootstrap::panic_message;
-#[doc(hidden)]
-pub use fnref::conjure;
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
 pub use target::TaskFn;
 
 use crate::error::{Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
+use fnref::FnDesc;
 use registry::ChildShared;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -239,14 +238,13 @@ impl Builder {
         A: Args,
         R: Serialize + DeserializeOwned,
     {
-        let _ = target;
-        let _: F = fnref::conjure::<F>();
-        self.start_runner(runner::<F, A, R> as Runner, &args, None)
+        fnref::check_target(target);
+        self.start_runner(RunnerOf::<F, A, R>::DESC, &args, None)
     }
 
     fn start_runner<A: Args, R>(
         self,
-        runner: Runner,
+        runner: &'static FnDesc<Runner>,
         args: &A,
         tamper: Option<spawn::Tamper>,
     ) -> Result<Process<R>> {
@@ -276,11 +274,13 @@ impl Builder {
         let mut ex = Exporter::new();
         args.export_all(&mut ex)?;
         let (pid, report) = match self.method.unwrap_or_else(get_start_method) {
-            StartMethod::Fork => fork::launch(identity, self.stdin, runner, ex.bytes(), ex.fds())?,
+            StartMethod::Fork => {
+                fork::launch(identity, self.stdin, runner.get(), ex.bytes(), ex.fds())?
+            }
             StartMethod::Spawn => spawn::launch(
                 identity,
                 self.stdin,
-                fnref::offset_of(runner as usize),
+                fnref::name(runner),
                 ex.bytes(),
                 ex.fds(),
                 tamper,
@@ -305,7 +305,7 @@ impl Builder {
 }
 
 /// The child side of a target: imports the arguments, calls the target, and
-/// encodes its return value.
+/// encodes its return value. Reached only through [`RunnerOf::DESC`].
 fn runner<F, A, R>(im: &mut Importer) -> Result<Vec<u8>>
 where
     F: TaskFn<A, R>,
@@ -313,9 +313,24 @@ where
     R: Serialize,
 {
     let args = A::import_all(im)?;
-    let f: F = fnref::conjure::<F>();
+    // SAFETY: this runner is reached only through `RunnerOf::<F, A, R>::DESC`,
+    // which `Builder::start` names after receiving a value of `F` (in this
+    // process, or in the parent that started it from the same binary).
+    let f: F = unsafe { fnref::conjure::<F, A, R>() };
     let value = f.call(args);
     crate::codec::encode(&value)
+}
+
+/// The named descriptor of `runner::<F, A, R>`.
+struct RunnerOf<F, A, R>(PhantomData<(F, A, R)>);
+
+impl<F, A, R> RunnerOf<F, A, R>
+where
+    F: TaskFn<A, R>,
+    A: Args,
+    R: Serialize,
+{
+    const DESC: &'static FnDesc<Runner> = &FnDesc::new(runner::<F, A, R>);
 }
 
 /// A started child process (Python's `Process` after `start()`).
@@ -570,11 +585,24 @@ pub mod __test {
         WrongBinary,
         /// The runner offset points outside any runner.
         BadTarget,
+        /// The runner offset points inside the body of the target's runner
+        /// function (code of this binary, but no descriptor).
+        InsideFunction,
+        /// The runner offset names a pool task runner's descriptor, not a
+        /// process runner's.
+        WrongKind,
         /// Random bytes instead of a message.
         Garbage,
     }
 
     fn nothing() {}
+
+    fn task_runner(_: &[u8], _: u32, _: &mut Vec<u8>) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    type TaskRunner = fn(&[u8], u32, &mut Vec<u8>) -> std::result::Result<(), String>;
+    /// A genuine descriptor of the pool task runner kind.
+    const TASK_RUNNER: &FnDesc<TaskRunner> = &FnDesc::new(task_runner);
 
     /// Starts `nothing` by spawn with a damaged bootstrap message.
     pub fn spawn_damaged(damage: Damage) -> Result<Process<()>> {
@@ -593,6 +621,11 @@ pub mod __test {
                 Some(Damage::BadTarget) => {
                     msg.runner_offset = msg.runner_offset.wrapping_add(1 << 40)
                 }
+                Some(Damage::InsideFunction) => {
+                    let code = runner_of(nothing).get() as usize;
+                    msg.runner_offset = fnref::offset_of(code + 16);
+                }
+                Some(Damage::WrongKind) => msg.runner_offset = fnref::name(TASK_RUNNER),
                 _ => {}
             }
             *wire = bootstrap::encode_boot(msg).unwrap();
@@ -615,12 +648,31 @@ pub mod __test {
             .start_runner::<(), ()>(runner_of(nothing), &(), Some(tamper))
     }
 
-    fn runner_of<F, A, R>(_f: F) -> Runner
+    /// A genuine bootstrap message (as a parent sends it) that starts
+    /// `nothing`, for tests of the channel it arrives on.
+    pub fn boot_message() -> Result<Vec<u8>> {
+        bootstrap::encode_boot(&bootstrap::BootMsg {
+            binary: fnref::BinaryId::current()?,
+            runner_offset: fnref::name(runner_of(nothing)),
+            identity: ChildIdentity {
+                name: "Process-crafted".into(),
+                daemon: false,
+                parent_pid: std::process::id() as i32,
+                parent_name: "MainProcess".into(),
+                path: vec![1],
+            },
+            fds: Vec::new(),
+            args: Vec::new(),
+        })
+    }
+
+    fn runner_of<F, A, R>(f: F) -> &'static FnDesc<Runner>
     where
         F: TaskFn<A, R>,
         A: Args,
         R: Serialize,
     {
-        runner::<F, A, R>
+        fnref::check_target(f);
+        RunnerOf::<F, A, R>::DESC
     }
 }

@@ -17,9 +17,12 @@
 use super::raw::{self, RawLock, CHECK_INTERVAL, RAW_LOCK_BYTES};
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
+use crate::process::fnref::{self, FnDesc};
+use crate::process::TaskFn;
 use crate::sys::futex;
 use crate::sys::Region;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -42,13 +45,23 @@ struct Header {
 const HEADER_BYTES: usize = std::mem::size_of::<Header>();
 const _: () = assert!(HEADER_BYTES >= RAW_LOCK_BYTES + 16);
 
-#[inline(never)]
-fn anchor() -> usize {
-    std::hint::black_box(0x6261_7272)
+/// A barrier action as it is named across processes.
+type Action = fn();
+
+/// The named descriptor of `run_action::<F>`.
+struct ActionOf<F>(PhantomData<F>);
+
+impl<F: TaskFn<(), ()>> ActionOf<F> {
+    /// Named only by [`Barrier::with_action`], which was handed a value of `F`.
+    const DESC: &'static FnDesc<Action> = &FnDesc::new(run_action::<F>);
 }
 
-fn anchor_addr() -> usize {
-    anchor as fn() -> usize as usize
+fn run_action<F: TaskFn<(), ()>>() {
+    // SAFETY: reached only through `ActionOf::<F>::DESC`, named by
+    // `Barrier::with_action`, which was handed a value of `F` (in this
+    // process, or in the parent the barrier was handed down from).
+    let f: F = unsafe { fnref::conjure::<F, (), ()>() };
+    f.call(())
 }
 
 /// A process-shared barrier (Python's `multiprocessing.Barrier`): `parties`
@@ -79,7 +92,7 @@ pub struct Barrier {
     raw: *const Header,
     region: Region,
     parties: u32,
-    action: Option<fn()>,
+    action: Option<&'static FnDesc<Action>>,
     timeout: Option<Duration>,
 }
 
@@ -106,11 +119,29 @@ impl Barrier {
 
     /// A barrier whose `action` runs in the last party to arrive, before the
     /// parties are released (Python's `Barrier(parties, action)`). It must be
-    /// a `fn` item (or non-capturing closure coerced to `fn()`), so that a
-    /// spawned child can find it in its own copy of the program.
-    pub fn with_action(parties: usize, action: fn()) -> Result<Barrier> {
+    /// a `fn` item or a closure that captures nothing (checked at compile
+    /// time, as for a process target), so that a spawned child can find it
+    /// in its own copy of the program.
+    ///
+    /// ```
+    /// fn ready() {
+    ///     println!("all parties arrived");
+    /// }
+    /// let b = multiproc::Barrier::with_action(1, ready)?;
+    /// b.wait()?; // prints
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// A closure that captures state is refused:
+    ///
+    /// ```compile_fail,E0080
+    /// let n = 3;
+    /// let b = multiproc::Barrier::with_action(1, move || println!("{n}"));
+    /// ```
+    pub fn with_action<F: TaskFn<(), ()>>(parties: usize, action: F) -> Result<Barrier> {
+        fnref::check_target(action);
         Ok(Barrier {
-            action: Some(action),
+            action: Some(ActionOf::<F>::DESC),
             ..Barrier::new(parties)?
         })
     }
@@ -126,7 +157,7 @@ impl Barrier {
 
     fn from_region(
         region: Region,
-        action: Option<fn()>,
+        action: Option<&'static FnDesc<Action>>,
         timeout: Option<Duration>,
     ) -> Result<Barrier> {
         if region.len() < HEADER_BYTES {
@@ -252,7 +283,7 @@ impl Barrier {
             return Ok(Err(Error::BrokenBarrier));
         }
         if let Some(action) = self.action {
-            if let Err(panic) = std::panic::catch_unwind(action) {
+            if let Err(panic) = std::panic::catch_unwind(action.get()) {
                 self.break_now();
                 return Err(panic);
             }
@@ -382,10 +413,7 @@ impl fmt::Debug for Barrier {
 impl Handoff for Barrier {
     fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
         self.region.export(ex)?;
-        let action = self
-            .action
-            .map(|f| (f as usize).wrapping_sub(anchor_addr()) as i64);
-        ex.write(&action)?;
+        ex.write(&self.action.map(fnref::name))?;
         ex.write(&self.timeout)
     }
 
@@ -393,15 +421,61 @@ impl Handoff for Barrier {
         let region = Region::import(im)?;
         let action: Option<i64> = im.read()?;
         let timeout: Option<Duration> = im.read()?;
-        let action = action.map(|off| {
-            let addr = anchor_addr().wrapping_add(off as usize);
-            // SAFETY: `addr` is the address of the `fn()` the parent passed,
-            // rebuilt from its offset to `anchor` in this same binary (the
-            // process launcher refuses a child running another binary: fork
-            // shares the image, spawn checks the binary's identity), so it
-            // points at a function with exactly this signature.
-            unsafe { std::mem::transmute::<usize, fn()>(addr) }
-        });
+        // The name is untrusted: only a genuine action descriptor resolves.
+        let action = action.map(fnref::resolve_desc::<Action>).transpose()?;
         Barrier::from_region(region, action, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    fn count_run() {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A barrier token as `Barrier::export` writes it, with `action` as the
+    /// action's name.
+    fn token_with(b: &Barrier, action: Option<i64>) -> Result<Barrier> {
+        let mut ex = Exporter::new();
+        b.region.export(&mut ex)?;
+        ex.write(&action)?;
+        ex.write(&b.timeout)?;
+        let fds = ex
+            .fds()
+            .iter()
+            .map(|f| rustix::io::fcntl_dupfd_cloexec(f, 3).map_err(Error::from))
+            .collect::<Result<Vec<_>>>()?;
+        Barrier::import(&mut Importer::new(ex.bytes().to_vec(), fds))
+    }
+
+    /// A token naming the action's code, a spot inside a function, data or
+    /// nothing gives an error at import: never a barrier that jumps there.
+    #[test]
+    #[cfg_attr(miri, ignore = "shared memory and ELF program headers")]
+    fn crafted_action_names_are_refused() {
+        let b = Barrier::with_action(1, count_run).unwrap();
+        let genuine = fnref::name(b.action.unwrap());
+        let copy = token_with(&b, Some(genuine)).unwrap();
+        copy.wait().unwrap();
+        assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+        let code = b.action.unwrap().get() as usize;
+        for name in [
+            fnref::offset_of(count_run as fn() as usize),
+            fnref::offset_of(code + 8),
+            genuine + 8,
+            genuine - 24,
+            genuine.wrapping_add(1 << 40),
+            i64::MIN,
+        ] {
+            match token_with(&b, Some(name)) {
+                Err(Error::Bootstrap(_)) => {}
+                other => panic!("name {name:#x}: expected an error, got {other:?}"),
+            }
+        }
+        assert_eq!(RUNS.load(Ordering::SeqCst), 1);
     }
 }
