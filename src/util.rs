@@ -7,27 +7,62 @@
 //! and drops inherited, unflushed bytes in a child instead of writing them.
 
 use std::io::{self, Write};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
-static AFTER_FORK: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+/// One registered after-fork hook. Nodes form a singly linked list that is
+/// only ever appended to; they are leaked, never freed, so the list can be
+/// walked without a lock (a forked child must take none: another thread may
+/// have held it at the fork).
+struct HookNode {
+    hook: fn(),
+    next: AtomicPtr<HookNode>,
+}
+
+static AFTER_FORK: AtomicPtr<HookNode> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The node `p` points to, if any.
+fn node(p: *mut HookNode) -> Option<&'static HookNode> {
+    // SAFETY: every non-null pointer in the list came from `Box::into_raw`
+    // in `register_after_fork` and is never freed, and its fields were
+    // written before it was published with a release exchange (read here
+    // after an acquire load).
+    unsafe { p.as_ref() }
+}
 
 /// Registers `hook` to run in every child started by the *fork* method, right
 /// after the fork, before the target (Python's `util.register_after_fork`).
-/// Children started by *spawn* begin with fresh memory and need none.
+/// Hooks run in the order they were registered; a hook registered while
+/// another thread starts a process runs in that child if its registration
+/// finished before the fork. Children started by *spawn* begin with fresh
+/// memory and need none.
 pub fn register_after_fork(hook: fn()) {
-    AFTER_FORK
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(hook);
+    let new = Box::into_raw(Box::new(HookNode {
+        hook,
+        next: AtomicPtr::new(std::ptr::null_mut()),
+    }));
+    let mut link = &AFTER_FORK;
+    loop {
+        match link.compare_exchange(
+            std::ptr::null_mut(),
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return,
+            Err(next) => match node(next) {
+                Some(n) => link = &n.next,
+                None => unreachable!("the exchange failed on a non-null pointer"),
+            },
+        }
+    }
 }
 
+/// Runs the registered hooks in order; takes no lock and allocates nothing.
 pub(crate) fn run_after_fork_hooks() {
-    let hooks: Vec<fn()> = match AFTER_FORK.try_lock() {
-        Ok(g) => g.clone(),
-        Err(_) => return,
-    };
-    for h in hooks {
-        h();
+    let mut p = AFTER_FORK.load(Ordering::Acquire);
+    while let Some(n) = node(p) {
+        (n.hook)();
+        p = n.next.load(Ordering::Acquire);
     }
 }
 

@@ -4,6 +4,7 @@
 
 multiproc::test_support!();
 
+#[cfg(feature = "test-hooks")]
 use multiproc::process::__test::{spawn_damaged, Damage};
 use multiproc::{
     active_children, current_process, parent_process, Error, Process, StartMethod, Stdin,
@@ -199,6 +200,7 @@ fn active_children_lists_the_living() {
 }
 
 #[test]
+#[cfg(feature = "test-hooks")]
 fn hostile_bootstrap_messages_give_clear_errors() {
     for d in [
         Damage::Truncate(5),

@@ -5,7 +5,6 @@ use crate::process::fnref::{self, FnDesc};
 use crate::sys::Region;
 use rustix::net::{RecvFlags, SendFlags};
 use serde::{de::DeserializeOwned, Serialize};
-use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -141,31 +140,23 @@ fn push_error(out: &mut Vec<u8>, message: String, backtrace: &str) {
     let _ = super::fast::put(&(message, backtrace), out);
 }
 
-thread_local! {
-    static LAST_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
-}
-
-/// The panic hook of a worker: keeps the message (with its location) and a
-/// backtrace for the task's error instead of printing them.
+/// A worker keeps each task's panic (message with its location, and a
+/// backtrace) for the task's error instead of printing it. It sets a flag of
+/// the process-wide hook, installed before the fork: calling `set_hook` after
+/// the fork could wait forever on a lock a panicking parent thread held.
 fn install_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let message = crate::process::panic_message(info);
-        let bt = std::backtrace::Backtrace::force_capture().to_string();
-        LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, bt)));
-    }));
+    crate::process::capture_panics_per_thread();
 }
 
 fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
-    LAST_PANIC
-        .with(|p| p.borrow_mut().take())
-        .unwrap_or_else(|| {
-            let m = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "Box<dyn Any>".into());
-            (m, String::new())
-        })
+    crate::process::take_thread_panic().unwrap_or_else(|| {
+        let m = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "Box<dyn Any>".into());
+        (m, String::new())
+    })
 }
 
 /// What a worker is started with.

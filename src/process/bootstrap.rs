@@ -22,9 +22,10 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::handoff::Importer;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Environment variable naming the bootstrap socket of a spawned child.
 pub(crate) const BOOT_ENV: &str = "MULTIPROC_BOOTSTRAP_FD";
@@ -128,14 +129,33 @@ pub(crate) fn parse_report(buf: &[u8]) -> Option<Result<Report>> {
     Some(codec::decode(&buf[4..4 + len]))
 }
 
-static PANIC_INFO: Mutex<Option<(String, String)>> = Mutex::new(None);
+/// The first panic of a child: message and backtrace, kept for the report to
+/// the parent. A leaked `Box` or null; swapped, never locked (a forked child
+/// may not take a lock another thread of its parent held at the fork).
+static PANIC_SLOT: AtomicPtr<(String, String)> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Set in a child started by *fork*: std's stdout/stderr locks may have been
-/// held by another thread of the parent at the moment of the fork, and would
-/// then stay locked forever in the child; such a child writes its panic
-/// report straight to descriptor 2 and does not flush std's stdout buffer at
-/// exit (which would also repeat bytes the parent had buffered).
-pub(crate) static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// How many threads are inside the panic hook right now. A forked child reads
+/// its copy: if a thread of the parent was in the hook at the fork, std's
+/// backtrace and output locks may be held forever in the child.
+static IN_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Set in a forked child whose parent had a thread inside the panic hook at
+/// the fork: the child captures no backtrace (std's backtrace lock may be
+/// held by a thread that does not exist in the child).
+static BACKTRACE_LOCKED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `RUST_BACKTRACE` asks for backtraces on stderr; read by the parent
+/// before every fork (a forked child must not read the environment, whose
+/// lock another thread may hold).
+static SHOW_BACKTRACE: AtomicBool = AtomicBool::new(false);
+
+/// Set by a pool worker: its panics are kept per thread for the task's error
+/// ([`take_thread_panic`]) instead of being printed and reported.
+static CAPTURE_PER_THREAD: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static THREAD_PANIC: RefCell<Option<(String, String)>> = const { RefCell::new(None) };
+}
 
 /// Writes `text` to descriptor 2 without taking std's stderr lock.
 fn write_stderr_raw(text: &str) {
@@ -144,8 +164,10 @@ fn write_stderr_raw(text: &str) {
     let mut buf = text.as_bytes();
     while !buf.is_empty() {
         match rustix::io::write(fd, buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
             Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
         }
     }
 }
@@ -177,30 +199,135 @@ pub(crate) fn install_panic_hook() {
     ONCE.call_once(install_panic_hook_now);
 }
 
+/// Reads `RUST_BACKTRACE` into [`SHOW_BACKTRACE`].
+fn read_backtrace_env() {
+    let show = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    SHOW_BACKTRACE.store(show, Ordering::Relaxed);
+}
+
 fn install_panic_hook_now() {
+    read_backtrace_env();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if super::parent_process().is_none() {
-            return previous(info);
-        }
-        let message = panic_message(info);
-        let bt = std::backtrace::Backtrace::force_capture().to_string();
-        let me = super::current_process();
-        let show_bt = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
-        if show_bt {
-            eprintln!(
-                "Process {} (pid {}) panicked: {message}\n{bt}",
-                me.name, me.pid
-            );
-        } else {
-            eprintln!("Process {} (pid {}) panicked: {message}", me.name, me.pid);
-        }
-        if let Ok(mut slot) = PANIC_INFO.lock() {
-            if slot.is_none() {
-                *slot = Some((message, bt));
-            }
-        }
+        IN_HOOK.fetch_add(1, Ordering::SeqCst);
+        child_panic_hook(info, &*previous);
+        IN_HOOK.fetch_sub(1, Ordering::SeqCst);
     }));
+}
+
+/// The hook's body. In a child it takes no lock: the identity is read
+/// lock-free, the report goes straight to descriptor 2, and the backtrace is
+/// skipped when std's backtrace lock may be held by a vanished thread.
+fn child_panic_hook(
+    info: &std::panic::PanicHookInfo<'_>,
+    previous: &(dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send),
+) {
+    if CAPTURE_PER_THREAD.load(Ordering::Relaxed) {
+        let kept = (panic_message(info), backtrace_text());
+        THREAD_PANIC.with(|p| *p.borrow_mut() = Some(kept));
+        return;
+    }
+    let Some(me) = super::CURRENT.get() else {
+        return previous(info);
+    };
+    let message = panic_message(info);
+    let bt = backtrace_text();
+    // SAFETY: plain syscall.
+    let pid = unsafe { libc::getpid() };
+    let mut text = format!("Process {} (pid {pid}) panicked: {message}\n", me.name);
+    if SHOW_BACKTRACE.load(Ordering::Relaxed) {
+        text.push_str(&bt);
+        text.push('\n');
+    }
+    write_stderr_raw(&text);
+    let kept = Box::into_raw(Box::new((message, bt)));
+    if PANIC_SLOT
+        .compare_exchange(
+            std::ptr::null_mut(),
+            kept,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // SAFETY: `kept` came from `Box::into_raw` just above and was not
+        // published (the exchange failed), so this is its only owner.
+        drop(unsafe { Box::from_raw(kept) });
+    }
+}
+
+/// This thread's backtrace, unless std's backtrace lock may be stuck (see
+/// [`BACKTRACE_LOCKED`]).
+fn backtrace_text() -> String {
+    if BACKTRACE_LOCKED.load(Ordering::Relaxed) {
+        return "(no backtrace: another thread of the parent process was panicking \
+                when this process was forked)"
+            .to_string();
+    }
+    std::backtrace::Backtrace::force_capture().to_string()
+}
+
+/// Takes the first panic kept by a child (see [`child_panic_hook`]).
+fn take_child_panic() -> Option<(String, String)> {
+    let p = PANIC_SLOT.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: a non-null pointer in the slot came from `Box::into_raw` in
+    // `child_panic_hook`, and the swap made this call its only owner.
+    (!p.is_null()).then(|| *unsafe { Box::from_raw(p) })
+}
+
+/// Makes this process keep each thread's panic (message and backtrace) for
+/// [`take_thread_panic`] instead of printing and reporting it (pool workers,
+/// which turn a task's panic into that task's error). Takes no lock.
+pub(crate) fn capture_panics_per_thread() {
+    CAPTURE_PER_THREAD.store(true, Ordering::Relaxed);
+}
+
+/// The last panic kept on this thread by [`capture_panics_per_thread`].
+pub(crate) fn take_thread_panic() -> Option<(String, String)> {
+    THREAD_PANIC.with(|p| p.borrow_mut().take())
+}
+
+/// Everything a forked child needs that is prepared in the parent: the panic
+/// hook, the `RUST_BACKTRACE` setting, and std's stdout flushed and locked (so
+/// the child neither repeats the parent's buffered output nor inherits a lock
+/// held by another thread). Hold the returned guard across `fork`, then
+/// [`ForkPrep::parent`] or [`ForkPrep::child`].
+pub(crate) struct ForkPrep {
+    stdout: std::io::StdoutLock<'static>,
+}
+
+impl ForkPrep {
+    /// Call in the parent, right before `fork`. Waits for any other thread
+    /// that holds std's stdout lock to release it, as CPython's `flush()`
+    /// of `sys.stdout` before a fork waits for the stream's lock.
+    pub(crate) fn new() -> ForkPrep {
+        install_panic_hook();
+        read_backtrace_env();
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.flush();
+        ForkPrep { stdout }
+    }
+
+    /// In the parent after `fork`.
+    pub(crate) fn parent(self) {
+        drop(self.stdout);
+    }
+
+    /// In the child right after `fork`, before anything else. Takes no lock
+    /// and allocates nothing.
+    pub(crate) fn child(self) {
+        // This thread is the copy of the one that locked stdout (same thread
+        // id), so releasing its guard leaves stdout unlocked and empty.
+        drop(self.stdout);
+        if IN_HOOK.load(Ordering::SeqCst) > 0 {
+            BACKTRACE_LOCKED.store(true, Ordering::Relaxed);
+        }
+        IN_HOOK.store(0, Ordering::SeqCst);
+        CAPTURE_PER_THREAD.store(false, Ordering::Relaxed);
+        // A copy of the parent's kept panic (if the parent is itself a child
+        // that panicked on another thread) is not ours: leak it.
+        PANIC_SLOT.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
 }
 
 /// Runs the target in a child and exits; never returns.
@@ -215,11 +342,8 @@ pub(crate) fn run_child(report_fd: OwnedFd, runner: Runner, mut im: Importer) ->
             1,
         ),
         Err(_) => {
-            let (message, backtrace) = PANIC_INFO
-                .lock()
-                .ok()
-                .and_then(|mut s| s.take())
-                .unwrap_or_else(|| ("panic".to_string(), String::new()));
+            let (message, backtrace) =
+                take_child_panic().unwrap_or_else(|| ("panic".to_string(), String::new()));
             (Report::Panicked { message, backtrace }, 1)
         }
     };
@@ -234,9 +358,8 @@ pub(crate) fn run_child(report_fd: OwnedFd, runner: Runner, mut im: Importer) ->
 /// handlers or the rest of `main`.
 pub(crate) fn exit_child(code: i32) -> ! {
     super::registry::at_exit();
-    if !FORKED.load(std::sync::atomic::Ordering::Relaxed) {
-        let _ = std::io::stdout().flush();
-    }
+    // A forked child starts with stdout unlocked and empty (see `ForkPrep`).
+    let _ = std::io::stdout().flush();
     // SAFETY: `_exit` ends the process at once; nothing after it runs.
     unsafe { libc::_exit(code) }
 }
@@ -277,6 +400,11 @@ pub fn init() {
             ),
         );
     }
+    // A target may run from a constructor (`test_support!`), before std's
+    // runtime sets SIGPIPE to ignored: do as std does, so that writing to a
+    // closed pipe returns `Error::Closed` instead of killing the child.
+    // SAFETY: plain syscall; SIG_IGN needs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // SAFETY: called at start-up (first line of `main`, or a constructor
     // before it), before this process starts threads that read the environment.
     unsafe { std::env::remove_var(BOOT_ENV) };
@@ -380,4 +508,51 @@ fn check_parent_socket(sock: &OwnedFd) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether [`check_bootstrapped`] found this process fit to start processes.
+static BOOTSTRAP_CHECKED: AtomicBool = AtomicBool::new(false);
+
+/// Refuses to start processes in a spawned child whose program did not call
+/// [`init`] first: it is running `main` again instead of its target, and every
+/// process it started would do the same, without end (CPython's "attempt to
+/// start a new process before the current process has finished its
+/// bootstrapping phase").
+///
+/// Such a child reports the mistake to its parent (whose `join` returns
+/// [`Error::Bootstrap`]), prints it, and exits with code 1. If the marker
+/// variable names no bootstrap socket, the caller gets the error instead.
+pub(crate) fn check_bootstrapped() -> Result<()> {
+    if BOOTSTRAP_CHECKED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    // `init` removes the marker before it runs a target: a process that still
+    // carries it never called `init`.
+    let Some(raw) = std::env::var_os(BOOT_ENV) else {
+        BOOTSTRAP_CHECKED.store(true, Ordering::Relaxed);
+        return Ok(());
+    };
+    let message = "this program was started by multiproc as a spawned child process, but \
+                   it used multiproc without calling `multiproc::init()` first, so it ran \
+                   `main` again instead of its target (and every process it started would do \
+                   the same). Add `multiproc::init();` as the first line of `main` (in a test \
+                   crate: `multiproc::test_support!();` at the top level)"
+        .to_string();
+    let fd: Option<RawFd> = raw.to_str().and_then(|s| s.parse().ok());
+    let sock = fd.filter(|&fd| fd >= 3).and_then(|fd| {
+        // SAFETY: only borrowed for the duration of this check.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let st = rustix::fs::fstat(b).ok()?;
+        (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket)
+            .then_some(b)
+    });
+    match sock {
+        Some(b) => match b.try_clone_to_owned() {
+            Ok(own) => fail_bootstrap(Some(&own), message),
+            Err(_) => fail_bootstrap(None, message),
+        },
+        None => Err(Error::Bootstrap(format!(
+            "{BOOT_ENV} is set ({raw:?}) but names no bootstrap socket: {message}"
+        ))),
+    }
 }

@@ -358,6 +358,7 @@ impl BinaryId {
     }
 }
 
+#[cfg(feature = "test-hooks")]
 impl BinaryId {
     /// Makes this identity differ from every real one (tests of hostile input).
     pub(crate) fn scramble(&mut self) {

@@ -36,45 +36,79 @@ pub(crate) fn launch(
     let daemon = identity.daemon;
     // SAFETY: plain syscall.
     let parent_pid = unsafe { libc::getpid() };
-    bootstrap::install_panic_hook();
+    // Everything the child needs is prepared here: between fork and the
+    // target the child takes no lock (another thread of the parent may have
+    // held it at the fork) and allocates only through the malloc of libc,
+    // which is fork-safe.
+    let identity = Box::into_raw(Box::new(identity));
+    let args = args.to_vec();
+    let mut dups: Vec<OwnedFd> = Vec::with_capacity(fds.len());
+    let prep = bootstrap::ForkPrep::new();
     // Hold the registry lock across fork: the child then gets it unlocked
     // (it drops its copy of the guard) and empties it.
     let mut guard = registry::lock_for_fork();
-    let pid = fork()?;
+    let pid = match fork() {
+        Ok(pid) => pid,
+        Err(e) => {
+            drop(guard);
+            prep.parent();
+            // SAFETY: `identity` came from `Box::into_raw` above and, with no
+            // child made, nothing else refers to it.
+            drop(unsafe { Box::from_raw(identity) });
+            return Err(e);
+        }
+    };
     if pid == 0 {
         // In the child. Only this thread exists now.
-        bootstrap::FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
+        prep.child();
         guard.clear();
         drop(guard);
         drop(parent_end);
+        // Inherited descriptors go to fresh numbers from 3 up first, so that
+        // putting /dev/null on descriptor 0 cannot overwrite one of them (a
+        // resource, or the report socket, may sit at 0, 1 or 2).
+        let mut failed = None;
+        for f in fds {
+            match rustix::io::fcntl_dupfd_cloexec(f, 3) {
+                Ok(d) => dups.push(d),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let report = if child_end.as_raw_fd() < 3 {
+            rustix::io::fcntl_dupfd_cloexec(&child_end, 3).unwrap_or(child_end)
+        } else {
+            child_end
+        };
         if let Some(null) = devnull {
-            // SAFETY: dup2 onto descriptor 0, which this process owns.
+            // SAFETY: dup2 onto descriptor 0, which this process owns; every
+            // descriptor we still use was moved above 2 first.
             unsafe { libc::dup2(null.as_raw_fd(), 0) };
         }
         if daemon {
             set_parent_death_signal(parent_pid);
         }
-        CURRENT.set_child(identity);
+        CURRENT.set_child_raw(identity);
         crate::util::run_after_fork_hooks();
-        let dups: Result<Vec<OwnedFd>> = fds
-            .iter()
-            .map(|f| rustix::io::fcntl_dupfd_cloexec(f, 3).map_err(Into::into))
-            .collect();
-        match dups {
-            Ok(dups) => bootstrap::run_child(child_end, runner, Importer::new(args.to_vec(), dups)),
-            Err(e) => {
-                let mut f = std::fs::File::from(child_end);
-                let _ = bootstrap::write_report(
-                    &mut f,
-                    &bootstrap::Report::BootstrapFailed(format!(
-                        "cannot duplicate inherited descriptors: {e}"
-                    )),
-                );
-                bootstrap::exit_child(1)
-            }
+        if let Some(e) = failed {
+            let mut f = std::fs::File::from(report);
+            let _ = bootstrap::write_report(
+                &mut f,
+                &bootstrap::Report::BootstrapFailed(format!(
+                    "cannot duplicate inherited descriptors: {e}"
+                )),
+            );
+            bootstrap::exit_child(1)
         }
+        bootstrap::run_child(report, runner, Importer::new(args, dups))
     }
     drop(guard);
+    prep.parent();
+    // SAFETY: `identity` came from `Box::into_raw` above; the parent never
+    // published it (the child uses its own copy of the heap).
+    drop(unsafe { Box::from_raw(identity) });
     drop(child_end);
     Ok((pid, parent_end))
 }

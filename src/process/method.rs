@@ -15,6 +15,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum StartMethod {
     /// `fork()`: the child is a copy of the parent and runs the target directly.
+    ///
+    /// multiproc's own code takes no lock in the child between the fork and
+    /// the target, and std's stdout is flushed before the fork (waiting for a
+    /// thread that holds its lock, as CPython flushes `sys.stdout`), so a
+    /// child neither repeats its parent's buffered output nor finds stdout
+    /// locked. The target's own locks are the caller's concern.
     Fork,
     /// `fork()` + `exec()` of the current binary: the child starts fresh,
     /// enters the library in [`init`](crate::init) and receives its target

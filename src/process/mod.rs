@@ -24,7 +24,7 @@ mod spawn;
 mod target;
 
 pub use bootstrap::init;
-pub(crate) use bootstrap::panic_message;
+pub(crate) use bootstrap::{capture_panics_per_thread, take_thread_panic};
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
 pub use target::TaskFn;
 
@@ -36,8 +36,8 @@ use registry::ChildShared;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Who a child is: sent to it at start, readable with [`current_process`].
@@ -50,27 +50,42 @@ pub(crate) struct ChildIdentity {
     pub(crate) path: Vec<u32>,
 }
 
+/// This process's identity, readable without taking a lock: a forked child
+/// must be able to read (and set) it whatever the parent's other threads were
+/// doing at the fork.
 pub(crate) struct Current {
-    identity: Mutex<Option<ChildIdentity>>,
+    /// Null in the main process; else a leaked `Box<ChildIdentity>`, set once
+    /// at the start of a child and never freed.
+    identity: AtomicPtr<ChildIdentity>,
     counter: AtomicU32,
 }
 
 pub(crate) static CURRENT: Current = Current {
-    identity: Mutex::new(None),
+    identity: AtomicPtr::new(std::ptr::null_mut()),
     counter: AtomicU32::new(0),
 };
 
 impl Current {
     pub(crate) fn set_child(&self, id: ChildIdentity) {
-        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        self.set_child_raw(Box::into_raw(Box::new(id)));
+    }
+
+    /// Sets this process's identity to `id`, a pointer from `Box::into_raw`
+    /// that this process never frees (a forked child's copy of a box its
+    /// parent prepared). Takes no lock and allocates nothing.
+    pub(crate) fn set_child_raw(&self, id: *mut ChildIdentity) {
+        // The identity it replaces (a forked child's copy of its parent's)
+        // is leaked: a reader may still hold a reference to it.
+        self.identity.store(id, Ordering::Release);
         self.counter.store(0, Ordering::Relaxed);
     }
 
-    fn get(&self) -> Option<ChildIdentity> {
-        self.identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn get(&self) -> Option<&'static ChildIdentity> {
+        let p = self.identity.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer here came from `Box::into_raw` (see
+        // `set_child_raw`) and is never freed by this process, so it is valid
+        // for the rest of the process's life; the identity is never mutated.
+        unsafe { p.as_ref() }
     }
 }
 
@@ -91,7 +106,7 @@ pub fn current_process() -> CurrentProcess {
     let pid = std::process::id() as i32;
     match CURRENT.get() {
         Some(id) => CurrentProcess {
-            name: id.name,
+            name: id.name.clone(),
             pid,
             daemon: id.daemon,
         },
@@ -124,7 +139,7 @@ impl ParentProcess {
 /// The parent process, or `None` in a process not started by multiproc.
 pub fn parent_process() -> Option<ParentProcess> {
     CURRENT.get().map(|id| ParentProcess {
-        name: id.parent_name,
+        name: id.parent_name.clone(),
         pid: id.parent_pid,
     })
 }
@@ -248,6 +263,7 @@ impl Builder {
         args: &A,
         tamper: Option<spawn::Tamper>,
     ) -> Result<Process<R>> {
+        bootstrap::check_bootstrapped()?;
         registry::reap_finished();
         let me = current_process();
         if me.daemon && !self.internal {
@@ -255,7 +271,7 @@ impl Builder {
                 "daemonic processes are not allowed to have children".into(),
             ));
         }
-        let parent_path = CURRENT.get().map(|i| i.path).unwrap_or_default();
+        let parent_path = CURRENT.get().map(|i| i.path.clone()).unwrap_or_default();
         let n = CURRENT.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let mut path = parent_path;
         path.push(n);
@@ -571,8 +587,10 @@ impl<R> Drop for Process<R> {
 
 #[doc(hidden)]
 /// Hooks for tests of hostile bootstrap input. Not part of the API.
+#[cfg(feature = "test-hooks")]
 pub mod __test {
     use super::*;
+    use std::sync::Mutex;
 
     /// Kinds of damage done to a spawned child's bootstrap message.
     #[derive(Debug, Clone, Copy)]
@@ -664,6 +682,12 @@ pub mod __test {
             fds: Vec::new(),
             args: Vec::new(),
         })
+    }
+
+    /// Sets how long a spawned child may leave its start message unread
+    /// before `start` gives up (default 30 s).
+    pub fn set_boot_stall(limit: Duration) {
+        spawn::set_boot_stall(limit)
     }
 
     fn runner_of<F, A, R>(f: F) -> &'static FnDesc<Runner>

@@ -11,11 +11,14 @@
 use super::bootstrap::{self, BootMsg, BOOT_ENV};
 use super::fnref::BinaryId;
 use super::{ChildIdentity, Stdin};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// A deliberate change to the bootstrap message, for tests of hostile input.
 pub(crate) type Tamper = fn(&mut BootMsg, &mut Vec<u8>);
@@ -35,12 +38,28 @@ pub(crate) fn launch(
         SocketFlags::CLOEXEC,
         None,
     )?;
+    // std's `Command` puts the child's stdin (and stdout, stderr) on
+    // descriptors 0 to 2 before our `pre_exec` runs: an inherited descriptor
+    // (or the bootstrap socket) sitting there would be overwritten, so such
+    // ones travel as copies from 3 up (closed here once the child has them).
+    let child_end = above_stdio(child_end)?;
+    let mut copies: Vec<OwnedFd> = Vec::new();
+    let mut raw_fds: Vec<RawFd> = Vec::with_capacity(fds.len());
+    for f in fds {
+        if f.as_raw_fd() < 3 {
+            let copy = rustix::io::fcntl_dupfd_cloexec(f, 3)?;
+            raw_fds.push(copy.as_raw_fd());
+            copies.push(copy);
+        } else {
+            raw_fds.push(f.as_raw_fd());
+        }
+    }
     let daemon = identity.daemon;
     let mut msg = BootMsg {
         binary: BinaryId::current()?,
         runner_offset,
         identity,
-        fds: fds.iter().map(|f| f.as_raw_fd()).collect(),
+        fds: raw_fds,
         args: args.to_vec(),
     };
     let mut wire = Vec::new();
@@ -85,8 +104,30 @@ pub(crate) fn launch(
     let pid = child.id() as i32;
     drop(child);
     drop(child_end);
-    send_all(&parent_end, &wire);
+    drop(copies);
+    if let Err(e) = send_all(&parent_end, &wire) {
+        // The child does not read its start message: end it rather than
+        // leave it running `main` (it never called `init`).
+        // SAFETY: plain syscalls on the child we just started and have not
+        // reaped (so its pid cannot have been recycled).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            while libc::waitpid(pid, std::ptr::null_mut(), 0) < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+        }
+        return Err(e);
+    }
     Ok((pid, parent_end))
+}
+
+/// `fd` itself if it is above 2, else a copy of it from 3 up.
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
+    if fd.as_raw_fd() < 3 {
+        Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
+    } else {
+        Ok(fd)
+    }
 }
 
 /// Marks every descriptor from 3 up close-on-exec (Linux 5.11+; a no-op on
@@ -108,17 +149,57 @@ unsafe fn mark_all_cloexec() {
     };
 }
 
+/// How long a spawned child may leave its start message unread (no byte
+/// taken) before the parent gives up on it.
+static BOOT_STALL_MS: AtomicU64 = AtomicU64::new(30_000);
+
+/// Sets how long a spawned child may leave its start message unread (tests).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn set_boot_stall(limit: Duration) {
+    BOOT_STALL_MS.store(limit.as_millis() as u64, Ordering::Relaxed);
+}
+
 /// Writes the whole bootstrap message, then shuts down our sending side so a
 /// child reading a short message sees end-of-file instead of waiting forever.
-/// A child that died before reading it (EPIPE) is reported later by `join`,
-/// so write errors are ignored here.
-fn send_all(sock: &OwnedFd, mut buf: &[u8]) {
+///
+/// Never blocks forever: it waits for the socket to take more only while the
+/// child reads. A child that takes no byte for [`BOOT_STALL_MS`] (a program
+/// whose `main` does not call `init`, busy with something else) gives
+/// [`Error::Bootstrap`]. A child that dies before reading it all closes its
+/// end, which ends the wait at once; that death is reported later by `join`,
+/// so it is not an error here.
+fn send_all(sock: &OwnedFd, mut buf: &[u8]) -> Result<()> {
+    let stall = Duration::from_millis(BOOT_STALL_MS.load(Ordering::Relaxed));
+    let mut deadline = Instant::now() + stall;
     while !buf.is_empty() {
-        match rustix::net::send(sock, buf, SendFlags::NOSIGNAL) {
-            Ok(n) => buf = &buf[n..],
+        match rustix::net::send(sock, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+            Ok(n) => {
+                buf = &buf[n..];
+                deadline = Instant::now() + stall;
+            }
             Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Bootstrap(format!(
+                        "the spawned child did not read its start message for {} s; \
+                         does its program call `multiproc::init()` as the first line of `main`?",
+                        stall.as_secs_f64()
+                    )));
+                }
+                let timeout = rustix::time::Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: left.subsec_nanos() as _,
+                };
+                let mut pfd = [PollFd::new(sock, PollFlags::OUT)];
+                match rustix::event::poll(&mut pfd, Some(&timeout)) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Err(_) => break,
         }
     }
     let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Write);
+    Ok(())
 }

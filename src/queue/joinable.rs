@@ -101,6 +101,7 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
 
     /// Test hook: see `Queue::__put_and_hang`.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn __put_and_hang(&self, item: T, early: bool) -> Result<()> {
         self.inner.__put_and_hang(item, early)
     }

@@ -319,6 +319,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// forever without committing — a producer to kill "mid-put". With
     /// `early`, hangs right after its claim CAS, before moving `tail`.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn __put_and_hang(&self, item: T, early: bool) -> Result<()> {
         put_item(
             &self.ring,
@@ -332,6 +333,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// slots — a consumer to kill "mid-get". With `early`, hangs right after
     /// its taker CAS, before moving `head`.
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn __get_and_hang(&self, early: bool) -> Result<()> {
         self.ring
             .get(None, if early { Stall::Early } else { Stall::Late }, |_| ())
@@ -373,6 +375,7 @@ impl<T> Queue<T> {
     /// Test support: slots claimed by producers and not yet taken
     /// (committed or not).
     #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn __pending_slots(&self) -> u64 {
         self.ring.pending_tickets()
     }

@@ -178,6 +178,7 @@ fn layout(cap: usize) -> (usize, usize, usize) {
 /// Test support: where a producer or consumer hangs forever (to be killed
 /// there by a test).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) enum Stall {
     /// Never (every real call).
     No,
@@ -406,6 +407,7 @@ impl Ring {
     }
 
     /// Tickets claimed and not yet taken (test support).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn pending_tickets(&self) -> u64 {
         let h = self.header();
         let head = h.head.0.load(SeqCst);
