@@ -483,6 +483,60 @@ pub fn init() {
     run_child(sock, runner, im)
 }
 
+/// The child side of the *forkserver* method, in a child the fork server has
+/// just forked (a single-threaded process): reads the [`BootMsg`] from the
+/// bootstrap socket and runs the target as a spawned child does, with the
+/// descriptors that came with the request (`args`, in slot order) instead of
+/// inherited numbers. The peer check of [`init`] does not apply (the peer is
+/// the requester, and the server checked it); the binary check does.
+pub(crate) fn run_forkserver_child(sock: OwnedFd, args: Vec<OwnedFd>) -> ! {
+    let msg = {
+        let mut reader = match sock.try_clone() {
+            Ok(d) => std::fs::File::from(d),
+            Err(e) => fail_bootstrap(
+                Some(&sock),
+                format!("cannot duplicate the bootstrap socket: {e}"),
+            ),
+        };
+        match read_boot(&mut reader) {
+            Ok(m) => m,
+            Err(e) => fail_bootstrap(
+                Some(&sock),
+                e.to_string()
+                    .trim_start_matches("child bootstrap failed: ")
+                    .into(),
+            ),
+        }
+    };
+    match BinaryId::current() {
+        Ok(id) if id == msg.binary => {}
+        Ok(_) => fail_bootstrap(
+            Some(&sock),
+            "the fork server runs a different binary than its client".into(),
+        ),
+        Err(e) => fail_bootstrap(Some(&sock), e.to_string()),
+    }
+    if !msg.fds.is_empty() {
+        fail_bootstrap(
+            Some(&sock),
+            "a forkserver bootstrap message names inherited descriptors".into(),
+        );
+    }
+    let im = Importer::new(msg.args, args);
+    CURRENT.set_child(msg.identity);
+    let runner = match fnref::resolve::<Runner>(msg.runner_offset) {
+        Ok(r) => r,
+        Err(e) => fail_bootstrap(
+            Some(&sock),
+            format!(
+                "the target cannot be found in this binary ({})",
+                e.to_string().trim_start_matches("child bootstrap failed: ")
+            ),
+        ),
+    };
+    run_child(sock, runner, im)
+}
+
 /// Whether this program runs with `AT_SECURE` (set-user-ID, set-group-ID or
 /// file capabilities): then its environment comes from a less privileged user.
 fn is_secure_exec() -> bool {

@@ -18,6 +18,7 @@
 mod bootstrap;
 pub(crate) mod fnref;
 mod fork;
+mod forkserver;
 mod method;
 mod registry;
 mod spawn;
@@ -25,6 +26,7 @@ mod target;
 
 pub use bootstrap::init;
 pub(crate) use bootstrap::{capture_panics_per_thread, take_thread_panic};
+pub use forkserver::{set_forkserver_preload, Preload};
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
 pub use target::TaskFn;
 
@@ -289,25 +291,35 @@ impl Builder {
         };
         let mut ex = Exporter::new();
         args.export_all(&mut ex)?;
-        let (pid, report) = match self.method.unwrap_or_else(get_start_method) {
+        let (shared, report) = match self.method.unwrap_or_else(get_start_method) {
             StartMethod::Fork => {
-                fork::launch(identity, self.stdin, runner.get(), ex.bytes(), ex.fds())?
+                let (pid, report) =
+                    fork::launch(identity, self.stdin, runner.get(), ex.bytes(), ex.fds())?;
+                (ChildShared::new(pid, name, daemon), report)
             }
-            StartMethod::Spawn => spawn::launch(
-                identity,
-                self.stdin,
-                fnref::name(runner),
-                ex.bytes(),
-                ex.fds(),
-                tamper,
-            )?,
+            StartMethod::Spawn => {
+                let (pid, report) = spawn::launch(
+                    identity,
+                    self.stdin,
+                    fnref::name(runner),
+                    ex.bytes(),
+                    ex.fds(),
+                    tamper,
+                )?;
+                (ChildShared::new(pid, name, daemon), report)
+            }
             StartMethod::Forkserver => {
-                return Err(Error::Invalid(
-                    "the forkserver start method is not implemented yet".into(),
-                ))
+                let s = forkserver::launch(
+                    identity,
+                    self.stdin,
+                    fnref::name(runner),
+                    ex.bytes(),
+                    ex.fds(),
+                )?;
+                let shared = ChildShared::forkserver_child(s.pid, name, daemon, s.pidfd, s.status);
+                (shared, s.report)
             }
         };
-        let shared = ChildShared::new(pid, name, daemon);
         registry::register(shared.clone());
         Ok(Process {
             shared,
@@ -431,13 +443,13 @@ impl<R: DeserializeOwned> Process<R> {
         self.exitcode().is_none()
     }
 
-    /// A descriptor that becomes readable when the child ends (a pidfd), for
-    /// `poll`/`epoll` or [`connection::wait`](crate::connection).
+    /// A descriptor that becomes readable when the child ends, for
+    /// `poll`/`epoll` or [`connection::wait`](crate::connection): the
+    /// child's pidfd, or (forkserver) the socket on which the fork server
+    /// reports its exit.
     pub fn sentinel(&self) -> BorrowedFd<'_> {
         self.shared
-            .pidfd
-            .as_ref()
-            .map(|p| p.as_fd())
+            .watch_fd()
             .unwrap_or_else(|| self.report.as_fd())
     }
 
@@ -526,12 +538,12 @@ impl<R: DeserializeOwned> Process<R> {
             }
             // Wait for report bytes or for the exit. Without a pidfd, a closed
             // report socket only says the child is about to end: poll briefly.
-            match (&self.shared.pidfd, self.eof) {
+            match (self.shared.watch_fd(), self.eof) {
                 (Some(p), false) => {
-                    crate::sys::poll_readable(&[self.report.as_fd(), p.as_fd()], deadline)?;
+                    crate::sys::poll_readable(&[self.report.as_fd(), p], deadline)?;
                 }
                 (Some(p), true) => {
-                    crate::sys::poll_readable(&[p.as_fd()], deadline)?;
+                    crate::sys::poll_readable(&[p], deadline)?;
                 }
                 (None, false) => {
                     crate::sys::poll_readable(&[self.report.as_fd()], deadline)?;
@@ -682,6 +694,11 @@ pub mod __test {
             fds: Vec::new(),
             args: Vec::new(),
         })
+    }
+
+    /// The pid of this process's fork server, if one is running.
+    pub fn forkserver_pid() -> Option<i32> {
+        forkserver::server_pid()
     }
 
     /// Sets how long a spawned child may leave its start message unread
