@@ -42,6 +42,18 @@
 //!     }
 //! }
 //! ```
+//!
+//! An impl works with the exporter and importer it is handed; only the crate
+//! makes them, so no safe code can feed a resource's `import` bytes that no
+//! export wrote (use [`round_trip`] to move values through the mechanism):
+//!
+//! ```compile_fail,E0624
+//! let im = multiproc::handoff::Importer::new(vec![0; 16], Vec::new());
+//! ```
+//!
+//! Still, every `import` of the crate treats its bytes as untrusted: a bad
+//! token gives an error, and a function (a barrier's action) is found only
+//! through a validated name, never rebuilt from a raw address.
 
 use crate::codec;
 use crate::error::{Error, Result};

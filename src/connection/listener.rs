@@ -1,16 +1,23 @@
 //! `Listener` and `Client`: connections by address, with CPython's handshake.
+//!
+//! The listener runs the handshakes of pending clients concurrently, each on
+//! a thread of its own (at most [`MAX_PENDING_HANDSHAKES`] at a time), and
+//! `accept` returns whichever finishes first: a client that stays silent or
+//! answers slowly never delays another.
 
+use super::address::Address;
 use super::framing::DEFAULT_MAX_MESSAGE_SIZE;
 use super::{auth, Connection};
-use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
 use crate::sys;
-use std::fmt;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::collections::{HashMap, VecDeque};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long [`Listener::accept`] waits for a client to finish the handshake
@@ -18,78 +25,9 @@ use std::time::Duration;
 /// [`ListenerBuilder::handshake_timeout`]: 30 seconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where a [`Listener`] listens and a [`Client`] connects: Python's
-/// address families `AF_UNIX` (a path, or Linux's abstract namespace: a
-/// Python string starting with `"\0"`) and `AF_INET` (`(host, port)`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Address {
-    /// A Unix socket at a filesystem path (removed when the listener drops).
-    Unix(PathBuf),
-    /// A Linux abstract Unix socket name (Python: `"\0" + name`), without
-    /// the leading NUL.
-    Abstract(Vec<u8>),
-    /// A TCP address.
-    Tcp(SocketAddr),
-}
-
-impl Address {
-    /// A TCP address from anything `std` resolves (`"127.0.0.1:0"`,
-    /// `("localhost", 6000)`); the first resolved address is used.
-    pub fn tcp(addr: impl ToSocketAddrs) -> Result<Address> {
-        addr.to_socket_addrs()?
-            .next()
-            .map(Address::Tcp)
-            .ok_or_else(|| Error::Invalid("address resolved to nothing".into()))
-    }
-
-    /// A Unix socket path.
-    pub fn unix(path: impl Into<PathBuf>) -> Address {
-        Address::Unix(path.into())
-    }
-
-    /// A Linux abstract socket name (no leading NUL).
-    pub fn abstract_name(name: impl Into<Vec<u8>>) -> Address {
-        Address::Abstract(name.into())
-    }
-
-    /// A fresh abstract socket name unique to this process (Python's
-    /// `arbitrary_address('AF_UNIX')`, without a file to clean up).
-    pub fn arbitrary() -> Address {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        Address::Abstract(format!("multiproc-{}-{n}-{nanos:08x}", std::process::id()).into_bytes())
-    }
-
-    fn unix_addr(name: &[u8]) -> Result<UnixAddr> {
-        Ok(UnixAddr::from_abstract_name(name)?)
-    }
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Address::Unix(p) => write!(f, "{}", p.display()),
-            Address::Abstract(n) => write!(f, "\\0{}", String::from_utf8_lossy(n)),
-            Address::Tcp(a) => write!(f, "{a}"),
-        }
-    }
-}
-
-impl From<SocketAddr> for Address {
-    fn from(a: SocketAddr) -> Address {
-        Address::Tcp(a)
-    }
-}
-
-impl From<PathBuf> for Address {
-    fn from(p: PathBuf) -> Address {
-        Address::Unix(p)
-    }
-}
+/// How many handshakes a [`Listener`] runs at once; further clients wait in
+/// the kernel's backlog until one ends.
+pub const MAX_PENDING_HANDSHAKES: usize = 32;
 
 #[derive(Debug)]
 enum Inner {
@@ -100,11 +38,15 @@ enum Inner {
 /// A bound, listening socket that hands out authenticated
 /// [`Connection`]s: Python's `multiprocessing.connection.Listener`.
 ///
-/// With an authkey, [`accept`](Self::accept) runs CPython's mutual HMAC
+/// With an authkey, each client goes through CPython's mutual HMAC
 /// challenge (3.12+ form, accepting 3.11 clients), so Python's `Client`
-/// can connect. A client that fails the handshake, sends garbage or stalls
-/// past the handshake timeout makes that one `accept` call fail; the
-/// listener keeps serving.
+/// can connect. Handshakes run concurrently (up to
+/// [`MAX_PENDING_HANDSHAKES`]), and [`accept`](Self::accept) returns the
+/// first client to complete one: a silent or slow client never delays the
+/// others. A client that fails the handshake, sends garbage or stalls past
+/// the handshake timeout makes one `accept` call return that error (as
+/// CPython raises `AuthenticationError` from `accept`); the listener keeps
+/// serving.
 ///
 /// ```
 /// use multiproc::connection::{Address, Client, Listener};
@@ -128,6 +70,35 @@ pub struct Listener {
     handshake_timeout: Option<Duration>,
     max_message_size: u64,
     unlink: Option<PathBuf>,
+    handshakes: Arc<Handshakes>,
+    last_accepted: Mutex<Option<Address>>,
+    /// Serialises `accept` calls (the wait happens without other locks).
+    accepting: Mutex<()>,
+}
+
+/// The outcome of a client's handshake, and the client's address.
+type Outcome = (Result<Connection>, Option<Address>);
+
+/// Handshakes in progress and finished, shared with their threads.
+#[derive(Debug)]
+struct Handshakes {
+    state: Mutex<HandshakeState>,
+    /// Written once per finished handshake, to wake `accept`.
+    done: OwnedFd,
+}
+
+#[derive(Debug, Default)]
+struct HandshakeState {
+    finished: VecDeque<Outcome>,
+    /// A second descriptor of each pending client's socket, to shut it down
+    /// (ending its handshake) when the listener goes.
+    pending: HashMap<u64, OwnedFd>,
+    next_id: u64,
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Options for a [`Listener`]; from [`Listener::builder`].
@@ -180,6 +151,14 @@ impl ListenerBuilder {
                 (Inner::Tcp(l), Address::Tcp(actual), None)
             }
         };
+        match &inner {
+            Inner::Unix(l) => l.set_nonblocking(true)?,
+            Inner::Tcp(l) => l.set_nonblocking(true)?,
+        }
+        let done = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
         Ok(Listener {
             inner,
             address,
@@ -187,6 +166,12 @@ impl ListenerBuilder {
             handshake_timeout: self.handshake_timeout,
             max_message_size: self.max_message_size,
             unlink,
+            handshakes: Arc::new(Handshakes {
+                state: Mutex::new(HandshakeState::default()),
+                done,
+            }),
+            last_accepted: Mutex::new(None),
+            accepting: Mutex::new(()),
         })
     }
 }
@@ -216,34 +201,131 @@ impl Listener {
         &self.address
     }
 
-    /// Waits for a client and returns the connection once the handshake (if
-    /// an authkey is set) succeeded.
+    /// The address of the client of the last connection `accept` returned
+    /// (or failed to authenticate): Python's `last_accepted`. `None` before
+    /// any, and for a Unix client whose socket has no name (the usual case).
+    pub fn last_accepted(&self) -> Option<Address> {
+        lock(&self.last_accepted).clone()
+    }
+
+    /// Waits for the next client to complete the handshake (if an authkey
+    /// is set) and returns its connection. Handshakes of pending clients
+    /// run concurrently, so the first to finish is returned, whatever the
+    /// order they connected in.
     ///
     /// # Errors
     ///
-    /// [`Error::AuthenticationFailed`] if the client used another key or does
-    /// not speak the protocol; [`Error::Timeout`] if it stalled past the
-    /// handshake timeout; an I/O error if it went away. The failed connection
-    /// is closed; the listener is unaffected and `accept` can be called again.
+    /// [`Error::AuthenticationFailed`] if the next client to finish its
+    /// handshake used another key or does not speak the protocol;
+    /// [`Error::Timeout`] if it stalled past the handshake timeout; an I/O
+    /// error if it went away. The failed connection is closed; the listener
+    /// is unaffected and `accept` can be called again.
     pub fn accept(&self) -> Result<Connection> {
-        let fd: OwnedFd = match &self.inner {
-            Inner::Unix(l) => l.accept()?.0.into(),
-            Inner::Tcp(l) => {
-                let (s, _) = l.accept()?;
-                s.set_nodelay(true)?;
-                s.into()
+        let _one = lock(&self.accepting);
+        let hs = &self.handshakes;
+        loop {
+            if let Some((r, peer)) = lock(&hs.state).finished.pop_front() {
+                *lock(&self.last_accepted) = peer;
+                return r;
             }
-        };
-        let conn = Connection::from_socket(fd);
-        if let Some(key) = &self.authkey {
-            // The handshake is bounded by 256-byte messages: the default
-            // limit must not apply to it, and it must not hang.
-            let deadline = sys::deadline_after(self.handshake_timeout);
-            auth::deliver_challenge(&conn, key, deadline)?;
-            auth::answer_challenge(&conn, key, deadline)?;
+            let in_progress = lock(&hs.state).pending.len();
+            if in_progress < MAX_PENDING_HANDSHAKES {
+                if let Some((fd, peer)) = self.accept_raw()? {
+                    let conn = Connection::from_socket(fd);
+                    match &self.authkey {
+                        None => {
+                            conn.set_max_message_size(self.max_message_size);
+                            *lock(&self.last_accepted) = peer;
+                            return Ok(conn);
+                        }
+                        Some(key) => self.start_handshake(conn, key.clone(), peer)?,
+                    }
+                    continue;
+                }
+            }
+            // Wait for a client (if there is room for one) or a handshake.
+            let mut fds = vec![rustix::event::PollFd::new(
+                &hs.done,
+                rustix::event::PollFlags::IN,
+            )];
+            if in_progress < MAX_PENDING_HANDSHAKES {
+                fds.push(rustix::event::PollFd::new(
+                    self,
+                    rustix::event::PollFlags::IN,
+                ));
+            }
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(&hs.done, &mut b);
         }
-        conn.set_max_message_size(self.max_message_size);
-        Ok(conn)
+    }
+
+    /// A client waiting in the backlog, if any (the socket is non-blocking).
+    fn accept_raw(&self) -> Result<Option<(OwnedFd, Option<Address>)>> {
+        let r = match &self.inner {
+            Inner::Unix(l) => l
+                .accept()
+                .map(|(s, a)| (OwnedFd::from(s), Address::from_unix(&a))),
+            Inner::Tcp(l) => l.accept().and_then(|(s, a)| {
+                s.set_nodelay(true)?;
+                Ok((OwnedFd::from(s), Some(Address::Tcp(a))))
+            }),
+        };
+        match r {
+            Ok((fd, peer)) => {
+                // Accepted sockets do not inherit O_NONBLOCK on Linux; make
+                // sure, as the handshake and the connection block.
+                rustix::io::ioctl_fionbio(&fd, false)?;
+                Ok(Some((fd, peer)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+            // A client that gave up while waiting in the backlog: next.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `conn`'s handshake on a thread of its own.
+    fn start_handshake(&self, conn: Connection, key: Vec<u8>, peer: Option<Address>) -> Result<()> {
+        let hs = self.handshakes.clone();
+        let id = {
+            let mut st = lock(&hs.state);
+            let id = st.next_id;
+            st.next_id += 1;
+            if let Ok(dup) = rustix::io::fcntl_dupfd_cloexec(&conn, 0) {
+                st.pending.insert(id, dup);
+            }
+            id
+        };
+        let timeout = self.handshake_timeout;
+        let max = self.max_message_size;
+        let spawned = std::thread::Builder::new()
+            .name("multiproc-handshake".into())
+            .spawn(move || {
+                let deadline = sys::deadline_after(timeout);
+                let r = auth::deliver_challenge(&conn, &key, deadline)
+                    .and_then(|()| auth::answer_challenge(&conn, &key, deadline))
+                    .map(|()| {
+                        conn.set_max_message_size(max);
+                        conn
+                    });
+                let mut st = lock(&hs.state);
+                st.pending.remove(&id);
+                if !st.closed {
+                    st.finished.push_back((r, peer));
+                }
+                drop(st);
+                let _ = rustix::io::write(&hs.done, &1u64.to_ne_bytes());
+            });
+        if let Err(e) = spawned {
+            lock(&self.handshakes.state).pending.remove(&id);
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Stops listening (removing a Unix socket file); dropping does the same.
@@ -263,6 +345,14 @@ impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(p) = self.unlink.take() {
             let _ = std::fs::remove_file(p);
+        }
+        // End the handshakes still running: their clients see the
+        // connection close, their threads return at once.
+        let mut st = lock(&self.handshakes.state);
+        st.closed = true;
+        st.finished.clear();
+        for fd in st.pending.values() {
+            let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
         }
     }
 }

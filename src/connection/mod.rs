@@ -24,6 +24,7 @@
 //! arguments ([`Handoff`](crate::handoff::Handoff)), or over another
 //! connection with [`Connection::send_connection`].
 
+mod address;
 mod auth;
 mod conn;
 pub mod framing;
@@ -31,10 +32,12 @@ mod listener;
 mod pipe;
 mod wait;
 
+pub use address::Address;
 pub use conn::Connection;
 pub use framing::DEFAULT_MAX_MESSAGE_SIZE;
 pub use listener::{
-    Address, Client, ClientBuilder, Listener, ListenerBuilder, DEFAULT_HANDSHAKE_TIMEOUT,
+    Client, ClientBuilder, Listener, ListenerBuilder, DEFAULT_HANDSHAKE_TIMEOUT,
+    MAX_PENDING_HANDSHAKES,
 };
 pub use pipe::Pipe;
 pub use wait::{wait, Waitable};

@@ -15,22 +15,25 @@
 //!   (for callbacks and `*_async` without a waiter). It gives the role up as
 //!   soon as a waiting thread asks (`fg_waiters` and the `kick` eventfd).
 //!
-//! A worker's death is seen on its pidfd: what it had already answered is
-//! read first, then every batch it still held fails with
-//! [`Error::WorkerDied`](crate::Error::WorkerDied) and a replacement starts.
+//! A worker's death is seen on its pidfd (by the supervisor too when
+//! nobody drives): what it answered is read from its socket and its
+//! journal, only the task it was running fails with
+//! [`Error::WorkerDied`](crate::Error::WorkerDied), what it had not started
+//! goes back to the queue, and a replacement starts (see `link`).
 
-use super::result::{Fail, Sink};
+use super::journal;
+pub(crate) use super::link::Batch;
+use super::link::{Done, Worker};
+use super::result::Fail;
 use super::wire::{self, WorkerEnd};
 use super::worker::{worker_main, WorkerArgs};
 use crate::error::{Error, Result};
 use crate::process::Process;
 use crate::process::StartMethod;
-use crate::sys::Region;
 use rustix::event::{PollFd, PollFlags};
-use rustix::net::{RecvFlags, SendFlags};
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,236 +41,10 @@ use std::time::{Duration, Instant};
 /// that crashes, say) fails after this many tries instead of cycling forever.
 const MAX_RESENDS: u8 = 3;
 
-/// Most tasks one worker holds at a time (small tasks are pipelined).
-const WINDOW_TASKS: usize = 256;
-/// Most unsent bytes queued for one worker.
-const WINDOW_BYTES: usize = 8 << 20;
-
-/// A batch of tasks ready to send: a complete `TASKS` frame.
-pub(crate) struct Batch {
-    pub(crate) frame: Vec<u8>,
-    /// How many workers died before starting it (it fails at [`MAX_RESENDS`]).
-    pub(crate) resent: u8,
-    pub(crate) count: u32,
-    pub(crate) index: usize,
-    pub(crate) sink: Arc<dyn Sink>,
-}
-
-struct Sent {
-    resent: u8,
-    /// Its frame, kept until answered: a batch the worker never started is
-    /// sent again to another worker if this one dies.
-    frame: Arc<Vec<u8>>,
-    count: u32,
-    index: usize,
-    sink: Arc<dyn Sink>,
-}
-
-/// A finished batch, to hand to its sink outside the lock.
-struct Done {
-    sent: Sent,
-    pid: i32,
-    /// The answer frame's buffer and where its payload starts.
-    outcome: std::result::Result<(Vec<u8>, usize), Fail>,
-}
-
-struct Worker {
-    proc: Process<()>,
-    pid: i32,
-    sock: Arc<OwnedFd>,
-    pidfd: Arc<OwnedFd>,
-    /// What the worker reports through shared memory: batches started.
-    counters: Region,
-    /// Batches answered so far.
-    answered: u64,
-    inbuf: Vec<u8>,
-    /// Frames not yet (fully) sent; small frames share a buffer.
-    out: VecDeque<OutBuf>,
-    /// Bytes of `out[0]` already sent.
-    out_pos: usize,
-    unsent: usize,
-    inflight: VecDeque<Sent>,
-    inflight_tasks: usize,
-    sent_batches: u64,
-    /// Smoothed time per task (ns), to size the window: slow tasks are not
-    /// queued far ahead, so the load stays balanced between workers.
-    task_ns: f64,
-    /// When the batch now at the head of `inflight` started (roughly).
-    head_since: Instant,
-    /// The socket is gone (EOF or EPIPE): send nothing more.
-    broken: bool,
-    /// `EXIT` was queued: send nothing more.
-    exiting: bool,
-}
-
-impl Worker {
-    fn unsent(&self) -> usize {
-        self.unsent
-    }
-
-    fn queue(&mut self, frame: &Arc<Vec<u8>>) {
-        self.unsent += frame.len();
-        if frame.len() > 64 << 10 {
-            self.out.push_back(OutBuf::Frame(frame.clone()));
-            return;
-        }
-        match self.out.back_mut() {
-            Some(OutBuf::Merged(back)) if back.len() + frame.len() <= 256 << 10 => {
-                back.extend_from_slice(frame)
-            }
-            _ => self.out.push_back(OutBuf::Merged(frame.to_vec())),
-        }
-    }
-
-    /// How many batches the worker has started (read from shared memory).
-    fn started(&self) -> u64 {
-        // SAFETY: offset 0 is aligned and within the region (16 bytes); any
-        // bit pattern is a valid AtomicU64, and both sides only use atomics.
-        unsafe { self.counters.get::<AtomicU64>(0) }.load(Acquire)
-    }
-
-    fn can_take(&self, b: &Batch, maxtasks: u64) -> bool {
-        !self.broken
-            && !self.exiting
-            && (maxtasks == 0 || self.sent_batches < maxtasks)
-            && self.unsent() < WINDOW_BYTES
-            && (self.inflight.len() < 2
-                || (self.inflight_tasks + b.count as usize <= self.window()
-                    && self.inflight.len() < WINDOW_TASKS))
-    }
-
-    /// Roughly how long until the batch at the head of `inflight` is
-    /// answered (zero when unknown or overdue; `None` when nothing is held).
-    fn eta(&self, now: Instant) -> Option<Duration> {
-        let head = self.inflight.front()?;
-        if self.task_ns <= 0.0 {
-            return Some(Duration::ZERO);
-        }
-        let expect = Duration::from_nanos((self.task_ns * head.count as f64) as u64);
-        Some(expect.saturating_sub(now.duration_since(self.head_since)))
-    }
-
-    /// How many tasks this worker may hold: about 2 ms of work, 2..=256.
-    fn window(&self) -> usize {
-        if self.task_ns <= 0.0 {
-            return WINDOW_TASKS;
-        }
-        ((2e6 / self.task_ns) as usize).clamp(2, WINDOW_TASKS)
-    }
-
-    fn push(&mut self, b: Batch) {
-        if self.inflight.is_empty() {
-            self.head_since = Instant::now();
-        }
-        let frame = Arc::new(b.frame);
-        self.queue(&frame);
-        self.inflight.push_back(Sent {
-            resent: b.resent,
-            frame,
-            count: b.count,
-            index: b.index,
-            sink: b.sink,
-        });
-        self.inflight_tasks += b.count as usize;
-        self.sent_batches += 1;
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        while let Some(front) = self.out.front() {
-            if self.broken {
-                break;
-            }
-            let before = self.out_pos;
-            let front = front.as_slice();
-            if !wire::write_some(&*self.sock, front, &mut self.out_pos, SendFlags::DONTWAIT)? {
-                self.broken = true;
-            }
-            self.unsent -= self.out_pos - before;
-            if self.out_pos < front.len() {
-                break;
-            }
-            self.out.pop_front();
-            self.out_pos = 0;
-        }
-        Ok(())
-    }
-
-    /// Reads every answer available now.
-    fn read(&mut self, done: &mut Vec<Done>) -> Result<()> {
-        for _ in 0..64 {
-            match wire::read_some(&*self.sock, &mut self.inbuf, RecvFlags::DONTWAIT)? {
-                wire::Read::Data => self.parse(done),
-                wire::Read::Empty => break,
-                wire::Read::Eof => {
-                    self.broken = true;
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn parse(&mut self, done: &mut Vec<Done>) {
-        let mut pos = 0;
-        while let Some((kind, payload, len)) = wire::next_frame(&self.inbuf[pos..]) {
-            let outcome = if kind == wire::FAILED {
-                Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned()))
-            } else if pos == 0 && len == self.inbuf.len() && len > 4096 {
-                // The frame is the whole buffer: take it, no copy.
-                Ok((std::mem::take(&mut self.inbuf), 5))
-            } else {
-                Ok((payload.to_vec(), 0))
-            };
-            pos += len;
-            let Some(sent) = self.inflight.pop_front() else {
-                // An answer nobody asked for: the worker is confused; stop using it.
-                self.broken = true;
-                continue;
-            };
-            self.inflight_tasks -= sent.count as usize;
-            self.answered += 1;
-            let now = Instant::now();
-            let per =
-                now.duration_since(self.head_since).as_nanos() as f64 / sent.count.max(1) as f64;
-            self.task_ns = if self.task_ns <= 0.0 {
-                per
-            } else {
-                0.7 * self.task_ns + 0.3 * per
-            };
-            self.head_since = now;
-            done.push(Done {
-                sent,
-                pid: self.pid,
-                outcome,
-            });
-            if self.inbuf.is_empty() {
-                return;
-            }
-        }
-        if pos == self.inbuf.len() {
-            self.inbuf.clear();
-        } else if pos > 0 {
-            self.inbuf.drain(..pos);
-        }
-    }
-}
-
-/// A piece of a worker's output queue.
-enum OutBuf {
-    /// Small frames copied together (one `send` for many tasks).
-    Merged(Vec<u8>),
-    /// A large frame, shared with its [`Sent`] record.
-    Frame(Arc<Vec<u8>>),
-}
-
-impl OutBuf {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            OutBuf::Merged(v) => v,
-            OutBuf::Frame(f) => f,
-        }
-    }
-}
+/// An idle worker takes back the batches another worker has not started
+/// when they hold at least this much work (ns, estimated): below it, the
+/// round trip costs more than waiting.
+const STEAL_MIN_NS: f64 = 300e3;
 
 /// Whether the pool takes new work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +63,12 @@ pub(crate) struct Core {
     /// Workers in a row that died before starting any batch (respawns back
     /// off while this grows: a crashing initializer must not spin a core).
     early_deaths: u32,
+    /// Started successors of workers that retire (maxtasksperchild), until
+    /// a place is free.
+    standby: Vec<Worker>,
+    /// Pids of retired workers whose successor is still starting: listed by
+    /// `worker_pids` until it takes their place.
+    vacated: Vec<i32>,
 }
 
 /// What the pool was built with.
@@ -305,8 +88,8 @@ pub(crate) struct Shared {
     role: Mutex<()>,
     done_lock: Mutex<()>,
     done_cv: Condvar,
-    bg_lock: Mutex<()>,
-    bg_cv: Condvar,
+    /// Wakes the supervisor ([`wake_bg`](Self::wake_bg)).
+    bg_kick: OwnedFd,
     bg_idle: AtomicBool,
     kick: OwnedFd,
     fg_waiters: AtomicUsize,
@@ -334,12 +117,16 @@ impl Shared {
                 spawn_needed: 0,
                 spawn_error: None,
                 early_deaths: 0,
+                standby: Vec::new(),
+                vacated: Vec::new(),
             }),
             role: Mutex::new(()),
             done_lock: Mutex::new(()),
             done_cv: Condvar::new(),
-            bg_lock: Mutex::new(()),
-            bg_cv: Condvar::new(),
+            bg_kick: rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )?,
             bg_idle: AtomicBool::new(false),
             kick,
             fg_waiters: AtomicUsize::new(0),
@@ -355,7 +142,10 @@ impl Shared {
     }
 
     pub(crate) fn pids(&self) -> Vec<i32> {
-        lock(&self.core).workers.iter().map(|w| w.pid).collect()
+        let core = lock(&self.core);
+        let mut pids: Vec<i32> = core.workers.iter().map(|w| w.pid).collect();
+        pids.extend(&core.vacated);
+        pids
     }
 
     fn kick(&self) {
@@ -363,8 +153,7 @@ impl Shared {
     }
 
     fn wake_bg(&self) {
-        let _g = lock(&self.bg_lock);
-        self.bg_cv.notify_all();
+        let _ = rustix::io::write(&self.bg_kick, &1u64.to_ne_bytes());
     }
 
     fn notify_done(&self) {
@@ -375,7 +164,7 @@ impl Shared {
     /// Starts one worker (slow: fork or spawn).
     fn start_worker(&self) -> Result<Worker> {
         let (parent, child) = wire::pair()?;
-        let counters = Region::new(16, "multiproc-pool-worker")?;
+        let journal = journal::Reader::new()?;
         let n = self.started.fetch_add(1, SeqCst) + 1;
         let mut b = Process::builder()
             .daemon(true)
@@ -385,7 +174,7 @@ impl Shared {
         }
         let args: WorkerArgs = (
             WorkerEnd(child),
-            counters.clone(),
+            journal.region().clone(),
             self.config.init.clone(),
             self.config.maxtasks,
             self.config.spin.as_micros() as u64,
@@ -397,25 +186,7 @@ impl Shared {
                 .ok_or_else(|| Error::Invalid("worker pid 0".into()))?,
             rustix::process::PidfdFlags::empty(),
         )?;
-        Ok(Worker {
-            proc,
-            pid,
-            sock: Arc::new(parent),
-            pidfd: Arc::new(pidfd),
-            counters,
-            answered: 0,
-            inbuf: Vec::new(),
-            out: VecDeque::new(),
-            out_pos: 0,
-            unsent: 0,
-            inflight: VecDeque::new(),
-            inflight_tasks: 0,
-            sent_batches: 0,
-            task_ns: 0.0,
-            head_since: Instant::now(),
-            broken: false,
-            exiting: false,
-        })
+        Ok(Worker::new(proc, parent, pidfd, journal))
     }
 
     /// Queues batches and sends what the workers can take now.
@@ -444,17 +215,31 @@ impl Shared {
 
     fn dispatch(&self, core: &mut Core) -> Result<()> {
         let maxtasks = self.config.maxtasks;
-        while let Some(b) = core.pending.front() {
-            let best = core
-                .workers
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| w.can_take(b, maxtasks))
-                .min_by_key(|(_, w)| w.inflight_tasks)
-                .map(|(i, _)| i);
-            let Some(i) = best else { break };
-            let b = core.pending.pop_front().expect("front exists");
-            core.workers[i].push(b);
+        for round in 0..2 {
+            while let Some(b) = core.pending.front() {
+                let best = core
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.can_take(b, maxtasks))
+                    .min_by_key(|(_, w)| w.inflight_tasks)
+                    .map(|(i, _)| i);
+                let Some(i) = best else { break };
+                let b = core.pending.pop_front().expect("front exists");
+                let w = &mut core.workers[i];
+                w.push(b);
+                if maxtasks > 0 && w.sent_batches >= maxtasks && !w.replaced {
+                    // It retires after this batch: start its successor now.
+                    w.replaced = true;
+                    if core.state == State::Running {
+                        core.spawn_needed += 1;
+                        self.wake_bg();
+                    }
+                }
+            }
+            if round == 0 && core.pending.is_empty() && !self.steal(core) {
+                break;
+            }
         }
         for w in &mut core.workers {
             w.flush()?;
@@ -474,6 +259,41 @@ impl Shared {
         Ok(())
     }
 
+    /// A worker idles while another holds batches it has not started: take
+    /// those back into the queue (the caller dispatches them again).
+    /// `true` if any were taken.
+    fn steal(&self, core: &mut Core) -> bool {
+        let maxtasks = self.config.maxtasks;
+        // A thief must be able to take what it steals at once (else the
+        // batches would only go back where they were, again and again).
+        if !core
+            .workers
+            .iter()
+            .any(|w| w.inflight.is_empty() && w.open(maxtasks) && w.unsent() == 0)
+        {
+            return false;
+        }
+        let victim = core
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.inflight.is_empty())
+            .filter_map(|(i, w)| {
+                let (tasks, ns) = w.unstarted();
+                let ns = ns?;
+                (tasks > 0 && ns >= STEAL_MIN_NS).then_some((i, ns))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i);
+        let Some(v) = victim else { return false };
+        let back = core.workers[v].take_back();
+        let any = !back.is_empty();
+        for b in back.into_iter().rev() {
+            core.pending.push_front(b);
+        }
+        any
+    }
+
     /// One pass over the workers: read answers, notice deaths, send work.
     fn service(&self, core: &mut Core, dead: &[i32], done: &mut Vec<Done>) -> Result<()> {
         let mut i = 0;
@@ -483,54 +303,52 @@ impl Shared {
             w.flush()?;
             let gone = dead.contains(&w.pid)
                 || ((w.broken || w.exiting) && w.proc.wait(Some(Duration::ZERO))?.is_some());
-            if gone {
-                let code = w.proc.wait(Some(Duration::ZERO))?.unwrap_or(-9);
-                w.read(done)?;
-                let mut w = core.workers.swap_remove(i);
-                // The batches it had started fail (it may have been running
-                // them, or finished them without its answer getting out);
-                // those it never started go back to the queue, in order.
-                let started = w.started();
-                if started == 0 && code != 0 {
-                    core.early_deaths = core.early_deaths.saturating_add(1);
-                } else {
-                    core.early_deaths = 0;
-                }
-                let held = started.saturating_sub(w.answered) as usize;
-                let mut again = Vec::new();
-                for (j, sent) in w.inflight.drain(..).enumerate() {
-                    if j < held || sent.resent + 1 >= MAX_RESENDS {
-                        done.push(Done {
-                            sent,
-                            pid: w.pid,
-                            outcome: Err(Fail::Died(code)),
-                        });
-                    } else {
-                        again.push(Batch {
-                            resent: sent.resent + 1,
-                            frame: Arc::try_unwrap(sent.frame).unwrap_or_else(|a| (*a).clone()),
-                            count: sent.count,
-                            index: sent.index,
-                            sink: sent.sink,
-                        });
-                    }
-                }
-                for b in again.into_iter().rev() {
-                    core.pending.push_front(b);
-                }
-                let replace = core.state == State::Running
-                    || (core.state == State::Closed && (!core.pending.is_empty() || !w.exiting));
-                if replace {
-                    core.spawn_needed += 1;
-                }
+            if !gone {
+                i += 1;
                 continue;
             }
-            i += 1;
+            let code = w.proc.wait(Some(Duration::ZERO))?.unwrap_or(-9);
+            if !w.started_any() && code != 0 {
+                core.early_deaths = core.early_deaths.saturating_add(1);
+            } else {
+                core.early_deaths = 0;
+            }
+            // What it completed is delivered; only the task it was running
+            // fails; what it had not started goes back to the queue, in order.
+            let again = w.bury(code, MAX_RESENDS, done);
+            for b in again.into_iter().rev() {
+                core.pending.push_front(b);
+            }
+            let w = core.workers.remove(i);
+            if w.replaced {
+                // Its successor is on its way (or here): it keeps its place
+                // in `worker_pids` until then.
+                if core.state == State::Running {
+                    core.vacated.push(w.pid);
+                }
+            } else if core.state == State::Running
+                || (core.state == State::Closed && (!core.pending.is_empty() || !w.exiting))
+            {
+                core.spawn_needed += 1;
+            }
         }
+        self.fill(core);
         if core.spawn_needed > 0 {
             self.wake_bg();
         }
         self.dispatch(core)
+    }
+
+    /// Moves started successors into free places.
+    fn fill(&self, core: &mut Core) {
+        while core.workers.len() < self.config.processes {
+            let Some(w) = core.standby.pop() else { break };
+            core.vacated.pop();
+            core.workers.push(w);
+        }
+        if core.state != State::Running {
+            core.vacated.clear();
+        }
     }
 
     fn complete(&self, done: Vec<Done>) {
@@ -539,13 +357,7 @@ impl Shared {
         }
         let n = done.len();
         for d in done {
-            let outcome = match &d.outcome {
-                Ok((bytes, start)) => Ok(&bytes[*start..]),
-                Err(f) => Err(f),
-            };
-            d.sent
-                .sink
-                .complete(d.sent.index, d.sent.count, d.pid, outcome);
+            d.deliver();
         }
         self.outstanding.fetch_sub(n, SeqCst);
         self.notify_done();
@@ -746,29 +558,88 @@ impl Shared {
                     nap = 5 * tick;
                 }
             }
-            let g = lock(&self.bg_lock);
-            if idle_ticks > 50 {
+            let exited = if idle_ticks > 50 {
                 self.bg_idle.store(true, SeqCst);
-                if self.outstanding.load(SeqCst) == 0
+                let exited = if self.outstanding.load(SeqCst) == 0
                     && !self.shutdown.load(SeqCst)
                     && lock(&self.core).spawn_needed == 0
                 {
-                    let _g = self.bg_cv.wait(g);
-                }
+                    self.bg_sleep(None)
+                } else {
+                    Vec::new()
+                };
                 self.bg_idle.store(false, SeqCst);
                 idle_ticks = 0;
+                exited
             } else {
-                let _ = self.bg_cv.wait_timeout(g, nap);
+                self.bg_sleep(Some(nap))
+            };
+            if !exited.is_empty() {
+                // A worker exited (retired, or killed) while nobody drives:
+                // reap it and start its successor now, not at the next call.
+                match self.role.try_lock() {
+                    Ok(role) => {
+                        let mut done = Vec::new();
+                        let r = {
+                            let mut core = lock(&self.core);
+                            self.service(&mut core, &exited, &mut done)
+                        };
+                        drop(role);
+                        self.complete(done);
+                        if let Err(e) = r {
+                            eprintln!("multiproc: pool supervisor: {e}");
+                        }
+                    }
+                    // Whoever drives sees it too.
+                    Err(_) => std::thread::sleep(tick),
+                }
             }
         }
+    }
+
+    /// Sleeps until woken ([`wake_bg`](Self::wake_bg)), a worker exits, or
+    /// `timeout` passes; returns the pids of workers that exited.
+    fn bg_sleep(&self, timeout: Option<Duration>) -> Vec<i32> {
+        let watched: Vec<(Arc<OwnedFd>, i32)> = lock(&self.core)
+            .workers
+            .iter()
+            .map(|w| (w.pidfd.clone(), w.pid))
+            .collect();
+        let mut pfds = Vec::with_capacity(watched.len() + 1);
+        pfds.push(PollFd::new(&self.bg_kick, PollFlags::IN));
+        for (fd, _) in &watched {
+            pfds.push(PollFd::new(&**fd, PollFlags::IN));
+        }
+        let ts = timeout.map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        });
+        if rustix::event::poll(&mut pfds, ts.as_ref()).is_err() {
+            return Vec::new();
+        }
+        if !pfds[0].revents().is_empty() {
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(&self.bg_kick, &mut b);
+        }
+        watched
+            .iter()
+            .zip(&pfds[1..])
+            .filter(|(_, p)| !p.revents().is_empty())
+            .map(|((_, pid), _)| *pid)
+            .collect()
     }
 
     fn respawn(&self) {
         let early = lock(&self.core).early_deaths;
         if early > 2 {
             let pause = Duration::from_millis(20 * u64::from(early.min(50)));
-            let g = lock(&self.bg_lock);
-            let _ = self.bg_cv.wait_timeout(g, pause);
+            let until = Instant::now() + pause;
+            while let Some(left) = crate::sys::remaining(Some(until)).filter(|d| !d.is_zero()) {
+                if self.shutdown.load(SeqCst) {
+                    return;
+                }
+                let _ = self.bg_sleep(Some(left));
+            }
             if self.shutdown.load(SeqCst) {
                 return;
             }
@@ -785,7 +656,8 @@ impl Shared {
                     let _ = w.proc.wait(None);
                     return;
                 }
-                core.workers.push(w);
+                core.standby.push(w);
+                self.fill(&mut core);
                 let _ = self.dispatch(&mut core);
                 drop(core);
                 self.kick();
@@ -795,19 +667,10 @@ impl Shared {
                 {
                     let mut core = lock(&self.core);
                     core.spawn_error = Some(e.to_string());
+                    core.vacated.clear();
                     if core.workers.is_empty() {
                         // No worker can run what is queued: fail it rather than hang.
-                        failed.extend(core.pending.drain(..).map(|b| Done {
-                            sent: Sent {
-                                resent: 0,
-                                frame: Arc::new(Vec::new()),
-                                count: b.count,
-                                index: b.index,
-                                sink: b.sink,
-                            },
-                            pid: 0,
-                            outcome: Err(Fail::Broken),
-                        }));
+                        failed.extend(core.pending.drain(..).map(|b| b.fail(Fail::Broken)));
                     }
                 }
                 self.complete(failed);
@@ -822,6 +685,7 @@ impl Shared {
         if core.state == State::Running {
             core.state = State::Closed;
         }
+        self.fill(&mut core);
         self.dispatch(&mut core)?;
         drop(core);
         self.kick();
@@ -833,7 +697,10 @@ impl Shared {
     pub(crate) fn join_workers(&self) -> Result<()> {
         let cond = || {
             let core = lock(&self.core);
-            core.workers.is_empty() && core.spawn_needed == 0 && core.pending.is_empty()
+            core.workers.is_empty()
+                && core.standby.is_empty()
+                && core.spawn_needed == 0
+                && core.pending.is_empty()
         };
         self.wait_until(&cond, None)?;
         Ok(())
@@ -841,40 +708,23 @@ impl Shared {
 
     /// `terminate()`: kill the workers, fail everything not done.
     pub(crate) fn terminate(&self) {
-        let (workers, pending) = {
+        let (mut workers, pending) = {
             let mut core = lock(&self.core);
             core.state = State::Terminated;
             core.spawn_needed = 0;
-            (
-                std::mem::take(&mut core.workers),
-                std::mem::take(&mut core.pending),
-            )
+            core.vacated.clear();
+            let mut workers = std::mem::take(&mut core.workers);
+            workers.append(&mut core.standby);
+            (workers, std::mem::take(&mut core.pending))
         };
         for w in &workers {
             let _ = w.proc.kill();
         }
-        let mut failed: Vec<Done> = pending
-            .into_iter()
-            .map(|b| Done {
-                sent: Sent {
-                    resent: 0,
-                    frame: Arc::new(Vec::new()),
-                    count: b.count,
-                    index: b.index,
-                    sink: b.sink,
-                },
-                pid: 0,
-                outcome: Err(Fail::Broken),
-            })
-            .collect();
-        for mut w in workers {
+        let mut failed: Vec<Done> = pending.into_iter().map(|b| b.fail(Fail::Broken)).collect();
+        for w in &mut workers {
             let _ = w.proc.wait(None);
             for sent in w.inflight.drain(..) {
-                failed.push(Done {
-                    sent,
-                    pid: w.pid,
-                    outcome: Err(Fail::Broken),
-                });
+                failed.push(sent.fail(w.pid, Fail::Broken));
             }
         }
         self.complete(failed);

@@ -12,6 +12,46 @@ pub(crate) fn put<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postca
     value.serialize(&mut Ser(out))
 }
 
+/// Appends the postcard encoding of `value` to any [`Out`].
+#[inline]
+pub(crate) fn put_into<T: Serialize + ?Sized, O: Out>(
+    value: &T,
+    out: &mut O,
+) -> postcard::Result<()> {
+    value.serialize(&mut Ser(out))
+}
+
+/// Where [`put_into`] writes: a `Vec`, or a fixed buffer (the pool worker's
+/// journal) that notes on its own when it is full.
+pub(crate) trait Out {
+    fn push(&mut self, b: u8);
+    fn extend_from_slice(&mut self, s: &[u8]);
+    /// Appends `v` as a postcard (LEB128) varint.
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.push(v as u8);
+    }
+}
+
+impl Out for Vec<u8> {
+    #[inline(always)]
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b)
+    }
+    #[inline(always)]
+    fn extend_from_slice(&mut self, s: &[u8]) {
+        Vec::extend_from_slice(self, s)
+    }
+    #[inline(always)]
+    fn varint(&mut self, v: u64) {
+        varint(self, v)
+    }
+}
+
 /// Appends `v` as a postcard (LEB128) varint.
 #[inline(always)]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -34,7 +74,7 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     unsafe { out.set_len(len + i + 1) };
 }
 
-fn varint128(out: &mut Vec<u8>, mut v: u128) {
+fn varint128<O: Out>(out: &mut O, mut v: u128) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -45,11 +85,11 @@ fn varint128(out: &mut Vec<u8>, mut v: u128) {
 /// A serde serializer writing postcard's format straight into a `Vec`
 /// (postcard's own goes through a generic output "flavor" per value, which
 /// costs several times more for small values).
-struct Ser<'a>(&'a mut Vec<u8>);
+struct Ser<'a, O: Out>(&'a mut O);
 
 type Res = postcard::Result<()>;
 
-impl serde::Serializer for &mut Ser<'_> {
+impl<O: Out> serde::Serializer for &mut Ser<'_, O> {
     type Ok = ();
     type Error = postcard::Error;
     type SerializeSeq = Self;
@@ -75,17 +115,17 @@ impl serde::Serializer for &mut Ser<'_> {
     }
     #[inline]
     fn serialize_i16(self, v: i16) -> Res {
-        varint(self.0, ((v << 1) ^ (v >> 15)) as u16 as u64);
+        self.0.varint(((v << 1) ^ (v >> 15)) as u16 as u64);
         Ok(())
     }
     #[inline]
     fn serialize_i32(self, v: i32) -> Res {
-        varint(self.0, ((v << 1) ^ (v >> 31)) as u32 as u64);
+        self.0.varint(((v << 1) ^ (v >> 31)) as u32 as u64);
         Ok(())
     }
     #[inline]
     fn serialize_i64(self, v: i64) -> Res {
-        varint(self.0, ((v << 1) ^ (v >> 63)) as u64);
+        self.0.varint(((v << 1) ^ (v >> 63)) as u64);
         Ok(())
     }
     fn serialize_i128(self, v: i128) -> Res {
@@ -99,17 +139,17 @@ impl serde::Serializer for &mut Ser<'_> {
     }
     #[inline]
     fn serialize_u16(self, v: u16) -> Res {
-        varint(self.0, v as u64);
+        self.0.varint(v as u64);
         Ok(())
     }
     #[inline]
     fn serialize_u32(self, v: u32) -> Res {
-        varint(self.0, v as u64);
+        self.0.varint(v as u64);
         Ok(())
     }
     #[inline]
     fn serialize_u64(self, v: u64) -> Res {
-        varint(self.0, v);
+        self.0.varint(v);
         Ok(())
     }
     fn serialize_u128(self, v: u128) -> Res {
@@ -132,12 +172,12 @@ impl serde::Serializer for &mut Ser<'_> {
     }
     #[inline]
     fn serialize_str(self, v: &str) -> Res {
-        varint(self.0, v.len() as u64);
+        self.0.varint(v.len() as u64);
         self.0.extend_from_slice(v.as_bytes());
         Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Res {
-        varint(self.0, v.len() as u64);
+        self.0.varint(v.len() as u64);
         self.0.extend_from_slice(v);
         Ok(())
     }
@@ -158,7 +198,7 @@ impl serde::Serializer for &mut Ser<'_> {
         Ok(())
     }
     fn serialize_unit_variant(self, _: &'static str, idx: u32, _: &'static str) -> Res {
-        varint(self.0, idx as u64);
+        self.0.varint(idx as u64);
         Ok(())
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, value: &T) -> Res {
@@ -171,14 +211,12 @@ impl serde::Serializer for &mut Ser<'_> {
         _: &'static str,
         value: &T,
     ) -> Res {
-        varint(self.0, idx as u64);
+        self.0.varint(idx as u64);
         value.serialize(self)
     }
     fn serialize_seq(self, len: Option<usize>) -> postcard::Result<Self> {
-        varint(
-            self.0,
-            len.ok_or(postcard::Error::SerializeSeqLengthUnknown)? as u64,
-        );
+        self.0
+            .varint(len.ok_or(postcard::Error::SerializeSeqLengthUnknown)? as u64);
         Ok(self)
     }
     fn serialize_tuple(self, _: usize) -> postcard::Result<Self> {
@@ -194,14 +232,12 @@ impl serde::Serializer for &mut Ser<'_> {
         _: &'static str,
         _: usize,
     ) -> postcard::Result<Self> {
-        varint(self.0, idx as u64);
+        self.0.varint(idx as u64);
         Ok(self)
     }
     fn serialize_map(self, len: Option<usize>) -> postcard::Result<Self> {
-        varint(
-            self.0,
-            len.ok_or(postcard::Error::SerializeSeqLengthUnknown)? as u64,
-        );
+        self.0
+            .varint(len.ok_or(postcard::Error::SerializeSeqLengthUnknown)? as u64);
         Ok(self)
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> postcard::Result<Self> {
@@ -214,7 +250,7 @@ impl serde::Serializer for &mut Ser<'_> {
         _: &'static str,
         _: usize,
     ) -> postcard::Result<Self> {
-        varint(self.0, idx as u64);
+        self.0.varint(idx as u64);
         Ok(self)
     }
     fn collect_str<T: ?Sized + std::fmt::Display>(self, value: &T) -> Res {
@@ -224,7 +260,7 @@ impl serde::Serializer for &mut Ser<'_> {
 
 macro_rules! compound {
     ($($tr:ident :: $m:ident),*) => {$(
-        impl serde::ser::$tr for &mut Ser<'_> {
+        impl<O: Out> serde::ser::$tr for &mut Ser<'_, O> {
             type Ok = ();
             type Error = postcard::Error;
             #[inline]
@@ -245,7 +281,7 @@ compound!(
     SerializeTupleVariant::serialize_field
 );
 
-impl serde::ser::SerializeMap for &mut Ser<'_> {
+impl<O: Out> serde::ser::SerializeMap for &mut Ser<'_, O> {
     type Ok = ();
     type Error = postcard::Error;
     fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Res {
@@ -259,7 +295,7 @@ impl serde::ser::SerializeMap for &mut Ser<'_> {
     }
 }
 
-impl serde::ser::SerializeStruct for &mut Ser<'_> {
+impl<O: Out> serde::ser::SerializeStruct for &mut Ser<'_, O> {
     type Ok = ();
     type Error = postcard::Error;
     #[inline]
@@ -271,7 +307,7 @@ impl serde::ser::SerializeStruct for &mut Ser<'_> {
     }
 }
 
-impl serde::ser::SerializeStructVariant for &mut Ser<'_> {
+impl<O: Out> serde::ser::SerializeStructVariant for &mut Ser<'_, O> {
     type Ok = ();
     type Error = postcard::Error;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, _: &'static str, value: &T) -> Res {
@@ -304,6 +340,12 @@ impl<'de> Reader<'de> {
     #[inline]
     pub(crate) fn tag(&mut self) -> postcard::Result<u8> {
         self.de.byte()
+    }
+
+    /// How many bytes are left to read.
+    #[inline]
+    pub(crate) fn remaining(&self) -> usize {
+        self.de.input.len()
     }
 }
 

@@ -41,9 +41,16 @@
 //!   backtrace (`exitcode` is 1 by convention; the worker itself goes on
 //!   serving). Other tasks are not affected.
 //! - A **worker that dies** (killed by a signal, `abort`, `exit` in a task):
-//!   the tasks it held fail with [`Error::WorkerDied`] carrying its exit code
-//!   (`-9` for `SIGKILL`), every other task completes, and a new worker
-//!   takes its place. `map`, `imap`, `get` never wait for a dead worker.
+//!   only the task it was running fails, with [`Error::WorkerDied`] carrying
+//!   its exit code (`-9` for `SIGKILL`). Tasks it had completed keep their
+//!   results, even those of the same chunk not sent yet (every answer is
+//!   kept in shared memory the moment its task ends); tasks it had not
+//!   started run on another worker; a new worker takes its place at once.
+//!   `map`, `imap`, `get` never wait for a dead worker.
+//! - With `maxtasksperchild`, a worker's successor is started when it is
+//!   sent its last task, and takes its place as it exits: the retired
+//!   worker is reaped at once, and [`worker_pids`](Pool::worker_pids)
+//!   always lists `processes` workers.
 //! - `map`/`map_async`/`starmap` return the error of the first failed task
 //!   (by position) once every task has ended; `imap`/`imap_unordered` yield
 //!   one `Result` per task, so the other results stay available.
@@ -59,11 +66,15 @@
 //! the sockets itself (no hand-off to another thread), and idle workers and
 //! waiting threads spin briefly before sleeping (see [`PoolBuilder::spin`]).
 //! Small tasks are queued up to 256 per worker; slow ones only about 2 ms
-//! of work ahead, so the load stays balanced.
+//! of work ahead. A worker that runs out of work takes back the batches
+//! another worker holds but has not started (and will skip), so no worker
+//! idles while tasks wait behind another, whatever ran before.
 
 mod builder;
 mod dispatch;
 mod fast;
+mod journal;
+mod link;
 mod progress;
 mod result;
 mod wire;
@@ -253,13 +264,8 @@ impl Pool {
         let (frame, count) = task_frame(runner, std::iter::once(&args))?;
         let out = Outcome::new(callbacks);
         let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
-        self.shared.submit(vec![Batch {
-            resent: 0,
-            frame,
-            count,
-            index: 0,
-            sink: sink.clone(),
-        }])?;
+        self.shared
+            .submit(vec![Batch::new(frame, count, 0, sink.clone())])?;
         sink.seal(1);
         Ok(AsyncResult {
             out,
@@ -445,13 +451,7 @@ impl Pool {
             if count == 0 {
                 break;
             }
-            group.push(Batch {
-                resent: 0,
-                frame,
-                count,
-                index,
-                sink: sink.clone(),
-            });
+            group.push(Batch::new(frame, count, index, sink.clone()));
             index += 1;
             group_tasks += count as usize;
             if group_tasks >= 4096 || group.len() >= 256 {

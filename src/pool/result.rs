@@ -109,6 +109,8 @@ fn decode_items<R: DeserializeOwned>(
                 })
             }),
             Ok(2) => rd.next::<String>().map(|m| Err(TaskErr::Codec(m))),
+            Ok(3) => rd.next::<i32>().map(|code| Err(TaskErr::Died(code))),
+            Ok(4) => Ok(Err(TaskErr::Broken)),
             Ok(_) => Err(postcard::Error::DeserializeBadEnum),
             Err(e) => Err(e),
         };
@@ -580,13 +582,12 @@ where
             if count == 0 {
                 break;
             }
-            batches.push(Batch {
-                resent: 0,
+            batches.push(Batch::new(
                 frame,
                 count,
-                index: self.submitted_batches,
-                sink: self.stream.clone(),
-            });
+                self.submitted_batches,
+                self.stream.clone(),
+            ));
             self.submitted_batches += 1;
             self.submitted += count as usize;
         }

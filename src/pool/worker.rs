@@ -1,65 +1,122 @@
 //! The worker side: task functions, their runners, and the worker loop.
 
+use super::fast::Out;
+use super::journal;
 use super::wire::{self, WorkerEnd};
-use crate::process::fnref::{self, FnDesc};
+use crate::process::fnref;
 use crate::sys::Region;
-use rustix::net::{RecvFlags, SendFlags};
+use rustix::net::RecvFlags;
 use serde::{de::DeserializeOwned, Serialize};
-use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 pub use crate::process::TaskFn;
 
 /// Runs a batch in the worker: decodes `count` argument tuples from `input`
-/// and appends one answer per item to `out`: tag 0 and the result, tag 1
-/// and (panic message, backtrace), or tag 2 and why the result could not be
-/// encoded. `Err` means the batch could not be decoded (nothing usable added).
-pub(crate) type TaskRunner = fn(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>;
+/// and hands one answer per item to `ans` (see [`Answers`]). Arguments that
+/// cannot be decoded give that task and the rest of the batch an error.
+pub(crate) type TaskRunner = fn(input: &[u8], count: u32, ans: &mut Answers<'_>);
 
 /// Runs an initializer in the worker from its encoded argument tuple.
 pub(crate) type InitRunner = fn(input: &[u8]) -> Result<(), String>;
 
-/// The named descriptor of `run_batch::<F, A, R>`.
-pub(crate) struct BatchOf<F, A, R>(PhantomData<(F, A, R)>);
-
-impl<F, A, R> BatchOf<F, A, R>
-where
-    F: TaskFn<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    /// Named only by the pool's methods that were handed a value of `F`.
-    pub(crate) const DESC: &'static FnDesc<TaskRunner> = &FnDesc::new(run_batch::<F, A, R>);
+/// The answers of the batch being run, written to the output buffer, which
+/// is the worker's journal (see [`journal`]): from the moment a task's
+/// answer is there, it survives the worker's death. Answers that outgrow
+/// the buffer are sent early, as `PARTIAL` frames (through `scratch`).
+pub(crate) struct Answers<'a> {
+    buf: &'a mut journal::Writer,
+    scratch: &'a mut Vec<u8>,
+    sock: BorrowedFd<'a>,
+    /// Where the answer frame in progress starts in `buf`.
+    frame: usize,
+    /// Tasks of the batch answered by earlier (`PARTIAL`) frames.
+    frame_first: u32,
+    /// The parent is gone: stop.
+    gone: bool,
 }
 
-/// The named descriptor of `run_map::<F, T, R>`.
-pub(crate) struct MapOf<F, T, R>(PhantomData<(F, T, R)>);
+impl Answers<'_> {
+    /// Task `task`'s arguments are decoded; the next ones start at `pos`.
+    #[inline]
+    fn decoded(&self, task: u32, pos: usize) {
+        self.buf.decoded(task, pos);
+    }
 
-impl<F, T, R> MapOf<F, T, R>
-where
-    F: TaskFn<(T,), R>,
-    T: DeserializeOwned,
-    R: Serialize,
-{
-    /// Named only by the pool's methods that were handed a value of `F`.
-    pub(crate) const DESC: &'static FnDesc<TaskRunner> = &FnDesc::new(run_map::<F, T, R>);
+    /// The answer in `scratch` is task `done - 1`'s; `false` if the parent
+    /// is gone.
+    #[inline]
+    fn push(&mut self, done: u32) -> bool {
+        if !self.buf.append(self.scratch) && !self.push_slow(done) {
+            return false;
+        }
+        self.buf.commit(done);
+        true
+    }
+
+    /// The answer does not fit: send what is there (this batch's answers so
+    /// far as a `PARTIAL` frame), and the answer too if it is larger than
+    /// the whole buffer, as a `PARTIAL` frame of its own.
+    #[cold]
+    fn push_slow(&mut self, done: u32) -> bool {
+        let big = self.scratch.len() + wire::ANSWER_HEADER > journal::CAP;
+        let f = self.frame;
+        self.buf.overwrite(f + 4, &[wire::PARTIAL]);
+        self.buf
+            .overwrite(f + 5, &(done - 1 - self.frame_first).to_le_bytes());
+        finish_frame(self.buf, f);
+        let mut own = [0u8; wire::ANSWER_HEADER];
+        let extra: [&[u8]; 2] = if big {
+            let len = (wire::ANSWER_HEADER - 4 + self.scratch.len()) as u32;
+            own[..4].copy_from_slice(&len.to_le_bytes());
+            own[4] = wire::PARTIAL;
+            own[5..9].copy_from_slice(&1u32.to_le_bytes());
+            [&own, self.scratch]
+        } else {
+            [&[], &[]]
+        };
+        let sent_done = done - u32::from(!big);
+        if !journal::flush(self.sock, self.buf, &extra, sent_done) {
+            self.gone = true;
+            return false;
+        }
+        self.frame = begin_answers(self.buf);
+        self.frame_first = sent_done;
+        big || self.buf.append(self.scratch)
+    }
+
+    /// Answers tasks `from..count` with `reason` (their arguments could not
+    /// be decoded).
+    fn fail_rest(&mut self, from: u32, count: u32, reason: &str) {
+        for k in from..count {
+            self.scratch.clear();
+            self.scratch.push(2);
+            let _ = super::fast::put(reason, self.scratch);
+            if !self.push(k + 1) {
+                return;
+            }
+        }
+    }
 }
 
-/// The named descriptor of `run_init::<F, A>`.
-pub(crate) struct InitOf<F, A>(PhantomData<(F, A)>);
-
-impl<F, A> InitOf<F, A>
-where
-    F: TaskFn<A, ()>,
-    A: DeserializeOwned,
-{
-    /// Named only by [`PoolBuilder::initializer`](super::PoolBuilder::initializer),
-    /// which was handed a value of `F`.
-    pub(crate) const DESC: &'static FnDesc<InitRunner> = &FnDesc::new(run_init::<F, A>);
+/// Starts a `RESULTS` frame in `buf` (its length, count and time are filled
+/// in at the end). The buffer always has room for it after a flush.
+fn begin_answers(buf: &mut journal::Writer) -> usize {
+    let start = buf.len();
+    let mut h = [0u8; wire::ANSWER_HEADER];
+    h[4] = wire::RESULTS;
+    let ok = buf.append(&h);
+    debug_assert!(ok, "no room for a frame header");
+    start
 }
 
-fn run_batch<F, A, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+/// Writes the length of the frame begun at `start` in `buf`.
+fn finish_frame(buf: &mut journal::Writer, start: usize) {
+    let len = (buf.len() - start - 4) as u32;
+    buf.overwrite(start, &len.to_le_bytes());
+}
+
+pub(crate) fn run_batch<F, A, R>(input: &[u8], count: u32, ans: &mut Answers<'_>)
 where
     F: TaskFn<A, R>,
     A: DeserializeOwned,
@@ -69,27 +126,58 @@ where
     // methods that were handed a value of `F` (here, or in the parent).
     let f: F = unsafe { fnref::conjure::<F, A, R>() };
     let mut rd = super::fast::Reader::new(input);
-    for _ in 0..count {
-        let args: A = rd
-            .next()
-            .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        run_one(out, || f.call(args));
+    for k in 0..count {
+        let args: A = match rd.next() {
+            Ok(a) => a,
+            Err(e) => {
+                return ans.fail_rest(
+                    k,
+                    count,
+                    &format!("cannot decode the task's arguments: {e}"),
+                )
+            }
+        };
+        ans.decoded(k, input.len() - rd.remaining());
+        if !run_one(ans, k + 1, || f.call(args)) {
+            return;
+        }
     }
-    Ok(())
 }
 
-/// Runs one task and appends its answer to `out`: `0` and the encoded value,
-/// `2` and a message when the value cannot be encoded, or the panic's error.
+/// The largest answer a worker sends: a larger result becomes an error.
+const MAX_ANSWER: usize = wire::MAX_FRAME - wire::ANSWER_HEADER;
+
+/// Runs task `done - 1` and appends its answer: `0` and the encoded value,
+/// `2` and a message when the value cannot be encoded, or the panic's
+/// error. The value is encoded straight into the output buffer; when it does
+/// not fit there (or fails), it goes the slow way, through `scratch`.
+/// `false` if the parent is gone.
 #[inline]
-fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
-    let mark = out.len();
+fn run_one<R: Serialize>(ans: &mut Answers<'_>, done: u32, call: impl FnOnce() -> R) -> bool {
+    let out = &mut ans.scratch;
+    out.clear();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
         Ok(value) => {
+            let mark = ans.buf.len();
+            ans.buf.push(0);
+            if super::fast::put_into(&value, ans.buf).is_ok() && !ans.buf.take_full() {
+                ans.buf.commit(done);
+                return true;
+            }
+            ans.buf.truncate(mark);
             out.push(0);
-            if let Err(e) = super::fast::put(&value, out) {
-                out.truncate(mark);
+            let reason = match super::fast::put(&value, out) {
+                Err(e) => Some(format!("cannot encode the task's result: {e}")),
+                Ok(()) if out.len() > MAX_ANSWER => Some(format!(
+                    "the task's result encodes to {} bytes, more than the pool's limit of {MAX_ANSWER}",
+                    out.len()
+                )),
+                Ok(()) => None,
+            };
+            if let Some(reason) = reason {
+                out.clear();
                 out.push(2);
-                let _ = super::fast::put(&format!("cannot encode the task's result: {e}"), out);
+                let _ = super::fast::put(&reason, out);
             }
         }
         Err(payload) => {
@@ -97,13 +185,14 @@ fn run_one<R: Serialize>(out: &mut Vec<u8>, call: impl FnOnce() -> R) {
             push_error(out, message, &backtrace);
         }
     }
+    ans.push(done)
 }
 
 /// [`run_batch`] for one-argument functions (`map`, `imap`): decodes each
 /// item as `T` directly (the same bytes as the tuple `(T,)`).
-fn run_map<F, T, R>(input: &[u8], count: u32, out: &mut Vec<u8>) -> Result<(), String>
+pub(crate) fn run_map<F, T, R>(input: &[u8], count: u32, ans: &mut Answers<'_>)
 where
-    F: TaskFn<(T,), R>,
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
     T: DeserializeOwned,
     R: Serialize,
 {
@@ -111,16 +200,25 @@ where
     // methods that were handed a value of `F` (here, or in the parent).
     let f: F = unsafe { fnref::conjure::<F, (T,), R>() };
     let mut rd = super::fast::Reader::new(input);
-    for _ in 0..count {
-        let arg: T = rd
-            .next()
-            .map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
-        run_one(out, || f.call((arg,)));
+    for k in 0..count {
+        let arg: T = match rd.next() {
+            Ok(a) => a,
+            Err(e) => {
+                return ans.fail_rest(
+                    k,
+                    count,
+                    &format!("cannot decode the task's arguments: {e}"),
+                )
+            }
+        };
+        ans.decoded(k, input.len() - rd.remaining());
+        if !run_one(ans, k + 1, || f(arg)) {
+            return;
+        }
     }
-    Ok(())
 }
 
-fn run_init<F, A>(input: &[u8]) -> Result<(), String>
+pub(crate) fn run_init<F, A>(input: &[u8]) -> Result<(), String>
 where
     F: TaskFn<A, ()>,
     A: DeserializeOwned,
@@ -159,7 +257,8 @@ fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
     })
 }
 
-/// What a worker is started with.
+/// What a worker is started with: its socket, its journal region, the
+/// initializer, maxtasksperchild, and how long to spin when idle (µs).
 pub(crate) type WorkerArgs = (WorkerEnd, Region, Option<(i64, Vec<u8>)>, u64, u64);
 
 /// Looks up (and checks once) the task runner named `offset`.
@@ -173,20 +272,20 @@ fn runner_at(cache: &mut Vec<(i64, Option<TaskRunner>)>, offset: i64) -> Option<
 }
 
 /// The worker loop: reads task frames, runs them, answers in order.
-/// Returns (ending the process with code 0) on `EXIT`, at end of input, or
-/// after `maxtasks` batches (0 = no limit).
+/// Returns (ending the process with code 0) on `EXIT`, at end of input, on a
+/// malformed frame, or after `maxtasks` batches (0 = no limit).
 pub(crate) fn worker_main(
     sock: WorkerEnd,
-    counters: Region,
+    region: Region,
     init: Option<(i64, Vec<u8>)>,
     maxtasks: u64,
     spin_us: u64,
 ) {
     install_hook();
     let sock = sock.0;
-    // SAFETY: the parent made the region 16 bytes long; offset 0 is aligned
-    // for AtomicU64, every bit pattern is valid, and both sides use atomics.
-    let started: &AtomicU64 = unsafe { counters.get::<AtomicU64>(0) };
+    let Some(mut journal) = journal::Writer::new(region) else {
+        panic!("the pool worker's journal region is too small");
+    };
     if let Some((offset, bytes)) = init {
         let init = match fnref::resolve::<InitRunner>(offset) {
             Ok(init) => init,
@@ -200,42 +299,88 @@ pub(crate) fn worker_main(
     let mut cache = Vec::new();
     let mut inbuf: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut pos = 0;
-    let mut out: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut scratch: Vec<u8> = Vec::with_capacity(1 << 10);
     let mut first_unsent: Option<Instant> = None;
+    // TASKS frames received, and batches run.
+    let mut ordinal: u32 = 0;
     let mut done: u64 = 0;
     // How long the last batch ran: after a long one the next is not due
     // soon (it would be queued already), and spinning would only take a CPU
     // from the parent decoding the answers.
     let mut last_run = Duration::ZERO;
-    loop {
-        if let Some((kind, payload, len)) = wire::next_frame(&inbuf[pos..]) {
-            if kind == wire::EXIT {
-                break;
+    // A malformed frame ends the loop: the parent does not send one, and
+    // whoever did is not to be trusted with more work.
+    while let Ok(frame) = wire::next_frame(&inbuf[pos..]) {
+        if let Some((kind, payload, len)) = frame {
+            match kind {
+                wire::TASKS => {}
+                wire::EXIT => break,
+                _ => break,
             }
-            out.reserve(payload.len() + payload.len() / 4 + 64);
-            let start = wire::begin(&mut out, wire::RESULTS);
-            let ok = if payload.len() < 12 {
+            let n = ordinal;
+            ordinal = ordinal.wrapping_add(1);
+            // The batch in progress has no task done yet; then claim it (it
+            // may have been taken back).
+            journal.begin();
+            if !journal.claim(n) {
+                pos += len;
+                continue;
+            }
+            if journal.len() + wire::ANSWER_HEADER + 4096 > journal::CAP
+                && !journal::flush(sock.as_fd(), &mut journal, &[], 0)
+            {
+                return;
+            }
+            let start = begin_answers(&mut journal);
+            journal.commit(0);
+            let runner = if payload.len() < 12 {
                 Err("short task frame".to_string())
             } else {
                 let offset = i64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
                 let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
-                // Tell the parent this batch is now ours: if we die from here
-                // on, it fails instead of being sent to another worker.
-                started.store(done + 1, Ordering::Release);
-                let t0 = Instant::now();
-                let r = match runner_at(&mut cache, offset) {
-                    Some(run) => run(&payload[12..], count, &mut out),
+                match runner_at(&mut cache, offset) {
+                    Some(run) => Ok((run, count)),
                     None => Err("the task function cannot be found in this binary".to_string()),
-                };
-                last_run = t0.elapsed();
-                r
+                }
             };
-            if let Err(reason) = ok {
-                out.truncate(start);
-                wire::begin(&mut out, wire::FAILED);
-                out.extend_from_slice(reason.as_bytes());
+            match runner {
+                Ok((run, count)) => {
+                    let t0 = Instant::now();
+                    let mut ans = Answers {
+                        buf: &mut journal,
+                        scratch: &mut scratch,
+                        sock: sock.as_fd(),
+                        frame: start,
+                        frame_first: 0,
+                        gone: false,
+                    };
+                    run(&payload[12..], count, &mut ans);
+                    if ans.gone {
+                        return;
+                    }
+                    let (f, first) = (ans.frame, ans.frame_first);
+                    last_run = t0.elapsed();
+                    let ns = u64::try_from(last_run.as_nanos()).unwrap_or(u64::MAX);
+                    journal.overwrite(f + 5, &count.saturating_sub(first).to_le_bytes());
+                    journal.overwrite(f + 9, &ns.to_le_bytes());
+                    finish_frame(&mut journal, f);
+                    journal.commit(count);
+                    if scratch.capacity() > 1 << 20 {
+                        scratch = Vec::with_capacity(1 << 10);
+                    }
+                }
+                Err(reason) => {
+                    // No task ran: the answer is a FAILED frame instead.
+                    journal.truncate(start);
+                    let reason = &reason.as_bytes()[..reason.len().min(1024)];
+                    let len = (1 + reason.len()) as u32;
+                    let ok = journal.append(&len.to_le_bytes())
+                        && journal.append(&[wire::FAILED])
+                        && journal.append(reason);
+                    debug_assert!(ok, "room was made for the frame");
+                    journal.commit(0);
+                }
             }
-            wire::finish(&mut out, start);
             pos += len;
             done += 1;
             if maxtasks > 0 && done >= maxtasks {
@@ -243,8 +388,8 @@ pub(crate) fn worker_main(
             }
             let now = Instant::now();
             let since = *first_unsent.get_or_insert(now);
-            if out.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
-                if !flush(&sock, &mut out) {
+            if journal.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
+                if !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
                     return;
                 }
                 first_unsent = None;
@@ -257,12 +402,12 @@ pub(crate) fn worker_main(
             pos = 0;
         }
         match wire::read_some(&sock, &mut inbuf, RecvFlags::DONTWAIT) {
-            Ok(wire::Read::Data) => continue,
+            Ok(wire::Read::Data(_)) => continue,
             Ok(wire::Read::Eof) | Err(_) => break,
             Ok(wire::Read::Empty) => {}
         }
         // Idle: answer what is done, spin briefly, then block.
-        if !flush(&sock, &mut out) {
+        if journal.len() > 0 && !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
             return;
         }
         first_unsent = None;
@@ -282,17 +427,99 @@ pub(crate) fn worker_main(
             }
         };
         match got {
-            Ok(wire::Read::Data) | Ok(wire::Read::Empty) => {}
+            Ok(wire::Read::Data(_)) | Ok(wire::Read::Empty) => {}
             Ok(wire::Read::Eof) | Err(_) => return,
         }
     }
-    flush(&sock, &mut out);
+    journal::flush(sock.as_fd(), &mut journal, &[], 0);
 }
 
-/// Sends all of `out` (blocking), then clears it. `false` if the parent is gone.
-fn flush(sock: &std::os::fd::OwnedFd, out: &mut Vec<u8>) -> bool {
-    let mut pos = 0;
-    let ok = wire::write_some(sock, out, &mut pos, SendFlags::empty()).unwrap_or(false);
-    out.clear();
-    ok
+// --- Naming the runners across processes (see `process::fnref`) -----------
+
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for TaskRunner {
+    const KIND: u64 = fnref::kind::POOL_TASK_RUNNER;
+}
+
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for InitRunner {
+    const KIND: u64 = fnref::kind::POOL_INIT_RUNNER;
+}
+
+/// The named descriptor of `run_batch::<F, A, R>`.
+pub(crate) struct BatchOf<F, A, R>(std::marker::PhantomData<(F, A, R)>);
+
+impl<F, A, R> BatchOf<F, A, R>
+where
+    F: TaskFn<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by the pool's methods that were handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<TaskRunner> =
+        &fnref::FnDesc::new(run_batch::<F, A, R>);
+}
+
+/// The named descriptor of `run_map::<F, T, R>`.
+pub(crate) struct MapOf<F, T, R>(std::marker::PhantomData<(F, T, R)>);
+
+impl<F, T, R> MapOf<F, T, R>
+where
+    F: Fn(T) -> R + Copy + Send + Sync + 'static,
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    /// Named only by the pool's methods that were handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<TaskRunner> =
+        &fnref::FnDesc::new(run_map::<F, T, R>);
+}
+
+/// The named descriptor of `run_init::<F, A>`.
+pub(crate) struct InitOf<F, A>(std::marker::PhantomData<(F, A)>);
+
+impl<F, A> InitOf<F, A>
+where
+    F: TaskFn<A, ()>,
+    A: DeserializeOwned,
+{
+    /// Named only by [`PoolBuilder::initializer`](super::PoolBuilder::initializer),
+    /// which was handed a value of `F`.
+    pub(crate) const DESC: &'static fnref::FnDesc<InitRunner> =
+        &fnref::FnDesc::new(run_init::<F, A>);
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    fn square(x: u64) -> u64 {
+        x * x
+    }
+    fn setup(_: u64) {}
+
+    fn batch_name<F: TaskFn<(u64,), u64>>(_: F) -> i64 {
+        fnref::name(BatchOf::<F, (u64,), u64>::DESC)
+    }
+    fn init_name<F: TaskFn<(u64,), ()>>(_: F) -> i64 {
+        fnref::name(InitOf::<F, (u64,)>::DESC)
+    }
+
+    /// A task runner's name where an initializer is expected (and the other
+    /// way round) is refused: same image, genuine descriptor, wrong kind.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the ELF program headers")]
+    fn runner_kinds_are_checked() {
+        let task = batch_name(square);
+        let init = init_name(setup);
+        assert!(fnref::resolve::<TaskRunner>(task).is_ok());
+        assert!(fnref::resolve::<InitRunner>(init).is_ok());
+        assert!(matches!(
+            fnref::resolve::<InitRunner>(task),
+            Err(crate::Error::Bootstrap(_))
+        ));
+        assert!(matches!(
+            fnref::resolve::<TaskRunner>(init),
+            Err(crate::Error::Bootstrap(_))
+        ));
+    }
 }

@@ -37,6 +37,11 @@ const MAX_BOOT: u32 = 1 << 30;
 /// encoded return value. One monomorphised instance per (target, args, result).
 pub(crate) type Runner = fn(&mut Importer) -> Result<Vec<u8>>;
 
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for Runner {
+    const KIND: u64 = fnref::kind::PROCESS_RUNNER;
+}
+
 /// What the parent sends a spawned child.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct BootMsg {

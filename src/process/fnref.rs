@@ -68,40 +68,27 @@ pub(crate) const fn kind_hash(s: &str) -> u64 {
 /// # Safety
 ///
 /// `Self` must be a function pointer type, and `KIND` must differ from the
-/// `KIND` of every other implementor (use [`kind_hash`] of a string naming the
-/// role and the full signature): [`resolve`] reads a descriptor's `f` as
-/// `Self` because its kind says it was built as a `FnDesc<Self>`.
+/// `KIND` of every other implementor (one of the constants of [`kind`], used
+/// by no other impl): [`resolve`] reads a descriptor's `f` as `Self` because
+/// its kind says it was built as a `FnDesc<Self>`.
 pub(crate) unsafe trait FnKind: Copy + 'static {
     /// The kind hash stored in, and checked against, every descriptor.
     const KIND: u64;
 }
 
-// The kinds of named functions, all here so that they stay distinct (the
-// `kinds_differ` test checks it).
-
-// SAFETY: a function pointer type (a process runner, see
-// `bootstrap::Runner`) with a kind string of its own.
-unsafe impl FnKind for fn(&mut crate::handoff::Importer) -> Result<Vec<u8>> {
-    const KIND: u64 = kind_hash("process runner: fn(&mut Importer) -> Result<Vec<u8>>");
-}
-
-// SAFETY: a function pointer type (a pool task runner, see
-// `pool::worker::TaskRunner`) with a kind string of its own.
-unsafe impl FnKind for fn(&[u8], u32, &mut Vec<u8>) -> std::result::Result<(), String> {
-    const KIND: u64 =
-        kind_hash("pool task runner: fn(&[u8], u32, &mut Vec<u8>) -> Result<(), String>");
-}
-
-// SAFETY: a function pointer type (a pool initializer runner, see
-// `pool::worker::InitRunner`) with a kind string of its own.
-unsafe impl FnKind for fn(&[u8]) -> std::result::Result<(), String> {
-    const KIND: u64 = kind_hash("pool initializer runner: fn(&[u8]) -> Result<(), String>");
-}
-
-// SAFETY: a function pointer type (a barrier action, see
-// `sync::barrier::Barrier::with_action`) with a kind string of its own.
-unsafe impl FnKind for fn() {
-    const KIND: u64 = kind_hash("barrier action: fn()");
+/// The kinds of named functions, all here so that they stay distinct (the
+/// `kinds_differ` test checks it). Each is the `KIND` of exactly one
+/// [`FnKind`] impl, written next to the function pointer type it names.
+pub(crate) mod kind {
+    use super::kind_hash;
+    /// `process::bootstrap::Runner`.
+    pub(crate) const PROCESS_RUNNER: u64 = kind_hash("multiproc process runner");
+    /// `pool::worker::TaskRunner`.
+    pub(crate) const POOL_TASK_RUNNER: u64 = kind_hash("multiproc pool task runner");
+    /// `pool::worker::InitRunner`.
+    pub(crate) const POOL_INIT_RUNNER: u64 = kind_hash("multiproc pool initializer runner");
+    /// `sync::barrier::Action`.
+    pub(crate) const BARRIER_ACTION: u64 = kind_hash("multiproc barrier action");
 }
 
 /// A named function: the only thing [`name`] accepts and [`resolve`] returns
@@ -407,11 +394,21 @@ mod tests {
         assert!(e.to_string().contains("another kind"), "{e}");
     }
 
-    type Task = fn(&[u8], u32, &mut Vec<u8>) -> std::result::Result<(), String>;
-    type Init = fn(&[u8]) -> std::result::Result<(), String>;
-    fn some_task(_: &[u8], n: u32, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+    // Stand-ins for the pool's task and initializer runners (two kinds
+    // whose functions both start with the encoded input).
+    type Task = fn(&[u8], u32, &mut Vec<u8>) -> usize;
+    // SAFETY: as above.
+    unsafe impl FnKind for Task {
+        const KIND: u64 = kind_hash("fnref test: task runner");
+    }
+    type Init = fn(&[u8]) -> usize;
+    // SAFETY: as above.
+    unsafe impl FnKind for Init {
+        const KIND: u64 = kind_hash("fnref test: initializer runner");
+    }
+    fn some_task(input: &[u8], n: u32, out: &mut Vec<u8>) -> usize {
         out.push(n as u8);
-        Ok(())
+        input.len()
     }
     const TASK: &FnDesc<Task> = &FnDesc::new(some_task);
 
@@ -419,7 +416,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "reads the ELF program headers (__ehdr_start)")]
     fn a_task_runner_where_an_initializer_is_expected_is_refused() {
         let mut out = Vec::new();
-        resolve::<Task>(name(TASK)).unwrap()(&[], 3, &mut out).unwrap();
+        assert_eq!(resolve::<Task>(name(TASK)).unwrap()(&[], 3, &mut out), 0);
         assert_eq!(out, [3]);
         assert!(matches!(
             resolve::<Init>(name(TASK)),
@@ -466,12 +463,14 @@ mod tests {
     #[test]
     fn kinds_differ() {
         let kinds = [
-            <crate::process::bootstrap::Runner as FnKind>::KIND,
-            <fn(&[u8], u32, &mut Vec<u8>) -> std::result::Result<(), String> as FnKind>::KIND,
-            <fn(&[u8]) -> std::result::Result<(), String> as FnKind>::KIND,
-            <fn() as FnKind>::KIND,
+            kind::PROCESS_RUNNER,
+            kind::POOL_TASK_RUNNER,
+            kind::POOL_INIT_RUNNER,
+            kind::BARRIER_ACTION,
             Unary::KIND,
             Nullary::KIND,
+            Task::KIND,
+            Init::KIND,
         ];
         for (i, a) in kinds.iter().enumerate() {
             for b in &kinds[i + 1..] {

@@ -618,8 +618,8 @@ pub mod __test {
         /// The runner offset points inside the body of the target's runner
         /// function (code of this binary, but no descriptor).
         InsideFunction,
-        /// The runner offset names a pool task runner's descriptor, not a
-        /// process runner's.
+        /// The runner offset names a genuine descriptor of another kind (a
+        /// barrier action's), not a process runner's.
         WrongKind,
         /// Random bytes instead of a message.
         Garbage,
@@ -627,12 +627,8 @@ pub mod __test {
 
     fn nothing() {}
 
-    fn task_runner(_: &[u8], _: u32, _: &mut Vec<u8>) -> std::result::Result<(), String> {
-        Ok(())
-    }
-    type TaskRunner = fn(&[u8], u32, &mut Vec<u8>) -> std::result::Result<(), String>;
-    /// A genuine descriptor of the pool task runner kind.
-    const TASK_RUNNER: &FnDesc<TaskRunner> = &FnDesc::new(task_runner);
+    /// A genuine descriptor of another kind (a barrier action's).
+    const ACTION: &FnDesc<fn()> = &FnDesc::new(nothing);
 
     /// Starts `nothing` by spawn with a damaged bootstrap message.
     pub fn spawn_damaged(damage: Damage) -> Result<Process<()>> {
@@ -655,7 +651,7 @@ pub mod __test {
                     let code = runner_of(nothing).get() as usize;
                     msg.runner_offset = fnref::offset_of(code + 16);
                 }
-                Some(Damage::WrongKind) => msg.runner_offset = fnref::name(TASK_RUNNER),
+                Some(Damage::WrongKind) => msg.runner_offset = fnref::name(ACTION),
                 _ => {}
             }
             *wire = bootstrap::encode_boot(msg).unwrap();

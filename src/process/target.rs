@@ -13,6 +13,15 @@
 /// `fn square(x: u64) -> u64` a `TaskFn<(u64,), u64>`. The child rebuilds the
 /// function from its type alone, so a capturing closure is a
 /// compile-time error.
+///
+/// Rebuilding happens only inside the crate, for a function it was handed:
+/// there is no public way to make a value of a zero-sized type from nothing.
+///
+/// ```compile_fail,E0425
+/// #[derive(Clone, Copy)]
+/// struct Token;
+/// let t: Token = multiproc::process::conjure::<Token>();
+/// ```
 pub trait TaskFn<A, R>: Copy + Send + Sync + 'static {
     /// Calls the function with the tuple's elements.
     fn call(&self, args: A) -> R;

@@ -48,6 +48,11 @@ const _: () = assert!(HEADER_BYTES >= RAW_LOCK_BYTES + 16);
 /// A barrier action as it is named across processes.
 type Action = fn();
 
+// SAFETY: a function pointer type with a kind of its own.
+unsafe impl fnref::FnKind for Action {
+    const KIND: u64 = fnref::kind::BARRIER_ACTION;
+}
+
 /// The named descriptor of `run_action::<F>`.
 struct ActionOf<F>(PhantomData<F>);
 

@@ -1,0 +1,612 @@
+//! One worker as the parent sees it: its process and socket, the batches
+//! it holds, reading its answers, taking back batches it has not started,
+//! and, when it dies, recovering every answer it completed (see
+//! [`journal`](super::journal)).
+
+use super::journal::{self, before};
+use super::result::{Fail, Sink};
+use super::wire;
+use crate::error::Result;
+use crate::process::Process;
+use rustix::net::{RecvFlags, SendFlags};
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most tasks one worker holds at a time (small tasks are pipelined).
+pub(crate) const WINDOW_TASKS: usize = 256;
+/// Most unsent bytes queued for one worker.
+const WINDOW_BYTES: usize = 8 << 20;
+
+/// A batch of tasks ready to send: a complete `TASKS` frame.
+pub(crate) struct Batch {
+    pub(crate) frame: Vec<u8>,
+    /// How many workers died before starting it (it fails at `MAX_RESENDS`).
+    pub(crate) resent: u8,
+    pub(crate) count: u32,
+    pub(crate) index: usize,
+    pub(crate) sink: Arc<dyn Sink>,
+    /// The answers of the batch's first `base` tasks, when a worker died
+    /// after answering them: the frame holds only the tasks after those.
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) base: u32,
+}
+
+impl Batch {
+    pub(crate) fn new(frame: Vec<u8>, count: u32, index: usize, sink: Arc<dyn Sink>) -> Batch {
+        Batch {
+            frame,
+            resent: 0,
+            count,
+            index,
+            sink,
+            prefix: Vec::new(),
+            base: 0,
+        }
+    }
+
+    /// A batch that will never run: every task fails with `f`.
+    pub(crate) fn fail(self, f: Fail) -> Done {
+        let sent = Sent {
+            resent: self.resent,
+            frame: Arc::new(Vec::new()),
+            count: self.count,
+            index: self.index,
+            sink: self.sink,
+            ordinal: 0,
+            answers: self.prefix,
+            base: self.base,
+            partial: 0,
+        };
+        sent.fail(0, f)
+    }
+}
+
+pub(crate) struct Sent {
+    pub(crate) resent: u8,
+    /// Its frame, kept until answered: a batch the worker never started is
+    /// sent again to another worker if this one dies.
+    pub(crate) frame: Arc<Vec<u8>>,
+    pub(crate) count: u32,
+    pub(crate) index: usize,
+    pub(crate) sink: Arc<dyn Sink>,
+    /// Which `TASKS` frame of its worker it is (see `journal`).
+    ordinal: u32,
+    /// The answers so far: the batch's prefix, then `PARTIAL` frames.
+    answers: Vec<u8>,
+    base: u32,
+    /// Tasks of the frame answered by `PARTIAL` frames.
+    partial: u32,
+}
+
+impl Sent {
+    fn into_batch(self, resent: u8) -> Batch {
+        Batch {
+            frame: Arc::try_unwrap(self.frame).unwrap_or_else(|a| (*a).clone()),
+            resent,
+            count: self.count,
+            index: self.index,
+            sink: self.sink,
+            prefix: self.answers,
+            base: self.base,
+        }
+    }
+
+    /// Every task not answered yet fails with `f`.
+    pub(crate) fn fail(mut self, pid: i32, f: Fail) -> Done {
+        let outcome = if self.base + self.partial == 0 {
+            Err(f)
+        } else {
+            for _ in self.partial..self.count {
+                push_failure(&mut self.answers, &f);
+            }
+            Ok((std::mem::take(&mut self.answers), 0))
+        };
+        Done {
+            sent: self,
+            pid,
+            outcome,
+        }
+    }
+}
+
+/// Appends one task's answer saying it failed with `f` (tags 2 to 4, as
+/// `result::decode_items` reads them).
+fn push_failure(out: &mut Vec<u8>, f: &Fail) {
+    match f {
+        Fail::Failed(m) => {
+            out.push(2);
+            let _ = super::fast::put(m, out);
+        }
+        Fail::Died(code) => {
+            out.push(3);
+            let _ = super::fast::put(code, out);
+        }
+        Fail::Broken => out.push(4),
+    }
+}
+
+/// A finished batch, to hand to its sink outside the lock.
+pub(crate) struct Done {
+    pub(crate) sent: Sent,
+    pub(crate) pid: i32,
+    /// The answer bytes' buffer and where they start.
+    pub(crate) outcome: std::result::Result<(Vec<u8>, usize), Fail>,
+}
+
+impl Done {
+    /// Hands the answers to the batch's sink.
+    pub(crate) fn deliver(self) {
+        let outcome = match &self.outcome {
+            Ok((bytes, start)) => Ok(&bytes[*start..]),
+            Err(f) => Err(f),
+        };
+        let s = &self.sent;
+        s.sink
+            .complete(s.index, s.base + s.count, self.pid, outcome);
+    }
+}
+
+/// A piece of a worker's output queue.
+enum OutBuf {
+    /// Small frames copied together (one `send` for many tasks).
+    Merged(Vec<u8>),
+    /// A large frame, shared with its [`Sent`] record.
+    Frame(Arc<Vec<u8>>),
+}
+
+impl OutBuf {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            OutBuf::Merged(v) => v,
+            OutBuf::Frame(f) => f,
+        }
+    }
+}
+
+pub(crate) struct Worker {
+    pub(crate) proc: Process<()>,
+    pub(crate) pid: i32,
+    pub(crate) sock: Arc<OwnedFd>,
+    pub(crate) pidfd: Arc<OwnedFd>,
+    journal: journal::Reader,
+    /// Bytes received from the worker so far.
+    received: u64,
+    inbuf: Vec<u8>,
+    /// Frames not yet (fully) sent; small frames share a buffer.
+    out: VecDeque<OutBuf>,
+    /// Bytes of `out[0]` already sent.
+    out_pos: usize,
+    unsent: usize,
+    pub(crate) inflight: VecDeque<Sent>,
+    pub(crate) inflight_tasks: usize,
+    /// Batches sent (and not taken back), for maxtasksperchild.
+    pub(crate) sent_batches: u64,
+    /// The ordinal of the next `TASKS` frame.
+    next_ordinal: u32,
+    /// Smoothed time per task (ns), to size the window: slow tasks are not
+    /// queued far ahead, so the load stays balanced between workers.
+    task_ns: f64,
+    /// Smoothed time per task (ns) measured by the worker: the work alone,
+    /// without waiting and transfers.
+    work_ns: f64,
+    /// When the batch now at the head of `inflight` started (roughly).
+    head_since: Instant,
+    /// The socket is gone (EOF or EPIPE): send nothing more.
+    pub(crate) broken: bool,
+    /// `EXIT` was queued: send nothing more.
+    pub(crate) exiting: bool,
+    /// It sent a malformed frame (it has been killed).
+    corrupt: Option<String>,
+    /// A replacement was already asked for (it retires by maxtasksperchild).
+    pub(crate) replaced: bool,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        proc: Process<()>,
+        sock: OwnedFd,
+        pidfd: OwnedFd,
+        journal: journal::Reader,
+    ) -> Worker {
+        Worker {
+            pid: proc.pid(),
+            proc,
+            sock: Arc::new(sock),
+            pidfd: Arc::new(pidfd),
+            journal,
+            received: 0,
+            inbuf: Vec::new(),
+            out: VecDeque::new(),
+            out_pos: 0,
+            unsent: 0,
+            inflight: VecDeque::new(),
+            inflight_tasks: 0,
+            sent_batches: 0,
+            next_ordinal: 0,
+            task_ns: 0.0,
+            work_ns: 0.0,
+            head_since: Instant::now(),
+            broken: false,
+            exiting: false,
+            corrupt: None,
+            replaced: false,
+        }
+    }
+
+    pub(crate) fn unsent(&self) -> usize {
+        self.unsent
+    }
+
+    pub(crate) fn queue(&mut self, frame: &Arc<Vec<u8>>) {
+        self.unsent += frame.len();
+        if frame.len() > 64 << 10 {
+            self.out.push_back(OutBuf::Frame(frame.clone()));
+            return;
+        }
+        match self.out.back_mut() {
+            Some(OutBuf::Merged(back)) if back.len() + frame.len() <= 256 << 10 => {
+                back.extend_from_slice(frame)
+            }
+            _ => self.out.push_back(OutBuf::Merged(frame.to_vec())),
+        }
+    }
+
+    /// Whether it can be sent more work at all.
+    pub(crate) fn open(&self, maxtasks: u64) -> bool {
+        !self.broken && !self.exiting && (maxtasks == 0 || self.sent_batches < maxtasks)
+    }
+
+    pub(crate) fn can_take(&self, b: &Batch, maxtasks: u64) -> bool {
+        self.open(maxtasks)
+            && self.unsent() < WINDOW_BYTES
+            && (self.inflight.len() < 2
+                || (self.inflight_tasks + b.count as usize <= self.window()
+                    && self.inflight.len() < WINDOW_TASKS))
+    }
+
+    /// Roughly how long until the batch at the head of `inflight` is
+    /// answered (zero when unknown or overdue; `None` when nothing is held).
+    pub(crate) fn eta(&self, now: Instant) -> Option<Duration> {
+        let head = self.inflight.front()?;
+        if self.task_ns <= 0.0 {
+            return Some(Duration::ZERO);
+        }
+        let expect = Duration::from_nanos((self.task_ns * head.count as f64) as u64);
+        Some(expect.saturating_sub(now.duration_since(self.head_since)))
+    }
+
+    /// How many tasks this worker may hold: about 2 ms of work, 2..=256.
+    fn window(&self) -> usize {
+        if self.task_ns <= 0.0 {
+            return WINDOW_TASKS;
+        }
+        ((2e6 / self.task_ns) as usize).clamp(2, WINDOW_TASKS)
+    }
+
+    pub(crate) fn push(&mut self, b: Batch) {
+        if self.inflight.is_empty() {
+            self.head_since = Instant::now();
+        }
+        let frame = Arc::new(b.frame);
+        self.queue(&frame);
+        self.inflight.push_back(Sent {
+            resent: b.resent,
+            frame,
+            count: b.count,
+            index: b.index,
+            sink: b.sink,
+            ordinal: self.next_ordinal,
+            answers: b.prefix,
+            base: b.base,
+            partial: 0,
+        });
+        self.next_ordinal = self.next_ordinal.wrapping_add(1);
+        self.inflight_tasks += b.count as usize;
+        self.sent_batches += 1;
+    }
+
+    /// The held batches the worker has not started: their tasks, and an
+    /// estimate of their work in ns (`None` before the worker answered a
+    /// batch).
+    pub(crate) fn unstarted(&self) -> (usize, Option<f64>) {
+        let next = self.journal.next_claim();
+        let tasks: usize = self
+            .inflight
+            .iter()
+            .filter(|s| !before(s.ordinal, next))
+            .map(|s| s.count as usize)
+            .sum();
+        let ns = (self.work_ns > 0.0).then_some(self.work_ns * tasks as f64);
+        (tasks, ns)
+    }
+
+    /// Takes back every batch the worker has not started (it will skip
+    /// them), in order.
+    pub(crate) fn take_back(&mut self) -> Vec<Batch> {
+        if self.broken {
+            return Vec::new();
+        }
+        let first = self.journal.take_back(self.next_ordinal);
+        let mut back = Vec::new();
+        while let Some(s) = self.inflight.back() {
+            if before(s.ordinal, first) {
+                break;
+            }
+            let s = self.inflight.pop_back().expect("checked");
+            self.inflight_tasks -= s.count as usize;
+            self.sent_batches -= 1;
+            let resent = s.resent;
+            back.push(s.into_batch(resent));
+        }
+        back.reverse();
+        back
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        while let Some(front) = self.out.front() {
+            if self.broken {
+                break;
+            }
+            let before = self.out_pos;
+            let front = front.as_slice();
+            if !wire::write_some(&*self.sock, front, &mut self.out_pos, SendFlags::DONTWAIT)? {
+                self.broken = true;
+            }
+            self.unsent -= self.out_pos - before;
+            if self.out_pos < front.len() {
+                break;
+            }
+            self.out.pop_front();
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads every answer available now.
+    pub(crate) fn read(&mut self, done: &mut Vec<Done>) -> Result<()> {
+        for _ in 0..64 {
+            if self.corrupt.is_some() {
+                break;
+            }
+            match wire::read_some(&*self.sock, &mut self.inbuf, RecvFlags::DONTWAIT)? {
+                wire::Read::Data(n) => {
+                    self.received += n as u64;
+                    self.parse(done, false)
+                }
+                wire::Read::Empty => break,
+                wire::Read::Eof => {
+                    self.broken = true;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker broke the protocol: stop trusting it (it is killed, and
+    /// its death handled as any other).
+    fn corrupted(&mut self, why: String) {
+        self.corrupt = Some(why);
+        self.broken = true;
+        let _ = self.proc.kill();
+    }
+
+    /// Handles the complete frames in `inbuf`; when `recovering`, stops at
+    /// the answer frame in progress (length 0) at the end of the journal.
+    fn parse(&mut self, done: &mut Vec<Done>, recovering: bool) {
+        let mut pos = 0;
+        loop {
+            let rest = &self.inbuf[pos..];
+            if recovering && rest.len() >= 4 && rest[..4] == [0; 4] {
+                break;
+            }
+            let (kind, payload, len) = match wire::next_frame(rest) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return self.corrupted(e.to_string()),
+            };
+            const H: usize = wire::ANSWER_HEADER - 5;
+            if kind != wire::FAILED && payload.len() < H {
+                return self.corrupted("an answer frame without its header".into());
+            }
+            let Some(front) = self.inflight.front_mut() else {
+                return self.corrupted("an answer nobody asked for".into());
+            };
+            // Little-endian words of the header (absent in a FAILED frame).
+            let word = |r: std::ops::Range<usize>| {
+                payload.get(r).map_or(0, |b| {
+                    b.iter().rev().fold(0u64, |a, x| (a << 8) | u64::from(*x))
+                })
+            };
+            let n = word(0..4) as u32;
+            let work = word(4..12);
+            let outcome = match kind {
+                wire::PARTIAL => {
+                    front.answers.extend_from_slice(&payload[H..]);
+                    front.partial = front.partial.saturating_add(n);
+                    pos += len;
+                    continue;
+                }
+                wire::RESULTS if front.answers.is_empty() => {
+                    if pos == 0 && len == self.inbuf.len() && len > 4096 {
+                        // The frame is the whole buffer: take it, no copy.
+                        Ok((std::mem::take(&mut self.inbuf), wire::ANSWER_HEADER))
+                    } else {
+                        Ok((payload[H..].to_vec(), 0))
+                    }
+                }
+                wire::RESULTS => {
+                    let mut all = std::mem::take(&mut front.answers);
+                    all.extend_from_slice(&payload[H..]);
+                    Ok((all, 0))
+                }
+                wire::FAILED => Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned())),
+                k => return self.corrupted(wire::FrameError::Kind(k).to_string()),
+            };
+            pos += len;
+            let sent = self.inflight.pop_front().expect("front exists");
+            self.inflight_tasks -= sent.count as usize;
+            let now = Instant::now();
+            let per =
+                now.duration_since(self.head_since).as_nanos() as f64 / sent.count.max(1) as f64;
+            self.task_ns = if self.task_ns <= 0.0 {
+                per
+            } else {
+                0.7 * self.task_ns + 0.3 * per
+            };
+            self.head_since = now;
+            if work > 0 {
+                let per = work as f64 / sent.count.max(1) as f64;
+                self.work_ns = if self.work_ns <= 0.0 {
+                    per
+                } else {
+                    0.7 * self.work_ns + 0.3 * per
+                };
+            }
+            done.push(match outcome {
+                Ok(o) => Done {
+                    sent,
+                    pid: self.pid,
+                    outcome: Ok(o),
+                },
+                Err(f) => sent.fail(self.pid, f),
+            });
+            if self.inbuf.is_empty() {
+                return;
+            }
+        }
+        if pos == self.inbuf.len() {
+            self.inbuf.clear();
+        } else if pos > 0 {
+            self.inbuf.drain(..pos);
+        }
+    }
+
+    /// Whether it ever started a batch.
+    pub(crate) fn started_any(&self) -> bool {
+        self.journal.next_claim() != 0
+    }
+
+    /// The worker exited with `code`: completes every batch it answered
+    /// (by the socket or in its journal), fails only the task it was
+    /// running, and returns the tasks it had not started, in order, to run
+    /// elsewhere (batches tried `max_resends` times fail instead).
+    pub(crate) fn bury(&mut self, code: i32, max_resends: u8, done: &mut Vec<Done>) -> Vec<Batch> {
+        let _ = self.read(done);
+        let rec = if self.corrupt.is_none() {
+            let (tail, rec) = self.journal.recover(self.received);
+            self.inbuf.extend_from_slice(&tail);
+            self.parse(done, true);
+            Some(rec)
+        } else {
+            None
+        };
+        let next_claim = self.journal.next_claim();
+        let died = match &self.corrupt {
+            Some(why) => Fail::Failed(format!("the worker sent a malformed answer: {why}")),
+            None => Fail::Died(code),
+        };
+        let mut again = Vec::new();
+        let mut first = true;
+        for sent in std::mem::take(&mut self.inflight) {
+            let claimed = before(sent.ordinal, next_claim);
+            let in_progress = std::mem::replace(&mut first, false) && claimed;
+            if !claimed {
+                if sent.resent + 1 >= max_resends {
+                    done.push(sent.fail(self.pid, died.clone()));
+                } else {
+                    let resent = sent.resent + 1;
+                    again.push(sent.into_batch(resent));
+                }
+                continue;
+            }
+            match (&rec, in_progress) {
+                (Some(rec), true) => {
+                    let inbuf = std::mem::take(&mut self.inbuf);
+                    match self.resume(sent, rec, &inbuf, code, max_resends) {
+                        Resumed::Done(d) => done.push(d),
+                        Resumed::Again(b) => again.push(b),
+                    }
+                }
+                _ => done.push(sent.fail(self.pid, died.clone())),
+            }
+        }
+        self.inflight_tasks = 0;
+        again
+    }
+
+    /// The batch that was in progress when the worker died: its answers so
+    /// far (`PARTIAL` frames, then the frame in progress at the front of
+    /// `rest`), the running task's failure, and the tasks after it.
+    fn resume(
+        &self,
+        mut sent: Sent,
+        rec: &journal::Recovered,
+        rest: &[u8],
+        code: i32,
+        max_resends: u8,
+    ) -> Resumed {
+        let items_len = sent.frame.len().saturating_sub(wire::TASK_HEADER);
+        let consistent = sent.partial <= rec.done
+            && rec.done <= sent.count
+            && (rec.decoded == rec.done || rec.decoded == rec.done + 1)
+            && rec.decoded <= sent.count
+            && rec.pos <= items_len;
+        if !consistent {
+            return Resumed::Done(sent.fail(self.pid, Fail::Died(code)));
+        }
+        // The frame in progress: length 0, kind, count, then answers.
+        if rec.done > sent.partial {
+            match rest.get(wire::ANSWER_HEADER..) {
+                Some(a) if rest[..4] == [0; 4] => sent.answers.extend_from_slice(a),
+                _ => return Resumed::Done(sent.fail(self.pid, Fail::Died(code))),
+            }
+        }
+        let running = rec.decoded == rec.done + 1;
+        if running {
+            push_failure(&mut sent.answers, &Fail::Died(code));
+        }
+        let next = rec.decoded;
+        if next == sent.count {
+            let answers = std::mem::take(&mut sent.answers);
+            return Resumed::Done(Done {
+                sent,
+                pid: self.pid,
+                outcome: Ok((answers, 0)),
+            });
+        }
+        if next == 0 {
+            // Not one task started: the batch goes again as it is.
+            if sent.resent + 1 >= max_resends {
+                return Resumed::Done(sent.fail(self.pid, Fail::Died(code)));
+            }
+            let resent = sent.resent + 1;
+            return Resumed::Again(sent.into_batch(resent));
+        }
+        // The tasks after `next` become a batch of their own, carrying the
+        // answers so far. It made progress, so it is not counted as resent.
+        let f = &sent.frame;
+        let mut frame = Vec::with_capacity(wire::TASK_HEADER + items_len - rec.pos);
+        frame.extend_from_slice(&f[..wire::TASK_HEADER]);
+        frame.extend_from_slice(&f[wire::TASK_HEADER + rec.pos..]);
+        let count = sent.count - next;
+        frame[13..wire::TASK_HEADER].copy_from_slice(&count.to_le_bytes());
+        wire::finish(&mut frame, 0);
+        Resumed::Again(Batch {
+            frame,
+            resent: sent.resent,
+            count,
+            index: sent.index,
+            sink: sent.sink,
+            prefix: sent.answers,
+            base: sent.base + next,
+        })
+    }
+}
+
+enum Resumed {
+    Done(Done),
+    Again(Batch),
+}
