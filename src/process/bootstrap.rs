@@ -391,6 +391,12 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
 /// runs the target, reports the result and exits. In test binaries use
 /// [`test_support!`](crate::test_support) instead (it calls this before the
 /// test harness starts).
+///
+/// A spawned child whose program forgot to call it runs `main` again instead
+/// of its target; its first [`Process::start`](crate::Process::start) then
+/// ends it with a message saying what to add, and its parent's `join`
+/// returns [`Error::Bootstrap`] (no chain of processes each starting the
+/// next).
 pub fn init() {
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
         return;

@@ -136,7 +136,8 @@ fn warn_if_multithreaded() {
 fn fork() -> Result<i32> {
     // SAFETY: the child only runs code that tolerates a forked copy of a
     // possibly multithreaded parent as far as this crate controls it: the
-    // registry lock is held by this thread across the call (see `launch`), and
+    // registry and stdout locks are held by this thread across the call, the
+    // rest is prepared before it and read lock-free (see `launch`), and
     // glibc's malloc has its own fork handlers. Locks held by *other* threads
     // at this moment stay locked in the child: that is why `Spawn` is the
     // default start method, as documented on `StartMethod::Fork`.

@@ -20,7 +20,7 @@ pub enum StartMethod {
     /// the target, and std's stdout is flushed before the fork (waiting for a
     /// thread that holds its lock, as CPython flushes `sys.stdout`), so a
     /// child neither repeats its parent's buffered output nor finds stdout
-    /// locked. The target's own locks are the caller's concern.
+    /// locked. Locks of the program's own are its concern.
     Fork,
     /// `fork()` + `exec()` of the current binary: the child starts fresh,
     /// enters the library in [`init`](crate::init) and receives its target
