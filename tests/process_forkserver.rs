@@ -351,3 +351,35 @@ fn preload_runs_once_in_the_server() {
     let _ = std::fs::remove_file(&marker);
     assert_eq!(text, format!("{server}\n"), "one run, in the server");
 }
+
+#[test]
+fn malformed_requests_make_the_server_fork_nothing() {
+    use multiproc::process::__test::{forkserver_header, forkserver_raw_request};
+    let _g = serial();
+    let mut p = fs().start(add, (1, 0)).unwrap();
+    p.join_timeout(LONG).unwrap();
+    let server = forkserver_pid().unwrap();
+    // The hook can make it fork with a well-formed request...
+    assert!(forkserver_raw_request(&forkserver_header(2), 2).unwrap());
+    // ...but not with garbage, a short or long header, or a descriptor
+    // count that does not match what came with it.
+    let mut bad_magic = forkserver_header(2);
+    bad_magic[0] ^= 0xff;
+    let mut long = forkserver_header(2);
+    long.extend_from_slice(&[0; 64]);
+    for (bytes, nfds) in [
+        (vec![0u8; 12], 2),
+        (bad_magic, 2),
+        (forkserver_header(2)[..11].to_vec(), 2),
+        (long, 2),
+        (forkserver_header(3), 2),
+        (forkserver_header(2), 3),
+        (forkserver_header(1), 1),
+    ] {
+        assert!(!forkserver_raw_request(&bytes, nfds).unwrap(), "{bytes:?}");
+    }
+    // The server is still there and serving.
+    let mut p = fs().start(add, (2, 0)).unwrap();
+    assert_eq!(p.join_timeout(LONG).unwrap(), 2);
+    assert_eq!(forkserver_pid(), Some(server));
+}

@@ -167,9 +167,11 @@ struct ClientState {
     owner: u32,
     server: Mutex<Option<Server>>,
     preload: Mutex<Vec<i64>>,
-    /// The control descriptor's number, readable without the lock, so that
-    /// a forked child can close its inherited copy.
+    /// The control descriptor's number and its socket's inode, readable
+    /// without the lock, so that a forked child can close its inherited copy
+    /// (and only that: the inode tells whether the number still names it).
     control_raw: std::sync::atomic::AtomicI32,
+    control_ino: std::sync::atomic::AtomicU64,
 }
 
 /// Leaked `Box<ClientState>` of this process (or of its parent).
@@ -200,17 +202,15 @@ fn client() -> &'static ClientState {
             server: Mutex::new(None),
             preload: Mutex::new(preload),
             control_raw: std::sync::atomic::AtomicI32::new(-1),
+            control_ino: std::sync::atomic::AtomicU64::new(0),
         }));
         match CLIENT.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 if let Some(old) = cur_ref {
-                    let raw = old.control_raw.load(Ordering::Acquire);
-                    if raw >= 0 {
-                        // SAFETY: our inherited copy of the parent's control
-                        // socket; the parent's state is never used again in
-                        // this process, so nothing else refers to it.
-                        unsafe { libc::close(raw) };
-                    }
+                    close_inherited(
+                        old.control_raw.load(Ordering::Acquire),
+                        old.control_ino.load(Ordering::Acquire),
+                    );
                 }
             }
             Err(_) => {
@@ -219,6 +219,23 @@ fn client() -> &'static ClientState {
                 drop(unsafe { Box::from_raw(new) });
             }
         }
+    }
+}
+
+/// Closes this process's inherited copy of its parent's control socket, if
+/// descriptor `raw` still is that socket (inode `ino`): then the parent's
+/// server sees end-of-file when its parent exits, whatever this process does.
+fn close_inherited(raw: i32, ino: u64) {
+    if raw < 0 {
+        return;
+    }
+    // SAFETY: only borrowed for the duration of the check.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    if rustix::fs::fstat(fd).is_ok_and(|st| st.st_ino == ino) {
+        // SAFETY: the number names the socket the parent's client state
+        // owned, inherited by this process; that state is never used again
+        // here (it is leaked), so nothing else in this process owns it.
+        unsafe { libc::close(raw) };
     }
 }
 
@@ -281,6 +298,8 @@ pub(crate) fn launch(
         if server.is_none() {
             let preload = lock(&c.preload).clone();
             let s = Server::start(&preload)?;
+            let ino = rustix::fs::fstat(&s.control).map_or(0, |st| st.st_ino);
+            c.control_ino.store(ino, Ordering::Release);
             c.control_raw
                 .store(s.control.as_raw_fd(), Ordering::Release);
             *server = Some(s);
@@ -413,4 +432,49 @@ pub(crate) fn supported() -> bool {
 #[cfg(feature = "test-hooks")]
 pub(crate) fn server_pid() -> Option<i32> {
     lock(&client().server).as_ref().map(|s| s.pid)
+}
+
+/// Sends a hand-made request on this process's server's control socket,
+/// with `nfds` descriptors (a bootstrap socket, a status socket, then copies
+/// of the bootstrap socket). `true` if the server answered with a pid (it
+/// forked; the child then finds no bootstrap message and exits). Tests.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn raw_request(bytes: &[u8], nfds: usize) -> Result<bool> {
+    let c = client();
+    let server = lock(&c.server);
+    let Some(s) = server.as_ref() else {
+        return Err(Error::Invalid("no fork server is running".into()));
+    };
+    let (boot, child_end) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let (status, server_end) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let mut fds = vec![child_end.as_fd(), server_end.as_fd()];
+    while fds.len() < nfds {
+        fds.push(child_end.as_fd());
+    }
+    fds.truncate(nfds);
+    wire::send_with_fds(s.control.as_fd(), bytes, &fds)?;
+    drop((child_end, server_end, boot));
+    if !crate::sys::wait_readable(status.as_fd(), Some(Instant::now() + ANSWER_LIMIT))? {
+        return Err(Error::Timeout);
+    }
+    Ok(matches!(
+        wire::recv_word(status.as_fd(), RecvFlags::DONTWAIT),
+        Ok(Some((pid, _))) if pid > 0
+    ))
+}
+
+/// A well-formed request header for `nfds` descriptors (tests).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn header(nfds: u32) -> Vec<u8> {
+    wire::Header { flags: 0, nfds }.encode().to_vec()
 }

@@ -697,6 +697,17 @@ pub mod __test {
         forkserver::server_pid()
     }
 
+    /// Sends a hand-made request (these bytes, `nfds` descriptors) to this
+    /// process's fork server; `Ok(true)` if it forked a child for it.
+    pub fn forkserver_raw_request(bytes: &[u8], nfds: usize) -> Result<bool> {
+        forkserver::raw_request(bytes, nfds)
+    }
+
+    /// A well-formed fork server request header for `nfds` descriptors.
+    pub fn forkserver_header(nfds: u32) -> Vec<u8> {
+        forkserver::header(nfds)
+    }
+
     /// Sets how long a spawned child may leave its start message unread
     /// before `start` gives up (default 30 s).
     pub fn set_boot_stall(limit: Duration) {
