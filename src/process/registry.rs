@@ -377,8 +377,16 @@ pub(crate) fn orphan(child: Arc<ChildShared>) {
 fn reaper_loop() {
     use rustix::event::{PollFd, PollFlags};
     use std::os::fd::AsFd;
-    let Some(Some((wake_r, _, _))) = REAPER_WAKE.get() else {
-        return;
+    // This thread is started inside `REAPER_WAKE`'s initializer, so it can
+    // run before the cell is set: wait for it (the initializer stores it
+    // right after the spawn returns) instead of exiting, which would leave
+    // every orphan unreaped.
+    let wake_r = loop {
+        match REAPER_WAKE.get() {
+            Some(Some((r, _, _))) => break r,
+            Some(None) => return,
+            None => std::thread::yield_now(),
+        }
     };
     loop {
         // Snapshot the watched pidfds (duplicates, so the list can change
