@@ -12,6 +12,7 @@
 
 use crate::connection::{Connection, Pipe};
 use crate::error::Result;
+use crate::manager::{Manager, ManagerBuilder};
 use crate::pool::{Pool, PoolBuilder};
 use crate::process::{get_start_method, Builder, StartMethod};
 use crate::queue::{JoinableQueue, Queue, SimpleQueue};
@@ -70,6 +71,22 @@ impl Context {
     /// As [`Pool::new`].
     pub fn pool(&self, processes: usize) -> Result<Pool> {
         self.pool_builder().processes(processes).build()
+    }
+
+    /// A manager builder whose server process starts with this context's
+    /// method.
+    pub fn manager_builder(&self) -> ManagerBuilder {
+        Manager::builder().start_method(self.method)
+    }
+
+    /// Starts a [`Manager`] with this context's method (Python's
+    /// `ctx.Manager()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`ManagerBuilder::start`].
+    pub fn manager(&self) -> Result<Manager> {
+        self.manager_builder().start()
     }
 
     /// An unbounded [`Queue`].

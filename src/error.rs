@@ -69,6 +69,14 @@ pub enum Error {
     /// (Python's `ValueError` / `RuntimeError`, or `AssertionError` for a lock).
     #[error("{0}")]
     Invalid(String),
+    /// A manager's server could not carry out a call (Python's
+    /// `multiprocessing.managers.RemoteError`): the method panicked, the
+    /// object or method does not exist, or the arguments did not decode. The
+    /// server keeps running. A registered method's own `Err` comes back
+    /// differently: see [`CallError`](crate::manager::CallError).
+    #[doc(alias = "RemoteError")]
+    #[error("remote error: {0}")]
+    Remote(String),
     /// An operating-system call failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),

@@ -54,6 +54,7 @@
 //! Still, every `import` of the crate treats its bytes as untrusted: a bad
 //! token gives an error, and a function (a barrier's action) is found only
 //! through a validated name, never rebuilt from a raw address.
+#![allow(unsafe_code)]
 
 use crate::codec;
 use crate::error::{Error, Result};

@@ -39,6 +39,8 @@
 //! - **Stdin**: a child's standard input is `/dev/null` unless asked otherwise.
 //! - **Fork-safe writers**: [`util::ForkSafeWriter`] and
 //!   [`util::register_after_fork`].
+//! - **Thread safety of proxies**: [`manager`] proxies are `Send` but
+//!   not `Sync`; sharing one between threads without a lock does not compile.
 //!
 //! ## Test binaries
 //!
@@ -46,12 +48,23 @@
 //! [`init`] catches it; in a test binary (whose `main` belongs to the test
 //! harness) put [`test_support!`] once at the top level of the test crate.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+// Unsafe code only where a module allows it (`#![allow(unsafe_code)]` at its
+// top), every unsafe operation in an explicit block, every block with a
+// `// SAFETY:` comment.
+#![deny(
+    unsafe_code,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
 
 pub mod codec;
 pub mod connection;
 mod context;
 mod error;
 pub mod handoff;
+pub mod manager;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 pub mod process;
 pub mod queue;
@@ -63,6 +76,8 @@ pub mod util;
 pub use connection::{Address, Client, Connection, Listener, Pipe};
 pub use context::{cpu_count, get_context, Context};
 pub use error::{Error, ProcessFailure, Result};
+pub use manager::Manager;
+pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, current_process, get_all_start_methods, get_start_method, init,

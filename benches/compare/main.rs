@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod lock;
+mod manager;
 mod pipe;
 mod pool;
 mod queue;
@@ -36,6 +37,7 @@ const SECTIONS: &[(&str, Section)] = &[
     ("pool", pool::run),
     ("lock", lock::run),
     ("shm", shm::run),
+    ("manager", manager::run),
 ];
 
 /// How a figure is measured; the prefix says whether lower or higher is better.

@@ -3,6 +3,7 @@
 //! (the generic `codec` functions rebuild those per value, which dominates
 //! the cost of a map over a million integers). Same bytes as
 //! [`crate::codec`] (tested below).
+#![allow(unsafe_code)]
 
 use serde::{de::DeserializeOwned, Serialize};
 

@@ -32,6 +32,7 @@
 //! the state at one point of the worker's program order; every update is
 //! ordered so that any such point is consistent. The bytes are still
 //! untrusted: every length and offset is checked before use.
+#![allow(unsafe_code)]
 
 use super::fast::Out;
 use super::wire;

@@ -70,6 +70,7 @@
 //! another worker holds but has not started (and will skip), so no worker
 //! idles while tasks wait behind another, whatever ran before.
 
+pub(crate) mod api;
 mod builder;
 mod dispatch;
 mod fast;
@@ -80,6 +81,7 @@ mod result;
 mod wire;
 mod worker;
 
+pub use api::{PendingResult, TaskPool};
 pub use builder::PoolBuilder;
 pub use result::{AsyncResult, Callbacks, IMap};
 pub use worker::TaskFn;

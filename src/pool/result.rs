@@ -81,7 +81,7 @@ impl TaskErr {
 }
 
 /// Decodes the answers of one batch, calling `each` once per task.
-fn decode_items<R: DeserializeOwned>(
+pub(crate) fn decode_items<R: DeserializeOwned>(
     outcome: std::result::Result<&[u8], &Fail>,
     count: u32,
     pid: i32,
@@ -228,6 +228,26 @@ impl<V> Outcome<V> {
 
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the call succeeded (meaningful once ready).
+    pub(crate) fn succeeded(&self) -> bool {
+        self.ok.load(Ordering::Acquire)
+    }
+
+    /// Moves the value out, or returns the error (every time).
+    pub(crate) fn take(&self) -> Result<V> {
+        let mut slot = lock(&self.slot);
+        match slot.as_ref() {
+            Some(Err(e)) => Err(e.to_error()),
+            Some(Ok(_)) => match slot.take() {
+                Some(Ok(v)) => Ok(v),
+                _ => unreachable!("checked above"),
+            },
+            None => Err(Error::Invalid(
+                "the value was already taken by an earlier get".into(),
+            )),
+        }
     }
 }
 
@@ -405,7 +425,7 @@ impl<V> AsyncResult<V> {
         if !self.ready() {
             return Err(Error::Invalid("the result is not ready".into()));
         }
-        Ok(self.out.ok.load(Ordering::Acquire))
+        Ok(self.out.succeeded())
     }
 
     /// Waits until the call completes.
@@ -443,17 +463,7 @@ impl<V> AsyncResult<V> {
     }
 
     fn take(&self) -> Result<V> {
-        let mut slot = lock(&self.out.slot);
-        match slot.as_ref() {
-            Some(Err(e)) => Err(e.to_error()),
-            Some(Ok(_)) => match slot.take() {
-                Some(Ok(v)) => Ok(v),
-                _ => unreachable!("checked above"),
-            },
-            None => Err(Error::Invalid(
-                "the value was already taken by an earlier get".into(),
-            )),
-        }
+        self.out.take()
     }
 }
 

@@ -1,4 +1,5 @@
 //! The worker side: task functions, their runners, and the worker loop.
+#![allow(unsafe_code)]
 
 use super::fast::Out;
 use super::journal;
@@ -242,11 +243,11 @@ fn push_error(out: &mut Vec<u8>, message: String, backtrace: &str) {
 /// backtrace) for the task's error instead of printing it. It sets a flag of
 /// the process-wide hook, installed before the fork: calling `set_hook` after
 /// the fork could wait forever on a lock a panicking parent thread held.
-fn install_hook() {
+pub(crate) fn install_hook() {
     crate::process::capture_panics_per_thread();
 }
 
-fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
+pub(crate) fn take_panic(payload: Box<dyn std::any::Any + Send>) -> (String, String) {
     crate::process::take_thread_panic().unwrap_or_else(|| {
         let m = payload
             .downcast_ref::<&str>()

@@ -15,6 +15,7 @@
 //! (`AT_SECURE`) program, accepts the message only on a socket whose peer is
 //! its parent, checks that it runs the parent's binary, and calls only a
 //! function whose name [`fnref::resolve`] validates.
+#![allow(unsafe_code)]
 
 use super::fnref::{self, BinaryId};
 use super::{ChildIdentity, CURRENT};
@@ -284,6 +285,10 @@ fn take_child_panic() -> Option<(String, String)> {
 /// [`take_thread_panic`] instead of printing and reporting it (pool workers,
 /// which turn a task's panic into that task's error). Takes no lock.
 pub(crate) fn capture_panics_per_thread() {
+    // A no-op where the hook is installed already (every forked child: its
+    // parent installed it before the fork, so no lock is taken here); in a
+    // process that never started one (an MPI rank), it installs it.
+    install_panic_hook();
     CAPTURE_PER_THREAD.store(true, Ordering::Relaxed);
 }
 
@@ -397,8 +402,14 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
 /// ends it with a message saying what to add, and its parent's `join`
 /// returns [`Error::Bootstrap`] (no chain of processes each starting the
 /// next).
+///
+/// With the `mpi` feature, in a program started by an MPI launcher
+/// (`mpiexec`, `srun`), every rank but 0 becomes a worker of
+/// `multiproc::mpi::MpiPool` here and exits when rank 0's pool ends.
 pub fn init() {
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
+        #[cfg(feature = "mpi")]
+        crate::mpi::enter();
         return;
     };
     if is_secure_exec() {

@@ -26,6 +26,7 @@
 //! Also here: rebuilding a zero-sized callable (a `fn` item or a
 //! non-capturing closure) from its type alone ([`conjure`]), and the binary
 //! identity a spawned child compares with its parent's ([`BinaryId`]).
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,9 @@ pub(crate) mod kind {
     pub(crate) const POOL_INIT_RUNNER: u64 = kind_hash("multiproc pool initializer runner");
     /// `sync::barrier::Action`.
     pub(crate) const BARRIER_ACTION: u64 = kind_hash("multiproc barrier action");
+    /// `mpi::runner::Runner`.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub(crate) const MPI_TASK_RUNNER: u64 = kind_hash("multiproc MPI task runner");
 }
 
 /// A named function: the only thing [`name`] accepts and [`resolve`] returns
@@ -467,6 +471,7 @@ mod tests {
             kind::POOL_TASK_RUNNER,
             kind::POOL_INIT_RUNNER,
             kind::BARRIER_ACTION,
+            kind::MPI_TASK_RUNNER,
             Unary::KIND,
             Nullary::KIND,
             Task::KIND,

@@ -2,6 +2,7 @@
 //! at once, after rebuilding its arguments through the handoff mechanism
 //! (fresh handles from the inherited descriptors, so no in-process state of
 //! the parent's handles — threads, buffers, locks — is relied on).
+#![allow(unsafe_code)]
 
 use super::bootstrap::{self, Runner};
 use super::{registry, ChildIdentity, Stdin, CURRENT};

@@ -25,6 +25,7 @@
 //! next start; a server whose parent is gone exits (end-of-file on its
 //! control socket; a server started from the main thread is also a daemon
 //! child, killed with its parent).
+#![allow(unsafe_code)]
 
 mod server;
 mod wire;

@@ -14,6 +14,7 @@
 //! assert_eq!(p.exitcode(), Some(0));
 //! # Ok(()) }
 //! ```
+#![allow(unsafe_code)]
 
 mod bootstrap;
 pub(crate) mod fnref;

@@ -10,6 +10,7 @@
 //! ones: every child's pidfd sits in one `epoll` set, and a `start` asks it
 //! (one `epoll_wait` with a zero timeout) which children have ended, instead
 //! of calling `waitpid` on each (which is what CPython does).
+#![allow(unsafe_code)]
 
 use rustix::event::epoll;
 use std::collections::BTreeMap;
@@ -340,9 +341,10 @@ pub(crate) fn at_exit() {
 /// Children whose handles were dropped while they ran, watched by the reaper
 /// thread through their pidfds.
 static ORPHANS: Mutex<Vec<Arc<ChildShared>>> = Mutex::new(Vec::new());
-/// The reaper's wake-up pipe and the pid of the process whose thread it is (a
-/// forked child inherits the memory but not the thread, and must not use it).
-static REAPER_WAKE: std::sync::OnceLock<Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd, u32)>> =
+/// The write end of the reaper's wake-up pipe and the pid of the process
+/// whose thread it is (a forked child inherits the memory but not the
+/// thread, and must not use it).
+static REAPER_WAKE: std::sync::OnceLock<Option<(std::os::fd::OwnedFd, u32)>> =
     std::sync::OnceLock::new();
 
 /// Hands a running child whose handle is being dropped to the reaper thread,
@@ -358,12 +360,14 @@ pub(crate) fn orphan(child: Arc<ChildShared>) {
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )
         .ok()?;
+        // The thread owns the read end: it must not look it up in
+        // `REAPER_WAKE`, which is still being initialised while it starts.
         let spawned = std::thread::Builder::new()
             .name("multiproc-reaper".into())
-            .spawn(reaper_loop);
-        spawned.ok().map(|_| (r, w, std::process::id()))
+            .spawn(move || reaper_loop(r));
+        spawned.ok().map(|_| (w, std::process::id()))
     });
-    let Some((_, w, owner)) = wake else { return };
+    let Some((w, owner)) = wake else { return };
     if *owner != std::process::id() {
         return;
     }
@@ -374,20 +378,10 @@ pub(crate) fn orphan(child: Arc<ChildShared>) {
     let _ = rustix::io::write(w, &[1]);
 }
 
-fn reaper_loop() {
+fn reaper_loop(wake_r: std::os::fd::OwnedFd) {
     use rustix::event::{PollFd, PollFlags};
     use std::os::fd::AsFd;
-    // This thread is started inside `REAPER_WAKE`'s initializer, so it can
-    // run before the cell is set: wait for it (the initializer stores it
-    // right after the spawn returns) instead of exiting, which would leave
-    // every orphan unreaped.
-    let wake_r = loop {
-        match REAPER_WAKE.get() {
-            Some(Some((r, _, _))) => break r,
-            Some(None) => return,
-            None => std::thread::yield_now(),
-        }
-    };
+    let wake_r = &wake_r;
     loop {
         // Snapshot the watched pidfds (duplicates, so the list can change
         // while we sleep).
@@ -401,7 +395,9 @@ fn reaper_loop() {
         pfds.extend(watched.iter().map(|fd| PollFd::new(fd, PollFlags::IN)));
         if let Err(e) = rustix::event::poll(&mut pfds, None) {
             if e != rustix::io::Errno::INTR {
-                return;
+                // Out of kernel memory or similar: try again soon rather
+                // than leave orphans unreaped for the rest of the program.
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
         let mut buf = [0u8; 64];

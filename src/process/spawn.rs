@@ -7,6 +7,7 @@
 //! Exactly the descriptors registered by the arguments' handoff (and the
 //! bootstrap socket) survive the `exec`: every other descriptor is marked
 //! close-on-exec first.
+#![allow(unsafe_code)]
 
 use super::bootstrap::{self, BootMsg, BOOT_ENV};
 use super::fnref::BinaryId;

@@ -34,6 +34,7 @@
 //! word and `seq == p + 1`. The round tag (`(t / cap) mod (2^21 - 1) + 1`)
 //! tells a word of this round from a stale one; released claim words are
 //! cleared, so a stale tag cannot come back.
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::sys::futex::{self, Wake};

@@ -1,5 +1,6 @@
 //! Named POSIX shared memory, compatible with CPython's
 //! `multiprocessing.shared_memory.SharedMemory` on Linux.
+#![allow(unsafe_code)]
 
 use super::tracker;
 use crate::error::{Error, Result};

@@ -36,6 +36,7 @@
 //! they cannot leak however the program ends, and the tracker never sees them.
 //!
 //! [`SharedMemory`]: super::SharedMemory
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};

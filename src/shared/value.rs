@@ -1,5 +1,6 @@
 //! `RawValue`, `RawArray` (unsynchronized) and `Value`, `Array` (with a lock):
 //! plain data in unnamed shared memory.
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};

@@ -13,6 +13,7 @@
 //! breaks: the others get [`Error::BrokenBarrier`] instead of waiting forever.
 //! A party that dies while *not* inside `wait` cannot be told from one that is
 //! merely slow: the others wait (use a timeout).
+#![allow(unsafe_code)]
 
 use super::raw::{self, RawLock, CHECK_INTERVAL, RAW_LOCK_BYTES};
 use crate::error::{Error, Result};

@@ -19,6 +19,7 @@
 //! lives; the slot of a dead process is reclaimed and does not use up a
 //! notification. A holder of the lock that dies is reported by the waiter's
 //! re-acquisition as [`Error::OwnerDied`] (the lock is held again all the same).
+#![allow(unsafe_code)]
 
 use super::error::LockResult;
 use super::raw::{self, Acquired};

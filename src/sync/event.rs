@@ -1,4 +1,5 @@
 //! [`Event`]: a process-shared flag that processes can wait for.
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};

@@ -1,4 +1,5 @@
 //! [`Lock`]: a robust, process-shared mutual-exclusion lock.
+#![allow(unsafe_code)]
 
 use super::error::{LockResult, OwnerDied, TryAcquireError, TryLockResult};
 use super::raw::{self, Acquired, RawLock, RAW_LOCK_BYTES};

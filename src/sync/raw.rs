@@ -29,6 +29,7 @@
 //! thread and released by another (legal for Python's `Lock`) would be
 //! reported dead when the acquiring thread exits. Owner liveness per
 //! *process* matches what a `multiprocessing` user means by "the holder died".
+#![allow(unsafe_code)]
 
 use crate::sys::futex::{self, Wake};
 use std::cell::Cell;

@@ -1,4 +1,5 @@
 //! [`RLock`]: a re-entrant, process-shared lock, robust to a holder that dies.
+#![allow(unsafe_code)]
 
 use super::error::{LockResult, OwnerDied, TryAcquireError, TryLockResult};
 use super::raw::{self, Acquired, RawLock};

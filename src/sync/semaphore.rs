@@ -8,6 +8,7 @@
 //! and the count stays taken. Waiters are not stuck *forever* by the dead
 //! process itself — only by the missing count — so use timeouts, or a
 //! [`Lock`](super::Lock) when the count is really ownership of a resource.
+#![allow(unsafe_code)]
 
 use super::raw;
 use crate::error::{Error, Result};

@@ -3,6 +3,7 @@
 //! straight into a `Vec`'s spare capacity (no zeroing of large buffers).
 //!
 //! Every function retries on `EINTR`.
+#![allow(unsafe_code)]
 
 use rustix::io::Errno;
 use rustix::net::{

@@ -5,6 +5,7 @@
 //! their state in regions; a region reaches a child by [`Handoff`] (its
 //! descriptor), and the child maps it at an address of its own — so anything
 //! stored inside must be position-independent (offsets, never pointers).
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};

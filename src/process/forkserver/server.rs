@@ -4,6 +4,7 @@
 //! It runs as the runner of a spawned child (so it starts as a fresh, single
 //! threaded copy of the binary) and never starts a thread: every `fork` it
 //! makes copies a process in which no lock can be held by another thread.
+#![allow(unsafe_code)]
 
 use super::wire::{self, Header, FLAG_DAEMON, FLAG_STDERR, FLAG_STDIN, FLAG_STDOUT};
 use crate::error::Result;

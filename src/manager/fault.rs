@@ -1,0 +1,99 @@
+//! Errors of manager calls: a builtin object's own failures, a registered
+//! method's own `Err`, and how they travel.
+
+use crate::error::Error;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What the server answered to a call, before decoding.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Ok(Vec<u8>),
+    Method(Vec<u8>),
+}
+
+/// A builtin object's own failure, as it travels back to the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum BuiltinError {
+    Empty,
+    Full,
+    Timeout,
+    BrokenBarrier,
+    OwnerDied,
+    Invalid(String),
+}
+
+impl From<BuiltinError> for Error {
+    fn from(e: BuiltinError) -> Error {
+        match e {
+            BuiltinError::Empty => Error::Empty,
+            BuiltinError::Full => Error::Full,
+            BuiltinError::Timeout => Error::Timeout,
+            BuiltinError::BrokenBarrier => Error::BrokenBarrier,
+            BuiltinError::OwnerDied => Error::OwnerDied,
+            BuiltinError::Invalid(m) => Error::Invalid(m),
+        }
+    }
+}
+
+/// The error of a call to a registered type's method that returns
+/// `Result<T, E>`: either the method's own `Err(e)` (CPython re-raises the
+/// referent's exception) or a failure of the call itself (CPython's
+/// `RemoteError`: a panic in the method, a lost connection, …).
+///
+/// ```
+/// use multiproc::manager::CallError;
+///
+/// let e: CallError<String> = CallError::Method("too big".into());
+/// assert_eq!(e.method_error(), Some(&"too big".to_string()));
+/// let r: CallError<String> = CallError::Call(multiproc::Error::Remote("boom".into()));
+/// assert!(r.method_error().is_none());
+/// ```
+#[derive(Debug)]
+pub enum CallError<E> {
+    /// The method ran and returned `Err(e)`.
+    Method(E),
+    /// The call did not complete: [`Error::Remote`] when the server failed
+    /// to run it, or a connection error.
+    Call(Error),
+}
+
+impl<E> CallError<E> {
+    /// The method's own error, if that is what this is.
+    pub fn method_error(&self) -> Option<&E> {
+        match self {
+            CallError::Method(e) => Some(e),
+            CallError::Call(_) => None,
+        }
+    }
+
+    /// The method's own error, if that is what this is.
+    pub fn into_method_error(self) -> Option<E> {
+        match self {
+            CallError::Method(e) => Some(e),
+            CallError::Call(_) => None,
+        }
+    }
+
+    /// `true` for a failure of the call itself ([`CallError::Call`]).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, CallError::Call(_))
+    }
+}
+
+impl<E> From<Error> for CallError<E> {
+    fn from(e: Error) -> Self {
+        CallError::Call(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Method(e) => write!(f, "{e}"),
+            CallError::Call(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {}

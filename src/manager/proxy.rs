@@ -1,0 +1,462 @@
+//! The client side: one connection per proxy, typed calls, and how a proxy
+//! travels (serialized as a token that a new connection claims).
+//!
+//! A proxy owns its connection, so it is `Send` (move it to another thread)
+//! but not `Sync` (two threads could otherwise interleave requests on one
+//! socket); [`Clone`] opens a new connection for the copy, which another
+//! thread may use. CPython opens one connection per thread per proxy; here
+//! the type system keeps the rule.
+
+use super::fault::{Answer, BuiltinError};
+use super::wire::{ObjId, Raw, Reply, Request};
+use crate::codec;
+use crate::connection::{Address, Client, Connection};
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A manager address as it travels inside a token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) enum WireAddr {
+    Unix(PathBuf),
+    Abstract(Vec<u8>),
+    Tcp(SocketAddr),
+}
+
+impl From<&Address> for WireAddr {
+    fn from(a: &Address) -> WireAddr {
+        match a {
+            Address::Unix(p) => WireAddr::Unix(p.clone()),
+            Address::Abstract(n) => WireAddr::Abstract(n.clone()),
+            Address::Tcp(s) => WireAddr::Tcp(*s),
+        }
+    }
+}
+
+impl From<&WireAddr> for Address {
+    fn from(a: &WireAddr) -> Address {
+        match a {
+            WireAddr::Unix(p) => Address::Unix(p.clone()),
+            WireAddr::Abstract(n) => Address::Abstract(n.clone()),
+            WireAddr::Tcp(s) => Address::Tcp(*s),
+        }
+    }
+}
+
+/// Where a manager is and how to get in.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Endpoint {
+    pub(crate) address: WireAddr,
+    pub(crate) authkey: Vec<u8>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        f.debug_struct("Endpoint")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Opens an authenticated connection to the server.
+    pub(crate) fn connect(&self) -> Result<Connection> {
+        Client::connect(&Address::from(&self.address), Some(&self.authkey))
+    }
+}
+
+/// What identifies a shared object: CPython's `Token` (typeid, address,
+/// id), plus the key, so that a proxy decoded in any process can connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub(crate) endpoint: Arc<Endpoint>,
+    pub(crate) typeid: String,
+    pub(crate) id: ObjId,
+}
+
+#[derive(Serialize)]
+struct TokenOut<'a> {
+    endpoint: &'a Endpoint,
+    typeid: &'a str,
+    id: ObjId,
+}
+
+#[derive(Deserialize)]
+struct TokenIn {
+    endpoint: Endpoint,
+    typeid: String,
+    id: ObjId,
+}
+
+impl Serialize for Token {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        TokenOut {
+            endpoint: &self.endpoint,
+            typeid: &self.typeid,
+            id: self.id,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Token {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Token, D::Error> {
+        let t = TokenIn::deserialize(d)?;
+        Ok(Token {
+            endpoint: Arc::new(t.endpoint),
+            typeid: t.typeid,
+            id: t.id,
+        })
+    }
+}
+
+thread_local! {
+    /// While a request's arguments are encoded: the server they go to and
+    /// the ids of proxies (of that server) met on the way.
+    static COLLECT: RefCell<Option<(WireAddr, Vec<ObjId>)>> = const { RefCell::new(None) };
+}
+
+/// Encodes `value` into `out`, collecting the ids of proxies of the server
+/// at `target` that it contains (they travel as `refs`).
+pub(crate) fn encode_collecting<T: Serialize + ?Sized>(
+    target: &WireAddr,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<Vec<ObjId>> {
+    let prev = COLLECT.with(|c| c.borrow_mut().replace((target.clone(), Vec::new())));
+    let res = codec::encode_into(value, out);
+    let got = COLLECT.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev));
+    res?;
+    Ok(got.map(|(_, ids)| ids).unwrap_or_default())
+}
+
+/// Records `token` for the request being encoded, if it belongs to the
+/// request's server; `false` if no such request is being encoded.
+fn collect(token: &Token) -> bool {
+    COLLECT.with(|c| match c.borrow_mut().as_mut() {
+        Some((addr, ids)) if *addr == token.endpoint.address => {
+            ids.push(token.id);
+            true
+        }
+        _ => false,
+    })
+}
+
+/// Per-process connections that hold pending references for proxies sent
+/// elsewhere (process arguments, messages): they last until this process
+/// exits, so a proxy handed to a child survives the parent dropping its own.
+struct Anchor {
+    pid: u32,
+    address: WireAddr,
+    conn: Mutex<Connection>,
+}
+
+static ANCHORS: Mutex<Vec<Arc<Anchor>>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn anchor_for(endpoint: &Endpoint) -> Result<Arc<Anchor>> {
+    let pid = std::process::id();
+    let inherited: Vec<Arc<Anchor>>;
+    {
+        let mut g = lock(&ANCHORS);
+        // Anchors inherited across fork belong to the parent: drop our copies.
+        let (mine, other): (Vec<_>, Vec<_>) = g.drain(..).partition(|a| a.pid == pid);
+        *g = mine;
+        inherited = other;
+        if let Some(a) = g.iter().find(|a| a.address == endpoint.address) {
+            return Ok(a.clone());
+        }
+    }
+    drop(inherited);
+    let conn = endpoint.connect()?;
+    let a = Arc::new(Anchor {
+        pid,
+        address: endpoint.address.clone(),
+        conn: Mutex::new(conn),
+    });
+    lock(&ANCHORS).push(a.clone());
+    Ok(a)
+}
+
+/// Leaves a pending reference to `token`'s object, held by this process's
+/// anchor connection, for the proxy the token is about to become elsewhere.
+fn leave_pending(token: &Token) -> Result<()> {
+    let a = anchor_for(&token.endpoint)?;
+    let conn = lock(&a.conn);
+    let mut buf = Vec::new();
+    codec::encode_into(&Request::Pending { id: token.id }, &mut buf)?;
+    conn.send_bytes(&buf)?;
+    match conn.recv::<Reply>()? {
+        Reply::Ok(_) => Ok(()),
+        Reply::MethodError(_) => Err(Error::Remote("unexpected answer".into())),
+        Reply::Remote(m) => Err(Error::Remote(m)),
+    }
+}
+
+/// The untyped heart of every proxy: a token and an own connection.
+pub struct ProxyCore {
+    token: Token,
+    conn: std::result::Result<Connection, String>,
+    scratch: RefCell<(Vec<u8>, Vec<u8>)>,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl fmt::Debug for ProxyCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("typeid", &self.token.typeid)
+            .field("id", &self.token.id)
+            .field("address", &self.token.endpoint.address)
+            .finish()
+    }
+}
+
+fn reply_into_answer(r: Reply) -> Result<Answer> {
+    match r {
+        Reply::Ok(v) => Ok(Answer::Ok(v.bytes.0)),
+        Reply::MethodError(Raw(b)) => Ok(Answer::Method(b)),
+        Reply::Remote(m) => Err(Error::Remote(m)),
+    }
+}
+
+impl ProxyCore {
+    /// Creates a new object of `typeid` in the server from `args`.
+    pub(crate) fn create<A: Serialize + ?Sized>(
+        endpoint: &Arc<Endpoint>,
+        typeid: &str,
+        args: &A,
+    ) -> Result<ProxyCore> {
+        let conn = endpoint.connect()?;
+        let mut argbuf = Vec::new();
+        let refs = encode_collecting(&endpoint.address, args, &mut argbuf)?;
+        let mut buf = Vec::new();
+        codec::encode_into(&Request::Create { typeid, refs }, &mut buf)?;
+        buf.extend_from_slice(&argbuf);
+        conn.send_bytes(&buf)?;
+        let id: ObjId = match reply_into_answer(conn.recv::<Reply>()?)? {
+            Answer::Ok(b) => codec::decode(&b)?,
+            Answer::Method(e) => return Err(codec::decode::<BuiltinError>(&e)?.into()),
+        };
+        Ok(ProxyCore::with_conn(
+            Token {
+                endpoint: endpoint.clone(),
+                typeid: typeid.to_string(),
+                id,
+            },
+            conn,
+        ))
+    }
+
+    /// Opens a new connection holding a reference to `token`'s object.
+    pub(crate) fn attach(token: Token) -> Result<ProxyCore> {
+        let conn = token.endpoint.connect()?;
+        let mut buf = Vec::new();
+        codec::encode_into(&Request::Attach { id: token.id }, &mut buf)?;
+        conn.send_bytes(&buf)?;
+        match reply_into_answer(conn.recv::<Reply>()?)? {
+            Answer::Ok(b) => {
+                let typeid: String = codec::decode(&b)?;
+                if typeid != token.typeid {
+                    return Err(Error::Invalid(format!(
+                        "object {} is a {typeid}, not a {}",
+                        token.id, token.typeid
+                    )));
+                }
+            }
+            Answer::Method(_) => return Err(Error::Remote("unexpected answer".into())),
+        }
+        Ok(ProxyCore::with_conn(token, conn))
+    }
+
+    /// Takes a reference to the object published under `name`.
+    pub(crate) fn lookup(endpoint: &Arc<Endpoint>, name: &str) -> Result<ProxyCore> {
+        let conn = endpoint.connect()?;
+        let mut buf = Vec::new();
+        codec::encode_into(&Request::Lookup { name }, &mut buf)?;
+        conn.send_bytes(&buf)?;
+        let (id, typeid): (ObjId, String) = match reply_into_answer(conn.recv::<Reply>()?)? {
+            Answer::Ok(b) => codec::decode(&b)?,
+            Answer::Method(_) => return Err(Error::Remote("unexpected answer".into())),
+        };
+        Ok(ProxyCore::with_conn(
+            Token {
+                endpoint: endpoint.clone(),
+                typeid,
+                id,
+            },
+            conn,
+        ))
+    }
+
+    fn with_conn(token: Token, conn: Connection) -> ProxyCore {
+        ProxyCore {
+            token,
+            conn: Ok(conn),
+            scratch: RefCell::new((Vec::new(), Vec::new())),
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// The registered type name of the referent.
+    pub fn typeid(&self) -> &str {
+        &self.token.typeid
+    }
+
+    /// The referent's id in its server.
+    pub fn id(&self) -> u64 {
+        self.token.id
+    }
+
+    pub(crate) fn token(&self) -> &Token {
+        &self.token
+    }
+
+    fn conn(&self) -> Result<&Connection> {
+        self.conn
+            .as_ref()
+            .map_err(|e| Error::Remote(format!("this proxy could not connect: {e}")))
+    }
+
+    /// Sends one request header (plus encoded arguments) and waits for the
+    /// answer.
+    fn request<A: Serialize + ?Sized>(&self, method: &str, args: &A) -> Result<Answer> {
+        let conn = self.conn()?;
+        let mut s = self.scratch.borrow_mut();
+        let (buf, argbuf) = &mut *s;
+        argbuf.clear();
+        let refs = encode_collecting(&self.token.endpoint.address, args, argbuf)?;
+        buf.clear();
+        codec::encode_into(
+            &Request::Call {
+                id: self.token.id,
+                method,
+                refs,
+            },
+            buf,
+        )?;
+        buf.extend_from_slice(argbuf);
+        let sent = conn.send_bytes(buf);
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+            *argbuf = Vec::new();
+        }
+        drop(s);
+        sent?;
+        reply_into_answer(conn.recv::<Reply>()?)
+    }
+
+    /// Calls a builtin method: its errors are [`BuiltinError`]s.
+    pub(crate) fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R> {
+        match self.request(method, args)? {
+            Answer::Ok(b) => codec::decode(&b),
+            Answer::Method(e) => Err(codec::decode::<BuiltinError>(&e)?.into()),
+        }
+    }
+
+    /// Calls a method of a registered type: a method's own `Err(e)` comes
+    /// back as [`CallError::Method`](super::CallError::Method).
+    #[doc(hidden)]
+    pub fn call_method<A, T, E>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> std::result::Result<T, super::CallError<E>>
+    where
+        A: Serialize + ?Sized,
+        T: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        match self.request(method, args)? {
+            Answer::Ok(b) => Ok(codec::decode(&b)?),
+            Answer::Method(e) => Err(super::CallError::Method(codec::decode(&e)?)),
+        }
+    }
+
+    /// Calls a method of a registered type that cannot fail on its own.
+    #[doc(hidden)]
+    pub fn call_plain<A, T>(&self, method: &str, args: &A) -> Result<T>
+    where
+        A: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
+        match self.request(method, args)? {
+            Answer::Ok(b) => codec::decode(&b),
+            Answer::Method(_) => Err(Error::Remote(format!(
+                "method {method:?} answered with an error it does not declare"
+            ))),
+        }
+    }
+
+    /// Publishes the object under `name` (held by the server from now on).
+    pub(crate) fn publish_as(&self, name: &str) -> Result<()> {
+        let conn = self.conn()?;
+        let _g = self.scratch.borrow_mut();
+        conn.send_bytes(&codec::encode(&Request::Publish {
+            name,
+            id: self.token.id,
+        })?)?;
+        match reply_into_answer(conn.recv::<Reply>()?)? {
+            Answer::Ok(_) => Ok(()),
+            Answer::Method(_) => Err(Error::Remote("unexpected answer".into())),
+        }
+    }
+
+    /// A new handle to the same object, with its own connection.
+    pub fn try_clone(&self) -> Result<ProxyCore> {
+        ProxyCore::attach(self.token.clone())
+    }
+}
+
+impl Clone for ProxyCore {
+    /// A new handle with its own connection. If the server cannot be
+    /// reached, the copy exists but every call on it fails with
+    /// [`Error::Remote`]; use [`try_clone`](Self::try_clone) to see the error
+    /// at once.
+    fn clone(&self) -> ProxyCore {
+        match self.try_clone() {
+            Ok(c) => c,
+            Err(e) => ProxyCore {
+                token: self.token.clone(),
+                conn: Err(e.to_string()),
+                scratch: RefCell::new((Vec::new(), Vec::new())),
+                _not_sync: PhantomData,
+            },
+        }
+    }
+}
+
+/// A proxy serializes as its token. Inside a request to its own server the
+/// server keeps the object alive while the value is stored; anywhere else
+/// (process arguments, a message) a pending reference is left with the
+/// server first, so the object outlives this proxy until the token is
+/// decoded (or this process exits).
+impl Serialize for ProxyCore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if !collect(&self.token) {
+            leave_pending(&self.token).map_err(serde::ser::Error::custom)?;
+        }
+        self.token.serialize(s)
+    }
+}
+
+/// Decoding a token connects to its server and claims a reference.
+impl<'de> Deserialize<'de> for ProxyCore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<ProxyCore, D::Error> {
+        let token = Token::deserialize(d)?;
+        ProxyCore::attach(token).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,289 @@
+//! The server's objects and their reference counts.
+//!
+//! Every object lives in one [`Registry`] slot with a count of references.
+//! A reference is held by
+//!
+//! - a client connection (one per proxy: dropping the proxy closes the
+//!   connection, and a process that dies closes all of its connections, even
+//!   under `SIGKILL`), as an [`ObjRef`] owned by that connection's thread;
+//! - a stored value that contains a proxy (a dict value, a queue item), as
+//!   an [`ObjRef`] inside the container;
+//! - a *pending* reference: a proxy in transit (serialized into process
+//!   arguments, a message, or a reply) that a new connection will claim.
+//!   A pending reference belongs to the connection that left it, and is
+//!   dropped when that connection closes if nobody claimed it.
+//!
+//! When the count reaches zero the object is removed and dropped (CPython's
+//! `Server.decref`), which drops the references its own stored values hold.
+
+use super::wire::ObjId;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::server::CallCx;
+
+/// Identifies a client connection within a server.
+pub(crate) type ConnId = u64;
+
+/// What a call produced: the encoded result and the objects it refers to.
+#[derive(Debug, Default)]
+pub(crate) struct Out {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) refs: Vec<ObjRef>,
+}
+
+/// Why a call failed.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// The method's own error, encoded (goes back as `Reply::MethodError`).
+    Method(Vec<u8>),
+    /// The server could not carry out the call (goes back as `Reply::Remote`).
+    Remote(String),
+    /// The calling client went away while the call was blocked: no answer.
+    Gone,
+}
+
+impl Fail {
+    pub(crate) fn remote(msg: impl fmt::Display) -> Fail {
+        Fail::Remote(msg.to_string())
+    }
+}
+
+impl From<crate::Error> for Fail {
+    fn from(e: crate::Error) -> Fail {
+        Fail::Remote(e.to_string())
+    }
+}
+
+/// A shared object as the server sees it.
+pub(crate) trait Object: Send + Sync + 'static {
+    /// Runs `method` with the encoded `args`.
+    fn call(&self, cx: &mut CallCx<'_>, method: &str, args: &[u8]) -> Result<Out, Fail>;
+
+    /// Called when the connection `conn` closes: release what it held inside
+    /// this object (a lock, say). Default: nothing.
+    fn client_closed(&self, _conn: ConnId) {}
+}
+
+pub(crate) struct Entry {
+    pub(crate) id: ObjId,
+    pub(crate) typeid: String,
+    pub(crate) obj: Box<dyn Object>,
+}
+
+struct Slot {
+    entry: Arc<Entry>,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: HashMap<ObjId, Slot>,
+    /// Pending references, by object: the connections that left them.
+    pending: HashMap<ObjId, Vec<ConnId>>,
+}
+
+/// All objects of one server.
+#[derive(Default)]
+pub(crate) struct Registry {
+    inner: Mutex<Inner>,
+    next_id: AtomicU64,
+    names: Mutex<HashMap<String, ObjRef>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("objects", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Registry {
+    pub(crate) fn new() -> Arc<Registry> {
+        Arc::new(Registry {
+            next_id: AtomicU64::new(1),
+            ..Registry::default()
+        })
+    }
+
+    /// How many objects are alive.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.inner).objects.len()
+    }
+
+    /// Adds an object; the returned reference is its only one.
+    pub(crate) fn insert(self: &Arc<Self>, typeid: &str, obj: Box<dyn Object>) -> ObjRef {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            id,
+            typeid: typeid.to_string(),
+            obj,
+        });
+        lock(&self.inner).objects.insert(
+            id,
+            Slot {
+                entry: entry.clone(),
+                count: 1,
+            },
+        );
+        ObjRef {
+            reg: self.clone(),
+            entry,
+        }
+    }
+
+    /// A new reference to `id`, if it still exists.
+    pub(crate) fn get(self: &Arc<Self>, id: ObjId) -> Option<ObjRef> {
+        let mut g = lock(&self.inner);
+        let slot = g.objects.get_mut(&id)?;
+        slot.count += 1;
+        Some(ObjRef {
+            reg: self.clone(),
+            entry: slot.entry.clone(),
+        })
+    }
+
+    /// Turns `r` into a pending reference left by `conn`.
+    pub(crate) fn make_pending(&self, r: ObjRef, conn: ConnId) {
+        let id = r.entry.id;
+        lock(&self.inner).pending.entry(id).or_default().push(conn);
+        // The count `r` stood for now belongs to the pending entry.
+        std::mem::forget(r);
+    }
+
+    /// Claims a pending reference to `id` (or takes a new one if none is
+    /// pending and the object exists).
+    pub(crate) fn claim(self: &Arc<Self>, id: ObjId) -> Option<ObjRef> {
+        let mut g = lock(&self.inner);
+        if let Some(list) = g.pending.get_mut(&id) {
+            if list.pop().is_some() {
+                if list.is_empty() {
+                    g.pending.remove(&id);
+                }
+                let entry = g.objects.get(&id)?.entry.clone();
+                return Some(ObjRef {
+                    reg: self.clone(),
+                    entry,
+                });
+            }
+        }
+        drop(g);
+        self.get(id)
+    }
+
+    /// Drops the pending references `conn` left and nobody claimed.
+    pub(crate) fn drop_pending_of(&self, conn: ConnId) {
+        let mut ids = Vec::new();
+        {
+            let mut g = lock(&self.inner);
+            g.pending.retain(|id, list| {
+                list.retain(|c| {
+                    if *c == conn {
+                        ids.push(*id);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                !list.is_empty()
+            });
+        }
+        for id in ids {
+            self.release(id);
+        }
+    }
+
+    /// Drops one reference to `id`; frees the object at zero.
+    fn release(&self, id: ObjId) {
+        let freed = {
+            let mut g = lock(&self.inner);
+            match g.objects.get_mut(&id) {
+                Some(slot) if slot.count > 1 => {
+                    slot.count -= 1;
+                    None
+                }
+                Some(_) => g.objects.remove(&id),
+                None => None,
+            }
+        };
+        // Dropped outside the lock: the object may hold references itself.
+        drop(freed);
+    }
+
+    /// Publishes `r` under `name`, replacing any earlier object.
+    pub(crate) fn publish(&self, name: &str, r: ObjRef) {
+        let old = lock(&self.names).insert(name.to_string(), r);
+        drop(old);
+    }
+
+    /// The object published under `name`.
+    pub(crate) fn lookup(&self, name: &str) -> Option<ObjRef> {
+        lock(&self.names).get(name).cloned()
+    }
+
+    /// Drops every published object (at shutdown).
+    pub(crate) fn clear_names(&self) {
+        let names = std::mem::take(&mut *lock(&self.names));
+        drop(names);
+    }
+}
+
+/// One counted reference to an object. Cloning adds a reference; dropping
+/// removes one.
+pub(crate) struct ObjRef {
+    reg: Arc<Registry>,
+    entry: Arc<Entry>,
+}
+
+impl ObjRef {
+    pub(crate) fn id(&self) -> ObjId {
+        self.entry.id
+    }
+
+    pub(crate) fn typeid(&self) -> &str {
+        &self.entry.typeid
+    }
+
+    pub(crate) fn object(&self) -> &dyn Object {
+        &*self.entry.obj
+    }
+}
+
+impl Clone for ObjRef {
+    fn clone(&self) -> ObjRef {
+        let mut g = lock(&self.reg.inner);
+        if let Some(slot) = g.objects.get_mut(&self.entry.id) {
+            slot.count += 1;
+        }
+        ObjRef {
+            reg: self.reg.clone(),
+            entry: self.entry.clone(),
+        }
+    }
+}
+
+impl Drop for ObjRef {
+    fn drop(&mut self) {
+        self.reg.release(self.entry.id);
+    }
+}
+
+impl fmt::Debug for ObjRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjRef({} {})", self.entry.typeid, self.entry.id)
+    }
+}
+
+/// A value stored in a container: its bytes and the objects it refers to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stored {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) refs: Vec<ObjRef>,
+}

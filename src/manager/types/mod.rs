@@ -1,0 +1,210 @@
+//! The builtin shared types of a manager (CPython's `SyncManager`
+//! registrations): containers that store encoded values, and
+//! synchronization primitives that block in the server.
+//!
+//! Each file holds one family: the server-side object and its typed proxy.
+
+pub(crate) mod barrier;
+pub(crate) mod condition;
+pub(crate) mod dict;
+pub(crate) mod list;
+pub(crate) mod namespace;
+pub(crate) mod queue;
+pub(crate) mod sync;
+
+use super::fault::BuiltinError;
+use super::proxy::{encode_collecting, Endpoint};
+use super::registry::{Fail, ObjRef, Object, Out, Stored};
+use super::server::CallCx;
+use super::wire::{Raw, Value};
+use crate::codec;
+use crate::error::Result;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+/// How a blocking call waits, as it travels to the server.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum Wait {
+    /// Until it can proceed.
+    Block,
+    /// Not at all.
+    Try,
+    /// At most this long.
+    For(Duration),
+}
+
+impl Wait {
+    pub(crate) fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::Block => None,
+            Wait::Try => Some(Instant::now()),
+            Wait::For(d) => Instant::now().checked_add(d),
+        }
+    }
+}
+
+/// Builds a builtin object, or `None` if `typeid` is not a builtin.
+pub(crate) fn make_builtin(
+    typeid: &str,
+    args: &[u8],
+) -> Option<std::result::Result<Box<dyn Object>, Fail>> {
+    Some(match typeid {
+        dict::TYPEID => dict::make(args),
+        list::TYPEID => list::make(args, false),
+        list::ARRAY_TYPEID => list::make(args, true),
+        namespace::TYPEID => namespace::make(args),
+        namespace::VALUE_TYPEID => namespace::make_value(args),
+        queue::TYPEID => queue::make(args, false),
+        queue::JOINABLE_TYPEID => queue::make(args, true),
+        sync::LOCK_TYPEID => Ok(Box::new(sync::LockObj::new(false)) as Box<dyn Object>),
+        sync::RLOCK_TYPEID => Ok(Box::new(sync::LockObj::new(true)) as Box<dyn Object>),
+        sync::SEMAPHORE_TYPEID => sync::make_semaphore(args, false),
+        sync::BOUNDED_SEMAPHORE_TYPEID => sync::make_semaphore(args, true),
+        sync::EVENT_TYPEID => Ok(Box::new(sync::EventObj::default()) as Box<dyn Object>),
+        condition::TYPEID => Ok(Box::new(condition::ConditionObj::default()) as Box<dyn Object>),
+        barrier::TYPEID => barrier::make(args),
+        _ => return None,
+    })
+}
+
+// ------------------------------------------------------------ server side
+
+/// Decodes a method's arguments.
+pub(crate) fn args<T: DeserializeOwned>(b: &[u8]) -> std::result::Result<T, Fail> {
+    codec::decode(b).map_err(|e| Fail::Remote(format!("bad arguments: {e}")))
+}
+
+/// Encodes a method's result.
+pub(crate) fn ok<T: Serialize + ?Sized>(v: &T) -> std::result::Result<Out, Fail> {
+    Ok(Out {
+        bytes: codec::encode(v)?,
+        refs: Vec::new(),
+    })
+}
+
+/// Encodes a result that carries stored values (and their references).
+pub(crate) fn ok_with<T: Serialize + ?Sized>(
+    v: &T,
+    refs: Vec<ObjRef>,
+) -> std::result::Result<Out, Fail> {
+    Ok(Out {
+        bytes: codec::encode(v)?,
+        refs,
+    })
+}
+
+/// A builtin's own failure.
+pub(crate) fn err(e: BuiltinError) -> Fail {
+    match codec::encode(&e) {
+        Ok(b) => Fail::Method(b),
+        Err(e) => Fail::Remote(e.to_string()),
+    }
+}
+
+pub(crate) fn unknown(typeid: &str, method: &str) -> Fail {
+    Fail::Remote(format!("{typeid} has no method {method:?}"))
+}
+
+impl CallCx<'_> {
+    /// Turns a received value into a stored one, holding its references.
+    pub(crate) fn store(&self, v: Value) -> std::result::Result<Stored, Fail> {
+        let refs = self.resolve(&v.refs).map_err(Fail::Remote)?;
+        Ok(Stored {
+            bytes: v.bytes.0,
+            refs,
+        })
+    }
+}
+
+/// A stored value going back: its bytes, and its references added to `refs`.
+pub(crate) fn give(s: &Stored, refs: &mut Vec<ObjRef>) -> Raw {
+    refs.extend(s.refs.iter().cloned());
+    Raw(s.bytes.clone())
+}
+
+/// A stored value leaving its container.
+pub(crate) fn give_owned(s: Stored, refs: &mut Vec<ObjRef>) -> Raw {
+    refs.extend(s.refs);
+    Raw(s.bytes)
+}
+
+// ------------------------------------------------------------ proxy side
+
+/// Encodes a user value for storing in the server, with the proxies it holds.
+pub(crate) fn value_of<T: Serialize + ?Sized>(endpoint: &Endpoint, v: &T) -> Result<Value> {
+    let mut bytes = Vec::new();
+    let refs = encode_collecting(&endpoint.address, v, &mut bytes)?;
+    Ok(Value {
+        bytes: Raw(bytes),
+        refs,
+    })
+}
+
+/// Decodes a stored value handed back by the server.
+pub(crate) fn decode_raw<T: DeserializeOwned>(r: &Raw) -> Result<T> {
+    codec::decode(&r.0)
+}
+
+/// Declares a builtin proxy type: the struct, `Clone` (a new connection),
+/// `Debug`, serde (as a token) and [`Proxy`](super::Proxy).
+macro_rules! builtin_proxy {
+    ($(#[$m:meta])* $name:ident [$($g:ident),*] $typeid:expr) => {
+        $(#[$m])*
+        pub struct $name<$($g),*> {
+            core: $crate::manager::ProxyCore,
+            _t: ::std::marker::PhantomData<fn() -> ($($g,)*)>,
+        }
+
+        impl<$($g),*> Clone for $name<$($g),*> {
+            /// A new handle to the same object, with its own connection.
+            fn clone(&self) -> Self {
+                Self { core: self.core.clone(), _t: ::std::marker::PhantomData }
+            }
+        }
+
+        impl<$($g),*> ::std::fmt::Debug for $name<$($g),*> {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Debug::fmt(&self.core, f)
+            }
+        }
+
+        impl<$($g),*> ::serde::Serialize for $name<$($g),*> {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
+                ::serde::Serialize::serialize(&self.core, s)
+            }
+        }
+
+        impl<'de, $($g),*> ::serde::Deserialize<'de> for $name<$($g),*> {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> ::std::result::Result<Self, D::Error> {
+                let core = <$crate::manager::ProxyCore as ::serde::Deserialize>::deserialize(d)?;
+                if core.typeid() != $typeid {
+                    return Err(<D::Error as ::serde::de::Error>::custom(format!(
+                        "expected a proxy to a {}, got one to a {}", $typeid, core.typeid()
+                    )));
+                }
+                Ok(Self { core, _t: ::std::marker::PhantomData })
+            }
+        }
+
+        impl<$($g),*> $crate::manager::Proxy for $name<$($g),*> {
+            const TYPEID: &'static str = $typeid;
+            fn from_core(core: $crate::manager::ProxyCore) -> Self {
+                Self { core, _t: ::std::marker::PhantomData }
+            }
+            fn core(&self) -> &$crate::manager::ProxyCore {
+                &self.core
+            }
+        }
+
+        impl<$($g),*> $name<$($g),*> {
+            /// A new handle with its own connection, or the error if the
+            /// server cannot be reached ([`Clone`] defers that error to the
+            /// first call).
+            pub fn try_clone(&self) -> $crate::Result<Self> {
+                Ok(Self { core: self.core.try_clone()?, _t: ::std::marker::PhantomData })
+            }
+        }
+    };
+}
+pub(crate) use builtin_proxy;

@@ -1,0 +1,132 @@
+//! The request/response protocol between proxies and the server.
+//!
+//! Every message is one frame of the crate's [`Connection`](crate::Connection)
+//! encoded with the [codec](crate::codec). A request is a [`Request`] header,
+//! and for a call the method's arguments follow in the same frame, encoded
+//! by the proxy; the server decodes the header, then hands the remaining
+//! bytes to the object, which decodes them as the types it expects. A reply
+//! is one [`Reply`].
+//!
+//! Values a container stores (a dict's keys and values, a queue's items)
+//! are opaque byte strings to the server: they are encoded by the proxy with
+//! their Rust types and decoded by the proxy that reads them. When such a
+//! value holds proxies, the request lists their object ids in `refs`, so the
+//! server keeps those objects alive as long as the value is stored.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A server-wide object identifier.
+pub(crate) type ObjId = u64;
+
+/// An opaque byte string, encoded as one serde byte array (not a sequence).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Raw(pub(crate) Vec<u8>);
+
+impl fmt::Debug for Raw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Raw({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Raw, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Raw;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Raw, E> {
+                Ok(Raw(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Raw, E> {
+                Ok(Raw(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// A stored value: its encoded bytes and the objects it refers to (proxies
+/// inside it), as sent by a proxy or handed back to one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Value {
+    pub(crate) bytes: Raw,
+    pub(crate) refs: Vec<ObjId>,
+}
+
+/// The first thing a new connection sends after the handshake.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request<'a> {
+    /// Create an object of `typeid` from the encoded arguments that follow;
+    /// this connection holds the new object. Replies with its id.
+    Create {
+        /// The registered type name.
+        typeid: &'a str,
+        /// Objects the arguments refer to.
+        refs: Vec<ObjId>,
+    },
+    /// Take a reference to an existing object for this connection: claims a
+    /// reference left pending for a proxy in transit, else adds one if the
+    /// object still exists. Replies with its type name.
+    Attach {
+        /// The object.
+        id: ObjId,
+    },
+    /// Call `method` on an object this connection holds, with the encoded
+    /// arguments that follow.
+    Call {
+        /// The object.
+        id: ObjId,
+        /// The method name.
+        method: &'a str,
+        /// Objects the arguments refer to.
+        refs: Vec<ObjId>,
+    },
+    /// Leave one reference to `id` pending for a proxy in transit (a proxy
+    /// serialized into process arguments or a message); it lasts until a
+    /// connection claims it with `Attach` or this connection closes.
+    Pending {
+        /// The object.
+        id: ObjId,
+    },
+    /// Look up an object published under `name`; this connection holds it.
+    /// Replies with `(id, typeid)`.
+    Lookup {
+        /// The published name.
+        name: &'a str,
+    },
+    /// Publish an object this connection holds under `name` for the
+    /// server's lifetime (CPython's registered shared objects).
+    Publish {
+        /// The name.
+        name: &'a str,
+        /// The object.
+        id: ObjId,
+    },
+    /// How many objects are alive (a diagnostic, CPython's `_number_of_objects`).
+    NumberOfObjects,
+    /// Stop the server (CPython's `shutdown`).
+    Shutdown,
+}
+
+/// The answer to one request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// Success: the encoded result, and the objects it refers to (each left
+    /// pending for the caller, to be claimed by the proxies it decodes to).
+    Ok(Value),
+    /// The method returned `Err(e)`: the encoded `e` (CPython re-raises the
+    /// referent's own exception).
+    MethodError(Raw),
+    /// The server could not carry out the call (CPython's `RemoteError`):
+    /// a panic in the method, an unknown method or object, bad arguments.
+    Remote(String),
+}

@@ -1,0 +1,335 @@
+//! Rank 0's side: the queue of task batches, dynamic dispatch to the worker
+//! ranks, and delivery of their answers to the pool's result sinks.
+//!
+//! Each worker holds at most two task messages, so it starts the next as
+//! soon as it answers one. A message carries whole batches (chunks) up to a
+//! budget of about 1 ms of work, measured from the worker's own report of
+//! its time per task: cheap tasks travel thousands per message, slow ones
+//! one at a time, and a slow rank is simply given less.
+
+use super::raw::{Comm, Idle, Sending};
+use super::runner::{next, FAILED, RESULTS};
+use super::{RankInfo, TAG_BYE, TAG_EXIT, TAG_RESULTS, TAG_TASKS};
+use crate::error::{Error, Result};
+use crate::pool::api::backend::{Fail, Sink};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Messages a worker holds at once.
+const IN_FLIGHT: usize = 2;
+/// Work per message the budget aims at.
+const TARGET_NS: f64 = 1_000_000.0;
+/// The most tasks and bytes per message.
+const MAX_TASKS: usize = 8192;
+const MAX_BYTES: usize = 8 << 20;
+
+/// One chunk of tasks: a `TASKS` frame and where its answers go.
+pub(crate) struct Batch {
+    pub(crate) frame: Vec<u8>,
+    pub(crate) count: u32,
+    pub(crate) index: usize,
+    pub(crate) sink: Arc<dyn Sink>,
+}
+
+struct Flight {
+    count: u32,
+    index: usize,
+    sink: Arc<dyn Sink>,
+}
+
+struct Worker {
+    info: RankInfo,
+    msgs: VecDeque<Vec<Flight>>,
+    /// Tasks per message.
+    budget: usize,
+    gone: bool,
+}
+
+pub(crate) struct Driver {
+    comm: Comm,
+    workers: Vec<Worker>,
+    queue: VecDeque<Batch>,
+    sends: Vec<Sending>,
+    /// Tasks in `queue`.
+    queued_tasks: usize,
+    broken: Option<String>,
+    next: usize,
+}
+
+impl Driver {
+    pub(crate) fn new(comm: Comm, ranks: Vec<RankInfo>) -> Driver {
+        Driver {
+            comm,
+            workers: ranks
+                .into_iter()
+                .map(|info| Worker {
+                    info,
+                    msgs: VecDeque::new(),
+                    budget: 1,
+                    gone: false,
+                })
+                .collect(),
+            queue: VecDeque::new(),
+            sends: Vec::new(),
+            queued_tasks: 0,
+            broken: None,
+            next: 0,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.broken {
+            Some(why) => Err(Error::Io(std::io::Error::other(why.clone()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues batches and sends what the workers can take.
+    pub(crate) fn submit(&mut self, batches: Vec<Batch>) -> Result<()> {
+        if let Err(e) = self.check() {
+            for b in batches {
+                b.sink.complete(b.index, b.count, 0, Err(&Fail::Broken));
+            }
+            return Err(e);
+        }
+        self.queued_tasks += batches.iter().map(|b| b.count as usize).sum::<usize>();
+        self.queue.extend(batches);
+        self.pump().map(|_| ())
+    }
+
+    /// Takes the answers that arrived and sends more work; `true` if an
+    /// answer arrived. After an MPI error every call fails with it and every
+    /// unfinished task fails with [`Error::BrokenPool`].
+    pub(crate) fn pump(&mut self) -> Result<bool> {
+        self.check()?;
+        match self.pump_inner() {
+            Ok(any) => Ok(any),
+            Err(e) => {
+                self.broken = Some(format!("the MPI pool is broken: {e}"));
+                self.fail_all();
+                Err(e)
+            }
+        }
+    }
+
+    fn pump_inner(&mut self) -> Result<bool> {
+        let mut any = false;
+        while let Some((src, tag, msg)) = self.comm.try_recv(None)? {
+            any |= self.on_message(src, tag, &msg);
+        }
+        self.dispatch()?;
+        let mut i = 0;
+        while i < self.sends.len() {
+            if self.sends[i].test()? {
+                self.sends.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(any)
+    }
+
+    fn on_message(&mut self, src: i32, tag: i32, msg: &[u8]) -> bool {
+        let Some(w) = self.workers.iter_mut().find(|w| w.info.rank == src) else {
+            return false;
+        };
+        match tag {
+            TAG_RESULTS => {
+                answer(w, msg);
+                true
+            }
+            TAG_BYE => {
+                w.gone = true;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends messages while some worker has room: first to workers holding
+    /// nothing, then to those holding one message; each message takes at
+    /// most the worker's budget and a fair share of what is queued.
+    fn dispatch(&mut self) -> Result<()> {
+        let n = self.workers.len();
+        for level in 0..IN_FLIGHT {
+            for k in 0..n {
+                if self.queue.is_empty() {
+                    return Ok(());
+                }
+                let w = (self.next + k) % n;
+                if self.workers[w].gone || self.workers[w].msgs.len() != level {
+                    continue;
+                }
+                let fair = self.queued_tasks.div_ceil(n);
+                let budget = self.workers[w].budget.min(fair).max(1);
+                let mut buf: Vec<u8> = Vec::new();
+                let mut flights = Vec::new();
+                let mut tasks = 0usize;
+                while let Some(b) = self.queue.front() {
+                    if !flights.is_empty()
+                        && (tasks + b.count as usize > budget || buf.len() >= MAX_BYTES)
+                    {
+                        break;
+                    }
+                    let b = self.queue.pop_front().expect("front exists");
+                    tasks += b.count as usize;
+                    if buf.is_empty() {
+                        buf = b.frame;
+                    } else {
+                        buf.extend_from_slice(&b.frame);
+                    }
+                    flights.push(Flight {
+                        count: b.count,
+                        index: b.index,
+                        sink: b.sink,
+                    });
+                }
+                self.queued_tasks -= tasks;
+                let rank = self.workers[w].info.rank;
+                self.sends.push(self.comm.isend(rank, TAG_TASKS, buf)?);
+                self.workers[w].msgs.push_back(flights);
+            }
+        }
+        self.next = (self.next + 1) % n.max(1);
+        Ok(())
+    }
+
+    fn fail_all(&mut self) {
+        self.queued_tasks = 0;
+        for b in self.queue.drain(..) {
+            b.sink.complete(b.index, b.count, 0, Err(&Fail::Broken));
+        }
+        for w in &mut self.workers {
+            for f in w.msgs.drain(..).flatten() {
+                f.sink.complete(f.index, f.count, 0, Err(&Fail::Broken));
+            }
+        }
+    }
+
+    /// Ends the pool: queued tasks fail with [`Error::BrokenPool`], the
+    /// tasks the workers hold finish, then every worker is told to exit and
+    /// acknowledges.
+    pub(crate) fn shut_down(&mut self) {
+        self.queued_tasks = 0;
+        for b in self.queue.drain(..) {
+            b.sink.complete(b.index, b.count, 0, Err(&Fail::Broken));
+        }
+        if self.broken.is_some() {
+            return;
+        }
+        for w in &self.workers {
+            if !w.gone {
+                if let Err(e) = self.comm.send(w.info.rank, TAG_EXIT, &[]) {
+                    eprintln!("multiproc: cannot stop MPI rank {}: {e}", w.info.rank);
+                    return;
+                }
+            }
+        }
+        let mut idle = Idle::new(Duration::from_millis(1));
+        while self.workers.iter().any(|w| !w.gone) {
+            match self.pump_inner() {
+                Ok(true) => idle = Idle::new(Duration::from_millis(1)),
+                Ok(false) => idle.pause(),
+                Err(e) => {
+                    eprintln!("multiproc: MPI error while stopping the pool: {e}");
+                    self.fail_all();
+                    return;
+                }
+            }
+        }
+        self.sends.clear();
+    }
+}
+
+/// Delivers a worker's answer to the batches of its oldest message.
+fn answer(w: &mut Worker, msg: &[u8]) {
+    let Some(flights) = w.msgs.pop_front() else {
+        return;
+    };
+    let pid = w.info.pid;
+    let rank = w.info.rank;
+    let malformed = || Fail::Failed(format!("malformed answer from MPI rank {rank}"));
+    let (busy, mut rest) = match msg.split_first_chunk::<8>() {
+        Some((b, rest)) => (u64::from_le_bytes(*b), rest),
+        None => (0, &[][..]),
+    };
+    let mut tasks = 0usize;
+    for f in flights {
+        tasks += f.count as usize;
+        match next(rest) {
+            Some((RESULTS, payload, len)) => {
+                f.sink.complete(f.index, f.count, pid, Ok(payload));
+                rest = &rest[len..];
+            }
+            Some((FAILED, payload, len)) => {
+                let why = Fail::Failed(String::from_utf8_lossy(payload).into_owned());
+                f.sink.complete(f.index, f.count, pid, Err(&why));
+                rest = &rest[len..];
+            }
+            _ => {
+                f.sink.complete(f.index, f.count, pid, Err(&malformed()));
+                rest = &[];
+            }
+        }
+    }
+    // About TARGET_NS of work per message, from the worker's own timing.
+    if tasks > 0 {
+        let per_task = (busy as f64 / tasks as f64).max(1.0);
+        let ideal = (TARGET_NS / per_task) as usize;
+        // Grow at most 16-fold per answer (the first tasks may be unusually cheap).
+        w.budget = ideal
+            .clamp(1, MAX_TASKS)
+            .min(w.budget.saturating_mul(16).max(16));
+    }
+}
+
+/// The driver behind a lock, and waiting on it.
+pub(crate) struct Shared {
+    driver: Mutex<Driver>,
+    pub(crate) ranks: Vec<RankInfo>,
+}
+
+impl Shared {
+    pub(crate) fn new(driver: Driver, ranks: Vec<RankInfo>) -> Arc<Shared> {
+        Arc::new(Shared {
+            driver: Mutex::new(driver),
+            ranks,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Driver> {
+        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn submit(&self, batches: Vec<Batch>) -> Result<()> {
+        self.lock().submit(batches)
+    }
+
+    /// Drives the pool until `done()` or the deadline (`None`: no limit);
+    /// `Ok(false)` at the deadline.
+    pub(crate) fn wait_until(
+        &self,
+        done: &dyn Fn() -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        let mut idle = Idle::new(Duration::from_micros(200));
+        loop {
+            if done() {
+                return Ok(true);
+            }
+            let got = self.lock().pump()?;
+            if done() {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            if got {
+                idle = Idle::new(Duration::from_micros(200));
+            } else {
+                idle.pause();
+            }
+        }
+    }
+}

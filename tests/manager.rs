@@ -1,0 +1,396 @@
+//! Managers: the builtin shared types through their proxies, one server.
+//!
+//! Ports of CPython's `_TestContainers` and `TestSyncManagerTypes`
+//! (`Lib/test/_test_multiprocessing.py`, PSF licence), rewritten for Rust:
+//! Python's `d[k]`, `l[i]`, `ns.x` become typed methods; `IndexError`,
+//! `KeyError`, `AttributeError` become `Err`/`None`; `test_list_iter`
+//! becomes a snapshot (`to_vec`); the pickling tests become serde tests.
+
+multiproc::test_support!();
+
+use multiproc::manager::{DictProxy, ListProxy, Manager, NamespaceProxy, QueueProxy};
+use multiproc::Error;
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Polls `f` until it holds (generous deadline: only turns a hang into a failure).
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + LONG;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn manager_is_shareable_and_proxies_are_send() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Manager>();
+    send::<DictProxy<String, u32>>();
+    send::<ListProxy<u8>>();
+    send::<QueueProxy<u8>>();
+    send::<multiproc::manager::LockProxy>();
+}
+
+#[test]
+fn list_like_cpython() {
+    // _TestContainers.test_list
+    let m = Manager::start().unwrap();
+    let a = m.list_from(0..10u32).unwrap();
+    assert_eq!(a.to_vec().unwrap(), (0..10).collect::<Vec<_>>());
+    let b = m.list::<u32>().unwrap();
+    assert_eq!(b.to_vec().unwrap(), Vec::<u32>::new());
+    b.extend(0..5).unwrap();
+    assert_eq!(b.to_vec().unwrap(), vec![0, 1, 2, 3, 4]);
+    // _TestContainers.test_list_iter: a snapshot.
+    let it = b.iter().unwrap();
+    b.push(5).unwrap();
+    assert_eq!(it.collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(b.pop().unwrap(), Some(5));
+    assert_eq!(b.get(2).unwrap(), Some(2));
+    assert_eq!(b.get(10).unwrap(), None);
+    b.set(2, 20).unwrap();
+    assert_eq!(b.get(2).unwrap(), Some(20));
+    assert!(matches!(b.set(10, 1), Err(Error::Invalid(_))));
+    b.insert(0, 99).unwrap();
+    assert_eq!(b.remove(0).unwrap(), 99);
+    assert!(matches!(b.remove(100), Err(Error::Invalid(_))));
+    assert_eq!(b.pop().unwrap(), Some(4));
+    assert_eq!(b.len().unwrap(), 4);
+    b.clear().unwrap();
+    assert!(b.is_empty().unwrap());
+    assert_eq!(b.pop().unwrap(), None);
+}
+
+#[test]
+fn list_of_proxies_stays_working() {
+    // _TestContainers.test_list_proxy_in_list
+    let m = Manager::start().unwrap();
+    let outer = m.list::<ListProxy<u32>>().unwrap();
+    for _ in 0..3 {
+        outer.push(m.list_from([0u32, 1, 2]).unwrap()).unwrap();
+    }
+    let first = outer.get(0).unwrap().unwrap();
+    first.push(7).unwrap();
+    assert_eq!(
+        outer.get(0).unwrap().unwrap().to_vec().unwrap(),
+        vec![0, 1, 2, 7]
+    );
+    assert_eq!(
+        outer.get(1).unwrap().unwrap().to_vec().unwrap(),
+        vec![0, 1, 2]
+    );
+    let all = outer.to_vec().unwrap();
+    assert_eq!(all.len(), 3);
+}
+
+#[test]
+fn dict_like_cpython() {
+    // _TestContainers.test_dict
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, char>().unwrap();
+    let indices: Vec<u32> = (65..70).collect();
+    for &i in &indices {
+        assert_eq!(d.insert(i, char::from_u32(i).unwrap()).unwrap(), None);
+    }
+    let expected: Vec<(u32, char)> = indices
+        .iter()
+        .map(|&i| (i, char::from_u32(i).unwrap()))
+        .collect();
+    assert_eq!(d.items().unwrap(), expected);
+    assert_eq!(d.keys().unwrap(), indices);
+    assert_eq!(d.values().unwrap(), vec!['A', 'B', 'C', 'D', 'E']);
+    assert_eq!(d.len().unwrap(), 5);
+    assert!(d.contains_key(&65).unwrap());
+    assert!(!d.contains_key(&1).unwrap());
+    assert_eq!(d.get(&1).unwrap(), None); // KeyError
+    assert_eq!(d.remove(&65).unwrap(), Some('A'));
+    assert_eq!(d.remove(&65).unwrap(), None);
+    d.update([(1, 'x'), (66, 'y')]).unwrap();
+    assert_eq!(d.get(&66).unwrap(), Some('y'));
+    assert_eq!(d.keys().unwrap(), vec![66, 67, 68, 69, 1]);
+    d.clear().unwrap();
+    assert!(d.is_empty().unwrap());
+}
+
+#[test]
+fn dict_of_proxies_stays_working() {
+    // _TestContainers.test_dict_proxy_nested
+    let m = Manager::start().unwrap();
+    let pets = m.dict::<String, u32>().unwrap();
+    pets.insert("ferrets".into(), 2).unwrap();
+    pets.insert("hamsters".into(), 4).unwrap();
+    let supplies = m.dict::<String, Vec<String>>().unwrap();
+    supplies
+        .insert("water".into(), vec!["bowl".into()])
+        .unwrap();
+
+    let outer = m.dict::<String, DictProxy<String, u32>>().unwrap();
+    outer.insert("pets".into(), pets.clone()).unwrap();
+    let got = outer.get(&"pets".into()).unwrap().unwrap();
+    assert_eq!(got.get(&"ferrets".into()).unwrap(), Some(2));
+    got.insert("ferrets".into(), 3).unwrap();
+    assert_eq!(pets.get(&"ferrets".into()).unwrap(), Some(3));
+
+    // The nested object outlives every outside proxy while stored.
+    let before = m.number_of_objects().unwrap();
+    drop(pets);
+    drop(got);
+    let again = outer.get(&"pets".into()).unwrap().unwrap();
+    assert_eq!(again.get(&"hamsters".into()).unwrap(), Some(4));
+    drop(again);
+    // Removing it from the container frees it (once nothing else holds it).
+    outer.remove(&"pets".into()).unwrap();
+    assert!(eventually(|| m.number_of_objects().unwrap() == before - 1));
+}
+
+#[test]
+fn handing_nested_proxies_back_leaks_no_reference() {
+    let m = Manager::start().unwrap();
+    let outer = m.list::<DictProxy<u8, u8>>().unwrap();
+    let ns = m.namespace().unwrap();
+    for i in 0..3u8 {
+        let d = m.dict::<u8, u8>().unwrap();
+        d.insert(i, i).unwrap();
+        outer.push(d).unwrap();
+    }
+    ns.set("d", &m.dict::<u8, u8>().unwrap()).unwrap();
+    assert!(eventually(|| m.number_of_objects().unwrap() == 6));
+    // Every way a stored proxy comes back (or is dropped) while `outer`
+    // and `ns` stay connected.
+    let got = outer.get(1).unwrap().unwrap();
+    assert_eq!(got.get(&1).unwrap(), Some(1));
+    drop(got);
+    assert_eq!(outer.to_vec().unwrap().len(), 3);
+    drop(outer.pop().unwrap());
+    drop(outer.remove(0).unwrap());
+    outer.set(0, m.dict().unwrap()).unwrap();
+    outer.clear().unwrap();
+    let _: Option<DictProxy<u8, u8>> = ns.get("d").unwrap();
+    assert!(ns.remove("d").unwrap());
+    assert!(
+        eventually(|| m.number_of_objects().unwrap() == 2),
+        "{}",
+        m.number_of_objects().unwrap()
+    );
+}
+
+#[test]
+fn namespace_like_cpython() {
+    // _TestContainers.test_namespace
+    let m = Manager::start().unwrap();
+    let n: NamespaceProxy = m.namespace().unwrap();
+    n.set("name", "Bob").unwrap();
+    n.set("job", "Builder").unwrap();
+    n.set("_hidden", "hidden").unwrap();
+    assert_eq!(n.get::<String>("name").unwrap().as_deref(), Some("Bob"));
+    assert_eq!(n.get::<String>("job").unwrap().as_deref(), Some("Builder"));
+    assert_eq!(n.get::<String>("nope").unwrap(), None);
+    assert!(n.remove("job").unwrap());
+    assert!(!n.remove("job").unwrap());
+    assert_eq!(
+        n.names().unwrap(),
+        vec!["_hidden".to_string(), "name".to_string()]
+    );
+    // Each attribute has its own type.
+    n.set("x", &1.5f64).unwrap();
+    assert_eq!(n.get::<f64>("x").unwrap(), Some(1.5));
+}
+
+#[test]
+fn value_and_array() {
+    // TestSyncManagerTypes.test_value / test_array
+    let m = Manager::start().unwrap();
+    let v = m.value(1i64).unwrap();
+    assert_eq!(v.get().unwrap(), 1);
+    v.set(2).unwrap();
+    assert_eq!(v.get().unwrap(), 2);
+    let a = m.array(vec![0i32, 1]).unwrap();
+    assert_eq!(a.len().unwrap(), 2);
+    assert_eq!(a.get(0).unwrap(), Some(0));
+    a.set(1, 5).unwrap();
+    assert_eq!(a.to_vec().unwrap(), vec![0, 5]);
+    assert!(a.set(2, 5).is_err());
+}
+
+#[test]
+fn queue_and_joinable_queue() {
+    // TestSyncManagerTypes.test_queue / test_joinable_queue
+    let m = Manager::start().unwrap();
+    let q: QueueProxy<u32> = m.queue().unwrap();
+    q.put(5).unwrap();
+    assert_eq!(q.qsize().unwrap(), 1);
+    assert!(!q.empty().unwrap());
+    assert_eq!(q.get().unwrap(), 5);
+    assert!(q.empty().unwrap());
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(20)),
+        Err(Error::Empty)
+    ));
+
+    let small = m.queue_with_maxsize::<u32>(1).unwrap();
+    small.put(1).unwrap();
+    assert!(small.full().unwrap());
+    assert!(matches!(small.try_put(2), Err(Error::Full)));
+    assert!(matches!(
+        small.put_timeout(2, Duration::from_millis(20)),
+        Err(Error::Full)
+    ));
+
+    let jq = m.joinable_queue::<u32>().unwrap();
+    jq.put(5).unwrap();
+    assert!(matches!(
+        jq.join_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(jq.get().unwrap(), 5);
+    jq.task_done().unwrap();
+    jq.join().unwrap();
+    assert!(jq.task_done().is_err());
+}
+
+#[test]
+fn blocked_get_is_woken_by_put_from_another_handle() {
+    let m = Manager::start().unwrap();
+    let q: QueueProxy<String> = m.queue().unwrap();
+    let q2 = q.clone();
+    let t = std::thread::spawn(move || q2.get());
+    std::thread::sleep(Duration::from_millis(50));
+    q.put("wake".into()).unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), "wake");
+}
+
+#[test]
+fn locks_and_semaphores() {
+    // TestSyncManagerTypes.test_lock / test_rlock / test_semaphore / test_bounded_semaphore
+    let m = Manager::start().unwrap();
+    let l = m.lock().unwrap();
+    l.acquire().unwrap();
+    assert!(l.locked().unwrap());
+    let other = l.clone();
+    assert!(!other.try_acquire().unwrap());
+    assert!(!other.acquire_timeout(Duration::from_millis(20)).unwrap());
+    other.release().unwrap(); // a Lock may be released by anyone, as in Python
+    assert!(other.try_acquire().unwrap());
+    other.release().unwrap();
+    assert!(l.release().is_err());
+
+    let r = m.rlock().unwrap();
+    r.acquire().unwrap();
+    r.acquire().unwrap();
+    let r2 = r.clone();
+    assert!(!r2.try_acquire().unwrap());
+    assert!(r2.release().is_err());
+    r.release().unwrap();
+    assert!(!r2.try_acquire().unwrap());
+    r.release().unwrap();
+    assert!(r2.try_acquire().unwrap());
+
+    let s = m.semaphore(2).unwrap();
+    s.acquire().unwrap();
+    s.acquire().unwrap();
+    assert!(!s.try_acquire().unwrap());
+    s.release().unwrap();
+    assert_eq!(s.get_value().unwrap(), 1);
+
+    let b = m.bounded_semaphore(1).unwrap();
+    b.acquire().unwrap();
+    b.release().unwrap();
+    assert!(matches!(b.release(), Err(Error::Invalid(_))));
+}
+
+#[test]
+fn lock_held_by_a_dropped_proxy_is_released_with_owner_died() {
+    let m = Manager::start().unwrap();
+    let l = m.lock().unwrap();
+    let holder = l.clone();
+    holder.acquire().unwrap();
+    drop(holder); // its connection closes while holding the lock
+    assert!(matches!(l.acquire(), Err(Error::OwnerDied)));
+    assert!(l.locked().unwrap()); // and the caller holds it
+    l.release().unwrap();
+}
+
+#[test]
+fn event_condition_barrier() {
+    // TestSyncManagerTypes.test_event / test_condition / test_barrier
+    let m = Manager::start().unwrap();
+    let e = m.event().unwrap();
+    assert!(!e.is_set().unwrap());
+    assert!(!e.wait_timeout(Duration::from_millis(10)).unwrap());
+    let e2 = e.clone();
+    let t = std::thread::spawn(move || e2.wait());
+    e.set().unwrap();
+    t.join().unwrap().unwrap();
+    e.clear().unwrap();
+    assert!(!e.is_set().unwrap());
+
+    let c = m.condition().unwrap();
+    let c2 = c.clone();
+    let flag = m.value(false).unwrap();
+    let flag2 = flag.clone();
+    let t = std::thread::spawn(move || -> multiproc::Result<bool> {
+        c2.acquire()?;
+        c2.wait_for(|| flag2.get())?;
+        c2.release()?;
+        Ok(true)
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    c.acquire().unwrap();
+    flag.set(true).unwrap();
+    c.notify_all().unwrap();
+    c.release().unwrap();
+    assert!(t.join().unwrap().unwrap());
+    assert!(c.release().is_err());
+
+    let b = m.barrier(3).unwrap();
+    assert_eq!(b.parties().unwrap(), 3);
+    let ts: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            std::thread::spawn(move || b.wait())
+        })
+        .collect();
+    let mine = b.wait().unwrap();
+    let mut idx: Vec<u64> = ts.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+    idx.push(mine);
+    idx.sort();
+    assert_eq!(idx, vec![0, 1, 2]);
+    b.abort().unwrap();
+    assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
+    b.reset().unwrap();
+    assert!(!b.broken().unwrap());
+    assert!(matches!(m.barrier(0), Err(Error::Invalid(_))));
+}
+
+#[test]
+fn objects_are_freed_when_the_last_proxy_drops() {
+    // _TestManagerRestart / CPython's refcount checks (_number_of_objects)
+    let m = Manager::start().unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 0);
+    let d = m.dict::<u32, u32>().unwrap();
+    let d2 = d.clone();
+    let l = m.list::<u32>().unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    drop(d);
+    assert_eq!(m.number_of_objects().unwrap(), 2); // d2 still holds it
+    drop(d2);
+    drop(l);
+    assert!(eventually(|| m.number_of_objects().unwrap() == 0));
+}
+
+#[test]
+fn shutdown_ends_the_server_and_proxies_fail() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    d.insert(1, 1).unwrap();
+    m.shutdown().unwrap();
+    assert!(d.get(&1).is_err());
+    m.shutdown().unwrap(); // idempotent
+}
