@@ -57,6 +57,8 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 pub mod codec;
 pub mod connection;
 mod context;

@@ -248,7 +248,8 @@ fn oversized_and_truncated_requests_drop_only_that_client() {
     let c = Client::connect(&addr, Some(m.authkey())).unwrap();
     let mut raw = std::fs::File::from(c.as_fd().try_clone_to_owned().unwrap());
     raw.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
-    raw.write_all(b"xxxx").unwrap();
+    // The server may already have dropped us after the header (EPIPE).
+    let _ = raw.write_all(b"xxxx");
     assert!(matches!(
         c.recv_bytes_timeout(Duration::from_secs(60)),
         Err(Error::Closed)

@@ -4,7 +4,7 @@
 multiproc::test_support!();
 
 use multiproc::shared::{Array, RawArray, RawValue, Value};
-use multiproc::sync::Lock;
+use multiproc::sync::{Lock, RLock};
 use multiproc::{Process, StartMethod};
 use std::sync::atomic::Ordering;
 
@@ -115,7 +115,7 @@ struct Point {
     _pad: u32,
 }
 
-fn move_point(v: Value<Point>, dx: f64) -> Point {
+fn move_point(v: Value<Point, Lock>, dx: f64) -> Point {
     let g = v.lock().unwrap();
     let mut p = g.get();
     p.x += dx;
@@ -205,4 +205,75 @@ fn raw_array_basics() {
     assert!(empty.is_empty() && empty.to_vec().is_empty());
     let e = Array::<u64>::zeroed(0).unwrap();
     assert!(e.to_vec().unwrap().is_empty());
+}
+
+/// CPython's documented idiom, line for line: hold `get_lock()` while
+/// reading and writing `.value` (which take the lock again).
+fn incr_python_style(v: Value<u64>, a: Array<u32>, n: u64) {
+    for _ in 0..n {
+        let _g = v.get_lock().acquire().unwrap();
+        v.set(v.get().unwrap() + 1).unwrap();
+        let _h = a.get_lock().acquire().unwrap();
+        a.set(0, a.get(0).unwrap() + 2).unwrap();
+        assert_eq!(a.to_vec().unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn python_get_lock_idiom_does_not_deadlock() {
+    for m in [StartMethod::Fork, StartMethod::Spawn] {
+        let v = Value::new(0u64).unwrap();
+        let a = Array::<u32>::zeroed(2).unwrap();
+        let ps: Vec<_> = (0..PROCS)
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .start(incr_python_style, (v.clone(), a.clone(), N))
+                    .unwrap()
+            })
+            .collect();
+        // In a thread, so that a deadlock here fails the test instead of hanging it.
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (v2, a2) = (v.clone(), a.clone());
+        std::thread::spawn(move || {
+            incr_python_style(v2, a2, N);
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the idiom must not deadlock");
+        for mut p in ps {
+            p.join_timeout(std::time::Duration::from_secs(60))
+                .expect("the idiom must not deadlock");
+        }
+        let total = N * (PROCS as u64 + 1);
+        assert_eq!(v.get().unwrap(), total, "{m:?}");
+        assert_eq!(a.get(0).unwrap() as u64, 2 * total, "{m:?}");
+    }
+}
+
+fn incr_shared_rlock(v: Value<u64, RLock>, w: Value<u64, RLock>, n: u64) {
+    for _ in 0..n {
+        // One lock guards both values: hold it, update both consistently.
+        let _g = v.get_lock().acquire().unwrap();
+        v.set(v.get().unwrap() + 1).unwrap();
+        w.set(w.get().unwrap() + 1).unwrap();
+        assert_eq!(v.get().unwrap(), w.get().unwrap());
+    }
+}
+
+#[test]
+fn with_lock_accepts_an_rlock() {
+    let lock = RLock::new().unwrap();
+    let v = Value::with_lock(0u64, lock.clone()).unwrap();
+    let w = Value::with_lock(0u64, lock.clone()).unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(incr_shared_rlock, (v.clone(), w.clone(), N))
+        .unwrap();
+    incr_shared_rlock(v.clone(), w.clone(), N);
+    p.join().unwrap();
+    assert_eq!(v.get().unwrap(), 2 * N);
+    assert_eq!(w.get().unwrap(), 2 * N);
+    let _g = lock.acquire().unwrap();
+    assert!(v.get_lock().is_mine() && w.get_lock().is_mine());
 }

@@ -239,21 +239,31 @@ fn timeout_worker(b: Barrier, cells: Cells, explicit: bool) {
     } else {
         b.wait()
     };
-    if matches!(r, Err(Error::BrokenBarrier)) {
-        cells.get(0).fetch_add(1, Ordering::SeqCst);
+    match r {
+        Err(Error::BrokenBarrier) => {
+            cells.get(0).fetch_add(1, Ordering::SeqCst);
+        }
+        Err(Error::Timeout) => {
+            cells.get(0).fetch_add(1, Ordering::SeqCst);
+            cells.get(1).fetch_add(1, Ordering::SeqCst);
+        }
+        _ => {}
     }
 }
 
 /// `test_timeout`: one party is late; the others' timed waits break the
-/// barrier, so all N see BrokenBarrier.
+/// barrier, so nobody passes: a party whose own timeout expired gets
+/// `Timeout`, the others (the late one at least) `BrokenBarrier`.
 #[test]
 fn test_timeout() {
     let b = Barrier::new(N).unwrap();
-    let cells = Cells::new(1);
+    let cells = Cells::new(2);
     let ps = workers!(timeout_worker, (b.clone(), cells.clone(), true));
     timeout_worker(b.clone(), cells.clone(), true);
     join(ps);
     assert_eq!(cells.get(0).load(Ordering::SeqCst), N as u32);
+    let timed_out = cells.get(1).load(Ordering::SeqCst);
+    assert!((1..N as u32).contains(&timed_out), "{timed_out} timed out");
 }
 
 /// `test_default_timeout`: the same with `Barrier(N, timeout=0.5)`; the
@@ -263,11 +273,13 @@ fn test_default_timeout() {
     let b = Barrier::new(N)
         .unwrap()
         .with_timeout(Duration::from_millis(500));
-    let cells = Cells::new(1);
+    let cells = Cells::new(2);
     let ps = workers!(timeout_worker, (b.clone(), cells.clone(), false));
     timeout_worker(b.clone(), cells.clone(), false);
     join(ps);
     assert_eq!(cells.get(0).load(Ordering::SeqCst), N as u32);
+    let timed_out = cells.get(1).load(Ordering::SeqCst);
+    assert!((1..N as u32).contains(&timed_out), "{timed_out} timed out");
 }
 
 /// `test_single_thread`.

@@ -25,8 +25,11 @@ fn waiter<L: ConditionLock>(cond: Condition<L>, cells: Cells, timeout_ms: u64) {
         cond.wait(&mut g).expect("wait");
         true
     } else {
-        cond.wait_timeout(&mut g, Duration::from_millis(timeout_ms))
-            .expect("wait")
+        match cond.wait_timeout(&mut g, Duration::from_millis(timeout_ms)) {
+            Ok(()) => true,
+            Err(Error::Timeout) => false,
+            Err(e) => panic!("wait: {e}"),
+        }
     };
     cells
         .get(if notified { WOKEN } else { TIMED_OUT })
@@ -163,9 +166,10 @@ fn test_notify_n() {
 fn test_timeout() {
     let cond = Condition::new().unwrap();
     let mut g = cond.acquire().unwrap();
-    assert!(!cond
-        .wait_timeout(&mut g, Duration::from_millis(50))
-        .unwrap());
+    assert!(matches!(
+        cond.wait_timeout(&mut g, Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
     assert_eq!(g.lock().count(), 1, "the lock is held again after wait");
 }
 
@@ -173,14 +177,13 @@ fn waitfor_child(cond: Condition, cells: Cells) -> bool {
     let mut g = cond.acquire().unwrap();
     cells.get(STATE).store(0, Ordering::SeqCst);
     cond.notify(1).unwrap();
-    let ok = cond
-        .wait_for(
-            &mut g,
-            || cells.get(STATE).load(Ordering::SeqCst) == 4,
-            None,
-        )
-        .unwrap();
-    ok && cells.get(STATE).load(Ordering::SeqCst) == 4
+    cond.wait_for(
+        &mut g,
+        || cells.get(STATE).load(Ordering::SeqCst) == 4,
+        None,
+    )
+    .unwrap();
+    cells.get(STATE).load(Ordering::SeqCst) == 4
 }
 
 /// `_TestCondition.test_waitfor`.
@@ -195,14 +198,12 @@ fn test_waitfor() {
             .start_method(m)
             .start(waitfor_child, (cond.clone(), cells.clone()))
             .unwrap();
-        let ok = cond
-            .wait_for(
-                &mut g,
-                || cells.get(STATE).load(Ordering::SeqCst) == 0,
-                Some(Duration::from_secs(60)),
-            )
-            .unwrap();
-        assert!(ok);
+        cond.wait_for(
+            &mut g,
+            || cells.get(STATE).load(Ordering::SeqCst) == 0,
+            Some(Duration::from_secs(60)),
+        )
+        .unwrap();
         drop(g);
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(10));
@@ -217,14 +218,12 @@ fn test_waitfor() {
 fn waitfor_timeout_child(cond: Condition, cells: Cells) -> bool {
     let mut g = cond.acquire().unwrap();
     cells.get(SLEEPING).store(1, Ordering::SeqCst);
-    let ok = cond
-        .wait_for(
-            &mut g,
-            || cells.get(STATE).load(Ordering::SeqCst) == 4,
-            Some(Duration::from_millis(100)),
-        )
-        .unwrap();
-    !ok
+    let r = cond.wait_for(
+        &mut g,
+        || cells.get(STATE).load(Ordering::SeqCst) == 4,
+        Some(Duration::from_millis(100)),
+    );
+    matches!(r, Err(Error::Timeout))
 }
 
 /// `_TestCondition.test_waitfor_timeout`: the predicate never becomes true
@@ -259,12 +258,16 @@ fn notify_once(cond: Condition) {
 fn test_wait_result() {
     let cond = Condition::new().unwrap();
     let mut g = cond.acquire().unwrap();
-    assert!(!cond.wait_timeout(&mut g, Duration::ZERO).unwrap());
-    assert!(!cond
-        .wait_timeout(&mut g, Duration::from_millis(100))
-        .unwrap());
+    assert!(matches!(
+        cond.wait_timeout(&mut g, Duration::ZERO),
+        Err(Error::Timeout)
+    ));
+    assert!(matches!(
+        cond.wait_timeout(&mut g, Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
     let mut p = Process::start(notify_once, (cond.clone(),)).unwrap();
-    assert!(cond.wait_timeout(&mut g, Duration::from_secs(60)).unwrap());
+    cond.wait_timeout(&mut g, Duration::from_secs(60)).unwrap();
     drop(g);
     p.join().unwrap();
 }
@@ -303,7 +306,7 @@ fn rlock_depth_is_restored() {
         let _g = c2.acquire().unwrap();
         c2.notify(1).unwrap();
     });
-    assert!(cond.wait_timeout(&mut g, Duration::from_secs(60)).unwrap());
+    cond.wait_timeout(&mut g, Duration::from_secs(60)).unwrap();
     assert_eq!(cond.lock().count(), 2);
     drop(g2);
     drop(g);
@@ -372,9 +375,10 @@ fn holder_dies_while_waiter_reacquires() {
         assert!(matches!(r, Err(Error::OwnerDied)), "{m:?}: {r:?}");
         assert!(cond.lock().locked(), "the waiter holds the lock again");
         cond.lock().clear_owner_died();
-        assert!(!cond
-            .wait_timeout(&mut g, Duration::from_millis(10))
-            .unwrap());
+        assert!(matches!(
+            cond.wait_timeout(&mut g, Duration::from_millis(10)),
+            Err(Error::Timeout)
+        ));
         drop(g);
         killer.join().unwrap();
         assert!(!cond.lock().locked());

@@ -278,3 +278,70 @@ fn try_acquire_detects_dead_holder() {
         other => panic!("expected OwnerDied, got {other:?}"),
     };
 }
+
+fn die_holding(lock: Lock) {
+    lock.acquire().unwrap().leak();
+}
+
+/// In a child that can no longer read `/proc` (its own mount namespace,
+/// `/proc` unmounted): a lock held by a live process is not taken over
+/// (unknown is not dead), and a lock whose holder really died still is
+/// (`kill(pid, 0)` says so). `None` if the namespace cannot be made.
+fn without_proc(held_by_parent: Lock) -> Option<(bool, bool)> {
+    // Learn our identity while /proc is there, as a long-running process would.
+    drop(Lock::new().unwrap().acquire().unwrap());
+    // SAFETY: plain syscalls with valid NUL-terminated strings; this forked
+    // child changes only its own mount namespace.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0
+            || libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            || libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH) != 0
+        {
+            return None;
+        }
+    }
+    assert!(
+        std::fs::metadata("/proc/self/stat").is_err(),
+        "/proc is gone"
+    );
+    let live_kept = matches!(
+        held_by_parent.acquire_timeout(Duration::from_millis(350)),
+        Err(TryAcquireError::Timeout)
+    );
+    let dead_lock = Lock::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(die_holding, (dead_lock.clone(),))
+        .unwrap();
+    p.join().unwrap();
+    let dead_taken = matches!(
+        dead_lock.acquire_timeout(Duration::from_secs(30)),
+        Err(TryAcquireError::OwnerDied(_))
+    );
+    Some((live_kept, dead_taken))
+}
+
+#[test]
+fn unreadable_proc_never_makes_a_live_holder_dead() {
+    let lock = Lock::new().unwrap();
+    let _held = lock.acquire().unwrap();
+    let r = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(without_proc, (lock.clone(),))
+        .unwrap()
+        .join()
+        .unwrap();
+    let Some((live_kept, dead_taken)) = r else {
+        eprintln!("skipped: cannot make a private mount namespace here (needs root)");
+        return;
+    };
+    assert!(live_kept, "a live holder was declared dead without /proc");
+    assert!(dead_taken, "a dead holder is still detected without /proc");
+    assert!(lock.locked(), "the parent still holds its lock");
+}

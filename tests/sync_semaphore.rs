@@ -155,22 +155,26 @@ fn test_event() {
     for m in METHODS {
         let e = Event::new().unwrap();
         assert!(!e.is_set());
-        assert!(!e.wait_timeout(Duration::ZERO));
-        assert!(!e.wait_timeout(Duration::from_millis(20)));
+        assert!(matches!(
+            e.wait_timeout(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        assert!(matches!(
+            e.wait_timeout(Duration::from_millis(20)),
+            Err(Error::Timeout)
+        ));
         e.set();
         assert!(e.is_set());
         e.wait();
-        assert!(e.wait_timeout(Duration::from_millis(20)));
+        e.wait_timeout(Duration::from_millis(20)).unwrap();
         e.clear();
         assert!(!e.is_set());
         let mut p = Process::builder()
             .start_method(m)
             .start(set_later, (e.clone(),))
             .unwrap();
-        assert!(
-            e.wait_timeout(Duration::from_secs(60)),
-            "{m:?}: the child sets it"
-        );
+        e.wait_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|err| panic!("{m:?}: the child sets it: {err}"));
         assert!(e.is_set());
         p.join().unwrap();
         assert_eq!(format!("{e:?}"), "<Event(set)>");
@@ -179,7 +183,7 @@ fn test_event() {
 
 fn wait_event(e: Event, cells: Cells) -> bool {
     cells.get(0).fetch_add(1, Ordering::SeqCst);
-    e.wait_timeout(Duration::from_secs(60))
+    e.wait_timeout(Duration::from_secs(60)).is_ok()
 }
 
 /// `set` wakes every waiting process.

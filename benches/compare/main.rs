@@ -4,27 +4,33 @@
 //! cargo bench --bench compare                      # every section, a table
 //! cargo bench --bench compare -- --only start,pipe # some sections
 //! cargo bench --bench compare -- --json            # one JSON object
+//! cargo bench --bench compare -- --svg docs/bench.svg # also draw the chart
+//! cargo bench --bench compare -- --markdown        # also README's table
 //! cargo bench --bench compare -- --reps 3 --scale 0.2 --no-python --no-floor
 //! ```
 //!
 //! Sections carry `bench_mp.py`'s names. Each multiproc figure has the name of
 //! the CPython figure it compares with; `speedup` > 1 means multiproc is
 //! better (python/multiproc for times, multiproc/python for rates). Figures
-//! paired with the C floor (`limits.c`, built here with `cc`) add `floor`.
-//! The anchors are found in `$MULTIPROC_ANCHORS`, else `../shared/anchors`.
+//! paired with the C floor add `floor`. Both baselines live in
+//! `benches/baseline/`: `bench_mp.py` (run with `python3`) and `limits.c`
+//! (built with `cc`); see [`baseline`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
+#[cfg(feature = "tokio")]
+mod aio;
+mod baseline;
 mod lock;
 mod manager;
+mod markdown;
 mod pipe;
 mod pool;
 mod queue;
 mod shm;
 mod start;
+mod svg;
 
 /// A section's entry point: records its figures.
 type Section = fn(&mut Bench);
@@ -174,20 +180,24 @@ pub fn secs(t0: Instant) -> f64 {
 struct Opts {
     only: Vec<String>,
     json: bool,
+    markdown: bool,
     reps: usize,
     scale: f64,
     python: bool,
     floor: bool,
+    svg: Option<PathBuf>,
 }
 
 fn parse_args() -> Opts {
     let mut o = Opts {
         only: vec![],
         json: false,
+        markdown: false,
         reps: 5,
         scale: 1.0,
         python: true,
         floor: true,
+        svg: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -201,131 +211,18 @@ fn parse_args() -> Opts {
                     .collect()
             }
             "--json" => o.json = true,
+            "--markdown" => o.markdown = true,
             "--reps" => o.reps = args.next().and_then(|s| s.parse().ok()).unwrap_or(5).max(1),
             "--scale" => o.scale = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0),
             "--no-python" => o.python = false,
             "--no-floor" => o.floor = false,
+            "--svg" => o.svg = args.next().map(PathBuf::from),
             "--bench" => {}
             other => eprintln!("ignoring argument {other:?}"),
         }
     }
     o.only.retain(|s| !s.is_empty());
     o
-}
-
-fn anchors_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("MULTIPROC_ANCHORS") {
-        return d.into();
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/anchors")
-}
-
-/// `{name: (median, unit)}` from a bench_mp.py / limits JSON file.
-fn read_results(path: &Path) -> BTreeMap<String, (f64, String)> {
-    let mut out = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return out;
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return out;
-    };
-    if let Some(obj) = v.get("results").and_then(|r| r.as_object()) {
-        for (k, r) in obj {
-            if let (Some(m), Some(u)) = (
-                r.get("median").and_then(|m| m.as_f64()),
-                r.get("unit").and_then(|u| u.as_str()),
-            ) {
-                out.insert(k.clone(), (m, u.to_string()));
-            }
-        }
-    }
-    out
-}
-
-fn run_python(sections: &[&str], o: &Opts, out_dir: &Path) -> BTreeMap<String, (f64, String)> {
-    let script = anchors_dir().join("bench_mp.py");
-    if !script.exists() {
-        eprintln!("(no {}: CPython figures skipped)", script.display());
-        return BTreeMap::new();
-    }
-    let out = out_dir.join("python.json");
-    eprintln!(
-        "[python] {} --only {}",
-        script.display(),
-        sections.join(",")
-    );
-    let st = Command::new("python3")
-        .arg(&script)
-        .args([
-            "--only",
-            &sections.join(","),
-            "--reps",
-            &o.reps.to_string(),
-            "--scale",
-            &o.scale.to_string(),
-        ])
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .status();
-    match st {
-        Ok(s) if s.success() => read_results(&out),
-        Ok(s) => {
-            eprintln!("(bench_mp.py failed: {s}; CPython figures skipped)");
-            BTreeMap::new()
-        }
-        Err(e) => {
-            eprintln!("(python3 not runnable: {e}; CPython figures skipped)");
-            BTreeMap::new()
-        }
-    }
-}
-
-fn run_floor(sections: &[&str], o: &Opts, out_dir: &Path) -> BTreeMap<String, (f64, String)> {
-    let src = anchors_dir().join("limits.c");
-    if !src.exists() {
-        eprintln!("(no {}: C floor skipped)", src.display());
-        return BTreeMap::new();
-    }
-    let bin = out_dir.join("limits");
-    let tiny = out_dir.join("true_static");
-    let ok = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .args(["-lpthread", "-lrt"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let _ = Command::new("cc")
-        .args(["-O2", "-static", "-DTINY_TRUE", "-o"])
-        .arg(&tiny)
-        .arg(&src)
-        .status();
-    if !ok {
-        eprintln!("(cc could not build limits.c: C floor skipped)");
-        return BTreeMap::new();
-    }
-    let out = out_dir.join("limits.json");
-    eprintln!("[floor] limits --only {}", sections.join(","));
-    let st = Command::new(&bin)
-        .current_dir(out_dir)
-        .args([
-            "--only",
-            &sections.join(","),
-            "--reps",
-            &o.reps.max(3).to_string(),
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .status();
-    match st {
-        Ok(s) if s.success() => read_results(&out),
-        _ => {
-            eprintln!("(limits failed: C floor skipped)");
-            BTreeMap::new()
-        }
-    }
 }
 
 /// `other` in `fig`'s unit scale.
@@ -354,18 +251,25 @@ fn main() {
     }
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-compare");
     let _ = std::fs::create_dir_all(&out_dir);
-    let py = if o.python {
-        run_python(&sections, &o, &out_dir)
-    } else {
-        BTreeMap::new()
-    };
-    let floor = if o.floor {
-        run_floor(&sections, &o, &out_dir)
-    } else {
-        BTreeMap::new()
-    };
+    let baselines = baseline::Baselines::find(o.python, o.floor, &out_dir);
+    // multiproc records the Value-under-its-lock figure in `shm`; CPython
+    // and the floor record it in `lock`.
+    let mut theirs = sections.clone();
+    if theirs.contains(&"shm") && !theirs.contains(&"lock") {
+        theirs.push("lock");
+    }
+    // The manager's round trip is paired with the floor's socketpair round
+    // trip, which the floor measures in `pipe`.
+    let mut floor_sections = theirs.clone();
+    if floor_sections.contains(&"manager") && !floor_sections.contains(&"pipe") {
+        floor_sections.push("pipe");
+    }
+    let py = baselines.python(&theirs, o.reps, o.scale);
+    let floor = baselines.floor(&floor_sections, o.reps, o.scale);
+    let mut rows = vec![];
 
     let mut json = serde_json::Map::new();
+    let mut md = vec![markdown::HEADER.to_string()];
     if !o.json {
         println!(
             "{:<46} {:>12} {:>12} {:>12} {:>9} {:>9}  unit",
@@ -391,6 +295,25 @@ fn main() {
         let speedup = pyv.map(ratio);
         // How many times the floor's cost this is (1.0 = at the floor).
         let vs_floor = flv.map(|f| 1.0 / ratio(f));
+        let unit = fig.unit.text();
+        let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| markdown::value(v, unit));
+        let cellx = |v: Option<f64>| v.map_or("–".to_string(), markdown::ratio);
+        md.push(format!(
+            "| {} | {} | {} | {} | {} | {} |",
+            svg::label(&fig.name).replace('<', "&lt;"),
+            markdown::value(fig.value, unit),
+            cell(pyv),
+            cell(flv),
+            cellx(speedup),
+            cellx(vs_floor)
+        ));
+        if speedup.is_some() || vs_floor.is_some() {
+            rows.push(svg::Row {
+                label: svg::label(&fig.name),
+                speedup,
+                vs_floor,
+            });
+        }
         if o.json {
             let mut e = serde_json::Map::new();
             e.insert("multiproc".into(), fig.value.into());
@@ -426,9 +349,59 @@ fn main() {
             );
         }
     }
+    if o.markdown {
+        println!("\n{}", md.join("\n"));
+    }
     if o.json {
         println!("{}", serde_json::Value::Object(json));
     } else {
         println!("\nspeedup > 1: multiproc better than CPython; x floor: multiproc's cost in units of the C floor (1.00x = at the floor).");
     }
+    if let Some(path) = &o.svg {
+        let mut cmd = String::from("cargo bench --bench compare");
+        if cfg!(feature = "tokio") {
+            cmd.push_str(" --features tokio");
+        }
+        cmd.push_str(&format!(" -- --reps {} --svg {}", o.reps, path.display()));
+        if !o.only.is_empty() {
+            cmd.push_str(&format!(" --only {}", o.only.join(",")));
+        }
+        let subtitle = format!("{}; {}", subtitle(o.reps), baselines.versions());
+        let footer = format!("made by: {cmd}");
+        let text = svg::chart(&rows, &subtitle, &footer);
+        match std::fs::write(path, text) {
+            Ok(()) => eprintln!("chart written to {}", path.display()),
+            Err(e) => eprintln!("could not write {}: {e}", path.display()),
+        }
+    }
+}
+
+/// When and where the figures were measured, for the chart.
+fn subtitle(reps: usize) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_date((secs / 86_400) as i64);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{y:04}-{m:02}-{d:02}, {cpus} CPUs, load average {load} at the end; medians of {reps} runs, all three measured in one run"
+    )
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }

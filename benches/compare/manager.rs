@@ -35,9 +35,10 @@ pub fn run(b: &mut Bench) {
         .expect("manager");
     let d = m.dict::<String, u64>().expect("dict");
     let n = b.n(10_000);
-    b.record_vs_floor(
+    b.record_paired(
         "manager_dict_rtt_us",
         Unit::Us("us/op"),
+        "manager_dict_op_us",
         "socketpair_pingpong_1byte_rtt_us",
         || dict_setget(&d, n),
     );

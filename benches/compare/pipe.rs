@@ -65,6 +65,8 @@ pub fn run(b: &mut Bench) {
         "socketpair_pingpong_1byte_rtt_us",
         n,
     );
+    #[cfg(feature = "tokio")]
+    crate::aio::run(b, n);
 
     // Same, both processes pinned to the first allowed CPU (the child inherits it).
     let old = sched_getaffinity(None).expect("getaffinity");

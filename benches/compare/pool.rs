@@ -5,7 +5,7 @@ use crate::{secs, Bench, Unit};
 use multiproc::pool::Pool;
 use std::time::Instant;
 
-fn sq(x: u64) -> u64 {
+pub(crate) fn sq(x: u64) -> u64 {
     x.wrapping_mul(x)
 }
 
@@ -92,6 +92,8 @@ pub fn run(b: &mut Bench) {
             secs(t0) / n3 as f64 * 1e6
         },
     );
+    #[cfg(feature = "tokio")]
+    crate::aio::apply_await(b, &pool, n3);
     drop(pool);
 
     let tasks = b.n(32).max(2);

@@ -1,13 +1,13 @@
 //! `Connection`: one end of a pipe or socket carrying framed messages.
 
 use super::framing::{self, Header, DEFAULT_MAX_MESSAGE_SIZE, MAX_HEADER, SHORT_MAX};
+use super::reader::Reader;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
 use crate::sys::{self, conn_io};
 use rustix::io::Errno;
 use serde::{de::DeserializeOwned, Serialize};
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
 use std::ops::Range;
@@ -69,29 +69,6 @@ pub struct Connection {
     broken: AtomicBool,
     reader: Mutex<Reader>,
     writer: Mutex<Vec<u8>>,
-}
-
-/// Read-ahead state: `buf[start..end]` holds received, unconsumed bytes.
-#[derive(Default)]
-struct Reader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    /// Descriptors received with `SCM_RIGHTS`, oldest first.
-    fds: VecDeque<OwnedFd>,
-    /// A large payload interrupted by a timeout: its bytes so far and its
-    /// full length. The next receive resumes it.
-    pending: Option<(Vec<u8>, usize)>,
-}
-
-impl Reader {
-    fn buffered(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn holds_data(&self) -> bool {
-        self.buffered() > 0 || !self.fds.is_empty() || self.pending.is_some()
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -325,10 +302,13 @@ impl Connection {
         if deadline.is_some() && !sys::wait_readable(self.fd.as_fd(), deadline)? {
             return Err(Error::Timeout);
         }
-        let Reader { buf, end, fds, .. } = r;
-        match conn_io::read_collecting(self.fd.as_fd(), self.socket, &mut buf[*end..], fds) {
-            Ok(n) => {
-                *end += n;
+        match conn_io::read_collecting(self.fd.as_fd(), self.socket, &mut r.buf[r.end..]) {
+            Ok((n, fd)) => {
+                r.end += n;
+                r.pos += n as u64;
+                if let Some(fd) = fd {
+                    r.received_fd(fd);
+                }
                 Ok(n)
             }
             Err(Errno::CONNRESET) => Ok(0),
@@ -353,12 +333,16 @@ impl Connection {
         deadline: Option<Instant>,
         max: u64,
         big: &mut Vec<u8>,
+        want_fd: bool,
     ) -> Result<Option<Range<usize>>> {
         self.check_readable()?;
         if r.buf.is_empty() {
             r.buf = vec![0u8; READ_BUF];
         }
         let res = self.recv_frame_inner(r, deadline, max, big);
+        if let Ok(range) = &res {
+            r.message_read(range.as_ref(), want_fd);
+        }
         if let Err(e) = &res {
             if !matches!(e, Error::Timeout) {
                 // The stream is mid-frame or at an unknown place: refuse further reads.
@@ -387,7 +371,7 @@ impl Connection {
             let want = plen - big.len();
             match conn_io::read_into_spare(self.fd.as_fd(), big, want) {
                 Ok(0) | Err(Errno::CONNRESET) => return Err(truncated()),
-                Ok(_) => {}
+                Ok(n) => r.pos += n as u64,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -472,7 +456,7 @@ impl Connection {
     fn recv_bytes_deadline(&self, deadline: Option<Instant>, max: u64) -> Result<Vec<u8>> {
         let mut r = lock(&self.reader);
         let mut big = Vec::new();
-        match self.recv_frame(&mut r, deadline, max, &mut big)? {
+        match self.recv_frame(&mut r, deadline, max, &mut big, false)? {
             Some(range) => Ok(r.buf[range].to_vec()),
             None => Ok(big),
         }
@@ -495,7 +479,7 @@ impl Connection {
     ) -> Result<T> {
         let mut r = lock(&self.reader);
         let mut big = Vec::new();
-        match self.recv_frame(&mut r, deadline, self.max_message_size(), &mut big)? {
+        match self.recv_frame(&mut r, deadline, self.max_message_size(), &mut big, false)? {
             Some(range) => f(&r.buf[range]),
             None => f(&big),
         }
@@ -524,7 +508,7 @@ impl Connection {
     /// its capacity; returns the message length (Python's `recv_bytes_into`).
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         let mut r = lock(&self.reader);
-        if let Some(range) = self.recv_frame(&mut r, None, self.max_message_size(), buf)? {
+        if let Some(range) = self.recv_frame(&mut r, None, self.max_message_size(), buf, false)? {
             buf.clear();
             buf.extend_from_slice(&r.buf[range]);
         }
@@ -564,8 +548,10 @@ impl Connection {
     pub fn recv_connection(&self) -> Result<Connection> {
         let mut r = lock(&self.reader);
         let mut big = Vec::new();
-        let range = self
-            .recv_frame(&mut r, None, self.max_message_size(), &mut big)?
+        let range = self.recv_frame(&mut r, None, self.max_message_size(), &mut big, true)?;
+        // Taken now: on any error below it is closed, not kept.
+        let fd = r.msg_fd.take();
+        let range = range
             .ok_or_else(|| Error::Invalid("expected a connection, got a large message".into()))?;
         let msg = &r.buf[range];
         let flags_at = FD_MARKER.len();
@@ -577,7 +563,7 @@ impl Connection {
         let flags = msg[flags_at];
         let mut max = [0u8; 8];
         max.copy_from_slice(&msg[flags_at + 1..]);
-        let fd = r.fds.pop_front().ok_or_else(|| {
+        let fd = fd.ok_or_else(|| {
             Error::Invalid("a connection message arrived without its descriptor".into())
         })?;
         let c = Connection::from_parts(fd, flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);

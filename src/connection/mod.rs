@@ -30,6 +30,7 @@ mod conn;
 pub mod framing;
 mod listener;
 mod pipe;
+mod reader;
 mod wait;
 
 pub use address::Address;

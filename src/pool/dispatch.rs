@@ -91,6 +91,9 @@ pub(crate) struct Shared {
     /// Wakes the supervisor ([`wake_bg`](Self::wake_bg)).
     bg_kick: OwnedFd,
     bg_idle: AtomicBool,
+    /// A future awaits a result (feature `tokio`): the supervisor drives
+    /// at once instead of leaving a tick for a blocking waiter to do it.
+    async_waiting: AtomicBool,
     kick: OwnedFd,
     fg_waiters: AtomicUsize,
     outstanding: AtomicUsize,
@@ -128,6 +131,7 @@ impl Shared {
                 rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
             )?,
             bg_idle: AtomicBool::new(false),
+            async_waiting: AtomicBool::new(false),
             kick,
             fg_waiters: AtomicUsize::new(0),
             outstanding: AtomicUsize::new(0),
@@ -154,6 +158,32 @@ impl Shared {
 
     fn wake_bg(&self) {
         let _ = rustix::io::write(&self.bg_kick, &1u64.to_ne_bytes());
+    }
+
+    /// A future is waiting for a result: asks the supervisor to drive the
+    /// pool now (no thread of the program will block in `get` to do it).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn wake_for_async(&self) {
+        if !self.async_waiting.swap(true, SeqCst) {
+            self.wake_bg();
+        }
+    }
+
+    /// Drives the pool from the calling thread until `cond()` holds, for at
+    /// most `budget`, if no other thread drives it now (a future's short
+    /// spin, feature `tokio`). Returns `cond()`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn drive_for(&self, cond: &dyn Fn() -> bool, budget: Duration) -> Result<bool> {
+        if cond() {
+            return Ok(true);
+        }
+        if let Ok(role) = self.role.try_lock() {
+            let r = self.drive(cond, Some(Instant::now() + budget), false);
+            drop(role);
+            self.notify_done();
+            r?;
+        }
+        Ok(cond())
     }
 
     fn notify_done(&self) {
@@ -530,11 +560,15 @@ impl Shared {
                 continue;
             }
             let outstanding = self.outstanding.load(SeqCst);
+            if outstanding == 0 {
+                // Nothing to drive: whatever a future waited for has arrived.
+                self.async_waiting.store(false, SeqCst);
+            }
             // Someone else drives: look again later.
             let mut nap = tick;
             if outstanding > 0 && self.fg_waiters.load(SeqCst) == 0 {
                 idle_ticks = 0;
-                if armed {
+                if armed || self.async_waiting.swap(false, SeqCst) {
                     if let Ok(role) = self.role.try_lock() {
                         let stop = || self.outstanding.load(SeqCst) == 0;
                         let r = self.drive(&stop, None, true);
@@ -561,6 +595,7 @@ impl Shared {
             let exited = if idle_ticks > 50 {
                 self.bg_idle.store(true, SeqCst);
                 let exited = if self.outstanding.load(SeqCst) == 0
+                    && !self.async_waiting.load(SeqCst)
                     && !self.shutdown.load(SeqCst)
                     && lock(&self.core).spawn_needed == 0
                 {
@@ -571,6 +606,12 @@ impl Shared {
                 self.bg_idle.store(false, SeqCst);
                 idle_ticks = 0;
                 exited
+            } else if self.async_waiting.load(SeqCst)
+                && self.outstanding.load(SeqCst) > 0
+                && self.fg_waiters.load(SeqCst) == 0
+            {
+                // A future asked for a driver: drive now, no nap.
+                Vec::new()
             } else {
                 self.bg_sleep(Some(nap))
             };

@@ -193,6 +193,8 @@ pub(crate) struct Outcome<V> {
     ready: AtomicBool,
     ok: AtomicBool,
     callbacks: Mutex<Option<Callbacks<V>>>,
+    /// The task of a future awaiting this outcome (feature `tokio`).
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl<V> Outcome<V> {
@@ -202,6 +204,7 @@ impl<V> Outcome<V> {
             ready: AtomicBool::new(false),
             ok: AtomicBool::new(false),
             callbacks: Mutex::new(Some(callbacks)),
+            waker: Mutex::new(None),
         })
     }
 
@@ -224,6 +227,19 @@ impl<V> Outcome<V> {
         self.ok.store(r.is_ok(), Ordering::Release);
         *lock(&self.slot) = Some(r);
         self.ready.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
+    }
+
+    /// Registers the task to wake when the outcome is set (the caller checks
+    /// [`is_ready`](Self::is_ready) again afterwards).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn set_waker(&self, w: &std::task::Waker) {
+        let mut slot = lock(&self.waker);
+        if !slot.as_ref().is_some_and(|old| old.will_wake(w)) {
+            *slot = Some(w.clone());
+        }
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -462,7 +478,7 @@ impl<V> AsyncResult<V> {
         self.take()
     }
 
-    fn take(&self) -> Result<V> {
+    pub(crate) fn take(&self) -> Result<V> {
         self.out.take()
     }
 }
@@ -476,7 +492,9 @@ struct StreamInner<R> {
 pub(crate) struct Stream<R> {
     ordered: bool,
     inner: Mutex<StreamInner<R>>,
-    completions: AtomicU64,
+    pub(crate) completions: AtomicU64,
+    /// The task of a `Stream` consumer to wake on each completion (feature `tokio`).
+    pub(crate) waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl<R: DeserializeOwned + Send> Sink for Stream<R> {
@@ -497,6 +515,9 @@ impl<R: DeserializeOwned + Send> Sink for Stream<R> {
         }
         drop(inner);
         self.completions.fetch_add(1, Ordering::Release);
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
     }
 }
 
@@ -568,6 +589,7 @@ where
                     queue: VecDeque::new(),
                 }),
                 completions: AtomicU64::new(0),
+                waker: Mutex::new(None),
             }),
             current: VecDeque::new(),
             next_batch: 0,
@@ -581,7 +603,7 @@ where
         }
     }
 
-    fn top_up(&mut self) -> Result<()> {
+    pub(crate) fn top_up(&mut self) -> Result<()> {
         if self.stopped || self.submitted - self.yielded > self.lookahead / 2 {
             return Ok(());
         }
@@ -604,7 +626,7 @@ where
         self.shared.submit(batches)
     }
 
-    fn pop(&mut self) -> Option<std::result::Result<R, TaskErr>> {
+    pub(crate) fn pop(&mut self) -> Option<std::result::Result<R, TaskErr>> {
         if let Some(v) = self.current.pop_front() {
             return Some(v);
         }

@@ -454,6 +454,16 @@ impl<R: DeserializeOwned> Process<R> {
             .unwrap_or_else(|| self.report.as_fd())
     }
 
+    /// The descriptors a waiter must watch: the report socket (the child may
+    /// block writing a large report until it is read) and the pidfd, if any.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn wait_fds(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
+        (
+            self.report.as_fd(),
+            self.shared.pidfd.as_ref().map(|p| p.as_fd()),
+        )
+    }
+
     /// Sends SIGTERM (Python's `terminate()`). Does nothing once the child is reaped.
     pub fn terminate(&self) -> Result<()> {
         Ok(self.shared.signal(libc::SIGTERM)?)

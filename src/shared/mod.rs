@@ -29,9 +29,11 @@
 
 mod shareable_list;
 mod shared_memory;
+mod synchronized;
 pub mod tracker;
 mod value;
 
 pub use shareable_list::{Item, ShareableList};
 pub use shared_memory::SharedMemory;
-pub use value::{Array, ArrayGuard, AtomicView, RawArray, RawValue, Value, ValueGuard};
+pub use synchronized::{Array, ArrayGuard, Value, ValueGuard};
+pub use value::{AtomicView, RawArray, RawValue};

@@ -5,6 +5,7 @@
 use super::tracker;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
+use crate::sys::atomic_copy;
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -17,6 +18,11 @@ const SHM_DIR: &str = "/dev/shm";
 const NAME_PREFIX: &str = "/psm_";
 /// Longest accepted name (without the leading `/`), as `NAME_MAX`.
 const MAX_NAME: usize = 255;
+/// Blocks of at least this many bytes have their pages reserved at creation
+/// (`fallocate`); smaller ones are only checked against the free space
+/// (`fstatvfs`), since reserving a page costs about as much as the rest of
+/// creating a small block.
+const RESERVE_FROM: usize = 64 << 10;
 
 /// A named block of shared memory (Python's
 /// `multiprocessing.shared_memory.SharedMemory`).
@@ -54,9 +60,14 @@ const MAX_NAME: usize = 255;
 /// - [`as_atomic_bytes`](Self::as_atomic_bytes),
 ///   [`atomic_u64`](Self::atomic_u64), [`read_at`](Self::read_at) and
 ///   [`write_at`](Self::write_at) are safe: atomics are sound under any
-///   concurrent access, and the copies go through raw pointers (a copy that
-///   races with another process's writes may see a mix of old and new bytes,
-///   nothing worse);
+///   concurrent access, and the copies are made of relaxed atomic accesses —
+///   one per aligned 8-byte word, one per byte for the unaligned head and
+///   tail — so a copy that races with another writer may see a mix of old
+///   and new words (torn across words, never within one), nothing worse.
+///   (Within one process, Rust's memory model also asks that racing atomic
+///   writes to the same bytes use one access size: do not race `write_at`
+///   with [`as_atomic_bytes`](Self::as_atomic_bytes) stores on the same
+///   word);
 /// - [`as_slice`](Self::as_slice) and [`as_mut_slice`](Self::as_mut_slice)
 ///   give plain `&[u8]` / `&mut [u8]` and are `unsafe`: while the slice is in
 ///   use, nobody else may write the block (for `as_slice`) or access it at
@@ -115,9 +126,18 @@ impl SharedMemory {
     /// Creates a new block of `size` bytes (zero-filled) under a generated
     /// name `psm_XXXXXXXX`, as Python's `SharedMemory(create=True, size=...)`.
     ///
+    /// A block larger than the free space of `/dev/shm` fails here, with an
+    /// error naming the size and the space free — not with a `SIGBUS` when
+    /// its pages are first written (what CPython does). Blocks of 64 KiB or
+    /// more have their pages reserved (`fallocate`), so nothing can take
+    /// their space later; a smaller block is only checked against the free
+    /// space, so it can still fault if `/dev/shm` fills up before its pages
+    /// are first written.
+    ///
     /// # Errors
     ///
-    /// `Invalid` if `size` is 0; `Io` if the system refuses.
+    /// `Invalid` if `size` is 0; `Io` of kind `StorageFull` if `/dev/shm`
+    /// cannot hold `size` more bytes; `Io` if the system refuses otherwise.
     pub fn create(size: usize) -> Result<SharedMemory> {
         Self::create_impl(None, size, true)
     }
@@ -185,6 +205,12 @@ impl SharedMemory {
     fn finish_create(name: String, fd: OwnedFd, size: usize, track: bool) -> Result<SharedMemory> {
         let made = (|| {
             rustix::fs::ftruncate(&fd, size as u64)?;
+            let what = || format!("shared memory block {:?}", &name[1..]);
+            if size >= RESERVE_FROM {
+                crate::sys::reserve(fd.as_fd(), size as u64, what)?;
+            } else {
+                crate::sys::check_space(fd.as_fd(), size as u64, what)?;
+            }
             let ptr = map(&fd, size)?;
             Ok::<_, Error>(ptr)
         })();
@@ -320,15 +346,9 @@ impl SharedMemory {
     /// `Invalid` if the range is out of bounds.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
-        // SAFETY: the range is inside the mapping; `buf` is a distinct
-        // private buffer. Concurrent writers can only make the copy torn.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
+        // SAFETY: the range is inside the mapping (checked); safe code
+        // accesses the block only atomically (the plain slices are `unsafe`).
+        unsafe { atomic_copy::load_bytes(self.ptr.as_ptr().add(offset), buf) };
         Ok(())
     }
 
@@ -339,11 +359,10 @@ impl SharedMemory {
     /// `Invalid` if the range is out of bounds.
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
-        // SAFETY: the range is inside the writable mapping; no `&[u8]` into
-        // it exists except under the `unsafe` contract of `as_slice`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())
-        };
+        // SAFETY: the range is inside the writable mapping (checked); no
+        // `&[u8]` into it exists except under the `unsafe` contract of
+        // `as_slice`; others access it atomically.
+        unsafe { atomic_copy::store_bytes(self.ptr.as_ptr().add(offset), data) };
         Ok(())
     }
 

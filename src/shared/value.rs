@@ -1,11 +1,10 @@
-//! `RawValue`, `RawArray` (unsynchronized) and `Value`, `Array` (with a lock):
-//! plain data in unnamed shared memory.
+//! `RawValue`, `RawArray`: plain data in unnamed shared memory, without a
+//! lock (the locked `Value`, `Array` are in `synchronized`).
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
-use crate::sync::{Lock, LockGuard, LockResult, OwnerDied};
-use crate::sys::Region;
+use crate::sys::{atomic_copy, Region};
 use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;
@@ -74,7 +73,11 @@ fn region_for<T>(len: usize, name: &str) -> Result<Region> {
 
 /// A region with `header` bytes (e.g. a lock), then `len` elements of `T`
 /// at an aligned offset, which is returned.
-fn region_with_header<T>(header: usize, len: usize, name: &str) -> Result<(Region, usize)> {
+pub(super) fn region_with_header<T>(
+    header: usize,
+    len: usize,
+    name: &str,
+) -> Result<(Region, usize)> {
     let align = align_of::<T>();
     let offset = header.div_ceil(align) * align;
     let bytes = len
@@ -94,10 +97,14 @@ fn region_with_header<T>(header: usize, len: usize, name: &str) -> Result<(Regio
 /// Python's `'b'` typecode does). Clones share the value; it reaches a child
 /// as a [`Process`](crate::Process) argument.
 ///
-/// [`get`](Self::get) and [`set`](Self::set) are single volatile copies: with
-/// concurrent writers a value wider than one machine word may be read torn.
-/// For read-modify-write use [`as_atomic`](Self::as_atomic) (integer `T`),
-/// or a [`Value`], which has a lock.
+/// [`get`](Self::get) and [`set`](Self::set) copy with relaxed atomic
+/// accesses, one per aligned word (8 bytes, or `T`'s alignment if smaller),
+/// so racing with other threads or processes is defined behaviour: a `get`
+/// that races with a `set` returns, word by word, either the old or the new
+/// word — a `T` wider than one word may mix the two (torn across words),
+/// a word is never torn. For read-modify-write use
+/// [`as_atomic`](Self::as_atomic) (integer `T`), or a [`Value`](super::Value), which has a
+/// lock.
 ///
 /// ```
 /// use multiproc::shared::RawValue;
@@ -148,7 +155,7 @@ impl<T: Pod> RawValue<T> {
     }
 
     /// The `T` at `offset` in `region` (bounds and alignment checked).
-    fn at(region: Region, offset: usize) -> Result<RawValue<T>> {
+    pub(super) fn at(region: Region, offset: usize) -> Result<RawValue<T>> {
         check_place::<T>(&region, offset, 1)?;
         Ok(RawValue {
             region,
@@ -163,20 +170,21 @@ impl<T: Pod> RawValue<T> {
         unsafe { self.region.as_ptr().add(self.offset).cast::<T>() }
     }
 
-    /// Reads the value.
+    /// Reads the value (atomically per word; see the type's docs for what a
+    /// read racing with a write may see).
+    #[inline]
     pub fn get(&self) -> T {
-        // SAFETY: the region holds one aligned, initialised `T` (zeroed or
-        // written by `set`); every bit pattern is a valid `Pod`. A volatile
-        // read through a raw pointer creates no reference that others'
-        // writes could invalidate.
-        unsafe { self.as_ptr().read_volatile() }
+        // SAFETY: the region holds one aligned `T` (checked in `at`); every
+        // bit pattern is a valid `Pod`; safe code accesses it only through
+        // these atomic copies or the atomic view.
+        unsafe { atomic_copy::load(self.as_ptr()) }
     }
 
-    /// Writes the value.
+    /// Writes the value (atomically per word).
+    #[inline]
     pub fn set(&self, value: T) {
-        // SAFETY: as in `get`; the region is writable and no safe method
-        // hands out a plain reference to it.
-        unsafe { self.as_ptr().write_volatile(value) }
+        // SAFETY: as in `get`; the mapping is writable.
+        unsafe { atomic_copy::store(self.as_ptr(), value) }
     }
 
     /// The value as its atomic twin (`&AtomicI64` for `RawValue<i64>`):
@@ -220,7 +228,9 @@ impl<T: Pod> Handoff for RawValue<T> {
 /// A fixed-length array of `T` in unnamed shared memory, without a lock
 /// (Python's `multiprocessing.sharedctypes.RawArray`).
 ///
-/// Same rules as [`RawValue`]: element reads and writes are volatile copies,
+/// Same rules as [`RawValue`]: element reads and writes are atomic per word
+/// (a racing reader may see an element torn across words, never a torn
+/// word, never undefined behaviour),
 /// [`as_atomic_slice`](Self::as_atomic_slice) gives atomics for integer `T`,
 /// and plain slices are `unsafe`. Clones share the array.
 ///
@@ -270,7 +280,7 @@ impl<T: Pod> RawArray<T> {
     }
 
     /// `len` elements at `offset` in `region` (bounds and alignment checked).
-    fn at(region: Region, offset: usize, len: usize) -> Result<RawArray<T>> {
+    pub(super) fn at(region: Region, offset: usize, len: usize) -> Result<RawArray<T>> {
         check_place::<T>(&region, offset, len)?;
         Ok(RawArray {
             region,
@@ -314,8 +324,8 @@ impl<T: Pod> RawArray<T> {
             return None;
         }
         // SAFETY: `i` is in bounds of the aligned region; any bits are a
-        // valid `Pod`; a volatile raw-pointer read creates no reference.
-        Some(unsafe { self.as_ptr().add(i).read_volatile() })
+        // valid `Pod`; safe code accesses it only atomically.
+        Some(unsafe { atomic_copy::load(self.as_ptr().add(i)) })
     }
 
     /// Sets element `i`.
@@ -331,7 +341,7 @@ impl<T: Pod> RawArray<T> {
             )));
         }
         // SAFETY: as in `get`; the region is writable.
-        unsafe { self.as_ptr().add(i).write_volatile(value) };
+        unsafe { atomic_copy::store(self.as_ptr().add(i), value) };
         Ok(())
     }
 
@@ -354,8 +364,8 @@ impl<T: Pod> RawArray<T> {
             )));
         }
         for (i, &v) in items.iter().enumerate() {
-            // SAFETY: `i < len`, aligned, writable.
-            unsafe { self.as_ptr().add(i).write_volatile(v) };
+            // SAFETY: `i < len`, aligned, writable, accessed atomically.
+            unsafe { atomic_copy::store(self.as_ptr().add(i), v) };
         }
         Ok(())
     }
@@ -404,386 +414,5 @@ impl<T: Pod> Handoff for RawArray<T> {
         let region = Region::import(im)?;
         let (offset, len) = im.read::<(u64, u64)>()?;
         RawArray::at(region, offset as usize, len as usize)
-    }
-}
-
-/// A [`Lock`] and the region holding it plus `len` elements of `T` after it.
-fn locked_region<T>(len: usize, name: &str) -> Result<(Lock, Region, usize)> {
-    let (region, offset) = region_with_header::<T>(Lock::LOCK_BYTES, len, name)?;
-    let lock = Lock::in_region(region.clone(), 0)?;
-    Ok((lock, region, offset))
-}
-
-fn wrap_guard<'a, G>(
-    acquired: LockResult<LockGuard<'a>>,
-    make: impl FnOnce(LockGuard<'a>) -> G,
-) -> LockResult<G> {
-    match acquired {
-        Ok(g) => Ok(make(g)),
-        Err(died) => Err(OwnerDied::new(make(died.into_inner()))),
-    }
-}
-
-/// One `T` in unnamed shared memory with a process-shared lock (Python's
-/// `multiprocessing.Value`).
-///
-/// [`lock`](Self::lock) acquires the lock and returns a guard through which
-/// the value is read and written (Python's `with v.get_lock(): v.value += 1`);
-/// [`get`](Self::get) and [`set`](Self::set) each take the lock for one access
-/// (Python's `.value`). The lock is a robust [`Lock`]: if a holder dies, the
-/// next acquirer gets [`OwnerDied`] and the lock recovers. (CPython's default
-/// is an `RLock`; a guard makes re-entrance unnecessary here.)
-///
-/// For integer `T`, [`as_atomic`](Self::as_atomic) gives a lock-free view of
-/// the same memory (`&AtomicI64` for `Value<i64>`): atomic operations are
-/// correct without the lock, and often much faster.
-///
-/// Clones share the value and the lock; it reaches a child as a
-/// [`Process`](crate::Process) argument. The memory is a `memfd`: nothing in
-/// `/dev/shm`, nothing to leak.
-///
-/// ```
-/// use multiproc::shared::Value;
-///
-/// # fn main() -> multiproc::Result<()> {
-/// let v = Value::new(0i64)?;
-/// {
-///     let g = v.lock()?;
-///     g.set(g.get() + 1);
-/// }
-/// v.set(v.get()? * 10)?;
-/// assert_eq!(v.get()?, 10);
-/// assert_eq!(v.as_atomic().fetch_add(1, std::sync::atomic::Ordering::SeqCst), 10);
-/// assert_eq!(v.get()?, 11);
-/// # Ok(()) }
-/// ```
-pub struct Value<T> {
-    raw: RawValue<T>,
-    lock: Lock,
-}
-
-impl<T> Clone for Value<T> {
-    fn clone(&self) -> Self {
-        Value {
-            raw: self.raw.clone(),
-            lock: self.lock.clone(),
-        }
-    }
-}
-
-impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Value")
-            .field("value", &self.raw.get())
-            .field("lock", &self.lock)
-            .finish()
-    }
-}
-
-impl<T: Pod> Value<T> {
-    /// A new shared value holding `value`, with its own lock (one `memfd`
-    /// holds both).
-    ///
-    /// # Errors
-    ///
-    /// `Io` if the memory cannot be created.
-    pub fn new(value: T) -> Result<Value<T>> {
-        let (lock, region, offset) = locked_region::<T>(1, "multiproc-value")?;
-        let raw = RawValue::at(region, offset)?;
-        raw.set(value);
-        Ok(Value { raw, lock })
-    }
-
-    /// A new shared value guarded by an existing `lock` (Python's
-    /// `Value(typecode, v, lock=lock)`), e.g. one lock for several values.
-    ///
-    /// # Errors
-    ///
-    /// `Io` if the memory cannot be created.
-    pub fn with_lock(value: T, lock: Lock) -> Result<Value<T>> {
-        Ok(Value {
-            raw: RawValue::new(value)?,
-            lock,
-        })
-    }
-
-    /// The lock (Python's `get_lock()`).
-    pub fn get_lock(&self) -> &Lock {
-        &self.lock
-    }
-
-    /// The value without its lock (Python's `get_obj()`): reads and writes
-    /// through it do not synchronize with the lock holders.
-    pub fn get_obj(&self) -> &RawValue<T> {
-        &self.raw
-    }
-
-    /// Acquires the lock; the guard reads and writes the value and releases
-    /// the lock when dropped.
-    ///
-    /// # Errors
-    ///
-    /// [`OwnerDied`] (holding the guard) if a previous holder died holding
-    /// the lock: the value may be half-updated.
-    pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        let raw = &self.raw;
-        wrap_guard(self.lock.acquire(), |guard| ValueGuard {
-            raw,
-            _guard: guard,
-        })
-    }
-
-    /// Reads the value under the lock (Python's `v.value`).
-    ///
-    /// # Errors
-    ///
-    /// `OwnerDied` if a previous holder died holding the lock.
-    pub fn get(&self) -> Result<T> {
-        Ok(self.lock()?.get())
-    }
-
-    /// Writes the value under the lock (Python's `v.value = x`).
-    ///
-    /// # Errors
-    ///
-    /// `OwnerDied` if a previous holder died holding the lock (nothing is written).
-    pub fn set(&self, value: T) -> Result<()> {
-        self.lock()?.set(value);
-        Ok(())
-    }
-
-    /// The value as its atomic twin, lock-free (`&AtomicI64` for `Value<i64>`).
-    pub fn as_atomic(&self) -> &T::Atomic
-    where
-        T: AtomicView,
-    {
-        self.raw.as_atomic()
-    }
-}
-
-impl<T: Pod> Handoff for Value<T> {
-    fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
-        self.lock.export(ex)?;
-        self.raw.export(ex)
-    }
-
-    fn import(im: &mut Importer) -> Result<Self> {
-        let lock = Lock::import(im)?;
-        let raw = RawValue::import(im)?;
-        Ok(Value { raw, lock })
-    }
-}
-
-/// The lock of a [`Value`], held; derefs to the [`RawValue`] for
-/// [`get`](RawValue::get) / [`set`](RawValue::set).
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ValueGuard<'a, T> {
-    raw: &'a RawValue<T>,
-    _guard: LockGuard<'a>,
-}
-
-impl<T> std::ops::Deref for ValueGuard<'_, T> {
-    type Target = RawValue<T>;
-    fn deref(&self) -> &RawValue<T> {
-        self.raw
-    }
-}
-
-impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ValueGuard").field(&self.raw.get()).finish()
-    }
-}
-
-/// A fixed-length array of `T` in unnamed shared memory with a
-/// process-shared lock (Python's `multiprocessing.Array`).
-///
-/// As [`Value`]: [`lock`](Self::lock) returns a guard that derefs to the
-/// [`RawArray`]; [`get`](Self::get), [`set`](Self::set) and
-/// [`to_vec`](Self::to_vec) take the lock for one call;
-/// [`as_atomic_slice`](Self::as_atomic_slice) is the lock-free view.
-///
-/// ```
-/// use multiproc::shared::Array;
-///
-/// # fn main() -> multiproc::Result<()> {
-/// let a = Array::from_slice(&[1.0f64, 2.0, 3.0])?;
-/// {
-///     let g = a.lock()?;
-///     for i in 0..g.len() {
-///         g.set(i, g.get(i).unwrap_or_default() * 2.0)?;
-///     }
-/// }
-/// assert_eq!(a.to_vec()?, vec![2.0, 4.0, 6.0]);
-/// assert!(a.get(3).is_err());
-/// # Ok(()) }
-/// ```
-pub struct Array<T> {
-    raw: RawArray<T>,
-    lock: Lock,
-}
-
-impl<T> Clone for Array<T> {
-    fn clone(&self) -> Self {
-        Array {
-            raw: self.raw.clone(),
-            lock: self.lock.clone(),
-        }
-    }
-}
-
-impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array")
-            .field("items", &self.raw.to_vec())
-            .field("lock", &self.lock)
-            .finish()
-    }
-}
-
-impl<T: Pod> Array<T> {
-    /// A shared array of `len` zeroed elements with its own lock (Python's
-    /// `Array('i', 10)`).
-    ///
-    /// # Errors
-    ///
-    /// `Io` if the memory cannot be created.
-    pub fn zeroed(len: usize) -> Result<Array<T>> {
-        let (lock, region, offset) = locked_region::<T>(len, "multiproc-array")?;
-        Ok(Array {
-            raw: RawArray::at(region, offset, len)?,
-            lock,
-        })
-    }
-
-    /// A shared array holding a copy of `items`, with its own lock.
-    ///
-    /// # Errors
-    ///
-    /// `Io` if the memory cannot be created.
-    pub fn from_slice(items: &[T]) -> Result<Array<T>> {
-        let a = Self::zeroed(items.len())?;
-        a.raw.copy_from_slice(items)?;
-        Ok(a)
-    }
-
-    /// A shared array holding a copy of `items`, guarded by an existing lock.
-    ///
-    /// # Errors
-    ///
-    /// `Io` if the memory cannot be created.
-    pub fn with_lock(items: &[T], lock: Lock) -> Result<Array<T>> {
-        Ok(Array {
-            raw: RawArray::from_slice(items)?,
-            lock,
-        })
-    }
-
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        self.raw.len()
-    }
-
-    /// `true` if the array has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.raw.is_empty()
-    }
-
-    /// The lock (Python's `get_lock()`).
-    pub fn get_lock(&self) -> &Lock {
-        &self.lock
-    }
-
-    /// The array without its lock (Python's `get_obj()`).
-    pub fn get_obj(&self) -> &RawArray<T> {
-        &self.raw
-    }
-
-    /// Acquires the lock; the guard derefs to the [`RawArray`].
-    ///
-    /// # Errors
-    ///
-    /// [`OwnerDied`] (holding the guard) if a previous holder died holding it.
-    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        let raw = &self.raw;
-        wrap_guard(self.lock.acquire(), |guard| ArrayGuard {
-            raw,
-            _guard: guard,
-        })
-    }
-
-    /// Element `i`, read under the lock (Python's `a[i]`).
-    ///
-    /// # Errors
-    ///
-    /// `Invalid` if `i` is out of range; `OwnerDied` as for [`lock`](Self::lock).
-    pub fn get(&self, i: usize) -> Result<T> {
-        self.lock()?.get(i).ok_or_else(|| {
-            Error::Invalid(format!(
-                "index {i} out of range for an array of {}",
-                self.len()
-            ))
-        })
-    }
-
-    /// Sets element `i` under the lock (Python's `a[i] = x`).
-    ///
-    /// # Errors
-    ///
-    /// `Invalid` if `i` is out of range; `OwnerDied` as for [`lock`](Self::lock).
-    pub fn set(&self, i: usize, value: T) -> Result<()> {
-        self.lock()?.set(i, value)
-    }
-
-    /// Copies the elements out under the lock (Python's `a[:]`).
-    ///
-    /// # Errors
-    ///
-    /// `OwnerDied` as for [`lock`](Self::lock).
-    pub fn to_vec(&self) -> Result<Vec<T>> {
-        Ok(self.lock()?.to_vec())
-    }
-
-    /// The elements as atomics, lock-free.
-    pub fn as_atomic_slice(&self) -> &[T::Atomic]
-    where
-        T: AtomicView,
-    {
-        self.raw.as_atomic_slice()
-    }
-}
-
-impl<T: Pod> Handoff for Array<T> {
-    fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
-        self.lock.export(ex)?;
-        self.raw.export(ex)
-    }
-
-    fn import(im: &mut Importer) -> Result<Self> {
-        let lock = Lock::import(im)?;
-        let raw = RawArray::import(im)?;
-        Ok(Array { raw, lock })
-    }
-}
-
-/// The lock of an [`Array`], held; derefs to the [`RawArray`].
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ArrayGuard<'a, T> {
-    raw: &'a RawArray<T>,
-    _guard: LockGuard<'a>,
-}
-
-impl<T> std::ops::Deref for ArrayGuard<'_, T> {
-    type Target = RawArray<T>;
-    fn deref(&self) -> &RawArray<T> {
-        self.raw
-    }
-}
-
-impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ArrayGuard")
-            .field(&self.raw.to_vec())
-            .finish()
     }
 }

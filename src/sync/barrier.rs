@@ -229,7 +229,9 @@ impl Barrier {
     }
 
     /// Waits at most `timeout` for the other parties; on timeout the barrier
-    /// breaks and every party gets [`Error::BrokenBarrier`].
+    /// breaks: this party gets [`Error::Timeout`] (the crate's one timeout
+    /// shape), every other party [`Error::BrokenBarrier`] (Python raises
+    /// `BrokenBarrierError` in both).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
         self.wait_until(raw::deadline(Some(timeout)))
     }
@@ -253,17 +255,21 @@ impl Barrier {
         let result = if index + 1 == self.parties {
             self.release_all()
         } else {
+            let mut timed_out = false;
             loop {
                 if h.state.load(Ordering::Relaxed) != FILLING {
                     break;
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     self.break_now();
+                    timed_out = true;
                     break;
                 }
                 self.sleep(deadline);
             }
             match h.state.load(Ordering::Relaxed) {
+                // The party whose own timeout broke the barrier is told so.
+                BROKEN if timed_out => Ok(Err(Error::Timeout)),
                 BROKEN | RESETTING => Ok(Err(Error::BrokenBarrier)),
                 _ => Ok(Ok(())),
             }

@@ -73,8 +73,11 @@ mod private {
     }
 }
 
-/// A lock a [`Condition`] can use: [`Lock`] or [`RLock`].
-pub trait ConditionLock: private::CondLockOps + Clone + Handoff {
+/// A process-shared lock that other primitives can be built over:
+/// [`Lock`] or [`RLock`] (sealed). A [`Condition`] uses one, and so do
+/// [`Value`](crate::shared::Value) and [`Array`](crate::shared::Array)
+/// (Python's `lock=` argument).
+pub trait SharedLock: private::CondLockOps + Clone + Handoff {
     /// The lock's guard.
     type Guard<'a>
     where
@@ -102,7 +105,7 @@ impl private::CondLockOps for Lock {
     }
 }
 
-impl ConditionLock for Lock {
+impl SharedLock for Lock {
     type Guard<'a> = LockGuard<'a>;
     fn acquire_guard(&self) -> LockResult<LockGuard<'_>> {
         self.acquire()
@@ -127,7 +130,7 @@ impl private::CondLockOps for RLock {
     }
 }
 
-impl ConditionLock for RLock {
+impl SharedLock for RLock {
     type Guard<'a> = RLockGuard<'a>;
     fn acquire_guard(&self) -> LockResult<RLockGuard<'_>> {
         self.acquire()
@@ -152,17 +155,18 @@ impl ConditionLock for RLock {
 ///
 /// let cond = Condition::new()?;
 /// let mut g = cond.acquire()?;
-/// assert!(!cond.wait_timeout(&mut g, Duration::from_millis(5))?); // nobody notifies
-/// cond.notify(1)?;                                                  // nobody waits: no-op
-/// assert!(cond.wait_for(&mut g, || true, None)?);
+/// let err = cond.wait_timeout(&mut g, Duration::from_millis(5)).unwrap_err();
+/// assert!(err.is_timeout());                   // nobody notifies: Error::Timeout
+/// cond.notify(1)?;                             // nobody waits: no-op
+/// cond.wait_for(&mut g, || true, None)?;       // the predicate holds: Ok at once
 /// drop(g);
-/// assert!(cond.notify(1).is_err());                                 // lock not held
+/// assert!(cond.notify(1).is_err());            // lock not held
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 ///
 /// See the [module docs](crate::sync) for how waiters and notifications meet, and
 /// what happens when a party dies.
-pub struct Condition<L: ConditionLock = RLock> {
+pub struct Condition<L: SharedLock = RLock> {
     lock: L,
     raw: *const RawCond,
     region: Region,
@@ -171,9 +175,9 @@ pub struct Condition<L: ConditionLock = RLock> {
 // SAFETY: `raw` points into `region`'s mapping, which lives as long as
 // `region` (same struct); all access to it is atomic. `L` is Send + Sync
 // itself (both lock types are).
-unsafe impl<L: ConditionLock + Send> Send for Condition<L> {}
+unsafe impl<L: SharedLock + Send> Send for Condition<L> {}
 // SAFETY: as above.
-unsafe impl<L: ConditionLock + Sync> Sync for Condition<L> {}
+unsafe impl<L: SharedLock + Sync> Sync for Condition<L> {}
 
 impl Condition<RLock> {
     /// A condition with a new [`RLock`] (Python's `Condition()`).
@@ -182,7 +186,7 @@ impl Condition<RLock> {
     }
 }
 
-impl<L: ConditionLock> Condition<L> {
+impl<L: SharedLock> Condition<L> {
     /// A condition over `lock` (Python's `Condition(lock)`).
     pub fn with_lock(lock: L) -> Result<Condition<L>> {
         Condition::from_parts(lock, Region::new(COND_BYTES, "multiproc-condition")?)
@@ -225,19 +229,31 @@ impl<L: ConditionLock> Condition<L> {
 
     /// Releases the lock, waits until notified, re-acquires the lock.
     ///
-    /// [`Error::OwnerDied`] means the waiter was woken (or gave up) and holds
-    /// the lock again, but a holder of the lock died meanwhile.
+    /// # Errors
+    ///
+    /// [`Error::OwnerDied`]: the waiter was woken (or gave up) and holds the
+    /// lock again, but a holder of the lock died meanwhile.
     pub fn wait(&self, guard: &mut L::Guard<'_>) -> Result<()> {
-        self.wait_until(guard, None).map(|_| ())
+        self.wait_until(guard, None)
     }
 
-    /// As [`wait`](Self::wait), for at most `timeout`; `false` if it timed out.
-    pub fn wait_timeout(&self, guard: &mut L::Guard<'_>, timeout: Duration) -> Result<bool> {
+    /// As [`wait`](Self::wait), for at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if nobody notified within `timeout` (Python's
+    /// `False`); the lock is held again either way. [`Error::OwnerDied`] as
+    /// for [`wait`](Self::wait) (it wins over a timeout).
+    pub fn wait_timeout(&self, guard: &mut L::Guard<'_>, timeout: Duration) -> Result<()> {
         self.wait_until(guard, raw::deadline(Some(timeout)))
     }
 
-    /// As [`wait`](Self::wait), until `deadline` (`None` = forever); `false` if it timed out.
-    pub fn wait_until(&self, guard: &mut L::Guard<'_>, deadline: Option<Instant>) -> Result<bool> {
+    /// As [`wait`](Self::wait), until `deadline` (`None` = forever).
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_timeout`](Self::wait_timeout).
+    pub fn wait_until(&self, guard: &mut L::Guard<'_>, deadline: Option<Instant>) -> Result<()> {
         self.check_guard(guard)?;
         let slot = self.register()?;
         let saved = self.lock.release_save();
@@ -245,27 +261,40 @@ impl<L: ConditionLock> Condition<L> {
         if self.lock.restore(saved) {
             return Err(Error::OwnerDied);
         }
-        Ok(notified)
+        if notified {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
     }
 
     /// Waits until `predicate()` is true (Python's `wait_for`), re-checking it
     /// after every wake-up, for at most `timeout` in total (`None` = forever).
-    /// Returns the predicate's last value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the predicate is still false when `timeout` has
+    /// passed (Python returns the predicate's last value, `False`);
+    /// [`Error::OwnerDied`] as for [`wait`](Self::wait). The lock is held
+    /// again in every case.
     pub fn wait_for(
         &self,
         guard: &mut L::Guard<'_>,
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let deadline = raw::deadline(timeout);
         loop {
             if predicate() {
-                return Ok(true);
+                return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
+                return Err(Error::Timeout);
             }
-            self.wait_until(guard, deadline)?;
+            match self.wait_until(guard, deadline) {
+                Ok(()) | Err(Error::Timeout) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -377,7 +406,7 @@ impl<L: ConditionLock> Condition<L> {
     }
 }
 
-impl<L: ConditionLock> Clone for Condition<L> {
+impl<L: SharedLock> Clone for Condition<L> {
     /// Another handle to the same condition (and lock).
     fn clone(&self) -> Self {
         Condition {
@@ -388,13 +417,13 @@ impl<L: ConditionLock> Clone for Condition<L> {
     }
 }
 
-impl<L: ConditionLock + fmt::Debug> fmt::Debug for Condition<L> {
+impl<L: SharedLock + fmt::Debug> fmt::Debug for Condition<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<Condition({:?}, {})>", self.lock, self.n_waiting())
     }
 }
 
-impl<L: ConditionLock> Handoff for Condition<L> {
+impl<L: SharedLock> Handoff for Condition<L> {
     fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
         self.lock.export(ex)?;
         self.region.export(ex)

@@ -33,10 +33,11 @@ const EVENT_BYTES: usize = std::mem::size_of::<RawEvent>();
 ///
 /// let e = Event::new()?;
 /// assert!(!e.is_set());
-/// assert!(!e.wait_timeout(Duration::from_millis(1)));
+/// let timed_out = e.wait_timeout(Duration::from_millis(1)).unwrap_err();
+/// assert!(timed_out.is_timeout());   // Error::Timeout, as every timed wait
 /// e.set();
-/// assert!(e.wait_timeout(Duration::ZERO));
-/// e.wait();                       // returns at once while set
+/// e.wait_timeout(Duration::ZERO)?;   // set: Ok at once
+/// e.wait();                          // returns at once while set
 /// e.clear();
 /// assert!(!e.is_set());
 /// # Ok::<(), multiproc::Error>(())
@@ -96,16 +97,34 @@ impl Event {
 
     /// Waits until the flag is set.
     pub fn wait(&self) {
-        self.wait_until(None);
+        self.wait_flag(None);
     }
 
-    /// Waits at most `timeout`; returns whether the flag is set.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+    /// Waits at most `timeout` for the flag (Python's `wait(timeout)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the flag was not set within `timeout` (Python
+    /// returns `False`).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         self.wait_until(super::raw::deadline(Some(timeout)))
     }
 
-    /// Waits until `deadline` (`None` = forever); returns whether the flag is set.
-    pub fn wait_until(&self, deadline: Option<Instant>) -> bool {
+    /// Waits until `deadline` (`None` = forever) for the flag.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the flag was not set by `deadline`.
+    pub fn wait_until(&self, deadline: Option<Instant>) -> Result<()> {
+        if self.wait_flag(deadline) {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+
+    /// Waits until the flag is set or `deadline`; whether it is set.
+    fn wait_flag(&self, deadline: Option<Instant>) -> bool {
         if self.is_set() {
             return true;
         }

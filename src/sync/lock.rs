@@ -279,7 +279,7 @@ mod tests {
 
     impl RLockCheck {
         fn new() -> Self {
-            let region = Region::new(64, "test-rlock").unwrap();
+            let region = Region::new(256, "test-rlock").unwrap();
             RLockCheck(crate::sync::RLock::in_region(region, 16).unwrap())
         }
         fn check(&self) {

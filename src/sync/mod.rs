@@ -9,6 +9,43 @@
 //! clones share the primitive). Timeouts are [`Duration`](std::time::Duration)s:
 //! `try_acquire`, `acquire_timeout`, `wait_timeout` follow the std's naming.
 //!
+//! # Timeouts: one shape
+//!
+//! Every timed or non-blocking operation of this module reports "the time
+//! ran out" (or "not available now", for `try_`) as an **`Err`** that is
+//! [`Error::Timeout`](crate::Error::Timeout) or converts into it with `?`,
+//! and answers `is_timeout()`:
+//!
+//! | operation | timeout |
+//! |-----------|---------|
+//! | [`Lock`], [`RLock`]: `try_acquire`, `acquire_timeout`, `acquire_deadline` | `Err(TryAcquireError::Timeout)` — a typed error, because its other variant carries the guard of a lock whose owner died; `?` turns it into `Error::Timeout` |
+//! | [`Semaphore`], [`BoundedSemaphore`]: `try_acquire`, `acquire_timeout`, `acquire_deadline` | `Err(Error::Timeout)` |
+//! | [`Event::wait_timeout`], [`Event::wait_until`] | `Err(Error::Timeout)` (Python returns `False`) |
+//! | [`Condition::wait_timeout`], `wait_until`, `wait_for` | `Err(Error::Timeout)`, the lock held again (Python returns `False`) |
+//! | [`Barrier::wait_timeout`] (and `wait` with a default timeout) | `Err(Error::Timeout)` for the party whose timeout broke the barrier; the others get `Error::BrokenBarrier` |
+//!
+//! The same shape as [`Process::join_timeout`](crate::Process::join_timeout)
+//! and [`Connection::recv_timeout`](crate::connection::Connection::recv_timeout).
+//! (A queue's timed `get`/`put` report Python's `Empty`/`Full` instead.)
+//!
+//! ```
+//! use multiproc::sync::{Event, Lock};
+//! use std::time::Duration;
+//!
+//! fn both(lock: &Lock, ready: &Event) -> multiproc::Result<()> {
+//!     ready.wait_timeout(Duration::from_millis(1))?;
+//!     let _g = lock.acquire_timeout(Duration::from_millis(1))?;
+//!     Ok(())
+//! }
+//!
+//! let (lock, ready) = (Lock::new()?, Event::new()?);
+//! assert!(both(&lock, &ready).unwrap_err().is_timeout());
+//! let _held = lock.acquire()?;
+//! ready.set();
+//! assert!(both(&lock, &ready).unwrap_err().is_timeout());
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
 //! ```no_run
 //! use multiproc::sync::Lock;
 //! use multiproc::Process;
@@ -34,10 +71,11 @@
 //!
 //! # The lock word
 //!
-//! A [`Lock`] is 16 bytes of shared memory, all zero when unlocked: a 32-bit
-//! futex word holding `0` or the holder's **process id** (plus a "waiters"
-//! bit), the low bits of the holder's process start time, and a persistent
-//! owner-died flag. Uncontended, acquire is one compare-and-swap and release
+//! A [`Lock`] is 16 bytes of shared memory, all zero when unlocked: a 64-bit
+//! state whose low half is the futex word — `0` or the holder's **process
+//! id** (plus a "waiters" bit) — and whose high half is the low bits of the
+//! holder's process start time, written together in one compare-and-swap;
+//! and a persistent owner-died flag. Uncontended, acquire is one compare-and-swap and release
 //! one swap; neither enters the kernel (measured at or above the C floor of
 //! `sem_wait`+`sem_post`). Contended, an acquirer spins briefly, then sleeps
 //! on a process-shared futex; release wakes one sleeper only if the waiters
@@ -48,7 +86,8 @@
 //! A sleeping acquirer wakes at least every 100 ms and checks that the
 //! holder's process still lives (`/proc/<pid>/stat`: gone, or a zombie, is
 //! dead; a live process with the same pid but another start time is a reused
-//! pid, and counts as dead once seen twice). If it is dead, the acquirer takes
+//! pid, hence dead; when `/proc` cannot tell, the holder counts as alive —
+//! unknown is never taken for dead). If it is dead, the acquirer takes
 //! the lock over with a compare-and-swap from the exact word it saw (so one
 //! waiter wins) and gets its guard inside [`OwnerDied`] — the style of
 //! `std::sync::PoisonError`:
@@ -125,7 +164,9 @@ mod rlock;
 mod semaphore;
 
 pub use barrier::Barrier;
-pub use condition::{Condition, ConditionLock, MAX_WAITERS};
+/// The former name of [`SharedLock`] (what a [`Condition`] is built over).
+pub use condition::SharedLock as ConditionLock;
+pub use condition::{Condition, SharedLock, MAX_WAITERS};
 pub use error::{LockResult, OwnerDied, TryAcquireError, TryLockResult};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};

@@ -1,5 +1,5 @@
 //! Byte-moving primitives for `connection`: vectored writes that never raise
-//! `SIGPIPE`, reads that keep passed descriptors (`SCM_RIGHTS`), and reads
+//! `SIGPIPE`, reads that keep one passed descriptor (`SCM_RIGHTS`), and reads
 //! straight into a `Vec`'s spare capacity (no zeroing of large buffers).
 //!
 //! Every function retries on `EINTR`.
@@ -10,7 +10,6 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
-use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -48,15 +47,16 @@ pub(crate) fn write_vectored(
 }
 
 /// Reads into `buf`. On a socket this is `recvmsg` with room for passed
-/// descriptors, which are appended to `fds` (close-on-exec).
+/// descriptors: the **first** one received is returned (close-on-exec), every
+/// other one is closed at once — a connection message carries exactly one,
+/// so more can only come from a misbehaving peer.
 pub(crate) fn read_collecting(
     fd: BorrowedFd<'_>,
     socket: bool,
     buf: &mut [u8],
-    fds: &mut VecDeque<OwnedFd>,
-) -> Result<usize, Errno> {
+) -> Result<(usize, Option<OwnedFd>), Errno> {
     if !socket {
-        return retry(|| rustix::io::read(fd, &mut *buf));
+        return retry(|| rustix::io::read(fd, &mut *buf)).map(|n| (n, None));
     }
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -65,12 +65,18 @@ pub(crate) fn read_collecting(
         rustix::net::recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
     })?
     .bytes;
+    let mut first = None;
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = msg {
-            fds.extend(received);
+            for fd in received {
+                if first.is_none() {
+                    first = Some(fd);
+                }
+                // Any other: dropped here, which closes it.
+            }
         }
     }
-    Ok(n)
+    Ok((n, first))
 }
 
 /// Reads at most `limit` bytes into the spare capacity of `v`, growing its

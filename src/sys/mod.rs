@@ -6,8 +6,10 @@
 //! that touches raw memory or raw syscalls lives in these files and in
 //! `process::fork`.
 
+pub(crate) mod atomic_copy;
 pub(crate) mod conn_io;
 pub(crate) mod futex;
+pub(crate) mod liveness;
 pub(crate) mod region;
 
 use crate::error::Result;
@@ -26,6 +28,71 @@ pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 /// Time left until `deadline` (`None` = forever; zero once passed).
 pub(crate) fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// Reserves the first `len` bytes of the file behind `fd` (a memfd or a file
+/// in `/dev/shm`) with `fallocate`, so that writing them later cannot fail
+/// with `SIGBUS` for want of space. `what` names the object in the error.
+///
+/// # Errors
+///
+/// An I/O error of kind `StorageFull` (`ENOSPC`) naming the size asked for
+/// and the space free, when the file system cannot hold `len` more bytes. A
+/// file system without `fallocate` support reserves nothing (no error).
+pub(crate) fn reserve(fd: BorrowedFd<'_>, len: u64, what: impl FnOnce() -> String) -> Result<()> {
+    loop {
+        match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => return Ok(()),
+            Err(e @ (rustix::io::Errno::NOSPC | rustix::io::Errno::FBIG)) => {
+                return Err(no_space(fd, len, what(), std::io::Error::from(e).kind()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Checks, without reserving, that the file system behind `fd` has `len`
+/// bytes free (`fstatvfs`); a file system that reports no size (no limit)
+/// passes. Cheaper than [`reserve`] for small objects, but the space can
+/// still be taken by others before the pages are written.
+///
+/// # Errors
+///
+/// As [`reserve`].
+pub(crate) fn check_space(
+    fd: BorrowedFd<'_>,
+    len: u64,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let Ok(st) = rustix::fs::fstatvfs(fd) else {
+        return Ok(());
+    };
+    if st.f_blocks == 0 || st.f_bavail.saturating_mul(st.f_frsize) >= len {
+        return Ok(());
+    }
+    Err(no_space(
+        fd,
+        len,
+        what(),
+        std::io::Error::from(rustix::io::Errno::NOSPC).kind(),
+    ))
+}
+
+fn no_space(
+    fd: BorrowedFd<'_>,
+    len: u64,
+    what: String,
+    kind: std::io::ErrorKind,
+) -> crate::error::Error {
+    let free = rustix::fs::fstatvfs(fd)
+        .map(|s| format!("{} bytes", s.f_bavail.saturating_mul(s.f_frsize)))
+        .unwrap_or_else(|_| "an unknown number of bytes".into());
+    crate::error::Error::Io(std::io::Error::new(
+        kind,
+        format!("cannot reserve {len} bytes for {what}: only {free} free"),
+    ))
 }
 
 /// Sets or clears close-on-exec on `fd`.

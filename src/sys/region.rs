@@ -5,6 +5,13 @@
 //! their state in regions; a region reaches a child by [`Handoff`] (its
 //! descriptor), and the child maps it at an address of its own — so anything
 //! stored inside must be position-independent (offsets, never pointers).
+//!
+//! A region's pages are reserved when it is made (`fallocate`: creation fails
+//! with a clear error when memory is short, instead of a `SIGBUS` later), and
+//! its size is **sealed** (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): no
+//! holder of the descriptor — this process, a child, a hostile peer — can
+//! `ftruncate` it and make the others fault. An imported descriptor must
+//! at least be sealed against shrinking.
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
@@ -13,6 +20,10 @@ use rustix::mm::{MapFlags, ProtFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
+
+/// The seals every region carries: its size cannot change.
+const SEALS: rustix::fs::SealFlags =
+    rustix::fs::SealFlags::SHRINK.union(rustix::fs::SealFlags::GROW);
 
 /// A shared, zero-initialised memory region backed by a `memfd`.
 ///
@@ -47,16 +58,36 @@ impl Drop for Mapping {
 
 impl Region {
     /// Creates a new zeroed region of `len` bytes (`name` shows in
-    /// `/proc/PID/maps` as `memfd:NAME`).
+    /// `/proc/PID/maps` as `memfd:NAME`), its pages reserved and its size
+    /// sealed.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error of kind `StorageFull` naming the size and the memory free
+    /// when `len` bytes cannot be reserved.
     pub fn new(len: usize, name: &str) -> Result<Region> {
         let len = len.max(1);
-        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+        let fd = rustix::fs::memfd_create(
+            name,
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        )?;
         rustix::fs::ftruncate(&fd, len as u64)?;
+        super::reserve(fd.as_fd(), len as u64, || "a shared memory region".into())?;
+        rustix::fs::fcntl_add_seals(&fd, SEALS | rustix::fs::SealFlags::SEAL)?;
         Self::map(fd, len)
     }
 
-    /// Maps an existing region's descriptor. Fails if the file is shorter than `len`.
+    /// Maps an existing region's descriptor. Fails if the file is shorter
+    /// than `len`, or if it is not sealed against shrinking (another holder
+    /// could cut the pages from under the mapping).
     pub fn from_fd(fd: OwnedFd, len: usize) -> Result<Region> {
+        // Growing cannot hurt a mapping; shrinking would make it fault.
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap_or(rustix::fs::SealFlags::empty());
+        if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+            return Err(Error::Bootstrap(
+                "shared region descriptor is not sealed against shrinking".into(),
+            ));
+        }
         let st = rustix::fs::fstat(&fd)?;
         if (st.st_size as u64) < len as u64 {
             return Err(Error::Bootstrap(format!(
