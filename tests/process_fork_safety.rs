@@ -338,3 +338,34 @@ fn writing_to_a_closed_pipe_gives_closed_not_sigpipe() {
         assert_eq!(join_or_kill(&mut p, LONG).unwrap(), "closed", "{m:?}");
     }
 }
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+#[test]
+fn a_pool_replaces_forked_workers_while_this_thread_holds_stdout() {
+    // Workers are replaced (maxtasksperchild) by the pool's own thread while
+    // this thread holds stdout's lock, as a program writing results in a
+    // loop does: replacing a worker must not wait for that lock.
+    let pool = multiproc::Pool::builder()
+        .processes(1)
+        .maxtasksperchild(1)
+        .start_method(StartMethod::Fork)
+        .build()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let mut out = std::io::stdout().lock();
+        let r = pool.map(double, (0..6u64).collect::<Vec<_>>());
+        let _ = out.flush();
+        tx.send(r.map_err(|e| e.to_string())).unwrap();
+    });
+    let Ok(got) = rx.recv_timeout(LONG) else {
+        // The stuck thread holds stdout: the harness could not even report.
+        eprintln!("the pool hung while another thread held stdout's lock");
+        std::process::abort();
+    };
+    assert_eq!(got.unwrap(), vec![0, 2, 4, 6, 8, 10]);
+    t.join().unwrap();
+}

@@ -198,6 +198,7 @@ impl Shared {
         let n = self.started.fetch_add(1, SeqCst) + 1;
         let mut b = Process::builder()
             .daemon(true)
+            .leave_stdout()
             .name(format!("PoolWorker-{n}"));
         if let Some(m) = self.config.method {
             b = b.start_method(m);

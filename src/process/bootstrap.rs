@@ -285,9 +285,8 @@ fn take_child_panic() -> Option<(String, String)> {
 /// [`take_thread_panic`] instead of printing and reporting it (pool workers,
 /// which turn a task's panic into that task's error). Takes no lock.
 pub(crate) fn capture_panics_per_thread() {
-    // A no-op where the hook is installed already (every forked child: its
-    // parent installed it before the fork, so no lock is taken here); in a
-    // process that never started one (an MPI rank), it installs it.
+    // Already installed (without a lock) in a forked or spawned child; an MPI
+    // rank installs it here.
     install_panic_hook();
     CAPTURE_PER_THREAD.store(true, Ordering::Relaxed);
 }
@@ -303,18 +302,27 @@ pub(crate) fn take_thread_panic() -> Option<(String, String)> {
 /// held by another thread). Hold the returned guard across `fork`, then
 /// [`ForkPrep::parent`] or [`ForkPrep::child`].
 pub(crate) struct ForkPrep {
-    stdout: std::io::StdoutLock<'static>,
+    stdout: Option<std::io::StdoutLock<'static>>,
 }
 
+/// Set in a forked child whose parent did not flush and hold stdout across
+/// the fork: stdout's lock may be held by a vanished thread, and its buffer
+/// may hold the parent's bytes, so the child does not flush it at exit.
+static STDOUT_UNTOUCHABLE: AtomicBool = AtomicBool::new(false);
+
 impl ForkPrep {
-    /// Call in the parent, right before `fork`. Waits for any other thread
-    /// that holds std's stdout lock to release it, as CPython's `flush()`
-    /// of `sys.stdout` before a fork waits for the stream's lock.
-    pub(crate) fn new() -> ForkPrep {
+    /// Call in the parent, right before `fork`. With `flush_stdout`, waits
+    /// for any other thread that holds std's stdout lock to release it, as
+    /// CPython's `flush()` of `sys.stdout` before a fork waits for the
+    /// stream's lock.
+    pub(crate) fn new(flush_stdout: bool) -> ForkPrep {
         install_panic_hook();
         read_backtrace_env();
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.flush();
+        let stdout = flush_stdout.then(|| {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.flush();
+            stdout
+        });
         ForkPrep { stdout }
     }
 
@@ -328,6 +336,7 @@ impl ForkPrep {
     pub(crate) fn child(self) {
         // This thread is the copy of the one that locked stdout (same thread
         // id), so releasing its guard leaves stdout unlocked and empty.
+        STDOUT_UNTOUCHABLE.store(self.stdout.is_none(), Ordering::Relaxed);
         drop(self.stdout);
         if IN_HOOK.load(Ordering::SeqCst) > 0 {
             BACKTRACE_LOCKED.store(true, Ordering::Relaxed);
@@ -368,8 +377,11 @@ pub(crate) fn run_child(report_fd: OwnedFd, runner: Runner, mut im: Importer) ->
 /// handlers or the rest of `main`.
 pub(crate) fn exit_child(code: i32) -> ! {
     super::registry::at_exit();
-    // A forked child starts with stdout unlocked and empty (see `ForkPrep`).
-    let _ = std::io::stdout().flush();
+    // A forked child starts with stdout unlocked and empty (see `ForkPrep`),
+    // unless its parent left stdout as it was.
+    if !STDOUT_UNTOUCHABLE.load(Ordering::Relaxed) {
+        let _ = std::io::stdout().flush();
+    }
     // SAFETY: `_exit` ends the process at once; nothing after it runs.
     unsafe { libc::_exit(code) }
 }

@@ -2,6 +2,15 @@
 //! at once, after rebuilding its arguments through the handoff mechanism
 //! (fresh handles from the inherited descriptors, so no in-process state of
 //! the parent's handles — threads, buffers, locks — is relied on).
+//!
+//! A forked child keeps only what it was given: standard input, output and
+//! error, the handed-off descriptors, its report socket, the resource
+//! tracker's pipe (shared with fork children on purpose, as in CPython) and
+//! the descriptors the caller opted in with
+//! [`Builder::pass_fd`](super::Builder::pass_fd). Every other descriptor of
+//! the parent is closed before the target runs, so an unrelated connection's
+//! end-of-file is not delayed while a forked child lives (CPython's forked
+//! children keep them all).
 #![allow(unsafe_code)]
 
 use super::bootstrap::{self, Runner};
@@ -9,15 +18,17 @@ use super::{registry, ChildIdentity, Stdin, CURRENT};
 use crate::error::Result;
 use crate::handoff::Importer;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// Starts a forked child. Returns its pid and the parent's end of the report socket.
 pub(crate) fn launch(
     identity: ChildIdentity,
     stdin: Stdin,
+    flush_stdout: bool,
     runner: Runner,
     args: &[u8],
     fds: &[BorrowedFd<'_>],
+    pass_fds: &[RawFd],
 ) -> Result<(i32, OwnedFd)> {
     let (parent_end, child_end) = rustix::net::socketpair(
         AddressFamily::UNIX,
@@ -44,7 +55,12 @@ pub(crate) fn launch(
     let identity = Box::into_raw(Box::new(identity));
     let args = args.to_vec();
     let mut dups: Vec<OwnedFd> = Vec::with_capacity(fds.len());
-    let prep = bootstrap::ForkPrep::new();
+    // The descriptors the child keeps, filled in the child without growing
+    // (room for stdio, the report socket and every duplicate is made here).
+    let mut keep: Vec<RawFd> = Vec::with_capacity(pass_fds.len() + fds.len() + 5);
+    keep.extend_from_slice(pass_fds);
+    keep.extend(crate::shared::tracker::inherited_fd());
+    let prep = bootstrap::ForkPrep::new(flush_stdout);
     // Hold the registry lock across fork: the child then gets it unlocked
     // (it drops its copy of the guard) and empties it.
     let mut guard = registry::lock_for_fork();
@@ -88,6 +104,9 @@ pub(crate) fn launch(
             // descriptor we still use was moved above 2 first.
             unsafe { libc::dup2(null.as_raw_fd(), 0) };
         }
+        keep.extend([0, 1, 2, report.as_raw_fd()]);
+        keep.extend(dups.iter().map(|d| d.as_raw_fd()));
+        close_all_but(&mut keep);
         if daemon {
             set_parent_death_signal(parent_pid);
         }
@@ -130,6 +149,44 @@ fn warn_if_multithreaded() {
             "this process is multi-threaded ({threads} threads): use of fork() may lead to \
              deadlocks in the child; the spawn start method is safe here"
         );
+    }
+}
+
+/// Closes every descriptor not in `keep` (sorted in place; no allocation, so
+/// it may run between fork and the target).
+fn close_all_but(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut next: u32 = 0;
+    for &k in keep.iter() {
+        let Ok(k) = u32::try_from(k) else { continue };
+        if k > next {
+            close_range(next, k - 1);
+        }
+        next = next.max(k + 1);
+    }
+    close_range(next, u32::MAX);
+}
+
+/// `close_range(lo, hi, 0)` (Linux 5.9+), or a loop of `close` up to the
+/// descriptor limit on older kernels.
+fn close_range(lo: u32, hi: u32) {
+    // SAFETY: closing descriptors this process owns; nothing in the child
+    // refers to them any more (its handles use the duplicates kept above).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0 as libc::c_uint) };
+    if r == 0 {
+        return;
+    }
+    // SAFETY: plain syscalls, as above.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as u32
+        } else {
+            1024
+        };
+        for fd in lo..hi.min(max.saturating_sub(1)).saturating_add(1) {
+            libc::close(fd as libc::c_int);
+        }
     }
 }
 

@@ -139,6 +139,7 @@ impl Server {
             fnref::name(SERVER),
             ex.bytes(),
             ex.fds(),
+            &[],
             None,
         )?;
         Ok(Server {

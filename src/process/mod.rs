@@ -38,7 +38,7 @@ use fnref::FnDesc;
 use registry::ChildShared;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -194,6 +194,11 @@ pub struct Builder {
     /// A helper of the crate itself (the resource tracker), allowed from a
     /// daemon process as CPython's tracker is.
     internal: bool,
+    /// Fork without flushing std's stdout first (pool workers, started by a
+    /// thread of the pool while the program's thread may hold stdout's lock).
+    leave_stdout: bool,
+    /// Descriptors kept open at their numbers in the child (opt-in).
+    pass_fds: Vec<RawFd>,
 }
 
 impl Builder {
@@ -236,10 +241,30 @@ impl Builder {
         self
     }
 
+    /// Keeps descriptor `fd` open, at the same number, in the child (as
+    /// `subprocess`'s `pass_fds`).
+    ///
+    /// A child gets its resources as arguments; every other descriptor of
+    /// this process is closed in the child under every start method (under
+    /// *fork* too, where CPython keeps them all). Use this for a descriptor
+    /// the child finds by number, e.g. a log file opened before the start.
+    /// `fd` must stay open until [`start`](Self::start) returns.
+    pub fn pass_fd(mut self, fd: impl AsRawFd) -> Builder {
+        self.pass_fds.push(fd.as_raw_fd());
+        self
+    }
+
     /// Marks a helper process of the crate itself, which a daemon process
     /// may start (the resource tracker).
     pub(crate) fn internal(mut self) -> Builder {
         self.internal = true;
+        self
+    }
+
+    /// Forks without flushing std's stdout (see `leave_stdout`); the child
+    /// then leaves stdout's buffer unflushed at exit.
+    pub(crate) fn leave_stdout(mut self) -> Builder {
+        self.leave_stdout = true;
         self
     }
 
@@ -294,8 +319,15 @@ impl Builder {
         args.export_all(&mut ex)?;
         let (shared, report) = match self.method.unwrap_or_else(get_start_method) {
             StartMethod::Fork => {
-                let (pid, report) =
-                    fork::launch(identity, self.stdin, runner.get(), ex.bytes(), ex.fds())?;
+                let (pid, report) = fork::launch(
+                    identity,
+                    self.stdin,
+                    !self.leave_stdout,
+                    runner.get(),
+                    ex.bytes(),
+                    ex.fds(),
+                    &self.pass_fds,
+                )?;
                 (ChildShared::new(pid, name, daemon), report)
             }
             StartMethod::Spawn => {
@@ -305,11 +337,18 @@ impl Builder {
                     fnref::name(runner),
                     ex.bytes(),
                     ex.fds(),
+                    &self.pass_fds,
                     tamper,
                 )?;
                 (ChildShared::new(pid, name, daemon), report)
             }
             StartMethod::Forkserver => {
+                if !self.pass_fds.is_empty() {
+                    return Err(Error::Invalid(
+                        "Builder::pass_fd is not supported by the forkserver start method yet"
+                            .into(),
+                    ));
+                }
                 let s = forkserver::launch(
                     identity,
                     self.stdin,

@@ -31,6 +31,7 @@ pub(crate) fn launch(
     runner_offset: i64,
     args: &[u8],
     fds: &[BorrowedFd<'_>],
+    pass_fds: &[RawFd],
     tamper: Option<Tamper>,
 ) -> Result<(i32, OwnedFd)> {
     let (parent_end, child_end) = rustix::net::socketpair(
@@ -72,6 +73,7 @@ pub(crate) fn launch(
     }
     let mut keep: Vec<RawFd> = msg.fds.clone();
     keep.push(child_end.as_raw_fd());
+    keep.extend_from_slice(pass_fds);
     // SAFETY: plain syscall.
     let parent_pid = unsafe { libc::getpid() };
     let arg0 = std::env::args_os()

@@ -90,6 +90,13 @@ impl Tracker {
     }
 }
 
+/// The tracker's write end, if this process (or the parent it was forked
+/// from) started one: kept open in forked children, which report to the
+/// same tracker.
+pub(crate) fn inherited_fd() -> Option<std::os::fd::RawFd> {
+    Tracker::load().map(|t| t.pipe)
+}
+
 /// Starts this program's tracker if it is not running yet, and returns its
 /// process id (Python's `resource_tracker.ensure_running()`).
 ///

@@ -1,0 +1,120 @@
+//! What a child inherits: stdio, its handed-off resources and what the
+//! caller opted in — no other descriptor of the parent (CPython's
+//! `test_child_fd_inflation` and `TestCloseFds`, under every start method,
+//! fork included).
+
+multiproc::test_support!();
+
+use multiproc::{Connection, Pipe, Process, StartMethod};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+const LONG: Duration = Duration::from_secs(60);
+
+fn is_open(fd: i32) -> bool {
+    // SAFETY: only asks whether the number is open; the borrow ends here.
+    rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) }).is_ok()
+}
+
+/// The child's open descriptors (the directory reader's own one is closed
+/// again when this returns, so it is filtered out by re-checking).
+fn open_fds() -> Vec<i32> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    fds.into_iter().filter(|&fd| is_open(fd)).collect()
+}
+
+fn list_fds(c: Connection) -> Vec<String> {
+    let _keep = c;
+    open_fds()
+        .into_iter()
+        .map(|fd| {
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            format!("{fd}:{target}")
+        })
+        .collect()
+}
+
+#[test]
+fn a_child_holds_only_stdio_its_resources_and_its_report_socket() {
+    // Unrelated descriptors of the parent: 40 pipes (80 descriptors).
+    let extra: Vec<(OwnedFd, OwnedFd)> = (0..40).map(|_| rustix::pipe::pipe().unwrap()).collect();
+    for m in METHODS {
+        let (a, _b) = Pipe::duplex().unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(list_fds, (a,))
+            .unwrap();
+        let fds = p.join_timeout(LONG).unwrap();
+        // What the descriptors open (the handoff may hold a resource under
+        // two numbers): stdio (/dev/null and the parent's stdout and
+        // stderr), the report socket and the connection.
+        let mut files: Vec<&str> = fds.iter().map(|f| f.split_once(':').unwrap().1).collect();
+        files.sort();
+        files.dedup();
+        assert!(files.len() <= 5, "{m:?}: the child holds {fds:?}");
+    }
+    drop(extra);
+}
+
+fn hold_a_while() {
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+/// The reason for closing: an unrelated pipe's end-of-file is not delayed
+/// while a forked child lives.
+#[test]
+fn an_unrelated_pipe_sees_eof_while_a_forked_child_lives() {
+    for m in METHODS {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(hold_a_while, ())
+            .unwrap();
+        drop(w);
+        let mut pfd = [rustix::event::PollFd::new(&r, rustix::event::PollFlags::IN)];
+        let ten = rustix::time::Timespec {
+            tv_sec: 10,
+            tv_nsec: 0,
+        };
+        let n = rustix::event::poll(&mut pfd, Some(&ten)).unwrap();
+        let mut buf = [0u8; 1];
+        let eof = n == 1 && rustix::io::read(&r, &mut buf).unwrap() == 0;
+        p.kill().unwrap();
+        let _ = p.join_timeout(LONG);
+        assert!(eof, "{m:?}: the child kept the pipe's write end open");
+    }
+}
+
+fn is_fd_open(fd: i32) -> bool {
+    is_open(fd)
+}
+
+/// `pass_fd` keeps a descriptor open at its number (subprocess's `pass_fds`).
+#[test]
+fn pass_fd_keeps_a_descriptor_by_number() {
+    for m in METHODS {
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let fd = r.as_raw_fd();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(is_fd_open, (fd,))
+            .unwrap();
+        assert!(
+            !p.join_timeout(LONG).unwrap(),
+            "{m:?}: not passed, yet open"
+        );
+        let mut p = Process::builder()
+            .start_method(m)
+            .pass_fd(r.as_fd())
+            .start(is_fd_open, (fd,))
+            .unwrap();
+        assert!(p.join_timeout(LONG).unwrap(), "{m:?}: passed, yet closed");
+    }
+}
