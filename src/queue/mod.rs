@@ -24,9 +24,13 @@
 //! thread" at exit, and why the documented deadlock exists.
 //!
 //! Here a queue is one **shared-memory ring** in a `memfd` region, mapped by
-//! every process holding a handle (no crate offers a multi-producer,
-//! multi-consumer ring across processes that tolerates a peer dying, hence
-//! this hand-written one, in `ring.rs`):
+//! every process holding a handle, backed by a **spill log** in the same
+//! memfd for what the ring cannot take. No crate offers a multi-producer,
+//! multi-consumer queue across processes that lives in memory both sides
+//! map, tolerates a peer dying mid-operation, and grows without anyone
+//! resizing a shared file (crossbeam's and Vyukov's queues are in-process;
+//! `ipc-channel` and pipes copy through the kernel and need a feeder to be
+//! unbounded) — hence this hand-written one, in `ring.rs` and `spill.rs`:
 //!
 //! - **Slots with sequence numbers** (after Dmitry Vyukov's bounded MPMC
 //!   queue): `cap` slots, each with a 64-byte cell holding a sequence word
@@ -37,8 +41,8 @@
 //!   moves `tail` by the span (any producer that finds the claimed word
 //!   first moves it on the owner's behalf); it copies the encoded item in
 //!   and publishes it with one store. A consumer takes the item at `head`
-//!   the same way with the taker word `(round tag, pid)`, decodes it **in
-//!   place**, and releases the slots with stores. Per-producer FIFO follows
+//!   the same way with the taker word `(round tag, pid)`, copies it out
+//!   (below), and releases the slots with stores. Per-producer FIFO follows
 //!   from the tickets. Because the owner's pid *is* the claim, there is no
 //!   instant at which a slot is claimed but its owner unknown.
 //! - **Small items cost no syscall and one cache line.** An item whose
@@ -53,10 +57,9 @@
 //!   codec would walk byte by byte) are written in the codec's own format by
 //!   one `memcpy` each way; `serde_bytes::ByteBuf` and `String` are already
 //!   one copy in the codec. An item that would wrap past the end of the ring is
-//!   padded to start at slot 0, so every payload is contiguous. The largest
-//!   item is half the ring (2 MiB encoded by default; more with
-//!   [`Builder::capacity_bytes`]); a larger one is
-//!   [`Error::MessageTooLarge`](crate::Error::MessageTooLarge).
+//!   padded to start at slot 0, so every payload is contiguous. Items up to
+//!   half the ring (2 MiB encoded by default, see
+//!   [`Builder::capacity_bytes`]) go through it.
 //! - **No feeder thread; `put` is done when it returns.** The item is in
 //!   shared memory, where it stays until some process takes it, whether its
 //!   producer is alive or not. So a producer never waits at exit, and
@@ -65,17 +68,47 @@
 //!   child exits right after `put`, the parent joins it, then gets the item.
 //!   [`Queue::join_thread`] and [`Queue::cancel_join_thread`] are therefore
 //!   no-ops: there is nothing to flush and nothing that could be lost.
-//! - **Unbounded means "no item limit", not "infinite buffer".** Python's
-//!   `put` on an unbounded queue never blocks because its feeder thread
-//!   buffers without limit in the producer. Here the ring is finite (4 MiB
-//!   by default): if consumers fall that far behind, `put` waits for room.
-//!   That bounds memory and keeps every put item visible to consumers.
-//!   A timed or non-blocking `put` that finds the ring full returns
-//!   [`Error::Full`](crate::Error::Full) even without a maxsize.
+//! - **Unbounded means unbounded.** Python's `put` on an unbounded queue
+//!   never blocks, because its feeder thread buffers without limit in the
+//!   producer. Here an item the ring cannot take goes to the **spill log**
+//!   (`spill.rs`) instead: an item larger than half the ring; an item put
+//!   while the ring is full and no consumer has taken anything for 100 ms
+//!   (while consumers are taking items, room comes within microseconds and
+//!   `put` waits for it, keeping the fast path); and every item put while the
+//!   log still holds items, so that one producer's items stay in order
+//!   (consumers take from the ring first, then from the log). The log is a
+//!   FIFO of length-prefixed records under one lock, in the memfd after the
+//!   ring: a large, sparse range (256 GiB of address space by default,
+//!   [`Builder::spill_bytes`]; mapped by a process only once it spills)
+//!   whose pages are reserved with `fallocate` before the write head reaches
+//!   them and punched out (`FALLOC_FL_PUNCH_HOLE`) once read, so it costs the
+//!   memory of what it holds, and nobody ever resizes the file (its size is
+//!   sealed). When the memory is not there, `put` fails with an
+//!   [`Error::Io`](crate::Error::Io) of kind `OutOfMemory` naming the size —
+//!   never a hang, and never SIGBUS, since no page is written before it is
+//!   reserved (the ring's own pages are reserved at creation). The largest
+//!   item is half the log (128 GiB by default);
+//!   [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) beyond.
+//!   A try / timed `put` on an unbounded queue therefore never reports
+//!   [`Error::Full`](crate::Error::Full); a bounded one does at `maxsize`
+//!   items, whatever their size.
+//! - **An item is copied out of shared memory before it is decoded**
+//!   (`shared_bytes.rs`): with relaxed atomic loads, into the `Vec<u8>`
+//!   returned for byte items, else into a buffer reused by the thread (words
+//!   on the stack for small items). The protocol says nobody writes a taken
+//!   slot before its release, but a peer that breaks it (a corrupt or hostile
+//!   process holding the memfd) could, and a plain read racing a write is
+//!   undefined behaviour; an atomic copy is defined whatever the peer does,
+//!   and the decoder then works on private bytes, where garbage is a
+//!   [`Codec`](crate::Error::Codec) error. Likewise every length read from
+//!   shared memory (a slot's length, a spill record's header, the log's
+//!   positions) is checked against the room it claims before use: a corrupt
+//!   one is an error, never a read out of bounds or a huge allocation.
 //! - `maxsize` (an item count, as in Python) is an atomic counter reserved
 //!   before the claim (bounded queues only: it is a cache line both sides
 //!   write). An unbounded queue's `qsize()` is items committed minus items
-//!   taken (two counters, one per side), approximate while others work.
+//!   taken (two counters, one per side) plus the spill log's count,
+//!   approximate while others work.
 //!   `JoinableQueue`'s unfinished-task count is a futex word in the region.
 //!
 //! Measured on the project's 2-vCPU VM (`cargo bench --bench compare --
@@ -109,20 +142,36 @@
 //!   producer killed between counting its item (maxsize reservation,
 //!   `JoinableQueue` task: a few instructions before its claim) leaves that
 //!   count behind: one place less in a bounded queue, or a `join()` that
-//!   waits for a task that will never come.
+//!   waits for a task that will never come. The same holds for a producer
+//!   killed while appending to the spill log (its record is not in the log:
+//!   the log's lock word is the holder's pid, and a waiter that finds the
+//!   holder dead takes the lock over; every log operation commits with its
+//!   last store, so the log is as the dead holder found it).
 //!
 //! # Memory
 //!
 //! The region is a `memfd`: it has no name in `/dev/shm` and vanishes when
-//! the last process holding a handle drops it (or dies). Its size is fixed at
-//! creation: 4 MiB of payload slots plus 2 MiB of cells by default, touched
-//! lazily (a queue of small items never touches the payload slots).
+//! the last process holding a handle drops it (or dies). Its size is fixed
+//! and sealed at creation: 4 MiB of payload slots plus 2 MiB of cells by
+//! default, reserved at once, then the sparse spill range, which costs
+//! nothing until items spill and is given back as they are read.
+//!
+//! # Model checking
+//!
+//! The ring's protocol is model checked with loom (every interleaving of a
+//! few producers and consumers, up to a preemption bound):
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib queue::loom_tests`.
 
 mod joinable;
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[allow(clippy::module_inception)]
 mod queue;
 mod ring;
+mod shared_bytes;
 mod simple;
+mod spill;
+mod sync;
 
 pub use joinable::JoinableQueue;
 pub use queue::{Builder, Queue};

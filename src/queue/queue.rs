@@ -1,6 +1,9 @@
 //! `Queue<T>`: Python's `multiprocessing.Queue` over the shared ring.
+#![allow(unsafe_code)]
 
 use super::ring::{Ring, Stall, DEFAULT_SLOTS, SLOT};
+use super::shared_bytes::{SharedBytes, SmallBuf};
+use super::spill::DEFAULT_SPILL;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 
 thread_local! {
     static ENCODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static DECODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Encodes `item` into a per-thread buffer and hands the bytes to `f`.
@@ -64,20 +68,51 @@ fn put_item<T: Serialize + 'static>(
     }
 }
 
-/// Decodes an item; the twin of [`put_item`]'s `Vec<u8>` path.
-fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T> {
+/// Decodes an item; the twin of [`put_item`]'s `Vec<u8>` path. The bytes
+/// are in shared memory: they are copied out first (see `shared_bytes.rs`)
+/// — a `Vec<u8>` straight into the vector returned, anything else into a
+/// buffer reused by the thread (on the stack for small items) — and decoded
+/// from private memory.
+#[inline]
+fn decode_item<T: DeserializeOwned + 'static>(bytes: SharedBytes<'_>) -> Result<T> {
     let mut out: Option<T> = None;
     if let Some(slot) = (&mut out as &mut dyn Any).downcast_mut::<Option<Vec<u8>>>() {
-        let (len, n) =
-            read_varint(bytes).ok_or_else(|| Error::Codec("bad length prefix".into()))?;
-        let body = bytes
-            .get(n..)
-            .filter(|b| b.len() as u64 == len)
-            .ok_or_else(|| Error::Codec("truncated bytes item".into()))?;
-        *slot = Some(body.to_vec());
+        let mut pre = [const { std::mem::MaybeUninit::<u8>::uninit() }; 10];
+        let n = bytes.copy_into(0, &mut pre);
+        // SAFETY: `copy_into` initialised the first `n` bytes.
+        let pre = unsafe { std::slice::from_raw_parts(pre.as_ptr().cast::<u8>(), n) };
+        let (len, used) =
+            read_varint(pre).ok_or_else(|| Error::Codec("bad length prefix".into()))?;
+        if len != (bytes.len() - used) as u64 {
+            return Err(Error::Codec("truncated bytes item".into()));
+        }
+        let mut body = Vec::with_capacity(len as usize);
+        let got = bytes.copy_into(used, &mut body.spare_capacity_mut()[..len as usize]);
+        // SAFETY: `copy_into` initialised the first `got` (= len) bytes.
+        unsafe { body.set_len(got) };
+        *slot = Some(body);
         return out.ok_or_else(|| Error::Codec("unreachable".into()));
     }
-    codec::decode(bytes)
+    let mut words = SmallBuf::new();
+    if let Some(small) = bytes.copy_small(&mut words) {
+        return codec::decode(small);
+    }
+    DECODE_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            bytes.append_to(&mut buf);
+            let r = codec::decode(&buf);
+            if buf.capacity() > 4 << 20 {
+                *buf = Vec::new();
+            }
+            r
+        }
+        Err(_) => {
+            let mut buf = Vec::new();
+            bytes.append_to(&mut buf);
+            codec::decode(&buf)
+        }
+    })
 }
 
 /// LEB128, as postcard encodes lengths. Returns the bytes used.
@@ -119,6 +154,7 @@ fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
 pub struct Builder {
     maxsize: usize,
     capacity_bytes: usize,
+    spill_bytes: u64,
 }
 
 impl Default for Builder {
@@ -126,23 +162,45 @@ impl Default for Builder {
         Builder {
             maxsize: 0,
             capacity_bytes: DEFAULT_SLOTS * SLOT,
+            spill_bytes: DEFAULT_SPILL,
         }
     }
 }
 
 impl Builder {
-    /// Python's `maxsize`: at most this many items in the queue (0 = no limit
-    /// on the count; the ring's byte capacity still applies).
+    /// Python's `maxsize`: at most this many items in the queue, whatever
+    /// their size (0 = no limit: `put` never blocks for good).
     pub fn maxsize(mut self, maxsize: usize) -> Builder {
         self.maxsize = maxsize;
         self
     }
 
-    /// Bytes of shared ring (default 4 MiB, rounded up to a power of two of
-    /// 128-byte slots). The largest item is half of it, encoded; a `put`
-    /// waits while the ring is full.
+    /// Bytes of shared ring, the fast path (default 4 MiB, rounded up to a
+    /// power of two of 128-byte slots). Items larger than half of it, and
+    /// items put while it is full and no consumer takes any, go to the spill
+    /// area instead (see [`spill_bytes`](Self::spill_bytes)).
     pub fn capacity_bytes(mut self, bytes: usize) -> Builder {
         self.capacity_bytes = bytes;
+        self
+    }
+
+    /// The most shared memory the queue may hold beyond its ring, in bytes
+    /// (default 256 GiB: address space, which costs nothing until items
+    /// fill it, and more than the memory of most machines; at least 64 KiB).
+    /// The largest item is half of it. A `put` that would go past it, or
+    /// for which the system has no memory left, fails with an
+    /// [`Error::Io`] of kind [`OutOfMemory`](std::io::ErrorKind::OutOfMemory)
+    /// naming the size, and the queue stays usable.
+    ///
+    /// ```
+    /// let q: multiproc::queue::Queue<Vec<u8>> =
+    ///     multiproc::queue::Queue::builder().spill_bytes(1 << 20).build()?;
+    /// let err = q.put(vec![0; 1 << 20]).unwrap_err();
+    /// assert!(matches!(err, multiproc::Error::MessageTooLarge { .. }));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn spill_bytes(mut self, bytes: u64) -> Builder {
+        self.spill_bytes = bytes;
         self
     }
 
@@ -154,6 +212,7 @@ impl Builder {
     pub(crate) fn ring(&self, joinable: bool) -> Result<Ring> {
         Ring::new(
             self.capacity_bytes.div_ceil(SLOT),
+            self.spill_bytes,
             self.maxsize,
             joinable,
             "multiproc-queue",
@@ -221,9 +280,9 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// A queue with no limit on the item count (Python's `Queue()`).
     ///
     /// There is no feeder thread: an item is in shared memory when `put`
-    /// returns. The ring is finite (4 MiB by default, see
-    /// [`Builder::capacity_bytes`]): when consumers fall that far behind,
-    /// `put` waits for room instead of buffering in the producer.
+    /// returns. `put` never blocks for good and never refuses an item for
+    /// its size, up to the memory available: items the ring cannot take go
+    /// to the queue's spill area (see the [module docs](super)).
     pub fn new() -> Result<Queue<T>> {
         Builder::default().build()
     }
@@ -259,13 +318,15 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         self.ring.get(deadline, Stall::No, decode_item::<T>)?
     }
 
-    /// Puts `item`, waiting while the queue is full.
+    /// Puts `item`; waits only while a bounded queue holds `maxsize` items.
     ///
     /// # Errors
     ///
     /// [`Error::Closed`] after [`close`](Self::close);
-    /// [`Error::MessageTooLarge`] if the encoded item is larger than half the
-    /// ring; [`Error::Codec`] if it does not encode.
+    /// [`Error::Io`] of kind `OutOfMemory` (naming the size) if the memory
+    /// for the item is not there; [`Error::MessageTooLarge`] if the encoded
+    /// item is larger than [`max_item_bytes`](Self::max_item_bytes);
+    /// [`Error::Codec`] if it does not encode.
     pub fn put(&self, item: T) -> Result<()> {
         self.put_deadline_ref(&item, None)
     }
@@ -387,7 +448,7 @@ impl<T> Queue<T> {
 
     /// The largest encoded item this queue accepts, in bytes.
     pub fn max_item_bytes(&self) -> usize {
-        self.ring.max_item()
+        self.ring.spill_max_item()
     }
 
     /// Closes this process's handle (and its clones): later `put`s and
@@ -439,6 +500,11 @@ impl<T> Handoff for Queue<T> {
 mod tests {
     use super::*;
 
+    fn decode_private<T: DeserializeOwned + 'static>(b: &[u8]) -> Result<T> {
+        // SAFETY: a private slice nobody writes meanwhile.
+        decode_item(unsafe { SharedBytes::new(b.as_ptr(), b.len(), b.len()) })
+    }
+
     #[test]
     fn vec_u8_fast_path_matches_the_codec() {
         for len in [0usize, 1, 127, 128, 300, 16_384, 1 << 20] {
@@ -448,9 +514,13 @@ mod tests {
             let mut fast = pre[..n].to_vec();
             fast.extend_from_slice(&v);
             assert_eq!(fast, codec::encode(&v).unwrap(), "encode, len {len}");
-            assert_eq!(decode_item::<Vec<u8>>(&fast).unwrap(), v);
+            assert_eq!(decode_private::<Vec<u8>>(&fast).unwrap(), v);
             assert_eq!(codec::decode::<Vec<u8>>(&fast).unwrap(), v);
         }
-        assert!(decode_item::<Vec<u8>>(&[5, 1, 2]).is_err());
+        assert!(decode_private::<Vec<u8>>(&[5, 1, 2]).is_err());
+        assert!(decode_private::<Vec<u8>>(&[0xff; 12]).is_err());
+        assert!(decode_private::<String>(&[200, 1, b'a']).is_err());
+        let long = codec::encode(&"x".repeat(500)).unwrap();
+        assert_eq!(decode_private::<String>(&long).unwrap(), "x".repeat(500));
     }
 }

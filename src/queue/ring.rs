@@ -36,11 +36,15 @@
 //! cleared, so a stale tag cannot come back.
 #![allow(unsafe_code)]
 
+use super::shared_bytes::SharedBytes;
+use super::spill::SpillHeader;
+use super::sync::{self, AtomicI64, AtomicU32, AtomicU64, Wake};
 use crate::error::{Error, Result};
-use crate::sys::futex::{self, Wake};
+use crate::sys::region::Window;
 use crate::sys::Region;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::Ordering::*;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Bytes of payload per slot: an item encoding to at most this many bytes
@@ -48,7 +52,7 @@ use std::time::{Duration, Instant};
 pub(crate) const SLOT: usize = 128;
 /// Default number of slots (4 MiB of data; items up to 2 MiB encoded).
 pub(crate) const DEFAULT_SLOTS: usize = 1 << 15;
-const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
+const MAGIC: u64 = 0x6d70_7175_6575_6532; // "mpqueue2"
 const FLAG_JOINABLE: u64 = 1;
 /// How long a waiter polls (with growing pauses in between) before it
 /// yields and then sleeps on the futex: a wake-up across CPUs costs far more.
@@ -61,13 +65,19 @@ const YIELDS: u32 = 4;
 /// How long a waiter sleeps before it looks for a dead producer or consumer
 /// that holds the slot it waits for.
 const STUCK_CHECK: Duration = Duration::from_millis(50);
+/// How long a producer waits for room in a full ring while no consumer takes
+/// anything, before it puts its item into the spill log instead. (Longer
+/// than [`STUCK_CHECK`], so that a dead consumer's slots are reclaimed
+/// first.) While consumers keep taking items it keeps waiting: room comes
+/// within microseconds.
+const GRACE: Duration = Duration::from_millis(100);
 
 /// One value alone on 128 bytes: Intel's spatial prefetcher moves cache
 /// lines in pairs, so two sides writing neighbouring 64-byte lines still
 /// contend.
 #[repr(C, align(128))]
 #[derive(Default)]
-struct Line<T>(T);
+pub(crate) struct Line<T>(pub(crate) T);
 
 /// Where one side sleeps (limits.c's scheme): a waiter reads `epoch`, raises
 /// `waiting`, re-checks its condition, then sleeps in `FUTEX_WAIT(epoch)`. A
@@ -76,7 +86,7 @@ struct Line<T>(T);
 /// A waiter that dies leaves at most a stale flag: one needless wake.
 #[repr(C)]
 #[derive(Default)]
-struct WaitQ {
+pub(crate) struct WaitQ {
     epoch: AtomicU32,
     waiting: AtomicU32,
 }
@@ -88,37 +98,41 @@ impl WaitQ {
         e
     }
 
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
             self.epoch.fetch_add(1, SeqCst);
-            futex::wake_all(&self.epoch);
+            sync::wake_all(&self.epoch);
         }
     }
 }
 
 #[repr(C)]
-struct Header {
+#[derive(Default)]
+pub(crate) struct Header {
     magic: AtomicU64,
     cap: AtomicU64,
     flags: AtomicU64,
     maxsize: AtomicU64,
     tail: Line<AtomicU64>,
-    head: Line<AtomicU64>,
+    pub(crate) head: Line<AtomicU64>,
     /// Items committed (producers' line; unbounded queues' `qsize`).
     puts: Line<AtomicI64>,
     /// Items taken (consumers' line).
     gets: Line<AtomicI64>,
     /// Items in the queue, reserved before the claim (bounded queues only).
-    items: Line<AtomicI64>,
-    not_empty: Line<WaitQ>,
-    not_full: Line<WaitQ>,
+    pub(crate) items: Line<AtomicI64>,
+    pub(crate) not_empty: Line<WaitQ>,
+    pub(crate) not_full: Line<WaitQ>,
     unfinished: Line<AtomicU32>,
+    /// The spill log's state (`spill.rs`).
+    pub(crate) spill: Line<SpillHeader>,
 }
 
 /// One ticket's cell: its sequence word, the claim record (meaningful in an
 /// item's first slot), and room for a small item inline, all on one cache
 /// line so that a small item costs one line transfer between processes.
 #[repr(C, align(64))]
+#[derive(Default)]
 struct Cell {
     /// Free / committed / released, as described in the module docs.
     seq: AtomicU64,
@@ -173,7 +187,7 @@ const fn round_up(n: usize, to: usize) -> usize {
 fn layout(cap: usize) -> (usize, usize, usize) {
     let cells = HEADER_BYTES;
     let data = round_up(cells + cap * std::mem::size_of::<Cell>(), 4096);
-    (cells, data, data + cap * SLOT)
+    (cells, data, round_up(data + cap * SLOT, 4096))
 }
 
 /// Test support: where a producer or consumer hangs forever (to be killed
@@ -216,7 +230,12 @@ pub(crate) struct Ring {
     cells_off: usize,
     data_off: usize,
     joinable: bool,
-    maxsize: u64,
+    pub(crate) maxsize: u64,
+    /// Bytes of the spill area, and its offset in the memfd (after the ring).
+    pub(crate) spill_size: u64,
+    pub(crate) spill_off: u64,
+    /// This process's mapping of the spill area, made on first use.
+    spill_win: Arc<OnceLock<Window>>,
 }
 
 // SAFETY: `base` points into the mapping owned by `region` (kept alive by
@@ -230,7 +249,8 @@ unsafe impl Sync for Ring {}
 /// a child after `fork` (a `pthread_atfork` handler), so that a ring
 /// inherited by a forked child other than through handoff still records the
 /// right owner in its claims.
-fn my_pid() -> u32 {
+pub(crate) fn my_pid() -> u32 {
+    use std::sync::atomic::AtomicU32; // a process-wide cache, never modelled
     static PID: AtomicU32 = AtomicU32::new(0);
     static AT_FORK: std::sync::Once = std::sync::Once::new();
     extern "C" fn forget_in_child() {
@@ -252,26 +272,26 @@ fn my_pid() -> u32 {
     p
 }
 
-/// `true` unless `pid` is known to be gone: no such process, or a zombie
-/// (killed but not yet reaped). Pid reuse could make a dead claimant look
-/// alive (then the waiter keeps waiting); it never makes a live one look dead.
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    if pid == 0 {
-        return true;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(s) => !matches!(
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].split_whitespace().next()),
-            Some("Z") | Some("X") | Some("x")
-        ),
-    }
+/// Whether the process `pid` that holds a claim, a take or the spill lock is
+/// still there. The one place the queue asks (so that the crate's shared
+/// liveness check replaces it in one line).
+///
+/// The crate's one liveness check: dead only when known (no such process,
+/// a zombie, another start time); when `/proc` cannot tell, alive.
+pub(crate) fn owner_alive(pid: u32) -> bool {
+    crate::sys::liveness::is_alive(pid)
 }
 
 impl Ring {
-    /// A new ring of at least `slots` slots (rounded up to a power of two).
-    pub(crate) fn new(slots: usize, maxsize: usize, joinable: bool, name: &str) -> Result<Ring> {
+    /// A new ring of at least `slots` slots (rounded up to a power of two),
+    /// with a spill area of `spill` bytes (address space, see `spill.rs`).
+    pub(crate) fn new(
+        slots: usize,
+        spill: u64,
+        maxsize: usize,
+        joinable: bool,
+        name: &str,
+    ) -> Result<Ring> {
         let cap = slots
             .max(4)
             .checked_next_power_of_two()
@@ -283,9 +303,13 @@ impl Ring {
                 ))
             })?;
         let (_, _, total) = layout(cap);
-        let region = Region::new(total, name)?;
-        let ring = Ring::from_region(region, cap as u64, maxsize as u64, joinable)?;
+        let spill = super::spill::spill_size(spill);
+        let region = Region::new_sparse(total, total as u64 + spill, name)?;
+        let ring = Ring::from_region(region, cap as u64, spill, maxsize as u64, joinable)?;
+        #[cfg(loom)]
+        ring.place_loom_atomics();
         let h = ring.header();
+        h.spill.0.init(spill);
         for i in 0..ring.cap {
             ring.cell(i).seq.store(i, Relaxed);
         }
@@ -297,7 +321,13 @@ impl Ring {
         Ok(ring)
     }
 
-    fn from_region(region: Region, cap: u64, maxsize: u64, joinable: bool) -> Result<Ring> {
+    fn from_region(
+        region: Region,
+        cap: u64,
+        spill_size: u64,
+        maxsize: u64,
+        joinable: bool,
+    ) -> Result<Ring> {
         let (cells_off, data_off, total) = layout(cap as usize);
         if region.len() < total {
             return Err(Error::Bootstrap(
@@ -316,7 +346,25 @@ impl Ring {
             data_off,
             joinable,
             maxsize,
+            spill_size,
+            spill_off: total as u64,
+            spill_win: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Under loom, atomics are objects of the model, not plain words: they
+    /// are constructed in place over the zeroed region (and leaked with it).
+    #[cfg(loom)]
+    fn place_loom_atomics(&self) {
+        // SAFETY: the region holds the layout (checked in `from_region`),
+        // at the offsets `header` and `cell` use; nothing has referenced it yet.
+        unsafe {
+            std::ptr::write(self.base.as_ptr().cast::<Header>(), Header::default());
+            for i in 0..self.cap as usize {
+                let at = self.cells_off + i * std::mem::size_of::<Cell>();
+                std::ptr::write(self.base.as_ptr().add(at).cast::<Cell>(), Cell::default());
+            }
+        }
     }
 
     /// Rebuilds a ring from a region received by handoff, checking its header.
@@ -336,14 +384,31 @@ impl Ring {
         }
         let maxsize = h.maxsize.load(Relaxed);
         let joinable = h.flags.load(Relaxed) & FLAG_JOINABLE != 0;
-        Ring::from_region(region, cap, maxsize, joinable)
+        let spill = h
+            .spill
+            .0
+            .size()
+            .ok_or_else(|| Error::Bootstrap("corrupt queue header".into()))?;
+        Ring::from_region(region, cap, spill, maxsize, joinable)
+    }
+
+    /// This process's mapping of the spill area (made on first use).
+    pub(crate) fn spill_window(&self) -> Result<&Window> {
+        if let Some(w) = self.spill_win.get() {
+            return Ok(w);
+        }
+        let w = self
+            .region
+            .map_window(self.spill_off, self.spill_size as usize)?;
+        let _ = self.spill_win.set(w); // a racing thread's window is dropped
+        Ok(self.spill_win.get().expect("set above"))
     }
 
     pub(crate) fn region(&self) -> &Region {
         &self.region
     }
 
-    fn header(&self) -> &Header {
+    pub(crate) fn header(&self) -> &Header {
         // SAFETY: `base` is the start of the live mapping (page aligned), at
         // least the layout long (checked in `from_region`); Header is all
         // atomics, valid when zeroed.
@@ -402,7 +467,7 @@ impl Ring {
             h.items.0.load(SeqCst)
         } else {
             let gets = h.gets.0.load(SeqCst);
-            h.puts.0.load(SeqCst) - gets
+            h.puts.0.load(SeqCst) - gets + self.spill_count().max(0)
         };
         n.max(0) as usize
     }
@@ -435,23 +500,32 @@ impl Ring {
         word_span(w).clamp(1, self.cap)
     }
 
-    /// Where the payload of the item at ticket `p` lives; `len` is clamped
-    /// to the room there, so that a corrupt record can never make a reader
-    /// leave the region.
+    /// Where the payload of the item at ticket `p` (spanning `span`
+    /// tickets) lives, and how many bytes of room it has there: its cell's
+    /// inline bytes for a one-ticket item that fits them, else its slots in
+    /// the data array (from slot 0 if the span was padded to wrap).
+    #[inline]
     fn payload(&self, p: u64, len: usize, span: u64) -> (*mut u8, usize) {
-        if len <= INLINE {
-            return (self.cell(p).inline.get().cast::<u8>(), len);
-        }
         let idx = p & self.mask;
-        let start = if idx + span > self.cap { 0 } else { idx };
-        let room = (self.cap - start) as usize * SLOT;
-        (self.data_ptr(start), len.min(room))
+        let (start, slots) = if idx + span > self.cap {
+            (0, span - (self.cap - idx))
+        } else {
+            (idx, span)
+        };
+        if span == 1 && len <= INLINE {
+            return (self.cell(p).inline.get().cast::<u8>(), INLINE);
+        }
+        (self.data_ptr(start), slots as usize * SLOT)
     }
 
     // ------------------------------------------------------------------ put
 
-    /// Puts the encoded item made of `parts` (concatenated), waiting until
-    /// `deadline` for room. `stall` (tests only) makes the producer hang
+    /// Puts the encoded item made of `parts` (concatenated). A bounded
+    /// queue first waits until `deadline` for a place (`maxsize`); then the
+    /// item goes into the ring, or into the spill log if the ring cannot
+    /// take it (too large, or full with no consumer taking anything for
+    /// [`GRACE`]), or if the log already holds items (so that a producer's
+    /// items stay in order). `stall` (tests only) makes the producer hang
     /// after writing half the payload, never committing.
     pub(crate) fn put(
         &self,
@@ -460,10 +534,10 @@ impl Ring {
         stall: Stall,
     ) -> Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        if total > self.max_item() {
+        if total > self.spill_max_item() {
             return Err(Error::MessageTooLarge {
                 len: total as u64,
-                max: self.max_item() as u64,
+                max: self.spill_max_item() as u64,
             });
         }
         let h = self.header();
@@ -483,28 +557,73 @@ impl Ring {
         if self.joinable {
             h.unfinished.0.fetch_add(1, SeqCst);
         }
+        let r = match self.claim_for(total, deadline, stall) {
+            Some(claim) => {
+                self.write_and_commit(parts, total, claim, stall);
+                Ok(())
+            }
+            None => self.spill_put(parts, total),
+        };
+        if r.is_err() {
+            self.unreserve();
+        }
+        r
+    }
+
+    /// Claims ring slots for an item of `total` bytes, or `None` if it goes
+    /// to the spill log: it is larger than the ring takes, the log holds
+    /// items, or the ring stayed full for [`GRACE`] while no consumer took
+    /// anything (or until `deadline`).
+    fn claim_for(
+        &self,
+        total: usize,
+        deadline: Option<Instant>,
+        stall: Stall,
+    ) -> Option<(u64, u64)> {
+        if total > self.max_item() || self.spill_pending() {
+            return None;
+        }
         let k = if total <= INLINE {
             1
         } else {
             total.div_ceil(SLOT) as u64
         };
-        let (p, span) =
-            match self.wait_loop(&h.not_full.0, deadline, false, || self.try_claim(k, stall)) {
-                Ok(c) => c,
-                Err(e) => {
-                    self.unreserve();
-                    return Err(full_on_timeout(e));
-                }
+        if let Try::Done(c) = self.try_claim(k, stall) {
+            return Some(c); // the common case: no clock read, no wait
+        }
+        let h = self.header();
+        loop {
+            let head = h.head.0.load(Relaxed);
+            let grace = Instant::now() + GRACE;
+            let until = Some(deadline.map_or(grace, |d| d.min(grace)));
+            #[cfg(loom)]
+            let until = {
+                let _ = until;
+                deadline // no clock in the model: wait for room, never spill
             };
+            match self.wait_loop(&h.not_full.0, until, false, || self.try_claim(k, stall)) {
+                Ok(c) => return Some(c),
+                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => return None,
+                // Consumers are taking items: room is coming.
+                Err(_) if h.head.0.load(Relaxed) != head && !self.spill_pending() => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Writes the payload into the claimed slots and commits it.
+    fn write_and_commit(&self, parts: &[&[u8]], total: usize, (p, span): (u64, u64), stall: Stall) {
+        let h = self.header();
         self.cell(p).len.store(total as u32, Relaxed);
         let (mut dst, room) = self.payload(p, total, span);
-        debug_assert_eq!(room, total);
+        debug_assert!(room >= total);
         for part in parts {
             // SAFETY: tickets p..p+span are ours alone (our claim word is the
             // only one of this round at p, and tail moved past them by our
             // span); the payload area (the cell's inline bytes, or k slots of
-            // the data array inside the claim) holds `total` bytes, the sum of
-            // the parts, and no consumer reads it before the commit below.
+            // the data array inside the claim) holds at least `total` bytes,
+            // the sum of the parts, and no consumer reads it before the
+            // commit below.
             unsafe {
                 if stall == Stall::Late {
                     std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len() / 2);
@@ -517,7 +636,6 @@ impl Ring {
         self.seq(p).store(p + 1, SeqCst);
         h.puts.0.fetch_add(1, Relaxed);
         h.not_empty.0.wake();
-        Ok(())
     }
 
     fn unreserve(&self) {
@@ -531,7 +649,7 @@ impl Ring {
                 .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
                 == Ok(1)
         {
-            futex::wake_all(&h.unfinished.0);
+            sync::wake_all(&h.unfinished.0);
         }
         h.not_full.0.wake();
     }
@@ -605,18 +723,41 @@ impl Ring {
 
     // ------------------------------------------------------------------ get
 
-    /// Takes one item, waiting until `deadline`; `f` reads the payload in
-    /// place (it is released right after). `hang` (tests only) makes the
-    /// consumer hang after taking the item, never releasing it.
+    /// Takes one item, waiting until `deadline`, from the ring or, when the
+    /// ring has none ready, from the spill log; `f` copies the payload out
+    /// (it is released right after). `hang` (tests only) makes the consumer
+    /// hang after taking a ring item, never releasing it.
+    ///
+    /// A corrupt length (larger than the item's slots) is an
+    /// [`Error::Codec`]; the item is consumed.
     pub(crate) fn get<R>(
         &self,
         deadline: Option<Instant>,
         hang: Stall,
-        f: impl FnOnce(&[u8]) -> R,
+        f: impl FnOnce(SharedBytes<'_>) -> R,
     ) -> Result<R> {
         let h = self.header();
+        let mut f = Some(f);
+        let mut spilled = None;
         let (p, span) = self
-            .wait_loop(&h.not_empty.0, deadline, true, || self.try_take(hang))
+            .wait_loop(&h.not_empty.0, deadline, true, || {
+                let r = self.try_take(hang);
+                if matches!(r, Try::Done(_)) || !self.spill_pending() {
+                    return r;
+                }
+                // Nothing ready in the ring: the oldest spilled item.
+                match self.spill_take(|b| f.take().map(|f| f(b))) {
+                    Ok(Some(v)) => {
+                        spilled = Some(Ok(v));
+                        Try::Done((0, 0))
+                    }
+                    Ok(None) => r,
+                    Err(e) => {
+                        spilled = Some(Err(e));
+                        Try::Done((0, 0))
+                    }
+                }
+            })
             .map_err(|e| {
                 if matches!(e, Error::Timeout) {
                     Error::Empty
@@ -624,21 +765,41 @@ impl Ring {
                     e
                 }
             })?;
+        if let Some(r) = spilled {
+            return r?.ok_or_else(|| Error::Invalid("queue reader used twice".into()));
+        }
         if hang == Stall::Late {
             hang_forever();
         }
-        let (ptr, len) = self.payload(p, self.cell(p).len.load(Relaxed) as usize, span);
-        // SAFETY: ticket p is committed (seq == p + 1 seen with SeqCst) and
-        // ours (taker word); the producer wrote `len` bytes at the payload
-        // area (inside its claim; `payload` keeps it inside the region)
-        // before committing, and nobody writes them until we release below.
-        let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
         let _release = ReleaseGuard {
             ring: self,
             p,
             span,
         };
+        let len = self.cell(p).len.load(Relaxed) as usize;
+        let (ptr, room) = self.payload(p, len, span);
+        if len > room {
+            return Err(Error::Codec(format!(
+                "corrupt queue record: {len} bytes in {room} bytes of slots"
+            )));
+        }
+        // SAFETY: ticket p is committed (seq == p + 1 seen with SeqCst) and
+        // ours (taker word) until `_release` drops; `payload` keeps its
+        // `room` (>= len) bytes inside the mapping, which `self` keeps alive.
+        // A peer that breaks the protocol may still write them: SharedBytes
+        // only ever copies them out with atomic loads.
+        let bytes = unsafe { SharedBytes::new(ptr, len, room) };
+        let f = f
+            .take()
+            .ok_or_else(|| Error::Invalid("queue reader used twice".into()))?;
         Ok(f(bytes))
+    }
+
+    /// Test support: overwrites the length of the item at ticket `p`, as a
+    /// misbehaving peer could.
+    #[cfg(test)]
+    pub(crate) fn corrupt_len_for_test(&self, p: u64, len: u32) {
+        self.cell(p).len.store(len, Relaxed);
     }
 
     /// One attempt to take the item at the head: returns (ticket, span).
@@ -729,6 +890,7 @@ impl Ring {
     /// when stuck behind another process's claim, checking that process is
     /// alive. `Err(Timeout)` when the deadline passes (a deadline already
     /// past means exactly one attempt).
+    #[cfg(not(loom))]
     fn wait_loop<R>(
         &self,
         wq: &WaitQ,
@@ -791,7 +953,29 @@ impl Ring {
                 }
                 None => deadline,
             };
-            futex::wait(&wq.epoch, e, until)?;
+            sync::wait(&wq.epoch, e, until)?;
+        }
+    }
+
+    /// Under loom: retries `attempt`, yielding in between, with no clock
+    /// (the model must be deterministic: any deadline means one attempt)
+    /// and no recovery (nobody dies).
+    #[cfg(loom)]
+    fn wait_loop<R>(
+        &self,
+        _wq: &WaitQ,
+        deadline: Option<Instant>,
+        _consumer: bool,
+        mut attempt: impl FnMut() -> Try<R>,
+    ) -> Result<R> {
+        loop {
+            if let Try::Done(r) = attempt() {
+                return Ok(r);
+            }
+            if deadline.is_some() {
+                return Err(Error::Timeout);
+            }
+            loom::thread::yield_now();
         }
     }
 
@@ -833,14 +1017,14 @@ impl Ring {
         }
         let tw = cell.taker.load(SeqCst);
         let taken = word_tag(tw) == self.tag(c);
-        if taken && pid_alive(word_pid(tw)) {
+        if taken && owner_alive(word_pid(tw)) {
             return false;
         }
         if committed && !taken {
             return false; // a consumer will take it
         }
         if !committed {
-            if pid_alive(word_pid(w)) {
+            if owner_alive(word_pid(w)) {
                 return false; // its producer is still writing it
             }
             if (h.head.0.load(SeqCst).wrapping_sub(c) as i64) < 0 {
@@ -874,7 +1058,7 @@ impl Ring {
                     .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
                     == Ok(1)
             {
-                futex::wake_all(&h.unfinished.0);
+                sync::wake_all(&h.unfinished.0);
             }
         }
         self.release(c, span);
@@ -891,7 +1075,7 @@ impl Ring {
             .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
             .map_err(|_| Error::Invalid("task_done() called too many times".into()))?;
         if prev == 1 {
-            futex::wake_all(u);
+            sync::wake_all(u);
         }
         Ok(())
     }
@@ -904,7 +1088,7 @@ impl Ring {
             if v == 0 {
                 return Ok(());
             }
-            if futex::wait(u, v, deadline)? == Wake::TimedOut {
+            if sync::wait(u, v, deadline)? == Wake::TimedOut {
                 return Err(Error::Timeout);
             }
         }
@@ -944,7 +1128,14 @@ mod tests {
     #[test]
     #[ignore]
     fn ring_cost() {
-        let r = Ring::new(DEFAULT_SLOTS, 0, false, "t").unwrap();
+        let r = Ring::new(
+            DEFAULT_SLOTS,
+            super::super::spill::DEFAULT_SPILL,
+            0,
+            false,
+            "t",
+        )
+        .unwrap();
         let n = 2_000_000u64;
         let t0 = Instant::now();
         for i in 0..n {

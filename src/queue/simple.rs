@@ -49,13 +49,12 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
         })
     }
 
-    /// Puts `item` (waits only if the 4 MiB ring is full).
+    /// Puts `item`; never blocks for good (see [`Queue::put`]).
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`](crate::Error::Closed) after `close`;
-    /// [`Error::MessageTooLarge`](crate::Error::MessageTooLarge) for an item
-    /// over 2 MiB encoded.
+    /// [`Error::Closed`](crate::Error::Closed) after `close`; as
+    /// [`Queue::put`] otherwise.
     pub fn put(&self, item: T) -> Result<()> {
         self.inner.put(item)
     }

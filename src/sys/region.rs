@@ -165,3 +165,137 @@ impl Handoff for Region {
         Region::from_fd(fd, len as usize)
     }
 }
+
+/// A window of a region's file mapped separately from the region's own
+/// mapping (see [`Region::map_window`]): unmapped when dropped.
+#[derive(Debug)]
+pub(crate) struct Window {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: as for `Mapping`: plain shared memory that lives until the window
+// drops; its users synchronise their own access.
+unsafe impl Send for Window {}
+// SAFETY: as above.
+unsafe impl Sync for Window {}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what `mmap` returned in
+        // `map_window`, and no reference into the window outlives it.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl Window {
+    /// The start of the window (page aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// `true` for the errors by which `fallocate` says "no memory for this".
+fn is_out_of_memory(e: rustix::io::Errno) -> bool {
+    e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::NOMEM
+}
+
+impl Region {
+    /// A region whose memfd is `file_len` bytes long but *sparse*: only the
+    /// first `len` bytes are mapped (by this handle and by every process that
+    /// imports it) and reserved (`fallocate`, so writing them can never take
+    /// SIGBUS); the rest costs nothing until pages of it are reserved with
+    /// [`reserve`](Self::reserve), mapped with
+    /// [`map_window`](Self::map_window), and given back with
+    /// [`punch`](Self::punch). The size is sealed (`F_SEAL_SHRINK |
+    /// F_SEAL_GROW`): nobody ever needs `ftruncate` after this.
+    pub(crate) fn new_sparse(len: usize, file_len: u64, name: &str) -> Result<Region> {
+        let len = len.max(1);
+        if file_len < len as u64 {
+            return Err(Error::Invalid(format!(
+                "sparse region of {file_len} bytes cannot map {len}"
+            )));
+        }
+        let fd = rustix::fs::memfd_create(
+            name,
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        )?;
+        rustix::fs::ftruncate(&fd, file_len)?;
+        rustix::fs::fcntl_add_seals(
+            &fd,
+            rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW,
+        )?;
+        let region = Self::map(fd, len)?;
+        region.reserve(0, len as u64)?;
+        Ok(region)
+    }
+
+    /// Reserves (allocates) the pages of `offset..offset + len` of the file,
+    /// so that writing them through any mapping cannot take SIGBUS.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] of kind `OutOfMemory`, naming the size, when the memory
+    /// is not there.
+    pub(crate) fn reserve(&self, offset: u64, len: u64) -> Result<()> {
+        match rustix::fs::fallocate(
+            self.fd(),
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) if is_out_of_memory(e) => Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("could not reserve {len} bytes of shared memory: {e}"),
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives the pages of `offset..offset + len` back (`FALLOC_FL_PUNCH_HOLE`):
+    /// they read as zeroes afterwards and must be reserved again before
+    /// being written.
+    pub(crate) fn punch(&self, offset: u64, len: u64) -> Result<()> {
+        rustix::fs::fallocate(
+            self.fd(),
+            rustix::fs::FallocateFlags::KEEP_SIZE | rustix::fs::FallocateFlags::PUNCH_HOLE,
+            offset,
+            len,
+        )?;
+        Ok(())
+    }
+
+    /// Maps `len` bytes of the region's file from `offset` (page aligned),
+    /// independently of the region's own mapping.
+    pub(crate) fn map_window(&self, offset: u64, len: usize) -> Result<Window> {
+        let st = rustix::fs::fstat(self.fd())?;
+        if offset % 4096 != 0 || (st.st_size as u64) < offset.saturating_add(len as u64) {
+            return Err(Error::Bootstrap(format!(
+                "shared region of {} bytes has no window of {len} bytes at {offset}",
+                st.st_size
+            )));
+        }
+        // SAFETY: a fresh shared mapping of a file we hold, inside its size
+        // (checked above); the kernel picks the address, so no existing
+        // memory is replaced.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::NORESERVE,
+                self.fd(),
+                offset,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| Error::Invalid("mmap returned null".into()))?;
+        Ok(Window { ptr, len })
+    }
+}
