@@ -83,8 +83,8 @@ pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
     active_children, current_process, get_all_start_methods, get_start_method, init,
-    parent_process, set_start_method, Builder, ChildInfo, CurrentProcess, ParentProcess, Process,
-    StartMethod, Stdin, TaskFn,
+    parent_process, set_forkserver_preload, set_start_method, Builder, ChildInfo, CurrentProcess,
+    ParentProcess, Process, StartMethod, Stdin, TaskFn,
 };
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use shared::{Array, RawArray, RawValue, ShareableList, SharedMemory, Value};

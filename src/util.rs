@@ -5,7 +5,6 @@
 //! data) copied into a forked child would flush the same bytes twice, once in
 //! each process. [`ForkSafeWriter`] remembers the pid that filled its buffer
 //! and drops inherited, unflushed bytes in a child instead of writing them.
-
 #![allow(unsafe_code)]
 
 use std::io::{self, Write};

@@ -9,9 +9,13 @@ use multiproc::process::__test::{spawn_damaged, Damage};
 use multiproc::{
     active_children, current_process, parent_process, Error, Process, StartMethod, Stdin,
 };
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Fork];
+const METHODS: [StartMethod; 3] = [
+    StartMethod::Spawn,
+    StartMethod::Fork,
+    StartMethod::Forkserver,
+];
 const LONG: Duration = Duration::from_secs(60);
 
 fn add(a: u64, b: u64) -> u64 {
@@ -230,14 +234,7 @@ fn start_method_names_round_trip() {
     }
     assert!(StartMethod::from_name("bogus").is_err());
     assert!(multiproc::StartMethod::from_name("nope").is_err());
-    let t0 = Instant::now();
-    assert!(matches!(
-        Process::builder()
-            .start_method(StartMethod::Forkserver)
-            .start(add, (1, 2)),
-        Err(Error::Invalid(_))
-    ));
-    assert!(t0.elapsed() < LONG);
+    assert!(StartMethod::Forkserver.is_available());
 }
 
 #[test]
@@ -314,7 +311,10 @@ fn start_method_is_set_once() {
     let all = get_all_start_methods();
     assert_eq!(all[0], StartMethod::Spawn);
     assert!(all.contains(&StartMethod::Fork));
-    assert!(set_start_method(StartMethod::Forkserver, true).is_err());
+    assert!(all.contains(&StartMethod::Forkserver));
+    set_start_method(StartMethod::Forkserver, true).unwrap();
+    assert_eq!(get_start_method(), StartMethod::Forkserver);
+    set_start_method(StartMethod::Spawn, true).unwrap();
     let ctx = multiproc::get_context(StartMethod::Fork);
     assert_eq!(ctx.start_method(), StartMethod::Fork);
     let mut p = ctx.process().start(square, (5,)).unwrap();

@@ -97,4 +97,17 @@ pub fn run(b: &mut Bench) {
         Unit::Ms("ms total"),
         || burst32(StartMethod::Spawn),
     );
+    // The first start launches the fork server: warm it up outside the timing.
+    start_join(StartMethod::Forkserver, 1);
+    b.record_vs_floor(
+        "process_start_join_forkserver_ms",
+        Unit::Ms("ms/process"),
+        "fork_exit_waitpid_us",
+        || start_join(StartMethod::Forkserver, n_fork),
+    );
+    b.record(
+        "process_start32_join_all_forkserver_ms",
+        Unit::Ms("ms total"),
+        || burst32(StartMethod::Forkserver),
+    );
 }

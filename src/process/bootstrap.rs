@@ -424,11 +424,6 @@ pub fn init() {
         crate::mpi::enter();
         return;
     };
-    // A target may run from a constructor (`test_support!`), before std's
-    // runtime sets SIGPIPE to ignored: do as std does, so that writing to a
-    // closed pipe returns `Error::Closed` instead of killing the child.
-    // SAFETY: plain syscall; SIG_IGN needs no handler.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     if is_secure_exec() {
         // A set-user-ID (or otherwise privileged) program must not take its
         // instructions from whoever set its environment.
@@ -439,6 +434,11 @@ pub fn init() {
             ),
         );
     }
+    // A target may run from a constructor (`test_support!`), before std's
+    // runtime sets SIGPIPE to ignored: do as std does, so that writing to a
+    // closed pipe returns `Error::Closed` instead of killing the child.
+    // SAFETY: plain syscall; SIG_IGN needs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // SAFETY: called at start-up (first line of `main`, or a constructor
     // before it), before this process starts threads that read the environment.
     unsafe { std::env::remove_var(BOOT_ENV) };
@@ -517,6 +517,87 @@ pub fn init() {
     run_child(sock, runner, im)
 }
 
+/// The child side of the *forkserver* method, in a child the fork server has
+/// just forked (a single-threaded process): reads the [`BootMsg`] from the
+/// bootstrap socket and runs the target as a spawned child does, with the
+/// descriptors that came with the request (`args`, in slot order) instead of
+/// inherited numbers. The peer check of [`init`] does not apply (the peer is
+/// the requester, and the server checked it); the binary check does.
+pub(crate) fn run_forkserver_child(sock: OwnedFd, args: Vec<OwnedFd>) -> ! {
+    let msg = {
+        let mut reader = match sock.try_clone() {
+            Ok(d) => std::fs::File::from(d),
+            Err(e) => fail_bootstrap(
+                Some(&sock),
+                format!("cannot duplicate the bootstrap socket: {e}"),
+            ),
+        };
+        match read_boot(&mut reader) {
+            Ok(m) => m,
+            Err(e) => fail_bootstrap(
+                Some(&sock),
+                e.to_string()
+                    .trim_start_matches("child bootstrap failed: ")
+                    .into(),
+            ),
+        }
+    };
+    match BinaryId::current() {
+        Ok(id) if id == msg.binary => {}
+        Ok(_) => fail_bootstrap(
+            Some(&sock),
+            "the fork server runs a different binary than its client".into(),
+        ),
+        Err(e) => fail_bootstrap(Some(&sock), e.to_string()),
+    }
+    if !msg.fds.is_empty() {
+        fail_bootstrap(
+            Some(&sock),
+            "a forkserver bootstrap message names inherited descriptors".into(),
+        );
+    }
+    let im = Importer::new(msg.args, args);
+    CURRENT.set_child(msg.identity);
+    let runner = match fnref::resolve::<Runner>(msg.runner_offset) {
+        Ok(r) => r,
+        Err(e) => fail_bootstrap(
+            Some(&sock),
+            format!(
+                "the target cannot be found in this binary ({})",
+                e.to_string().trim_start_matches("child bootstrap failed: ")
+            ),
+        ),
+    };
+    run_child(sock, runner, im)
+}
+
+/// Whether this program runs with `AT_SECURE` (set-user-ID, set-group-ID or
+/// file capabilities): then its environment comes from a less privileged user.
+fn is_secure_exec() -> bool {
+    // SAFETY: `getauxval` reads the auxiliary vector; no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Checks that the bootstrap descriptor is a socket whose peer is our parent
+/// (the socket pair the spawning parent created), not a file, a pipe or a
+/// socket someone else handed us.
+fn check_parent_socket(sock: &OwnedFd) -> std::result::Result<(), String> {
+    let cred = match rustix::net::sockopt::socket_peercred(sock) {
+        Ok(c) => c,
+        Err(rustix::io::Errno::NOTSOCK) => return Err("which is not a socket".into()),
+        Err(e) => return Err(format!("whose peer cannot be identified ({e})")),
+    };
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if Some(cred.pid.as_raw_nonzero().get()) != parent {
+        return Err(format!(
+            "a socket whose peer (pid {}) is not this process's parent (pid {})",
+            cred.pid.as_raw_nonzero(),
+            parent.unwrap_or(0)
+        ));
+    }
+    Ok(())
+}
+
 /// Whether [`check_bootstrapped`] found this process fit to start processes.
 static BOOTSTRAP_CHECKED: AtomicBool = AtomicBool::new(false);
 
@@ -562,31 +643,4 @@ pub(crate) fn check_bootstrapped() -> Result<()> {
             "{BOOT_ENV} is set ({raw:?}) but names no bootstrap socket: {message}"
         ))),
     }
-}
-
-/// Whether this program runs with `AT_SECURE` (set-user-ID, set-group-ID or
-/// file capabilities): then its environment comes from a less privileged user.
-fn is_secure_exec() -> bool {
-    // SAFETY: `getauxval` reads the auxiliary vector; no preconditions.
-    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
-}
-
-/// Checks that the bootstrap descriptor is a socket whose peer is our parent
-/// (the socket pair the spawning parent created), not a file, a pipe or a
-/// socket someone else handed us.
-fn check_parent_socket(sock: &OwnedFd) -> std::result::Result<(), String> {
-    let cred = match rustix::net::sockopt::socket_peercred(sock) {
-        Ok(c) => c,
-        Err(rustix::io::Errno::NOTSOCK) => return Err("which is not a socket".into()),
-        Err(e) => return Err(format!("whose peer cannot be identified ({e})")),
-    };
-    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
-    if Some(cred.pid.as_raw_nonzero().get()) != parent {
-        return Err(format!(
-            "a socket whose peer (pid {}) is not this process's parent (pid {})",
-            cred.pid.as_raw_nonzero(),
-            parent.unwrap_or(0)
-        ));
-    }
-    Ok(())
 }

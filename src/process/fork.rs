@@ -11,7 +11,6 @@
 //! the parent is closed before the target runs, so an unrelated connection's
 //! end-of-file is not delayed while a forked child lives (CPython's forked
 //! children keep them all).
-
 #![allow(unsafe_code)]
 
 use super::bootstrap::{self, Runner};

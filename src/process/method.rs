@@ -27,8 +27,13 @@ pub enum StartMethod {
     /// and arguments over a socket.
     #[default]
     Spawn,
-    /// A fork server (not built yet: starting with it returns an error, and
-    /// [`get_all_start_methods`] does not list it).
+    /// A fork server (CPython's `forkserver`): a single-threaded server
+    /// process, started on first use as a fresh copy of the binary, forks
+    /// each child; the child receives its target and arguments as a spawned
+    /// child does. Safe in a multithreaded parent (the child copies the
+    /// server, not the parent) and cheaper than spawn (no `exec`). Functions
+    /// to run once in the server: [`set_forkserver_preload`](crate::process::set_forkserver_preload).
+    /// Needs pidfds (Linux 5.3+): see [`is_available`](Self::is_available).
     Forkserver,
 }
 
@@ -56,9 +61,13 @@ impl StartMethod {
         }
     }
 
-    /// Whether this build can start processes with the method.
+    /// Whether this system can start processes with the method (forkserver
+    /// needs pidfds, Linux 5.3+).
     pub fn is_available(self) -> bool {
-        !matches!(self, StartMethod::Forkserver)
+        match self {
+            StartMethod::Forkserver => super::forkserver::supported(),
+            _ => true,
+        }
     }
 
     fn code(self) -> u8 {

@@ -19,6 +19,7 @@
 mod bootstrap;
 pub(crate) mod fnref;
 mod fork;
+mod forkserver;
 mod method;
 mod registry;
 mod spawn;
@@ -26,6 +27,7 @@ mod target;
 
 pub use bootstrap::init;
 pub(crate) use bootstrap::{capture_panics_per_thread, take_thread_panic};
+pub use forkserver::{set_forkserver_preload, Preload};
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
 pub use target::TaskFn;
 
@@ -315,32 +317,49 @@ impl Builder {
         };
         let mut ex = Exporter::new();
         args.export_all(&mut ex)?;
-        let (pid, report) = match self.method.unwrap_or_else(get_start_method) {
-            StartMethod::Fork => fork::launch(
-                identity,
-                self.stdin,
-                !self.leave_stdout,
-                runner.get(),
-                ex.bytes(),
-                ex.fds(),
-                &self.pass_fds,
-            )?,
-            StartMethod::Spawn => spawn::launch(
-                identity,
-                self.stdin,
-                fnref::name(runner),
-                ex.bytes(),
-                ex.fds(),
-                &self.pass_fds,
-                tamper,
-            )?,
+        let (shared, report) = match self.method.unwrap_or_else(get_start_method) {
+            StartMethod::Fork => {
+                let (pid, report) = fork::launch(
+                    identity,
+                    self.stdin,
+                    !self.leave_stdout,
+                    runner.get(),
+                    ex.bytes(),
+                    ex.fds(),
+                    &self.pass_fds,
+                )?;
+                (ChildShared::new(pid, name, daemon), report)
+            }
+            StartMethod::Spawn => {
+                let (pid, report) = spawn::launch(
+                    identity,
+                    self.stdin,
+                    fnref::name(runner),
+                    ex.bytes(),
+                    ex.fds(),
+                    &self.pass_fds,
+                    tamper,
+                )?;
+                (ChildShared::new(pid, name, daemon), report)
+            }
             StartMethod::Forkserver => {
-                return Err(Error::Invalid(
-                    "the forkserver start method is not implemented yet".into(),
-                ))
+                if !self.pass_fds.is_empty() {
+                    return Err(Error::Invalid(
+                        "Builder::pass_fd is not supported by the forkserver start method yet"
+                            .into(),
+                    ));
+                }
+                let s = forkserver::launch(
+                    identity,
+                    self.stdin,
+                    fnref::name(runner),
+                    ex.bytes(),
+                    ex.fds(),
+                )?;
+                let shared = ChildShared::forkserver_child(s.pid, name, daemon, s.pidfd, s.status);
+                (shared, s.report)
             }
         };
-        let shared = ChildShared::new(pid, name, daemon);
         registry::register(shared.clone());
         Ok(Process {
             shared,
@@ -464,13 +483,13 @@ impl<R: DeserializeOwned> Process<R> {
         self.exitcode().is_none()
     }
 
-    /// A descriptor that becomes readable when the child ends (a pidfd), for
-    /// `poll`/`epoll` or [`connection::wait`](crate::connection).
+    /// A descriptor that becomes readable when the child ends, for
+    /// `poll`/`epoll` or [`connection::wait`](crate::connection): the
+    /// child's pidfd, or (forkserver) the socket on which the fork server
+    /// reports its exit.
     pub fn sentinel(&self) -> BorrowedFd<'_> {
         self.shared
-            .pidfd
-            .as_ref()
-            .map(|p| p.as_fd())
+            .watch_fd()
             .unwrap_or_else(|| self.report.as_fd())
     }
 
@@ -569,12 +588,12 @@ impl<R: DeserializeOwned> Process<R> {
             }
             // Wait for report bytes or for the exit. Without a pidfd, a closed
             // report socket only says the child is about to end: poll briefly.
-            match (&self.shared.pidfd, self.eof) {
+            match (self.shared.watch_fd(), self.eof) {
                 (Some(p), false) => {
-                    crate::sys::poll_readable(&[self.report.as_fd(), p.as_fd()], deadline)?;
+                    crate::sys::poll_readable(&[self.report.as_fd(), p], deadline)?;
                 }
                 (Some(p), true) => {
-                    crate::sys::poll_readable(&[p.as_fd()], deadline)?;
+                    crate::sys::poll_readable(&[p], deadline)?;
                 }
                 (None, false) => {
                     crate::sys::poll_readable(&[self.report.as_fd()], deadline)?;
@@ -705,12 +724,6 @@ pub mod __test {
             .start_runner::<(), ()>(runner_of(nothing), &(), Some(tamper))
     }
 
-    /// Sets how long a spawned child may leave its start message unread
-    /// before `start` gives up (default 30 s).
-    pub fn set_boot_stall(limit: Duration) {
-        spawn::set_boot_stall(limit)
-    }
-
     /// A genuine bootstrap message (as a parent sends it) that starts
     /// `nothing`, for tests of the channel it arrives on.
     pub fn boot_message() -> Result<Vec<u8>> {
@@ -727,6 +740,28 @@ pub mod __test {
             fds: Vec::new(),
             args: Vec::new(),
         })
+    }
+
+    /// The pid of this process's fork server, if one is running.
+    pub fn forkserver_pid() -> Option<i32> {
+        forkserver::server_pid()
+    }
+
+    /// Sends a hand-made request (these bytes, `nfds` descriptors) to this
+    /// process's fork server; `Ok(true)` if it forked a child for it.
+    pub fn forkserver_raw_request(bytes: &[u8], nfds: usize) -> Result<bool> {
+        forkserver::raw_request(bytes, nfds)
+    }
+
+    /// A well-formed fork server request header for `nfds` descriptors.
+    pub fn forkserver_header(nfds: u32) -> Vec<u8> {
+        forkserver::header(nfds)
+    }
+
+    /// Sets how long a spawned child may leave its start message unread
+    /// before `start` gives up (default 30 s).
+    pub fn set_boot_stall(limit: Duration) {
+        spawn::set_boot_stall(limit)
     }
 
     fn runner_of<F, A, R>(f: F) -> &'static FnDesc<Runner>

@@ -14,7 +14,7 @@
 
 use rustix::event::epoll;
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 /// What the handle and the registry share about one child.
@@ -26,6 +26,10 @@ pub(crate) struct ChildShared {
     /// The child's pidfd (the one per child: the handle's sentinel, the
     /// registry's epoll entry and the reaper's watch), when the kernel has them.
     pub(crate) pidfd: Option<OwnedFd>,
+    /// A forkserver child's status socket: the fork server writes the raw
+    /// wait status there when it reaps the child (which is the server's
+    /// child, not ours); end-of-file without a status means the server died.
+    status_sock: Option<OwnedFd>,
     status: Mutex<Option<i32>>,
 }
 
@@ -50,8 +54,38 @@ impl ChildShared {
             name,
             daemon,
             pidfd,
+            status_sock: None,
             status: Mutex::new(None),
         })
+    }
+
+    /// A child started by the fork server: signalled through `pidfd` (sent
+    /// by the server, which opened it before the child could be reaped), and
+    /// reaped by reading its wait status from `status_sock`.
+    pub(crate) fn forkserver_child(
+        pid: i32,
+        name: String,
+        daemon: bool,
+        pidfd: Option<OwnedFd>,
+        status_sock: OwnedFd,
+    ) -> Arc<ChildShared> {
+        Arc::new(ChildShared {
+            pid,
+            name,
+            daemon,
+            pidfd,
+            status_sock: Some(status_sock),
+            status: Mutex::new(None),
+        })
+    }
+
+    /// The descriptor that becomes readable when the child has ended and can
+    /// be reaped: the status socket of a forkserver child, else the pidfd.
+    pub(crate) fn watch_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.status_sock
+            .as_ref()
+            .or(self.pidfd.as_ref())
+            .map(|f| f.as_fd())
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<i32>> {
@@ -70,6 +104,21 @@ impl ChildShared {
 
     fn reap(&self, block: bool) -> Option<i32> {
         let mut st = self.lock();
+        if let (None, Some(sock)) = (*st, &self.status_sock) {
+            let flags = if block {
+                rustix::net::RecvFlags::empty()
+            } else {
+                rustix::net::RecvFlags::DONTWAIT
+            };
+            match super::forkserver::recv_status(sock.as_fd(), flags) {
+                Ok(Some(raw)) => *st = Some(exitcode_of(raw)),
+                // The server died before reporting this child: its status is lost.
+                Ok(None) => *st = Some(255),
+                Err(rustix::io::Errno::AGAIN) => {}
+                Err(_) => *st = Some(255),
+            }
+            return *st;
+        }
         if st.is_none() {
             let mut raw = 0;
             loop {
@@ -97,6 +146,20 @@ impl ChildShared {
     /// Sends `sig` if the child has not been reaped (so its pid is still ours).
     pub(crate) fn signal(&self, sig: i32) -> std::io::Result<()> {
         let st = self.lock();
+        if let (None, Some(_)) = (*st, &self.status_sock) {
+            // Not our child: only its pidfd names it safely (the pid may be
+            // reaped by the server and reused before its status reaches us).
+            let Some(pidfd) = &self.pidfd else {
+                return Ok(());
+            };
+            let sig = rustix::process::Signal::from_named_raw(sig)
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            return match rustix::process::pidfd_send_signal(pidfd, sig) {
+                // Ended, not yet reported by the server: nothing to signal.
+                Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
         if st.is_none() {
             // SAFETY: plain syscall; the pid is unreaped, so it cannot have
             // been recycled for another process.
@@ -162,10 +225,10 @@ impl Registry {
 
     fn insert(&mut self, child: Arc<ChildShared>) {
         let pid = child.pid;
-        let watched = match (&child.pidfd, self.epoll()) {
-            (Some(pidfd), Some(ep)) => epoll::add(
+        let watched = match (child.watch_fd(), self.epoll()) {
+            (Some(fd), Some(ep)) => epoll::add(
                 ep,
-                pidfd,
+                fd,
                 epoll::EventData::new_u64(pid as u64),
                 epoll::EventFlags::IN,
             )
@@ -180,8 +243,8 @@ impl Registry {
 
     fn remove(&mut self, pid: i32) {
         if let Some(child) = self.children.remove(&pid) {
-            if let (Some(pidfd), Some((ep, _))) = (&child.pidfd, &self.epoll) {
-                let _ = epoll::delete(ep, pidfd.as_fd());
+            if let (Some(fd), Some((ep, _))) = (child.watch_fd(), &self.epoll) {
+                let _ = epoll::delete(ep, fd);
             }
         }
     }
@@ -289,7 +352,7 @@ static REAPER_WAKE: std::sync::OnceLock<Option<(std::os::fd::OwnedFd, u32)>> =
 /// never starts another process. Without a pidfd the child is reaped by the
 /// next `start`, `active_children()` or at exit instead.
 pub(crate) fn orphan(child: Arc<ChildShared>) {
-    if child.pidfd.is_none() {
+    if child.watch_fd().is_none() {
         return;
     }
     let wake = REAPER_WAKE.get_or_init(|| {
@@ -326,7 +389,7 @@ fn reaper_loop(wake_r: std::os::fd::OwnedFd) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter_map(|c| c.pidfd.as_ref()?.try_clone().ok())
+            .filter_map(|c| c.watch_fd()?.try_clone_to_owned().ok())
             .collect();
         let mut pfds: Vec<PollFd<'_>> = vec![PollFd::new(wake_r, PollFlags::IN)];
         pfds.extend(watched.iter().map(|fd| PollFd::new(fd, PollFlags::IN)));

@@ -171,7 +171,7 @@ pub(crate) fn set_boot_stall(limit: Duration) {
 /// [`Error::Bootstrap`]. A child that dies before reading it all closes its
 /// end, which ends the wait at once; that death is reported later by `join`,
 /// so it is not an error here.
-fn send_all(sock: &OwnedFd, mut buf: &[u8]) -> Result<()> {
+pub(crate) fn send_all(sock: &OwnedFd, mut buf: &[u8]) -> Result<()> {
     let stall = Duration::from_millis(BOOT_STALL_MS.load(Ordering::Relaxed));
     let mut deadline = Instant::now() + stall;
     while !buf.is_empty() {

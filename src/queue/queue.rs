@@ -1,5 +1,4 @@
 //! `Queue<T>`: Python's `multiprocessing.Queue` over the shared ring.
-
 #![allow(unsafe_code)]
 
 use super::ring::{Ring, Stall, DEFAULT_SLOTS, SLOT};

@@ -11,7 +11,6 @@
 //! with relaxed **atomic** loads (which are defined whatever a peer does:
 //! at worst we copy torn garbage), and decoded from there, where garbage is
 //! a [`Codec`](crate::Error::Codec) error.
-
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;

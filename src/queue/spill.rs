@@ -17,7 +17,6 @@
 //! stores (`tail` after the record is written, `head` after it is copied
 //! out): a holder that dies earlier leaves the log as it found it (its half
 //! record is not in the log; the record it was copying out is still there).
-
 #![allow(unsafe_code)]
 
 use super::ring::{owner_alive, Ring};
