@@ -320,12 +320,15 @@ fn rlock_depth_is_restored() {
 fn dead_waiter_does_not_swallow_notify() {
     let cond = Condition::new().unwrap();
     let cells = Cells::new(4);
-    let dead = Process::builder()
+    let mut dead = Process::builder()
         .start_method(StartMethod::Fork)
         .start(waiter::<RLock>, (cond.clone(), cells.clone(), 0))
         .unwrap();
     eventually("first waiting", || cond.n_waiting() == 1);
     dead.kill().unwrap();
+    // SIGKILL is delivered asynchronously: until the waiter has really ended
+    // it is alive, and a notify may rightly go to it. Wait for its end.
+    assert!(dead.wait(Some(Duration::from_secs(60))).unwrap().is_some());
     let (c, k) = (cond.clone(), cells.clone());
     let live = std::thread::spawn(move || waiter(c, k, 0));
     eventually("second waiting", || {
