@@ -467,33 +467,10 @@ pub fn init() {
     if let Err(why) = check_parent_socket(&sock) {
         fail_bootstrap(None, format!("{BOOT_ENV} names descriptor {fd}, {why}"));
     }
-    let msg = {
-        let mut reader = match sock.try_clone() {
-            Ok(d) => std::fs::File::from(d),
-            Err(e) => fail_bootstrap(
-                Some(&sock),
-                format!("cannot duplicate the bootstrap socket: {e}"),
-            ),
-        };
-        match read_boot(&mut reader) {
-            Ok(m) => m,
-            Err(e) => fail_bootstrap(
-                Some(&sock),
-                e.to_string()
-                    .trim_start_matches("child bootstrap failed: ")
-                    .into(),
-            ),
-        }
-    };
-    match BinaryId::current() {
-        Ok(id) if id == msg.binary => {}
-        Ok(_) => fail_bootstrap(
-            Some(&sock),
-            "the child runs a different binary than the parent (was it rebuilt or replaced?)"
-                .into(),
-        ),
-        Err(e) => fail_bootstrap(Some(&sock), e.to_string()),
-    }
+    let msg = read_checked_boot(
+        &sock,
+        "the child runs a different binary than the parent (was it rebuilt or replaced?)",
+    );
     for &f in &msg.fds {
         // SAFETY: only borrowed for the duration of the check.
         if rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(f) }).is_err() {
@@ -504,16 +481,7 @@ pub fn init() {
     // this child; they are checked open above and owned by nothing else here.
     let im = unsafe { Importer::from_raw(msg.args, &msg.fds) };
     CURRENT.set_child(msg.identity);
-    let runner = match fnref::resolve::<Runner>(msg.runner_offset) {
-        Ok(r) => r,
-        Err(e) => fail_bootstrap(
-            Some(&sock),
-            format!(
-                "the target cannot be found in this binary ({})",
-                e.to_string().trim_start_matches("child bootstrap failed: ")
-            ),
-        ),
-    };
+    let runner = resolve_runner(&sock, msg.runner_offset);
     run_child(sock, runner, im)
 }
 
@@ -524,32 +492,10 @@ pub fn init() {
 /// inherited numbers. The peer check of [`init`] does not apply (the peer is
 /// the requester, and the server checked it); the binary check does.
 pub(crate) fn run_forkserver_child(sock: OwnedFd, args: Vec<OwnedFd>) -> ! {
-    let msg = {
-        let mut reader = match sock.try_clone() {
-            Ok(d) => std::fs::File::from(d),
-            Err(e) => fail_bootstrap(
-                Some(&sock),
-                format!("cannot duplicate the bootstrap socket: {e}"),
-            ),
-        };
-        match read_boot(&mut reader) {
-            Ok(m) => m,
-            Err(e) => fail_bootstrap(
-                Some(&sock),
-                e.to_string()
-                    .trim_start_matches("child bootstrap failed: ")
-                    .into(),
-            ),
-        }
-    };
-    match BinaryId::current() {
-        Ok(id) if id == msg.binary => {}
-        Ok(_) => fail_bootstrap(
-            Some(&sock),
-            "the fork server runs a different binary than its client".into(),
-        ),
-        Err(e) => fail_bootstrap(Some(&sock), e.to_string()),
-    }
+    let msg = read_checked_boot(
+        &sock,
+        "the fork server runs a different binary than its client",
+    );
     if !msg.fds.is_empty() {
         fail_bootstrap(
             Some(&sock),
@@ -558,17 +504,50 @@ pub(crate) fn run_forkserver_child(sock: OwnedFd, args: Vec<OwnedFd>) -> ! {
     }
     let im = Importer::new(msg.args, args);
     CURRENT.set_child(msg.identity);
-    let runner = match fnref::resolve::<Runner>(msg.runner_offset) {
+    let runner = resolve_runner(&sock, msg.runner_offset);
+    run_child(sock, runner, im)
+}
+
+/// Reads the [`BootMsg`] from the bootstrap socket and checks that this
+/// process runs the sender's binary; any failure is reported on the socket
+/// and ends the child (`mismatch` says what a different binary means here).
+fn read_checked_boot(sock: &OwnedFd, mismatch: &str) -> BootMsg {
+    let mut reader = match sock.try_clone() {
+        Ok(d) => std::fs::File::from(d),
+        Err(e) => fail_bootstrap(
+            Some(sock),
+            format!("cannot duplicate the bootstrap socket: {e}"),
+        ),
+    };
+    let msg = match read_boot(&mut reader) {
+        Ok(m) => m,
+        Err(e) => fail_bootstrap(
+            Some(sock),
+            e.to_string()
+                .trim_start_matches("child bootstrap failed: ")
+                .into(),
+        ),
+    };
+    match BinaryId::current() {
+        Ok(id) if id == msg.binary => msg,
+        Ok(_) => fail_bootstrap(Some(sock), mismatch.into()),
+        Err(e) => fail_bootstrap(Some(sock), e.to_string()),
+    }
+}
+
+/// The runner a bootstrap message names, validated (see [`fnref::resolve`]);
+/// a bad name is reported on the socket and ends the child.
+fn resolve_runner(sock: &OwnedFd, name: i64) -> Runner {
+    match fnref::resolve::<Runner>(name) {
         Ok(r) => r,
         Err(e) => fail_bootstrap(
-            Some(&sock),
+            Some(sock),
             format!(
                 "the target cannot be found in this binary ({})",
                 e.to_string().trim_start_matches("child bootstrap failed: ")
             ),
         ),
-    };
-    run_child(sock, runner, im)
+    }
 }
 
 /// Whether this program runs with `AT_SECURE` (set-user-ID, set-group-ID or
