@@ -212,11 +212,19 @@ impl Shared {
         );
         let proc = b.start(worker_main, args)?;
         let pid = proc.pid();
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_raw(pid)
-                .ok_or_else(|| Error::Invalid("worker pid 0".into()))?,
-            rustix::process::PidfdFlags::empty(),
-        )?;
+        // Watch what `wait` reaps from: a forkserver worker is the fork
+        // server's child, whose pidfd becomes readable as soon as it exits,
+        // before the server has reported the status that `wait` returns
+        // (reading it then gave a bogus -9); its status socket is readable
+        // only once the status is there.
+        let pidfd = match proc.exit_fd() {
+            Some(fd) => fd.try_clone_to_owned()?,
+            None => rustix::process::pidfd_open(
+                rustix::process::Pid::from_raw(pid)
+                    .ok_or_else(|| Error::Invalid("worker pid 0".into()))?,
+                rustix::process::PidfdFlags::empty(),
+            )?,
+        };
         Ok(Worker::new(proc, parent, pidfd, journal))
     }
 

@@ -493,6 +493,13 @@ impl<R: DeserializeOwned> Process<R> {
             .unwrap_or_else(|| self.report.as_fd())
     }
 
+    /// The descriptor from which [`wait`](Self::wait) learns the exit: the
+    /// pidfd, or (forkserver) the status socket, readable only once the
+    /// fork server has reported the status. `None` without pidfds.
+    pub(crate) fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.shared.watch_fd()
+    }
+
     /// The descriptors a waiter must watch: the report socket (the child may
     /// block writing a large report until it is read) and the pidfd, if any.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
