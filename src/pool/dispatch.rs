@@ -221,7 +221,7 @@ impl Shared {
             Some(fd) => fd.try_clone_to_owned()?,
             None => rustix::process::pidfd_open(
                 rustix::process::Pid::from_raw(pid)
-                    .ok_or_else(|| Error::Invalid("worker pid 0".into()))?,
+                    .ok_or_else(|| Error::Io(std::io::Error::other("a worker has pid 0")))?,
                 rustix::process::PidfdFlags::empty(),
             )?,
         };
@@ -236,7 +236,7 @@ impl Shared {
         let unsent = {
             let mut core = lock(&self.core);
             if core.state != State::Running {
-                return Err(Error::Invalid("the pool is not running".into()));
+                return Err(Error::BrokenPool);
             }
             self.outstanding.fetch_add(batches.len(), SeqCst);
             core.pending.extend(batches);
