@@ -500,13 +500,13 @@ impl<R: DeserializeOwned> Process<R> {
     }
 
     /// The descriptors a waiter must watch: the report socket (the child may
-    /// block writing a large report until it is read) and the pidfd, if any.
+    /// block writing a large report until it is read) and [`exit_fd`](Self::exit_fd),
+    /// if any. Not a forkserver child's pidfd: it becomes readable before the
+    /// fork server has reported the status, and an edge-triggered waiter
+    /// that looked then would get no further event.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn wait_fds(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
-        (
-            self.report.as_fd(),
-            self.shared.pidfd.as_ref().map(|p| p.as_fd()),
-        )
+        (self.report.as_fd(), self.exit_fd())
     }
 
     /// Sends SIGTERM (Python's `terminate()`). Does nothing once the child is reaped.
