@@ -92,8 +92,15 @@ fn an_unrelated_pipe_sees_eof_while_a_forked_child_lives() {
     }
 }
 
-fn is_fd_open(fd: i32) -> bool {
+/// Whether descriptor `fd` is open on the pipe whose inode is `ino` (the
+/// child's own descriptors may take the number of one it did not get).
+fn is_fd_open(fd: i32, ino: u64) -> bool {
+    // SAFETY: only borrowed for this check.
     is_open(fd)
+        && rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(fd) })
+            .unwrap()
+            .st_ino
+            == ino
 }
 
 /// `pass_fd` keeps a descriptor open at its number (subprocess's `pass_fds`).
@@ -102,9 +109,10 @@ fn pass_fd_keeps_a_descriptor_by_number() {
     for m in METHODS {
         let (r, _w) = rustix::pipe::pipe().unwrap();
         let fd = r.as_raw_fd();
+        let ino = rustix::fs::fstat(&r).unwrap().st_ino;
         let mut p = Process::builder()
             .start_method(m)
-            .start(is_fd_open, (fd,))
+            .start(is_fd_open, (fd, ino))
             .unwrap();
         assert!(
             !p.join_timeout(LONG).unwrap(),
@@ -113,7 +121,7 @@ fn pass_fd_keeps_a_descriptor_by_number() {
         let mut p = Process::builder()
             .start_method(m)
             .pass_fd(r.as_fd())
-            .start(is_fd_open, (fd,))
+            .start(is_fd_open, (fd, ino))
             .unwrap();
         assert!(p.join_timeout(LONG).unwrap(), "{m:?}: passed, yet closed");
     }
