@@ -126,3 +126,53 @@ fn pass_fd_keeps_a_descriptor_by_number() {
         assert!(p.join_timeout(LONG).unwrap(), "{m:?}: passed, yet closed");
     }
 }
+
+/// Many pipe read ends, handed off as one argument.
+struct ReadEnds(Vec<OwnedFd>);
+
+impl multiproc::handoff::Handoff for ReadEnds {
+    fn export<'a>(&'a self, ex: &mut multiproc::handoff::Exporter<'a>) -> multiproc::Result<()> {
+        ex.write(&(self.0.len() as u32))?;
+        for fd in &self.0 {
+            ex.write_fd(fd.as_fd())?;
+        }
+        Ok(())
+    }
+    fn import(im: &mut multiproc::handoff::Importer) -> multiproc::Result<Self> {
+        let n: u32 = im.read()?;
+        (0..n).map(|_| im.read_fd()).collect::<Result<_, _>>().map(ReadEnds)
+    }
+}
+
+/// Reads one byte from each end, in order.
+fn read_each(ends: ReadEnds) -> Vec<u8> {
+    ends.0
+        .iter()
+        .map(|fd| {
+            let mut b = [0u8];
+            assert_eq!(rustix::io::read(fd, &mut b).unwrap(), 1);
+            b[0]
+        })
+        .collect()
+}
+
+/// More descriptors than one `SCM_RIGHTS` message carries (250) reach a
+/// child, each the right one, in order.
+#[test]
+fn hundreds_of_handed_off_descriptors_arrive_in_order() {
+    for m in METHODS {
+        let pipes: Vec<(OwnedFd, OwnedFd)> =
+            (0..300).map(|_| rustix::pipe::pipe().unwrap()).collect();
+        for (i, (_, w)) in pipes.iter().enumerate() {
+            rustix::io::write(w, &[i as u8]).unwrap();
+        }
+        let (ends, _writers): (Vec<OwnedFd>, Vec<OwnedFd>) = pipes.into_iter().unzip();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(read_each, (ReadEnds(ends),))
+            .unwrap();
+        let got = p.join_timeout(LONG).unwrap();
+        let want: Vec<u8> = (0..300).map(|i| i as u8).collect();
+        assert_eq!(got, want, "{m:?}");
+    }
+}

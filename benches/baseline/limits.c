@@ -192,7 +192,7 @@ static double spawn_exit0_1gib(long n, const void *cfg) {
  * before exiting (as a library that hands a child only its own resources
  * must). */
 struct live_cfg {
-    int live, fds_per_child;
+    int live, fds_per_child, close_in_child;
 };
 
 static double fork_exit_with_live(long n, const void *arg) {
@@ -232,7 +232,7 @@ static double fork_exit_with_live(long n, const void *arg) {
     for (long i = 0; i < n; i++) {
         pid_t pid = fork_or_die();
         if (pid == 0) {
-            if (cfg->fds_per_child) syscall(SYS_close_range, 3u, ~0u, 0u);
+            if (cfg->close_in_child) syscall(SYS_close_range, 3u, ~0u, 0u);
             _exit(0);
         }
         wait_ok(pid);
@@ -876,14 +876,19 @@ int main(int argc, char **argv) {
     if (wanted("start")) {
         record("fork_exit_waitpid_us", "us/process", "fork(); child _exit(0); waitpid()",
                fork_exit, scaled(1000), NULL);
-        static const struct live_cfg live_bare = {2000, 0}, live_fds = {2000, 2};
+        static const struct live_cfg live_bare = {2000, 0, 0}, live_fds = {2000, 2, 0},
+                                     live_fds_closed = {2000, 2, 1};
         record("fork_exit_waitpid_2000_live_us", "us/process",
                "as fork_exit_waitpid_us with 2000 idle forked children alive", fork_exit_with_live,
                scaled(1000), &live_bare);
-        record("fork_close_fds_exit_waitpid_2000_live_us", "us/process",
+        record("fork_exit_waitpid_2000_live_4000_fds_us", "us/process",
                "as fork_exit_waitpid_2000_live_us; the parent holds a socket and a pidfd per "
-               "live child, and each forked child closes all but stdio",
+               "live child",
                fork_exit_with_live, scaled(1000), &live_fds);
+        record("fork_close_fds_exit_waitpid_2000_live_us", "us/process",
+               "as fork_exit_waitpid_2000_live_4000_fds_us; each forked child closes all but "
+               "stdio first",
+               fork_exit_with_live, scaled(1000), &live_fds_closed);
         record("fork32_then_reap_all_ms", "ms total", "32 fork()s (_exit(0)), then 32 waitpid()s",
                fork32, 32, NULL);
         if (access(exit0_path, X_OK) == 0) {
