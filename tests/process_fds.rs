@@ -140,7 +140,10 @@ impl multiproc::handoff::Handoff for ReadEnds {
     }
     fn import(im: &mut multiproc::handoff::Importer) -> multiproc::Result<Self> {
         let n: u32 = im.read()?;
-        (0..n).map(|_| im.read_fd()).collect::<Result<_, _>>().map(ReadEnds)
+        (0..n)
+            .map(|_| im.read_fd())
+            .collect::<Result<_, _>>()
+            .map(ReadEnds)
     }
 }
 
@@ -175,4 +178,34 @@ fn hundreds_of_handed_off_descriptors_arrive_in_order() {
         let want: Vec<u8> = (0..300).map(|i| i as u8).collect();
         assert_eq!(got, want, "{m:?}");
     }
+}
+
+/// With a libc whose `posix_spawn` cannot close descriptors, a spawned child
+/// closes what it does not keep itself, before its target runs: the same
+/// guarantees hold (opted-in descriptors stay; others are gone).
+#[test]
+fn a_spawned_child_closes_what_the_spawn_could_not() {
+    use multiproc::process::__test::spawn_child_closes;
+    let extra: Vec<(OwnedFd, OwnedFd)> = (0..40).map(|_| rustix::pipe::pipe().unwrap()).collect();
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let ino = rustix::fs::fstat(&r).unwrap().st_ino;
+    spawn_child_closes(true);
+    let (a, _b) = Pipe::duplex().unwrap();
+    let listed = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .start(list_fds, (a,))
+        .and_then(|mut p| p.join_timeout(LONG));
+    let passed = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .pass_fd(r.as_fd())
+        .start(is_fd_open, (r.as_raw_fd(), ino))
+        .and_then(|mut p| p.join_timeout(LONG));
+    spawn_child_closes(false);
+    let fds = listed.unwrap();
+    let mut files: Vec<&str> = fds.iter().map(|f| f.split_once(':').unwrap().1).collect();
+    files.sort();
+    files.dedup();
+    assert!(files.len() <= 5, "the child holds {fds:?}");
+    assert!(passed.unwrap(), "passed, yet closed");
+    drop(extra);
 }

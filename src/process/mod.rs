@@ -781,6 +781,13 @@ pub mod __test {
         spawn::set_boot_stall(limit)
     }
 
+    /// Makes spawned children close the descriptors they do not keep
+    /// themselves after `exec` (the path taken with a libc whose
+    /// `posix_spawn` cannot close them), or not (the default).
+    pub fn spawn_child_closes(on: bool) {
+        spawn::set_child_closes(on)
+    }
+
     fn runner_of<F, A, R>(f: F) -> &'static FnDesc<Runner>
     where
         F: TaskFn<A, R>,

@@ -65,7 +65,7 @@ pub(crate) fn launch(
     let boot_fd = (3..)
         .find(|n| keep.binary_search(n).is_err())
         .expect("a free number");
-    let closes = posix_spawn::closes_others();
+    let closes = posix_spawn::closes_others() && !CHILD_CLOSES.load(Ordering::Relaxed);
     let mut msg = BootMsg {
         binary: BinaryId::current()?,
         runner_offset,
@@ -140,6 +140,16 @@ fn environment_with(name: &str, value: &str) -> Vec<CString> {
         .collect();
     env.extend(CString::new(format!("{name}={value}")));
     env
+}
+
+/// Makes spawned children close the descriptors they do not keep themselves,
+/// as on a libc whose `posix_spawn` cannot (tests).
+static CHILD_CLOSES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes spawned children close what they do not keep themselves (tests).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn set_child_closes(on: bool) {
+    CHILD_CLOSES.store(on, Ordering::Relaxed);
 }
 
 /// How long a spawned child may leave its start message unread (no byte
