@@ -48,7 +48,7 @@ pub(crate) fn launch(
     tamper: Option<Tamper>,
 ) -> Result<(i32, OwnedFd)> {
     if fds.len() > MAX_HANDED_OFF {
-        return Err(Error::Invalid(format!(
+        return Err(Error::unsupported(format!(
             "a spawned child takes at most {MAX_HANDED_OFF} descriptors ({} given)",
             fds.len()
         )));
@@ -210,7 +210,7 @@ pub(crate) fn send_all(sock: &OwnedFd, mut buf: &[u8], fds: &[BorrowedFd<'_>]) -
             Err(rustix::io::Errno::AGAIN) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Error::Bootstrap(format!(
+                    return Err(Error::bootstrap(format!(
                         "the spawned child did not read its start message for {} s; \
                          does its program call `multiproc::init()` as the first line of `main`?",
                         stall.as_secs_f64()
