@@ -534,71 +534,21 @@ pub(crate) fn run_forkserver_child(sock: OwnedFd, mut args: Vec<OwnedFd>) -> ! {
             ),
         );
     }
+    // The opted-in descriptors go to their numbers, after moving the
+    // bootstrap socket and the handed-off ones off those numbers.
     let passed = args.split_off(msg.nfds as usize);
-    let sock = match place_opted_in(sock, &mut args, passed, &msg.keep) {
-        Ok(s) => s,
-        Err((s, why)) => fail_bootstrap(Some(&s), why),
-    };
+    let mut sock = sock;
+    let mut held: Vec<&mut OwnedFd> = std::iter::once(&mut sock).chain(args.iter_mut()).collect();
+    // SAFETY: the fork server's child closed every descriptor but its
+    // stdio, the bootstrap socket and the request's descriptors, which are
+    // all in `held` or `passed`.
+    if let Err(why) = unsafe { crate::sys::fds::place_at_numbers(passed, &msg.keep, &mut held) } {
+        fail_bootstrap(Some(&sock), why);
+    }
     let im = Importer::new(msg.args, args);
     CURRENT.set_child(msg.identity);
     let runner = resolve_runner(&sock, msg.runner_offset);
     run_child(sock, runner, im)
-}
-
-/// Puts each of `passed` at its number in `targets` (a forkserver child's
-/// opted-in descriptors), first moving the bootstrap socket and the
-/// handed-off descriptors off those numbers. The placed descriptors are
-/// owned by nothing here: they stay open for the target to find by number.
-fn place_opted_in(
-    mut sock: OwnedFd,
-    args: &mut [OwnedFd],
-    passed: Vec<OwnedFd>,
-    targets: &[RawFd],
-) -> std::result::Result<OwnedFd, (OwnedFd, String)> {
-    let Some(&top) = targets.iter().max() else {
-        return Ok(sock);
-    };
-    let valid = targets.windows(2).all(|w| w[0] < w[1]) && targets[0] > 2;
-    if !valid || passed.len() != targets.len() {
-        return Err((sock, "bad opted-in descriptor numbers".into()));
-    }
-    let above = |fd: &OwnedFd| rustix::io::fcntl_dupfd_cloexec(fd, top.saturating_add(1));
-    if targets.contains(&sock.as_raw_fd()) {
-        match above(&sock) {
-            Ok(new) => sock = new,
-            Err(e) => return Err((sock, format!("cannot move a descriptor: {e}"))),
-        }
-    }
-    for f in args.iter_mut() {
-        if targets.contains(&f.as_raw_fd()) {
-            match above(f) {
-                Ok(new) => *f = new,
-                Err(e) => return Err((sock, format!("cannot move a descriptor: {e}"))),
-            }
-        }
-    }
-    let mut moved = Vec::with_capacity(passed.len());
-    for p in passed {
-        if targets.contains(&p.as_raw_fd()) {
-            match above(&p) {
-                Ok(new) => moved.push(new),
-                Err(e) => return Err((sock, format!("cannot move a descriptor: {e}"))),
-            }
-        } else {
-            moved.push(p);
-        }
-    }
-    for (src, &to) in moved.iter().zip(targets) {
-        // SAFETY: `to` is no descriptor this process uses any more (every
-        // one it holds was moved above the highest target), so `dup2` only
-        // puts a new descriptor there, which nothing here owns: it is left
-        // open for the target, as an inherited descriptor is.
-        if unsafe { libc::dup2(src.as_raw_fd(), to) } != to {
-            let e = std::io::Error::last_os_error();
-            return Err((sock, format!("cannot open descriptor {to}: {e}")));
-        }
-    }
-    Ok(sock)
 }
 
 /// Reads the [`BootMsg`] from the bootstrap socket and checks that this
@@ -606,11 +556,7 @@ fn place_opted_in(
 /// and ends the child (`mismatch` says what a different binary means here).
 /// Also returns the descriptors that came with the message.
 fn read_checked_boot(sock: &OwnedFd, mismatch: &str) -> (BootMsg, Vec<OwnedFd>) {
-    let mut reader = ScmReader {
-        sock: sock.as_fd(),
-        fds: Vec::new(),
-        truncated: false,
-    };
+    let mut reader = crate::sys::scm::ScmReader::new(sock.as_fd());
     let msg = match read_boot(&mut reader) {
         Ok(m) => m,
         Err(e) => fail_bootstrap(
@@ -620,32 +566,16 @@ fn read_checked_boot(sock: &OwnedFd, mismatch: &str) -> (BootMsg, Vec<OwnedFd>) 
                 .into(),
         ),
     };
-    if reader.truncated {
+    if reader.truncated() {
         fail_bootstrap(
             Some(sock),
             "descriptors that came with the start message were lost".into(),
         );
     }
     match BinaryId::current() {
-        Ok(id) if id == msg.binary => (msg, reader.fds),
+        Ok(id) if id == msg.binary => (msg, reader.into_fds()),
         Ok(_) => fail_bootstrap(Some(sock), mismatch.into()),
         Err(e) => fail_bootstrap(Some(sock), e.to_string()),
-    }
-}
-
-/// Reads a socket, keeping the descriptors that come with the bytes.
-struct ScmReader<'a> {
-    sock: std::os::fd::BorrowedFd<'a>,
-    fds: Vec<OwnedFd>,
-    truncated: bool,
-}
-
-impl Read for ScmReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let got = crate::sys::scm::recv_with_fds(self.sock, buf, rustix::net::RecvFlags::empty())?;
-        self.truncated |= got.truncated;
-        self.fds.extend(got.fds);
-        Ok(got.bytes)
     }
 }
 

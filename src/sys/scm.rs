@@ -85,3 +85,41 @@ pub(crate) fn recv_with_fds(
             .intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC),
     })
 }
+
+/// A [`Read`](std::io::Read) over a socket that keeps the descriptors that
+/// come with the bytes, in order.
+pub(crate) struct ScmReader<'a> {
+    sock: BorrowedFd<'a>,
+    fds: Vec<OwnedFd>,
+    truncated: bool,
+}
+
+impl<'a> ScmReader<'a> {
+    pub(crate) fn new(sock: BorrowedFd<'a>) -> ScmReader<'a> {
+        ScmReader {
+            sock,
+            fds: Vec::new(),
+            truncated: false,
+        }
+    }
+
+    /// Whether descriptors were lost (more came at once than
+    /// [`recv_with_fds`] has room for).
+    pub(crate) fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The descriptors received so far.
+    pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
+        self.fds
+    }
+}
+
+impl std::io::Read for ScmReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let got = recv_with_fds(self.sock, buf, RecvFlags::empty())?;
+        self.truncated |= got.truncated;
+        self.fds.extend(got.fds);
+        Ok(got.bytes)
+    }
+}
