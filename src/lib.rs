@@ -64,6 +64,7 @@ pub mod connection;
 mod context;
 mod error;
 pub mod handoff;
+pub mod logging;
 pub mod manager;
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -78,6 +79,7 @@ pub mod util;
 pub use connection::{Address, Client, Connection, Listener, Pipe};
 pub use context::{cpu_count, get_context, Context};
 pub use error::{AuthError, BootstrapError, CodecError, Error, ProcessFailure, Result};
+pub use logging::log_to_stderr;
 pub use manager::Manager;
 pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};

@@ -221,7 +221,11 @@ impl Driver {
         for w in &self.workers {
             if !w.gone {
                 if let Err(e) = self.comm.send(w.info.rank, TAG_EXIT, &[]) {
-                    eprintln!("multiproc: cannot stop MPI rank {}: {e}", w.info.rank);
+                    log::error!(
+                        target: "multiproc::mpi",
+                        "cannot stop MPI rank {}: {e}",
+                        w.info.rank
+                    );
                     return;
                 }
             }
@@ -232,7 +236,7 @@ impl Driver {
                 Ok(true) => idle = Idle::new(Duration::from_millis(1)),
                 Ok(false) => idle.pause(),
                 Err(e) => {
-                    eprintln!("multiproc: MPI error while stopping the pool: {e}");
+                    log::error!(target: "multiproc::mpi", "MPI error while stopping the pool: {e}");
                     self.fail_all();
                     return;
                 }

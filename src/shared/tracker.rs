@@ -20,8 +20,9 @@
 //! (CPython's own wire format). The program keeps the write end. When the
 //! tracker reads end-of-file, every process holding the write end has ended —
 //! by returning from `main`, `exit`, a panic, or `SIGKILL` alike — and the
-//! tracker unlinks each name still registered, writes one warning to standard
-//! error listing those it removed, and exits. A name that someone else already
+//! tracker unlinks each name still registered, logs one warning listing
+//! those it removed (on standard error: the tracker installs the crate's
+//! stderr logger, see [`crate::logging`]), and exits. A name that someone else already
 //! unlinked is skipped silently.
 //!
 //! Children started by *fork* inherit the write end and report to the same
@@ -46,6 +47,9 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// The `log` target of the tracker's records.
+const LOG_TARGET: &str = "multiproc::resource_tracker";
 
 /// The resource type of shared memory blocks (CPython's name for it).
 pub const SHARED_MEMORY: &str = "shared_memory";
@@ -132,11 +136,12 @@ fn restart(dead: Tracker) -> Result<Tracker> {
     match Tracker::load() {
         Some(t) if t != dead => Ok(t),
         _ => {
-            warn(&format!(
-                "multiproc resource_tracker: process {} died unexpectedly, relaunching. \
-                 Some resources might leak.\n",
+            log::warn!(
+                target: LOG_TARGET,
+                "resource_tracker: process {} died unexpectedly, relaunching. \
+                 Some resources might leak.",
                 dead.pid
-            ));
+            );
             start()
         }
     }
@@ -240,6 +245,9 @@ fn serve(rd: OwnedFd) -> ! {
             0,
         );
     }
+    // No program code runs here to install a logger: the tracker's warnings
+    // go to standard error through the crate's own (see `crate::logging`).
+    crate::logging::install_for_helper_process();
     let mut registered: BTreeSet<(String, String)> = BTreeSet::new();
     let mut reader = BufReader::with_capacity(1 << 16, std::fs::File::from(rd));
     let mut line = Vec::new();
@@ -274,27 +282,20 @@ fn serve(rd: OwnedFd) -> ! {
             match super::shared_memory::unlink_name(name) {
                 Ok(()) => removed.push(format!("'{name}'")),
                 Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => warn(&format!("multiproc resource_tracker: {name:?}: {e}\n")),
+                Err(e) => log::warn!(target: LOG_TARGET, "cannot unlink {name:?}: {e}"),
             }
         }
     }
     if !removed.is_empty() {
-        warn(&format!(
-            "multiproc resource_tracker: There appear to be {} leaked shared_memory objects to clean up at shutdown: [{}]\n",
+        log::warn!(
+            target: LOG_TARGET,
+            "There appear to be {} leaked shared_memory objects to clean up at shutdown: [{}]",
             removed.len(),
             removed.join(", ")
-        ));
+        );
     }
     // SAFETY: ends the tracker; nothing of it must run after this.
     unsafe { libc::_exit(0) }
-}
-
-/// Writes to standard error without taking std's stderr lock (which another
-/// thread of the forked-from program may have held).
-fn warn(msg: &str) {
-    // SAFETY: standard error stays open for the lifetime of the process.
-    let fd = unsafe { BorrowedFd::borrow_raw(2) };
-    let _ = rustix::io::write(fd, msg.as_bytes());
 }
 
 fn parse(line: &[u8]) -> Option<(&str, &str, &str)> {
