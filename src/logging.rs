@@ -48,6 +48,17 @@
 use crate::error::{Error, Result};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::os::fd::AsFd;
+use std::sync::OnceLock;
+
+/// This process's name (`current_process().name`), registered by the
+/// `process` module (above this one) in [`init`](crate::init).
+static PROCESS_NAME: OnceLock<fn() -> String> = OnceLock::new();
+
+/// Called by [`init`](crate::init): where the records' process name comes
+/// from.
+pub(crate) fn set_process_name_source(f: fn() -> String) {
+    let _ = PROCESS_NAME.set(f);
+}
 
 /// The logger of [`log_to_stderr`]: multiproc's records, one `write(2)` each.
 struct StderrLogger;
@@ -80,10 +91,12 @@ impl Log for StderrLogger {
             return;
         }
         // CPython's format: '[%(levelname)s/%(processName)s] %(message)s'.
+        let name = PROCESS_NAME
+            .get()
+            .map_or_else(|| "MainProcess".into(), |f| f());
         let line = format!(
-            "[{}/{}] {}\n",
+            "[{}/{name}] {}\n",
             level_name(record.level()),
-            crate::process::current_process().name,
             record.args()
         );
         write_stderr(line.as_bytes());

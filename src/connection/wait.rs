@@ -3,13 +3,15 @@
 
 use super::{Connection, Listener};
 use crate::error::Result;
-use crate::process::Process;
 use crate::sys;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 /// Something [`wait`] can wait on: it is ready when its descriptor is
-/// readable (or hung up), or when it already holds data.
+/// readable (or hung up), or when it already holds data. Implemented here
+/// for connections, listeners and descriptors, and by
+/// [`Process`](crate::Process) (ready once it has exited), in the
+/// `process` module, which sits above this one.
 pub trait Waitable {
     /// The descriptor to poll for readability.
     fn wait_fd(&self) -> BorrowedFd<'_>;
@@ -26,13 +28,6 @@ impl Waitable for Connection {
     }
     fn ready_now(&self) -> bool {
         self.has_buffered()
-    }
-}
-
-/// A process is ready when it has exited (its [`sentinel`](Process::sentinel)).
-impl<R: serde::Serialize + serde::de::DeserializeOwned> Waitable for Process<R> {
-    fn wait_fd(&self) -> BorrowedFd<'_> {
-        self.sentinel()
     }
 }
 

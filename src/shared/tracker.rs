@@ -6,9 +6,9 @@
 //! The first time a process creates a named resource (a [`SharedMemory`]
 //! block), it starts the tracker: a Unix socket pair (used as a one-way
 //! pipe) is made, a helper child is started
-//! with the crate's [`Process`] API (*spawn* start method, so the tracker is
-//! a small fresh image, not a copy-on-write copy of a big program, and no lock
-//! another thread held can be inherited) and handed the pipe's read end; the
+//! with the *spawn* start method (so the tracker is a small fresh image, not
+//! a copy-on-write copy of a big program, and no lock another thread held can
+//! be inherited) and handed the pipe's read end; the
 //! helper forks the tracker proper and returns at once, so the tracker is
 //! reparented away and never becomes a zombie or a child that `exit` would
 //! wait for. The tracker closes every other descriptor and reads lines from
@@ -36,17 +36,21 @@
 //! no name in `/dev/shm` and vanish with their last descriptor and mapping, so
 //! they cannot leak however the program ends, and the tracker never sees them.
 //!
+//! The tracker sits below [`process`](crate::process) (which keeps its
+//! pipe open across `fork`), so it does not start the helper itself: the
+//! `process` module registers how to (see `set_launcher`) in
+//! [`init`](crate::init).
+//!
 //! [`SharedMemory`]: super::SharedMemory
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
-use crate::{Process, StartMethod};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// The `log` target of the tracker's records.
 const LOG_TARGET: &str = "multiproc::resource_tracker";
@@ -62,6 +66,18 @@ pub const SHARED_MEMORY: &str = "shared_memory";
 static TRACKER: AtomicU64 = AtomicU64::new(0);
 /// Serialises starting (and restarting) the tracker.
 static START: Mutex<()> = Mutex::new(());
+/// Starts the helper process (see [`set_launcher`]).
+static LAUNCHER: OnceLock<Launcher> = OnceLock::new();
+
+/// Starts a *spawned* helper process running [`launch`] with the read end
+/// of the tracker's pipe, waits for it, and returns what `launch` returned.
+pub(crate) type Launcher = fn(ReadEnd) -> Result<i32>;
+
+/// Called by [`init`](crate::init): how to start the tracker's helper
+/// process (the `process` module, above this one, knows how to spawn).
+pub(crate) fn set_launcher(launcher: Launcher) {
+    let _ = LAUNCHER.set(launcher);
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tracker {
@@ -112,8 +128,9 @@ pub(crate) fn inherited_fd() -> Option<std::os::fd::RawFd> {
 ///
 /// # Errors
 ///
-/// The pipe or the helper process could not be created, or this process is
-/// a spawned child whose `main` did not call [`init`](crate::init).
+/// The pipe or the helper process could not be created;
+/// [`Error::InvalidState`] if [`init`](crate::init) was not called (e.g. a
+/// spawned child whose `main` does not call it).
 pub fn ensure_running() -> Result<i32> {
     tracker().map(|t| t.pid)
 }
@@ -149,15 +166,15 @@ fn restart(dead: Tracker) -> Result<Tracker> {
 
 /// Starts a tracker; the caller holds `START`.
 fn start() -> Result<Tracker> {
-    if std::env::var_os("MULTIPROC_BOOTSTRAP_FD").is_some() {
-        // A spawned child whose `main` did not call `multiproc::init()`:
-        // spawning the tracker would run `main` again, and again.
+    let Some(launcher) = LAUNCHER.get() else {
+        // `init()` was not called (e.g. a spawned child whose `main` forgot
+        // it, where spawning the tracker would run `main` again, and again).
         return Err(Error::InvalidState(
             "cannot start the resource tracker: call multiproc::init() first in main \
              (or multiproc::test_support!() in a test crate)"
                 .into(),
         ));
-    }
+    };
     // A socket pair, not a pipe: `send(MSG_NOSIGNAL)` turns a dead tracker
     // into `EPIPE` instead of a `SIGPIPE` that would kill a process which
     // does not ignore it (a spawned child runs before Rust's runtime does).
@@ -171,13 +188,7 @@ fn start() -> Result<Tracker> {
     let _ = rustix::net::shutdown(&wr, rustix::net::Shutdown::Read);
     // Roomy buffers: the tracker reads in bursts (see `serve`). Best effort.
     let _ = rustix::net::sockopt::set_socket_send_buffer_size(&wr, 1 << 20);
-    let mut helper = Process::builder()
-        .name("resource_tracker")
-        .daemon(false)
-        .internal()
-        .start_method(StartMethod::Spawn)
-        .start(launch, (ReadEnd(rd),))?;
-    let pid = helper.join()?;
+    let pid = launcher(ReadEnd(rd))?;
     if pid <= 0 {
         // `launch` returns `-errno` when its fork failed.
         return Err(Error::Io(std::io::Error::from_raw_os_error(-pid)));
@@ -191,7 +202,7 @@ fn start() -> Result<Tracker> {
 }
 
 /// The read end of the tracker pipe, as a process argument.
-struct ReadEnd(OwnedFd);
+pub(crate) struct ReadEnd(OwnedFd);
 
 impl Handoff for ReadEnd {
     fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
@@ -202,8 +213,9 @@ impl Handoff for ReadEnd {
     }
 }
 
-/// The helper child: forks the tracker and returns its pid (or `-errno`).
-fn launch(rd: ReadEnd) -> i32 {
+/// The helper child's target: forks the tracker and returns its pid (or
+/// `-errno`).
+pub(crate) fn launch(rd: ReadEnd) -> i32 {
     // SAFETY: this helper process is a fresh fork with one thread; the
     // grandchild only runs `serve`, which never returns.
     let pid = unsafe { libc::fork() };
@@ -279,7 +291,7 @@ fn serve(rd: OwnedFd) -> ! {
     let mut removed = Vec::new();
     for (rtype, name) in &registered {
         if rtype == SHARED_MEMORY {
-            match super::shared_memory::unlink_name(name) {
+            match crate::sys::shm::unlink(name) {
                 Ok(()) => removed.push(format!("'{name}'")),
                 Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => log::warn!(target: LOG_TARGET, "cannot unlink {name:?}: {e}"),

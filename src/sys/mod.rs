@@ -11,6 +11,7 @@ pub(crate) mod conn_io;
 pub(crate) mod futex;
 pub(crate) mod liveness;
 pub(crate) mod region;
+pub(crate) mod shm;
 
 use crate::error::Result;
 use rustix::event::{PollFd, PollFlags};
