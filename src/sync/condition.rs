@@ -19,6 +19,11 @@
 //! lives; the slot of a dead process is reclaimed and does not use up a
 //! notification. A holder of the lock that dies is reported by the waiter's
 //! re-acquisition as [`Error::OwnerDied`] (the lock is held again all the same).
+//! Killing is asynchronous: a waiter whose process is being killed at the
+//! very moment of `notify` is still alive when `notify` looks, so it may take
+//! that notification with it. A program that kills waiters and must not lose
+//! a wake-up notifies after the killed process has been joined, or uses
+//! `notify_all`.
 #![allow(unsafe_code)]
 
 use super::error::LockResult;
