@@ -44,11 +44,69 @@
 //! fork. Nothing is logged between `fork` and the child's target. The
 //! logger [`log_to_stderr`] installs takes no lock at all (one `write(2)`
 //! per record), so a forked child can log with it safely.
+//!
+//! In a process forked from a parent that had other threads (e.g. a
+//! manager's server started by *fork*), the crate's own records go only to
+//! that lock-free logger: with any other logger they are dropped, since its
+//! lock may have been held at the fork. (Once [`init`](crate::init) ran, a
+//! `pthread_atfork` handler notes before each fork whether other threads
+//! exist.)
+#![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::os::fd::AsFd;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Once, OnceLock};
+
+/// Logs a record of the crate through `log` unless this process was forked
+/// from a multithreaded parent and the logger is not the lock-free one (see
+/// the module docs): `mp_log!(warn, target: "multiproc::pool", "...", ..)`.
+macro_rules! mp_log {
+    ($level:ident, target: $target:expr, $($arg:tt)+) => {
+        if $crate::logging::may_log() {
+            log::$level!(target: $target, $($arg)+);
+        }
+    };
+}
+pub(crate) use mp_log;
+
+/// Set in the parent just before each `fork` (see [`guard_forks`]): whether
+/// other threads ran then. The child inherits the value.
+static THREADS_AT_FORK: AtomicBool = AtomicBool::new(false);
+/// Set in a child forked while its parent had other threads.
+static FORKED_FROM_THREADS: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn before_fork() {
+    // A procfs task directory links to itself, its parent and one directory
+    // per thread.
+    let threads = rustix::fs::stat("/proc/self/task").map_or(1, |st| st.st_nlink.saturating_sub(2));
+    THREADS_AT_FORK.store(threads > 1, Relaxed);
+}
+
+extern "C" fn in_forked_child() {
+    if THREADS_AT_FORK.load(Relaxed) {
+        FORKED_FROM_THREADS.store(true, Relaxed);
+    }
+}
+
+/// Called by [`init`](crate::init): notes, at each `fork`, whether the
+/// child may have inherited a logger's lock held by another thread.
+pub(crate) fn guard_forks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers two `extern "C"` handlers that only make a
+        // `stat` syscall (in the parent, before the fork) and touch atomics
+        // (in the child: async-signal-safe).
+        unsafe { libc::pthread_atfork(Some(before_fork), None, Some(in_forked_child)) };
+    });
+}
+
+/// Whether the crate may log here: not in a child forked from a
+/// multithreaded parent, unless the logger takes no lock.
+pub(crate) fn may_log() -> bool {
+    !FORKED_FROM_THREADS.load(Relaxed) || ours_installed()
+}
 
 /// This process's name (`current_process().name`), registered by the
 /// `process` module (above this one) in [`init`](crate::init).

@@ -22,12 +22,15 @@ struct Capture;
 
 static RECORDS: Mutex<Vec<(Level, String, String)>> = Mutex::new(Vec::new());
 static CAPTURE: Capture = Capture;
+/// The logger's per-record lock, as many loggers have one.
+static GATE: Mutex<()> = Mutex::new(());
 
 impl Log for Capture {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
     fn log(&self, r: &Record<'_>) {
+        let _gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
         RECORDS.lock().unwrap_or_else(|e| e.into_inner()).push((
             r.level(),
             r.target().to_string(),
@@ -204,4 +207,54 @@ fn the_resource_tracker_warns_of_leaks_on_stderr() {
         "{out}"
     );
     assert!(!std::path::Path::new("/dev/shm").join(&name).exists());
+}
+
+fn nothing() {}
+
+/// In a child forked while another thread held the logger's lock: meets a
+/// client with a wrong key, which the crate would log.
+fn forked_child_meets_a_wrong_key() -> u8 {
+    let l = Listener::bind(&Address::arbitrary(), Some(b"right key")).unwrap();
+    let addr = l.address().clone();
+    let t = std::thread::spawn(move || Client::connect(&addr, Some(b"wrong key")));
+    assert!(l.accept().is_err());
+    assert!(t.join().unwrap().is_err());
+    7
+}
+
+/// The crate does not log through a logger whose lock another thread of
+/// the parent held at the fork: the child would deadlock (it hangs here
+/// without the guard, until the deadline fails the test).
+#[test]
+fn a_child_forked_while_the_logger_is_locked_does_not_deadlock() {
+    capture();
+    // The crate warns (in the parent, through the logger) about the first
+    // fork from a multithreaded process: get that over with first.
+    Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(nothing, ())
+        .unwrap()
+        .join_timeout(LONG)
+        .unwrap();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _held = GATE.lock().unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(LONG);
+    });
+    locked_rx.recv().unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(forked_child_meets_a_wrong_key, ())
+        .unwrap();
+    let r = p.join_timeout(LONG);
+    if r.is_err() {
+        // Deadlocked: end it, so that the failure is reported, not a hang.
+        let _ = p.kill();
+        let _ = p.wait(Some(LONG));
+    }
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(r.unwrap(), 7);
 }

@@ -229,7 +229,8 @@ impl Listener {
                 if let Err(e) = &r {
                     // CPython's managers log failed handshakes; a listener
                     // under attack or misconfigured shows up in the log.
-                    log::warn!(
+                    crate::logging::mp_log!(
+                        warn,
                         target: "multiproc::connection",
                         "handshake with a client of {} failed: {e}",
                         self.address

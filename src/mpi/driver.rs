@@ -221,7 +221,8 @@ impl Driver {
         for w in &self.workers {
             if !w.gone {
                 if let Err(e) = self.comm.send(w.info.rank, TAG_EXIT, &[]) {
-                    log::error!(
+                    crate::logging::mp_log!(
+                        error,
                         target: "multiproc::mpi",
                         "cannot stop MPI rank {}: {e}",
                         w.info.rank
@@ -236,7 +237,11 @@ impl Driver {
                 Ok(true) => idle = Idle::new(Duration::from_millis(1)),
                 Ok(false) => idle.pause(),
                 Err(e) => {
-                    log::error!(target: "multiproc::mpi", "MPI error while stopping the pool: {e}");
+                    crate::logging::mp_log!(
+                        error,
+                        target: "multiproc::mpi",
+                        "MPI error while stopping the pool: {e}"
+                    );
                     self.fail_all();
                     return;
                 }

@@ -204,7 +204,7 @@ fn finalize() {
     let universe = world().as_mut().and_then(|w| w.universe.take());
     if universe.is_some() {
         if let Err(e) = raw::barrier_world() {
-            log::error!(target: "multiproc::mpi", "{e}");
+            crate::logging::mp_log!(error, target: "multiproc::mpi", "{e}");
         }
     }
     drop(universe);

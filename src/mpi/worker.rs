@@ -42,7 +42,8 @@ pub(crate) fn serve(comm: Comm) -> ! {
                 match crate::codec::decode::<Welcome>(&msg) {
                     Ok(w) if w.code == code => welcomed = true,
                     Ok(w) => {
-                        log::error!(
+                        crate::logging::mp_log!(
+                            error,
                             target: "multiproc::mpi",
                             "MPI rank {} runs {code}, rank 0 runs {}: not serving",
                             comm.rank,
@@ -50,7 +51,11 @@ pub(crate) fn serve(comm: Comm) -> ! {
                         );
                     }
                     Err(e) => {
-                        log::error!(target: "multiproc::mpi", "bad welcome from rank 0: {e}")
+                        crate::logging::mp_log!(
+                            error,
+                            target: "multiproc::mpi",
+                            "bad welcome from rank 0: {e}"
+                        )
                     }
                 }
             }
@@ -73,7 +78,7 @@ pub(crate) fn serve(comm: Comm) -> ! {
 /// Ends this rank without finalizing MPI (rank 0 is gone or unreachable:
 /// the launcher then ends the job instead of waiting for a finalize).
 fn die(comm: &Comm, why: &str) -> ! {
-    log::error!(target: "multiproc::mpi", "MPI rank {}: {why}", comm.rank);
+    crate::logging::mp_log!(error, target: "multiproc::mpi", "MPI rank {}: {why}", comm.rank);
     std::process::exit(1)
 }
 

@@ -582,7 +582,11 @@ impl Shared {
                         drop(role);
                         self.notify_done();
                         if let Err(e) = r {
-                            log::error!(target: "multiproc::pool", "pool supervisor: {e}");
+                            crate::logging::mp_log!(
+                                error,
+                                target: "multiproc::pool",
+                                "pool supervisor: {e}"
+                            );
                             std::thread::sleep(tick);
                         }
                         armed = false;
@@ -635,7 +639,11 @@ impl Shared {
                         drop(role);
                         self.complete(done);
                         if let Err(e) = r {
-                            log::error!(target: "multiproc::pool", "pool supervisor: {e}");
+                            crate::logging::mp_log!(
+                                error,
+                                target: "multiproc::pool",
+                                "pool supervisor: {e}"
+                            );
                         }
                     }
                     // Whoever drives sees it too.
@@ -797,11 +805,16 @@ fn log_worker_exit(pid: i32, exitcode: i32, replaced: bool) {
         "not replaced"
     };
     if exitcode != 0 {
-        log::warn!(
+        crate::logging::mp_log!(
+            warn,
             target: "multiproc::pool",
             "pool worker {pid} exited with exitcode {exitcode}; {then}"
         );
     } else {
-        log::debug!(target: "multiproc::pool", "pool worker {pid} exited; {then}");
+        crate::logging::mp_log!(
+            debug,
+            target: "multiproc::pool",
+            "pool worker {pid} exited; {then}"
+        );
     }
 }

@@ -9,10 +9,11 @@ use crate::error::Result;
 use crate::shared::tracker::{self, ReadEnd};
 
 /// Tells the tracker how to start its helper, and the logger this
-/// process's name (called by [`init`](crate::init)).
+/// process's name and when it forks (called by [`init`](crate::init)).
 pub(crate) fn register() {
     tracker::set_launcher(start_tracker_helper);
     crate::logging::set_process_name_source(|| super::current_process().name);
+    crate::logging::guard_forks();
 }
 
 /// A *spawned* helper (a small fresh image; no lock another thread held is

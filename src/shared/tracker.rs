@@ -153,7 +153,8 @@ fn restart(dead: Tracker) -> Result<Tracker> {
     match Tracker::load() {
         Some(t) if t != dead => Ok(t),
         _ => {
-            log::warn!(
+            crate::logging::mp_log!(
+                warn,
                 target: LOG_TARGET,
                 "resource_tracker: process {} died unexpectedly, relaunching. \
                  Some resources might leak.",
@@ -294,12 +295,15 @@ fn serve(rd: OwnedFd) -> ! {
             match crate::sys::shm::unlink(name) {
                 Ok(()) => removed.push(format!("'{name}'")),
                 Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!(target: LOG_TARGET, "cannot unlink {name:?}: {e}"),
+                Err(e) => {
+                    crate::logging::mp_log!(warn, target: LOG_TARGET, "cannot unlink {name:?}: {e}")
+                }
             }
         }
     }
     if !removed.is_empty() {
-        log::warn!(
+        crate::logging::mp_log!(
+            warn,
             target: LOG_TARGET,
             "There appear to be {} leaked shared_memory objects to clean up at shutdown: [{}]",
             removed.len(),
