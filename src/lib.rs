@@ -71,6 +71,7 @@ pub mod mpi;
 pub mod pool;
 pub mod process;
 pub mod queue;
+mod resource_tracker;
 pub mod shared;
 pub mod sync;
 pub(crate) mod sys;

@@ -1,12 +1,12 @@
 //! What lower modules need from `process` and cannot import without a
 //! cycle, handed to them by [`register`]: how to start the resource
-//! tracker's helper process ([`shared::tracker`](crate::shared::tracker)
-//! sits below `process`, which keeps the tracker's pipe open across `fork`)
+//! tracker's helper process (the tracker sits below `process`, which keeps
+//! the tracker's pipe open across `fork`)
 //! and this process's name for log records ([`crate::logging`]).
 
 use super::{Process, StartMethod};
 use crate::error::Result;
-use crate::shared::tracker::{self, ReadEnd};
+use crate::resource_tracker::{self as tracker, ReadEnd};
 
 /// Tells the tracker how to start its helper, and the logger this
 /// process's name and when it forks (called by [`init`](crate::init)).

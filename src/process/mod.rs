@@ -646,7 +646,7 @@ impl<R: DeserializeOwned> Process<R> {
 
 /// A process is ready for [`wait`](crate::connection::wait) when it has
 /// exited (its [`sentinel`](Process::sentinel)).
-impl<R: DeserializeOwned> crate::connection::Waitable for Process<R> {
+impl<R: DeserializeOwned> crate::sys::wait::Waitable for Process<R> {
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.sentinel()
     }

@@ -12,6 +12,7 @@ pub(crate) mod futex;
 pub(crate) mod liveness;
 pub(crate) mod region;
 pub(crate) mod shm;
+pub(crate) mod wait;
 
 use crate::error::Result;
 use rustix::event::{PollFd, PollFlags};
