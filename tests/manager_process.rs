@@ -256,6 +256,29 @@ fn proxies_reach_children_under_fork_and_spawn() {
     assert_eq!(d.get(&"child-3".into()).unwrap(), Some(9));
 }
 
+fn put_and_exit_at_once(q: QueueProxy<u64>, n: u64) {
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+    // No flush, no destructor: the process ends right after its last put.
+    std::process::exit(0);
+}
+
+#[test]
+fn puts_that_returned_reach_the_queue_even_if_the_process_ends_at_once() {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<u64>().unwrap();
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let mut p = Process::builder()
+            .start_method(method)
+            .start(put_and_exit_at_once, (q.clone(), 300))
+            .unwrap();
+        let _ = p.join();
+        let got: Vec<u64> = (0..300).map(|_| q.get_timeout(LONG).unwrap()).collect();
+        assert_eq!(got, (0..300).collect::<Vec<_>>());
+    }
+}
+
 fn child_adopts_the_only_proxy(d: DictProxy<u32, u32>, back: QueueProxy<DictProxy<u32, u32>>) {
     // Give the parent time to drop its copy of `d` first.
     std::thread::sleep(Duration::from_millis(200));

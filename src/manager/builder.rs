@@ -3,7 +3,8 @@
 #![allow(unsafe_code)]
 
 use super::custom::{factory, Managed, TypeList};
-use super::proxy::{Endpoint, ProxyCore, WireAddr};
+use super::fault::Answer;
+use super::proxy::{reply_into_answer, Endpoint, ProxyCore, WireAddr};
 use super::server::{Server, CONN_THREAD_PREFIX};
 use super::wire::{Raw, Reply, Request};
 use super::{
@@ -356,10 +357,9 @@ impl Manager {
         let g = lock(&self.control);
         let conn = g.as_ref().ok_or(Error::Closed)?;
         conn.send_bytes(&codec::encode(req)?)?;
-        match conn.recv::<Reply>()? {
-            Reply::Ok(v) => codec::decode(&v.bytes.0),
-            Reply::MethodError(_) => Err(Error::Remote("unexpected answer".into())),
-            Reply::Remote(m) => Err(Error::Remote(m)),
+        match reply_into_answer(conn.recv::<Reply>()?)? {
+            Answer::Ok(b) => codec::decode(&b),
+            Answer::Method(_) => Err(Error::Remote("unexpected answer".into())),
         }
     }
 
