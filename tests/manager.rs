@@ -474,3 +474,78 @@ fn get_many_takes_what_is_there_in_order() {
     assert_eq!(q.get_many(0).unwrap(), vec![42]); // 0 counts as 1
     t.join().unwrap().unwrap();
 }
+
+#[test]
+fn condition_over_an_existing_lock_shares_it() {
+    // manager.Condition(lock)
+    let m = Manager::start().unwrap();
+    let lock = m.lock().unwrap();
+    let c = m.condition_with(&lock).unwrap();
+    c.acquire().unwrap();
+    assert!(lock.locked().unwrap());
+    assert!(!lock.try_acquire().unwrap()); // the same lock, held
+    c.release().unwrap();
+    assert!(!lock.locked().unwrap());
+
+    // A waiter releases the lock while it waits and holds it again after.
+    let (c2, lock2) = (c.clone(), lock.clone());
+    let flag = m.value(false).unwrap();
+    let flag2 = flag.clone();
+    let t = std::thread::spawn(move || -> multiproc::Result<bool> {
+        c2.acquire()?;
+        c2.wait_for(|| flag2.get())?;
+        let held = lock2.locked()?;
+        c2.release()?;
+        Ok(held)
+    });
+    // Taking the lock through its own proxy works while the waiter waits.
+    assert!(eventually(|| lock.try_acquire().unwrap()));
+    flag.set(true).unwrap();
+    // Python's pattern: the lock taken through its proxy, notify through
+    // the condition (a plain Lock is "owned" while anyone holds it).
+    c.notify_all().unwrap();
+    lock.release().unwrap();
+    assert!(t.join().unwrap().unwrap());
+    assert!(!lock.locked().unwrap());
+    assert!(c.notify().is_err()); // nobody holds it
+}
+
+#[test]
+fn condition_over_an_rlock_needs_its_owner() {
+    let m = Manager::start().unwrap();
+    let r = m.rlock().unwrap();
+    let c = m.condition_with(&r).unwrap();
+    r.acquire().unwrap(); // held by the lock's proxy, not the condition's
+    assert!(matches!(
+        c.wait_timeout(Duration::from_millis(10)),
+        Err(Error::Invalid(_))
+    ));
+    assert!(!c.try_acquire().unwrap());
+    r.release().unwrap();
+    c.acquire().unwrap();
+    c.acquire().unwrap(); // re-entrant
+    assert!(!c.wait_timeout(Duration::from_millis(10)).unwrap());
+    // Held twice again after the wait.
+    c.release().unwrap();
+    assert!(!r.clone().try_acquire().unwrap());
+    c.release().unwrap();
+    assert!(r.try_acquire().unwrap());
+    r.release().unwrap();
+}
+
+#[test]
+fn condition_keeps_its_lock_alive_and_refuses_another_manager_s() {
+    let m = Manager::start().unwrap();
+    let lock = m.rlock().unwrap();
+    let c = m.condition_with(&lock).unwrap();
+    drop(lock);
+    c.acquire().unwrap();
+    c.release().unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    drop(c);
+    assert!(eventually(|| m.number_of_objects().unwrap() == 0));
+
+    let other = Manager::start().unwrap();
+    let foreign = other.lock().unwrap();
+    assert!(matches!(m.condition_with(&foreign), Err(Error::Invalid(_))));
+}

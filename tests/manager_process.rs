@@ -137,6 +137,16 @@ fn mark_init() {
     INIT_RAN.store(true, Ordering::SeqCst);
 }
 
+static INIT_ARGS: std::sync::Mutex<Option<(String, u64)>> = std::sync::Mutex::new(None);
+
+fn init_with(name: String, n: u64) {
+    *INIT_ARGS.lock().unwrap() = Some((name, n));
+}
+
+fn init_panics(why: String) {
+    panic!("{why}");
+}
+
 #[derive(Serialize, Deserialize, Default)]
 struct Probe;
 
@@ -147,6 +157,9 @@ impl Probe {
     }
     pub fn pid(&self) -> u32 {
         std::process::id()
+    }
+    pub fn init_args(&self) -> Option<(String, u64)> {
+        INIT_ARGS.lock().unwrap().clone()
     }
 }
 
@@ -224,6 +237,34 @@ fn initializer_runs_in_the_server() {
         assert!(p.init_ran().unwrap(), "{method:?}");
         assert_eq!(Some(p.pid().unwrap() as i32), m.pid());
         assert!(!INIT_RAN.load(Ordering::SeqCst)); // not here
+    }
+}
+
+#[test]
+fn initializer_gets_its_arguments_under_fork_and_spawn() {
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let m = Manager::builder()
+            .start_method(method)
+            .register::<Probe>()
+            .initializer_with(init_with, (format!("{method:?}"), 42))
+            .start()
+            .unwrap();
+        let p = m.create(Probe).unwrap();
+        assert_eq!(p.init_args().unwrap(), Some((format!("{method:?}"), 42)));
+        assert_eq!(Some(p.pid().unwrap() as i32), m.pid());
+        assert!(INIT_ARGS.lock().unwrap().is_none()); // not here
+    }
+}
+
+#[test]
+fn a_failing_initializer_fails_start() {
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let r = Manager::builder()
+            .start_method(method)
+            .initializer_with(init_panics, ("no database".to_string(),))
+            .start();
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("no database"), "{method:?}: {e}");
     }
 }
 

@@ -124,7 +124,9 @@ pub use types::dict::DictProxy;
 pub use types::list::{ArrayProxy, ListProxy};
 pub use types::namespace::{NamespaceProxy, ValueProxy};
 pub use types::queue::{JoinableQueueProxy, QueueProxy};
-pub use types::sync::{BoundedSemaphoreProxy, EventProxy, LockProxy, RLockProxy, SemaphoreProxy};
+pub use types::sync::{
+    BoundedSemaphoreProxy, ConditionLock, EventProxy, LockProxy, RLockProxy, SemaphoreProxy,
+};
 
 /// A typed proxy: implemented by every builtin proxy and by the proxies
 /// `#[multiproc::managed]` generates.

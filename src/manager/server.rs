@@ -234,8 +234,7 @@ impl Server {
                     Err(msg) => return Some(Reply::Remote(msg)),
                 };
                 // Held until the object exists: its arguments may name them.
-                let _refs = refs;
-                let made = match types::make_builtin(typeid, args) {
+                let made = match types::make_builtin(typeid, args, &refs) {
                     Some(r) => r,
                     None => match catch_unwind(|| (self.factory)(typeid, args)) {
                         Ok(Some(r)) => r,

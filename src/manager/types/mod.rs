@@ -45,9 +45,11 @@ impl Wait {
 }
 
 /// Builds a builtin object, or `None` if `typeid` is not a builtin.
+/// `refs` holds the objects the arguments name.
 pub(crate) fn make_builtin(
     typeid: &str,
     args: &[u8],
+    refs: &[ObjRef],
 ) -> Option<std::result::Result<Box<dyn Object>, Fail>> {
     Some(match typeid {
         dict::TYPEID => dict::make(args),
@@ -62,7 +64,7 @@ pub(crate) fn make_builtin(
         sync::SEMAPHORE_TYPEID => sync::make_semaphore(args, false),
         sync::BOUNDED_SEMAPHORE_TYPEID => sync::make_semaphore(args, true),
         sync::EVENT_TYPEID => Ok(Box::new(sync::EventObj::default()) as Box<dyn Object>),
-        condition::TYPEID => Ok(Box::new(condition::ConditionObj::default()) as Box<dyn Object>),
+        condition::TYPEID => condition::make(args, refs),
         barrier::TYPEID => barrier::make(args),
         _ => return None,
     })
