@@ -12,7 +12,7 @@ use super::proxy::WireAddr;
 use super::registry::{ConnId, Fail, ObjRef, Out, Registry};
 use super::types;
 use super::wire::{ObjId, Raw, Reply, Request, Value};
-use crate::connection::{Connection, Listener};
+use crate::connection::{Client, Connection, Listener};
 use crate::error::Result;
 use crate::sys;
 use std::collections::HashMap;
@@ -110,10 +110,16 @@ impl Server {
                 }
             }
         }
-        // Linux: shutting down a listening socket makes every `accept`
-        // blocked on it return (an acceptor inside a handshake finishes it
-        // first, bounded by the handshake timeout).
-        let _ = rustix::net::shutdown(listener.as_fd(), rustix::net::Shutdown::Read);
+        // Wake every acceptor with a connection that fails its handshake:
+        // each then sees `stopping` and ends. (Shutting the listening socket
+        // down instead would leave it readable with nothing to accept, and
+        // `accept` would poll it in a busy loop.)
+        for _ in 0..acceptors.len() {
+            if Client::connect(listener.address(), None).is_err() {
+                let _ = rustix::net::shutdown(listener.as_fd(), rustix::net::Shutdown::Read);
+                break;
+            }
+        }
         drop(listener);
         for a in acceptors {
             let _ = a.join();

@@ -25,6 +25,9 @@ pub(crate) const JOINABLE_TYPEID: &str = "JoinableQueue";
 struct State {
     items: VecDeque<Stored>,
     unfinished: u64,
+    /// Calls waiting on `changed`: a change wakes them only if there are
+    /// any (a `Condvar` notification is a system call even with no waiter).
+    waiting: u32,
 }
 
 pub(crate) struct QueueObj {
@@ -46,6 +49,35 @@ pub(crate) fn make(a: &[u8], joinable: bool) -> std::result::Result<Box<dyn Obje
 }
 
 impl QueueObj {
+    /// Waits for a change (see [`CallCx::wait`]).
+    fn wait<'g>(
+        &self,
+        cx: &CallCx<'_>,
+        mut s: MutexGuard<'g, State>,
+        deadline: Option<std::time::Instant>,
+    ) -> std::result::Result<(MutexGuard<'g, State>, bool), Fail> {
+        s.waiting += 1;
+        match cx.wait(&self.changed, s, deadline) {
+            Ok((mut g, passed)) => {
+                g.waiting -= 1;
+                Ok((g, passed))
+            }
+            Err((mut g, f)) => {
+                g.waiting -= 1;
+                Err(f)
+            }
+        }
+    }
+
+    /// Releases the state after a change, waking the calls waiting for one.
+    fn notify(&self, s: MutexGuard<'_, State>) {
+        let any = s.waiting > 0;
+        drop(s);
+        if any {
+            self.changed.notify_all();
+        }
+    }
+
     fn full(&self, s: &State) -> bool {
         self.maxsize > 0 && s.items.len() >= self.maxsize
     }
@@ -60,7 +92,7 @@ impl QueueObj {
         let deadline = wait.deadline();
         let mut waited = false;
         while s.items.is_empty() {
-            let (g, passed) = cx.wait(&self.changed, s, deadline).map_err(|(_, f)| f)?;
+            let (g, passed) = self.wait(cx, s, deadline)?;
             s = g;
             waited = true;
             if passed && s.items.is_empty() {
@@ -90,7 +122,7 @@ impl Object for QueueObj {
                 let v = cx.store(v)?;
                 let deadline = wait.deadline();
                 while self.full(&s) {
-                    let (g, passed) = cx.wait(&self.changed, s, deadline).map_err(|(_, f)| f)?;
+                    let (g, passed) = self.wait(cx, s, deadline)?;
                     s = g;
                     if passed && self.full(&s) {
                         return Err(err(BuiltinError::Full));
@@ -98,8 +130,7 @@ impl Object for QueueObj {
                 }
                 s.items.push_back(v);
                 s.unfinished += 1;
-                drop(s);
-                self.changed.notify_all();
+                self.notify(s);
                 // Tells the proxy whether its puts may be pipelined.
                 ok(&(self.maxsize == 0))
             }
@@ -107,8 +138,7 @@ impl Object for QueueObj {
                 let wait: Wait = args(a)?;
                 let mut s = self.wait_item(cx, s, wait)?;
                 let item = s.items.pop_front();
-                drop(s);
-                self.changed.notify_all();
+                self.notify(s);
                 let mut refs = Vec::new();
                 let r = item.map(|i| give_owned(i, &mut refs));
                 ok_with(&r, refs)
@@ -123,8 +153,7 @@ impl Object for QueueObj {
                     .drain(..n)
                     .map(|i| give_owned(i, &mut refs))
                     .collect();
-                drop(s);
-                self.changed.notify_all();
+                self.notify(s);
                 ok_with(&items, refs)
             }
             "qsize" => ok(&(s.items.len() as u64)),
@@ -137,15 +166,14 @@ impl Object for QueueObj {
                     )));
                 }
                 s.unfinished -= 1;
-                drop(s);
-                self.changed.notify_all();
+                self.notify(s);
                 ok(&())
             }
             "join" if self.joinable => {
                 let wait: Wait = args(a)?;
                 let deadline = wait.deadline();
                 while s.unfinished > 0 {
-                    let (g, passed) = cx.wait(&self.changed, s, deadline).map_err(|(_, f)| f)?;
+                    let (g, passed) = self.wait(cx, s, deadline)?;
                     s = g;
                     if passed && s.unfinished > 0 {
                         return Err(err(BuiltinError::Timeout));
