@@ -320,6 +320,28 @@ fn puts_that_returned_reach_the_queue_even_if_the_process_ends_at_once() {
     }
 }
 
+fn put_and_return(q: QueueProxy<u64>, n: u64) {
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+}
+
+#[test]
+fn a_child_s_puts_are_all_in_the_queue_once_it_has_returned() {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<u64>().unwrap();
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let mut p = Process::builder()
+            .start_method(method)
+            .start(put_and_return, (q.clone(), 200))
+            .unwrap();
+        p.join().unwrap();
+        // As with Python's synchronous put: no waiting needed.
+        assert_eq!(q.qsize().unwrap(), 200, "{method:?}");
+        assert_eq!(q.get_many(1000).unwrap(), (0..200).collect::<Vec<_>>());
+    }
+}
+
 fn child_adopts_the_only_proxy(d: DictProxy<u32, u32>, back: QueueProxy<DictProxy<u32, u32>>) {
     // Give the parent time to drop its copy of `d` first.
     std::thread::sleep(Duration::from_millis(200));

@@ -206,23 +206,25 @@ fn leave_pending(token: &Token) -> Result<()> {
 ///
 /// # Pipelined calls
 ///
-/// Some calls are *posted* ([`post`](Self::post)): sent without waiting for
-/// an answer, because they cannot fail in the server except by a fault of
-/// the server itself (a put on an unbounded queue of a value that holds no
-/// proxies). What a posted call guarantees:
+/// Some calls are *pipelined*: sent without waiting for an answer, because
+/// they cannot fail in the server except by a fault of the server itself (a
+/// put on an unbounded queue of a value that holds no proxies). What a
+/// pipelined call guarantees:
 ///
 /// - it runs in the server in order with every other call of this proxy
 ///   (one connection, served in order), so a `get` after a `put` on the same
 ///   proxy sees the item;
-/// - it is carried out once its bytes are sent, even if this proxy is
-///   dropped or its process killed right after (the server reads what was
-///   sent before the connection closed);
 /// - other handles and processes see it at the latest when the next call
 ///   of this proxy that waits for an answer returns, or when
-///   [`flush`](Self::flush) returns; cloning or sending a proxy flushes it;
+///   [`flush`](Self::flush) returns; cloning, sending and dropping a proxy
+///   flush it (so a child's puts are in the queue once the child has
+///   returned, as with Python's synchronous put);
+/// - it is carried out once its bytes are sent, even if its process is
+///   killed right after (the server reads what was sent before the
+///   connection closed);
 /// - if it fails all the same, the next call of this proxy that waits for
 ///   an answer (or `flush`) returns that failure as [`Error::Remote`], and
-///   neither that call nor the posted calls after the failed one were made.
+///   neither that call nor the pipelined calls after the failed one were made.
 pub struct ProxyCore {
     token: Token,
     conn: std::result::Result<Connection, String>,
@@ -496,6 +498,19 @@ impl ProxyCore {
     pub fn try_clone(&self) -> Result<ProxyCore> {
         self.flush()?;
         ProxyCore::attach(self.token.clone())
+    }
+}
+
+impl Drop for ProxyCore {
+    /// Flushes pipelined calls (see [Pipelined calls](Self#pipelined-calls));
+    /// a failure, with no call left to report it, is logged as a warning.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            log::warn!(
+                "a pipelined call of a dropped {} proxy failed: {e}",
+                self.token.typeid
+            );
+        }
     }
 }
 
