@@ -302,7 +302,7 @@ fn locks_and_semaphores() {
     let b = m.bounded_semaphore(1).unwrap();
     b.acquire().unwrap();
     b.release().unwrap();
-    assert!(matches!(b.release(), Err(Error::Invalid(_))));
+    assert!(matches!(b.release(), Err(Error::ReleasedTooOften)));
 }
 
 #[test]
@@ -507,7 +507,7 @@ fn condition_over_an_existing_lock_shares_it() {
     lock.release().unwrap();
     assert!(t.join().unwrap().unwrap());
     assert!(!lock.locked().unwrap());
-    assert!(c.notify().is_err()); // nobody holds it
+    assert!(matches!(c.notify(), Err(Error::NotHeld))); // nobody holds it
 }
 
 #[test]
@@ -518,7 +518,7 @@ fn condition_over_an_rlock_needs_its_owner() {
     r.acquire().unwrap(); // held by the lock's proxy, not the condition's
     assert!(matches!(
         c.wait_timeout(Duration::from_millis(10)),
-        Err(Error::Invalid(_))
+        Err(Error::NotHeld)
     ));
     assert!(!c.try_acquire().unwrap());
     r.release().unwrap();

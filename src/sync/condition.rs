@@ -304,10 +304,10 @@ impl<L: SharedLock> Condition<L> {
     }
 
     /// Wakes up to `n` waiters, oldest first. The caller must hold the lock
-    /// ([`Error::Invalid`] otherwise).
+    /// ([`Error::NotHeld`] otherwise).
     pub fn notify(&self, n: usize) -> Result<()> {
         if !self.lock.held_here() {
-            return Err(Error::Invalid("cannot notify on un-acquired lock".into()));
+            return Err(Error::NotHeld);
         }
         let slots = &self.raw().slots;
         let base = self.raw().next_ticket.load(Ordering::Relaxed);
@@ -382,7 +382,7 @@ impl<L: SharedLock> Condition<L> {
                 }
             }
         }
-        Err(Error::Invalid(format!(
+        Err(Error::unsupported(format!(
             "more than {MAX_WAITERS} waiters on one condition"
         )))
     }

@@ -57,10 +57,8 @@ pub(crate) fn make(a: &[u8], refs: &[ObjRef]) -> std::result::Result<Box<dyn Obj
     }))
 }
 
-fn not_owner(what: &str) -> Fail {
-    err(BuiltinError::Invalid(format!(
-        "cannot {what} on un-acquired lock"
-    )))
+fn not_owner() -> Fail {
+    err(BuiltinError::NotHeld)
 }
 
 impl ConditionObj {
@@ -72,7 +70,7 @@ impl ConditionObj {
     /// takes the lock back; whether it was notified.
     fn wait(&self, cx: &CallCx<'_>, wait: Wait) -> std::result::Result<bool, Fail> {
         if !self.lock.is_owned(cx.conn_id) {
-            return Err(not_owner("wait"));
+            return Err(not_owner());
         }
         // Registered while the lock is held: a notify, which needs the lock,
         // cannot come between the release and the wait unseen.
@@ -117,7 +115,7 @@ impl Object for ConditionObj {
             "acquire" => ok(&self.lock.acquire(cx, args(a)?)?),
             "release" => {
                 if !self.lock.is_owned(cx.conn_id) {
-                    return Err(not_owner("release"));
+                    return Err(not_owner());
                 }
                 ok(&self.lock.release(cx.conn_id)?)
             }
@@ -125,7 +123,7 @@ impl Object for ConditionObj {
             "notify" => {
                 let n: u64 = args(a)?;
                 if !self.lock.is_owned(cx.conn_id) {
-                    return Err(not_owner("notify"));
+                    return Err(not_owner());
                 }
                 let mut w = self.waiters();
                 for _ in 0..n {
@@ -183,7 +181,7 @@ impl ConditionProxy {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`](crate::Error::Invalid) if this proxy does not hold
+    /// [`Error::NotHeld`](crate::Error::NotHeld) if this proxy does not hold
     /// the lock (over a plain [`LockProxy`](crate::manager::LockProxy): if
     /// nobody holds it, as in Python).
     pub fn wait(&self) -> Result<()> {

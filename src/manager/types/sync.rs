@@ -80,12 +80,8 @@ impl LockCore {
     pub(crate) fn release(&self, me: ConnId) -> std::result::Result<(), Fail> {
         let mut s = self.state();
         match s.owner {
-            None => return Err(err(BuiltinError::Invalid("release unlocked lock".into()))),
-            Some(o) if self.reentrant && o != me => {
-                return Err(err(BuiltinError::Invalid(
-                    "cannot release un-acquired lock".into(),
-                )))
-            }
+            None => return Err(err(BuiltinError::NotHeld)),
+            Some(o) if self.reentrant && o != me => return Err(err(BuiltinError::NotHeld)),
             Some(_) => {}
         }
         s.count -= 1;
@@ -279,7 +275,7 @@ macro_rules! lock_methods {
             ///
             /// # Errors
             ///
-            /// [`Error::Invalid`](crate::Error::Invalid) if it is not held (for an `RLock`: not
+            /// [`Error::NotHeld`](crate::Error::NotHeld) if it is not held (for an `RLock`: not
             /// held by this proxy).
             pub fn release(&self) -> Result<()> {
                 self.core.call("release", &())
@@ -348,9 +344,7 @@ impl Object for SemaphoreObj {
                 let new = v.saturating_add(n);
                 if let Some(b) = self.bound {
                     if new > b {
-                        return Err(err(BuiltinError::Invalid(
-                            "Semaphore released too many times".into(),
-                        )));
+                        return Err(err(BuiltinError::ReleasedTooOften));
                     }
                 }
                 *v = new;
