@@ -297,48 +297,41 @@ fn proxies_reach_children_under_fork_and_spawn() {
     assert_eq!(d.get(&"child-3".into()).unwrap(), Some(9));
 }
 
-fn put_and_exit_at_once(q: QueueProxy<u64>, n: u64) {
+/// Puts `0..n`; with `exit_at_once`, ends the process right after the last
+/// put (no flush, no destructor).
+fn put_items(q: QueueProxy<u64>, n: u64, exit_at_once: bool) {
     for i in 0..n {
         q.put(i).unwrap();
     }
-    // No flush, no destructor: the process ends right after its last put.
-    std::process::exit(0);
-}
-
-#[test]
-fn puts_that_returned_reach_the_queue_even_if_the_process_ends_at_once() {
-    let m = Manager::start().unwrap();
-    let q = m.queue::<u64>().unwrap();
-    for method in [StartMethod::Fork, StartMethod::Spawn] {
-        let mut p = Process::builder()
-            .start_method(method)
-            .start(put_and_exit_at_once, (q.clone(), 300))
-            .unwrap();
-        let _ = p.join();
-        let got: Vec<u64> = (0..300).map(|_| q.get_timeout(LONG).unwrap()).collect();
-        assert_eq!(got, (0..300).collect::<Vec<_>>());
-    }
-}
-
-fn put_and_return(q: QueueProxy<u64>, n: u64) {
-    for i in 0..n {
-        q.put(i).unwrap();
+    if exit_at_once {
+        std::process::exit(0);
     }
 }
 
 #[test]
-fn a_child_s_puts_are_all_in_the_queue_once_it_has_returned() {
+fn a_child_s_puts_reach_the_queue_even_if_it_ends_at_once() {
     let m = Manager::start().unwrap();
     let q = m.queue::<u64>().unwrap();
     for method in [StartMethod::Fork, StartMethod::Spawn] {
-        let mut p = Process::builder()
-            .start_method(method)
-            .start(put_and_return, (q.clone(), 200))
-            .unwrap();
-        p.join().unwrap();
-        // As with Python's synchronous put: no waiting needed.
-        assert_eq!(q.qsize().unwrap(), 200, "{method:?}");
-        assert_eq!(q.get_many(1000).unwrap(), (0..200).collect::<Vec<_>>());
+        for exit_at_once in [false, true] {
+            let mut p = Process::builder()
+                .start_method(method)
+                .start(put_items, (q.clone(), 200, exit_at_once))
+                .unwrap();
+            p.join().unwrap();
+            if !exit_at_once {
+                // Returned (its proxy dropped): all in, as with Python's
+                // synchronous put, no waiting needed.
+                assert_eq!(q.qsize().unwrap(), 200, "{method:?}");
+            }
+            // Ended at once: every put that returned still arrives.
+            let got: Vec<u64> = (0..200).map(|_| q.get_timeout(LONG).unwrap()).collect();
+            assert_eq!(
+                got,
+                (0..200).collect::<Vec<_>>(),
+                "{method:?} {exit_at_once}"
+            );
+        }
     }
 }
 
