@@ -255,7 +255,10 @@ macro_rules! queue_methods {
             /// other calls (a `get` on this proxy after it sees the item),
             /// it is carried out even if this process dies right after,
             /// and other processes see it at the latest when this proxy's
-            /// next other call (or [`flush`](Self::flush)) returns.
+            /// next other call (or [`flush`](Self::flush)) returns, or once
+            /// it is dropped (a child's puts are in the queue when it has
+            /// returned). Before telling another process through another
+            /// channel (an event, a pipe) that items are there, call `flush`.
             /// A put of a value holding proxies, and every put on a bounded
             /// queue, waits for its answer as Python's does. Should the
             /// server fail a pipelined put all the same, the next call of
