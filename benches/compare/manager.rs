@@ -1,8 +1,9 @@
 //! Section `manager`: a managed dict's round trip (one `insert` or one
 //! `get`, each a request and its answer through the server), the same with
-//! the client and the server process on one CPU, and a managed queue's
-//! items/s (one producer process `put`s through its proxy, the parent takes
-//! them through its own: one `get` per item, and `get_many`) — as
+//! the client and the server process on one CPU, a managed queue's put then
+//! get through one proxy, and its items/s (one producer process `put`s
+//! through its proxy, the parent takes them through its own: one `get` per
+//! item, and `get_many`) — as
 //! `bench_mp.py`'s `sec_manager` (fork, clock from a barrier to the last
 //! item). The dict round trips are paired with the C socketpair round trips.
 
@@ -94,6 +95,15 @@ pub fn run(b: &mut Bench) {
 
     let q = m.queue::<u64>().expect("queue");
     let nq = b.n(10_000);
+    // Python's `q.put(i); q.get()` in one process, through one proxy.
+    b.record("manager_queue_put_get_us", Unit::Us("us/put+get"), || {
+        let t0 = Instant::now();
+        for i in 0..nq as u64 {
+            q.put(i).expect("put");
+            q.get().expect("get");
+        }
+        secs(t0) / nq as f64 * 1e6
+    });
     b.record("manager_queue_items_per_s", Unit::Rate("items/s"), || {
         queue_rate(&q, nq, |q| {
             q.get().expect("get");
