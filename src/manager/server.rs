@@ -179,7 +179,7 @@ impl Server {
                 // Closed, truncated, oversized or broken: drop this client.
                 break;
             }
-            let reply = match postcard::take_from_bytes::<Request<'_>>(&buf) {
+            let reply = match crate::codec::decode_borrowed::<Request<'_>>(&buf) {
                 Ok((req, args)) => self.handle(conn_id, &conn, &mut held, req, args),
                 Err(e) => Some(Reply::Remote(format!("malformed request: {e}"))),
             };

@@ -73,7 +73,6 @@
 pub(crate) mod api;
 mod builder;
 mod dispatch;
-mod fast;
 mod journal;
 mod link;
 mod progress;
@@ -134,7 +133,7 @@ fn task_frame<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Resu
     f.extend_from_slice(&[0; 4]);
     let mut count: u32 = 0;
     for item in items {
-        fast::put(&item, &mut f)?;
+        crate::codec::put(&item, &mut f)?;
         count += 1;
     }
     f[start + 13..start + wire::TASK_HEADER].copy_from_slice(&count.to_le_bytes());
