@@ -61,8 +61,10 @@
 //!
 //! Each worker has its own socket; tasks travel in batches (`chunksize`;
 //! large chunks as messages of at most 65,536 tasks; many small batches per
-//! write), results likewise, encoded by a serializer that writes postcard's
-//! format straight into the message. A thread waiting for a result reads
+//! write), results likewise, encoded by the [crate codec](crate::codec),
+//! which writes straight into the message (a worker's answers straight into
+//! its journal) and copies byte payloads (`Vec<u8>`, `Box<[u8]>`) whole, at
+//! any depth of the arguments or result. A thread waiting for a result reads
 //! the sockets itself (no hand-off to another thread), and idle workers and
 //! waiting threads spin briefly before sleeping (see [`PoolBuilder::spin`]).
 //! Small tasks are queued up to 256 per worker; slow ones only about 2 ms
