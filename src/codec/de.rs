@@ -347,20 +347,34 @@ struct Access<'a, 'de> {
     len: usize,
 }
 
-impl<'de> serde::de::SeqAccess<'de> for Access<'_, 'de> {
-    type Error = postcard::Error;
+impl<'de> Access<'_, 'de> {
+    /// The next element (or map key), `None` after the last.
     #[inline]
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> PResult<Option<T::Value>> {
+    fn next<T: DeserializeSeed<'de>>(&mut self, seed: T) -> PResult<Option<T::Value>> {
         if self.len == 0 {
             return Ok(None);
         }
         self.len -= 1;
         seed.deserialize(&mut *self.de).map(Some)
     }
+
+    /// Never trusts a length from the wire for pre-allocation beyond the
+    /// input (every element takes at least a byte).
+    #[inline]
+    fn hint(&self) -> Option<usize> {
+        Some(self.len.min(self.de.left()))
+    }
+}
+
+impl<'de> serde::de::SeqAccess<'de> for Access<'_, 'de> {
+    type Error = postcard::Error;
+    #[inline]
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> PResult<Option<T::Value>> {
+        self.next(seed)
+    }
     #[inline]
     fn size_hint(&self) -> Option<usize> {
-        // Never trust a length from the wire for pre-allocation beyond the input.
-        Some(self.len.min(self.de.left()))
+        self.hint()
     }
 }
 
@@ -368,11 +382,7 @@ impl<'de> serde::de::MapAccess<'de> for Access<'_, 'de> {
     type Error = postcard::Error;
     #[inline]
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> PResult<Option<K::Value>> {
-        if self.len == 0 {
-            return Ok(None);
-        }
-        self.len -= 1;
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next(seed)
     }
     #[inline]
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> PResult<V::Value> {
@@ -380,7 +390,7 @@ impl<'de> serde::de::MapAccess<'de> for Access<'_, 'de> {
     }
     #[inline]
     fn size_hint(&self) -> Option<usize> {
-        Some(self.len.min(self.de.left()))
+        self.hint()
     }
 }
 

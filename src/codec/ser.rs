@@ -236,13 +236,19 @@ impl<O: Out> serde::Serializer for &mut Ser<'_, O> {
     }
 }
 
+/// The compound serializers: each element or field is a value, written in
+/// order with nothing between (`check`: a sequence or map stops early once
+/// a fixed output is full).
 macro_rules! compound {
-    ($($tr:ident :: $m:ident),*) => {$(
+    ($($tr:ident :: $m:ident ($($key:ty)?) $check:literal),* $(,)?) => {$(
         impl<O: Out> serde::ser::$tr for &mut Ser<'_, O> {
             type Ok = ();
             type Error = postcard::Error;
             #[inline]
-            fn $m<T: ?Sized + Serialize>(&mut self, value: &T) -> Res {
+            fn $m<T: ?Sized + Serialize>(&mut self, $(_: $key,)? value: &T) -> Res {
+                if $check {
+                    self.check()?;
+                }
                 (**self).value(value)
             }
             #[inline]
@@ -253,24 +259,13 @@ macro_rules! compound {
     )*};
 }
 compound!(
-    SerializeTuple::serialize_element,
-    SerializeTupleStruct::serialize_field,
-    SerializeTupleVariant::serialize_field
+    SerializeSeq::serialize_element() true,
+    SerializeTuple::serialize_element() false,
+    SerializeTupleStruct::serialize_field() false,
+    SerializeTupleVariant::serialize_field() false,
+    SerializeStruct::serialize_field(&'static str) false,
+    SerializeStructVariant::serialize_field(&'static str) false,
 );
-
-impl<O: Out> serde::ser::SerializeSeq for &mut Ser<'_, O> {
-    type Ok = ();
-    type Error = postcard::Error;
-    #[inline]
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Res {
-        self.check()?;
-        (**self).value(value)
-    }
-    #[inline]
-    fn end(self) -> Res {
-        Ok(())
-    }
-}
 
 impl<O: Out> serde::ser::SerializeMap for &mut Ser<'_, O> {
     type Ok = ();
@@ -282,32 +277,6 @@ impl<O: Out> serde::ser::SerializeMap for &mut Ser<'_, O> {
     }
     #[inline]
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Res {
-        (**self).value(value)
-    }
-    #[inline]
-    fn end(self) -> Res {
-        Ok(())
-    }
-}
-
-impl<O: Out> serde::ser::SerializeStruct for &mut Ser<'_, O> {
-    type Ok = ();
-    type Error = postcard::Error;
-    #[inline]
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, _: &'static str, value: &T) -> Res {
-        (**self).value(value)
-    }
-    #[inline]
-    fn end(self) -> Res {
-        Ok(())
-    }
-}
-
-impl<O: Out> serde::ser::SerializeStructVariant for &mut Ser<'_, O> {
-    type Ok = ();
-    type Error = postcard::Error;
-    #[inline]
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, _: &'static str, value: &T) -> Res {
         (**self).value(value)
     }
     #[inline]
