@@ -404,6 +404,19 @@ def section_pool(run):
         run.record("pool2_apply_async_get_latency_us", "us/task", apply_latency, n=calls,
                    note="apply_async(square, (i,)).get(), one at a time")
 
+        nblobs = run.n(200)
+
+        def map_blobs():
+            blobs = [bytes([i % 256]) * MIB for i in range(nblobs)]
+            t0 = clock()
+            sizes = pool.map(len, blobs)
+            elapsed = clock() - t0
+            assert sizes == [MIB] * nblobs
+            return nblobs * MIB / elapsed / 1e6
+
+        run.record("pool2_map_1MiB_bytes_MBps", "MB/s", map_blobs, n=nblobs,
+                   note="Pool(2).map(len, blobs): N bytes objects of 1 MiB")
+
 
 def section_manager(run):
     ctx = mp.get_context("fork")

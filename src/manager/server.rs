@@ -189,7 +189,7 @@ impl Server {
                 // Closed, truncated, oversized or broken: drop this client.
                 break;
             }
-            let reply = match postcard::take_from_bytes::<Request<'_>>(&buf) {
+            let reply = match crate::codec::decode_borrowed::<Request<'_>>(&buf) {
                 Ok((Request::Post { id, method, refs }, args)) => {
                     if failed.is_none() {
                         match self.call(conn_id, &conn, &held, id, method, &refs, args) {
