@@ -36,6 +36,7 @@
 //! cleared, so a stale tag cannot come back.
 #![allow(unsafe_code)]
 
+use super::doorbell::Doorbell;
 use super::shared_bytes::SharedBytes;
 use super::spill::SpillHeader;
 use super::sync::{self, AtomicI64, AtomicU32, AtomicU64, Wake};
@@ -56,7 +57,7 @@ const MAGIC: u64 = 0x6d70_7175_6575_6532; // "mpqueue2"
 const FLAG_JOINABLE: u64 = 1;
 /// How long a waiter polls (with growing pauses in between) before it
 /// yields and then sleeps on the futex: a wake-up across CPUs costs far more.
-const SPIN_FOR: Duration = Duration::from_micros(50);
+pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
 /// Pauses between polls: `MIN_BACKOFF`, doubling up to `MIN_BACKOFF << MAX_BACKOFF`.
 const MIN_BACKOFF: u32 = 16;
 const MAX_BACKOFF: u32 = 3;
@@ -64,7 +65,7 @@ const MAX_BACKOFF: u32 = 3;
 const YIELDS: u32 = 4;
 /// How long a waiter sleeps before it looks for a dead producer or consumer
 /// that holds the slot it waits for.
-const STUCK_CHECK: Duration = Duration::from_millis(50);
+pub(crate) const STUCK_CHECK: Duration = Duration::from_millis(50);
 /// How long a producer waits for room in a full ring while no consumer takes
 /// anything, before it puts its item into the spill log instead. (Longer
 /// than [`STUCK_CHECK`], so that a dead consumer's slots are reclaimed
@@ -89,6 +90,9 @@ pub(crate) struct Line<T>(pub(crate) T);
 pub(crate) struct WaitQ {
     epoch: AtomicU32,
     waiting: AtomicU32,
+    /// Raised by an async waiter (see `doorbell.rs`): the waker then rings
+    /// the queue's doorbell.
+    pub(crate) armed: AtomicU32,
 }
 
 impl WaitQ {
@@ -98,6 +102,7 @@ impl WaitQ {
         e
     }
 
+    /// Wakes the futex sleepers (see `Ring::wake` for async waiters).
     pub(crate) fn wake(&self) {
         if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
             self.epoch.fetch_add(1, SeqCst);
@@ -113,6 +118,11 @@ pub(crate) struct Header {
     cap: AtomicU64,
     flags: AtomicU64,
     maxsize: AtomicU64,
+    /// `join_async` waiters armed (see `doorbell.rs`); cold, like the words
+    /// above.
+    pub(crate) join_armed: AtomicU32,
+    /// Times the doorbell was rung (test support and diagnostics).
+    pub(crate) rings: AtomicU64,
     tail: Line<AtomicU64>,
     pub(crate) head: Line<AtomicU64>,
     /// Items committed (producers' line; unbounded queues' `qsize`).
@@ -123,7 +133,7 @@ pub(crate) struct Header {
     pub(crate) items: Line<AtomicI64>,
     pub(crate) not_empty: Line<WaitQ>,
     pub(crate) not_full: Line<WaitQ>,
-    unfinished: Line<AtomicU32>,
+    pub(crate) unfinished: Line<AtomicU32>,
     /// The spill log's state (`spill.rs`).
     pub(crate) spill: Line<SpillHeader>,
 }
@@ -236,6 +246,8 @@ pub(crate) struct Ring {
     pub(crate) spill_off: u64,
     /// This process's mapping of the spill area, made on first use.
     spill_win: Arc<OnceLock<Window>>,
+    /// Wakes async waiters (`doorbell.rs`).
+    pub(crate) doorbell: Doorbell,
 }
 
 // SAFETY: `base` points into the mapping owned by `region` (kept alive by
@@ -305,7 +317,14 @@ impl Ring {
         let (_, _, total) = layout(cap);
         let spill = super::spill::spill_size(spill);
         let region = Region::new_sparse(total, total as u64 + spill, name)?;
-        let ring = Ring::from_region(region, cap as u64, spill, maxsize as u64, joinable)?;
+        let ring = Ring::from_region(
+            region,
+            Doorbell::new()?,
+            cap as u64,
+            spill,
+            maxsize as u64,
+            joinable,
+        )?;
         #[cfg(loom)]
         ring.place_loom_atomics();
         let h = ring.header();
@@ -323,6 +342,7 @@ impl Ring {
 
     fn from_region(
         region: Region,
+        doorbell: Doorbell,
         cap: u64,
         spill_size: u64,
         maxsize: u64,
@@ -349,6 +369,7 @@ impl Ring {
             spill_size,
             spill_off: total as u64,
             spill_win: Arc::new(OnceLock::new()),
+            doorbell,
         })
     }
 
@@ -368,7 +389,7 @@ impl Ring {
     }
 
     /// Rebuilds a ring from a region received by handoff, checking its header.
-    pub(crate) fn attach(region: Region) -> Result<Ring> {
+    pub(crate) fn attach(region: Region, doorbell: Doorbell) -> Result<Ring> {
         if region.len() < HEADER_BYTES {
             return Err(Error::Bootstrap("queue region too small".into()));
         }
@@ -389,7 +410,7 @@ impl Ring {
             .0
             .size()
             .ok_or_else(|| Error::Bootstrap("corrupt queue header".into()))?;
-        Ring::from_region(region, cap, spill, maxsize, joinable)
+        Ring::from_region(region, doorbell, cap, spill, maxsize, joinable)
     }
 
     /// This process's mapping of the spill area (made on first use).
@@ -635,7 +656,7 @@ impl Ring {
         }
         self.seq(p).store(p + 1, SeqCst);
         h.puts.0.fetch_add(1, Relaxed);
-        h.not_empty.0.wake();
+        self.wake(&h.not_empty.0);
     }
 
     fn unreserve(&self) {
@@ -649,9 +670,9 @@ impl Ring {
                 .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
                 == Ok(1)
         {
-            sync::wake_all(&h.unfinished.0);
+            self.wake_joiners();
         }
-        h.not_full.0.wake();
+        self.wake(&h.not_full.0);
     }
 
     /// One attempt to claim `k` payload slots: returns (ticket, span).
@@ -881,7 +902,7 @@ impl Ring {
         if word_tag(tw) == self.tag(p) {
             let _ = cell.taker.compare_exchange(tw, 0, SeqCst, Relaxed);
         }
-        self.header().not_full.0.wake();
+        self.wake(&self.header().not_full.0);
     }
 
     // -------------------------------------------------------------- waiting
@@ -1001,6 +1022,24 @@ impl Ring {
         false
     }
 
+    /// The ticket at the head if consumers are held up there by a claim
+    /// not yet committed (`try_take`'s `Stuck`): for async waiters, which
+    /// then look at it again every [`STUCK_CHECK`] (`recover_head`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn stuck_head(&self) -> Option<u64> {
+        let h = self.header();
+        let p = h.head.0.load(SeqCst);
+        let uncommitted = self.cell(p).seq.load(SeqCst) != p + 1;
+        (uncommitted && self.claim_of(p).is_some() && h.tail.0.load(SeqCst) > p).then_some(p)
+    }
+
+    /// Reclaims ticket `t` at the head if its producer died (see
+    /// [`recover`](Self::recover)); `true` if it did.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn recover_head(&self, t: u64) -> bool {
+        self.recover(t, true)
+    }
+
     /// Reclaims the claim of ticket `c` (claim word `w`) if it is stuck for
     /// good: committed and taken by a consumer that died before releasing
     /// it (the item is lost with its taker, as in Python), or never
@@ -1058,11 +1097,11 @@ impl Ring {
                     .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
                     == Ok(1)
             {
-                sync::wake_all(&h.unfinished.0);
+                self.wake_joiners();
             }
         }
         self.release(c, span);
-        h.not_empty.0.wake();
+        self.wake(&h.not_empty.0);
         true
     }
 
@@ -1075,7 +1114,7 @@ impl Ring {
             .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
             .map_err(|_| Error::Invalid("task_done() called too many times".into()))?;
         if prev == 1 {
-            sync::wake_all(u);
+            self.wake_joiners();
         }
         Ok(())
     }

@@ -1,0 +1,163 @@
+//! The doorbell: how a queue wakes *async* waiters (`get_async`,
+//! `put_async`, `join_async`, in [`aio`](crate::aio)) without a thread per
+//! waiter and without costing the synchronous path anything.
+//!
+//! A queue owns one `eventfd`, created with it and handed to children with
+//! it (so producers and consumers in every process can ring it, whatever the
+//! start method). An async waiter registers a duplicate of it with tokio's
+//! reactor, then *arms* the condition it waits for — one flag word per
+//! condition in the ring's shared header, next to the futex sleepers' flag:
+//! `armed` in [`WaitQ`] for "an item arrived" and "room appeared", and
+//! `join_armed` for "no unfinished task" — re-checks the queue, and awaits
+//! readability. A process that makes the condition true (a `put` commits,
+//! a `get` releases, a `task_done` reaches zero) already reads the sleepers'
+//! flag on that cache line; it reads the armed flag too, and only if it is
+//! set swaps it to 0 and writes the eventfd. So while nobody waits
+//! asynchronously the doorbell costs one load of a line already in cache,
+//! and no syscall.
+//!
+//! # Why no wake-up is lost
+//!
+//! Waiter (W), for a condition published by a waker (P):
+//!
+//! ```text
+//! W1 register the eventfd with the reactor       P1 publish (SeqCst store:
+//! W2 armed.store(1, SeqCst)                          seq, items, unfinished,
+//! W3 re-check the condition (SeqCst loads)           or the spill tail)
+//! W4 await readability                           P2 armed.load(SeqCst); if 1,
+//!                                                   armed.swap(0) and, if that
+//!                                                   returned 1, write the eventfd
+//! ```
+//!
+//! All of W2, W3, P1 and P2 are `SeqCst`, so they have one total order in
+//! which W2 precedes W3 and P1 precedes P2. Either P2 comes before W2: then
+//! P1 does too, and W3 (after W2) sees P1's store — W finds the item (or
+//! the room, or zero tasks) and does not wait. Or W2 comes before P2: then
+//! P2 reads 1 unless a swap by another waker took it to 0 after W2; either
+//! way some process writes the eventfd *after* W2, hence after W1, and
+//! W's registration sees that write as a readiness event, which W4
+//! returns (tokio keeps readiness that arrives before the await). The
+//! loom model `async_waiter_is_woken` in `loom_tests.rs` checks this (with
+//! `SeqCst` fences standing in for the `SeqCst` accesses, which loom
+//! models more weakly than C++ does: see `sync::dekker_for_loom`).
+//!
+//! Nobody ever reads the eventfd: tokio registers it edge-triggered, and
+//! every write is an edge for every registration, so a waiter needs no
+//! drained counter to be woken again (and several waiters in several
+//! processes are all woken by one write, like `FUTEX_WAKE` of all). The
+//! counter grows by one per ring (2^64 rings would take centuries). A
+//! stale armed flag (its waiter dropped) costs one needless write.
+#![allow(unsafe_code)]
+
+use super::ring::{Ring, WaitQ};
+use crate::error::Result;
+use crate::handoff::{Exporter, Importer};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+/// The queue's eventfd, shared by the handles of one process.
+#[derive(Debug, Clone)]
+pub(crate) struct Doorbell(Arc<OwnedFd>);
+
+impl Doorbell {
+    pub(crate) fn new() -> Result<Doorbell> {
+        use rustix::event::{eventfd, EventfdFlags};
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Doorbell(Arc::new(fd)))
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+
+    fn ring(&self) {
+        // A full counter (EAGAIN) cannot happen in practice, and would mean
+        // the fd is readable anyway; nothing else can fail on an eventfd.
+        let _ = rustix::io::write(&*self.0, &1u64.to_ne_bytes());
+    }
+
+    pub(crate) fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
+        ex.write_fd(self.fd())
+    }
+
+    pub(crate) fn import(im: &mut Importer) -> Result<Doorbell> {
+        Ok(Doorbell(Arc::new(im.read_fd()?)))
+    }
+}
+
+/// What an async waiter waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) enum Await {
+    /// An item to take (`get_async`).
+    Item,
+    /// Room to put (`put_async` on a bounded queue).
+    Room,
+    /// No unfinished task (`join_async`).
+    Join,
+}
+
+impl Ring {
+    pub(crate) fn doorbell(&self) -> &Doorbell {
+        &self.doorbell
+    }
+
+    /// Wakes the sleepers of `wq` (futex) and, if an async waiter armed it,
+    /// rings the doorbell. Called after publishing what `wq` waits for.
+    #[inline]
+    pub(crate) fn wake(&self, wq: &WaitQ) {
+        wq.wake();
+        super::sync::dekker_for_loom();
+        if wq.armed.load(SeqCst) != 0 && wq.armed.swap(0, SeqCst) != 0 {
+            self.ring_doorbell();
+        }
+    }
+
+    /// After the unfinished-task count reached 0: wakes `join` and
+    /// `join_async` waiters.
+    pub(crate) fn wake_joiners(&self) {
+        let h = self.header();
+        super::sync::wake_all(&h.unfinished.0);
+        super::sync::dekker_for_loom();
+        if h.join_armed.load(SeqCst) != 0 && h.join_armed.swap(0, SeqCst) != 0 {
+            self.ring_doorbell();
+        }
+    }
+
+    #[cold]
+    fn ring_doorbell(&self) {
+        self.header().rings.fetch_add(1, SeqCst);
+        self.doorbell.ring();
+    }
+
+    /// Arms `what` for an async waiter (W2 in the module docs): the next
+    /// process to make it true rings the doorbell. The caller registered
+    /// the doorbell before, and re-checks its condition after.
+    #[cfg_attr(not(any(feature = "tokio", loom)), allow(dead_code))]
+    pub(crate) fn arm(&self, what: Await) {
+        let h = self.header();
+        let flag = match what {
+            Await::Item => &h.not_empty.0.armed,
+            Await::Room => &h.not_full.0.armed,
+            Await::Join => &h.join_armed,
+        };
+        flag.store(1, SeqCst);
+        super::sync::dekker_for_loom();
+    }
+
+    /// Whether some async waiter armed the doorbell (test support).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn doorbell_armed(&self) -> bool {
+        let h = self.header();
+        [&h.not_empty.0.armed, &h.not_full.0.armed, &h.join_armed]
+            .iter()
+            .any(|f| f.load(SeqCst) != 0)
+    }
+
+    /// How many times the doorbell has been rung, by any process.
+    #[cfg_attr(not(any(feature = "test-hooks", loom)), allow(dead_code))]
+    pub(crate) fn doorbell_rings(&self) -> u64 {
+        self.header().rings.load(SeqCst)
+    }
+}
