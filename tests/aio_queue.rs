@@ -321,3 +321,39 @@ fn closed_queue_futures_fail_instead_of_waiting() {
         ));
     });
 }
+
+/// A producer killed mid-put: it has claimed a slot and written half its
+/// item when it is killed.
+fn hanging_producer(q: Queue<Vec<u8>>, ready: Queue<u8>) {
+    ready.put(1).unwrap();
+    q.__put_and_hang(vec![0xAB; 500], false).unwrap();
+}
+
+#[test]
+fn an_async_consumer_gets_past_a_producer_killed_mid_put() {
+    on_both_runtimes(|| async {
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        let ready: Queue<u8> = Queue::new().unwrap();
+        let mut victim = start(
+            StartMethod::Fork,
+            hanging_producer,
+            (q.clone(), ready.clone()),
+        );
+        ready.get_async().await.unwrap();
+        while q.__pending_slots() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The consumer waits behind the claim before the producer dies.
+        let consumer = {
+            let q = q.clone();
+            tokio::spawn(async move { q.get_async().await.unwrap() })
+        };
+        armed(&q).await;
+        victim.kill().unwrap();
+        assert!(victim.join_async().await.is_err());
+        q.put(vec![2]).unwrap();
+        // The half item is skipped, never returned; the next one arrives.
+        assert_eq!(consumer.await.unwrap(), vec![2]);
+        assert!(q.try_get().is_err());
+    });
+}
