@@ -87,7 +87,7 @@ pub(crate) fn encode_boot(msg: &BootMsg) -> Result<Vec<u8>> {
 
 /// Reads and checks a bootstrap message.
 pub(crate) fn read_boot(r: &mut impl Read) -> Result<BootMsg> {
-    let bad = |what: &str| Error::Bootstrap(what.to_string());
+    let bad = |what: &str| Error::bootstrap(what.to_string());
     let mut head = [0u8; 12];
     r.read_exact(&mut head)
         .map_err(|e| bad(&format!("truncated bootstrap header ({e})")))?;
@@ -618,7 +618,7 @@ pub(crate) fn check_bootstrapped() -> Result<()> {
             Ok(own) => fail_bootstrap(Some(&own), message),
             Err(_) => fail_bootstrap(None, message),
         },
-        None => Err(Error::Bootstrap(format!(
+        None => Err(Error::bootstrap(format!(
             "{BOOT_ENV} is set ({raw:?}) but names no bootstrap socket: {message}"
         ))),
     }
