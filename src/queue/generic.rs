@@ -283,10 +283,9 @@ impl<T, F: Flavor> Handoff for GenericQueue<T, F> {
         let doorbell = Doorbell::import(im)?;
         let ring = Ring::attach(region, doorbell)?;
         if F::JOINABLE && !ring.is_joinable() {
-            return Err(Error::Bootstrap(format!(
-                "handoff of a {} carries a plain queue",
-                F::NAME
-            )));
+            return Err(Error::Bootstrap(
+                format!("handoff of a {} carries a plain queue", F::NAME).into(),
+            ));
         }
         Ok(Self::from_ring(ring))
     }
