@@ -7,7 +7,7 @@
 //! for as long as a blocking call would spin (50 µs), then between wake-ups
 //! of the queue's *doorbell*, an eventfd that a producer or consumer in any
 //! process rings only when an async waiter has armed it (see
-//! `src/queue/doorbell.rs` for the protocol and why no wake-up is lost).
+//! `src/queue/wake.rs` for the protocol and why no wake-up is lost).
 //! No thread is started, and no item is ever held across an `.await`: an
 //! attempt that takes an item returns it in the same poll.
 

@@ -1,6 +1,6 @@
 //! [`Builder`]: maxsize and sizes of a new queue of any flavour.
 
-use super::flavor::Plain;
+use super::flavor::Flavor;
 use super::generic::GenericQueue;
 use super::ring::{Ring, DEFAULT_SLOTS, SLOT};
 use super::spill::DEFAULT_SPILL;
@@ -73,7 +73,12 @@ impl Builder {
 
     /// Creates the queue.
     pub fn build<T: Serialize + DeserializeOwned + 'static>(self) -> Result<Queue<T>> {
-        GenericQueue::<T, Plain>::from_builder(&self)
+        self.build_flavor()
+    }
+
+    /// Creates a queue of flavour `F`.
+    pub(crate) fn build_flavor<T, F: Flavor>(&self) -> Result<GenericQueue<T, F>> {
+        Ok(GenericQueue::from_ring(self.ring(F::JOINABLE)?))
     }
 
     pub(crate) fn ring(&self, joinable: bool) -> Result<Ring> {

@@ -3,11 +3,10 @@
 //! [`JoinableQueue`](super::JoinableQueue) (type aliases of it, one per
 //! [flavour](super::flavor)).
 
-use super::builder::Builder;
-use super::doorbell::Doorbell;
 use super::flavor::{Flavor, FullApi};
 use super::item::{decode_item, put_item};
 use super::ring::{Ring, Stall};
+use super::wake::Doorbell;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
 use crate::sys::{deadline_after, Region};
@@ -64,11 +63,6 @@ impl<T, F: Flavor> fmt::Debug for GenericQueue<T, F> {
 }
 
 impl<T: Serialize + DeserializeOwned + 'static, F: Flavor> GenericQueue<T, F> {
-    /// A new queue of this flavour as `builder` says.
-    pub(crate) fn from_builder(builder: &Builder) -> Result<Self> {
-        Ok(Self::from_ring(builder.ring(F::JOINABLE)?))
-    }
-
     pub(crate) fn put_deadline_ref(&self, item: &T, deadline: Option<Instant>) -> Result<()> {
         self.check_open()?;
         put_item(&self.ring, item, deadline, Stall::No)

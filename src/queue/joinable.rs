@@ -43,7 +43,7 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
 
     /// A joinable queue from a [`Builder`] (maxsize, capacity).
     pub fn with_builder(builder: Builder) -> Result<JoinableQueue<T>> {
-        Self::from_builder(&builder)
+        builder.build_flavor()
     }
 }
 

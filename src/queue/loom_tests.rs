@@ -153,7 +153,7 @@ fn multi_slot_items_padded_at_the_end() {
     });
 }
 
-/// The async doorbell (`doorbell.rs`): a waiter that registers (here: notes
+/// The async doorbell (`wake.rs`): a waiter that registers (here: notes
 /// the ring count, as an edge-triggered registration sees every later
 /// write), arms, re-checks and then waits for a ring is always woken — in
 /// every interleaving with a producer, and with a consumer that takes the
@@ -162,7 +162,7 @@ fn multi_slot_items_padded_at_the_end() {
 /// reports (branch limit).
 #[test]
 fn async_waiter_is_woken() {
-    use super::doorbell::Await;
+    use super::wake::Await;
     model(|| {
         let r = ring();
         let p = {

@@ -133,7 +133,7 @@
 //!   *doorbell*, an eventfd handed to children with the memfd, which a
 //!   process rings only when it sees an async waiter's flag beside the
 //!   futex sleepers' flag: the synchronous path makes no extra syscall
-//!   (`doorbell.rs` proves the ordering).
+//!   (`wake.rs` proves the ordering).
 //!
 //! # Faults
 //!
@@ -175,7 +175,6 @@
 //! `RUSTFLAGS="--cfg loom" cargo test --release --lib queue::loom_tests`.
 
 mod builder;
-mod doorbell;
 pub mod flavor;
 mod generic;
 mod item;
@@ -189,6 +188,7 @@ mod shared_bytes;
 mod simple;
 mod spill;
 mod sync;
+mod wake;
 
 pub use builder::Builder;
 pub use generic::GenericQueue;
@@ -196,8 +196,8 @@ pub use joinable::JoinableQueue;
 pub use queue::Queue;
 pub use simple::SimpleQueue;
 
-/// For the async adapters (`aio/queue.rs`).
-#[cfg(feature = "tokio")]
-pub(crate) use doorbell::Await;
 #[cfg(feature = "tokio")]
 pub(crate) use ring::{Ring, SPIN_FOR, STUCK_CHECK};
+/// For the async adapters (`aio/queue.rs`).
+#[cfg(feature = "tokio")]
+pub(crate) use wake::Await;

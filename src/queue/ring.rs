@@ -36,10 +36,10 @@
 //! cleared, so a stale tag cannot come back.
 #![allow(unsafe_code)]
 
-use super::doorbell::Doorbell;
 use super::shared_bytes::SharedBytes;
 use super::spill::SpillHeader;
 use super::sync::{self, AtomicI64, AtomicU32, AtomicU64, Wake};
+use super::wake::{self, Await, Doorbell, WaitQ};
 use crate::error::{Error, Result};
 use crate::sys::region::Window;
 use crate::sys::Region;
@@ -80,37 +80,6 @@ const GRACE: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub(crate) struct Line<T>(pub(crate) T);
 
-/// Where one side sleeps (limits.c's scheme): a waiter reads `epoch`, raises
-/// `waiting`, re-checks its condition, then sleeps in `FUTEX_WAIT(epoch)`. A
-/// waker, after publishing, looks at `waiting` and makes a syscall only if it
-/// is set. Both sides use `SeqCst`, so one of them sees the other's store.
-/// A waiter that dies leaves at most a stale flag: one needless wake.
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct WaitQ {
-    epoch: AtomicU32,
-    waiting: AtomicU32,
-    /// Raised by an async waiter (see `doorbell.rs`): the waker then rings
-    /// the queue's doorbell.
-    pub(crate) armed: AtomicU32,
-}
-
-impl WaitQ {
-    fn announce(&self) -> u32 {
-        let e = self.epoch.load(SeqCst);
-        self.waiting.store(1, SeqCst);
-        e
-    }
-
-    /// Wakes the futex sleepers (see `Ring::wake` for async waiters).
-    pub(crate) fn wake(&self) {
-        if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
-            self.epoch.fetch_add(1, SeqCst);
-            sync::wake_all(&self.epoch);
-        }
-    }
-}
-
 #[repr(C)]
 #[derive(Default)]
 pub(crate) struct Header {
@@ -118,7 +87,7 @@ pub(crate) struct Header {
     cap: AtomicU64,
     flags: AtomicU64,
     maxsize: AtomicU64,
-    /// `join_async` waiters armed (see `doorbell.rs`); cold, like the words
+    /// `join_async` waiters armed (see `wake.rs`); cold, like the words
     /// above.
     pub(crate) join_armed: AtomicU32,
     /// Times the doorbell was rung (test support and diagnostics).
@@ -246,7 +215,7 @@ pub(crate) struct Ring {
     pub(crate) spill_off: u64,
     /// This process's mapping of the spill area, made on first use.
     spill_win: Arc<OnceLock<Window>>,
-    /// Wakes async waiters (`doorbell.rs`).
+    /// Wakes async waiters (`wake.rs`).
     pub(crate) doorbell: Doorbell,
 }
 
@@ -538,6 +507,56 @@ impl Ring {
             return (self.cell(p).inline.get().cast::<u8>(), INLINE);
         }
         (self.data_ptr(start), slots as usize * SLOT)
+    }
+
+    // ------------------------------------------------------------- wake-ups
+
+    pub(crate) fn doorbell(&self) -> &Doorbell {
+        &self.doorbell
+    }
+
+    /// Wakes the sleepers of `wq` (futex) and, if an async waiter armed it,
+    /// rings the doorbell (`wake.rs`). Called after publishing what `wq`
+    /// waits for.
+    #[inline]
+    pub(crate) fn wake(&self, wq: &WaitQ) {
+        wq.wake(&self.doorbell, &self.header().rings);
+    }
+
+    /// After the unfinished-task count reached 0: wakes `join` and
+    /// `join_async` waiters.
+    pub(crate) fn wake_joiners(&self) {
+        let h = self.header();
+        sync::wake_all(&h.unfinished.0);
+        wake::ring_if_armed(&h.join_armed, &self.doorbell, &h.rings);
+    }
+
+    /// Arms `what` for an async waiter (W2 in `wake.rs`): the next process
+    /// to make it true rings the doorbell. The caller registered the
+    /// doorbell before, and re-checks its condition after.
+    #[cfg_attr(not(any(feature = "tokio", loom)), allow(dead_code))]
+    pub(crate) fn arm(&self, what: Await) {
+        let h = self.header();
+        wake::arm(match what {
+            Await::Item => &h.not_empty.0.armed,
+            Await::Room => &h.not_full.0.armed,
+            Await::Join => &h.join_armed,
+        });
+    }
+
+    /// Whether some async waiter armed the doorbell (test support).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn doorbell_armed(&self) -> bool {
+        let h = self.header();
+        [&h.not_empty.0.armed, &h.not_full.0.armed, &h.join_armed]
+            .iter()
+            .any(|f| f.load(SeqCst) != 0)
+    }
+
+    /// How many times the doorbell has been rung, by any process.
+    #[cfg_attr(not(any(feature = "test-hooks", loom)), allow(dead_code))]
+    pub(crate) fn doorbell_rings(&self) -> u64 {
+        self.header().rings.load(SeqCst)
     }
 
     // ------------------------------------------------------------------ put
@@ -975,7 +994,7 @@ impl Ring {
                 }
                 None => deadline,
             };
-            sync::wait(&wq.epoch, e, until)?;
+            wq.sleep(e, until)?;
         }
     }
 

@@ -28,6 +28,6 @@ pub type SimpleQueue<T> = GenericQueue<T, Simple>;
 impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// A new, empty queue.
     pub fn new() -> Result<SimpleQueue<T>> {
-        Self::from_builder(&Builder::default())
+        Builder::default().build_flavor()
     }
 }

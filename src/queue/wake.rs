@@ -1,4 +1,9 @@
-//! The doorbell: how a queue wakes *async* waiters (`get_async`,
+//! How waiters sleep and are woken: [`WaitQ`], the futex sleepers' words,
+//! and the doorbell.
+//!
+//! # The doorbell
+//!
+//! How a queue wakes *async* waiters (`get_async`,
 //! `put_async`, `join_async`, in [`aio`](crate::aio)) without a thread per
 //! waiter and without costing the synchronous path anything.
 //!
@@ -49,12 +54,54 @@
 //! stale armed flag (its waiter dropped) costs one needless write.
 #![allow(unsafe_code)]
 
-use super::ring::{Ring, WaitQ};
+use super::sync::{self, AtomicU32, AtomicU64, Wake};
 use crate::error::Result;
 use crate::handoff::{Exporter, Importer};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// Where one side sleeps (limits.c's scheme): a waiter reads `epoch`, raises
+/// `waiting`, re-checks its condition, then sleeps in `FUTEX_WAIT(epoch)`. A
+/// waker, after publishing, looks at `waiting` and makes a syscall only if it
+/// is set. Both sides use `SeqCst`, so one of them sees the other's store.
+/// A waiter that dies leaves at most a stale flag: one needless wake.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct WaitQ {
+    epoch: AtomicU32,
+    waiting: AtomicU32,
+    /// Raised by an async waiter (see below): the waker then rings
+    /// the queue's doorbell.
+    pub(crate) armed: AtomicU32,
+}
+
+impl WaitQ {
+    /// Raises the sleepers' flag; returns the epoch to sleep on.
+    pub(crate) fn announce(&self) -> u32 {
+        let e = self.epoch.load(SeqCst);
+        self.waiting.store(1, SeqCst);
+        e
+    }
+
+    /// Sleeps on the epoch read by [`announce`](Self::announce).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn sleep(&self, epoch: u32, until: Option<Instant>) -> Result<Wake> {
+        sync::wait(&self.epoch, epoch, until)
+    }
+
+    /// Wakes the futex sleepers, then the async waiters if one armed
+    /// `armed` (ringing `bell` and counting the ring in `rings`).
+    #[inline]
+    pub(crate) fn wake(&self, bell: &Doorbell, rings: &AtomicU64) {
+        if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
+            self.epoch.fetch_add(1, SeqCst);
+            sync::wake_all(&self.epoch);
+        }
+        ring_if_armed(&self.armed, bell, rings);
+    }
+}
 
 /// The queue's eventfd, shared by the handles of one process.
 #[derive(Debug, Clone)]
@@ -98,66 +145,25 @@ pub(crate) enum Await {
     Join,
 }
 
-impl Ring {
-    pub(crate) fn doorbell(&self) -> &Doorbell {
-        &self.doorbell
+/// P2 in the module docs: if an async waiter armed `flag`, take the flag
+/// and ring the doorbell.
+#[inline]
+pub(crate) fn ring_if_armed(flag: &AtomicU32, bell: &Doorbell, rings: &AtomicU64) {
+    sync::dekker_for_loom();
+    if flag.load(SeqCst) != 0 && flag.swap(0, SeqCst) != 0 {
+        ring_cold(bell, rings);
     }
+}
 
-    /// Wakes the sleepers of `wq` (futex) and, if an async waiter armed it,
-    /// rings the doorbell. Called after publishing what `wq` waits for.
-    #[inline]
-    pub(crate) fn wake(&self, wq: &WaitQ) {
-        wq.wake();
-        super::sync::dekker_for_loom();
-        if wq.armed.load(SeqCst) != 0 && wq.armed.swap(0, SeqCst) != 0 {
-            self.ring_doorbell();
-        }
-    }
+#[cold]
+fn ring_cold(bell: &Doorbell, rings: &AtomicU64) {
+    rings.fetch_add(1, SeqCst);
+    bell.ring();
+}
 
-    /// After the unfinished-task count reached 0: wakes `join` and
-    /// `join_async` waiters.
-    pub(crate) fn wake_joiners(&self) {
-        let h = self.header();
-        super::sync::wake_all(&h.unfinished.0);
-        super::sync::dekker_for_loom();
-        if h.join_armed.load(SeqCst) != 0 && h.join_armed.swap(0, SeqCst) != 0 {
-            self.ring_doorbell();
-        }
-    }
-
-    #[cold]
-    fn ring_doorbell(&self) {
-        self.header().rings.fetch_add(1, SeqCst);
-        self.doorbell.ring();
-    }
-
-    /// Arms `what` for an async waiter (W2 in the module docs): the next
-    /// process to make it true rings the doorbell. The caller registered
-    /// the doorbell before, and re-checks its condition after.
-    #[cfg_attr(not(any(feature = "tokio", loom)), allow(dead_code))]
-    pub(crate) fn arm(&self, what: Await) {
-        let h = self.header();
-        let flag = match what {
-            Await::Item => &h.not_empty.0.armed,
-            Await::Room => &h.not_full.0.armed,
-            Await::Join => &h.join_armed,
-        };
-        flag.store(1, SeqCst);
-        super::sync::dekker_for_loom();
-    }
-
-    /// Whether some async waiter armed the doorbell (test support).
-    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
-    pub(crate) fn doorbell_armed(&self) -> bool {
-        let h = self.header();
-        [&h.not_empty.0.armed, &h.not_full.0.armed, &h.join_armed]
-            .iter()
-            .any(|f| f.load(SeqCst) != 0)
-    }
-
-    /// How many times the doorbell has been rung, by any process.
-    #[cfg_attr(not(any(feature = "test-hooks", loom)), allow(dead_code))]
-    pub(crate) fn doorbell_rings(&self) -> u64 {
-        self.header().rings.load(SeqCst)
-    }
+/// W2 in the module docs: raises an async waiter's flag.
+#[cfg_attr(not(any(feature = "tokio", loom)), allow(dead_code))]
+pub(crate) fn arm(flag: &AtomicU32) {
+    flag.store(1, SeqCst);
+    sync::dekker_for_loom();
 }
