@@ -537,20 +537,18 @@ impl Ring {
     #[cfg_attr(not(any(feature = "tokio", loom)), allow(dead_code))]
     pub(crate) fn arm(&self, what: Await) {
         let h = self.header();
-        wake::arm(match what {
-            Await::Item => &h.not_empty.0.armed,
-            Await::Room => &h.not_full.0.armed,
-            Await::Join => &h.join_armed,
-        });
+        match what {
+            Await::Item => h.not_empty.0.arm(),
+            Await::Room => h.not_full.0.arm(),
+            Await::Join => wake::arm(&h.join_armed),
+        }
     }
 
     /// Whether some async waiter armed the doorbell (test support).
     #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) fn doorbell_armed(&self) -> bool {
         let h = self.header();
-        [&h.not_empty.0.armed, &h.not_full.0.armed, &h.join_armed]
-            .iter()
-            .any(|f| f.load(SeqCst) != 0)
+        h.not_empty.0.is_armed() || h.not_full.0.is_armed() || h.join_armed.load(SeqCst) != 0
     }
 
     /// How many times the doorbell has been rung, by any process.

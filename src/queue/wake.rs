@@ -10,16 +10,15 @@
 //! A queue owns one `eventfd`, created with it and handed to children with
 //! it (so producers and consumers in every process can ring it, whatever the
 //! start method). An async waiter registers a duplicate of it with tokio's
-//! reactor, then *arms* the condition it waits for — one flag word per
-//! condition in the ring's shared header, next to the futex sleepers' flag:
-//! `armed` in [`WaitQ`] for "an item arrived" and "room appeared", and
-//! `join_armed` for "no unfinished task" — re-checks the queue, and awaits
-//! readability. A process that makes the condition true (a `put` commits,
-//! a `get` releases, a `task_done` reaches zero) already reads the sleepers'
-//! flag on that cache line; it reads the armed flag too, and only if it is
-//! set swaps it to 0 and writes the eventfd. So while nobody waits
-//! asynchronously the doorbell costs one load of a line already in cache,
-//! and no syscall.
+//! reactor, then *arms* the condition it waits for — the `ASYNC` bit of the
+//! very word where futex sleepers raise theirs (`WaitQ::waiting`, for "an
+//! item arrived" and "room appeared"), or `join_armed` for "no unfinished
+//! task" — re-checks the queue, and awaits readability. A process that
+//! makes the condition true (a `put` commits, a `get` releases, a
+//! `task_done` reaches zero) already loaded that word to see whether to
+//! wake sleepers; only if it is not 0 does it swap it to 0 and, for the
+//! `ASYNC` bit, write the eventfd. So while nobody waits, the fast path is
+//! what it was before async waiters existed: one load, no syscall.
 //!
 //! # Why no wake-up is lost
 //!
@@ -27,18 +26,19 @@
 //!
 //! ```text
 //! W1 register the eventfd with the reactor       P1 publish (SeqCst store:
-//! W2 armed.store(1, SeqCst)                          seq, items, unfinished,
+//! W2 set the flag (SeqCst RMW or store)              seq, items, unfinished,
 //! W3 re-check the condition (SeqCst loads)           or the spill tail)
-//! W4 await readability                           P2 armed.load(SeqCst); if 1,
-//!                                                   armed.swap(0) and, if that
-//!                                                   returned 1, write the eventfd
+//! W4 await readability                           P2 load the flag (SeqCst); if
+//!                                                   set, swap it to 0 and, if the
+//!                                                   swap returned it set, write
+//!                                                   the eventfd
 //! ```
 //!
 //! All of W2, W3, P1 and P2 are `SeqCst`, so they have one total order in
 //! which W2 precedes W3 and P1 precedes P2. Either P2 comes before W2: then
 //! P1 does too, and W3 (after W2) sees P1's store — W finds the item (or
 //! the room, or zero tasks) and does not wait. Or W2 comes before P2: then
-//! P2 reads 1 unless a swap by another waker took it to 0 after W2; either
+//! P2 reads it set unless a swap by another waker cleared it after W2; either
 //! way some process writes the eventfd *after* W2, hence after W1, and
 //! W's registration sees that write as a readiness event, which W4
 //! returns (tokio keeps readiness that arrives before the await). The
@@ -71,18 +71,35 @@ use std::time::Instant;
 #[derive(Default)]
 pub(crate) struct WaitQ {
     epoch: AtomicU32,
+    /// [`SLEEPER`] and/or [`ASYNC`]: one word, so that a waker with nobody
+    /// to wake tests both with one load, as before async waiters existed.
     waiting: AtomicU32,
-    /// Raised by an async waiter (see below): the waker then rings
-    /// the queue's doorbell.
-    pub(crate) armed: AtomicU32,
 }
+
+/// A futex sleeper may sleep on `epoch`.
+const SLEEPER: u32 = 1;
+/// An async waiter armed the doorbell.
+const ASYNC: u32 = 2;
 
 impl WaitQ {
     /// Raises the sleepers' flag; returns the epoch to sleep on.
     pub(crate) fn announce(&self) -> u32 {
         let e = self.epoch.load(SeqCst);
-        self.waiting.store(1, SeqCst);
+        self.waiting.fetch_or(SLEEPER, SeqCst);
         e
+    }
+
+    /// Raises the async waiters' flag (W2 in the module docs).
+    #[cfg_attr(not(any(feature = "tokio", loom)), allow(dead_code))]
+    pub(crate) fn arm(&self) {
+        self.waiting.fetch_or(ASYNC, SeqCst);
+        sync::dekker_for_loom();
+    }
+
+    /// Whether an async waiter armed this queue and was not rung since.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn is_armed(&self) -> bool {
+        self.waiting.load(SeqCst) & ASYNC != 0
     }
 
     /// Sleeps on the epoch read by [`announce`](Self::announce).
@@ -91,15 +108,27 @@ impl WaitQ {
         sync::wait(&self.epoch, epoch, until)
     }
 
-    /// Wakes the futex sleepers, then the async waiters if one armed
-    /// `armed` (ringing `bell` and counting the ring in `rings`).
+    /// Wakes the futex sleepers, and the async waiters by ringing `bell`
+    /// (counted in `rings`), if any announced themselves (P2 in the module
+    /// docs). With nobody waiting: one load.
     #[inline]
     pub(crate) fn wake(&self, bell: &Doorbell, rings: &AtomicU64) {
-        if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
+        sync::dekker_for_loom();
+        if self.waiting.load(SeqCst) != 0 {
+            self.wake_slow(bell, rings);
+        }
+    }
+
+    #[cold]
+    fn wake_slow(&self, bell: &Doorbell, rings: &AtomicU64) {
+        let w = self.waiting.swap(0, SeqCst);
+        if w & SLEEPER != 0 {
             self.epoch.fetch_add(1, SeqCst);
             sync::wake_all(&self.epoch);
         }
-        ring_if_armed(&self.armed, bell, rings);
+        if w & ASYNC != 0 {
+            ring_cold(bell, rings);
+        }
     }
 }
 
@@ -161,7 +190,7 @@ fn ring_cold(bell: &Doorbell, rings: &AtomicU64) {
     bell.ring();
 }
 
-/// W2 in the module docs: raises an async waiter's flag.
+/// W2 in the module docs for `join_async`'s flag.
 #[cfg_attr(not(any(feature = "tokio", loom)), allow(dead_code))]
 pub(crate) fn arm(flag: &AtomicU32) {
     flag.store(1, SeqCst);
