@@ -44,7 +44,8 @@
 //! runtime thread for at most 100 µs, which catches a quick answer; then the
 //! pool's supervisor thread drives it and wakes the task when the result
 //! arrives. A queue future tries the ordinary operation without blocking,
-//! spins (yielding) for 50 µs like a blocking call, then sleeps on the
+//! spins for up to 50 µs like a blocking call (2 µs on the CPU, then
+//! yielding to the runtime between attempts), then sleeps on the
 //! queue's *doorbell*: an eventfd created with the queue and handed to
 //! children with it, registered with the reactor. A process that puts (or
 //! takes) an item rings it only if an async waiter has raised a flag in the

@@ -3,8 +3,9 @@
 //! [`JoinableQueue`](crate::queue::JoinableQueue)).
 //!
 //! Each future makes non-blocking attempts of the ordinary operation: the
-//! first at once, then (while the attempts fail) between cooperative yields
-//! for as long as a blocking call would spin (50 µs), then between wake-ups
+//! first at once, then (while the attempts fail) for as long as a blocking
+//! call would spin (50 µs) — after short CPU pauses for the first 2 µs,
+//! then between cooperative yields — and then between wake-ups
 //! of the queue's *doorbell*, an eventfd that a producer or consumer in any
 //! process rings only when an async waiter has armed it (see
 //! `src/queue/wake.rs` for the protocol and why no wake-up is lost).
@@ -17,7 +18,18 @@ use crate::queue::flavor::{Flavor, Joinable};
 use crate::queue::GenericQueue;
 use crate::queue::{Await, Ring, SPIN_FOR, STUCK_CHECK};
 use serde::{de::DeserializeOwned, Serialize};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a waiter spins on the CPU before it yields to the runtime.
+const HOT_SPIN: Duration = Duration::from_micros(2);
+
+/// A deadline that has passed: one attempt, and no clock read when it
+/// succeeds.
+fn past() -> Instant {
+    static T0: OnceLock<Instant> = OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
 
 /// Runs `attempt` until it gives a value: at once, then between yields
 /// for [`SPIN_FOR`], then between doorbell rings (armed for `what` before
@@ -31,16 +43,26 @@ async fn attempt_until<R>(
     if let Some(r) = attempt()? {
         return Ok(r);
     }
-    // Spin, cooperatively: while both sides keep up, the item (or the
-    // room) comes within microseconds, sooner than a wake-up through the
-    // reactor would.
-    let spin_until = Instant::now() + SPIN_FOR;
+    // Spin: while both sides keep up, the item (or the room) comes within
+    // microseconds, sooner than a wake-up through the reactor would. First
+    // on the CPU for at most HOT_SPIN (as a blocking call does; too short
+    // to hold up other tasks), then cooperatively, yielding to the runtime
+    // between attempts.
+    let start = Instant::now();
+    let mut pauses = 16;
     loop {
-        tokio::task::yield_now().await;
+        if start.elapsed() < HOT_SPIN {
+            for _ in 0..pauses {
+                std::hint::spin_loop();
+            }
+            pauses = (pauses * 2).min(128);
+        } else {
+            tokio::task::yield_now().await;
+        }
         if let Some(r) = attempt()? {
             return Ok(r);
         }
-        if Instant::now() >= spin_until {
+        if start.elapsed() >= SPIN_FOR {
             break;
         }
     }
@@ -120,9 +142,8 @@ impl<T: Serialize + DeserializeOwned + 'static, F: Flavor> GenericQueue<T, F> {
     /// # }
     /// ```
     pub async fn get_async(&self) -> Result<T> {
-        let now = Instant::now();
         attempt_until(self.ring(), Await::Item, || {
-            match self.get_deadline(Some(now)) {
+            match self.get_deadline(Some(past())) {
                 Ok(item) => Ok(Some(item)),
                 Err(Error::Empty) => Ok(None),
                 Err(e) => Err(e),
@@ -150,9 +171,8 @@ impl<T: Serialize + DeserializeOwned + 'static, F: Flavor> GenericQueue<T, F> {
     ///
     /// As [`put`](Self::put).
     pub async fn put_async(&self, item: T) -> Result<()> {
-        let now = Instant::now();
         attempt_until(self.ring(), Await::Room, || {
-            match self.put_deadline_ref(&item, Some(now)) {
+            match self.put_deadline_ref(&item, Some(past())) {
                 Ok(()) => Ok(Some(())),
                 Err(Error::Full) => Ok(None),
                 Err(e) => Err(e),
