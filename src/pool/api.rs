@@ -38,10 +38,10 @@ use std::time::Duration;
 /// sinks, so that its tasks' answers and failures read as the pool's.
 #[cfg(feature = "mpi")]
 pub(crate) mod backend {
-    pub(crate) use super::super::fast::{put as fast_put, Reader};
     pub(crate) use super::super::progress::Progress;
     pub(crate) use super::super::result::{decode_items, Collect, Fail, Outcome, Sink, TaskErr};
     pub(crate) use super::super::worker::{install_hook, take_panic};
+    pub(crate) use crate::codec::{put as fast_put, Reader};
 }
 
 /// The pending result of [`TaskPool::apply_async`] (Python's `AsyncResult`).

@@ -34,8 +34,8 @@
 //! untrusted: every length and offset is checked before use.
 #![allow(unsafe_code)]
 
-use super::fast::Out;
 use super::wire;
+use crate::codec::Out;
 use crate::error::Result;
 use crate::sys::Region;
 use std::os::fd::BorrowedFd;
@@ -251,6 +251,11 @@ impl Out for Writer {
         if !self.append(s) {
             self.full = true;
         }
+    }
+
+    #[inline(always)]
+    fn full(&self) -> bool {
+        self.full
     }
 }
 

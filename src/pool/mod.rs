@@ -55,14 +55,18 @@
 //!   (by position) once every task has ended; `imap`/`imap_unordered` yield
 //!   one `Result` per task, so the other results stay available.
 //! - After [`terminate`](Pool::terminate) (or drop), every unfinished task
-//!   fails with [`Error::BrokenPool`].
+//!   fails with [`Error::BrokenPool`]; after `terminate` or
+//!   [`close`](Pool::close), so does every call that submits work (Python's
+//!   `ValueError: Pool not running`).
 //!
 //! # Speed
 //!
 //! Each worker has its own socket; tasks travel in batches (`chunksize`;
 //! large chunks as messages of at most 65,536 tasks; many small batches per
-//! write), results likewise, encoded by a serializer that writes postcard's
-//! format straight into the message. A thread waiting for a result reads
+//! write), results likewise, encoded by the [crate codec](crate::codec),
+//! which writes straight into the message (a worker's answers straight into
+//! its journal) and copies byte payloads (`Vec<u8>`, `Box<[u8]>`) whole, at
+//! any depth of the arguments or result. A thread waiting for a result reads
 //! the sockets itself (no hand-off to another thread), and idle workers and
 //! waiting threads spin briefly before sleeping (see [`PoolBuilder::spin`]).
 //! Small tasks are queued up to 256 per worker; slow ones only about 2 ms
@@ -73,7 +77,6 @@
 pub(crate) mod api;
 mod builder;
 mod dispatch;
-mod fast;
 mod journal;
 mod link;
 mod progress;
@@ -125,8 +128,23 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
     (len / per + usize::from(len % per != 0)).max(1)
 }
 
+/// A map's message stops taking tasks once it holds this many bytes, and
+/// messages are handed to the workers once this many bytes wait: large
+/// items (1 MiB byte payloads) then reach a worker while the next ones are
+/// still encoded, instead of after the whole input.
+const BATCH_BYTES: usize = 1 << 20;
+
 /// Encodes a `TASKS` frame of the items of `items`.
 fn task_frame<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Result<(Vec<u8>, u32)> {
+    task_frame_upto(runner, items, usize::MAX)
+}
+
+/// [`task_frame`], taking no more items once the frame holds `max_bytes`.
+fn task_frame_upto<X: Serialize>(
+    runner: i64,
+    items: impl Iterator<Item = X>,
+    max_bytes: usize,
+) -> Result<(Vec<u8>, u32)> {
     let hint = items.size_hint().0.min(1 << 24);
     let mut f = Vec::with_capacity(wire::TASK_HEADER + 8 + hint * (std::mem::size_of::<X>() + 2));
     let start = wire::begin(&mut f, wire::TASKS);
@@ -134,8 +152,11 @@ fn task_frame<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Resu
     f.extend_from_slice(&[0; 4]);
     let mut count: u32 = 0;
     for item in items {
-        fast::put(&item, &mut f)?;
+        crate::codec::put(&item, &mut f)?;
         count += 1;
+        if f.len() >= max_bytes {
+            break;
+        }
     }
     f[start + 13..start + wire::TASK_HEADER].copy_from_slice(&count.to_le_bytes());
     wire::finish(&mut f, start);
@@ -445,20 +466,28 @@ impl Pool {
         if let Some(n) = len {
             sink.reserve(n);
         }
+        // Without maxtasksperchild a message may also end at BATCH_BYTES
+        // (a chunk is then several messages, as with MAX_BATCH).
+        let max_bytes = if self.shared.config.maxtasks == 0 {
+            BATCH_BYTES
+        } else {
+            usize::MAX
+        };
         let mut group = Vec::new();
-        let mut group_tasks = 0;
+        let (mut group_tasks, mut group_bytes) = (0, 0);
         let mut index = 0;
         loop {
-            let (frame, count) = task_frame(runner, items.by_ref().take(cs))?;
+            let (frame, count) = task_frame_upto(runner, items.by_ref().take(cs), max_bytes)?;
             if count == 0 {
                 break;
             }
+            group_bytes += frame.len();
             group.push(Batch::new(frame, count, index, sink.clone()));
             index += 1;
             group_tasks += count as usize;
-            if group_tasks >= 4096 || group.len() >= 256 {
+            if group_tasks >= 4096 || group.len() >= 256 || group_bytes >= BATCH_BYTES {
                 self.shared.submit(std::mem::take(&mut group))?;
-                group_tasks = 0;
+                (group_tasks, group_bytes) = (0, 0);
             }
         }
         self.shared.submit(group)?;
@@ -557,7 +586,8 @@ impl Pool {
         ))
     }
 
-    /// Stops accepting tasks; the workers exit once the queued tasks are
+    /// Stops accepting tasks (submitting one now fails with
+    /// [`Error::BrokenPool`]); the workers exit once the queued tasks are
     /// done (Python's `close`).
     pub fn close(&self) -> Result<()> {
         self.shared.close()

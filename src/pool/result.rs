@@ -97,7 +97,7 @@ pub(crate) fn decode_items<R: DeserializeOwned>(
             return;
         }
     };
-    let mut rd = super::fast::Reader::new(bytes);
+    let mut rd = crate::codec::Reader::new(bytes);
     for k in 0..count {
         let item = match rd.tag() {
             Ok(0) => rd.next::<R>().map(Ok),
