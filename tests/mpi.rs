@@ -231,7 +231,125 @@ fn role_refused() {
     }
 }
 
+fn sleep_then(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Results arrive with nobody waiting (the pool's background thread), and
+/// callbacks run; a callback calling its own pool gets an error, not a
+/// hang; `close` lets queued work finish, then `join` returns.
+#[test]
+#[ignore = "rank 0 of the job started by callbacks_run_and_close_lets_work_finish"]
+fn role_callbacks() {
+    use multiproc::pool::Callbacks;
+    use std::sync::mpsc;
+    let pool = std::sync::Arc::new(MpiPool::new().unwrap());
+    let limit = Duration::from_secs(60);
+
+    let (tx, rx) = mpsc::channel();
+    let ok = tx.clone();
+    let r = pool
+        .apply_async_with(
+            square,
+            (9,),
+            Callbacks::new().on_success(move |v: &u64| ok.send(Ok(*v)).unwrap()),
+        )
+        .unwrap();
+    // Nobody calls get: the callback comes from the pool's thread.
+    assert_eq!(rx.recv_timeout(limit).unwrap(), Ok(81));
+    assert_eq!(r.get().unwrap(), 81);
+
+    let err = tx.clone();
+    pool.apply_async_with(
+        fails_on_13,
+        (13,),
+        Callbacks::new().on_error(move |e: &Error| err.send(Err(e.to_string())).unwrap()),
+    )
+    .unwrap();
+    let e = rx.recv_timeout(limit).unwrap().unwrap_err();
+    assert!(e.contains("task 13 failed on purpose"), "{e}");
+
+    // A callback that calls its own pool: an error for that call.
+    let p = pool.clone();
+    let inner = tx.clone();
+    pool.map_async_with(
+        square,
+        0..4u64,
+        None,
+        Callbacks::new().on_success(move |_: &Vec<u64>| {
+            inner
+                .send(p.apply(square, (2,)).map_err(|e| e.to_string()))
+                .unwrap()
+        }),
+    )
+    .unwrap();
+    let e = rx.recv_timeout(limit).unwrap().unwrap_err();
+    assert!(e.contains("callback"), "{e}");
+
+    #[cfg(feature = "tokio")]
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let v = rt.block_on(async {
+            tokio::time::timeout(limit, pool.apply_async(sleep_then, (50,)).unwrap()).await
+        });
+        assert_eq!(v.unwrap().unwrap(), 50);
+    }
+
+    // close: queued tasks still run; new ones are refused; join waits.
+    let queued: Vec<_> = (0..6u64)
+        .map(|i| pool.apply_async(sleep_then, (20 + i,)).unwrap())
+        .collect();
+    assert!(matches!(pool.join(), Err(Error::Invalid(_))));
+    pool.close().unwrap();
+    assert!(matches!(pool.apply(square, (1,)), Err(Error::Invalid(_))));
+    pool.join().unwrap();
+    for (i, r) in queued.iter().enumerate() {
+        assert_eq!(r.get().unwrap(), 20 + i as u64);
+    }
+    println!("ROLE role_callbacks OK");
+}
+
+/// `terminate` fails what has not finished, releases the ranks and
+/// returns; the job then ends cleanly.
+#[test]
+#[ignore = "rank 0 of the job started by terminate_fails_unfinished_tasks"]
+fn role_terminate() {
+    let pool = MpiPool::new().unwrap();
+    // 10 s of work for two ranks: most of it is still queued when
+    // `terminate` comes.
+    let slow: Vec<_> = (0..100)
+        .map(|_| pool.apply_async(sleep_then, (100,)).unwrap())
+        .collect();
+    pool.terminate().unwrap();
+    let mut broken = 0;
+    for r in &slow {
+        match r.get_timeout(Duration::from_secs(60)) {
+            Ok(v) => assert_eq!(v, 100),
+            Err(Error::BrokenPool) => broken += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(broken > 0, "terminate failed none of the unfinished tasks");
+    pool.join().unwrap();
+    assert!(matches!(pool.apply(square, (1,)), Err(Error::Invalid(_))));
+    println!("ROLE role_terminate OK");
+}
+
 // ---- the tests ----
+
+#[test]
+fn callbacks_run_and_close_lets_work_finish() {
+    assert_role_ok("role_callbacks");
+}
+
+#[test]
+fn terminate_fails_unfinished_tasks() {
+    assert_role_ok("role_terminate");
+}
 
 #[test]
 fn map_10000_in_order_over_two_ranks() {

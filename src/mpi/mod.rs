@@ -44,8 +44,10 @@
 //! hold back the others, and `imap_unordered` yields results as ranks
 //! finish. A message carries whole chunks up to about a millisecond of work
 //! (measured by the worker): thousands of cheap tasks, or one slow one.
-//! Rank 0 does its MPI work in the threads that call the pool (`map`, `get`,
-//! iterating an `imap`); nothing runs in the background.
+//! Rank 0 does its MPI work in a background thread of the pool (so
+//! callbacks run and futures complete with nobody waiting) and in the
+//! threads that wait on it (`map`, `get`, iterating an `imap`), one at a
+//! time.
 //!
 //! # Failures, and what MPI lets a program detect
 //!
@@ -80,12 +82,10 @@ mod driver;
 mod identity;
 mod pool;
 mod raw;
-mod result;
 mod runner;
 mod worker;
 
 pub use pool::MpiPool;
-pub use result::{MpiAsyncResult, MpiIMap};
 
 use crate::error::{Error, Result};
 use raw::{Comm, Idle};
@@ -141,6 +141,8 @@ struct World {
     /// released.
     comm: Option<Comm>,
     pool_started: bool,
+    /// The pool, ended at exit if the program did not drop it.
+    pool: Option<std::sync::Weak<driver::Shared>>,
 }
 
 static WORLD: Mutex<Option<World>> = Mutex::new(None);
@@ -184,6 +186,7 @@ pub(crate) fn enter() {
         universe: Some(universe),
         comm: Some(comm),
         pool_started: false,
+        pool: None,
     });
     if rank == 0 {
         // SAFETY: registers a plain `extern "C" fn()` to run at exit.
@@ -208,8 +211,24 @@ fn finalize() {
     drop(universe);
 }
 
-/// At exit of rank 0: releases the workers if no pool did, then ends MPI.
+/// Records the pool, so that the end of `main` ends it if the program did
+/// not (the ranks wait for it before MPI can finalize).
+fn adopt(pool: &std::sync::Arc<driver::Shared>) {
+    if let Some(w) = world().as_mut() {
+        w.pool = Some(std::sync::Arc::downgrade(pool));
+    }
+}
+
+/// At exit of rank 0: ends the pool if it is still alive (its background
+/// thread stops: MPI is called from one thread at a time), releases the
+/// workers if no pool did, then ends MPI.
 extern "C" fn at_exit() {
+    let pool = world().as_mut().and_then(|w| w.pool.take());
+    if let Some(pool) = pool.and_then(|p| p.upgrade()) {
+        if let Err(e) = pool.terminate() {
+            eprintln!("multiproc: cannot end the MPI pool: {e}");
+        }
+    }
     let comm = world().as_mut().and_then(|w| w.comm.take());
     if let Some(comm) = comm {
         for r in 1..comm.size {

@@ -28,7 +28,7 @@
 //! machinery (the value codec, panic capture, result sinks), so that it
 //! reports answers and failures exactly as [`Pool`] does.
 
-use super::{AsyncResult, IMap, Pool, TaskFn};
+use super::{AsyncResult, Pool, TaskFn};
 use crate::error::Result;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
@@ -40,7 +40,7 @@ use std::time::Duration;
 pub(crate) mod backend {
     pub(crate) use super::super::fast::{put as fast_put, Reader};
     pub(crate) use super::super::progress::Progress;
-    pub(crate) use super::super::result::{decode_items, Collect, Fail, Outcome, Sink, TaskErr};
+    pub(crate) use super::super::result::{Fail, Sink};
     pub(crate) use super::super::worker::{install_hook, take_panic};
 }
 
@@ -145,84 +145,111 @@ pub trait TaskPool {
         R: Serialize + DeserializeOwned + Send + 'static;
 }
 
-impl TaskPool for Pool {
-    type AsyncResult<V: Send + 'static> = AsyncResult<V>;
-    type IMap<I, R>
-        = IMap<I, R>
-    where
-        I: Iterator,
-        I::Item: Serialize,
-        R: DeserializeOwned + Send + 'static;
+/// Implements [`TaskPool`] for a pool type by its inherent methods of the
+/// same names (every pool hands out [`AsyncResult`] and [`IMap`]).
+macro_rules! impl_task_pool {
+    ($pool:ty) => {
+        impl $crate::pool::TaskPool for $pool {
+            type AsyncResult<V: Send + 'static> = $crate::pool::AsyncResult<V>;
+            type IMap<I, R>
+                = $crate::pool::IMap<I, R>
+            where
+                I: Iterator,
+                I::Item: serde::Serialize,
+                R: serde::de::DeserializeOwned + Send + 'static;
 
-    fn processes(&self) -> usize {
-        Pool::processes(self)
-    }
+            fn processes(&self) -> usize {
+                <$pool>::processes(self)
+            }
 
-    fn map<F, T, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::map(self, f, iter)
-    }
+            fn map<F, T, R, I>(&self, f: F, iter: I) -> $crate::Result<Vec<R>>
+            where
+                F: Fn(T) -> R + Copy + Send + Sync + 'static,
+                I: IntoIterator<Item = T>,
+                T: serde::Serialize + serde::de::DeserializeOwned,
+                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+            {
+                <$pool>::map(self, f, iter)
+            }
 
-    fn map_chunked<F, T, R, I>(&self, f: F, iter: I, chunksize: usize) -> Result<Vec<R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::map_chunked(self, f, iter, chunksize)
-    }
+            fn map_chunked<F, T, R, I>(
+                &self,
+                f: F,
+                iter: I,
+                chunksize: usize,
+            ) -> $crate::Result<Vec<R>>
+            where
+                F: Fn(T) -> R + Copy + Send + Sync + 'static,
+                I: IntoIterator<Item = T>,
+                T: serde::Serialize + serde::de::DeserializeOwned,
+                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+            {
+                <$pool>::map_chunked(self, f, iter, chunksize)
+            }
 
-    fn imap<F, T, R, I>(&self, f: F, iter: I) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::imap(self, f, iter)
-    }
+            fn imap<F, T, R, I>(
+                &self,
+                f: F,
+                iter: I,
+            ) -> $crate::Result<$crate::pool::IMap<I::IntoIter, R>>
+            where
+                F: Fn(T) -> R + Copy + Send + Sync + 'static,
+                I: IntoIterator<Item = T>,
+                T: serde::Serialize + serde::de::DeserializeOwned,
+                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+            {
+                <$pool>::imap(self, f, iter)
+            }
 
-    fn imap_unordered<F, T, R, I>(&self, f: F, iter: I) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::imap_unordered(self, f, iter)
-    }
+            fn imap_unordered<F, T, R, I>(
+                &self,
+                f: F,
+                iter: I,
+            ) -> $crate::Result<$crate::pool::IMap<I::IntoIter, R>>
+            where
+                F: Fn(T) -> R + Copy + Send + Sync + 'static,
+                I: IntoIterator<Item = T>,
+                T: serde::Serialize + serde::de::DeserializeOwned,
+                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+            {
+                <$pool>::imap_unordered(self, f, iter)
+            }
 
-    fn starmap<F, A, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
-    where
-        F: TaskFn<A, R>,
-        I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::starmap(self, f, iter)
-    }
+            fn starmap<F, A, R, I>(&self, f: F, iter: I) -> $crate::Result<Vec<R>>
+            where
+                F: $crate::pool::TaskFn<A, R>,
+                I: IntoIterator<Item = A>,
+                A: serde::Serialize + serde::de::DeserializeOwned,
+                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+            {
+                <$pool>::starmap(self, f, iter)
+            }
 
-    fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
-    where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::apply(self, f, args)
-    }
+            fn apply<F, A, R>(&self, f: F, args: A) -> $crate::Result<R>
+            where
+                F: $crate::pool::TaskFn<A, R>,
+                A: serde::Serialize + serde::de::DeserializeOwned,
+                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+            {
+                <$pool>::apply(self, f, args)
+            }
 
-    fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
-    where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::apply_async(self, f, args)
-    }
+            fn apply_async<F, A, R>(
+                &self,
+                f: F,
+                args: A,
+            ) -> $crate::Result<$crate::pool::AsyncResult<R>>
+            where
+                F: $crate::pool::TaskFn<A, R>,
+                A: serde::Serialize + serde::de::DeserializeOwned,
+                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+            {
+                <$pool>::apply_async(self, f, args)
+            }
+        }
+    };
 }
+#[cfg(feature = "mpi")]
+pub(crate) use impl_task_pool;
+
+impl_task_pool!(Pool);

@@ -73,6 +73,7 @@
 pub(crate) mod api;
 mod builder;
 mod dispatch;
+pub(crate) mod engine;
 mod fast;
 mod journal;
 mod link;
@@ -88,9 +89,9 @@ pub use worker::TaskFn;
 
 use crate::error::{Error, Result};
 use crate::process::fnref;
-use dispatch::{Batch, Config, Shared, State};
+use dispatch::{Config, Shared, State};
+use engine::{Engine, PoolFrames, MAX_CHUNK};
 use progress::Progress;
-use result::{Collect, Outcome};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -115,9 +116,6 @@ impl std::fmt::Debug for Pool {
             .finish()
     }
 }
-
-/// The most tasks of a map sent in one message (see `map_stream`).
-const MAX_BATCH: usize = 64 << 10;
 
 /// CPython's default chunksize for a map of `len` items over `processes`.
 pub fn default_chunksize(len: usize, processes: usize) -> usize {
@@ -158,14 +156,6 @@ where
     R: Serialize,
 {
     fnref::name(MapOf::<F, T, R>::DESC)
-}
-
-fn only<R>(v: Vec<R>) -> R {
-    v.into_iter().next().expect("one task, one result")
-}
-
-fn all<R>(v: Vec<R>) -> Vec<R> {
-    v
 }
 
 impl Pool {
@@ -210,6 +200,10 @@ impl Pool {
     /// The pids of the current workers (they change as workers are replaced).
     pub fn worker_pids(&self) -> Vec<i32> {
         self.shared.pids()
+    }
+
+    fn engine(&self) -> Arc<dyn Engine> {
+        self.shared.clone()
     }
 
     fn progress(&self, len: Option<usize>) -> Progress {
@@ -263,16 +257,7 @@ impl Pool {
     {
         let _ = f;
         let runner = runner_offset::<F, A, R>();
-        let (frame, count) = task_frame(runner, std::iter::once(&args))?;
-        let out = Outcome::new(callbacks);
-        let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
-        self.shared
-            .submit(vec![Batch::new(frame, count, 0, sink.clone())])?;
-        sink.seal(1);
-        Ok(AsyncResult {
-            out,
-            shared: self.shared.clone(),
-        })
+        engine::submit_one::<PoolFrames, A, R>(&self.engine(), runner, &args, callbacks)
     }
 
     /// Applies `f` to every item and returns the results in order (Python's
@@ -401,72 +386,22 @@ impl Pool {
         if self.shared.state() != State::Running {
             return Err(Error::Invalid("the pool is not running".into()));
         }
-        // The default chunksize needs the length: an iterator that knows it
-        // exactly is streamed, any other is collected first (as Python does).
-        let (lo, hi) = items.size_hint();
-        match (chunksize, hi) {
-            (Some(cs), _) => self.map_stream(runner, items, cs, hi.filter(|&h| h == lo), callbacks),
-            (None, Some(hi)) if hi == lo => {
-                let cs = default_chunksize(lo, self.processes());
-                self.map_stream(runner, items, cs, Some(lo), callbacks)
-            }
-            (None, _) => {
-                let all: Vec<X> = items.collect();
-                let cs = default_chunksize(all.len(), self.processes());
-                let n = all.len();
-                self.map_stream(runner, all.into_iter(), cs, Some(n), callbacks)
-            }
-        }
-    }
-
-    fn map_stream<X: Serialize, R>(
-        &self,
-        runner: i64,
-        mut items: impl Iterator<Item = X>,
-        cs: usize,
-        len: Option<usize>,
-        callbacks: Callbacks<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        R: DeserializeOwned + Send + 'static,
-    {
-        // Large chunks travel as several messages of at most MAX_BATCH tasks,
-        // so workers start sooner and results are decoded while others still
-        // run. With maxtasksperchild a chunk stays one message (one task, as
+        // With maxtasksperchild a chunk stays one message (one task, as
         // Python counts).
-        let cs = cs.max(1);
-        let cs = if self.shared.config.maxtasks == 0 {
-            cs.min(MAX_BATCH)
+        let max_chunk = if self.shared.config.maxtasks == 0 {
+            MAX_CHUNK
         } else {
-            cs
+            usize::MAX
         };
-        let out = Outcome::new(callbacks);
-        let sink = Collect::<R, Vec<R>>::new(out.clone(), all::<R>, self.progress(len));
-        if let Some(n) = len {
-            sink.reserve(n);
-        }
-        let mut group = Vec::new();
-        let mut group_tasks = 0;
-        let mut index = 0;
-        loop {
-            let (frame, count) = task_frame(runner, items.by_ref().take(cs))?;
-            if count == 0 {
-                break;
-            }
-            group.push(Batch::new(frame, count, index, sink.clone()));
-            index += 1;
-            group_tasks += count as usize;
-            if group_tasks >= 4096 || group.len() >= 256 {
-                self.shared.submit(std::mem::take(&mut group))?;
-                group_tasks = 0;
-            }
-        }
-        self.shared.submit(group)?;
-        sink.seal(index);
-        Ok(AsyncResult {
-            out,
-            shared: self.shared.clone(),
-        })
+        engine::submit_map::<PoolFrames, X, R>(
+            &self.engine(),
+            runner,
+            items,
+            chunksize,
+            max_chunk,
+            callbacks,
+            |len| self.progress(len),
+        )
     }
 
     /// A lazy, ordered map (Python's `imap` with `chunksize=1`): yields one
@@ -547,8 +482,8 @@ impl Pool {
         let (lo, hi) = iter.size_hint();
         let len = (Some(lo) == hi).then_some(lo);
         let runner = map_runner_offset::<F, T, R>();
-        Ok(IMap::new(
-            self.shared.clone(),
+        Ok(IMap::new::<PoolFrames>(
+            self.engine(),
             iter,
             runner,
             chunksize,
