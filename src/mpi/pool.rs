@@ -6,18 +6,19 @@ use super::RankInfo;
 use crate::error::{Error, Result};
 use crate::pool::api::backend::Progress;
 use crate::pool::engine::{self, Engine, MAX_CHUNK};
-use crate::pool::{AsyncResult, Callbacks, IMap, TaskFn};
+use crate::pool::{AsyncResult, Callbacks, IMap, TaskFn, TaskPool};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
 
 /// A pool whose workers are the other ranks of an MPI job
 /// (`mpi4py.futures` style): rank 0 runs `main` and holds the pool, every
 /// other rank serves tasks from [`init`](crate::init) until the pool ends.
-/// Same methods and result types as [`Pool`](crate::Pool), also through
-/// [`TaskPool`](crate::pool::TaskPool).
+/// Its calls are [`TaskPool`]'s methods (`map`, `imap`, `apply_async_with`,
+/// …), with the same result types as [`Pool`](crate::Pool)'s.
 ///
 /// ```no_run
 /// use multiproc::mpi::MpiPool;
+/// use multiproc::pool::TaskPool;
 ///
 /// fn square(x: u64) -> u64 {
 ///     x * x
@@ -35,7 +36,7 @@ use std::sync::Arc;
 /// Run it with `mpiexec -n 3 ./prog` (two workers), `srun -n 64 ./prog`, …
 ///
 /// A background thread on rank 0 sends the tasks and collects the answers
-/// while no caller waits, so callbacks ([`apply_async_with`](Self::apply_async_with))
+/// while no caller waits, so callbacks ([`TaskPool::apply_async_with`])
 /// run and futures (feature `tokio`) complete on their own. A callback runs
 /// in that thread while the pool delivers results: keep it short; calling
 /// its own pool from it fails with [`Error::Invalid`].
@@ -99,112 +100,6 @@ impl MpiPool {
         Ok(self.shared.clone())
     }
 
-    /// Calls `f(args...)` on a worker rank and waits for the result
-    /// (Python's `apply`).
-    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
-    where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.apply_async(f, args)?.get()
-    }
-
-    /// Sends `f(args...)` to a worker rank and returns at once (Python's
-    /// `apply_async`).
-    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
-    where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.apply_async_with(f, args, Callbacks::new())
-    }
-
-    /// [`apply_async`](Self::apply_async) with callbacks (Python's
-    /// `callback` and `error_callback`), called in the pool's thread when
-    /// the result arrives.
-    pub fn apply_async_with<F, A, R>(
-        &self,
-        f: F,
-        args: A,
-        callbacks: Callbacks<R>,
-    ) -> Result<AsyncResult<R>>
-    where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_call::<F, A, R>();
-        engine::submit_one::<MpiFrames, A, R>(&self.engine()?, runner, &args, callbacks)
-    }
-
-    /// Applies `f` to every item and returns the results in order (Python's
-    /// `map`), with CPython's default chunksize (`len / (4 × workers)`,
-    /// rounded up).
-    ///
-    /// # Errors
-    ///
-    /// The error of the first failed task, once every task has ended.
-    pub fn map<F, T, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.map_async_with(f, iter, None, Callbacks::new())?.get()
-    }
-
-    /// [`map`](Self::map) with an explicit chunksize (tasks per batch).
-    pub fn map_chunked<F, T, R, I>(&self, f: F, iter: I, chunksize: usize) -> Result<Vec<R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.map_async_with(f, iter, Some(chunksize), Callbacks::new())?
-            .get()
-    }
-
-    /// [`map`](Self::map) without waiting (Python's `map_async`), with a
-    /// chunksize (`None`: the default) and callbacks called with the whole
-    /// result.
-    pub fn map_async_with<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: Option<usize>,
-        callbacks: Callbacks<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_map::<F, T, R>();
-        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
-    }
-
-    /// Calls `f(a, b, ...)` for every argument tuple and returns the results
-    /// in order (Python's `starmap`).
-    pub fn starmap<F, A, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
-    where
-        F: TaskFn<A, R>,
-        I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_call::<F, A, R>();
-        self.map_impl(runner, iter.into_iter(), None, Callbacks::new())?
-            .get()
-    }
-
     fn map_impl<X: Serialize, R>(
         &self,
         runner: i64,
@@ -226,79 +121,21 @@ impl MpiPool {
         )
     }
 
-    /// A lazy, ordered map (Python's `imap` with `chunksize=1`).
-    pub fn imap<F, T, R, I>(&self, f: F, iter: I) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.imap_impl(f, iter, 1, true)
-    }
-
-    /// [`imap`](Self::imap) with `chunksize` items per batch.
-    pub fn imap_chunked<F, T, R, I>(
+    fn imap_impl<I, R>(
         &self,
-        f: F,
-        iter: I,
-        chunksize: usize,
-    ) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.imap_impl(f, iter, chunksize, true)
-    }
-
-    /// As [`imap`](Self::imap), but yields results as the ranks finish them
-    /// (Python's `imap_unordered`).
-    pub fn imap_unordered<F, T, R, I>(&self, f: F, iter: I) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.imap_impl(f, iter, 1, false)
-    }
-
-    /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per batch.
-    pub fn imap_unordered_chunked<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: usize,
-    ) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.imap_impl(f, iter, chunksize, false)
-    }
-
-    fn imap_impl<F, T, R, I>(
-        &self,
-        f: F,
+        runner: i64,
         iter: I,
         chunksize: usize,
         ordered: bool,
-    ) -> Result<IMap<I::IntoIter, R>>
+    ) -> Result<IMap<I, R>>
     where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
+        I: Iterator,
+        I::Item: Serialize,
+        R: DeserializeOwned + Send + 'static,
     {
-        let _ = f;
-        let runner = offset_of_map::<F, T, R>();
         Ok(IMap::new::<MpiFrames>(
             self.engine()?,
-            iter.into_iter(),
+            iter,
             runner,
             chunksize,
             ordered,
@@ -351,4 +188,112 @@ impl Drop for MpiPool {
     }
 }
 
-crate::pool::api::impl_task_pool!(MpiPool);
+/// The pool's calls, sent to the worker ranks; the other methods of
+/// [`TaskPool`] (`map`, `imap`, `apply`, …) are written in their terms.
+impl TaskPool for MpiPool {
+    type AsyncResult<V: Send + 'static> = AsyncResult<V>;
+    type IMap<I, R>
+        = IMap<I, R>
+    where
+        I: Iterator,
+        I::Item: Serialize,
+        R: DeserializeOwned + Send + 'static;
+
+    fn processes(&self) -> usize {
+        MpiPool::processes(self)
+    }
+
+    fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<AsyncResult<R>>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let runner = offset_of_call::<F, A, R>();
+        engine::submit_one::<MpiFrames, A, R>(&self.engine()?, runner, &args, callbacks)
+    }
+
+    fn map_async_with<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let runner = offset_of_map::<F, T, R>();
+        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
+    }
+
+    fn starmap_async_with<F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: TaskFn<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let runner = offset_of_call::<F, A, R>();
+        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
+    }
+
+    fn imap_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        self.imap_impl(
+            offset_of_map::<F, T, R>(),
+            iter.into_iter(),
+            chunksize,
+            true,
+        )
+    }
+
+    fn imap_unordered_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        self.imap_impl(
+            offset_of_map::<F, T, R>(),
+            iter.into_iter(),
+            chunksize,
+            false,
+        )
+    }
+}

@@ -28,7 +28,7 @@
 //! machinery (the value codec, panic capture, result sinks), so that it
 //! reports answers and failures exactly as [`Pool`] does.
 
-use super::{AsyncResult, Pool, TaskFn};
+use super::{AsyncResult, Callbacks, IMap, Pool, TaskFn};
 use crate::error::Result;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
@@ -75,6 +75,9 @@ impl<V> PendingResult<V> for AsyncResult<V> {
 /// What every pool offers (Python's `Pool` methods): implemented by
 /// [`Pool`] and, with the `mpi` feature, by `MpiPool`. The methods mean
 /// what [`Pool`]'s methods of the same names mean.
+///
+/// A pool implements the five `_with`/`_chunked` methods; the others are
+/// written once, here, in their terms.
 pub trait TaskPool {
     /// The pending result of [`apply_async`](Self::apply_async).
     type AsyncResult<V: Send + 'static>: PendingResult<V>;
@@ -89,6 +92,78 @@ pub trait TaskPool {
     /// The number of workers.
     fn processes(&self) -> usize;
 
+    /// `f(args...)` in a worker, not waited for (Python's `apply_async`),
+    /// with callbacks called with its outcome.
+    fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<Self::AsyncResult<R>>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// `f` applied to every item, not waited for (Python's `map_async`),
+    /// in chunks of `chunksize` tasks (`None`: CPython's default), with
+    /// callbacks called with the whole result.
+    fn map_async_with<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<Self::AsyncResult<Vec<R>>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// `f(a, b, ...)` for every argument tuple, not waited for (Python's
+    /// `starmap_async`), as [`map_async_with`](Self::map_async_with).
+    fn starmap_async_with<F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<Self::AsyncResult<Vec<R>>>
+    where
+        F: TaskFn<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// A lazy, ordered map (Python's `imap`) with `chunksize` items per
+    /// message.
+    fn imap_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<Self::IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Results as they complete (Python's `imap_unordered`), with
+    /// `chunksize` items per message.
+    fn imap_unordered_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<Self::IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
     /// `f` applied to every item, in order (Python's `map`), with CPython's
     /// default chunksize.
     fn map<F, T, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
@@ -96,7 +171,10 @@ pub trait TaskPool {
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, None, Callbacks::new())?.get()
+    }
 
     /// [`map`](Self::map) with `chunksize` tasks per message.
     fn map_chunked<F, T, R, I>(&self, f: F, iter: I, chunksize: usize) -> Result<Vec<R>>
@@ -104,23 +182,45 @@ pub trait TaskPool {
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, Some(chunksize), Callbacks::new())?
+            .get()
+    }
 
-    /// A lazy, ordered map (Python's `imap`).
+    /// [`map`](Self::map) without waiting (Python's `map_async`).
+    fn map_async<F, T, R, I>(&self, f: F, iter: I) -> Result<Self::AsyncResult<Vec<R>>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, None, Callbacks::new())
+    }
+
+    /// A lazy, ordered map (Python's `imap` with `chunksize=1`).
     fn imap<F, T, R, I>(&self, f: F, iter: I) -> Result<Self::IMap<I::IntoIter, R>>
     where
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_chunked(f, iter, 1)
+    }
 
-    /// Results as they complete (Python's `imap_unordered`).
+    /// Results as they complete (Python's `imap_unordered` with
+    /// `chunksize=1`).
     fn imap_unordered<F, T, R, I>(&self, f: F, iter: I) -> Result<Self::IMap<I::IntoIter, R>>
     where
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_unordered_chunked(f, iter, 1)
+    }
 
     /// `f(a, b, ...)` for every argument tuple, in order (Python's `starmap`).
     fn starmap<F, A, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
@@ -128,128 +228,121 @@ pub trait TaskPool {
         F: TaskFn<A, R>,
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.starmap_async_with(f, iter, None, Callbacks::new())?
+            .get()
+    }
 
     /// `f(args...)` in a worker, waited for (Python's `apply`).
     fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
     where
         F: TaskFn<A, R>,
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async_with(f, args, Callbacks::new())?.get()
+    }
 
     /// `f(args...)` in a worker, not waited for (Python's `apply_async`).
     fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<Self::AsyncResult<R>>
     where
         F: TaskFn<A, R>,
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async_with(f, args, Callbacks::new())
+    }
 }
 
-/// Implements [`TaskPool`] for a pool type by its inherent methods of the
-/// same names (every pool hands out [`AsyncResult`] and [`IMap`]).
-macro_rules! impl_task_pool {
-    ($pool:ty) => {
-        impl $crate::pool::TaskPool for $pool {
-            type AsyncResult<V: Send + 'static> = $crate::pool::AsyncResult<V>;
-            type IMap<I, R>
-                = $crate::pool::IMap<I, R>
-            where
-                I: Iterator,
-                I::Item: serde::Serialize,
-                R: serde::de::DeserializeOwned + Send + 'static;
+/// The local pool: its inherent methods of the same names (the provided
+/// methods of the trait do what its inherent ones do).
+impl TaskPool for Pool {
+    type AsyncResult<V: Send + 'static> = AsyncResult<V>;
+    type IMap<I, R>
+        = IMap<I, R>
+    where
+        I: Iterator,
+        I::Item: Serialize,
+        R: DeserializeOwned + Send + 'static;
 
-            fn processes(&self) -> usize {
-                <$pool>::processes(self)
-            }
+    fn processes(&self) -> usize {
+        Pool::processes(self)
+    }
 
-            fn map<F, T, R, I>(&self, f: F, iter: I) -> $crate::Result<Vec<R>>
-            where
-                F: Fn(T) -> R + Copy + Send + Sync + 'static,
-                I: IntoIterator<Item = T>,
-                T: serde::Serialize + serde::de::DeserializeOwned,
-                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-            {
-                <$pool>::map(self, f, iter)
-            }
+    fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<AsyncResult<R>>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Pool::apply_async_with(self, f, args, callbacks)
+    }
 
-            fn map_chunked<F, T, R, I>(
-                &self,
-                f: F,
-                iter: I,
-                chunksize: usize,
-            ) -> $crate::Result<Vec<R>>
-            where
-                F: Fn(T) -> R + Copy + Send + Sync + 'static,
-                I: IntoIterator<Item = T>,
-                T: serde::Serialize + serde::de::DeserializeOwned,
-                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-            {
-                <$pool>::map_chunked(self, f, iter, chunksize)
-            }
+    fn map_async_with<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Pool::map_async_with(self, f, iter, chunksize, callbacks)
+    }
 
-            fn imap<F, T, R, I>(
-                &self,
-                f: F,
-                iter: I,
-            ) -> $crate::Result<$crate::pool::IMap<I::IntoIter, R>>
-            where
-                F: Fn(T) -> R + Copy + Send + Sync + 'static,
-                I: IntoIterator<Item = T>,
-                T: serde::Serialize + serde::de::DeserializeOwned,
-                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-            {
-                <$pool>::imap(self, f, iter)
-            }
+    fn starmap_async_with<F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: TaskFn<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Pool::starmap_async_with(self, f, iter, chunksize, callbacks)
+    }
 
-            fn imap_unordered<F, T, R, I>(
-                &self,
-                f: F,
-                iter: I,
-            ) -> $crate::Result<$crate::pool::IMap<I::IntoIter, R>>
-            where
-                F: Fn(T) -> R + Copy + Send + Sync + 'static,
-                I: IntoIterator<Item = T>,
-                T: serde::Serialize + serde::de::DeserializeOwned,
-                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-            {
-                <$pool>::imap_unordered(self, f, iter)
-            }
+    fn imap_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Pool::imap_chunked(self, f, iter, chunksize)
+    }
 
-            fn starmap<F, A, R, I>(&self, f: F, iter: I) -> $crate::Result<Vec<R>>
-            where
-                F: $crate::pool::TaskFn<A, R>,
-                I: IntoIterator<Item = A>,
-                A: serde::Serialize + serde::de::DeserializeOwned,
-                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-            {
-                <$pool>::starmap(self, f, iter)
-            }
-
-            fn apply<F, A, R>(&self, f: F, args: A) -> $crate::Result<R>
-            where
-                F: $crate::pool::TaskFn<A, R>,
-                A: serde::Serialize + serde::de::DeserializeOwned,
-                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-            {
-                <$pool>::apply(self, f, args)
-            }
-
-            fn apply_async<F, A, R>(
-                &self,
-                f: F,
-                args: A,
-            ) -> $crate::Result<$crate::pool::AsyncResult<R>>
-            where
-                F: $crate::pool::TaskFn<A, R>,
-                A: serde::Serialize + serde::de::DeserializeOwned,
-                R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-            {
-                <$pool>::apply_async(self, f, args)
-            }
-        }
-    };
+    fn imap_unordered_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Pool::imap_unordered_chunked(self, f, iter, chunksize)
+    }
 }
-#[cfg(feature = "mpi")]
-pub(crate) use impl_task_pool;
-
-impl_task_pool!(Pool);
