@@ -171,6 +171,7 @@ pub(crate) fn enter() {
     if !launched_by_mpi() || world().is_some() {
         return;
     }
+    raw::note_inherited_sockets();
     let Some(universe) = raw::initialize() else {
         return; // MPI already initialized by the program itself.
     };
@@ -200,15 +201,86 @@ pub(crate) fn enter() {
     worker::serve(comm)
 }
 
+/// How long `MPI_Finalize` may take before this rank closes its TCP
+/// connections (see [`finalize`]).
+const FINALIZE_GRACE: Duration = Duration::from_secs(5);
+
 /// Ends MPI in this process (once), together with the other ranks.
+///
+/// MPICH 4.0's ch4/UCX `MPI_Finalize` closes every connection with a flush
+/// and then waits in the launcher's (PMI) barrier without serving UCX any
+/// more; over UCX's TCP transport (1.12 and later) that flush waits for the
+/// peer to acknowledge. A rank that reaches its flush after a peer already
+/// waits in the barrier (a rank descheduled on a loaded machine) waits for
+/// ever, and so does the whole job after its work is done. MPICH 4.2
+/// reorders its finalize; here, all ranks first meet in a barrier (so they
+/// enter together), and a rank whose `MPI_Finalize` has not returned after
+/// [`FINALIZE_GRACE`] shuts its TCP connections down: the pending flushes
+/// then fail at once on both sides and finalize completes normally.
 fn finalize() {
     let universe = world().as_mut().and_then(|w| w.universe.take());
-    if universe.is_some() {
-        if let Err(e) = raw::barrier_world() {
-            eprintln!("multiproc: {e}");
-        }
+    if universe.is_none() {
+        return;
     }
+    if let Err(e) = raw::barrier_world() {
+        eprintln!("multiproc: {e}");
+    }
+    #[cfg(feature = "test-hooks")]
+    let grace = test_hooks::finalize();
+    #[cfg(not(feature = "test-hooks"))]
+    let grace = FINALIZE_GRACE;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = done.clone();
+    let watchdog = std::thread::Builder::new()
+        .name("multiproc-mpi-finalize".into())
+        .spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < grace {
+                if seen.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !seen.load(std::sync::atomic::Ordering::Acquire) {
+                eprintln!(
+                    "multiproc: MPI_Finalize has not returned after {} s: shutting down this \
+                     rank's TCP connections (MPICH 4.0 over UCX's TCP waits for ever otherwise)",
+                    grace.as_secs()
+                );
+                raw::shut_down_tcp();
+            }
+        });
     drop(universe);
+    done.store(true, std::sync::atomic::Ordering::Release);
+    if let Ok(h) = watchdog {
+        let _ = h.join();
+    }
+}
+
+/// Test hooks (feature `test-hooks`): `MULTIPROC_TEST_MPI_LATE=<rank>:<ms>`
+/// makes that rank enter `MPI_Finalize` late (as a descheduled rank does on
+/// a loaded machine); `MULTIPROC_TEST_MPI_GRACE=<s>` sets the finalize grace.
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    use super::{Duration, FINALIZE_GRACE};
+
+    /// Sleeps if this rank is the late one; returns the finalize grace.
+    pub(super) fn finalize() -> Duration {
+        let rank = std::env::var("PMI_RANK").ok();
+        if let Some((r, ms)) = std::env::var("MULTIPROC_TEST_MPI_LATE").ok().and_then(|v| {
+            v.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        }) {
+            if Some(r) == rank {
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+            }
+        }
+        std::env::var("MULTIPROC_TEST_MPI_GRACE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(FINALIZE_GRACE)
+    }
 }
 
 /// Records the pool, so that the end of `main` ends it if the program did
