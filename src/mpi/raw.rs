@@ -297,9 +297,9 @@ pub(crate) fn initialize() -> Option<mpi::environment::Universe> {
     Some(universe)
 }
 
-/// Waits until every rank of the world arrives here (before `MPI_Finalize`:
-/// MPICH 4.0 over UCX's TCP transport hung in `MPI_Finalize` when rank 0
-/// entered it long after the workers; entering together avoids that).
+/// Waits until every rank of the world arrives here (before `MPI_Finalize`,
+/// which MPICH 4.0 over UCX's TCP transport needs the ranks to enter
+/// together: see `mpi::finalize`).
 pub(crate) fn barrier_world() -> Result<()> {
     check(
         // SAFETY: the world communicator of an initialized MPI; a collective
