@@ -308,9 +308,9 @@ fn role_callbacks() {
     let queued: Vec<_> = (0..6u64)
         .map(|i| pool.apply_async(sleep_then, (20 + i,)).unwrap())
         .collect();
-    assert!(matches!(pool.join(), Err(Error::Invalid(_))));
+    assert!(matches!(pool.join(), Err(Error::InvalidState(_))));
     pool.close().unwrap();
-    assert!(matches!(pool.apply(square, (1,)), Err(Error::Invalid(_))));
+    assert!(matches!(pool.apply(square, (1,)), Err(Error::BrokenPool)));
     pool.join().unwrap();
     for (i, r) in queued.iter().enumerate() {
         assert_eq!(r.get().unwrap(), 20 + i as u64);
@@ -340,7 +340,7 @@ fn role_terminate() {
     }
     assert!(broken > 0, "terminate failed none of the unfinished tasks");
     pool.join().unwrap();
-    assert!(matches!(pool.apply(square, (1,)), Err(Error::Invalid(_))));
+    assert!(matches!(pool.apply(square, (1,)), Err(Error::BrokenPool)));
     println!("ROLE role_terminate OK");
 }
 

@@ -110,7 +110,7 @@ impl Driver {
     /// Queues batches and sends what the workers can take.
     pub(crate) fn submit(&mut self, batches: Vec<Chunk>) -> Result<()> {
         if self.state != State::Running && self.broken.is_none() {
-            return Err(Error::Invalid("the pool is not running".into()));
+            return Err(Error::BrokenPool);
         }
         if let Err(e) = self.check() {
             for b in batches {
@@ -404,12 +404,12 @@ impl Shared {
         Ok(shared)
     }
 
-    /// Locks the driver; [`Error::Invalid`] if this thread holds it already
+    /// Locks the driver; [`Error::InvalidState`] if this thread holds it already
     /// (a callback calling its own pool).
     pub(crate) fn lock(&self) -> Result<Locked<'_>> {
         let me = thread_tag();
         if self.holder.load(Ordering::Acquire) == me {
-            return Err(Error::Invalid(
+            return Err(Error::InvalidState(
                 "an MpiPool callback cannot call its own pool (it runs while the pool \
                  delivers results)"
                     .into(),

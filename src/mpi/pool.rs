@@ -39,7 +39,7 @@ use std::sync::Arc;
 /// while no caller waits, so callbacks ([`TaskPool::apply_async_with`])
 /// run and futures (feature `tokio`) complete on their own. A callback runs
 /// in that thread while the pool delivers results: keep it short; calling
-/// its own pool from it fails with [`Error::Invalid`].
+/// its own pool from it fails with [`Error::InvalidState`].
 ///
 /// **Ending it**: [`close`](Self::close) then [`join`](Self::join) lets
 /// every queued task finish, then releases the ranks;
@@ -72,7 +72,7 @@ impl MpiPool {
     /// - [`Error::Bootstrap`] naming the rank (and its host) that runs a
     ///   different build, or a rank that did not report in time (it did not
     ///   call [`init`](crate::init) first in `main`).
-    /// - [`Error::Invalid`] if the program was not started by an MPI
+    /// - [`Error::InvalidState`] if the program was not started by an MPI
     ///   launcher with at least two ranks, if [`init`](crate::init) was not
     ///   called, or if the pool was already created (MPI's world serves one
     ///   pool per run).
@@ -95,7 +95,7 @@ impl MpiPool {
 
     fn engine(&self) -> Result<Arc<dyn Engine>> {
         if self.shared.state()? != State::Running {
-            return Err(Error::Invalid("the pool is not running".into()));
+            return Err(Error::BrokenPool);
         }
         Ok(self.shared.clone())
     }
@@ -155,7 +155,7 @@ impl MpiPool {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] from a callback of this pool.
+    /// [`Error::InvalidState`] from a callback of this pool.
     pub fn terminate(&self) -> Result<()> {
         self.shared.terminate()
     }
@@ -166,11 +166,11 @@ impl MpiPool {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the pool is still running (Python's
+    /// [`Error::InvalidState`] if the pool is still running (Python's
     /// `ValueError`); the MPI error that broke the pool, if one did.
     pub fn join(&self) -> Result<()> {
         if self.shared.state()? == State::Running {
-            return Err(Error::Invalid(
+            return Err(Error::InvalidState(
                 "join() needs close() or terminate() first".into(),
             ));
         }

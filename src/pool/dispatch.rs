@@ -214,7 +214,7 @@ impl Shared {
         let pid = proc.pid();
         let pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_raw(pid)
-                .ok_or_else(|| Error::Invalid("worker pid 0".into()))?,
+                .ok_or_else(|| Error::Io(std::io::Error::other("a worker has pid 0")))?,
             rustix::process::PidfdFlags::empty(),
         )?;
         Ok(Worker::new(proc, parent, pidfd, journal))
@@ -228,7 +228,7 @@ impl Shared {
         let unsent = {
             let mut core = lock(&self.core);
             if core.state != State::Running {
-                return Err(Error::Invalid("the pool is not running".into()));
+                return Err(Error::BrokenPool);
             }
             self.outstanding.fetch_add(batches.len(), SeqCst);
             core.pending.extend(batches);

@@ -188,7 +188,7 @@ impl Pool {
         match rx.recv() {
             Ok(Ok(())) => Ok(pool),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Invalid("the pool's supervisor thread ended".into())),
+            Err(_) => Err(Error::BrokenPool),
         }
     }
 
@@ -384,7 +384,7 @@ impl Pool {
         R: DeserializeOwned + Send + 'static,
     {
         if self.shared.state() != State::Running {
-            return Err(Error::Invalid("the pool is not running".into()));
+            return Err(Error::BrokenPool);
         }
         // With maxtasksperchild a chunk stays one message (one task, as
         // Python counts).
@@ -476,7 +476,7 @@ impl Pool {
     {
         let _ = f;
         if self.shared.state() != State::Running {
-            return Err(Error::Invalid("the pool is not running".into()));
+            return Err(Error::BrokenPool);
         }
         let iter = iter.into_iter();
         let (lo, hi) = iter.size_hint();
@@ -512,10 +512,10 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the pool is still running (Python's `ValueError`).
+    /// [`Error::InvalidState`] if the pool is still running (Python's `ValueError`).
     pub fn join(&self) -> Result<()> {
         match self.shared.state() {
-            State::Running => Err(Error::Invalid(
+            State::Running => Err(Error::InvalidState(
                 "join() needs close() or terminate() first".into(),
             )),
             State::Closed => {

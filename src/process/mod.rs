@@ -31,7 +31,7 @@ pub use forkserver::{set_forkserver_preload, Preload};
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
 pub use target::TaskFn;
 
-use crate::error::{Error, ProcessFailure, Result};
+use crate::error::{BootstrapError, CodecError, Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
 use fnref::FnDesc;
@@ -49,6 +49,9 @@ pub(crate) struct ChildIdentity {
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) parent_pid: i32,
+    /// The parent's start token (see `sys::liveness`; 0 if unknown): tells
+    /// the parent from a later process with its pid.
+    pub(crate) parent_token: u32,
     pub(crate) parent_name: String,
     pub(crate) path: Vec<u32>,
 }
@@ -121,21 +124,35 @@ pub fn current_process() -> CurrentProcess {
     }
 }
 
-/// The parent of a process started by multiproc (Python's `parent_process()`).
+/// The parent of a process started by multiproc (Python's `parent_process()`):
+/// the process that called `start`, under every start method (a forkserver
+/// child's parent is the process that asked for it, not the fork server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParentProcess {
     /// The parent's name.
     pub name: String,
     /// The parent's pid.
     pub pid: i32,
+    /// The parent's start token, to tell it from a later process that gets
+    /// its pid.
+    token: u32,
 }
 
 impl ParentProcess {
-    /// Whether the parent is still running (it is our parent as long as
-    /// `getppid()` still names it).
+    /// Whether the parent is still running: it is our parent (`getppid()`
+    /// names it), or — for a forkserver child, whose parent in the kernel's
+    /// eyes is the fork server — a process with its pid and its start time
+    /// exists and has not ended.
     pub fn is_alive(&self) -> bool {
         // SAFETY: plain syscall.
-        unsafe { libc::getppid() == self.pid }
+        if unsafe { libc::getppid() } == self.pid {
+            return true;
+        }
+        let Ok(pid) = u32::try_from(self.pid) else {
+            return false;
+        };
+        self.token != 0
+            && crate::sys::liveness::check(pid, self.token) == crate::sys::liveness::Liveness::Alive
     }
 }
 
@@ -144,6 +161,7 @@ pub fn parent_process() -> Option<ParentProcess> {
     CURRENT.get().map(|id| ParentProcess {
         name: id.parent_name.clone(),
         pid: id.parent_pid,
+        token: id.parent_token,
     })
 }
 
@@ -221,7 +239,7 @@ impl Builder {
     /// started from a thread that ends is killed then (Linux semantics).
     ///
     /// As in CPython, a daemon process may not start children of its own:
-    /// `start` in a daemon returns [`Error::Invalid`] ("daemonic processes
+    /// `start` in a daemon returns [`Error::InvalidState`] ("daemonic processes
     /// are not allowed to have children"), since they would be orphaned
     /// when it is ended.
     pub fn daemon(mut self, daemon: bool) -> Builder {
@@ -295,7 +313,7 @@ impl Builder {
         registry::reap_finished();
         let me = current_process();
         if me.daemon && !self.internal {
-            return Err(Error::Invalid(
+            return Err(Error::InvalidState(
                 "daemonic processes are not allowed to have children".into(),
             ));
         }
@@ -312,6 +330,7 @@ impl Builder {
             name: name.clone(),
             daemon,
             parent_pid: me.pid,
+            parent_token: crate::sys::liveness::current_token(),
             parent_name: me.name,
             path,
         };
@@ -343,18 +362,13 @@ impl Builder {
                 (ChildShared::new(pid, name, daemon), report)
             }
             StartMethod::Forkserver => {
-                if !self.pass_fds.is_empty() {
-                    return Err(Error::Invalid(
-                        "Builder::pass_fd is not supported by the forkserver start method yet"
-                            .into(),
-                    ));
-                }
                 let s = forkserver::launch(
                     identity,
                     self.stdin,
                     fnref::name(runner),
                     ex.bytes(),
                     ex.fds(),
+                    &self.pass_fds,
                 )?;
                 let shared = ChildShared::forkserver_child(s.pid, name, daemon, s.pidfd, s.status);
                 (shared, s.report)
@@ -424,16 +438,16 @@ pub struct Process<R = ()> {
 #[derive(Debug, Clone)]
 enum JoinError {
     Failed(ProcessFailure),
-    Bootstrap(String),
-    Codec(String),
+    Bootstrap(BootstrapError),
+    Codec(CodecError),
 }
 
 impl From<JoinError> for Error {
     fn from(e: JoinError) -> Error {
         match e {
             JoinError::Failed(f) => Error::ProcessFailed(Box::new(f)),
-            JoinError::Bootstrap(m) => Error::Bootstrap(m),
-            JoinError::Codec(m) => Error::Codec(m),
+            JoinError::Bootstrap(b) => Error::Bootstrap(b),
+            JoinError::Codec(c) => Error::Codec(c),
         }
     }
 }
@@ -519,7 +533,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// message and the child's backtrace; `exit(N)` or a signal gives the same
     /// error with that exitcode; a child that could not start gives
     /// [`Error::Bootstrap`]. The value can be taken once: a later `join`
-    /// returns [`Error::Invalid`]; failures are returned every time.
+    /// returns [`Error::AlreadyTaken`]; failures are returned every time.
     pub fn join(&mut self) -> Result<R> {
         self.wait_until(None)?;
         self.take_result()
@@ -547,9 +561,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     fn take_result(&mut self) -> Result<R> {
         match self.result.as_mut().expect("wait_until returned true") {
-            Ok(v) => v.take().ok_or_else(|| {
-                Error::Invalid("the return value was already taken by an earlier join".into())
-            }),
+            Ok(v) => v.take().ok_or_else(|| Error::AlreadyTaken),
             Err(e) => Err(e.clone().into()),
         }
     }
@@ -616,15 +628,22 @@ impl<R: DeserializeOwned> Process<R> {
         let report = bootstrap::parse_report(&self.buf);
         self.buf = Vec::new();
         match report {
-            Some(Ok(Report::Returned(bytes))) if code == 0 => crate::codec::decode(&bytes)
-                .map(Some)
-                .map_err(|e| JoinError::Codec(e.to_string())),
+            Some(Ok(Report::Returned(bytes))) if code == 0 => {
+                crate::codec::decode(&bytes).map(Some).map_err(|e| match e {
+                    Error::Codec(c) => JoinError::Codec(c),
+                    e => JoinError::Codec(CodecError::with_source(
+                        "cannot decode the child's return value",
+                        e,
+                    )),
+                })
+            }
             Some(Ok(Report::Panicked { message, backtrace })) => {
                 Err(failed(Some(message), Some(backtrace)))
             }
-            Some(Ok(Report::BootstrapFailed(m))) => Err(JoinError::Bootstrap(m)),
-            Some(Err(e)) => Err(JoinError::Codec(format!(
-                "unreadable report from the child: {e}"
+            Some(Ok(Report::BootstrapFailed(m))) => Err(JoinError::Bootstrap(m.into())),
+            Some(Err(e)) => Err(JoinError::Codec(CodecError::with_source(
+                "unreadable report from the child",
+                e,
             ))),
             // The target called exit(0) itself: success, with a value only if
             // the return type needs none (`()`).
@@ -734,10 +753,13 @@ pub mod __test {
                 name: "Process-crafted".into(),
                 daemon: false,
                 parent_pid: std::process::id() as i32,
+                parent_token: 0,
                 parent_name: "MainProcess".into(),
                 path: vec![1],
             },
-            fds: Vec::new(),
+            nfds: 0,
+            keep: Vec::new(),
+            close_others: false,
             args: Vec::new(),
         })
     }
@@ -762,6 +784,13 @@ pub mod __test {
     /// before `start` gives up (default 30 s).
     pub fn set_boot_stall(limit: Duration) {
         spawn::set_boot_stall(limit)
+    }
+
+    /// Makes spawned children close the descriptors they do not keep
+    /// themselves after `exec` (the path taken with a libc whose
+    /// `posix_spawn` cannot close them), or not (the default).
+    pub fn spawn_child_closes(on: bool) {
+        spawn::set_child_closes(on)
     }
 
     fn runner_of<F, A, R>(f: F) -> &'static FnDesc<Runner>
