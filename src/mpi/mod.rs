@@ -178,7 +178,9 @@ pub(crate) fn enter() {
     let comm = match Comm::world() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("multiproc: cannot set up MPI: {e}");
+            // A last word before exit, not a log record (see `crate::logging`):
+            // `main` has had no chance to install a logger yet.
+            crate::logging::write_stderr(format!("multiproc: cannot set up MPI: {e}\n").as_bytes());
             std::process::exit(1);
         }
     };
@@ -223,7 +225,7 @@ fn finalize() {
         return;
     }
     if let Err(e) = raw::barrier_world() {
-        eprintln!("multiproc: {e}");
+        crate::logging::mp_log!(error, target: "multiproc::mpi", "{e}");
     }
     #[cfg(feature = "test-hooks")]
     let grace = test_hooks::finalize();
@@ -242,9 +244,11 @@ fn finalize() {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if !seen.load(std::sync::atomic::Ordering::Acquire) {
-                eprintln!(
-                    "multiproc: MPI_Finalize has not returned after {} s: shutting down this \
-                     rank's TCP connections (MPICH 4.0 over UCX's TCP waits for ever otherwise)",
+                crate::logging::mp_log!(
+                    warn,
+                    target: "multiproc::mpi",
+                    "MPI_Finalize has not returned after {} s: shutting down this rank's TCP \
+                     connections (MPICH 4.0 over UCX's TCP waits for ever otherwise)",
                     grace.as_secs()
                 );
                 raw::shut_down_tcp();
@@ -298,7 +302,7 @@ extern "C" fn at_exit() {
     let pool = world().as_mut().and_then(|w| w.pool.take());
     if let Some(pool) = pool.and_then(|p| p.upgrade()) {
         if let Err(e) = pool.terminate() {
-            eprintln!("multiproc: cannot end the MPI pool: {e}");
+            crate::logging::mp_log!(error, target: "multiproc::mpi", "cannot end the MPI pool: {e}");
         }
     }
     let comm = world().as_mut().and_then(|w| w.comm.take());

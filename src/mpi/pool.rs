@@ -183,7 +183,7 @@ impl MpiPool {
 impl Drop for MpiPool {
     fn drop(&mut self) {
         if let Err(e) = self.shared.terminate() {
-            eprintln!("multiproc: cannot end the MPI pool: {e}");
+            crate::logging::mp_log!(error, target: "multiproc::mpi", "cannot end the MPI pool: {e}");
         }
     }
 }

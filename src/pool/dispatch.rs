@@ -325,7 +325,8 @@ impl Shared {
         any
     }
 
-    /// One pass over the workers: read answers, notice deaths, send work.
+    /// One pass over the workers: read answers, notice deaths (logged, see
+    /// [`crate::logging`]), send work.
     fn service(&self, core: &mut Core, dead: &[i32], done: &mut Vec<Done>) -> Result<()> {
         let mut i = 0;
         while i < core.workers.len() {
@@ -351,17 +352,22 @@ impl Shared {
                 core.pending.push_front(b);
             }
             let w = core.workers.remove(i);
-            if w.replaced {
+            let successor = if w.replaced {
                 // Its successor is on its way (or here): it keeps its place
                 // in `worker_pids` until then.
                 if core.state == State::Running {
                     core.vacated.push(w.pid);
                 }
+                true
             } else if core.state == State::Running
                 || (core.state == State::Closed && (!core.pending.is_empty() || !w.exiting))
             {
                 core.spawn_needed += 1;
-            }
+                true
+            } else {
+                false
+            };
+            log_worker_exit(w.pid, code, successor);
         }
         self.fill(core);
         if core.spawn_needed > 0 {
@@ -576,7 +582,11 @@ impl Shared {
                         drop(role);
                         self.notify_done();
                         if let Err(e) = r {
-                            eprintln!("multiproc: pool supervisor: {e}");
+                            crate::logging::mp_log!(
+                                error,
+                                target: "multiproc::pool",
+                                "pool supervisor: {e}"
+                            );
                             std::thread::sleep(tick);
                         }
                         armed = false;
@@ -629,7 +639,11 @@ impl Shared {
                         drop(role);
                         self.complete(done);
                         if let Err(e) = r {
-                            eprintln!("multiproc: pool supervisor: {e}");
+                            crate::logging::mp_log!(
+                                error,
+                                target: "multiproc::pool",
+                                "pool supervisor: {e}"
+                            );
                         }
                     }
                     // Whoever drives sees it too.
@@ -777,5 +791,30 @@ impl Shared {
         self.shutdown.store(true, SeqCst);
         self.kick();
         self.wake_bg();
+    }
+}
+
+/// Reports a worker's exit (CPython's pool logs "cleaning up worker"): a
+/// warning when it died (non-zero exit code or a signal), a debug record
+/// when it left as asked. Called by the parent that reaped it, never in a
+/// child (see `crate::logging` on fork safety).
+fn log_worker_exit(pid: i32, exitcode: i32, replaced: bool) {
+    let then = if replaced {
+        "a new worker replaces it"
+    } else {
+        "not replaced"
+    };
+    if exitcode != 0 {
+        crate::logging::mp_log!(
+            warn,
+            target: "multiproc::pool",
+            "pool worker {pid} exited with exitcode {exitcode}; {then}"
+        );
+    } else {
+        crate::logging::mp_log!(
+            debug,
+            target: "multiproc::pool",
+            "pool worker {pid} exited; {then}"
+        );
     }
 }

@@ -431,6 +431,7 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
 /// (`mpiexec`, `srun`), every rank but 0 becomes a worker of
 /// `multiproc::mpi::MpiPool` here and exits when rank 0's pool ends.
 pub fn init() {
+    super::helper::register();
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
         #[cfg(feature = "mpi")]
         crate::mpi::enter();

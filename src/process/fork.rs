@@ -59,7 +59,7 @@ pub(crate) fn launch(
     // (room for stdio, the report socket and every duplicate is made here).
     let mut keep: Vec<RawFd> = Vec::with_capacity(pass_fds.len() + fds.len() + 5);
     keep.extend_from_slice(pass_fds);
-    keep.extend(crate::shared::tracker::inherited_fd());
+    keep.extend(crate::resource_tracker::inherited_fd());
     let prep = bootstrap::ForkPrep::new(flush_stdout);
     // Hold the registry lock across fork: the child then gets it unlocked
     // (it drops its copy of the guard) and empties it.

@@ -20,6 +20,7 @@ mod bootstrap;
 pub(crate) mod fnref;
 mod fork;
 mod forkserver;
+mod helper;
 mod method;
 mod registry;
 mod spawn;
@@ -655,6 +656,14 @@ impl<R: DeserializeOwned> Process<R> {
             }),
             _ => Err(failed(None, None)),
         }
+    }
+}
+
+/// A process is ready for [`wait`](crate::connection::wait) when it has
+/// exited (its [`sentinel`](Process::sentinel)).
+impl<R: DeserializeOwned> crate::sys::wait::Waitable for Process<R> {
+    fn wait_fd(&self) -> BorrowedFd<'_> {
+        self.sentinel()
     }
 }
 

@@ -14,6 +14,8 @@ pub(crate) mod liveness;
 pub(crate) mod posix_spawn;
 pub(crate) mod region;
 pub(crate) mod scm;
+pub(crate) mod shm;
+pub(crate) mod wait;
 
 use crate::error::Result;
 use rustix::event::{PollFd, PollFlags};
