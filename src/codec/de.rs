@@ -29,7 +29,6 @@ impl<'de> Reader<'de> {
     }
 
     /// The next `u64` varint.
-    #[allow(dead_code)]
     #[inline]
     pub(crate) fn varint(&mut self) -> PResult<u64> {
         self.de.varint(super::MAX_VARINT)

@@ -110,8 +110,6 @@ pub(crate) fn put_into<T: Serialize + ?Sized, O: Out>(
 /// Encodes `value` into `buf`; the bytes used, or
 /// `postcard::Error::SerializeBufferFull` (a long sequence stops at its next
 /// element once the buffer is full).
-// For `src/queue` (its own copy of the codec goes; issue 12).
-#[allow(dead_code)]
 pub(crate) fn encode_to_slice<T: Serialize + ?Sized>(
     value: &T,
     buf: &mut [u8],
@@ -140,8 +138,6 @@ pub(crate) fn bytes_header(len: usize) -> ([u8; MAX_VARINT], usize) {
 /// Reads the length prefix of a byte payload (see [`bytes_header`]): the
 /// length and the bytes the prefix used, or `None` if it is malformed or
 /// incomplete.
-// For `src/queue` (its own copy of the codec goes; issue 12).
-#[allow(dead_code)]
 pub(crate) fn read_bytes_header(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut rd = Reader::new(bytes);
     let len = rd.varint().ok()?;
@@ -217,7 +213,6 @@ impl Out for Vec<u8> {
 }
 
 /// A fixed buffer as an [`Out`]: a write that does not fit sets `full`.
-#[allow(dead_code)]
 struct SliceOut<'a> {
     buf: &'a mut [u8],
     len: usize,

@@ -412,29 +412,11 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
     exit_child(1)
 }
 
-/// Enters the library in a spawned child; in any other process, records that
-/// this is the main process and returns at once.
-///
-/// Call it first in `main`. In a process started by the *spawn* method it
-/// never returns: it receives the target and its arguments from the parent,
-/// runs the target, reports the result and exits. In test binaries use
-/// [`test_support!`](crate::test_support) instead (it calls this before the
-/// test harness starts).
-///
-/// A spawned child whose program forgot to call it runs `main` again instead
-/// of its target; its first [`Process::start`](crate::Process::start) then
-/// ends it with a message saying what to add, and its parent's `join`
-/// returns [`Error::Bootstrap`] (no chain of processes each starting the
-/// next).
-///
-/// With the `mpi` feature, in a program started by an MPI launcher
-/// (`mpiexec`, `srun`), every rank but 0 becomes a worker of
-/// `multiproc::mpi::MpiPool` here and exits when rank 0's pool ends.
-pub fn init() {
+/// The process side of [`crate::init`]: enters a spawned child (never
+/// returns there); in any other process returns at once.
+pub(crate) fn init() {
     super::helper::register();
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
-        #[cfg(feature = "mpi")]
-        crate::mpi::enter();
         return;
     };
     if is_secure_exec() {

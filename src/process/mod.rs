@@ -26,7 +26,7 @@ mod registry;
 mod spawn;
 mod target;
 
-pub use bootstrap::init;
+pub(crate) use bootstrap::init;
 pub(crate) use bootstrap::{capture_panics_per_thread, take_thread_panic};
 pub use forkserver::{set_forkserver_preload, Preload};
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
@@ -818,4 +818,12 @@ pub mod __test {
         fnref::check_target(f);
         RunnerOf::<F, A, R>::DESC
     }
+}
+
+/// The number of CPUs this process may run on (its affinity mask), as
+/// `os.process_cpu_count()`; at least 1.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

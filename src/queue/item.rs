@@ -47,15 +47,14 @@ pub(super) fn put_item<T: Serialize + 'static>(
     stall: Stall,
 ) -> Result<()> {
     if let Some(bytes) = (item as &dyn Any).downcast_ref::<Vec<u8>>() {
-        let mut len = [0u8; 10];
-        let n = varint(bytes.len() as u64, &mut len);
+        let (len, n) = codec::bytes_header(bytes.len());
         return ring.put(&[&len[..n], bytes], deadline, stall);
     }
     // Small items: encode on the stack (no thread-local, no Vec); an item
     // that does not fit stops the attempt at the first byte too many.
     let mut stack = [0u8; 128];
-    match postcard::to_slice(item, &mut stack) {
-        Ok(used) => ring.put(&[used], deadline, stall),
+    match codec::encode_to_slice(item, &mut stack) {
+        Ok(used) => ring.put(&[&stack[..used]], deadline, stall),
         Err(postcard::Error::SerializeBufferFull) => {
             with_encoded(item, |bytes| ring.put(&[bytes], deadline, stall))
         }
@@ -76,8 +75,8 @@ pub(super) fn decode_item<T: DeserializeOwned + 'static>(bytes: SharedBytes<'_>)
         let n = bytes.copy_into(0, &mut pre);
         // SAFETY: `copy_into` initialised the first `n` bytes.
         let pre = unsafe { std::slice::from_raw_parts(pre.as_ptr().cast::<u8>(), n) };
-        let (len, used) =
-            read_varint(pre).ok_or_else(|| Error::Codec("bad length prefix".into()))?;
+        let (len, used) = codec::read_bytes_header(pre)
+            .ok_or_else(|| Error::Codec("bad length prefix".into()))?;
         if len != (bytes.len() - used) as u64 {
             return Err(Error::Codec("truncated bytes item".into()));
         }
@@ -110,32 +109,6 @@ pub(super) fn decode_item<T: DeserializeOwned + 'static>(bytes: SharedBytes<'_>)
     })
 }
 
-/// LEB128, as postcard encodes lengths. Returns the bytes used.
-fn varint(mut v: u64, out: &mut [u8; 10]) -> usize {
-    let mut i = 0;
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out[i] = b;
-            return i + 1;
-        }
-        out[i] = b | 0x80;
-        i += 1;
-    }
-}
-
-fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,8 +122,7 @@ mod tests {
     fn vec_u8_fast_path_matches_the_codec() {
         for len in [0usize, 1, 127, 128, 300, 16_384, 1 << 20] {
             let v: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut pre = [0u8; 10];
-            let n = varint(len as u64, &mut pre);
+            let (pre, n) = codec::bytes_header(len);
             let mut fast = pre[..n].to_vec();
             fast.extend_from_slice(&v);
             assert_eq!(fast, codec::encode(&v).unwrap(), "encode, len {len}");
