@@ -27,10 +27,10 @@
 mod address;
 mod auth;
 mod conn;
+mod fds;
 pub mod framing;
 mod listener;
 mod pipe;
-mod reader;
 mod wait;
 
 pub use address::Address;

@@ -364,8 +364,7 @@ impl Builder {
         Ok(Process {
             shared,
             report,
-            buf: Vec::new(),
-            eof: false,
+            reports: bootstrap::ReportReader::new(),
             result: None,
             _r: PhantomData,
         })
@@ -414,8 +413,7 @@ where
 pub struct Process<R = ()> {
     shared: Arc<ChildShared>,
     report: OwnedFd,
-    buf: Vec<u8>,
-    eof: bool,
+    reports: bootstrap::ReportReader,
     /// `Some` once the outcome is known: `Ok(None)` after the value was taken.
     result: Option<Result<Option<R>, JoinError>>,
     _r: PhantomData<fn() -> R>,
@@ -556,18 +554,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Reads whatever the report socket holds without blocking.
     fn drain(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 65536];
-        while !self.eof {
-            match rustix::net::recv(&self.report, &mut chunk, rustix::net::RecvFlags::DONTWAIT) {
-                Ok((0, _)) => self.eof = true,
-                Ok((n, _)) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(rustix::io::Errno::CONNRESET) => self.eof = true,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        self.reports.drain(self.report.as_fd())
     }
 
     /// Waits until the child has ended and its report is read. `false` if the
@@ -588,7 +575,7 @@ impl<R: DeserializeOwned> Process<R> {
             }
             // Wait for report bytes or for the exit. Without a pidfd, a closed
             // report socket only says the child is about to end: poll briefly.
-            match (self.shared.watch_fd(), self.eof) {
+            match (self.shared.watch_fd(), self.reports.done()) {
                 (Some(p), false) => {
                     crate::sys::poll_readable(&[self.report.as_fd(), p], deadline)?;
                 }
@@ -613,8 +600,7 @@ impl<R: DeserializeOwned> Process<R> {
                 backtrace,
             })
         };
-        let report = bootstrap::parse_report(&self.buf);
-        self.buf = Vec::new();
+        let report = self.reports.take();
         match report {
             Some(Ok(Report::Returned(bytes))) if code == 0 => crate::codec::decode(&bytes)
                 .map(Some)
