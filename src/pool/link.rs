@@ -4,11 +4,11 @@
 //! [`journal`](super::journal)).
 
 use super::journal::{self, before};
-use super::result::{Fail, Sink};
+use super::sink::{Fail, Sink};
 use super::wire;
 use crate::connection::framing::{self, Frame, FrameReader, FrameWriter};
 use crate::error::{Error, Result};
-use crate::process::Process;
+use crate::process::{ChildShared, Process};
 use crate::sys::conn_io::Kind;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
@@ -153,7 +153,9 @@ pub(crate) struct Worker {
     pub(crate) proc: Process<()>,
     pub(crate) pid: i32,
     pub(crate) sock: Arc<OwnedFd>,
-    pub(crate) pidfd: Arc<OwnedFd>,
+    /// The child as the registry knows it: its sentinel (the pidfd of the
+    /// process handle, the one per child) is watched for its death.
+    pub(crate) child: Arc<ChildShared>,
     journal: journal::Reader,
     /// The worker's answers (its position counts the bytes received).
     reader: FrameReader,
@@ -184,17 +186,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(
-        proc: Process<()>,
-        sock: OwnedFd,
-        pidfd: OwnedFd,
-        journal: journal::Reader,
-    ) -> Worker {
+    pub(crate) fn new(proc: Process<()>, sock: OwnedFd, journal: journal::Reader) -> Worker {
         Worker {
             pid: proc.pid(),
+            child: Arc::clone(proc.child()),
             proc,
             sock: Arc::new(sock),
-            pidfd: Arc::new(pidfd),
             journal,
             reader: wire::reader(),
             writer: FrameWriter::default(),

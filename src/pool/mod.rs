@@ -78,6 +78,7 @@ mod journal;
 mod link;
 mod progress;
 mod result;
+mod sink;
 mod wire;
 mod worker;
 

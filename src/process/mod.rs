@@ -35,7 +35,7 @@ use crate::error::{Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
 use fnref::FnDesc;
-use registry::ChildShared;
+pub(crate) use registry::ChildShared;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -454,6 +454,13 @@ impl Process<()> {
 }
 
 impl<R: DeserializeOwned> Process<R> {
+    /// What this handle shares with the registry: the child's one pidfd
+    /// (or a forkserver child's status socket) among it, for owners that
+    /// watch many children in one `poll` (the pool).
+    pub(crate) fn child(&self) -> &Arc<ChildShared> {
+        &self.shared
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> i32 {
         self.shared.pid
