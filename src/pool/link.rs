@@ -179,6 +179,8 @@ pub(crate) struct Worker {
     pub(crate) broken: bool,
     /// `EXIT` was queued: send nothing more.
     pub(crate) exiting: bool,
+    /// The socket's sending side is shut (after `EXIT`).
+    shut: bool,
     /// It sent a malformed frame (it has been killed).
     corrupt: Option<String>,
     /// A replacement was already asked for (it retires by maxtasksperchild).
@@ -204,6 +206,7 @@ impl Worker {
             head_since: Instant::now(),
             broken: false,
             exiting: false,
+            shut: false,
             corrupt: None,
             replaced: false,
         }
@@ -313,6 +316,13 @@ impl Worker {
         if !self.broken && !self.writer.flush(self.sock.as_fd(), Kind::Socket)? {
             self.broken = true;
         }
+        if self.exiting && !self.shut && self.writer.unsent() == 0 {
+            // `EXIT` is out and nothing follows it: the end of the stream
+            // tells the worker so even if a stranger's bytes cut into it
+            // (the worker then sees a frame cut short and ends too).
+            self.shut = true;
+            let _ = rustix::net::shutdown(&*self.sock, rustix::net::Shutdown::Write);
+        }
         Ok(())
     }
 
@@ -333,7 +343,13 @@ impl Worker {
             }
             let frame = match wire::next(reader, self.sock.as_fd(), true) {
                 Ok(Some(f)) => f,
-                Ok(None) => break,
+                Ok(None) => {
+                    let kinds = [wire::RESULTS, wire::PARTIAL, wire::FAILED];
+                    if let Some(e) = wire::bad_start(reader, &kinds) {
+                        self.corrupted(e.to_string());
+                    }
+                    break;
+                }
                 // The worker is gone (a frame cut short included): its
                 // death is handled as such, the journal has the rest.
                 Err(Error::Closed) => {

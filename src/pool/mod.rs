@@ -70,6 +70,10 @@
 //! another worker holds but has not started (and will skip), so no worker
 //! idles while tasks wait behind another, whatever ran before.
 
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+#[path = "test_hooks.rs"]
+pub mod __test;
 pub(crate) mod api;
 mod builder;
 mod dispatch;

@@ -127,6 +127,14 @@ pub(crate) fn kind_of(payload: &[u8]) -> Result<(u8, &[u8]), FrameError> {
     }
 }
 
+/// A frame partly received whose kind is already known to be none of
+/// `kinds`: refused at once, without waiting for the rest (which a peer gone
+/// wrong might never send).
+pub(crate) fn bad_start(r: &FrameReader, kinds: &[u8]) -> Option<FrameError> {
+    let k = *r.partial_payload()?.first()?;
+    (!kinds.contains(&k)).then_some(FrameError::Kind(k))
+}
+
 /// A reader of the pool's frames: frames up to [`MAX_FRAME`]; payloads of
 /// 64 KiB and more go to buffers of their own (handed over uncopied).
 pub(crate) fn reader() -> FrameReader {
@@ -156,4 +164,121 @@ pub(crate) fn next(
         &mut || Ok(()),
         &mut |_, _| {},
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use proptest::prelude::*;
+
+    /// The complete frames at the front of `bytes` under `max`, as
+    /// `framing::split` finds them, and whether the stream stops at a
+    /// malformed header (negative or over `max`).
+    fn reference(bytes: &[u8], max: u64) -> (Vec<Vec<u8>>, bool) {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        loop {
+            match framing::split(&bytes[pos..], max) {
+                Ok(Some(p)) => {
+                    out.push(bytes[pos..][p.clone()].to_vec());
+                    pos += p.end;
+                }
+                Ok(None) => return (out, false),
+                Err(_) => return (out, true),
+            }
+        }
+    }
+
+    /// Feeds `bytes` through a pool socket to `r`, in non-blocking mode as
+    /// the parent reads, in pieces of `chunk` bytes, with a limit of `max`.
+    fn feed(
+        mut r: FrameReader,
+        bytes: &[u8],
+        chunk: usize,
+        max: u64,
+    ) -> (Vec<Vec<u8>>, Option<Error>) {
+        let (a, b) = pair().unwrap();
+        let mut got = Vec::new();
+        let mut sent = 0;
+        loop {
+            let end = (sent + chunk).min(bytes.len());
+            if sent < end {
+                framing::write_all(b.as_fd(), Kind::Socket, &[&bytes[sent..end]], &[]).unwrap();
+                sent = end;
+            } else if sent == bytes.len() {
+                // All sent: the end of the stream follows.
+                sent += 1;
+                let _ = rustix::net::shutdown(&b, rustix::net::Shutdown::Write);
+            }
+            loop {
+                let src = source(a.as_fd(), true);
+                match r.next(src, max, &mut Vec::new(), &mut || Ok(()), &mut |_, _| {}) {
+                    Ok(Some(f)) => got.push(r.payload(&f).to_vec()),
+                    Ok(None) => break,
+                    Err(e) => return (got, Some(e)),
+                }
+            }
+            assert!(sent <= bytes.len(), "the reader waits after the end");
+        }
+    }
+
+    fn frames_then_noise() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..6),
+            prop::collection::vec(any::<u8>(), 0..40),
+            any::<prop::sample::Index>(),
+            any::<bool>(),
+        )
+            .prop_map(|(frames, noise, cut, truncate)| {
+                let mut v = Vec::new();
+                for f in frames {
+                    let (h, n) = framing::encode_header(f.len() as u64);
+                    v.extend_from_slice(&h[..n]);
+                    v.extend_from_slice(&f);
+                }
+                v.extend_from_slice(&noise);
+                if truncate && !v.is_empty() {
+                    v.truncate(cut.index(v.len()));
+                }
+                v
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// The pool's reader (and one with a tiny read-ahead, so that large
+        /// frames take their own path) yields exactly the reference frames,
+        /// then a clear end: `Closed` after the last whole frame, an error
+        /// otherwise; never a panic, a hang, or a frame over the limit.
+        #[test]
+        fn pool_reader_matches_reference(bytes in frames_then_noise(), chunk in 1usize..5000, max in 0u64..4000) {
+            let (expected, malformed) = reference(&bytes, max);
+            let consumed: usize = expected.iter().map(|f| f.len() + 4).sum();
+            for r in [reader(), FrameReader::new(16, 8)] {
+                let (got, err) = feed(r, &bytes, chunk, max);
+                prop_assert_eq!(&got, &expected);
+                let err = err.expect("the stream ends");
+                if consumed == bytes.len() {
+                    prop_assert!(matches!(err, Error::Closed), "{:?}", err);
+                } else if malformed {
+                    prop_assert!(matches!(err, Error::MessageTooLarge { .. } | Error::Codec(_)), "{:?}", err);
+                } else {
+                    prop_assert!(matches!(err, Error::Io(_)), "{:?}", err);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_length_and_unknown_kinds_are_frame_errors() {
+        assert_eq!(kind_of(&[]), Err(FrameError::Empty));
+        assert_eq!(kind_of(&[TASKS, 1]), Ok((TASKS, &[1u8][..])));
+        let mut r = FrameReader::new(64, 32);
+        let (a, b) = pair().unwrap();
+        framing::write_all(b.as_fd(), Kind::Socket, &[&[0, 0, 1, 0, 77, 1, 2]], &[]).unwrap();
+        assert!(matches!(next(&mut r, a.as_fd(), true), Ok(None)));
+        assert_eq!(bad_start(&r, &[TASKS, EXIT]), Some(FrameError::Kind(77)));
+    }
 }

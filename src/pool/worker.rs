@@ -284,6 +284,8 @@ pub(crate) fn worker_main(
 ) {
     install_hook();
     let sock = sock.0;
+    #[cfg(feature = "test-hooks")]
+    super::__test::set_worker_socket(sock.as_fd());
     let Some(mut journal) = journal::Writer::new(region) else {
         panic!("the pool worker's journal region is too small");
     };
@@ -312,6 +314,10 @@ pub(crate) fn worker_main(
         let frame = match wire::next(&mut reader, sock.as_fd(), true) {
             Ok(Some(f)) => f,
             Ok(None) => {
+                if wire::bad_start(&reader, &[wire::TASKS, wire::EXIT]).is_some() {
+                    // Not a frame the parent sends: see below.
+                    break;
+                }
                 // Idle: answer what is done, spin briefly, then block.
                 if journal.len() > 0 && !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
                     return;
@@ -325,8 +331,20 @@ pub(crate) fn worker_main(
                 };
                 let got = loop {
                     match wire::next(&mut reader, sock.as_fd(), true) {
+                        Ok(None)
+                            if wire::bad_start(&reader, &[wire::TASKS, wire::EXIT]).is_some() =>
+                        {
+                            break Err(crate::Error::Invalid("a frame of an unknown kind".into()))
+                        }
                         Ok(None) if t0.elapsed() < spin => std::hint::spin_loop(),
-                        Ok(None) => break wire::next(&mut reader, sock.as_fd(), false),
+                        Ok(None) => {
+                            // Block in `poll`, not in a read: a frame refused
+                            // by its first bytes is refused at once (a
+                            // blocking read would wait for all of it).
+                            if crate::sys::wait_readable(sock.as_fd(), None).is_err() {
+                                break Err(crate::Error::Closed);
+                            }
+                        }
                         other => break other,
                     }
                 };

@@ -105,6 +105,21 @@ impl FrameReader {
         &self.buf[range]
     }
 
+    /// The payload bytes received so far of a frame whose header is in but
+    /// whose payload is not complete (what the next call continues), so a
+    /// caller can refuse a frame by its first bytes without waiting for all.
+    pub(crate) fn partial_payload(&self) -> Option<&[u8]> {
+        if let Some(l) = &self.large {
+            return Some(&l.data);
+        }
+        match parse_header(&self.buf[self.start..self.end]) {
+            Ok(Header::Complete { header_len, .. }) => {
+                Some(&self.buf[self.start + header_len..self.end])
+            }
+            _ => None,
+        }
+    }
+
     /// The stream position just past the frame yielded last (`frame`): a
     /// buffered one ends where its payload does; a large one was read
     /// exactly to its end.

@@ -251,6 +251,21 @@ impl Shared {
         self.stop_supervisor();
     }
 
+    /// Calls `f` with the pid and socket of the first worker (test hooks).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn with_worker_socket<T>(
+        &self,
+        f: impl FnOnce(i32, std::os::fd::BorrowedFd<'_>) -> Result<T>,
+    ) -> Result<T> {
+        use std::os::fd::AsFd;
+        let core = lock(&self.core);
+        let w = core
+            .workers
+            .first()
+            .ok_or_else(|| Error::Invalid("the pool has no worker".into()))?;
+        f(w.pid, w.sock.as_fd())
+    }
+
     pub(crate) fn stop_supervisor(&self) {
         self.shutdown.store(true, SeqCst);
         self.kick();
