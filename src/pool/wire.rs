@@ -85,13 +85,7 @@ impl Handoff for WorkerEnd {
 
 /// A connected pair: (parent end, non-blocking; worker end, blocking).
 pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let (a, b) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let (a, b) = crate::sys::conn_io::stream_pair()?;
     for s in [&a, &b] {
         // Larger buffers mean fewer wake-ups for big chunks; the kernel caps
         // the request at its limit, and failure only costs speed.
@@ -223,22 +217,30 @@ mod tests {
         }
     }
 
-    fn frames_then_noise() -> impl Strategy<Value = Vec<u8>> {
+    /// Pool frames as the parent and workers write them (`begin`, payload,
+    /// `finish`), then hostile bytes: noise, a length word of the peer's
+    /// choosing, or a cut.
+    fn pool_stream() -> impl Strategy<Value = Vec<u8>> {
+        let frame = (
+            prop::sample::select(vec![TASKS, EXIT, FAILED, PARTIAL, 0, 99]),
+            prop::collection::vec(any::<u8>(), 0..3000),
+        );
         (
-            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..6),
+            prop::collection::vec(frame, 0..6),
+            prop::option::of(any::<i32>()),
             prop::collection::vec(any::<u8>(), 0..40),
-            any::<prop::sample::Index>(),
-            any::<bool>(),
+            prop::option::of(any::<prop::sample::Index>()),
         )
-            .prop_map(|(frames, noise, cut, truncate)| {
+            .prop_map(|(frames, word, noise, cut)| {
                 let mut v = Vec::new();
-                for f in frames {
-                    let (h, n) = framing::encode_header(f.len() as u64);
-                    v.extend_from_slice(&h[..n]);
-                    v.extend_from_slice(&f);
+                for (kind, payload) in frames {
+                    let start = begin(&mut v, kind);
+                    v.extend_from_slice(&payload);
+                    finish(&mut v, start);
                 }
+                v.extend(word.map(i32::to_be_bytes).into_iter().flatten());
                 v.extend_from_slice(&noise);
-                if truncate && !v.is_empty() {
+                if let Some(cut) = cut.filter(|_| !v.is_empty()) {
                     v.truncate(cut.index(v.len()));
                 }
                 v
@@ -253,7 +255,7 @@ mod tests {
         /// then a clear end: `Closed` after the last whole frame, an error
         /// otherwise; never a panic, a hang, or a frame over the limit.
         #[test]
-        fn pool_reader_matches_reference(bytes in frames_then_noise(), chunk in 1usize..5000, max in 0u64..4000) {
+        fn pool_reader_matches_reference(bytes in pool_stream(), chunk in 1usize..5000, max in 0u64..4000) {
             let (expected, malformed) = reference(&bytes, max);
             let consumed: usize = expected.iter().map(|f| f.len() + 4).sum();
             for r in [reader(), FrameReader::new(16, 8)] {

@@ -39,6 +39,18 @@ impl Kind {
     }
 }
 
+/// A connected pair of Unix stream sockets (close-on-exec): the transport
+/// of a duplex pipe and of each pool worker.
+pub(crate) fn stream_pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+}
+
 fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
     loop {
         match f() {

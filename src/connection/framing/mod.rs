@@ -112,32 +112,38 @@ pub fn parse_header(buf: &[u8]) -> Result<Header> {
     })
 }
 
+/// The header at the front of `buf`, checked against `max`: `(header
+/// length, payload length)`, or `None` while it is incomplete.
+///
+/// # Errors
+///
+/// As [`parse_header`], and [`Error::MessageTooLarge`] for a length above
+/// `max`.
+pub(crate) fn checked_header(buf: &[u8], max: u64) -> Result<Option<(usize, usize)>> {
+    match parse_header(buf)? {
+        Header::Incomplete => Ok(None),
+        Header::Complete {
+            payload_len,
+            header_len,
+        } if payload_len <= max => Ok(Some((header_len, payload_len as usize))),
+        Header::Complete { payload_len, .. } => Err(Error::MessageTooLarge {
+            len: payload_len,
+            max,
+        }),
+    }
+}
+
 /// The complete frame at the front of `buf`, if there is one: its payload's
 /// range in `buf` (the frame ends where the payload does).
 ///
 /// # Errors
 ///
-/// As [`parse_header`], and [`Error::MessageTooLarge`] for a length above
-/// `max`, as soon as the header is in, whether or not the rest has arrived.
+/// As [`checked_header`], as soon as the header is in, whether or not the
+/// rest has arrived.
 pub(crate) fn split(buf: &[u8], max: u64) -> Result<Option<std::ops::Range<usize>>> {
-    match parse_header(buf)? {
-        Header::Incomplete => Ok(None),
-        Header::Complete {
-            header_len,
-            payload_len,
-        } => {
-            if payload_len > max {
-                return Err(Error::MessageTooLarge {
-                    len: payload_len,
-                    max,
-                });
-            }
-            let end = header_len as u64 + payload_len;
-            if (buf.len() as u64) < end {
-                return Ok(None);
-            }
-            Ok(Some(header_len..end as usize))
-        }
+    match checked_header(buf, max)? {
+        Some((h, len)) if buf.len() - h >= len => Ok(Some(h..h + len)),
+        _ => Ok(None),
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`FrameReader`]: frames out of a byte stream, in blocking or non-blocking mode.
 
-use super::{encode_header, parse_header, Header, MAX_HEADER};
+use super::{checked_header, encode_header, parse_header, Header, MAX_HEADER};
 use crate::error::{Error, Result};
 use crate::sys::conn_io::{self, Kind};
 use rustix::io::Errno;
@@ -192,19 +192,9 @@ impl FrameReader {
                 continue;
             }
             let avail = self.end - self.start;
-            match parse_header(&self.buf[self.start..self.end])? {
-                Header::Complete {
-                    header_len,
-                    payload_len,
-                } => {
-                    if payload_len > max {
-                        return Err(Error::MessageTooLarge {
-                            len: payload_len,
-                            max,
-                        });
-                    }
-                    let plen = payload_len as usize;
-                    let total = header_len + plen;
+            match checked_header(&self.buf[self.start..self.end], max)? {
+                Some((header_len, plen)) => {
+                    let total = header_len.saturating_add(plen);
                     if avail >= total {
                         let s = self.start + header_len;
                         self.start += total;
@@ -218,7 +208,7 @@ impl FrameReader {
                         self.compact();
                     }
                 }
-                Header::Incomplete => {
+                None => {
                     if avail == 0 {
                         self.start = 0;
                         self.end = 0;
@@ -303,14 +293,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     fn pair() -> (OwnedFd, OwnedFd) {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType};
-        rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap()
+        conn_io::stream_pair().unwrap()
     }
 
     fn next(r: &mut FrameReader, fd: &OwnedFd, max: u64) -> Result<Option<Vec<u8>>> {

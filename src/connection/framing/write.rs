@@ -184,14 +184,7 @@ mod tests {
 
     #[test]
     fn queued_frames_arrive_whole_and_in_order() {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType};
-        let (a, b) = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
+        let (a, b) = conn_io::stream_pair().unwrap();
         let mut w = FrameWriter::default();
         let mut sent = Vec::new();
         for i in 0..200usize {
