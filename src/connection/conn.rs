@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 /// reusable scratch buffer; the buffer is released when a larger one was used.
 const KEEP_SCRATCH: usize = 1 << 20;
 
+/// A pipe that carries a message of at least `GROW_AT` bytes is grown once
+/// to `PIPE_SIZE` (`F_SETPIPE_SZ`): the writer then runs ahead of the reader
+/// by several messages instead of waking it for every 64 KiB. Best effort
+/// (a user at the kernel's pipe-size limits keeps the default).
+const GROW_AT: usize = 32 << 10;
+const PIPE_SIZE: usize = 256 << 10;
+
 /// The payload of the frame that announces a connection sent with
 /// [`Connection::send_connection`]; the descriptor rides on the same write.
 const FD_MARKER: &[u8] = b"\0multiproc:fd\0";
@@ -61,6 +68,8 @@ pub struct Connection {
     max_message_size: AtomicU64,
     /// Set after a protocol error left the stream at an unknown position.
     broken: AtomicBool,
+    /// The pipe was grown (or needs no growing): see [`PIPE_SIZE`].
+    grown: AtomicBool,
     reader: Mutex<Reader>,
     writer: Mutex<Vec<u8>>,
 }
@@ -103,6 +112,7 @@ impl Connection {
             socket,
             max_message_size: AtomicU64::new(DEFAULT_MAX_MESSAGE_SIZE),
             broken: AtomicBool::new(false),
+            grown: AtomicBool::new(socket),
             reader: Mutex::new(Reader::default()),
             writer: Mutex::new(Vec::new()),
         }
@@ -150,8 +160,20 @@ impl Connection {
         }
     }
 
+    /// Grows a pipe about to carry `len` bytes (see [`PIPE_SIZE`]).
+    fn grow_for(&self, len: usize) {
+        if len >= GROW_AT && !self.grown.swap(true, Ordering::Relaxed) {
+            if let Ok(size) = rustix::pipe::fcntl_getpipe_size(&self.fd) {
+                if size < PIPE_SIZE {
+                    let _ = rustix::pipe::fcntl_setpipe_size(&self.fd, PIPE_SIZE);
+                }
+            }
+        }
+    }
+
     /// Sends `payload` as one frame (see [`framing::write_frame`]).
     fn send_frame(&self, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.grow_for(payload.len());
         framing::write_frame(self.fd.as_fd(), self.kind(), payload, fds).map_err(write_error)
     }
 
@@ -182,6 +204,7 @@ impl Connection {
     /// the header.
     fn send_encoded(&self, w: &mut Vec<u8>) -> Result<()> {
         let len = (w.len() - 4) as u64;
+        self.grow_for(len as usize);
         let r = if len <= SHORT_MAX {
             w[..4].copy_from_slice(&framing::short_header(len as usize));
             framing::write_all(self.fd.as_fd(), self.kind(), &[&w[..]], &[]).map_err(write_error)
