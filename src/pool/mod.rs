@@ -75,6 +75,7 @@
 #[path = "test_hooks.rs"]
 pub mod __test;
 pub(crate) mod api;
+mod batch;
 mod builder;
 mod dispatch;
 mod fast;

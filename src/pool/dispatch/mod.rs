@@ -15,12 +15,12 @@
 //!   (for callbacks and `*_async` without a waiter). It gives the role up as
 //!   soon as a waiting thread asks (`fg_waiters` and the `kick` eventfd).
 //!
-//! A worker's death is seen on its pidfd (by the supervisor too when
+//! A worker's death is seen on its sentinel, the pidfd of its process
+//! handle (by the supervisor too when
 //! nobody drives): what it answered is read from its socket and its
 //! journal, only the task it was running fails with
 //! [`Error::WorkerDied`](crate::Error::WorkerDied), what it had not started
 //! goes back to the queue, and a replacement starts (see `link`).
-
 //!
 //! The parent is four things, one module each: per-worker I/O (`link`),
 //! which worker gets which batch ([`window`]), who reads the sockets and
@@ -35,7 +35,6 @@ mod window;
 pub(crate) use super::link::Batch;
 use super::link::{Done, Worker};
 use super::sink::Fail;
-
 use crate::error::{Error, Result};
 use crate::process::StartMethod;
 use std::collections::VecDeque;
