@@ -246,7 +246,7 @@ impl Importer {
             .get(slot as usize)
             .and_then(|f| f.as_ref())
             .ok_or_else(|| {
-                Error::Bootstrap(format!(
+                Error::bootstrap(format!(
                     "handoff names descriptor slot {slot}, which was not received"
                 ))
             })?;

@@ -77,7 +77,7 @@ pub mod util;
 
 pub use connection::{Address, Client, Connection, Listener, Pipe};
 pub use context::{cpu_count, get_context, Context};
-pub use error::{Error, ProcessFailure, Result};
+pub use error::{AuthError, BootstrapError, CodecError, Error, ProcessFailure, Result};
 pub use manager::Manager;
 pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};

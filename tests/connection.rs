@@ -77,8 +77,8 @@ fn simplex_directions() {
     assert!(w.writable() && !w.readable());
     w.send_bytes(b"one way").unwrap();
     assert_eq!(r.recv_bytes().unwrap(), b"one way");
-    assert!(matches!(r.send_bytes(b"x"), Err(Error::Invalid(_))));
-    assert!(matches!(w.recv_bytes(), Err(Error::Invalid(_))));
+    assert!(matches!(r.send_bytes(b"x"), Err(Error::Unsupported { .. })));
+    assert!(matches!(w.recv_bytes(), Err(Error::Unsupported { .. })));
     drop(w);
     assert!(matches!(r.recv_bytes(), Err(Error::Closed)));
 }
@@ -302,10 +302,13 @@ fn connection_sent_over_connection() {
     assert_eq!(inner_a.recv::<u8>().unwrap(), 3);
     // A plain message is not a connection.
     x.send(&1u8).unwrap();
-    assert!(matches!(y.recv_connection(), Err(Error::Invalid(_))));
+    assert!(matches!(y.recv_connection(), Err(Error::Codec(_))));
     // Simplex pipes cannot carry descriptors.
     let (_r, w) = Pipe::simplex().unwrap();
-    assert!(matches!(w.send_connection(&got), Err(Error::Invalid(_))));
+    assert!(matches!(
+        w.send_connection(&got),
+        Err(Error::Unsupported { .. })
+    ));
 
     // To a spawned child, which received only the carrier at start.
     let (carrier_parent, carrier_child) = Pipe::duplex().unwrap();
@@ -335,12 +338,12 @@ fn handoff_refuses_unread_read_ahead() {
         let b = (b,);
         assert!(matches!(
             multiproc::handoff::round_trip(&b),
-            Err(Error::Invalid(_))
+            Err(Error::InvalidState(_))
         ));
         b.0
     };
     let (x, _y) = Pipe::duplex().unwrap();
-    assert!(matches!(x.send_connection(&b), Err(Error::Invalid(_))));
+    assert!(matches!(x.send_connection(&b), Err(Error::InvalidState(_))));
     // Nothing was lost; once drained, the connection travels.
     assert_eq!(b.recv::<u8>().unwrap(), 2);
     let (b2,) = multiproc::handoff::round_trip(&(b,)).unwrap();

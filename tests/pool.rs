@@ -244,7 +244,7 @@ fn test_async_timeout() {
         Err(Error::Timeout)
     ));
     assert!(!r.ready());
-    assert!(matches!(r.successful(), Err(Error::Invalid(_))));
+    assert!(matches!(r.successful(), Err(Error::NotReady)));
     pool.terminate();
     // Terminated before it finished: the result fails, never hangs.
     assert!(matches!(r.get_timeout(LONG), Err(Error::BrokenPool)));
@@ -369,11 +369,11 @@ fn test_context() {
     pool.join().unwrap();
     assert!(matches!(
         pool.map_async(sqr, 0..10u64),
-        Err(Error::Invalid(_))
+        Err(Error::BrokenPool)
     ));
     assert!(matches!(
         pool.apply_async(sqr, (1,)),
-        Err(Error::Invalid(_))
+        Err(Error::BrokenPool)
     ));
 }
 
@@ -381,7 +381,7 @@ fn test_context() {
 fn test_close_join() {
     let pool = Pool::new(2).unwrap();
     assert!(
-        matches!(pool.join(), Err(Error::Invalid(_))),
+        matches!(pool.join(), Err(Error::InvalidState(_))),
         "join before close"
     );
     let r = pool.map_async(sqr_slow_one, 0..20u64).unwrap();
@@ -389,7 +389,7 @@ fn test_close_join() {
     pool.close().unwrap();
     assert!(matches!(
         pool.apply_async(sqr, (1,)),
-        Err(Error::Invalid(_))
+        Err(Error::BrokenPool)
     ));
     pool.join().unwrap();
     // Queued work finished before the workers left.
@@ -458,7 +458,7 @@ fn test_unencodable_result() {
         });
         let r = pool.apply_async_with(unencodable, (), cb).unwrap();
         match r.get() {
-            Err(Error::Codec(m)) => assert!(m.contains("cannot encode"), "{m}"),
+            Err(Error::Codec(m)) => assert!(m.message().contains("cannot encode"), "{m}"),
             other => panic!("expected a codec error, got {other:?}"),
         }
         assert_eq!(errs.load(Ordering::SeqCst), 1);
@@ -518,7 +518,7 @@ fn test_get_twice() {
     let pool = Pool::new(1).unwrap();
     let r = pool.apply_async(sqr, (4,)).unwrap();
     assert_eq!(r.get().unwrap(), 16);
-    assert!(matches!(r.get(), Err(Error::Invalid(_))));
+    assert!(matches!(r.get(), Err(Error::AlreadyTaken)));
     let r = pool.apply_async(boom, ()).unwrap();
     assert!(r.get().is_err());
     assert!(r.get().is_err(), "an error is returned every time");

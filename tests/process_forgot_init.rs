@@ -56,7 +56,8 @@ fn markers(dir: &Path) -> Vec<String> {
 fn assert_names_init(e: &Error) {
     match e {
         Error::Bootstrap(m) => assert!(
-            m.contains("multiproc::init()") && m.contains("first line of `main`"),
+            m.message().contains("multiproc::init()")
+                && m.message().contains("first line of `main`"),
             "unclear message: {m}"
         ),
         other => panic!("expected Error::Bootstrap, got {other:?}"),
@@ -106,7 +107,7 @@ fn a_program_that_forgot_init_gets_a_clear_error_not_a_fork_bomb() {
             .start(take, (vec![7u8; 4 << 20],))
             .unwrap_err();
         assert!(
-            matches!(&e, Error::Bootstrap(m) if m.contains("multiproc::init()")),
+            matches!(&e, Error::Bootstrap(m) if m.message().contains("multiproc::init()")),
             "{e:?}"
         );
     }

@@ -25,7 +25,7 @@ fn crafted_runner_names_are_refused() {
         let mut p = spawn_damaged(d).unwrap();
         match p.join_timeout(LONG) {
             Err(Error::Bootstrap(msg)) => {
-                assert!(msg.contains("cannot be found"), "{d:?}: {msg}")
+                assert!(msg.message().contains("cannot be found"), "{d:?}: {msg}")
             }
             other => panic!("{d:?}: expected a bootstrap error, got {other:?}"),
         }

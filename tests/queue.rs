@@ -170,7 +170,7 @@ fn joinable_accounting() {
     assert_eq!(q.unfinished_tasks(), 1);
     q.task_done().unwrap();
     q.join().unwrap();
-    assert!(matches!(q.task_done(), Err(Error::Invalid(_))));
+    assert!(matches!(q.task_done(), Err(Error::TaskDoneTooOften)));
     assert_eq!(q.unfinished_tasks(), 0);
 }
 

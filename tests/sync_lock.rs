@@ -47,7 +47,7 @@ fn test_lock() {
     ));
     drop(g);
     assert!(!lock.locked());
-    assert!(matches!(lock.release(), Err(Error::Invalid(_))));
+    assert!(matches!(lock.release(), Err(Error::NotHeld)));
     // The Python way: acquire without a guard, release explicitly.
     lock.acquire().unwrap().leak();
     assert!(lock.locked());

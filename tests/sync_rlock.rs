@@ -26,7 +26,7 @@ fn test_rlock() {
         r.release().unwrap();
     }
     assert!(!r.locked());
-    assert!(matches!(r.release(), Err(Error::Invalid(_))));
+    assert!(matches!(r.release(), Err(Error::NotHeld)));
 }
 
 /// `_TestLock.test_rlock_context`, with guards nesting.

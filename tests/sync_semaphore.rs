@@ -43,7 +43,7 @@ fn test_bounded_semaphore() {
     s.release().unwrap();
     s.release().unwrap();
     assert_eq!(s.value(), 2);
-    assert!(matches!(s.release(), Err(Error::Invalid(_))));
+    assert!(matches!(s.release(), Err(Error::ReleasedTooOften)));
     assert_eq!(s.value(), 2);
 }
 

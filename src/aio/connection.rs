@@ -90,7 +90,7 @@ impl AsyncConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] (and the connection is dropped) if a message
+    /// [`Error::InvalidState`] (and the connection is dropped) if a message
     /// queued by a dropped send future is still partly unwritten: call
     /// [`flush`](Self::flush) first.
     pub fn into_inner(self) -> Result<Connection> {
@@ -99,7 +99,7 @@ impl AsyncConnection {
             out.buf.len() - out.done
         };
         if pending > 0 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::InvalidState(format!(
                 "{pending} bytes of a message are not written yet (flush first)"
             )));
         }
@@ -178,7 +178,7 @@ impl AsyncConnection {
     /// position at its end.
     fn queue(&self, frame: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<u64> {
         if !self.get_ref().writable() {
-            return Err(Error::Invalid("connection is read-only".into()));
+            return Err(Error::unsupported("sending on a read-only connection"));
         }
         let mut out = lock(&self.out);
         let before = out.buf.len();

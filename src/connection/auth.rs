@@ -81,7 +81,7 @@ impl Digest {
 }
 
 fn fail(msg: impl Into<String>) -> Error {
-    Error::AuthenticationFailed(msg.into())
+    Error::authentication(msg.into())
 }
 
 /// Splits a challenge or an answer into its digest (`None` = legacy MD5
@@ -122,7 +122,10 @@ fn recv_handshake(conn: &Connection, deadline: Option<Instant>) -> Result<Vec<u8
             Error::MessageTooLarge { len, .. } => {
                 fail(format!("handshake message of {len} bytes is too long"))
             }
-            Error::Codec(m) => fail(format!("protocol error: {m}")),
+            Error::Codec(c) => Error::AuthenticationFailed(crate::error::AuthError::with_source(
+                "the peer does not speak the handshake protocol",
+                c,
+            )),
             Error::Closed => fail("peer closed the connection during the handshake"),
             e => e,
         })

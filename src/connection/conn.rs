@@ -156,7 +156,7 @@ impl Connection {
         if self.writable {
             Ok(())
         } else {
-            Err(Error::Invalid("connection is read-only".into()))
+            Err(Error::unsupported("sending on a read-only connection"))
         }
     }
 
@@ -181,7 +181,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] if the peer has closed its end; [`Error::Invalid`] on
+    /// [`Error::Closed`] if the peer has closed its end; [`Error::Unsupported`] on
     /// a read-only end.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.check_writable()?;
@@ -225,8 +225,12 @@ impl Connection {
         let mut w = lock(&self.writer);
         w.clear();
         w.extend_from_slice(&[0u8; 4]);
-        serde_pickle::to_writer(&mut *w, &value, serde_pickle::SerOptions::new())
-            .map_err(|e| Error::Codec(e.to_string()))?;
+        serde_pickle::to_writer(&mut *w, &value, serde_pickle::SerOptions::new()).map_err(|e| {
+            Error::Codec(crate::error::CodecError::with_source(
+                "cannot encode a value as pickle",
+                e,
+            ))
+        })?;
         self.send_encoded(&mut w)
     }
 
@@ -238,13 +242,14 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if this end is not a Unix socket, or if `conn` holds
-    /// received data not yet read (it would be lost).
+    /// [`Error::Unsupported`] if this end is not a Unix socket;
+    /// [`Error::InvalidState`] if `conn` holds received data not yet read (it
+    /// would be lost).
     pub fn send_connection(&self, conn: &Connection) -> Result<()> {
         self.check_writable()?;
         if !self.socket {
-            return Err(Error::Invalid(
-                "only a socket connection can carry descriptors".into(),
+            return Err(Error::unsupported(
+                "passing a connection over a pipe (only a socket connection carries descriptors)",
             ));
         }
         conn.check_no_read_ahead()?;
@@ -258,7 +263,7 @@ impl Connection {
     fn check_no_read_ahead(&self) -> Result<()> {
         let r = lock(&self.reader);
         if r.holds_data() {
-            return Err(Error::Invalid(
+            return Err(Error::InvalidState(
                 "connection holds received data that has not been read".into(),
             ));
         }
@@ -269,10 +274,10 @@ impl Connection {
 
     fn check_readable(&self) -> Result<()> {
         if !self.readable {
-            return Err(Error::Invalid("connection is write-only".into()));
+            return Err(Error::unsupported("receiving on a write-only connection"));
         }
         if self.broken.load(Ordering::Relaxed) {
-            return Err(Error::Invalid(
+            return Err(Error::InvalidState(
                 "connection lost its place in the stream after a protocol error".into(),
             ));
         }
@@ -419,8 +424,12 @@ impl Connection {
     #[cfg(feature = "pickle")]
     pub fn recv_pickle<T: DeserializeOwned>(&self) -> Result<T> {
         self.recv_with(None, |b| {
-            serde_pickle::from_slice(b, serde_pickle::DeOptions::new())
-                .map_err(|e| Error::Codec(e.to_string()))
+            serde_pickle::from_slice(b, serde_pickle::DeOptions::new()).map_err(|e| {
+                Error::Codec(crate::error::CodecError::with_source(
+                    "cannot decode a pickle",
+                    e,
+                ))
+            })
         })
     }
 
@@ -428,7 +437,7 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the next message is not a connection.
+    /// [`Error::Codec`] if the next message is not a connection.
     pub fn recv_connection(&self) -> Result<Connection> {
         let mut r = lock(&self.reader);
         let frame =
@@ -438,16 +447,13 @@ impl Connection {
         let msg = r.frames.payload(&frame);
         let flags_at = FD_MARKER.len();
         if msg.len() != flags_at + 9 || !msg.starts_with(FD_MARKER) {
-            return Err(Error::Invalid(
-                "expected a connection, got another message".into(),
-            ));
+            return Err(Error::codec("expected a connection, got another message"));
         }
         let flags = msg[flags_at];
         let mut max = [0u8; 8];
         max.copy_from_slice(&msg[flags_at + 1..]);
-        let fd = fd.ok_or_else(|| {
-            Error::Invalid("a connection message arrived without its descriptor".into())
-        })?;
+        let fd =
+            fd.ok_or_else(|| Error::codec("a connection message arrived without its descriptor"))?;
         let c = Connection::from_parts(fd, flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
         c.set_max_message_size(u64::from_be_bytes(max));
         Ok(c)
@@ -469,7 +475,7 @@ impl Connection {
     /// (Python's `poll`).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         if !self.readable {
-            return Err(Error::Invalid("connection is write-only".into()));
+            return Err(Error::unsupported("receiving on a write-only connection"));
         }
         if self.has_buffered() {
             return Ok(true);
@@ -493,7 +499,7 @@ impl AsRawFd for Connection {
 /// A connection travels to a child as a [`Process`](crate::Process)
 /// argument: its descriptor is inherited (fork) or passed (spawn).
 ///
-/// Export fails with [`Error::Invalid`] if this end has received data that
+/// Export fails with [`Error::InvalidState`] if this end has received data that
 /// has not been read yet (the child could not see it).
 impl Handoff for Connection {
     fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {

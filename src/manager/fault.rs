@@ -21,6 +21,9 @@ pub(crate) enum BuiltinError {
     BrokenBarrier,
     OwnerDied,
     Invalid(String),
+    NotHeld,
+    ReleasedTooOften,
+    TaskDoneTooOften,
 }
 
 impl From<BuiltinError> for Error {
@@ -32,6 +35,9 @@ impl From<BuiltinError> for Error {
             BuiltinError::BrokenBarrier => Error::BrokenBarrier,
             BuiltinError::OwnerDied => Error::OwnerDied,
             BuiltinError::Invalid(m) => Error::Invalid(m),
+            BuiltinError::NotHeld => Error::NotHeld,
+            BuiltinError::ReleasedTooOften => Error::ReleasedTooOften,
+            BuiltinError::TaskDoneTooOften => Error::TaskDoneTooOften,
         }
     }
 }

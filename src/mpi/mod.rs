@@ -231,24 +231,24 @@ fn hostname() -> String {
 fn start() -> Result<(Comm, Vec<RankInfo>)> {
     let mut guard = world();
     let Some(w) = guard.as_mut() else {
-        return Err(Error::Invalid(
+        return Err(Error::InvalidState(
             "MpiPool needs a program started by an MPI launcher (mpiexec -n N, srun -n N) \
              that calls multiproc::init() first in main"
                 .into(),
         ));
     };
     if w.pool_started {
-        return Err(Error::Invalid(
+        return Err(Error::InvalidState(
             "an MpiPool was already created: MPI's world serves one pool per run".into(),
         ));
     }
     let Some(comm) = w.comm.take() else {
-        return Err(Error::Invalid("MPI is already finalized".into()));
+        return Err(Error::InvalidState("MPI is already finalized".into()));
     };
     w.pool_started = true;
     drop(guard);
     if comm.size < 2 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidState(format!(
             "MpiPool needs worker ranks, but the MPI world has {} rank: start with mpiexec -n N (N >= 2)",
             comm.size
         )));
@@ -276,7 +276,7 @@ fn handshake(comm: &Comm) -> Result<Vec<RankInfo>> {
                 let slot = &mut hellos[src as usize];
                 if slot.is_none() {
                     *slot = Some(crate::codec::decode::<Hello>(&bytes).map_err(|e| {
-                        Error::Bootstrap(format!("MPI rank {src} sent a malformed report: {e}"))
+                        Error::bootstrap(format!("MPI rank {src} sent a malformed report: {e}"))
                     })?);
                     missing -= 1;
                 }
@@ -287,7 +287,7 @@ fn handshake(comm: &Comm) -> Result<Vec<RankInfo>> {
                     .filter(|&r| hellos[r as usize].is_none())
                     .map(|r| r.to_string())
                     .collect();
-                return Err(Error::Bootstrap(format!(
+                return Err(Error::bootstrap(format!(
                     "MPI rank(s) {} did not report within {} s: every rank must run this \
                      program and call multiproc::init() first in main",
                     silent.join(", "),
@@ -301,7 +301,7 @@ fn handshake(comm: &Comm) -> Result<Vec<RankInfo>> {
     for (rank, h) in hellos.into_iter().enumerate().skip(1) {
         let h = h.expect("every rank reported");
         if h.code != ours {
-            return Err(Error::Bootstrap(format!(
+            return Err(Error::bootstrap(format!(
                 "MPI rank {rank} (host {}, pid {}) runs a different build ({}) than rank 0 \
                  ({ours}): every rank must run the same executable",
                 h.host, h.pid, h.code

@@ -72,7 +72,7 @@ impl MpiPool {
     /// - [`Error::Bootstrap`](crate::Error::Bootstrap) naming the rank (and its host) that runs a
     ///   different build, or a rank that did not report in time (it did not
     ///   call [`init`](crate::init) first in `main`).
-    /// - [`Error::Invalid`](crate::Error::Invalid) if the program was not started by an MPI
+    /// - [`Error::InvalidState`](crate::Error::InvalidState) if the program was not started by an MPI
     ///   launcher with at least two ranks, if [`init`](crate::init) was not
     ///   called, or if the pool was already created (MPI's world serves one
     ///   pool per run).

@@ -38,11 +38,11 @@ impl<V> MpiAsyncResult<V> {
         self.out.is_ready()
     }
 
-    /// Whether the call completed without error; [`Error::Invalid`] if it is
+    /// Whether the call completed without error; [`Error::NotReady`] if it is
     /// not ready yet.
     pub fn successful(&self) -> Result<bool> {
         if !self.ready() {
-            return Err(Error::Invalid("the result is not ready".into()));
+            return Err(Error::NotReady);
         }
         Ok(self.out.succeeded())
     }

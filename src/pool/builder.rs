@@ -113,7 +113,7 @@ impl PoolBuilder {
     /// [`Error::Invalid`] for 0 processes; the start error of a worker.
     pub fn build(self) -> Result<Pool> {
         if let Some(e) = self.init_err {
-            return Err(Error::Codec(e));
+            return Err(Error::codec(e));
         }
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 {

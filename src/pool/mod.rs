@@ -204,7 +204,7 @@ impl Pool {
         match rx.recv() {
             Ok(Ok(())) => Ok(pool),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Invalid("the pool's supervisor thread ended".into())),
+            Err(_) => Err(Error::BrokenPool),
         }
     }
 
@@ -405,7 +405,7 @@ impl Pool {
         R: DeserializeOwned + Send + 'static,
     {
         if self.shared.state() != State::Running {
-            return Err(Error::Invalid("the pool is not running".into()));
+            return Err(Error::BrokenPool);
         }
         // The default chunksize needs the length: an iterator that knows it
         // exactly is streamed, any other is collected first (as Python does).
@@ -547,7 +547,7 @@ impl Pool {
     {
         let _ = f;
         if self.shared.state() != State::Running {
-            return Err(Error::Invalid("the pool is not running".into()));
+            return Err(Error::BrokenPool);
         }
         let iter = iter.into_iter();
         let (lo, hi) = iter.size_hint();
@@ -583,10 +583,10 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if the pool is still running (Python's `ValueError`).
+    /// [`Error::InvalidState`] if the pool is still running (Python's `ValueError`).
     pub fn join(&self) -> Result<()> {
         match self.shared.state() {
-            State::Running => Err(Error::Invalid(
+            State::Running => Err(Error::InvalidState(
                 "join() needs close() or terminate() first".into(),
             )),
             State::Closed => {

@@ -44,7 +44,7 @@ impl TaskErr {
             })),
             TaskErr::Died(code) => Error::WorkerDied { exitcode: *code },
             TaskErr::Broken => Error::BrokenPool,
-            TaskErr::Codec(m) => Error::Codec(m.clone()),
+            TaskErr::Codec(m) => Error::codec(m.clone()),
         }
     }
 
@@ -237,9 +237,7 @@ impl<V> Outcome<V> {
                 Some(Ok(v)) => Ok(v),
                 _ => unreachable!("checked above"),
             },
-            None => Err(Error::Invalid(
-                "the value was already taken by an earlier get".into(),
-            )),
+            None => Err(Error::AlreadyTaken),
         }
     }
 }
@@ -413,10 +411,10 @@ impl<V> AsyncResult<V> {
     }
 
     /// Whether the call completed without error (Python's `successful()`);
-    /// [`Error::Invalid`] if it is not ready yet, as Python's `ValueError`.
+    /// [`Error::NotReady`] if it is not ready yet, as Python's `ValueError`.
     pub fn successful(&self) -> Result<bool> {
         if !self.ready() {
-            return Err(Error::Invalid("the result is not ready".into()));
+            return Err(Error::NotReady);
         }
         Ok(self.out.succeeded())
     }
@@ -440,7 +438,7 @@ impl<V> AsyncResult<V> {
     /// in the task is [`Error::ProcessFailed`] (message and the worker's
     /// backtrace), a dead worker [`Error::WorkerDied`], a terminated pool
     /// [`Error::BrokenPool`]. The value is moved out: a second `get` after a
-    /// success returns [`Error::Invalid`]; an error is returned every time.
+    /// success returns [`Error::AlreadyTaken`]; an error is returned every time.
     pub fn get(&self) -> Result<V> {
         self.wait()?;
         self.take()

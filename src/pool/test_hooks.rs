@@ -34,6 +34,6 @@ pub fn send_raw_to_worker(pool: &Pool, bytes: &[u8]) -> Result<i32> {
 pub fn worker_send_raw(bytes: &[u8]) -> Result<()> {
     let fd = WORKER_SOCKET
         .get()
-        .ok_or_else(|| Error::Invalid("not in a pool worker".into()))?;
+        .ok_or_else(|| Error::InvalidState("not in a pool worker".into()))?;
     Ok(framing::write_all(fd.as_fd(), Kind::Socket, &[bytes], &[])?)
 }

@@ -334,7 +334,7 @@ pub(crate) fn worker_main(
                         Ok(None)
                             if wire::bad_start(&reader, &[wire::TASKS, wire::EXIT]).is_some() =>
                         {
-                            break Err(crate::Error::Invalid("a frame of an unknown kind".into()))
+                            break Err(crate::Error::codec("a frame of an unknown kind"))
                         }
                         Ok(None) if t0.elapsed() < spin => std::hint::spin_loop(),
                         Ok(None) => {

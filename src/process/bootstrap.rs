@@ -112,7 +112,7 @@ fn read_frame(fd: BorrowedFd<'_>, max: u64) -> Result<Vec<u8>> {
 
 /// Reads and checks a bootstrap message from the socket `fd`.
 pub(crate) fn read_boot(fd: BorrowedFd<'_>) -> Result<BootMsg> {
-    let bad = |what: &str| Error::Bootstrap(what.to_string());
+    let bad = |what: &str| Error::bootstrap(what.to_string());
     let frame = read_frame(fd, u64::from(MAX_BOOT)).map_err(|e| match e {
         Error::MessageTooLarge { len, .. } => bad(&format!(
             "bootstrap payload of {len} bytes is over the limit"
@@ -697,7 +697,7 @@ pub(crate) fn check_bootstrapped() -> Result<()> {
             Ok(own) => fail_bootstrap(Some(&own), message),
             Err(_) => fail_bootstrap(None, message),
         },
-        None => Err(Error::Bootstrap(format!(
+        None => Err(Error::bootstrap(format!(
             "{BOOT_ENV} is set ({raw:?}) but names no bootstrap socket: {message}"
         ))),
     }

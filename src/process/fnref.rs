@@ -137,7 +137,7 @@ pub(crate) fn resolve<T: FnKind>(name: i64) -> Result<T> {
 /// The descriptor named `name`, checked as [`resolve`] does.
 pub(crate) fn resolve_desc<T: FnKind>(name: i64) -> Result<&'static FnDesc<T>> {
     let bad = |why: &str| {
-        Err(Error::Bootstrap(format!(
+        Err(Error::bootstrap(format!(
             "bad function name {name:#x}: {why}"
         )))
     };
@@ -345,7 +345,7 @@ impl BinaryId {
             })
         })
         .clone()
-        .map_err(|e| Error::Bootstrap(format!("cannot identify /proc/self/exe: {e}")))
+        .map_err(|e| Error::bootstrap(format!("cannot identify /proc/self/exe: {e}")))
     }
 }
 

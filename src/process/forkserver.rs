@@ -280,7 +280,7 @@ pub(crate) fn launch(
     fds: &[BorrowedFd<'_>],
 ) -> Result<Started> {
     if fds.len() + 5 > wire::MAX_FDS {
-        return Err(Error::Invalid(format!(
+        return Err(Error::unsupported(format!(
             "the forkserver start method passes at most {} descriptors to a child ({} given)",
             wire::MAX_FDS - 5,
             fds.len()
@@ -388,7 +388,7 @@ fn request(
     drop(server_end);
     let deadline = Instant::now() + ANSWER_LIMIT;
     if !crate::sys::wait_readable(status.as_fd(), Some(deadline))? {
-        return Err(Failure::Other(Error::Bootstrap(format!(
+        return Err(Failure::Other(Error::bootstrap(format!(
             "the fork server (pid {}) did not answer within {} s",
             s.pid,
             ANSWER_LIMIT.as_secs()
@@ -445,7 +445,7 @@ pub(crate) fn raw_request(bytes: &[u8], nfds: usize) -> Result<bool> {
     let c = client();
     let server = lock(&c.server);
     let Some(s) = server.as_ref() else {
-        return Err(Error::Invalid("no fork server is running".into()));
+        return Err(Error::InvalidState("no fork server is running".into()));
     };
     let (boot, child_end) = rustix::net::socketpair(
         AddressFamily::UNIX,

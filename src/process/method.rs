@@ -113,12 +113,12 @@ static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`] if a method was already set and `force` is false, or
-/// if `method` is not available in this build.
+/// [`Error::InvalidState`] if a method was already set and `force` is false;
+/// [`Error::Unsupported`] if `method` is not available in this build.
 pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
     if !method.is_available() {
-        return Err(Error::Invalid(format!(
-            "the {method} start method is not available in this build"
+        return Err(Error::unsupported(format!(
+            "the {method} start method (not available in this build)"
         )));
     }
     let code = method.code();
@@ -130,7 +130,7 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
         .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed)
         .map(|_| ())
         .map_err(|_| {
-            Error::Invalid(
+            Error::InvalidState(
                 "context has already been set (pass force = true to change the start method)"
                     .into(),
             )

@@ -31,7 +31,7 @@ pub use forkserver::{set_forkserver_preload, Preload};
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
 pub use target::TaskFn;
 
-use crate::error::{Error, ProcessFailure, Result};
+use crate::error::{BootstrapError, CodecError, Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
 use fnref::FnDesc;
@@ -221,7 +221,7 @@ impl Builder {
     /// started from a thread that ends is killed then (Linux semantics).
     ///
     /// As in CPython, a daemon process may not start children of its own:
-    /// `start` in a daemon returns [`Error::Invalid`] ("daemonic processes
+    /// `start` in a daemon returns [`Error::InvalidState`] ("daemonic processes
     /// are not allowed to have children"), since they would be orphaned
     /// when it is ended.
     pub fn daemon(mut self, daemon: bool) -> Builder {
@@ -295,7 +295,7 @@ impl Builder {
         registry::reap_finished();
         let me = current_process();
         if me.daemon && !self.internal {
-            return Err(Error::Invalid(
+            return Err(Error::InvalidState(
                 "daemonic processes are not allowed to have children".into(),
             ));
         }
@@ -344,9 +344,8 @@ impl Builder {
             }
             StartMethod::Forkserver => {
                 if !self.pass_fds.is_empty() {
-                    return Err(Error::Invalid(
-                        "Builder::pass_fd is not supported by the forkserver start method yet"
-                            .into(),
+                    return Err(Error::unsupported(
+                        "Builder::pass_fd with the forkserver start method",
                     ));
                 }
                 let s = forkserver::launch(
@@ -422,16 +421,16 @@ pub struct Process<R = ()> {
 #[derive(Debug, Clone)]
 enum JoinError {
     Failed(ProcessFailure),
-    Bootstrap(String),
-    Codec(String),
+    Bootstrap(BootstrapError),
+    Codec(CodecError),
 }
 
 impl From<JoinError> for Error {
     fn from(e: JoinError) -> Error {
         match e {
             JoinError::Failed(f) => Error::ProcessFailed(Box::new(f)),
-            JoinError::Bootstrap(m) => Error::Bootstrap(m),
-            JoinError::Codec(m) => Error::Codec(m),
+            JoinError::Bootstrap(b) => Error::Bootstrap(b),
+            JoinError::Codec(c) => Error::Codec(c),
         }
     }
 }
@@ -524,7 +523,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// message and the child's backtrace; `exit(N)` or a signal gives the same
     /// error with that exitcode; a child that could not start gives
     /// [`Error::Bootstrap`]. The value can be taken once: a later `join`
-    /// returns [`Error::Invalid`]; failures are returned every time.
+    /// returns [`Error::AlreadyTaken`]; failures are returned every time.
     pub fn join(&mut self) -> Result<R> {
         self.wait_until(None)?;
         self.take_result()
@@ -552,9 +551,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     fn take_result(&mut self) -> Result<R> {
         match self.result.as_mut().expect("wait_until returned true") {
-            Ok(v) => v.take().ok_or_else(|| {
-                Error::Invalid("the return value was already taken by an earlier join".into())
-            }),
+            Ok(v) => v.take().ok_or_else(|| Error::AlreadyTaken),
             Err(e) => Err(e.clone().into()),
         }
     }
@@ -609,15 +606,22 @@ impl<R: DeserializeOwned> Process<R> {
         };
         let report = self.reports.take();
         match report {
-            Some(Ok(Report::Returned(bytes))) if code == 0 => crate::codec::decode(&bytes)
-                .map(Some)
-                .map_err(|e| JoinError::Codec(e.to_string())),
+            Some(Ok(Report::Returned(bytes))) if code == 0 => {
+                crate::codec::decode(&bytes).map(Some).map_err(|e| match e {
+                    Error::Codec(c) => JoinError::Codec(c),
+                    e => JoinError::Codec(CodecError::with_source(
+                        "cannot decode the child's return value",
+                        e,
+                    )),
+                })
+            }
             Some(Ok(Report::Panicked { message, backtrace })) => {
                 Err(failed(Some(message), Some(backtrace)))
             }
-            Some(Ok(Report::BootstrapFailed(m))) => Err(JoinError::Bootstrap(m)),
-            Some(Err(e)) => Err(JoinError::Codec(format!(
-                "unreadable report from the child: {e}"
+            Some(Ok(Report::BootstrapFailed(m))) => Err(JoinError::Bootstrap(m.into())),
+            Some(Err(e)) => Err(JoinError::Codec(CodecError::with_source(
+                "unreadable report from the child",
+                e,
             ))),
             // The target called exit(0) itself: success, with a value only if
             // the return type needs none (`()`).

@@ -184,7 +184,7 @@ pub(crate) fn send_all(sock: &OwnedFd, mut buf: &[u8]) -> Result<()> {
             Err(rustix::io::Errno::AGAIN) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Error::Bootstrap(format!(
+                    return Err(Error::bootstrap(format!(
                         "the spawned child did not read its start message for {} s; \
                          does its program call `multiproc::init()` as the first line of `main`?",
                         stall.as_secs_f64()

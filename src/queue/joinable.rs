@@ -20,7 +20,7 @@ use std::time::Duration;
 /// assert_eq!(job, 1);
 /// q.task_done()?;
 /// q.join()?; // returns at once: nothing unfinished
-/// assert!(matches!(q.task_done(), Err(multiproc::Error::Invalid(_))));
+/// assert!(matches!(q.task_done(), Err(multiproc::Error::TaskDoneTooOften)));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct JoinableQueue<T> {
@@ -112,7 +112,7 @@ impl<T> JoinableQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if called more times than items were put
+    /// [`Error::TaskDoneTooOften`] if called more times than items were put
     /// (Python's `ValueError: task_done() called too many times`).
     pub fn task_done(&self) -> Result<()> {
         self.inner.ring().task_done()

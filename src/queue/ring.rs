@@ -334,8 +334,9 @@ impl Ring {
                 "queue region is smaller than its layout".into(),
             ));
         }
-        let base = std::ptr::NonNull::new(region.as_ptr())
-            .ok_or_else(|| Error::Invalid("null mapping".into()))?;
+        let base = std::ptr::NonNull::new(region.as_ptr()).ok_or_else(|| {
+            Error::Io(std::io::Error::other("the queue region has a null mapping"))
+        })?;
         Ok(Ring {
             region,
             base,
@@ -766,7 +767,7 @@ impl Ring {
                 }
             })?;
         if let Some(r) = spilled {
-            return r?.ok_or_else(|| Error::Invalid("queue reader used twice".into()));
+            return r?.ok_or_else(|| Error::InvalidState("queue reader used twice".into()));
         }
         if hang == Stall::Late {
             hang_forever();
@@ -779,7 +780,7 @@ impl Ring {
         let len = self.cell(p).len.load(Relaxed) as usize;
         let (ptr, room) = self.payload(p, len, span);
         if len > room {
-            return Err(Error::Codec(format!(
+            return Err(Error::codec(format!(
                 "corrupt queue record: {len} bytes in {room} bytes of slots"
             )));
         }
@@ -791,7 +792,7 @@ impl Ring {
         let bytes = unsafe { SharedBytes::new(ptr, len, room) };
         let f = f
             .take()
-            .ok_or_else(|| Error::Invalid("queue reader used twice".into()))?;
+            .ok_or_else(|| Error::InvalidState("queue reader used twice".into()))?;
         Ok(f(bytes))
     }
 
@@ -1073,7 +1074,7 @@ impl Ring {
         let u = &self.header().unfinished.0;
         let prev = u
             .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
-            .map_err(|_| Error::Invalid("task_done() called too many times".into()))?;
+            .map_err(|_| Error::TaskDoneTooOften)?;
         if prev == 1 {
             sync::wake_all(u);
         }

@@ -280,21 +280,21 @@ impl ShareableList {
         self.shm.read_at(self.formats_start() + 8 * i, &mut f)?;
         let end = f.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
         String::from_utf8(f[..end].to_vec())
-            .map_err(|_| Error::Invalid(format!("item {i} has a corrupt format")))
+            .map_err(|_| Error::codec(format!("item {i} has a corrupt format")))
     }
 
     /// Item `i` (Python's `sl[i]`).
     ///
     /// # Errors
     ///
-    /// `Invalid` if `i` is out of range or the stored item is corrupt.
+    /// `Invalid` if `i` is out of range; `Codec` if the stored item is corrupt.
     pub fn get(&self, i: usize) -> Result<Item> {
         self.check_index(i)?;
         let fmt = self.item_format(i)?;
         let mut code = [0u8; 1];
         self.shm.read_at(self.codes_start() + i, &mut code)?;
         let at = self.data_start() + self.offsets[i];
-        let corrupt = || Error::Invalid(format!("item {i} has an unsupported format {fmt:?}"));
+        let corrupt = || Error::codec(format!("item {i} has an unsupported format {fmt:?}"));
         let mut word = [0u8; 8];
         match (fmt.as_str(), code[0]) {
             (_, 3) => Ok(Item::None),
@@ -375,7 +375,7 @@ impl ShareableList {
                 // Python's `struct.pack("Ns", v)` pads with NULs to N bytes.
                 let n: usize = fmt[..fmt.len() - 1]
                     .parse()
-                    .map_err(|_| Error::Invalid(format!("bad format {fmt}")))?;
+                    .map_err(|_| Error::codec(format!("bad format {fmt}")))?;
                 let mut buf = vec![0u8; n];
                 buf[..data.len()].copy_from_slice(data);
                 self.shm.write_at(at, &buf)
@@ -387,7 +387,7 @@ impl ShareableList {
     ///
     /// # Errors
     ///
-    /// `Invalid` if an item is corrupt.
+    /// `Codec` if an item is corrupt.
     pub fn to_vec(&self) -> Result<Vec<Item>> {
         (0..self.len).map(|i| self.get(i)).collect()
     }
@@ -396,7 +396,7 @@ impl ShareableList {
     ///
     /// # Errors
     ///
-    /// `Invalid` if a format is corrupt.
+    /// `Codec` if a format is corrupt.
     pub fn format(&self) -> Result<String> {
         (0..self.len).map(|i| self.item_format(i)).collect()
     }

@@ -531,7 +531,8 @@ fn map(fd: &OwnedFd, size: usize) -> Result<NonNull<u8>> {
             0,
         )?
     };
-    NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::Invalid("mmap returned null".into()))
+    NonNull::new(p.cast::<u8>())
+        .ok_or_else(|| Error::Io(std::io::Error::other("mmap returned null")))
 }
 
 /// A fresh `/psm_XXXXXXXX` name: 32 random bits, as CPython's

@@ -147,7 +147,7 @@ fn start() -> Result<Tracker> {
     if std::env::var_os("MULTIPROC_BOOTSTRAP_FD").is_some() {
         // A spawned child whose `main` did not call `multiproc::init()`:
         // spawning the tracker would run `main` again, and again.
-        return Err(Error::Invalid(
+        return Err(Error::InvalidState(
             "cannot start the resource tracker: call multiproc::init() first in main \
              (or multiproc::test_support!() in a test crate)"
                 .into(),
@@ -174,9 +174,8 @@ fn start() -> Result<Tracker> {
         .start(launch, (ReadEnd(rd),))?;
     let pid = helper.join()?;
     if pid <= 0 {
-        return Err(Error::Invalid(format!(
-            "the resource tracker could not be started (fork failed: {pid})"
-        )));
+        // `launch` returns `-errno` when its fork failed.
+        return Err(Error::Io(std::io::Error::from_raw_os_error(-pid)));
     }
     let t = Tracker {
         pipe: wr.into_raw_fd(),
@@ -352,7 +351,12 @@ fn write_msg(fd: BorrowedFd<'_>, cmd: &str, name: &str, rtype: &str) -> Result<(
     loop {
         match rustix::net::send(fd, msg, rustix::net::SendFlags::NOSIGNAL) {
             Ok(n) if n == msg.len() => return Ok(()),
-            Ok(_) => return Err(Error::Invalid("short write to the resource tracker".into())),
+            Ok(_) => {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "short write to the resource tracker",
+                )))
+            }
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }

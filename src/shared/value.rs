@@ -53,7 +53,7 @@ fn check_place<T>(region: &Region, offset: usize, len: usize) -> Result<()> {
         .and_then(|b| b.checked_add(offset))
         .is_some_and(|end| end <= region.len());
     if !fits || offset % align_of::<T>() != 0 || align_of::<T>() > 4096 {
-        return Err(Error::Bootstrap(format!(
+        return Err(Error::bootstrap(format!(
             "{len} shared element(s) of {} bytes do not fit at offset {offset} of a region of {} bytes",
             size_of::<T>(),
             region.len()

@@ -19,6 +19,11 @@
 //! lives; the slot of a dead process is reclaimed and does not use up a
 //! notification. A holder of the lock that dies is reported by the waiter's
 //! re-acquisition as [`Error::OwnerDied`] (the lock is held again all the same).
+//! Killing is asynchronous: a waiter whose process is being killed at the
+//! very moment of `notify` is still alive when `notify` looks, so it may take
+//! that notification with it. A program that kills waiters and must not lose
+//! a wake-up notifies after the killed process has been joined, or uses
+//! `notify_all`.
 #![allow(unsafe_code)]
 
 use super::error::LockResult;
@@ -299,10 +304,10 @@ impl<L: SharedLock> Condition<L> {
     }
 
     /// Wakes up to `n` waiters, oldest first. The caller must hold the lock
-    /// ([`Error::Invalid`] otherwise).
+    /// ([`Error::NotHeld`] otherwise).
     pub fn notify(&self, n: usize) -> Result<()> {
         if !self.lock.held_here() {
-            return Err(Error::Invalid("cannot notify on un-acquired lock".into()));
+            return Err(Error::NotHeld);
         }
         let slots = &self.raw().slots;
         let base = self.raw().next_ticket.load(Ordering::Relaxed);
@@ -377,7 +382,7 @@ impl<L: SharedLock> Condition<L> {
                 }
             }
         }
-        Err(Error::Invalid(format!(
+        Err(Error::unsupported(format!(
             "more than {MAX_WAITERS} waiters on one condition"
         )))
     }

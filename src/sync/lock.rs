@@ -149,14 +149,14 @@ impl Lock {
     /// lock acquired through a guard, prefer dropping the guard, or keep it
     /// held without a guard with [`LockGuard::leak`].
     ///
-    /// Releasing a lock that is not locked is [`Error::Invalid`]. Releasing a
+    /// Releasing a lock that is not locked is [`Error::NotHeld`]. Releasing a
     /// lock whose guard is still alive elsewhere is a logic error: that guard
     /// would release it again when dropped.
     pub fn release(&self) -> Result<()> {
         if self.raw().unlock() {
             Ok(())
         } else {
-            Err(Error::Invalid("release of an unlocked lock".into()))
+            Err(Error::NotHeld)
         }
     }
 

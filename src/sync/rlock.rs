@@ -33,7 +33,7 @@ const RLOCK_BYTES: usize = std::mem::size_of::<RawRLock>();
 /// by one thread of one process, which may acquire it again; it is released
 /// when that owner has released it as many times as it acquired it.
 ///
-/// Only the owner may release it ([`Error::Invalid`] otherwise). If the owning
+/// Only the owner may release it ([`Error::NotHeld`] otherwise). If the owning
 /// *process* dies holding it, the next acquirer takes it over and gets its
 /// guard inside [`OwnerDied`], as with [`Lock`](super::Lock). (A thread that
 /// exits holding it, in a process that lives on, leaves it held, as in
@@ -202,11 +202,11 @@ impl RLock {
     }
 
     /// Releases one level (Python's `release()`, after a guard was
-    /// [leaked](RLockGuard::leak)). [`Error::Invalid`] unless the calling
+    /// [leaked](RLockGuard::leak)). [`Error::NotHeld`] unless the calling
     /// thread holds the lock.
     pub fn release(&self) -> Result<()> {
         if !self.is_mine() {
-            return Err(Error::Invalid("cannot release un-acquired lock".into()));
+            return Err(Error::NotHeld);
         }
         self.release_one();
         Ok(())

@@ -115,11 +115,7 @@ impl Shared {
         let mut c = r.count.load(Ordering::Relaxed);
         loop {
             if c >= max {
-                return Err(Error::Invalid(if max == SEM_VALUE_MAX {
-                    "semaphore value would exceed SEM_VALUE_MAX".into()
-                } else {
-                    "semaphore or lock released too many times".into()
-                }));
+                return Err(Error::ReleasedTooOften);
             }
             match r
                 .count
@@ -257,7 +253,7 @@ semaphore!(
 semaphore!(
     /// A semaphore whose value may not exceed its initial value (Python's
     /// `multiprocessing.BoundedSemaphore`): one release too many is
-    /// [`Error::Invalid`].
+    /// [`Error::ReleasedTooOften`].
     ///
     /// ```
     /// use multiproc::sync::BoundedSemaphore;

@@ -90,7 +90,7 @@ impl Region {
         }
         let st = rustix::fs::fstat(&fd)?;
         if (st.st_size as u64) < len as u64 {
-            return Err(Error::Bootstrap(format!(
+            return Err(Error::bootstrap(format!(
                 "shared region is {} bytes, expected at least {len}",
                 st.st_size
             )));
@@ -112,7 +112,7 @@ impl Region {
             )?
         };
         let ptr = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| Error::Invalid("mmap returned null".into()))?;
+            .ok_or_else(|| Error::Io(std::io::Error::other("mmap returned null")))?;
         Ok(Region {
             inner: Arc::new(Mapping { fd, ptr, len }),
         })
@@ -276,7 +276,7 @@ impl Region {
     pub(crate) fn map_window(&self, offset: u64, len: usize) -> Result<Window> {
         let st = rustix::fs::fstat(self.fd())?;
         if offset % 4096 != 0 || (st.st_size as u64) < offset.saturating_add(len as u64) {
-            return Err(Error::Bootstrap(format!(
+            return Err(Error::bootstrap(format!(
                 "shared region of {} bytes has no window of {len} bytes at {offset}",
                 st.st_size
             )));
@@ -295,7 +295,7 @@ impl Region {
             )?
         };
         let ptr = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| Error::Invalid("mmap returned null".into()))?;
+            .ok_or_else(|| Error::Io(std::io::Error::other("mmap returned null")))?;
         Ok(Window { ptr, len })
     }
 }

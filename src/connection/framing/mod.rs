@@ -99,7 +99,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Header> {
         });
     }
     if n != -1 {
-        return Err(Error::Codec(format!("bad message length {n}")));
+        return Err(Error::codec(format!("bad message length {n}")));
     }
     let Some(long) = buf.get(4..12) else {
         return Ok(Header::Incomplete);

@@ -31,9 +31,7 @@ pub(crate) struct ConditionObj {
 }
 
 fn not_owner() -> Fail {
-    err(BuiltinError::Invalid(
-        "cannot wait on un-acquired lock".into(),
-    ))
+    err(BuiltinError::NotHeld)
 }
 
 impl Object for ConditionObj {
@@ -64,9 +62,7 @@ impl Object for ConditionObj {
             }
             "release" => {
                 if s.owner != Some(me) {
-                    return Err(err(BuiltinError::Invalid(
-                        "cannot release un-acquired lock".into(),
-                    )));
+                    return Err(err(BuiltinError::NotHeld));
                 }
                 s.count -= 1;
                 if s.count == 0 {
@@ -124,9 +120,7 @@ impl Object for ConditionObj {
             "notify" => {
                 let n: u64 = args(a)?;
                 if s.owner != Some(me) {
-                    return Err(err(BuiltinError::Invalid(
-                        "cannot notify on un-acquired lock".into(),
-                    )));
+                    return Err(err(BuiltinError::NotHeld));
                 }
                 for _ in 0..n {
                     let Some(t) = s.waiters.pop_front() else {
@@ -195,7 +189,7 @@ impl ConditionProxy {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`](crate::Error::Invalid) if this proxy does not hold the lock.
+    /// [`Error::NotHeld`](crate::Error::NotHeld) if this proxy does not hold the lock.
     pub fn wait(&self) -> Result<()> {
         self.core.call::<_, bool>("wait", &Wait::Block).map(|_| ())
     }

@@ -105,9 +105,7 @@ impl Object for QueueObj {
             "full" => ok(&self.full(&s)),
             "task_done" if self.joinable => {
                 if s.unfinished == 0 {
-                    return Err(err(BuiltinError::Invalid(
-                        "task_done() called too many times".into(),
-                    )));
+                    return Err(err(BuiltinError::TaskDoneTooOften));
                 }
                 s.unfinished -= 1;
                 drop(s);
@@ -248,7 +246,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`](crate::Error::Invalid) if called more times than
+    /// [`Error::TaskDoneTooOften`](crate::Error::TaskDoneTooOften) if called more times than
     /// items were put (Python's `ValueError`).
     pub fn task_done(&self) -> Result<()> {
         self.core.call("task_done", &())

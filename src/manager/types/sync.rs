@@ -78,11 +78,9 @@ impl Object for LockObj {
             }
             "release" => {
                 match s.owner {
-                    None => return Err(err(BuiltinError::Invalid("release unlocked lock".into()))),
+                    None => return Err(err(BuiltinError::NotHeld)),
                     Some(o) if self.reentrant && o != cx.conn_id => {
-                        return Err(err(BuiltinError::Invalid(
-                            "cannot release un-acquired lock".into(),
-                        )))
+                        return Err(err(BuiltinError::NotHeld))
                     }
                     Some(_) => {}
                 }
@@ -180,7 +178,7 @@ macro_rules! lock_methods {
             ///
             /// # Errors
             ///
-            /// [`Error::Invalid`](crate::Error::Invalid) if it is not held (for an `RLock`: not
+            /// [`Error::NotHeld`](crate::Error::NotHeld) if it is not held (for an `RLock`: not
             /// held by this proxy).
             pub fn release(&self) -> Result<()> {
                 self.core.call("release", &())
@@ -237,9 +235,7 @@ impl Object for SemaphoreObj {
                 let new = v.saturating_add(n);
                 if let Some(b) = self.bound {
                     if new > b {
-                        return Err(err(BuiltinError::Invalid(
-                            "Semaphore released too many times".into(),
-                        )));
+                        return Err(err(BuiltinError::ReleasedTooOften));
                     }
                 }
                 *v = new;

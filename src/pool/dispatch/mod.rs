@@ -170,7 +170,7 @@ impl Shared {
         let unsent = {
             let mut core = lock(&self.core);
             if core.state != State::Running {
-                return Err(Error::Invalid("the pool is not running".into()));
+                return Err(Error::BrokenPool);
             }
             self.outstanding.fetch_add(batches.len(), SeqCst);
             core.pending.extend(batches);
@@ -261,7 +261,7 @@ impl Shared {
         let w = core
             .workers
             .first()
-            .ok_or_else(|| Error::Invalid("the pool has no worker".into()))?;
+            .ok_or_else(|| Error::InvalidState("the pool has no worker".into()))?;
         f(w.pid, w.sock.as_fd())
     }
 
