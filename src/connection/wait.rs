@@ -3,7 +3,6 @@
 
 use super::{Connection, Listener};
 use crate::error::Result;
-use crate::process::Process;
 use crate::sys;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
@@ -26,13 +25,6 @@ impl Waitable for Connection {
     }
     fn ready_now(&self) -> bool {
         self.has_buffered()
-    }
-}
-
-/// A process is ready when it has exited (its [`sentinel`](Process::sentinel)).
-impl<R: serde::Serialize + serde::de::DeserializeOwned> Waitable for Process<R> {
-    fn wait_fd(&self) -> BorrowedFd<'_> {
-        self.sentinel()
     }
 }
 

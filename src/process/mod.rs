@@ -636,6 +636,15 @@ impl<R: DeserializeOwned> Process<R> {
     }
 }
 
+/// A process is ready for [`wait`](crate::connection::wait) when it has
+/// exited (its [`sentinel`](Process::sentinel)). It lives here, with
+/// `Process`, so that `connection` knows nothing of processes.
+impl<R: Serialize + DeserializeOwned> crate::connection::Waitable for Process<R> {
+    fn wait_fd(&self) -> BorrowedFd<'_> {
+        self.sentinel()
+    }
+}
+
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         if self.shared.try_reap().is_none() {

@@ -14,15 +14,15 @@
 //! mode for every worker, and a child's bootstrap and report messages are
 //! frames too. It has two halves:
 //!
-//! - [`FrameReader`] reads into a read-ahead buffer, checks an announced
+//! - `FrameReader` reads into a read-ahead buffer, checks an announced
 //!   length against the reader's maximum before allocating anything, yields
 //!   small frames where they lie (no copy) and reads large payloads straight
 //!   into a buffer of their own (its spare capacity: no zeroing), which the
 //!   caller then owns;
-//! - [`FrameWriter`] queues frames (small ones coalesced into one buffer,
+//! - `FrameWriter` queues frames (small ones coalesced into one buffer,
 //!   large ones shared, not copied) and flushes as much as the descriptor
 //!   takes without blocking (`MSG_DONTWAIT | MSG_NOSIGNAL`, several frames
-//!   per `sendmsg`); [`write_frame`] writes one frame, blocking, header and
+//!   per `sendmsg`); `write_frame` writes one frame, blocking, header and
 //!   payload in one system call.
 
 mod read;
