@@ -14,7 +14,7 @@ use crate::connection::{Connection, Pipe};
 use crate::error::Result;
 use crate::manager::{Manager, ManagerBuilder};
 use crate::pool::{Pool, PoolBuilder};
-use crate::process::{get_start_method, Builder, StartMethod};
+use crate::process::{get_start_method, Builder, Preload, StartMethod};
 use crate::queue::{JoinableQueue, Queue, SimpleQueue};
 use crate::shared::{Array, Value};
 use crate::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
@@ -56,6 +56,24 @@ impl Context {
     /// `ctx.Process`).
     pub fn process(&self) -> Builder {
         Builder::new().start_method(self.method)
+    }
+
+    /// Sets the functions a fork server runs once when it starts (CPython's
+    /// `ctx.set_forkserver_preload`): the same process-wide list as
+    /// [`set_forkserver_preload`](crate::process::set_forkserver_preload),
+    /// whatever this context's method. Applies to fork servers started
+    /// afterwards: call it before the first forkserver start.
+    ///
+    /// ```
+    /// use multiproc::process::Preload;
+    /// use multiproc::{get_context, StartMethod};
+    ///
+    /// fn warm_up() { /* load tables, open libraries, ... */ }
+    ///
+    /// get_context(StartMethod::Forkserver).set_forkserver_preload(&[Preload::new(warm_up)]);
+    /// ```
+    pub fn set_forkserver_preload(&self, fns: &[Preload]) {
+        crate::process::set_forkserver_preload(fns)
     }
 
     /// A pool builder whose workers start with this context's method.

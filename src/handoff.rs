@@ -17,9 +17,10 @@
 //! makes them work the same under every start method:
 //!
 //! - *fork*: descriptors are inherited at the same numbers;
-//! - *spawn*: exactly the registered descriptors are kept open across `exec`
-//!   (every other descriptor is close-on-exec), at the same numbers;
-//! - *forkserver* (not yet built): the same list would travel by `SCM_RIGHTS`.
+//! - *spawn*: the registered descriptors travel with the start message
+//!   (`SCM_RIGHTS`); the child inherits no other descriptor of the parent;
+//! - *forkserver*: the same list travels by `SCM_RIGHTS` to the fork server,
+//!   whose child gets them.
 //!
 //! In every case the child rebuilds fresh handles from descriptors; no
 //! in-process state (threads, locks held by other threads, buffers) crosses.
@@ -59,7 +60,7 @@
 use crate::codec;
 use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 /// A value that can be handed to a child process at its creation.
 ///
@@ -210,26 +211,6 @@ impl Importer {
             pos: 0,
             fds: fds.into_iter().map(Some).collect(),
         }
-    }
-
-    /// Builds an importer over descriptors received by number (inherited
-    /// across `fork` or `exec`).
-    ///
-    /// # Safety
-    ///
-    /// Each number in `raw` must be an open descriptor that nothing else in
-    /// this process owns; the importer takes ownership and closes it.
-    pub(crate) unsafe fn from_raw(bytes: Vec<u8>, raw: &[RawFd]) -> Self {
-        let mut fds: Vec<OwnedFd> = Vec::with_capacity(raw.len());
-        for &r in raw {
-            if fds.iter().any(|f| f.as_raw_fd() == r) {
-                continue;
-            }
-            // SAFETY: the caller guarantees `r` is open and unowned; duplicates
-            // were skipped above so each number gets exactly one owner.
-            fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-        }
-        Importer::new(bytes, fds)
     }
 
     /// Reads the next serde value.

@@ -383,3 +383,162 @@ fn malformed_requests_make_the_server_fork_nothing() {
     assert_eq!(p.join_timeout(LONG).unwrap(), 2);
     assert_eq!(forkserver_pid(), Some(server));
 }
+
+/// Whether descriptor `fd` is open on the file whose inode is `ino`.
+fn holds(fd: i32, ino: u64) -> bool {
+    // SAFETY: only borrowed for this check.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(b).is_ok_and(|st| st.st_ino == ino)
+}
+
+/// For each (number, inode): whether the child holds that file at that
+/// number; also uses a handed-off connection, so that handed-off and opted-in
+/// descriptors arrive together.
+fn holds_all(wanted: Vec<(i32, u64)>, conn: multiproc::Connection) -> Vec<bool> {
+    conn.send(&7u32).unwrap();
+    wanted.iter().map(|&(fd, ino)| holds(fd, ino)).collect()
+}
+
+#[test]
+fn pass_fd_keeps_descriptors_at_their_numbers() {
+    let _g = serial();
+    let pipes: Vec<_> = (0..3).map(|_| rustix::pipe::pipe().unwrap()).collect();
+    let wanted: Vec<(i32, u64)> = pipes
+        .iter()
+        .map(|(r, _)| (r.as_raw_fd(), rustix::fs::fstat(r).unwrap().st_ino))
+        .collect();
+    // Passed: the first two (one of them twice); not passed: the third.
+    let (mine, theirs) = Pipe::duplex().unwrap();
+    let mut p = fs()
+        .pass_fd(pipes[0].0.as_raw_fd())
+        .pass_fd(pipes[1].0.as_raw_fd())
+        .pass_fd(pipes[0].0.as_raw_fd())
+        .start(holds_all, (wanted, theirs))
+        .unwrap();
+    assert_eq!(mine.recv::<u32>().unwrap(), 7);
+    assert_eq!(p.join_timeout(LONG).unwrap(), vec![true, true, false]);
+    // A passed pipe end works in the child: it reads what we wrote.
+    use std::io::Write;
+    let (r, w) = &pipes[2];
+    std::fs::File::from(w.try_clone().unwrap())
+        .write_all(b"x")
+        .unwrap();
+    let mut p = fs()
+        .pass_fd(r.as_raw_fd())
+        .start(read_byte, (r.as_raw_fd(),))
+        .unwrap();
+    assert_eq!(p.join_timeout(LONG).unwrap(), b'x');
+}
+
+fn read_byte(fd: i32) -> u8 {
+    let mut b = [0u8];
+    // SAFETY: only borrowed for this read.
+    rustix::io::read(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, &mut b).unwrap();
+    b[0]
+}
+
+#[test]
+fn pass_fd_of_a_closed_descriptor_is_a_clear_error() {
+    let _g = serial();
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let n = r.as_raw_fd();
+    drop(r);
+    match fs().pass_fd(n).start(add, (1, 1)) {
+        Err(Error::Invalid(m)) => assert!(m.contains("not open"), "{m}"),
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    }
+}
+
+/// (the parent's pid as `parent_process()` tells it, whether it is alive).
+fn my_parent() -> (i32, bool) {
+    let p = multiproc::parent_process().unwrap();
+    (p.pid, p.is_alive())
+}
+
+#[test]
+fn parent_process_is_the_process_that_called_start() {
+    let _g = serial();
+    let mut p = fs().start(my_parent, ()).unwrap();
+    assert_eq!(
+        p.join_timeout(LONG).unwrap(),
+        (std::process::id() as i32, true)
+    );
+}
+
+/// In the grandchild: tells the middle process that it saw it alive, then
+/// waits (up to a minute) until `parent_process()` says it has ended.
+fn outlive_parent(to_parent: multiproc::Connection, to_top: multiproc::Connection) {
+    let parent = multiproc::parent_process().unwrap();
+    to_parent.send(&(parent.pid, parent.is_alive())).unwrap();
+    let deadline = Instant::now() + LONG;
+    while parent.is_alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    to_top.send(&(parent.pid, parent.is_alive())).unwrap();
+}
+
+/// The middle process: starts `outlive_parent` by forkserver, passes on what
+/// it saw, and ends at once (`_exit`: no joining of its children).
+fn start_and_vanish(to_top: multiproc::Connection, for_grandchild: multiproc::Connection) {
+    let (mine, theirs) = Pipe::duplex().unwrap();
+    let p = fs()
+        .start(outlive_parent, (theirs, for_grandchild))
+        .unwrap();
+    let seen: (i32, bool) = mine.recv().unwrap();
+    to_top.send(&(p.pid(), seen)).unwrap();
+    // SAFETY: ends this process at once.
+    unsafe { libc::_exit(0) }
+}
+
+#[test]
+fn parent_process_of_a_forkserver_child_dies_with_the_real_parent() {
+    let _g = serial();
+    let (top, theirs) = Pipe::duplex().unwrap();
+    let (from_grandchild, grandchilds) = Pipe::duplex().unwrap();
+    let mut middle = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .start(start_and_vanish, (theirs, grandchilds))
+        .unwrap();
+    assert!(
+        top.poll(Some(LONG)).unwrap(),
+        "no word from the middle process"
+    );
+    let (grandchild, (seen_pid, seen_alive)): (i32, (i32, bool)) = top.recv().unwrap();
+    assert_eq!(
+        seen_pid,
+        middle.pid(),
+        "the parent is the process that called start"
+    );
+    assert!(seen_alive, "alive while it runs");
+    let _ = middle.wait(Some(LONG));
+    assert!(
+        from_grandchild.poll(Some(LONG)).unwrap(),
+        "no word from the grandchild"
+    );
+    let (pid, alive): (i32, bool) = from_grandchild.recv().unwrap();
+    assert_eq!(pid, middle.pid());
+    assert!(!alive, "parent_process().is_alive() after the parent ended");
+    assert!(wait_gone(grandchild));
+}
+
+#[test]
+fn a_context_sets_the_forkserver_preload() {
+    let _g = serial();
+    let marker = std::env::temp_dir().join(format!("multiproc-preload-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let mut p = fs().start(add, (0, 0)).unwrap();
+    p.join_timeout(LONG).unwrap();
+    let old = forkserver_pid().unwrap();
+    // SAFETY: plain syscall on our own child (the server).
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    assert!(wait_gone(old));
+    let ctx = multiproc::get_context(FS);
+    ctx.set_forkserver_preload(&[Preload::new(mark_preload)]);
+    let mut p = ctx.process().start(add, (1, 1)).unwrap();
+    assert_eq!(p.join_timeout(LONG).unwrap(), 2);
+    ctx.set_forkserver_preload(&[]);
+    let server = forkserver_pid().unwrap();
+    let text = std::fs::read_to_string(&marker).unwrap();
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(text, format!("{server}\n"), "run once, in the server");
+}

@@ -213,6 +213,24 @@ def section_start(run):
         run.record(f"process_start32_join_all_{method}_ms", "ms total", thirty_two, n=32,
                    note=f"{method}: start 32 processes, then join them all")
 
+    # spawn from a parent holding 1 GiB of touched memory
+    ballast = bytearray(b"\x01") * (1 << 30)
+    ctx = mp.get_context("spawn")
+    n = run.n(3)
+
+    def one_by_one_big(ctx=ctx, n=n):
+        t0 = clock()
+        for _ in range(n):
+            p = ctx.Process(target=do_nothing)
+            p.start()
+            p.join()
+            assert p.exitcode == 0
+        return per_op(clock() - t0, n, 1e3)
+
+    run.record("process_start_join_spawn_1gib_parent_ms", "ms/process", one_by_one_big, n=n,
+               note="spawn: Process(target=noop).start(); join() from a parent holding 1 GiB")
+    del ballast
+
     # spawn children (and forkserver children before CPython 3.13) run the
     # main script again; with a 10-line main the figure is multiprocessing's
     # own cost rather than re-compiling this file.

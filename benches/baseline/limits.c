@@ -172,6 +172,81 @@ static double spawn_exit0(long n, const void *cfg) {
     return (seconds() - t0) / (double)n * 1e6;
 }
 
+/* us per posix_spawn(exit0); waitpid(), from a parent holding 1 GiB of
+ * touched memory (posix_spawn copies no page tables: flat in the size) */
+static double spawn_exit0_1gib(long n, const void *cfg) {
+    size_t size = (size_t)1 << 30;
+    char *ballast = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ballast == MAP_FAILED) fail("mmap");
+    for (size_t i = 0; i < size; i += 4096) ballast[i] = 1;
+    double r = spawn_exit0(n, cfg);
+    munmap(ballast, size);
+    return r;
+}
+
+/* fork_exit with `live` idle children alive the whole time (spawned, as
+ * the library's benchmark spawns its idle children); with
+ * `fds_per_child`, the parent also holds that many descriptors per live
+ * child (a socket and a pidfd, as a library watching and talking to each
+ * child does), and each forked child closes every descriptor but stdio
+ * before exiting (as a library that hands a child only its own resources
+ * must). */
+struct live_cfg {
+    int live, fds_per_child, close_in_child;
+};
+
+static double fork_exit_with_live(long n, const void *arg) {
+    const struct live_cfg *cfg = arg;
+    /* The idle children are spawned `cat`s reading the gate (so they share
+     * no pages with this process, as the library's idle children), which
+     * end when the gate closes. */
+    int gate[2];
+    if (pipe2(gate, O_CLOEXEC)) fail("pipe2");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, gate[0], 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    char *argv[] = {"cat", NULL};
+    pid_t *idle = malloc(sizeof(pid_t) * (size_t)cfg->live);
+    int *held = malloc(sizeof(int) * (size_t)(cfg->live * cfg->fds_per_child + 1));
+    if (!idle || !held) fail("malloc");
+    int nheld = 0;
+    for (int k = 0; k < cfg->live; k++) {
+        int e = posix_spawnp(&idle[k], "cat", &fa, NULL, argv, environ);
+        if (e) {
+            errno = e;
+            fail("posix_spawnp(cat)");
+        }
+        if (cfg->fds_per_child) {
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) fail("socketpair");
+            close(sv[1]);
+            held[nheld++] = sv[0];
+            int pidfd = (int)syscall(SYS_pidfd_open, idle[k], 0);
+            if (pidfd < 0) fail("pidfd_open");
+            held[nheld++] = pidfd;
+        }
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    double t0 = seconds();
+    for (long i = 0; i < n; i++) {
+        pid_t pid = fork_or_die();
+        if (pid == 0) {
+            if (cfg->close_in_child) syscall(SYS_close_range, 3u, ~0u, 0u);
+            _exit(0);
+        }
+        wait_ok(pid);
+    }
+    double dt = seconds() - t0;
+    close(gate[1]);
+    close(gate[0]);
+    for (int k = 0; k < cfg->live; k++) wait_ok(idle[k]);
+    for (int k = 0; k < nheld; k++) close(held[k]);
+    free(idle);
+    free(held);
+    return dt / (double)n * 1e6;
+}
+
 /* ------------------------------------------------------- pipes, sockets */
 
 static void write_all(int fd, const void *buf, size_t len) {
@@ -801,6 +876,19 @@ int main(int argc, char **argv) {
     if (wanted("start")) {
         record("fork_exit_waitpid_us", "us/process", "fork(); child _exit(0); waitpid()",
                fork_exit, scaled(1000), NULL);
+        static const struct live_cfg live_bare = {2000, 0, 0}, live_fds = {2000, 2, 0},
+                                     live_fds_closed = {2000, 2, 1};
+        record("fork_exit_waitpid_2000_live_us", "us/process",
+               "as fork_exit_waitpid_us with 2000 idle forked children alive", fork_exit_with_live,
+               scaled(1000), &live_bare);
+        record("fork_exit_waitpid_2000_live_4000_fds_us", "us/process",
+               "as fork_exit_waitpid_2000_live_us; the parent holds a socket and a pidfd per "
+               "live child",
+               fork_exit_with_live, scaled(1000), &live_fds);
+        record("fork_close_fds_exit_waitpid_2000_live_us", "us/process",
+               "as fork_exit_waitpid_2000_live_4000_fds_us; each forked child closes all but "
+               "stdio first",
+               fork_exit_with_live, scaled(1000), &live_fds_closed);
         record("fork32_then_reap_all_ms", "ms total", "32 fork()s (_exit(0)), then 32 waitpid()s",
                fork32, 32, NULL);
         if (access(exit0_path, X_OK) == 0) {
@@ -810,6 +898,9 @@ int main(int argc, char **argv) {
             record("posix_spawn_static_waitpid_us", "us/process",
                    "posix_spawn(a static program returning 0); waitpid()", spawn_exit0,
                    scaled(300), NULL);
+            record("posix_spawn_static_1gib_parent_us", "us/process",
+                   "as posix_spawn_static_waitpid_us from a parent holding 1 GiB of touched memory",
+                   spawn_exit0_1gib, scaled(300), NULL);
         } else {
             fprintf(stderr, "  (no %s: fork+exec figures left out)\n", exit0_path);
         }

@@ -63,6 +63,18 @@ fn start_join_with_live(method: StartMethod, n: usize, live: usize) -> f64 {
     t
 }
 
+/// `start_join` from a parent holding `mib` MiB of touched memory: a start
+/// that copies the parent's page tables grows with it; `posix_spawn` does not.
+fn start_join_big_parent(method: StartMethod, n: usize, mib: usize) -> f64 {
+    let mut ballast = vec![0u8; mib << 20];
+    for page in ballast.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    let t = start_join(method, n);
+    std::hint::black_box(&ballast);
+    t
+}
+
 /// Records the section's figures.
 pub fn run(b: &mut Bench) {
     let n_fork = b.n(100);
@@ -77,7 +89,7 @@ pub fn run(b: &mut Bench) {
         "process_start_join_fork_2000_live_ms",
         Unit::Ms("ms/process"),
         "process_start_join_fork_ms",
-        "fork_exit_waitpid_us",
+        "fork_exit_waitpid_2000_live_us",
         || start_join_with_live(StartMethod::Fork, n_fork, 2000),
     );
     b.record_vs_floor(
@@ -91,6 +103,12 @@ pub fn run(b: &mut Bench) {
         Unit::Ms("ms/process"),
         "fork_exec_static_waitpid_us",
         || start_join(StartMethod::Spawn, n_spawn),
+    );
+    b.record_vs_floor(
+        "process_start_join_spawn_1gib_parent_ms",
+        Unit::Ms("ms/process"),
+        "posix_spawn_static_1gib_parent_us",
+        || start_join_big_parent(StartMethod::Spawn, n_spawn, 1024),
     );
     b.record(
         "process_start32_join_all_spawn_ms",

@@ -224,7 +224,18 @@ impl Listener {
         let _one = lock(&self.accepting);
         let hs = &self.handshakes;
         loop {
-            if let Some((r, peer)) = lock(&hs.state).finished.pop_front() {
+            let finished = lock(&hs.state).finished.pop_front();
+            if let Some((r, peer)) = finished {
+                if let Err(e) = &r {
+                    // CPython's managers log failed handshakes; a listener
+                    // under attack or misconfigured shows up in the log.
+                    crate::logging::mp_log!(
+                        warn,
+                        target: "multiproc::connection",
+                        "handshake with a client of {} failed: {e}",
+                        self.address
+                    );
+                }
                 *lock(&self.last_accepted) = peer;
                 return r;
             }

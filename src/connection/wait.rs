@@ -1,23 +1,9 @@
-//! `wait`: block until any of several connections, processes or descriptors
-//! is ready.
+//! [`Waitable`] for connections and listeners; the trait and [`wait`] itself
+//! live below (`sys::wait`), so that `process` can implement it too.
 
 use super::{Connection, Listener};
-use crate::error::Result;
-use crate::sys;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
-
-/// Something [`wait`] can wait on: it is ready when its descriptor is
-/// readable (or hung up), or when it already holds data.
-pub trait Waitable {
-    /// The descriptor to poll for readability.
-    fn wait_fd(&self) -> BorrowedFd<'_>;
-    /// `true` if the object is ready without polling (e.g. a connection that
-    /// already buffered received bytes).
-    fn ready_now(&self) -> bool {
-        false
-    }
-}
+pub use crate::sys::wait::{wait, Waitable};
+use std::os::fd::{AsFd, BorrowedFd};
 
 impl Waitable for Connection {
     fn wait_fd(&self) -> BorrowedFd<'_> {
@@ -33,56 +19,4 @@ impl Waitable for Listener {
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.as_fd()
     }
-}
-
-impl Waitable for BorrowedFd<'_> {
-    fn wait_fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
-    }
-}
-
-impl Waitable for OwnedFd {
-    fn wait_fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
-    }
-}
-
-/// Waits until at least one of `objects` is ready, or `timeout` passes
-/// (`None`: forever). Returns the indices of the ready objects in ascending
-/// order; an empty list means the timeout passed (Python's
-/// `multiprocessing.connection.wait`, which returns the objects).
-///
-/// A connection is ready when a message or end of file can be read; a
-/// process when it has exited; a raw descriptor when it is readable.
-///
-/// ```
-/// use multiproc::connection::{wait, Pipe};
-/// use std::time::Duration;
-///
-/// let (a, b) = Pipe::duplex()?;
-/// let (c, d) = Pipe::duplex()?;
-/// d.send(&1u8)?;
-/// assert_eq!(wait(&[&a, &c], Some(Duration::from_secs(5)))?, vec![1]);
-/// assert!(wait(&[&a], Some(Duration::ZERO))?.is_empty());
-/// # drop(b);
-/// # Ok::<(), multiproc::Error>(())
-/// ```
-pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let now: Vec<usize> = objects
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.ready_now())
-        .map(|(i, _)| i)
-        .collect();
-    if !now.is_empty() {
-        return Ok(now);
-    }
-    let fds: Vec<BorrowedFd<'_>> = objects.iter().map(|o| o.wait_fd()).collect();
-    let ready = sys::poll_readable(&fds, sys::deadline_after(timeout))?;
-    Ok(ready
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| **r)
-        .map(|(i, _)| i)
-        .collect())
 }

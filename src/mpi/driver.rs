@@ -221,7 +221,12 @@ impl Driver {
         for w in &self.workers {
             if !w.gone {
                 if let Err(e) = self.comm.send(w.info.rank, TAG_EXIT, &[]) {
-                    eprintln!("multiproc: cannot stop MPI rank {}: {e}", w.info.rank);
+                    crate::logging::mp_log!(
+                        error,
+                        target: "multiproc::mpi",
+                        "cannot stop MPI rank {}: {e}",
+                        w.info.rank
+                    );
                     return;
                 }
             }
@@ -232,7 +237,11 @@ impl Driver {
                 Ok(true) => idle = Idle::new(Duration::from_millis(1)),
                 Ok(false) => idle.pause(),
                 Err(e) => {
-                    eprintln!("multiproc: MPI error while stopping the pool: {e}");
+                    crate::logging::mp_log!(
+                        error,
+                        target: "multiproc::mpi",
+                        "MPI error while stopping the pool: {e}"
+                    );
                     self.fail_all();
                     return;
                 }

@@ -175,7 +175,9 @@ pub(crate) fn enter() {
     let comm = match Comm::world() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("multiproc: cannot set up MPI: {e}");
+            // A last word before exit, not a log record (see `crate::logging`):
+            // `main` has had no chance to install a logger yet.
+            crate::logging::write_stderr(format!("multiproc: cannot set up MPI: {e}\n").as_bytes());
             std::process::exit(1);
         }
     };
@@ -202,7 +204,7 @@ fn finalize() {
     let universe = world().as_mut().and_then(|w| w.universe.take());
     if universe.is_some() {
         if let Err(e) = raw::barrier_world() {
-            eprintln!("multiproc: {e}");
+            crate::logging::mp_log!(error, target: "multiproc::mpi", "{e}");
         }
     }
     drop(universe);

@@ -289,8 +289,10 @@ impl Idle {
 pub(crate) fn initialize() -> Option<mpi::environment::Universe> {
     let (universe, provided) = mpi::initialize_with_threading(mpi::Threading::Serialized)?;
     if matches!(provided, mpi::Threading::Single | mpi::Threading::Funneled) {
-        eprintln!(
-            "multiproc: this MPI provides only {provided:?} thread support: \
+        crate::logging::mp_log!(
+            warn,
+            target: "multiproc::mpi",
+            "this MPI provides only {provided:?} thread support: \
              use the MpiPool from the main thread only"
         );
     }

@@ -14,6 +14,9 @@ const IDLE_SLEEP: Duration = Duration::from_micros(250);
 
 /// Serves rank 0 until it says exit, then ends MPI and the process.
 pub(crate) fn serve(comm: Comm) -> ! {
+    // The program's `main` never runs past `init` here: no logger of its own
+    // (see `crate::logging`).
+    crate::logging::install_for_helper_process();
     install_hook();
     let code = identity::current();
     let hello = Hello {
@@ -39,12 +42,21 @@ pub(crate) fn serve(comm: Comm) -> ! {
                 match crate::codec::decode::<Welcome>(&msg) {
                     Ok(w) if w.code == code => welcomed = true,
                     Ok(w) => {
-                        eprintln!(
-                            "multiproc: MPI rank {} runs {code}, rank 0 runs {}: not serving",
-                            comm.rank, w.code
+                        crate::logging::mp_log!(
+                            error,
+                            target: "multiproc::mpi",
+                            "MPI rank {} runs {code}, rank 0 runs {}: not serving",
+                            comm.rank,
+                            w.code
                         );
                     }
-                    Err(e) => eprintln!("multiproc: bad welcome from rank 0: {e}"),
+                    Err(e) => {
+                        crate::logging::mp_log!(
+                            error,
+                            target: "multiproc::mpi",
+                            "bad welcome from rank 0: {e}"
+                        )
+                    }
                 }
             }
             TAG_TASKS if welcomed => {
@@ -66,7 +78,7 @@ pub(crate) fn serve(comm: Comm) -> ! {
 /// Ends this rank without finalizing MPI (rank 0 is gone or unreachable:
 /// the launcher then ends the job instead of waiting for a finalize).
 fn die(comm: &Comm, why: &str) -> ! {
-    eprintln!("multiproc: MPI rank {}: {why}", comm.rank);
+    crate::logging::mp_log!(error, target: "multiproc::mpi", "MPI rank {}: {why}", comm.rank);
     std::process::exit(1)
 }
 

@@ -55,7 +55,9 @@
 //!   (by position) once every task has ended; `imap`/`imap_unordered` yield
 //!   one `Result` per task, so the other results stay available.
 //! - After [`terminate`](Pool::terminate) (or drop), every unfinished task
-//!   fails with [`Error::BrokenPool`].
+//!   fails with [`Error::BrokenPool`]; after `terminate` or
+//!   [`close`](Pool::close), so does every call that submits work (Python's
+//!   `ValueError: Pool not running`).
 //!
 //! # Speed
 //!
@@ -563,7 +565,8 @@ impl Pool {
         ))
     }
 
-    /// Stops accepting tasks; the workers exit once the queued tasks are
+    /// Stops accepting tasks (submitting one now fails with
+    /// [`Error::BrokenPool`]); the workers exit once the queued tasks are
     /// done (Python's `close`).
     pub fn close(&self) -> Result<()> {
         self.shared.close()

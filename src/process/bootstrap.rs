@@ -5,9 +5,10 @@
 //! starts from the same binary):
 //!
 //! - *bootstrap* (spawn and forkserver, parent → child on the bootstrap
-//!   socket): one frame of the crate's [framing](crate::connection::framing)
-//!   whose payload is `b"MPBOOT01"`, the postcard-encoded [`BootMsg`], then
-//!   a `u64` FNV-1a checksum of the encoded message;
+//!   socket, a spawned child's handed-off descriptors attached): one frame
+//!   of the crate's [framing](crate::connection::framing) whose payload is
+//!   `b"MPBOOT01"`, the postcard-encoded [`BootMsg`], then a `u64` FNV-1a
+//!   checksum of the encoded message;
 //! - *report* (child → parent, every start method): one frame holding a
 //!   postcard-encoded [`Report`].
 //!
@@ -21,14 +22,14 @@
 use super::fnref::{self, BinaryId};
 use super::{ChildIdentity, CURRENT};
 use crate::codec;
-use crate::connection::framing::{self, Frame, FrameReader, Source, MAX_HEADER};
+use crate::connection::framing::{self, Frame, FrameReader, Source};
 use crate::error::{Error, Result};
 use crate::handoff::Importer;
 use crate::sys::conn_io::Kind;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Environment variable naming the bootstrap socket of a spawned child.
@@ -53,7 +54,18 @@ pub(crate) struct BootMsg {
     /// The runner's name: see [`fnref::name`] (checked by [`fnref::resolve`]).
     pub(crate) runner_offset: i64,
     pub(crate) identity: ChildIdentity,
-    pub(crate) fds: Vec<RawFd>,
+    /// How many handed-off descriptors (in slot order) the child gets:
+    /// attached to this message (spawn) or to the request to the fork server
+    /// (forkserver).
+    pub(crate) nfds: u32,
+    /// The descriptors opted in with `Builder::pass_fd`, kept at these
+    /// numbers (3 and up, sorted): inherited there (spawn), or the last ones
+    /// of the request, which the child puts there (forkserver).
+    pub(crate) keep: Vec<RawFd>,
+    /// The spawn could not close the descriptors the child does not keep (a
+    /// libc without `posix_spawn_file_actions_addclosefrom_np`): the child
+    /// closes them itself.
+    pub(crate) close_others: bool,
     pub(crate) args: Vec<u8>,
 }
 
@@ -94,26 +106,11 @@ pub(crate) fn encode_boot(msg: &BootMsg) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Reads one frame from the socket `fd` (blocking), at most `max` bytes,
-/// never past its end.
-fn read_frame(fd: BorrowedFd<'_>, max: u64) -> Result<Vec<u8>> {
-    let mut r = FrameReader::new(MAX_HEADER, 0);
-    let src = Source {
-        fd,
-        kind: Kind::Socket,
-        nonblocking: false,
-    };
-    match r.next(src, max, &mut Vec::new(), &mut || Ok(()), &mut |_, _| {})? {
-        Some(Frame::Own(v)) => Ok(v),
-        Some(f) => Ok(r.payload(&f).to_vec()),
-        None => Err(Error::Closed),
-    }
-}
-
-/// Reads and checks a bootstrap message from the socket `fd`.
-pub(crate) fn read_boot(fd: BorrowedFd<'_>) -> Result<BootMsg> {
+/// Reads and checks a bootstrap message (one frame) from `r`, which keeps
+/// the descriptors that come with it.
+pub(crate) fn read_boot(r: &mut impl Read) -> Result<BootMsg> {
     let bad = |what: &str| Error::bootstrap(what.to_string());
-    let frame = read_frame(fd, u64::from(MAX_BOOT)).map_err(|e| match e {
+    let frame = framing::read_frame_from(r, u64::from(MAX_BOOT)).map_err(|e| match e {
         Error::MessageTooLarge { len, .. } => bad(&format!(
             "bootstrap payload of {len} bytes is over the limit"
         )),
@@ -505,6 +502,7 @@ fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
 /// (`mpiexec`, `srun`), every rank but 0 becomes a worker of
 /// `multiproc::mpi::MpiPool` here and exits when rank 0's pool ends.
 pub fn init() {
+    super::helper::register();
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
         #[cfg(feature = "mpi")]
         crate::mpi::enter();
@@ -553,19 +551,32 @@ pub fn init() {
     if let Err(why) = check_parent_socket(&sock) {
         fail_bootstrap(None, format!("{BOOT_ENV} names descriptor {fd}, {why}"));
     }
-    let msg = read_checked_boot(
+    let (msg, fds) = read_checked_boot(
         &sock,
         "the child runs a different binary than the parent (was it rebuilt or replaced?)",
     );
-    for &f in &msg.fds {
-        // SAFETY: only borrowed for the duration of the check.
-        if rustix::io::fcntl_getfd(unsafe { std::os::fd::BorrowedFd::borrow_raw(f) }).is_err() {
-            fail_bootstrap(Some(&sock), format!("inherited descriptor {f} is not open"));
-        }
+    if msg.close_others {
+        let mut keep: Vec<RawFd> = vec![0, 1, 2, sock.as_raw_fd()];
+        keep.extend(fds.iter().map(|f| f.as_raw_fd()));
+        keep.extend_from_slice(&msg.keep);
+        crate::sys::fds::close_all_but(&mut keep);
     }
-    // SAFETY: the parent kept exactly these descriptors open across exec for
-    // this child; they are checked open above and owned by nothing else here.
-    let im = unsafe { Importer::from_raw(msg.args, &msg.fds) };
+    if fds.len() != msg.nfds as usize {
+        fail_bootstrap(
+            Some(&sock),
+            format!(
+                "{} descriptors came with the start message, which names {}",
+                fds.len(),
+                msg.nfds
+            ),
+        );
+    }
+    if msg.identity.daemon {
+        // After `execve` (the spawn copies nothing), and checked against the
+        // parent's pid: a parent that died before this line is noticed here.
+        super::fork::set_parent_death_signal(msg.identity.parent_pid);
+    }
+    let im = Importer::new(msg.args, fds);
     CURRENT.set_child(msg.identity);
     let runner = resolve_runner(&sock, msg.runner_offset);
     run_child(sock, runner, im)
@@ -577,16 +588,34 @@ pub fn init() {
 /// descriptors that came with the request (`args`, in slot order) instead of
 /// inherited numbers. The peer check of [`init`] does not apply (the peer is
 /// the requester, and the server checked it); the binary check does.
-pub(crate) fn run_forkserver_child(sock: OwnedFd, args: Vec<OwnedFd>) -> ! {
-    let msg = read_checked_boot(
+pub(crate) fn run_forkserver_child(sock: OwnedFd, mut args: Vec<OwnedFd>) -> ! {
+    let (msg, extra) = read_checked_boot(
         &sock,
         "the fork server runs a different binary than its client",
     );
-    if !msg.fds.is_empty() {
+    if !extra.is_empty() || args.len() != msg.nfds as usize + msg.keep.len() {
         fail_bootstrap(
             Some(&sock),
-            "a forkserver bootstrap message names inherited descriptors".into(),
+            format!(
+                "a forkserver child got {} descriptors for a start message naming {} and {} \
+                 opted in ({} on the bootstrap socket)",
+                args.len(),
+                msg.nfds,
+                msg.keep.len(),
+                extra.len()
+            ),
         );
+    }
+    // The opted-in descriptors go to their numbers, after moving the
+    // bootstrap socket and the handed-off ones off those numbers.
+    let passed = args.split_off(msg.nfds as usize);
+    let mut sock = sock;
+    let mut held: Vec<&mut OwnedFd> = std::iter::once(&mut sock).chain(args.iter_mut()).collect();
+    // SAFETY: the fork server's child closed every descriptor but its
+    // stdio, the bootstrap socket and the request's descriptors, which are
+    // all in `held` or `passed`.
+    if let Err(why) = unsafe { crate::sys::fds::place_at_numbers(passed, &msg.keep, &mut held) } {
+        fail_bootstrap(Some(&sock), why);
     }
     let im = Importer::new(msg.args, args);
     CURRENT.set_child(msg.identity);
@@ -597,8 +626,10 @@ pub(crate) fn run_forkserver_child(sock: OwnedFd, args: Vec<OwnedFd>) -> ! {
 /// Reads the [`BootMsg`] from the bootstrap socket and checks that this
 /// process runs the sender's binary; any failure is reported on the socket
 /// and ends the child (`mismatch` says what a different binary means here).
-fn read_checked_boot(sock: &OwnedFd, mismatch: &str) -> BootMsg {
-    let msg = match read_boot(sock.as_fd()) {
+/// Also returns the descriptors that came with the message.
+fn read_checked_boot(sock: &OwnedFd, mismatch: &str) -> (BootMsg, Vec<OwnedFd>) {
+    let mut reader = crate::sys::scm::ScmReader::new(sock.as_fd());
+    let msg = match read_boot(&mut reader) {
         Ok(m) => m,
         Err(e) => fail_bootstrap(
             Some(sock),
@@ -607,8 +638,14 @@ fn read_checked_boot(sock: &OwnedFd, mismatch: &str) -> BootMsg {
                 .into(),
         ),
     };
+    if reader.truncated() {
+        fail_bootstrap(
+            Some(sock),
+            "descriptors that came with the start message were lost".into(),
+        );
+    }
     match BinaryId::current() {
-        Ok(id) if id == msg.binary => msg,
+        Ok(id) if id == msg.binary => (msg, reader.into_fds()),
         Ok(_) => fail_bootstrap(Some(sock), mismatch.into()),
         Err(e) => fail_bootstrap(Some(sock), e.to_string()),
     }

@@ -59,7 +59,7 @@ pub(crate) fn launch(
     // (room for stdio, the report socket and every duplicate is made here).
     let mut keep: Vec<RawFd> = Vec::with_capacity(pass_fds.len() + fds.len() + 5);
     keep.extend_from_slice(pass_fds);
-    keep.extend(crate::shared::tracker::inherited_fd());
+    keep.extend(crate::resource_tracker::inherited_fd());
     let prep = bootstrap::ForkPrep::new(flush_stdout);
     // Hold the registry lock across fork: the child then gets it unlocked
     // (it drops its copy of the guard) and empties it.
@@ -106,7 +106,7 @@ pub(crate) fn launch(
         }
         keep.extend([0, 1, 2, report.as_raw_fd()]);
         keep.extend(dups.iter().map(|d| d.as_raw_fd()));
-        close_all_but(&mut keep);
+        crate::sys::fds::close_all_but(&mut keep);
         if daemon {
             set_parent_death_signal(parent_pid);
         }
@@ -148,44 +148,6 @@ fn warn_if_multithreaded() {
             "this process is multi-threaded ({threads} threads): use of fork() may lead to \
              deadlocks in the child; the spawn start method is safe here"
         );
-    }
-}
-
-/// Closes every descriptor not in `keep` (sorted in place; no allocation, so
-/// it may run between fork and the target).
-fn close_all_but(keep: &mut [RawFd]) {
-    keep.sort_unstable();
-    let mut next: u32 = 0;
-    for &k in keep.iter() {
-        let Ok(k) = u32::try_from(k) else { continue };
-        if k > next {
-            close_range(next, k - 1);
-        }
-        next = next.max(k + 1);
-    }
-    close_range(next, u32::MAX);
-}
-
-/// `close_range(lo, hi, 0)` (Linux 5.9+), or a loop of `close` up to the
-/// descriptor limit on older kernels.
-fn close_range(lo: u32, hi: u32) {
-    // SAFETY: closing descriptors this process owns; nothing in the child
-    // refers to them any more (its handles use the duplicates kept above).
-    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0 as libc::c_uint) };
-    if r == 0 {
-        return;
-    }
-    // SAFETY: plain syscalls, as above.
-    unsafe {
-        let mut limit = std::mem::zeroed::<libc::rlimit>();
-        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur.min(1 << 20) as u32
-        } else {
-            1024
-        };
-        for fd in lo..hi.min(max.saturating_sub(1)).saturating_add(1) {
-            libc::close(fd as libc::c_int);
-        }
     }
 }
 

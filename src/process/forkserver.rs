@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::handoff::Exporter;
 use rustix::net::{AddressFamily, RecvFlags, SocketFlags, SocketType};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -127,6 +127,7 @@ impl Server {
             name: "ForkServer".into(),
             daemon: main_thread,
             parent_pid: me.pid,
+            parent_token: crate::sys::liveness::current_token(),
             parent_name: me.name,
             path: Vec::new(),
         };
@@ -278,12 +279,26 @@ pub(crate) fn launch(
     runner_offset: i64,
     args: &[u8],
     fds: &[BorrowedFd<'_>],
+    pass_fds: &[RawFd],
 ) -> Result<Started> {
-    if fds.len() + 5 > wire::MAX_FDS {
+    let keep = spawn::opted_in(pass_fds);
+    if fds.len() + keep.len() + 5 > wire::MAX_FDS {
         return Err(Error::unsupported(format!(
             "the forkserver start method passes at most {} descriptors to a child ({} given)",
             wire::MAX_FDS - 5,
-            fds.len()
+            fds.len() + keep.len()
+        )));
+    }
+    // SAFETY: each opted-in number is borrowed for this start only; the
+    // caller keeps it open until `start` returns (`Builder::pass_fd`).
+    let passed: Vec<BorrowedFd<'_>> = keep
+        .iter()
+        .map(|&k| unsafe { BorrowedFd::borrow_raw(k) })
+        .collect();
+    if let Some(k) = passed.iter().find(|k| rustix::io::fcntl_getfd(k).is_err()) {
+        return Err(Error::Invalid(format!(
+            "Builder::pass_fd: descriptor {} is not open",
+            k.as_raw_fd()
         )));
     }
     let daemon = identity.daemon;
@@ -291,7 +306,9 @@ pub(crate) fn launch(
         binary: BinaryId::current()?,
         runner_offset,
         identity,
-        fds: Vec::new(),
+        nfds: fds.len() as u32,
+        keep,
+        close_others: false,
         args: args.to_vec(),
     })?;
     let c = client();
@@ -307,10 +324,10 @@ pub(crate) fn launch(
             *server = Some(s);
         }
         let s = server.as_ref().expect("just set");
-        match request(s, daemon, stdin, fds) {
+        match request(s, daemon, stdin, fds, &passed) {
             Ok(started) => {
                 drop(server);
-                if let Err(e) = spawn::send_all(&started.report, &wire_msg) {
+                if let Err(e) = spawn::send_all(&started.report, &wire_msg, &[]) {
                     if let Some(p) = &started.pidfd {
                         let _ =
                             rustix::process::pidfd_send_signal(p, rustix::process::Signal::KILL);
@@ -343,6 +360,7 @@ fn request(
     daemon: bool,
     stdin: Stdin,
     fds: &[BorrowedFd<'_>],
+    passed: &[BorrowedFd<'_>],
 ) -> std::result::Result<Started, Failure> {
     let (report, child_end) = rustix::net::socketpair(
         AddressFamily::UNIX,
@@ -372,6 +390,7 @@ fn request(
         }
     }
     send.extend_from_slice(fds);
+    send.extend_from_slice(passed);
     let header = wire::Header {
         flags,
         nfds: send.len() as u32,

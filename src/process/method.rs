@@ -22,9 +22,11 @@ pub enum StartMethod {
     /// child neither repeats its parent's buffered output nor finds stdout
     /// locked. Locks of the program's own are its concern.
     Fork,
-    /// `fork()` + `exec()` of the current binary: the child starts fresh,
-    /// enters the library in [`init`](crate::init) and receives its target
-    /// and arguments over a socket.
+    /// `posix_spawn()` of the current binary (a `vfork` + `exec`: nothing of
+    /// the parent's memory is copied, so the cost does not grow with the
+    /// parent's size): the child starts fresh, enters the library in
+    /// [`init`](crate::init) and receives its target and arguments over a
+    /// socket.
     #[default]
     Spawn,
     /// A fork server (CPython's `forkserver`): a single-threaded server

@@ -20,6 +20,7 @@ mod bootstrap;
 pub(crate) mod fnref;
 mod fork;
 mod forkserver;
+mod helper;
 mod method;
 mod registry;
 mod spawn;
@@ -49,6 +50,9 @@ pub(crate) struct ChildIdentity {
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) parent_pid: i32,
+    /// The parent's start token (see `sys::liveness`; 0 if unknown): tells
+    /// the parent from a later process with its pid.
+    pub(crate) parent_token: u32,
     pub(crate) parent_name: String,
     pub(crate) path: Vec<u32>,
 }
@@ -121,21 +125,35 @@ pub fn current_process() -> CurrentProcess {
     }
 }
 
-/// The parent of a process started by multiproc (Python's `parent_process()`).
+/// The parent of a process started by multiproc (Python's `parent_process()`):
+/// the process that called `start`, under every start method (a forkserver
+/// child's parent is the process that asked for it, not the fork server).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParentProcess {
     /// The parent's name.
     pub name: String,
     /// The parent's pid.
     pub pid: i32,
+    /// The parent's start token, to tell it from a later process that gets
+    /// its pid.
+    token: u32,
 }
 
 impl ParentProcess {
-    /// Whether the parent is still running (it is our parent as long as
-    /// `getppid()` still names it).
+    /// Whether the parent is still running: it is our parent (`getppid()`
+    /// names it), or — for a forkserver child, whose parent in the kernel's
+    /// eyes is the fork server — a process with its pid and its start time
+    /// exists and has not ended.
     pub fn is_alive(&self) -> bool {
         // SAFETY: plain syscall.
-        unsafe { libc::getppid() == self.pid }
+        if unsafe { libc::getppid() } == self.pid {
+            return true;
+        }
+        let Ok(pid) = u32::try_from(self.pid) else {
+            return false;
+        };
+        self.token != 0
+            && crate::sys::liveness::check(pid, self.token) == crate::sys::liveness::Liveness::Alive
     }
 }
 
@@ -144,6 +162,7 @@ pub fn parent_process() -> Option<ParentProcess> {
     CURRENT.get().map(|id| ParentProcess {
         name: id.parent_name.clone(),
         pid: id.parent_pid,
+        token: id.parent_token,
     })
 }
 
@@ -312,6 +331,7 @@ impl Builder {
             name: name.clone(),
             daemon,
             parent_pid: me.pid,
+            parent_token: crate::sys::liveness::current_token(),
             parent_name: me.name,
             path,
         };
@@ -343,17 +363,13 @@ impl Builder {
                 (ChildShared::new(pid, name, daemon), report)
             }
             StartMethod::Forkserver => {
-                if !self.pass_fds.is_empty() {
-                    return Err(Error::unsupported(
-                        "Builder::pass_fd with the forkserver start method",
-                    ));
-                }
                 let s = forkserver::launch(
                     identity,
                     self.stdin,
                     fnref::name(runner),
                     ex.bytes(),
                     ex.fds(),
+                    &self.pass_fds,
                 )?;
                 let shared = ChildShared::forkserver_child(s.pid, name, daemon, s.pidfd, s.status);
                 (shared, s.report)
@@ -637,9 +653,8 @@ impl<R: DeserializeOwned> Process<R> {
 }
 
 /// A process is ready for [`wait`](crate::connection::wait) when it has
-/// exited (its [`sentinel`](Process::sentinel)). It lives here, with
-/// `Process`, so that `connection` knows nothing of processes.
-impl<R: Serialize + DeserializeOwned> crate::connection::Waitable for Process<R> {
+/// exited (its [`sentinel`](Process::sentinel)).
+impl<R: DeserializeOwned> crate::sys::wait::Waitable for Process<R> {
     fn wait_fd(&self) -> BorrowedFd<'_> {
         self.sentinel()
     }
@@ -740,10 +755,13 @@ pub mod __test {
                 name: "Process-crafted".into(),
                 daemon: false,
                 parent_pid: std::process::id() as i32,
+                parent_token: 0,
                 parent_name: "MainProcess".into(),
                 path: vec![1],
             },
-            fds: Vec::new(),
+            nfds: 0,
+            keep: Vec::new(),
+            close_others: false,
             args: Vec::new(),
         })
     }
@@ -768,6 +786,13 @@ pub mod __test {
     /// before `start` gives up (default 30 s).
     pub fn set_boot_stall(limit: Duration) {
         spawn::set_boot_stall(limit)
+    }
+
+    /// Makes spawned children close the descriptors they do not keep
+    /// themselves after `exec` (the path taken with a libc whose
+    /// `posix_spawn` cannot close them), or not (the default).
+    pub fn spawn_child_closes(on: bool) {
+        spawn::set_child_closes(on)
     }
 
     fn runner_of<F, A, R>(f: F) -> &'static FnDesc<Runner>

@@ -6,18 +6,15 @@ use super::tracker;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
 use crate::sys::atomic_copy;
+use crate::sys::shm::{self, ShmPath, MAX_NAME};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-/// Where glibc's `shm_open` keeps POSIX shared memory objects on Linux.
-const SHM_DIR: &str = "/dev/shm";
 /// CPython's prefix for generated names (`/psm_` + 8 hex digits).
 const NAME_PREFIX: &str = "/psm_";
-/// Longest accepted name (without the leading `/`), as `NAME_MAX`.
-const MAX_NAME: usize = 255;
 /// Blocks of at least this many bytes have their pages reserved at creation
 /// (`fallocate`); smaller ones are only checked against the free space
 /// (`fstatvfs`), since reserving a page costs about as much as the rest of
@@ -224,14 +221,14 @@ impl SharedMemory {
                 };
                 if track {
                     if let Err(e) = tracker::register(&shm.name, tracker::SHARED_MEMORY) {
-                        let _ = unlink_name(&shm.name);
+                        let _ = shm::unlink(&shm.name);
                         return Err(e);
                     }
                 }
                 Ok(shm)
             }
             Err(e) => {
-                let _ = unlink_name(&name);
+                let _ = shm::unlink(&name);
                 Err(e)
             }
         }
@@ -257,7 +254,7 @@ impl SharedMemory {
     pub fn open(name: &str) -> Result<SharedMemory> {
         let name = posix_name(name)?;
         let fd = match rustix::fs::open(
-            path_of(&name).cstr(),
+            ShmPath::new(&name).cstr(),
             OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
@@ -415,7 +412,7 @@ impl SharedMemory {
     /// `Io` of kind `NotFound` if the name no longer exists (someone unlinked
     /// it already).
     pub fn unlink(&self) -> Result<()> {
-        let r = unlink_name(&self.name);
+        let r = shm::unlink(&self.name);
         // Unregister even if it was gone: the tracker must not report it.
         let _ = tracker::unregister(&self.name, tracker::SHARED_MEMORY);
         match r {
@@ -477,45 +474,13 @@ fn posix_name(name: &str) -> Result<String> {
     Ok(format!("/{bare}"))
 }
 
-/// `/dev/shm/<name>` as a NUL-terminated path on the stack (no allocation:
-/// this is on the create/attach/unlink fast path).
-struct ShmPath {
-    buf: [u8; SHM_DIR.len() + MAX_NAME + 2],
-    len: usize,
-}
-
-impl ShmPath {
-    fn cstr(&self) -> &std::ffi::CStr {
-        // `posix_name` rejects NUL bytes, so the only NUL is the terminator.
-        std::ffi::CStr::from_bytes_with_nul(&self.buf[..self.len]).unwrap_or(c"/dev/shm/.invalid")
-    }
-}
-
-fn path_of(posix: &str) -> ShmPath {
-    let mut p = ShmPath {
-        buf: [0; SHM_DIR.len() + MAX_NAME + 2],
-        len: 0,
-    };
-    let n = posix.len().min(MAX_NAME + 1);
-    p.buf[..SHM_DIR.len()].copy_from_slice(SHM_DIR.as_bytes());
-    p.buf[SHM_DIR.len()..SHM_DIR.len() + n].copy_from_slice(&posix.as_bytes()[..n]);
-    p.len = SHM_DIR.len() + n + 1;
-    p
-}
-
 /// `shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)`, as glibc does it.
 fn create_fd(posix: &str) -> std::result::Result<OwnedFd, rustix::io::Errno> {
     rustix::fs::open(
-        path_of(posix).cstr(),
+        ShmPath::new(posix).cstr(),
         OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_bits_truncate(0o600),
     )
-}
-
-/// `shm_unlink(name)` for a POSIX name (leading `/`).
-pub(crate) fn unlink_name(posix: &str) -> Result<()> {
-    rustix::fs::unlink(path_of(posix).cstr())?;
-    Ok(())
 }
 
 fn map(fd: &OwnedFd, size: usize) -> Result<NonNull<u8>> {

@@ -8,9 +8,14 @@
 
 pub(crate) mod atomic_copy;
 pub(crate) mod conn_io;
+pub(crate) mod fds;
 pub(crate) mod futex;
 pub(crate) mod liveness;
+pub(crate) mod posix_spawn;
 pub(crate) mod region;
+pub(crate) mod scm;
+pub(crate) mod shm;
+pub(crate) mod wait;
 
 use crate::error::Result;
 use rustix::event::{PollFd, PollFlags};

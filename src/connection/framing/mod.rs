@@ -28,7 +28,7 @@
 mod read;
 mod write;
 
-pub(crate) use read::{Frame, FrameReader, Source};
+pub(crate) use read::{read_frame_from, Frame, FrameReader, Source};
 pub(crate) use write::{write_all, write_frame, FrameWriter};
 
 use crate::error::{Error, Result};

@@ -53,6 +53,47 @@ pub(crate) fn truncated() -> Error {
     ))
 }
 
+/// Reads one frame from `r` (blocking), never past its end: the payload of
+/// at most `max` bytes, allocated once the header has been checked. For
+/// one-shot messages read through a [`Read`](std::io::Read) that does more
+/// than read (the bootstrap's keeps the descriptors that come with it).
+///
+/// # Errors
+///
+/// As [`FrameReader::next`]: [`Error::Closed`] before any byte, an I/O
+/// error (`UnexpectedEof`) within the frame, [`Error::MessageTooLarge`],
+/// [`Error::Codec`] for a negative length other than `-1`.
+pub(crate) fn read_frame_from(r: &mut impl std::io::Read, max: u64) -> Result<Vec<u8>> {
+    let mut head = [0u8; MAX_HEADER];
+    let mut have = 0;
+    let (header_len, plen) = loop {
+        if let Some(h) = checked_header(&head[..have], max)? {
+            break h;
+        }
+        // 4 bytes, then the 8 of a long header: never past the header.
+        let want = if have < 4 { 4 } else { MAX_HEADER };
+        match r.read(&mut head[have..want]) {
+            Ok(0) if have == 0 => return Err(Error::Closed),
+            Ok(0) => return Err(truncated()),
+            Ok(n) => have += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    debug_assert_eq!(have, header_len);
+    let mut data = Vec::new();
+    data.try_reserve_exact(plen)
+        .map_err(|_| Error::MessageTooLarge {
+            len: plen as u64,
+            max,
+        })?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut *r, plen as u64), &mut data)?;
+    if data.len() < plen {
+        return Err(truncated());
+    }
+    Ok(data)
+}
+
 /// How to read: the descriptor, what it is, whether a read may block.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Source<'a> {

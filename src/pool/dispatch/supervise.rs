@@ -50,7 +50,8 @@ impl Shared {
         Ok(Worker::new(proc, parent, journal))
     }
 
-    /// One pass over the workers: read answers, notice deaths, send work.
+    /// One pass over the workers: read answers, notice deaths (logged, see
+    /// [`crate::logging`]), send work.
     pub(super) fn service(
         &self,
         core: &mut Core,
@@ -81,17 +82,22 @@ impl Shared {
                 core.pending.push_front(b);
             }
             let w = core.workers.remove(i);
-            if w.replaced {
+            let successor = if w.replaced {
                 // Its successor is on its way (or here): it keeps its place
                 // in `worker_pids` until then.
                 if core.state == State::Running {
                     core.vacated.push(w.pid);
                 }
+                true
             } else if core.state == State::Running
                 || (core.state == State::Closed && (!core.pending.is_empty() || !w.exiting))
             {
                 core.spawn_needed += 1;
-            }
+                true
+            } else {
+                false
+            };
+            log_worker_exit(w.pid, code, successor);
         }
         self.fill(core);
         if core.spawn_needed > 0 {
@@ -151,7 +157,11 @@ impl Shared {
                         drop(role);
                         self.notify_done();
                         if let Err(e) = r {
-                            eprintln!("multiproc: pool supervisor: {e}");
+                            crate::logging::mp_log!(
+                                error,
+                                target: "multiproc::pool",
+                                "pool supervisor: {e}"
+                            );
                             std::thread::sleep(tick);
                         }
                         armed = false;
@@ -204,7 +214,11 @@ impl Shared {
                         drop(role);
                         self.complete(done);
                         if let Err(e) = r {
-                            eprintln!("multiproc: pool supervisor: {e}");
+                            crate::logging::mp_log!(
+                                error,
+                                target: "multiproc::pool",
+                                "pool supervisor: {e}"
+                            );
                         }
                     }
                     // Whoever drives sees it too.
@@ -262,5 +276,30 @@ impl Shared {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+}
+
+/// Reports a worker's exit (CPython's pool logs "cleaning up worker"): a
+/// warning when it died (non-zero exit code or a signal), a debug record
+/// when it left as asked. Called by the parent that reaped it, never in a
+/// child (see `crate::logging` on fork safety).
+fn log_worker_exit(pid: i32, exitcode: i32, replaced: bool) {
+    let then = if replaced {
+        "a new worker replaces it"
+    } else {
+        "not replaced"
+    };
+    if exitcode != 0 {
+        crate::logging::mp_log!(
+            warn,
+            target: "multiproc::pool",
+            "pool worker {pid} exited with exitcode {exitcode}; {then}"
+        );
+    } else {
+        crate::logging::mp_log!(
+            debug,
+            target: "multiproc::pool",
+            "pool worker {pid} exited; {then}"
+        );
     }
 }

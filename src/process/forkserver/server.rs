@@ -12,10 +12,8 @@ use crate::handoff::Importer;
 use crate::process::bootstrap;
 use crate::process::fnref;
 use rustix::event::epoll;
-use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+use rustix::net::RecvFlags;
 use std::collections::HashMap;
-use std::io::IoSliceMut;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// The epoll key of the control socket (children are keyed by pid).
@@ -88,38 +86,21 @@ fn reap(pid: i32, ep: &OwnedFd, children: &mut HashMap<i32, Child>) {
 /// should exit (end-of-file or an unrecoverable socket error).
 fn handle_request(control: &OwnedFd, ep: &OwnedFd, children: &mut HashMap<i32, Child>) -> bool {
     let mut head = [0u8; wire::HEADER_LEN + 1];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(wire::MAX_FDS))];
-    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
-    let got = loop {
-        let mut iov = [IoSliceMut::new(&mut head)];
-        match rustix::net::recvmsg(
-            control,
-            &mut iov,
-            &mut cmsg,
-            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
-        ) {
-            Ok(m) => break m,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) => return true,
-            Err(_) => return false,
-        }
+    let got = match crate::sys::scm::recv_with_fds(control.as_fd(), &mut head, RecvFlags::DONTWAIT)
+    {
+        Ok(m) => m,
+        Err(rustix::io::Errno::AGAIN) => return true,
+        Err(_) => return false,
     };
     if got.bytes == 0 {
         return false;
     }
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for m in cmsg.drain() {
-        if let RecvAncillaryMessage::ScmRights(r) = m {
-            fds.extend(r);
-        }
-    }
+    let fds = got.fds;
     // Defense in depth: the socket pair is reachable only by descriptor
     // holders, and its peer must also be a process of our own user.
     let uid_ok = rustix::net::sockopt::socket_peercred(control)
         .is_ok_and(|c| c.uid == rustix::process::geteuid());
-    let truncated = got
-        .flags
-        .intersects(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC);
+    let truncated = got.truncated;
     let header = match Header::parse(&head[..got.bytes]) {
         Some(h) if uid_ok && !truncated && h.nfds as usize == fds.len() => h,
         // A malformed request: drop what came with it (its status socket
@@ -191,10 +172,10 @@ fn child(
     daemon: bool,
     server: i32,
 ) -> ! {
-    let mut keep: Vec<RawFd> = vec![boot.as_raw_fd()];
+    let mut keep: Vec<RawFd> = vec![0, 1, 2, boot.as_raw_fd()];
     keep.extend(stdio.iter().flatten().map(|f| f.as_raw_fd()));
     keep.extend(args.iter().map(|f| f.as_raw_fd()));
-    close_all_but(&mut keep);
+    crate::sys::fds::close_all_but(&mut keep);
     let null = match &stdio[0] {
         Some(_) => None,
         None => rustix::fs::open(
@@ -224,26 +205,4 @@ fn child(
     }
     crate::util::run_after_fork_hooks();
     bootstrap::run_forkserver_child(boot, args)
-}
-
-/// Closes every descriptor from 3 up that is not in `keep`.
-fn close_all_but(keep: &mut [RawFd]) {
-    keep.sort_unstable();
-    let mut from: u32 = 3;
-    for &k in keep.iter() {
-        let k = k as u32;
-        if k > from {
-            close_range(from, k - 1);
-        }
-        from = from.max(k + 1);
-    }
-    close_range(from, u32::MAX);
-}
-
-fn close_range(first: u32, last: u32) {
-    // SAFETY: closes descriptors this (freshly forked) process owns and will
-    // not use again; nothing in it holds them (`keep` lists all it uses).
-    unsafe {
-        libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint);
-    }
 }

@@ -10,16 +10,12 @@
 //! - *status* (server → client, when the child is reaped): the raw wait
 //!   status, `i32` little-endian.
 
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
+use crate::sys::scm;
+use rustix::net::{RecvFlags, SendFlags};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// The most descriptors one request carries (below the kernel's 253).
-pub(crate) const MAX_FDS: usize = 250;
+pub(crate) const MAX_FDS: usize = scm::MAX_FDS;
 pub(crate) const HEADER_LEN: usize = 12;
 const MAGIC: &[u8; 4] = b"MPFS";
 const VERSION: u16 = 1;
@@ -82,23 +78,7 @@ pub(crate) fn send_with_fds(
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> rustix::io::Result<()> {
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(rustix::io::Errno::INVAL);
-    }
-    loop {
-        match rustix::net::sendmsg(
-            sock,
-            &[IoSlice::new(bytes)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
-            Ok(_) => return Ok(()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    scm::send_with_fds(sock, bytes, fds, SendFlags::NOSIGNAL).map(drop)
 }
 
 /// Sends the pid message.
@@ -119,27 +99,8 @@ pub(crate) fn recv_word(
     flags: RecvFlags,
 ) -> rustix::io::Result<Option<(i32, Option<OwnedFd>)>> {
     let mut word = [0u8; 5];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = loop {
-        let mut iov = [IoSliceMut::new(&mut word)];
-        match rustix::net::recvmsg(
-            sock,
-            &mut iov,
-            &mut control,
-            flags | RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Ok(m) => break m,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e),
-        }
-    };
-    let mut fd = None;
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut r) = m {
-            fd = fd.or_else(|| r.next());
-        }
-    }
+    let got = scm::recv_with_fds(sock, &mut word, flags)?;
+    let fd = got.fds.into_iter().next();
     match got.bytes {
         0 => Ok(None),
         4 => Ok(Some((
