@@ -28,7 +28,7 @@ mod address;
 mod auth;
 mod conn;
 mod fds;
-pub mod framing;
+pub use crate::sys::framing;
 mod listener;
 mod pipe;
 mod wait;

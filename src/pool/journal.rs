@@ -35,9 +35,9 @@
 #![allow(unsafe_code)]
 
 use super::fast::Out;
-use crate::connection::framing;
 use crate::error::Result;
 use crate::sys::conn_io::Kind;
+use crate::sys::framing;
 use crate::sys::Region;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Release};

@@ -2,9 +2,9 @@
 //! `test-hooks`). Not part of the API.
 
 use super::Pool;
-use crate::connection::framing;
 use crate::error::{Error, Result};
 use crate::sys::conn_io::Kind;
+use crate::sys::framing;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
 

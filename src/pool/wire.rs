@@ -30,10 +30,10 @@
 //! the stream is never delivered (the peer is gone: its death is handled as
 //! such).
 
-use crate::connection::framing::{self, Frame, FrameReader, Source};
 use crate::error::Result;
 use crate::handoff::{Exporter, Handoff, Importer};
 use crate::sys::conn_io::Kind;
+use crate::sys::framing::{self, Frame, FrameReader, Source};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 pub(crate) const TASKS: u8 = 1;

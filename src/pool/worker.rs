@@ -4,8 +4,8 @@
 use super::fast::Out;
 use super::journal;
 use super::wire::{self, WorkerEnd};
-use crate::connection::framing;
 use crate::process::fnref;
+use crate::sys::framing;
 use crate::sys::Region;
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::fd::{AsFd, BorrowedFd};

@@ -6,7 +6,7 @@
 //!
 //! - *bootstrap* (spawn and forkserver, parent → child on the bootstrap
 //!   socket, a spawned child's handed-off descriptors attached): one frame
-//!   of the crate's [framing](crate::connection::framing) whose payload is
+//!   of the crate's [framing](crate::sys::framing) whose payload is
 //!   `b"MPBOOT01"`, the postcard-encoded [`BootMsg`], then a `u64` FNV-1a
 //!   checksum of the encoded message;
 //! - *report* (child → parent, every start method): one frame holding a
@@ -22,10 +22,10 @@
 use super::fnref::{self, BinaryId};
 use super::{ChildIdentity, CURRENT};
 use crate::codec;
-use crate::connection::framing::{self, Frame, FrameReader, Source};
 use crate::error::{Error, Result};
 use crate::handoff::Importer;
 use crate::sys::conn_io::Kind;
+use crate::sys::framing::{self, Frame, FrameReader, Source};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::io::{Read, Write};

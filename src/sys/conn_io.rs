@@ -1,5 +1,5 @@
 //! Byte-moving primitives of the framing layer
-//! ([`connection::framing`](crate::connection::framing)): vectored writes that
+//! ([`connection::framing`](crate::sys::framing)): vectored writes that
 //! never raise `SIGPIPE`, reads that keep one passed descriptor
 //! (`SCM_RIGHTS`), and reads straight into a `Vec`'s spare capacity (no
 //! zeroing of large buffers).

@@ -9,7 +9,10 @@
 //!
 //! Any other negative length is a protocol error.
 //!
-//! This is the crate's one framing layer: [`Connection`](super::Connection)
+//! It lives below `process` (whose bootstrap and report messages are
+//! frames) and is public as `multiproc::connection::framing`.
+//!
+//! This is the crate's one framing layer: [`Connection`](crate::connection::Connection)
 //! drives it in blocking mode, the pool's parent drives it in non-blocking
 //! mode for every worker, and a child's bootstrap and report messages are
 //! frames too. It has two halves:
@@ -40,8 +43,8 @@ pub const SHORT_MAX: u64 = 0x7fff_ffff;
 pub const MAX_HEADER: usize = 12;
 
 /// The maximum message size a new connection accepts, unless changed with
-/// [`Connection::set_max_message_size`](super::Connection::set_max_message_size)
-/// or the [`Listener`](super::Listener) / [`Client`](super::Client) builders:
+/// [`Connection::set_max_message_size`](crate::connection::Connection::set_max_message_size)
+/// or the [`Listener`](crate::connection::Listener) / [`Client`](crate::connection::Client) builders:
 /// 256 MiB. A longer length prefix is refused with
 /// [`Error::MessageTooLarge`] before anything of that size is allocated.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 << 20;
