@@ -338,11 +338,28 @@ pub(crate) fn worker_main(
                         }
                         Ok(None) if t0.elapsed() < spin => std::hint::spin_loop(),
                         Ok(None) => {
-                            // Block in `poll`, not in a read: a frame refused
-                            // by its first bytes is refused at once (a
-                            // blocking read would wait for all of it).
-                            if crate::sys::wait_readable(sock.as_fd(), None).is_err() {
-                                break Err(crate::Error::Closed);
+                            // Block in one read only: a frame still partial
+                            // after it is checked by its first bytes above
+                            // (a frame refused by them is refused at once,
+                            // not waited for in full).
+                            let mut once = true;
+                            let src = wire::source(sock.as_fd(), false);
+                            let mut one_read = || {
+                                if std::mem::take(&mut once) {
+                                    Ok(())
+                                } else {
+                                    Err(crate::Error::Timeout)
+                                }
+                            };
+                            match reader.next(
+                                src,
+                                wire::MAX_FRAME as u64,
+                                &mut Vec::new(),
+                                &mut one_read,
+                                &mut |_, _| {},
+                            ) {
+                                Err(crate::Error::Timeout) => {}
+                                other => break other,
                             }
                         }
                         other => break other,
