@@ -394,3 +394,158 @@ fn shutdown_ends_the_server_and_proxies_fail() {
     assert!(d.get(&1).is_err());
     m.shutdown().unwrap(); // idempotent
 }
+
+#[test]
+fn pipelined_puts_keep_order_and_are_visible_after_flush_or_the_next_call() {
+    let m = Manager::start().unwrap();
+    let q: QueueProxy<u32> = m.queue().unwrap();
+    let other = q.clone(); // a handle made before the puts
+    for i in 0..500 {
+        q.put(i).unwrap();
+    }
+    q.flush().unwrap();
+    assert_eq!(other.qsize().unwrap(), 500);
+    for i in 500..1000 {
+        q.put(i).unwrap();
+    }
+    // The next call of the same proxy waits for its puts first.
+    assert_eq!(q.qsize().unwrap(), 1000);
+    assert_eq!(other.qsize().unwrap(), 1000);
+    // In order, whichever handle takes them.
+    for i in 0..1000 {
+        let h = if i % 2 == 0 { &q } else { &other };
+        assert_eq!(h.get().unwrap(), i);
+    }
+    // A get right after a put on the same proxy sees the item.
+    q.put(7).unwrap();
+    assert_eq!(q.try_get().unwrap(), 7);
+    // Flushing with nothing pipelined is a no-op, and a clone sees the puts.
+    q.flush().unwrap();
+    q.put(8).unwrap();
+    assert_eq!(q.clone().try_get().unwrap(), 8);
+}
+
+#[test]
+fn bounded_queue_puts_still_wait_and_fail_as_python_s() {
+    let m = Manager::start().unwrap();
+    let q = m.queue_with_maxsize::<u32>(2).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    // Full: a blocking put waits in the call until another handle makes room.
+    let getter = q.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        getter.get()
+    });
+    q.put(3).unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), 1);
+    assert_eq!(q.qsize().unwrap(), 2);
+    assert!(matches!(q.try_put(4), Err(Error::Full)));
+    let jq = m.joinable_queue::<u32>().unwrap();
+    for i in 0..10 {
+        jq.put(i).unwrap();
+    }
+    for _ in 0..10 {
+        jq.get().unwrap();
+        jq.task_done().unwrap();
+    }
+    jq.join().unwrap();
+}
+
+#[test]
+fn get_many_takes_what_is_there_in_order() {
+    let m = Manager::start().unwrap();
+    let q: QueueProxy<u32> = m.queue().unwrap();
+    for i in 0..10 {
+        q.put(i).unwrap();
+    }
+    assert_eq!(q.get_many(4).unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(q.get_many(100).unwrap(), (4..10).collect::<Vec<_>>());
+    assert!(matches!(
+        q.get_many_timeout(5, Duration::ZERO),
+        Err(Error::Empty)
+    ));
+    // It waits for the first item.
+    let putter = q.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        putter.put(42)
+    });
+    assert_eq!(q.get_many(0).unwrap(), vec![42]); // 0 counts as 1
+    t.join().unwrap().unwrap();
+}
+
+#[test]
+fn condition_over_an_existing_lock_shares_it() {
+    // manager.Condition(lock)
+    let m = Manager::start().unwrap();
+    let lock = m.lock().unwrap();
+    let c = m.condition_with(&lock).unwrap();
+    c.acquire().unwrap();
+    assert!(lock.locked().unwrap());
+    assert!(!lock.try_acquire().unwrap()); // the same lock, held
+    c.release().unwrap();
+    assert!(!lock.locked().unwrap());
+
+    // A waiter releases the lock while it waits and holds it again after.
+    let (c2, lock2) = (c.clone(), lock.clone());
+    let flag = m.value(false).unwrap();
+    let flag2 = flag.clone();
+    let t = std::thread::spawn(move || -> multiproc::Result<bool> {
+        c2.acquire()?;
+        c2.wait_for(|| flag2.get())?;
+        let held = lock2.locked()?;
+        c2.release()?;
+        Ok(held)
+    });
+    // Taking the lock through its own proxy works while the waiter waits.
+    assert!(eventually(|| lock.try_acquire().unwrap()));
+    flag.set(true).unwrap();
+    // Python's pattern: the lock taken through its proxy, notify through
+    // the condition (a plain Lock is "owned" while anyone holds it).
+    c.notify_all().unwrap();
+    lock.release().unwrap();
+    assert!(t.join().unwrap().unwrap());
+    assert!(!lock.locked().unwrap());
+    assert!(matches!(c.notify(), Err(Error::NotHeld))); // nobody holds it
+}
+
+#[test]
+fn condition_over_an_rlock_needs_its_owner() {
+    let m = Manager::start().unwrap();
+    let r = m.rlock().unwrap();
+    let c = m.condition_with(&r).unwrap();
+    r.acquire().unwrap(); // held by the lock's proxy, not the condition's
+    assert!(matches!(
+        c.wait_timeout(Duration::from_millis(10)),
+        Err(Error::NotHeld)
+    ));
+    assert!(!c.try_acquire().unwrap());
+    r.release().unwrap();
+    c.acquire().unwrap();
+    c.acquire().unwrap(); // re-entrant
+    assert!(!c.wait_timeout(Duration::from_millis(10)).unwrap());
+    // Held twice again after the wait.
+    c.release().unwrap();
+    assert!(!r.clone().try_acquire().unwrap());
+    c.release().unwrap();
+    assert!(r.try_acquire().unwrap());
+    r.release().unwrap();
+}
+
+#[test]
+fn condition_keeps_its_lock_alive_and_refuses_another_manager_s() {
+    let m = Manager::start().unwrap();
+    let lock = m.rlock().unwrap();
+    let c = m.condition_with(&lock).unwrap();
+    drop(lock);
+    c.acquire().unwrap();
+    c.release().unwrap();
+    assert_eq!(m.number_of_objects().unwrap(), 2);
+    drop(c);
+    assert!(eventually(|| m.number_of_objects().unwrap() == 0));
+
+    let other = Manager::start().unwrap();
+    let foreign = other.lock().unwrap();
+    assert!(matches!(m.condition_with(&foreign), Err(Error::Invalid(_))));
+}

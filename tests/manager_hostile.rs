@@ -44,6 +44,12 @@ enum Req<'a> {
     },
     NumberOfObjects,
     Shutdown,
+    Post {
+        id: u64,
+        method: &'a str,
+        refs: Vec<u64>,
+    },
+    Sync,
 }
 
 /// The variant index of `Shutdown` in the header: random frames avoid it
@@ -56,6 +62,7 @@ enum Rep {
     Ok(Vec<u8>, Vec<u64>),
     MethodError(Vec<u8>),
     Remote(String),
+    Deferred(String),
 }
 
 fn frame(req: &Req<'_>, args: &[u8]) -> Vec<u8> {
@@ -183,9 +190,10 @@ fn malformed_requests_never_crash_the_server() {
             0..targets.len(),
             0..METHODS.len(),
             proptest::collection::vec(any::<u64>(), 0..3),
-            proptest::collection::vec(any::<u8>(), 0..32)
+            proptest::collection::vec(any::<u8>(), 0..32),
+            any::<bool>()
         )
-            .prop_map(|(t, mi, refs, args)| (Some((t, mi, refs)), args)),
+            .prop_map(|(t, mi, refs, args, post)| (Some((t, mi, refs, post)), args)),
     ];
     let answered_ok = AtomicUsize::new(0);
     let answered_err = AtomicUsize::new(0);
@@ -201,17 +209,22 @@ fn malformed_requests_never_crash_the_server() {
                 None => {
                     send_and_observe(&c, &bytes)?;
                 }
-                Some((t, mi, refs)) => {
+                Some((t, mi, refs, post)) => {
                     let id = targets[t];
                     if let Some(Rep::Ok(..)) =
                         send_and_observe(&c, &frame(&Req::Attach { id }, &[]))?
                     {
-                        let req = Req::Call {
-                            id,
-                            method: METHODS[mi],
-                            refs,
+                        let method = METHODS[mi];
+                        let rep = if post {
+                            // A pipelined call: no answer unless it failed,
+                            // which the next request collects.
+                            c.send_bytes(&frame(&Req::Post { id, method, refs }, &bytes))
+                                .map_err(|e| TestCaseError::fail(format!("send: {e}")))?;
+                            send_and_observe(&c, &frame(&Req::Sync, &[]))?
+                        } else {
+                            send_and_observe(&c, &frame(&Req::Call { id, method, refs }, &bytes))?
                         };
-                        if let Some(rep) = send_and_observe(&c, &frame(&req, &bytes))? {
+                        if let Some(rep) = rep {
                             let n = match rep {
                                 Rep::Ok(..) => &answered_ok,
                                 _ => &answered_err,
@@ -286,6 +299,61 @@ fn a_request_over_the_configured_limit_drops_that_client() {
     let again = m.list::<Vec<u8>>().unwrap(); // others are served
     again.push(vec![1; 10]).unwrap();
     assert_eq!(again.len().unwrap(), 1);
+}
+
+#[test]
+fn a_pipelined_put_over_the_limit_is_reported_by_the_next_call() {
+    let m = Manager::builder().max_message_size(1024).start().unwrap();
+    let q = m.queue::<Vec<u8>>().unwrap();
+    q.put(vec![0; 10]).unwrap(); // learns that the queue is unbounded
+                                 // Pipelined: this may return before the server drops the connection...
+    let _ = q.put(vec![0; 4096]);
+    // ... but the failure is not lost.
+    assert!(q.qsize().is_err());
+    let again = m.queue::<Vec<u8>>().unwrap();
+    again.put(vec![1; 10]).unwrap();
+    assert_eq!(again.get().unwrap(), vec![1; 10]);
+}
+
+#[test]
+fn a_failed_post_is_answered_at_the_next_request_and_stops_later_posts() {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<u32>().unwrap();
+    let id = q.core().id();
+    let c = Client::connect(&m.address(), Some(m.authkey())).unwrap();
+    let ask = |req: &Req<'_>, args: &[u8]| -> Rep {
+        c.send_bytes(&frame(req, args)).unwrap();
+        postcard::from_bytes(&c.recv_bytes().unwrap()).unwrap()
+    };
+    assert!(matches!(ask(&Req::Attach { id }, &[]), Rep::Ok(..)));
+    // put(7): Value { bytes: [7], refs: [] }, Wait::Block
+    let put7 = [1u8, 7, 0, 0];
+    let post = |args: &[u8]| {
+        let req = Req::Post {
+            id,
+            method: "put",
+            refs: vec![],
+        };
+        c.send_bytes(&frame(&req, args)).unwrap();
+    };
+    post(&put7);
+    assert!(matches!(ask(&Req::Sync, &[]), Rep::Ok(..)));
+    assert_eq!(q.qsize().unwrap(), 1);
+    post(&[0xff, 0xff]); // bad arguments: fails
+    post(&put7); // after a failure: not made
+    let call = Req::Call {
+        id,
+        method: "qsize",
+        refs: vec![],
+    };
+    // The next request is not made either: it gets the failure.
+    assert!(matches!(ask(&call, &[]), Rep::Deferred(m) if m.contains("bad arguments")));
+    assert_eq!(q.qsize().unwrap(), 1);
+    // Collected once: the connection serves again.
+    assert!(matches!(ask(&call, &[]), Rep::Ok(..)));
+    post(&put7);
+    assert!(matches!(ask(&Req::Sync, &[]), Rep::Ok(..)));
+    assert_eq!(q.qsize().unwrap(), 2);
 }
 
 #[test]

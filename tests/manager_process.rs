@@ -137,6 +137,16 @@ fn mark_init() {
     INIT_RAN.store(true, Ordering::SeqCst);
 }
 
+static INIT_ARGS: std::sync::Mutex<Option<(String, u64)>> = std::sync::Mutex::new(None);
+
+fn init_with(name: String, n: u64) {
+    *INIT_ARGS.lock().unwrap() = Some((name, n));
+}
+
+fn init_panics(why: String) {
+    panic!("{why}");
+}
+
 #[derive(Serialize, Deserialize, Default)]
 struct Probe;
 
@@ -147,6 +157,9 @@ impl Probe {
     }
     pub fn pid(&self) -> u32 {
         std::process::id()
+    }
+    pub fn init_args(&self) -> Option<(String, u64)> {
+        INIT_ARGS.lock().unwrap().clone()
     }
 }
 
@@ -227,6 +240,34 @@ fn initializer_runs_in_the_server() {
     }
 }
 
+#[test]
+fn initializer_gets_its_arguments_under_fork_and_spawn() {
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let m = Manager::builder()
+            .start_method(method)
+            .register::<Probe>()
+            .initializer_with(init_with, (format!("{method:?}"), 42))
+            .start()
+            .unwrap();
+        let p = m.create(Probe).unwrap();
+        assert_eq!(p.init_args().unwrap(), Some((format!("{method:?}"), 42)));
+        assert_eq!(Some(p.pid().unwrap() as i32), m.pid());
+        assert!(INIT_ARGS.lock().unwrap().is_none()); // not here
+    }
+}
+
+#[test]
+fn a_failing_initializer_fails_start() {
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let r = Manager::builder()
+            .start_method(method)
+            .initializer_with(init_panics, ("no database".to_string(),))
+            .start();
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("no database"), "{method:?}: {e}");
+    }
+}
+
 // ------------------------------------------------------------ proxies to children
 
 fn child_fill(d: DictProxy<String, u64>, n: u64) {
@@ -254,6 +295,44 @@ fn proxies_reach_children_under_fork_and_spawn() {
     }
     assert_eq!(d.get(&"child-2".into()).unwrap(), Some(4));
     assert_eq!(d.get(&"child-3".into()).unwrap(), Some(9));
+}
+
+/// Puts `0..n`; with `exit_at_once`, ends the process right after the last
+/// put (no flush, no destructor).
+fn put_items(q: QueueProxy<u64>, n: u64, exit_at_once: bool) {
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+    if exit_at_once {
+        std::process::exit(0);
+    }
+}
+
+#[test]
+fn a_child_s_puts_reach_the_queue_even_if_it_ends_at_once() {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<u64>().unwrap();
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        for exit_at_once in [false, true] {
+            let mut p = Process::builder()
+                .start_method(method)
+                .start(put_items, (q.clone(), 200, exit_at_once))
+                .unwrap();
+            p.join().unwrap();
+            if !exit_at_once {
+                // Returned (its proxy dropped): all in, as with Python's
+                // synchronous put, no waiting needed.
+                assert_eq!(q.qsize().unwrap(), 200, "{method:?}");
+            }
+            // Ended at once: every put that returned still arrives.
+            let got: Vec<u64> = (0..200).map(|_| q.get_timeout(LONG).unwrap()).collect();
+            assert_eq!(
+                got,
+                (0..200).collect::<Vec<_>>(),
+                "{method:?} {exit_at_once}"
+            );
+        }
+    }
 }
 
 fn child_adopts_the_only_proxy(d: DictProxy<u32, u32>, back: QueueProxy<DictProxy<u32, u32>>) {

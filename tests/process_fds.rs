@@ -183,6 +183,7 @@ fn hundreds_of_handed_off_descriptors_arrive_in_order() {
 /// With a libc whose `posix_spawn` cannot close descriptors, a spawned child
 /// closes what it does not keep itself, before its target runs: the same
 /// guarantees hold (opted-in descriptors stay; others are gone).
+#[cfg(feature = "test-hooks")]
 #[test]
 fn a_spawned_child_closes_what_the_spawn_could_not() {
     use multiproc::process::__test::spawn_child_closes;

@@ -404,21 +404,51 @@ def section_pool(run):
         run.record("pool2_apply_async_get_latency_us", "us/task", apply_latency, n=calls,
                    note="apply_async(square, (i,)).get(), one at a time")
 
+        nblobs = run.n(200)
+
+        def map_blobs():
+            blobs = [bytes([i % 256]) * MIB for i in range(nblobs)]
+            t0 = clock()
+            sizes = pool.map(len, blobs)
+            elapsed = clock() - t0
+            assert sizes == [MIB] * nblobs
+            return nblobs * MIB / elapsed / 1e6
+
+        run.record("pool2_map_1MiB_bytes_MBps", "MB/s", map_blobs, n=nblobs,
+                   note="Pool(2).map(len, blobs): N bytes objects of 1 MiB")
+
 
 def section_manager(run):
     ctx = mp.get_context("fork")
-    with ctx.Manager() as manager:
-        d = manager.dict()
-        n = run.n(10_000)
+    n = run.n(10_000)
 
+    def set_get_of(d):
         def set_get():
             t0 = clock()
             for i in range(n):
                 d["key"] = i
                 assert d["key"] == i
             return per_op(clock() - t0, n, 1e6)
+        return set_get
 
-        run.record("manager_dict_set_get_us", "us/set+get", set_get, n=n,
+    # Both processes on one CPU: the manager's server is started (forked)
+    # while this process is pinned, so it inherits the mask.
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(saved)})
+    try:
+        with ctx.Manager() as pinned:
+            run.record("manager_dict_set_get_same_cpu_us", "us/set+get",
+                       set_get_of(pinned.dict()), n=n,
+                       note="as manager_dict_set_get_us with the client and the server on one CPU")
+    finally:
+        os.sched_setaffinity(0, saved)
+    per_call = [s / 2 for s in run.results["manager_dict_set_get_same_cpu_us"]["samples"]]
+    run.record("manager_dict_op_same_cpu_us", "us/op", None, n=2 * n, samples=per_call,
+               note="manager_dict_set_get_same_cpu_us / 2: one set or one get")
+
+    with ctx.Manager() as manager:
+        d = manager.dict()
+        run.record("manager_dict_set_get_us", "us/set+get", set_get_of(d), n=n,
                    note="Manager().dict(): d['key'] = i; d['key'] (two proxy calls)")
         # The same run, per proxy call: comparable with older baselines.
         per_call = [s / 2 for s in run.results["manager_dict_set_get_us"]["samples"]]

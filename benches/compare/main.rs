@@ -44,6 +44,9 @@ const SECTIONS: &[(&str, Section)] = &[
     ("lock", lock::run),
     ("shm", shm::run),
     ("manager", manager::run),
+    // Async figures next to their blocking twins (no CPython counterpart).
+    #[cfg(feature = "tokio")]
+    ("aio", aio::section),
 ];
 
 /// How a figure is measured; the prefix says whether lower or higher is better.
@@ -134,6 +137,16 @@ impl Bench {
         if let Some(last) = self.figures.last_mut() {
             last.python = Some(python.to_string());
         }
+    }
+
+    /// The value recorded last under `name`.
+    #[allow(dead_code)] // used by the `aio` section (feature `tokio`)
+    pub fn figure(&self, name: &str) -> Option<f64> {
+        self.figures
+            .iter()
+            .rev()
+            .find(|f| f.name == name)
+            .map(|f| f.value)
     }
 
     fn record_inner(
@@ -255,6 +268,7 @@ fn main() {
     // multiproc records the Value-under-its-lock figure in `shm`; CPython
     // and the floor record it in `lock`.
     let mut theirs = sections.clone();
+    theirs.retain(|s| *s != "aio");
     if theirs.contains(&"shm") && !theirs.contains(&"lock") {
         theirs.push("lock");
     }
@@ -264,8 +278,16 @@ fn main() {
     if floor_sections.contains(&"manager") && !floor_sections.contains(&"pipe") {
         floor_sections.push("pipe");
     }
-    let py = baselines.python(&theirs, o.reps, o.scale);
-    let floor = baselines.floor(&floor_sections, o.reps, o.scale);
+    let py = if theirs.is_empty() {
+        baseline::Results::new()
+    } else {
+        baselines.python(&theirs, o.reps, o.scale)
+    };
+    let floor = if floor_sections.is_empty() {
+        baseline::Results::new()
+    } else {
+        baselines.floor(&floor_sections, o.reps, o.scale)
+    };
     let mut rows = vec![];
 
     let mut json = serde_json::Map::new();

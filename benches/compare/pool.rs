@@ -16,6 +16,13 @@ fn count_primes(n: u64) -> u64 {
         .count() as u64
 }
 
+/// The length of a byte payload (Python's `len` on `bytes`).
+fn nbytes(v: Vec<u8>) -> u64 {
+    v.len() as u64
+}
+
+const MIB: usize = 1 << 20;
+
 fn cpu_bound_secs(workers: usize, tasks: usize) -> f64 {
     let pool = Pool::new(workers).expect("pool");
     // Warm the workers up.
@@ -94,6 +101,16 @@ pub fn run(b: &mut Bench) {
     );
     #[cfg(feature = "tokio")]
     crate::aio::apply_await(b, &pool, n3);
+
+    let blobs = b.n(200);
+    b.record("pool2_map_1MiB_bytes_MBps", Unit::MBps, || {
+        let items: Vec<Vec<u8>> = (0..blobs).map(|i| vec![i as u8; MIB]).collect();
+        let t0 = Instant::now();
+        let r = pool.map(nbytes, items).expect("map");
+        let dt = secs(t0);
+        assert!(r.len() == blobs && r.iter().all(|&n| n == MIB as u64));
+        (blobs * MIB) as f64 / dt / 1e6
+    });
     drop(pool);
 
     let tasks = b.n(32).max(2);

@@ -41,7 +41,7 @@ fn gate_then<Q: Produce>(ready: &Queue<u8>, go: &Queue<u8>, q: &Q, n: usize) {
     q.produce(n);
 }
 
-fn ints_queue(q: Queue<u64>, ready: Queue<u8>, go: Queue<u8>, n: usize) {
+pub(crate) fn ints_queue(q: Queue<u64>, ready: Queue<u8>, go: Queue<u8>, n: usize) {
     gate_then(&ready, &go, &q, n);
 }
 
@@ -69,7 +69,7 @@ fn vec_producer(q: Queue<Vec<u8>>, ready: Queue<u8>, go: Queue<u8>, n: usize, si
 
 /// Starts `nprod` producers with `args(i)`, opens the gate, runs `consume`,
 /// returns its elapsed seconds.
-fn timed<A: multiproc::handoff::Args, F: TaskFn<A, ()>>(
+pub(crate) fn timed<A: multiproc::handoff::Args, F: TaskFn<A, ()>>(
     nprod: usize,
     target: F,
     args: impl Fn(&Queue<u8>, &Queue<u8>) -> A,

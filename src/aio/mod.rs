@@ -10,6 +10,9 @@
 //! | [`Connection::send`](crate::Connection::send), `send_bytes` | [`AsyncConnection::send`], [`send_bytes`](AsyncConnection::send_bytes) | the message is sent whole or not at all, see below |
 //! | [`AsyncResult::get`](crate::AsyncResult::get) | `async_result.await` ([`AsyncResult`](crate::AsyncResult) is a `Future`) | yes |
 //! | [`Pool::imap`](crate::Pool::imap), `imap_unordered` | the same [`IMap`](crate::pool::IMap) as a [`futures_core::Stream`] | yes |
+//! | [`Queue::get`](crate::Queue::get) (and `SimpleQueue`'s, `JoinableQueue`'s) | [`get_async`](crate::queue::GenericQueue::get_async) | yes |
+//! | [`Queue::put`](crate::Queue::put) (likewise) | [`put_async`](crate::queue::GenericQueue::put_async) | no: a dropped future drops its item, never put |
+//! | [`JoinableQueue::join`](crate::queue::JoinableQueue::join) | [`join_async`](crate::queue::GenericQueue::join_async) | yes |
 //!
 //! *Cancel safe* means what it means in tokio's documentation: if the
 //! future is dropped before it completes (say, the other branch of a
@@ -29,15 +32,27 @@
 //! - awaiting an `AsyncResult`: the task keeps running in the pool; the
 //!   result is lost only with the `AsyncResult` itself.
 //! - `IMap` as a `Stream`: results not yet yielded stay in the iterator.
+//! - `get_async`: an item is taken only in the poll that returns it; a
+//!   future dropped before leaves every item in the queue.
+//! - `put_async`: the item is put whole or not at all; a future dropped
+//!   before completing drops the item unput (as tokio's `mpsc` `send`).
+//! - `join_async`: it only watches the unfinished-task count.
 //!
 //! How they wait: a process's pidfd and report socket, and a connection's
 //! socket or pipe, are registered with tokio's reactor ([`tokio::io::unix::AsyncFd`]).
 //! A polled pool result (or imap stream) first drives the pool from the
 //! runtime thread for at most 100 µs, which catches a quick answer; then the
 //! pool's supervisor thread drives it and wakes the task when the result
-//! arrives. No thread is started per waiter.
-//!
-//! Queue futures (`Queue::get` and `put` as futures) are not built yet.
+//! arrives. A queue future tries the ordinary operation without blocking,
+//! spins for up to 50 µs like a blocking call (2 µs on the CPU, then
+//! yielding to the runtime between attempts), then sleeps on the
+//! queue's *doorbell*: an eventfd created with the queue and handed to
+//! children with it, registered with the reactor. A process that puts (or
+//! takes) an item rings it only if an async waiter has raised a flag in the
+//! queue's shared header, so the synchronous path stays free of syscalls.
+//! No thread is started per waiter. Queue futures need the runtime's time
+//! driver as well (`enable_all`): a consumer held up by a producer that may
+//! have died mid-put looks again every 50 ms.
 //!
 //! ```no_run
 //! use multiproc::aio::AsyncConnection;
@@ -74,5 +89,6 @@
 mod connection;
 mod pool;
 mod process;
+mod queue;
 
 pub use connection::AsyncConnection;

@@ -15,7 +15,7 @@ use tokio::io::Interest;
 /// A duplicate of `fd` registered for readability. A duplicate, not the
 /// original, so that the user's own registration of the same descriptor
 /// (e.g. of [`Process::sentinel`]) does not collide with ours.
-fn watch(fd: BorrowedFd<'_>) -> Result<AsyncFd<OwnedFd>> {
+pub(super) fn watch(fd: BorrowedFd<'_>) -> Result<AsyncFd<OwnedFd>> {
     let dup = fd.try_clone_to_owned()?;
     // SAFETY: `dup` is an open descriptor owned by the `AsyncFd` from here
     // on; an `OwnedFd` never changes or closes its descriptor while alive.

@@ -193,6 +193,16 @@ impl Connection {
     /// multiproc peers; see `send_pickle` for Python peers).
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.check_writable()?;
+        if let Some(b) = codec::as_bytes(value).filter(|b| b.len() >= 4096) {
+            // A large byte payload goes out from where it is, not copied.
+            let (p, pl) = codec::bytes_header(b.len());
+            let _w = lock(&self.writer);
+            let len = pl + b.len();
+            self.grow_for(len);
+            let (h, hl) = framing::encode_header(len as u64);
+            return framing::write_all(self.fd.as_fd(), self.kind(), &[&h[..hl], &p[..pl], b], &[])
+                .map_err(write_error);
+        }
         let mut w = lock(&self.writer);
         w.clear();
         w.extend_from_slice(&[0u8; 4]);

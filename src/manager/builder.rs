@@ -3,8 +3,10 @@
 #![allow(unsafe_code)]
 
 use super::custom::{factory, Managed, TypeList};
-use super::proxy::{Endpoint, ProxyCore, WireAddr};
+use super::fault::Answer;
+use super::proxy::{reply_into_answer, Endpoint, ProxyCore, WireAddr};
 use super::server::{Server, CONN_THREAD_PREFIX};
+use super::types::sync::ConditionLock;
 use super::wire::{Raw, Reply, Request};
 use super::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
@@ -14,7 +16,7 @@ use super::{
 use crate::codec;
 use crate::connection::{Address, Connection, Listener, Pipe};
 use crate::error::{Error, Result};
-use crate::process::Process;
+use crate::process::{Process, TaskFn};
 use crate::StartMethod;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -31,15 +33,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// `initializer`). Implemented by [`NoInit`] and [`WithInit`]; only the crate
 /// can call (or implement) it.
 pub trait ServerInit: 'static {
-    /// Runs the initializer.
+    /// Runs the initializer with its encoded arguments.
     #[doc(hidden)]
-    fn run(_: sealed::Call);
+    fn run(_: sealed::Call, args: &[u8]) -> Result<()>;
 }
 
 mod sealed {
     /// Proof that the crate makes the call: it cannot be built outside it, so
     /// [`WithInit::run`](super::ServerInit::run) only runs for a builder that
-    /// [`initializer`](super::ManagerBuilder::initializer) was handed a value of.
+    /// [`initializer_with`](super::ManagerBuilder::initializer_with) was
+    /// handed a value of.
     #[derive(Debug)]
     pub struct Call(pub(super) ());
 }
@@ -49,21 +52,31 @@ mod sealed {
 pub struct NoInit;
 
 impl ServerInit for NoInit {
-    fn run(_: sealed::Call) {}
+    fn run(_: sealed::Call, _: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// An initializer given to [`ManagerBuilder::initializer`].
+/// An initializer `F` taking the argument tuple `A`, given to
+/// [`ManagerBuilder::initializer_with`].
 #[derive(Debug, Clone, Copy)]
-pub struct WithInit<F>(PhantomData<F>);
+pub struct WithInit<F, A = ()>(PhantomData<(F, fn() -> A)>);
 
-impl<F: Fn() + Copy + Send + Sync + 'static> ServerInit for WithInit<F> {
-    fn run(_: sealed::Call) {
+impl<F, A> ServerInit for WithInit<F, A>
+where
+    F: TaskFn<A, ()>,
+    A: DeserializeOwned + 'static,
+{
+    fn run(_: sealed::Call, args: &[u8]) -> Result<()> {
+        let args: A = codec::decode(args)?;
         // SAFETY: only the crate can call `run` (it takes a `sealed::Call`),
         // and it does so for the `I` of a `ManagerBuilder`, which is
-        // `WithInit<F>` only when `ManagerBuilder::initializer` was handed a
-        // value of `F` (in this process, or in the parent that started it).
-        let f: F = unsafe { crate::process::fnref::conjure::<F, (), ()>() };
-        f()
+        // `WithInit<F, A>` only when `ManagerBuilder::initializer_with` was
+        // handed a value of `F` (in this process, or in the parent that
+        // started it).
+        let f: F = unsafe { crate::process::fnref::conjure::<F, A, ()>() };
+        f.call(args);
+        Ok(())
     }
 }
 
@@ -78,6 +91,8 @@ pub struct ManagerBuilder<L = (), I = NoInit> {
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
     max_message_size: u64,
+    /// The initializer's encoded arguments, or why they could not be encoded.
+    init_args: std::result::Result<Vec<u8>, String>,
     _t: PhantomData<fn() -> (L, I)>,
 }
 
@@ -96,6 +111,7 @@ struct ServerConfig {
     address: WireAddr,
     authkey: Vec<u8>,
     max_message_size: u64,
+    init_args: Vec<u8>,
 }
 
 /// A fresh random authkey (CPython: `os.urandom(32)`).
@@ -119,7 +135,12 @@ fn server_main<L: TypeList, I: ServerInit>(report: Connection, cfg: ServerConfig
             previous(info)
         }
     }));
-    I::run(sealed::Call(()));
+    if let Err(e) = I::run(sealed::Call(()), &cfg.init_args) {
+        let _ = report.send(&Err::<WireAddr, String>(format!(
+            "the initializer failed: {e}"
+        )));
+        return;
+    }
     let address = Address::from(&cfg.address);
     let listener = match Listener::builder()
         .authkey(&cfg.authkey)
@@ -171,30 +192,64 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
 
     /// Runs `f` in the server process before it serves (Python's
     /// `initializer`): a `fn` item or a closure that captures nothing.
-    pub fn initializer<F: Fn() + Copy + Send + Sync + 'static>(
-        self,
-        f: F,
-    ) -> ManagerBuilder<L, WithInit<F>> {
+    pub fn initializer<F: TaskFn<(), ()>>(self, f: F) -> ManagerBuilder<L, WithInit<F>> {
+        self.initializer_with(f, ())
+    }
+
+    /// Runs `f(args...)` in the server process before it serves (Python's
+    /// `initializer` and `initargs`), with the crate's calling convention
+    /// ([`TaskFn`]): `initializer_with(setup, ("db".to_string(), 3))` calls
+    /// `setup("db".to_string(), 3)` in the server, whatever the start method.
+    ///
+    /// ```
+    /// fn setup(name: String, level: u32) {
+    ///     std::env::set_var("SERVER_NAME", format!("{name}-{level}"));
+    /// }
+    ///
+    /// # multiproc::init();
+    /// let manager = multiproc::manager::Manager::builder()
+    ///     .initializer_with(setup, ("db".to_string(), 3))
+    ///     .start()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// If the arguments cannot be encoded, or the initializer panics or its
+    /// arguments do not decode in the server, [`start`](Self::start) fails.
+    pub fn initializer_with<F, A>(self, f: F, args: A) -> ManagerBuilder<L, WithInit<F, A>>
+    where
+        F: TaskFn<A, ()>,
+        A: Serialize + DeserializeOwned + 'static,
+    {
         crate::process::fnref::check_target(f);
+        let init_args = codec::encode(&args).map_err(|e| e.to_string());
         ManagerBuilder {
-            method: self.method,
-            address: self.address,
-            authkey: self.authkey,
-            max_message_size: self.max_message_size,
-            _t: PhantomData,
+            init_args,
+            ..self.retype()
         }
     }
 
     /// Registers `T` (Python's `BaseManager.register(typeid, callable)`):
     /// [`Manager::create`] can then make `T` objects in the server.
     pub fn register<T: Managed + DeserializeOwned>(self) -> ManagerBuilder<(T, L), I> {
+        self.retype()
+    }
+
+    /// The same options for other type parameters.
+    fn retype<L2, I2>(self) -> ManagerBuilder<L2, I2> {
         ManagerBuilder {
             method: self.method,
             address: self.address,
             authkey: self.authkey,
             max_message_size: self.max_message_size,
+            init_args: self.init_args,
             _t: PhantomData,
         }
+    }
+
+    fn init_args(&self) -> Result<Vec<u8>> {
+        self.init_args
+            .clone()
+            .map_err(|e| Error::Invalid(format!("cannot encode the initializer's arguments: {e}")))
     }
 
     fn parts(&self) -> Result<(Address, Vec<u8>)> {
@@ -231,6 +286,7 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
             address: WireAddr::from(&address),
             authkey: authkey.clone(),
             max_message_size: self.max_message_size,
+            init_args: self.init_args()?,
         };
         let mut process = b.start(server_main::<L, I>, (theirs, cfg))?;
         let reported = mine.recv::<std::result::Result<WireAddr, String>>();
@@ -242,10 +298,9 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
                     "manager server could not listen on {address}: {e}"
                 ))));
             }
-            Err(e) => {
-                let _ = process.join();
-                return Err(e);
-            }
+            // The server ended before it listened (its initializer
+            // panicked, say): its own failure says why.
+            Err(e) => return Err(process.join().err().unwrap_or(e)),
         };
         let endpoint = Arc::new(Endpoint {
             address: actual,
@@ -263,7 +318,7 @@ impl<L: TypeList, I: ServerInit> ManagerBuilder<L, I> {
     /// (Python's `manager.get_server()`); see [`ServerHandle`](super::ServerHandle).
     pub fn serve(self) -> Result<super::ServerHandle> {
         let (address, authkey) = self.parts()?;
-        I::run(sealed::Call(()));
+        I::run(sealed::Call(()), &self.init_args()?)?;
         let listener = Listener::builder()
             .authkey(&authkey)
             .max_message_size(self.max_message_size)
@@ -313,6 +368,7 @@ impl Manager {
             address: None,
             authkey: None,
             max_message_size: crate::connection::DEFAULT_MAX_MESSAGE_SIZE,
+            init_args: Ok(Vec::new()),
             _t: PhantomData,
         }
     }
@@ -356,10 +412,9 @@ impl Manager {
         let g = lock(&self.control);
         let conn = g.as_ref().ok_or(Error::Closed)?;
         conn.send_bytes(&codec::encode(req)?)?;
-        match conn.recv::<Reply>()? {
-            Reply::Ok(v) => codec::decode(&v.bytes.0),
-            Reply::MethodError(_) => Err(Error::Remote("unexpected answer".into())),
-            Reply::Remote(m) => Err(Error::Remote(m)),
+        match reply_into_answer(conn.recv::<Reply>()?)? {
+            Answer::Ok(b) => codec::decode(&b),
+            Answer::Method(_) => Err(Error::Remote("unexpected answer".into())),
         }
     }
 
@@ -377,18 +432,6 @@ impl Manager {
         )?))
     }
 
-    /// A new shared dict (Python's `manager.dict()`).
-    pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
-        &self,
-    ) -> Result<DictProxy<K, V>> {
-        self.make(&())
-    }
-
-    /// A new shared list (Python's `manager.list()`).
-    pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<ListProxy<T>> {
-        self.make::<ListProxy<T>, _>(&Vec::<Raw>::new())
-    }
-
     /// A new shared list holding `items` (Python's `manager.list(items)`).
     pub fn list_from<T: Serialize + DeserializeOwned>(
         &self,
@@ -397,12 +440,6 @@ impl Manager {
         let l = self.list()?;
         l.extend(items)?;
         Ok(l)
-    }
-
-    /// A new namespace (Python's `manager.Namespace()`).
-    #[doc(alias = "Namespace")]
-    pub fn namespace(&self) -> Result<NamespaceProxy> {
-        self.make(&())
     }
 
     /// A new shared value (Python's `manager.Value(typecode, v)`).
@@ -421,70 +458,34 @@ impl Manager {
         self.make::<ArrayProxy<T>, _>(&raw)
     }
 
-    /// A new unbounded queue (Python's `manager.Queue()`).
-    #[doc(alias = "Queue")]
-    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<QueueProxy<T>> {
-        self.make(&0u64)
-    }
-
-    /// A new queue holding at most `maxsize` items (`0`: unbounded).
-    pub fn queue_with_maxsize<T: Serialize + DeserializeOwned>(
-        &self,
-        maxsize: usize,
-    ) -> Result<QueueProxy<T>> {
-        self.make(&(maxsize as u64))
-    }
-
-    /// A new joinable queue (Python's `manager.JoinableQueue()`).
-    #[doc(alias = "JoinableQueue")]
-    pub fn joinable_queue<T: Serialize + DeserializeOwned>(&self) -> Result<JoinableQueueProxy<T>> {
-        self.make(&0u64)
-    }
-
-    /// A new lock (Python's `manager.Lock()`).
-    #[doc(alias = "Lock")]
-    pub fn lock(&self) -> Result<LockProxy> {
-        self.make(&())
-    }
-
-    /// A new re-entrant lock (Python's `manager.RLock()`).
-    #[doc(alias = "RLock")]
-    pub fn rlock(&self) -> Result<RLockProxy> {
-        self.make(&())
-    }
-
-    /// A new semaphore with value `n` (Python's `manager.Semaphore(n)`).
-    #[doc(alias = "Semaphore")]
-    pub fn semaphore(&self, n: u64) -> Result<SemaphoreProxy> {
-        self.make(&n)
-    }
-
-    /// A new bounded semaphore (Python's `manager.BoundedSemaphore(n)`).
-    #[doc(alias = "BoundedSemaphore")]
-    pub fn bounded_semaphore(&self, n: u64) -> Result<BoundedSemaphoreProxy> {
-        self.make(&n)
-    }
-
-    /// A new condition variable with its own lock (Python's `manager.Condition()`).
-    #[doc(alias = "Condition")]
-    pub fn condition(&self) -> Result<ConditionProxy> {
-        self.make(&())
-    }
-
-    /// A new event (Python's `manager.Event()`).
-    #[doc(alias = "Event")]
-    pub fn event(&self) -> Result<EventProxy> {
-        self.make(&())
-    }
-
-    /// A new barrier for `parties` (Python's `manager.Barrier(parties)`).
+    /// A new condition variable over `lock`, a managed [`LockProxy`] or
+    /// [`RLockProxy`] of this manager (Python's `manager.Condition(lock)`):
+    /// acquiring the condition acquires that lock, which its own proxies
+    /// see taken.
+    ///
+    /// ```
+    /// # multiproc::init();
+    /// let manager = multiproc::manager::Manager::start()?;
+    /// let lock = manager.lock()?;
+    /// let c = manager.condition_with(&lock)?;
+    /// c.acquire()?;
+    /// assert!(lock.locked()?);
+    /// c.release()?;
+    /// assert!(!lock.locked()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] if `parties` is 0.
-    #[doc(alias = "Barrier")]
-    pub fn barrier(&self, parties: u64) -> Result<BarrierProxy> {
-        self.make(&parties)
+    /// [`Error::Invalid`] if `lock` belongs to another manager.
+    #[doc(alias = "Condition")]
+    pub fn condition_with<L: ConditionLock>(&self, lock: &L) -> Result<ConditionProxy> {
+        if lock.core().token().endpoint.address != self.endpoint.address {
+            return Err(Error::Invalid(
+                "a condition's lock must belong to the same manager".into(),
+            ));
+        }
+        self.make(&Some(lock.core()))
     }
 
     /// Moves `value` into the server and returns its proxy (Python's
@@ -554,6 +555,66 @@ impl Manager {
         }
         res
     }
+}
+
+/// The constructors that only pass their arguments on: name, proxy type,
+/// parameters, what the server gets.
+macro_rules! constructors {
+    ($($(#[$m:meta])* fn $name:ident$(<$($g:ident),*>)?($($arg:ident: $t:ty),*) -> $proxy:ty = $args:expr;)*) => {
+        impl Manager {
+            $(
+                $(#[$m])*
+                pub fn $name$(<$($g: Serialize + DeserializeOwned),*>)?(&self, $($arg: $t),*) -> Result<$proxy> {
+                    self.make(&$args)
+                }
+            )*
+        }
+    };
+}
+
+constructors! {
+    /// A new shared dict (Python's `manager.dict()`).
+    fn dict<K, V>() -> DictProxy<K, V> = ();
+    /// A new shared list (Python's `manager.list()`).
+    fn list<T>() -> ListProxy<T> = Vec::<Raw>::new();
+    /// A new namespace (Python's `manager.Namespace()`).
+    #[doc(alias = "Namespace")]
+    fn namespace() -> NamespaceProxy = ();
+    /// A new unbounded queue (Python's `manager.Queue()`).
+    #[doc(alias = "Queue")]
+    fn queue<T>() -> QueueProxy<T> = 0u64;
+    /// A new queue holding at most `maxsize` items (`0`: unbounded).
+    fn queue_with_maxsize<T>(maxsize: usize) -> QueueProxy<T> = maxsize as u64;
+    /// A new joinable queue (Python's `manager.JoinableQueue()`).
+    #[doc(alias = "JoinableQueue")]
+    fn joinable_queue<T>() -> JoinableQueueProxy<T> = 0u64;
+    /// A new lock (Python's `manager.Lock()`).
+    #[doc(alias = "Lock")]
+    fn lock() -> LockProxy = ();
+    /// A new re-entrant lock (Python's `manager.RLock()`).
+    #[doc(alias = "RLock")]
+    fn rlock() -> RLockProxy = ();
+    /// A new semaphore with value `n` (Python's `manager.Semaphore(n)`).
+    #[doc(alias = "Semaphore")]
+    fn semaphore(n: u64) -> SemaphoreProxy = n;
+    /// A new bounded semaphore (Python's `manager.BoundedSemaphore(n)`).
+    #[doc(alias = "BoundedSemaphore")]
+    fn bounded_semaphore(n: u64) -> BoundedSemaphoreProxy = n;
+    /// A new condition variable with its own re-entrant lock (Python's
+    /// `manager.Condition()`); see [`condition_with`](Self::condition_with)
+    /// for one over an existing lock.
+    #[doc(alias = "Condition")]
+    fn condition() -> ConditionProxy = None::<&ProxyCore>;
+    /// A new event (Python's `manager.Event()`).
+    #[doc(alias = "Event")]
+    fn event() -> EventProxy = ();
+    /// A new barrier for `parties` (Python's `manager.Barrier(parties)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `parties` is 0.
+    #[doc(alias = "Barrier")]
+    fn barrier(parties: u64) -> BarrierProxy = parties;
 }
 
 impl Drop for Manager {

@@ -51,6 +51,16 @@
 //! stored inside a managed dict or list, where it stays a working proxy
 //! (CPython's nested proxies). Decoding a token connects to the server.
 //!
+//! # Pipelined puts
+//!
+//! A put on an unbounded [`QueueProxy`] cannot block or fail, so it does not
+//! wait for the server's answer: a producer streams items instead of paying
+//! a round trip per item. Order and visibility are kept as a user relies on
+//! them (see [`QueueProxy::put`] and [`ProxyCore`]'s *Pipelined calls*):
+//! the proxy's next call, [`QueueProxy::flush`], or dropping the proxy
+//! waits until its puts are in the queue. [`QueueProxy::get_many`] takes
+//! several items in one round trip on the consumer's side.
+//!
 //! # Lifetime of shared objects
 //!
 //! Objects are reference-counted as in CPython: one object is freed when
@@ -124,7 +134,9 @@ pub use types::dict::DictProxy;
 pub use types::list::{ArrayProxy, ListProxy};
 pub use types::namespace::{NamespaceProxy, ValueProxy};
 pub use types::queue::{JoinableQueueProxy, QueueProxy};
-pub use types::sync::{BoundedSemaphoreProxy, EventProxy, LockProxy, RLockProxy, SemaphoreProxy};
+pub use types::sync::{
+    BoundedSemaphoreProxy, ConditionLock, EventProxy, LockProxy, RLockProxy, SemaphoreProxy,
+};
 
 /// A typed proxy: implemented by every builtin proxy and by the proxies
 /// `#[multiproc::managed]` generates.

@@ -196,18 +196,41 @@ fn leave_pending(token: &Token) -> Result<()> {
     let mut buf = Vec::new();
     codec::encode_into(&Request::Pending { id: token.id }, &mut buf)?;
     conn.send_bytes(&buf)?;
-    match conn.recv::<Reply>()? {
-        Reply::Ok(_) => Ok(()),
-        Reply::MethodError(_) => Err(Error::Remote("unexpected answer".into())),
-        Reply::Remote(m) => Err(Error::Remote(m)),
+    match reply_into_answer(conn.recv::<Reply>()?)? {
+        Answer::Ok(_) => Ok(()),
+        Answer::Method(_) => Err(Error::Remote("unexpected answer".into())),
     }
 }
 
 /// The untyped heart of every proxy: a token and an own connection.
+///
+/// # Pipelined calls
+///
+/// Some calls are *pipelined*: sent without waiting for an answer, because
+/// they cannot fail in the server except by a fault of the server itself (a
+/// put on an unbounded queue of a value that holds no proxies). What a
+/// pipelined call guarantees:
+///
+/// - it runs in the server in order with every other call of this proxy
+///   (one connection, served in order), so a `get` after a `put` on the same
+///   proxy sees the item;
+/// - other handles and processes see it at the latest when the next call
+///   of this proxy that waits for an answer returns, or when
+///   [`flush`](Self::flush) returns; cloning, sending and dropping a proxy
+///   flush it (so a child's puts are in the queue once the child has
+///   returned, as with Python's synchronous put);
+/// - it is carried out once its bytes are sent, even if its process is
+///   killed right after (the server reads what was sent before the
+///   connection closed);
+/// - if it fails all the same, the next call of this proxy that waits for
+///   an answer (or `flush`) returns that failure as [`Error::Remote`], and
+///   neither that call nor the pipelined calls after the failed one were made.
 pub struct ProxyCore {
     token: Token,
     conn: std::result::Result<Connection, String>,
     scratch: RefCell<(Vec<u8>, Vec<u8>)>,
+    /// Calls were posted since the last answer.
+    posted: Cell<bool>,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -221,11 +244,15 @@ impl fmt::Debug for ProxyCore {
     }
 }
 
-fn reply_into_answer(r: Reply) -> Result<Answer> {
+pub(crate) fn reply_into_answer(r: Reply) -> Result<Answer> {
     match r {
         Reply::Ok(v) => Ok(Answer::Ok(v.bytes.0)),
         Reply::MethodError(Raw(b)) => Ok(Answer::Method(b)),
         Reply::Remote(m) => Err(Error::Remote(m)),
+        Reply::Deferred(m) => Err(Error::Remote(format!(
+            "a pipelined call of this proxy failed (it, the pipelined calls after it \
+             and this call were not made): {m}"
+        ))),
     }
 }
 
@@ -303,6 +330,7 @@ impl ProxyCore {
             token,
             conn: Ok(conn),
             scratch: RefCell::new((Vec::new(), Vec::new())),
+            posted: Cell::new(false),
             _not_sync: PhantomData,
         }
     }
@@ -327,32 +355,80 @@ impl ProxyCore {
             .map_err(|e| Error::Remote(format!("this proxy could not connect: {e}")))
     }
 
-    /// Sends one request header (plus encoded arguments) and waits for the
-    /// answer.
-    fn request<A: Serialize + ?Sized>(&self, method: &str, args: &A) -> Result<Answer> {
+    /// Encodes a call of `method` with `args` into the scratch buffer and
+    /// sends it, as a [`Request::Call`] or (`post`) a [`Request::Post`].
+    /// With `post`, a call whose arguments hold proxies is refused (`Ok(false)`,
+    /// nothing sent): their objects must stay alive until the call is made.
+    fn send_call<A: Serialize + ?Sized>(&self, method: &str, args: &A, post: bool) -> Result<bool> {
         let conn = self.conn()?;
         let mut s = self.scratch.borrow_mut();
         let (buf, argbuf) = &mut *s;
         argbuf.clear();
         let refs = encode_collecting(&self.token.endpoint.address, args, argbuf)?;
+        if post && !refs.is_empty() {
+            return Ok(false);
+        }
         buf.clear();
-        codec::encode_into(
-            &Request::Call {
-                id: self.token.id,
-                method,
-                refs,
-            },
-            buf,
-        )?;
+        let id = self.token.id;
+        let req = if post {
+            Request::Post { id, method, refs }
+        } else {
+            Request::Call { id, method, refs }
+        };
+        codec::encode_into(&req, buf)?;
         buf.extend_from_slice(argbuf);
         let sent = conn.send_bytes(buf);
         if buf.capacity() > 1 << 20 {
             *buf = Vec::new();
             *argbuf = Vec::new();
         }
-        drop(s);
         sent?;
-        reply_into_answer(conn.recv::<Reply>()?)
+        Ok(true)
+    }
+
+    /// Receives the answer to the request just sent.
+    fn answer(&self) -> Result<Answer> {
+        let r = self.conn()?.recv::<Reply>();
+        self.posted.set(false);
+        reply_into_answer(r?)
+    }
+
+    /// Sends one request header (plus encoded arguments) and waits for the
+    /// answer.
+    fn request<A: Serialize + ?Sized>(&self, method: &str, args: &A) -> Result<Answer> {
+        self.send_call(method, args, false)?;
+        self.answer()
+    }
+
+    /// Posts a call of a method whose answer is `()`: sends it without
+    /// waiting for the answer (see [Pipelined calls](Self#pipelined-calls)).
+    /// Only for calls that cannot fail in the server but by its own fault.
+    /// Arguments holding proxies are sent as an ordinary call instead.
+    pub(crate) fn post<A: Serialize + ?Sized>(&self, method: &str, args: &A) -> Result<()> {
+        if self.send_call(method, args, true)? {
+            self.posted.set(true);
+            return Ok(());
+        }
+        self.call(method, args)
+    }
+
+    /// Waits until every call of this proxy has been carried out in the
+    /// server, and reports the failure of a pipelined one (see
+    /// [Pipelined calls](Self#pipelined-calls)). Does nothing (no round
+    /// trip) when no call was pipelined since the last answer.
+    pub fn flush(&self) -> Result<()> {
+        if !self.posted.get() {
+            return Ok(());
+        }
+        let conn = self.conn()?;
+        {
+            let mut s = self.scratch.borrow_mut();
+            let buf = &mut s.0;
+            buf.clear();
+            codec::encode_into(&Request::Sync, buf)?;
+            conn.send_bytes(buf)?;
+        }
+        self.answer().map(|_| ())
     }
 
     /// Calls a builtin method: its errors are [`BuiltinError`]s.
@@ -403,6 +479,7 @@ impl ProxyCore {
 
     /// Publishes the object under `name` (held by the server from now on).
     pub(crate) fn publish_as(&self, name: &str) -> Result<()> {
+        self.flush()?;
         let conn = self.conn()?;
         let _g = self.scratch.borrow_mut();
         conn.send_bytes(&codec::encode(&Request::Publish {
@@ -416,8 +493,24 @@ impl ProxyCore {
     }
 
     /// A new handle to the same object, with its own connection.
+    ///
+    /// Flushes this proxy first, so the copy sees every call made so far.
     pub fn try_clone(&self) -> Result<ProxyCore> {
+        self.flush()?;
         ProxyCore::attach(self.token.clone())
+    }
+}
+
+impl Drop for ProxyCore {
+    /// Flushes pipelined calls (see [Pipelined calls](Self#pipelined-calls));
+    /// a failure, with no call left to report it, is logged as a warning.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            log::warn!(
+                "a pipelined call of a dropped {} proxy failed: {e}",
+                self.token.typeid
+            );
+        }
     }
 }
 
@@ -433,6 +526,7 @@ impl Clone for ProxyCore {
                 token: self.token.clone(),
                 conn: Err(e.to_string()),
                 scratch: RefCell::new((Vec::new(), Vec::new())),
+                posted: Cell::new(false),
                 _not_sync: PhantomData,
             },
         }
@@ -446,6 +540,7 @@ impl Clone for ProxyCore {
 /// decoded (or this process exits).
 impl Serialize for ProxyCore {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.flush().map_err(serde::ser::Error::custom)?;
         if !collect(&self.token) {
             leave_pending(&self.token).map_err(serde::ser::Error::custom)?;
         }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::server::CallCx;
+use super::types::sync::LockCore;
 
 /// Identifies a client connection within a server.
 pub(crate) type ConnId = u64;
@@ -65,6 +66,12 @@ pub(crate) trait Object: Send + Sync + 'static {
     /// Called when the connection `conn` closes: release what it held inside
     /// this object (a lock, say). Default: nothing.
     fn client_closed(&self, _conn: ConnId) {}
+
+    /// The lock inside a `Lock` or `RLock` object, for a `Condition` built
+    /// on it. Default: not a lock.
+    fn lock_core(&self) -> Option<Arc<LockCore>> {
+        None
+    }
 }
 
 pub(crate) struct Entry {

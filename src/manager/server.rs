@@ -7,11 +7,12 @@
 //! or a broken stream, ends that one connection. Nothing a client sends can
 //! stop the server except `Shutdown`.
 
+use super::fault::BuiltinError;
 use super::proxy::WireAddr;
 use super::registry::{ConnId, Fail, ObjRef, Out, Registry};
 use super::types;
 use super::wire::{ObjId, Raw, Reply, Request, Value};
-use crate::connection::{Connection, Listener};
+use crate::connection::{Client, Connection, Listener};
 use crate::error::Result;
 use crate::sys;
 use std::collections::HashMap;
@@ -109,10 +110,16 @@ impl Server {
                 }
             }
         }
-        // Linux: shutting down a listening socket makes every `accept`
-        // blocked on it return (an acceptor inside a handshake finishes it
-        // first, bounded by the handshake timeout).
-        let _ = rustix::net::shutdown(listener.as_fd(), rustix::net::Shutdown::Read);
+        // Wake every acceptor with a connection that fails its handshake:
+        // each then sees `stopping` and ends. (Shutting the listening socket
+        // down instead would leave it readable with nothing to accept, and
+        // `accept` would poll it in a busy loop.)
+        for _ in 0..acceptors.len() {
+            if Client::connect(listener.address(), None).is_err() {
+                let _ = rustix::net::shutdown(listener.as_fd(), rustix::net::Shutdown::Read);
+                break;
+            }
+        }
         drop(listener);
         for a in acceptors {
             let _ = a.join();
@@ -174,12 +181,26 @@ impl Server {
     fn serve_connection(self: Arc<Self>, conn_id: ConnId, conn: Arc<Connection>) {
         let mut held: Vec<ObjRef> = Vec::new();
         let mut buf = Vec::new();
+        // The failure of a pipelined call (`Request::Post`), until the
+        // client's next other request collects it.
+        let mut failed: Option<String> = None;
         loop {
             if conn.recv_bytes_into(&mut buf).is_err() {
                 // Closed, truncated, oversized or broken: drop this client.
                 break;
             }
-            let reply = match postcard::take_from_bytes::<Request<'_>>(&buf) {
+            let reply = match crate::codec::decode_borrowed::<Request<'_>>(&buf) {
+                Ok((Request::Post { id, method, refs }, args)) => {
+                    if failed.is_none() {
+                        match self.call(conn_id, &conn, &held, id, method, &refs, args) {
+                            Some(Reply::Ok(_)) => {}
+                            Some(r) => failed = Some(failure_text(r)),
+                            None => break,
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) if failed.is_some() => failed.take().map(Reply::Deferred),
                 Ok((req, args)) => self.handle(conn_id, &conn, &mut held, req, args),
                 Err(e) => Some(Reply::Remote(format!("malformed request: {e}"))),
             };
@@ -219,8 +240,7 @@ impl Server {
                     Err(msg) => return Some(Reply::Remote(msg)),
                 };
                 // Held until the object exists: its arguments may name them.
-                let _refs = refs;
-                let made = match types::make_builtin(typeid, args) {
+                let made = match types::make_builtin(typeid, args, &refs) {
                     Some(r) => r,
                     None => match catch_unwind(|| (self.factory)(typeid, args)) {
                         Ok(Some(r)) => r,
@@ -247,34 +267,11 @@ impl Server {
                 None => Reply::Remote(format!("object {id} no longer exists")),
             },
             Request::Call { id, method, refs } => {
-                let Some(r) = held.iter().find(|r| r.id() == id) else {
-                    return Some(Reply::Remote(format!(
-                        "this connection holds no reference to object {id}"
-                    )));
-                };
-                let refs = match self.resolve(&refs) {
-                    Ok(r) => r,
-                    Err(msg) => return Some(Reply::Remote(msg)),
-                };
-                let mut cx = CallCx {
-                    conn_id,
-                    conn,
-                    _refs: refs,
-                    registry: &self.registry,
-                    address: self.address.get(),
-                    checked_at: std::cell::Cell::new(Some(Instant::now())),
-                };
-                let res = catch_unwind(AssertUnwindSafe(|| r.object().call(&mut cx, method, args)));
-                match res {
-                    Ok(Ok(out)) => self.ok_out(out, conn_id),
-                    Ok(Err(f)) => fail_reply(f)?,
-                    Err(p) => Reply::Remote(format!(
-                        "method {method:?} of {} panicked: {}",
-                        r.typeid(),
-                        panic_text(&*p)
-                    )),
-                }
+                return self.call(conn_id, conn, held, id, method, &refs, args)
             }
+            // Handled by the connection loop.
+            Request::Post { .. } => return Some(Reply::Remote("unexpected post".into())),
+            Request::Sync => ok(&()),
             Request::Pending { id } => match self.registry.get(id) {
                 Some(r) => {
                     self.registry.make_pending(r, conn_id);
@@ -306,6 +303,48 @@ impl Server {
         })
     }
 
+    /// Runs `method` on object `id`, which this connection must hold;
+    /// `None` ends the connection without an answer.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        conn_id: ConnId,
+        conn: &Connection,
+        held: &[ObjRef],
+        id: ObjId,
+        method: &str,
+        refs: &[ObjId],
+        args: &[u8],
+    ) -> Option<Reply> {
+        let Some(r) = held.iter().find(|r| r.id() == id) else {
+            return Some(Reply::Remote(format!(
+                "this connection holds no reference to object {id}"
+            )));
+        };
+        let refs = match self.resolve(refs) {
+            Ok(r) => r,
+            Err(msg) => return Some(Reply::Remote(msg)),
+        };
+        let mut cx = CallCx {
+            conn_id,
+            conn,
+            _refs: refs,
+            registry: &self.registry,
+            address: self.address.get(),
+            checked_at: std::cell::Cell::new(Some(Instant::now())),
+        };
+        let res = catch_unwind(AssertUnwindSafe(|| r.object().call(&mut cx, method, args)));
+        Some(match res {
+            Ok(Ok(out)) => self.ok_out(out, conn_id),
+            Ok(Err(f)) => fail_reply(f)?,
+            Err(p) => Reply::Remote(format!(
+                "method {method:?} of {} panicked: {}",
+                r.typeid(),
+                panic_text(&*p)
+            )),
+        })
+    }
+
     fn resolve(&self, ids: &[ObjId]) -> std::result::Result<Vec<ObjRef>, String> {
         resolve(&self.registry, ids)
     }
@@ -330,6 +369,18 @@ fn resolve(registry: &Arc<Registry>, ids: &[ObjId]) -> std::result::Result<Vec<O
                 .ok_or_else(|| format!("object {id} no longer exists"))
         })
         .collect()
+}
+
+/// What a failed pipelined call's answer says, for its `Reply::Deferred`.
+fn failure_text(r: Reply) -> String {
+    match r {
+        Reply::Remote(m) | Reply::Deferred(m) => m,
+        Reply::MethodError(Raw(b)) => match crate::codec::decode::<BuiltinError>(&b) {
+            Ok(e) => crate::Error::from(e).to_string(),
+            Err(_) => "the method returned an error".into(),
+        },
+        Reply::Ok(_) => String::new(),
+    }
 }
 
 fn fail_reply(f: Fail) -> Option<Reply> {

@@ -115,6 +115,21 @@ pub(crate) enum Request<'a> {
     NumberOfObjects,
     /// Stop the server (CPython's `shutdown`).
     Shutdown,
+    /// [`Call`](Self::Call) without an answer unless it fails (a pipelined
+    /// call, such as a put on an unbounded queue). After a failed `Post` the
+    /// server makes no later `Post` of this connection and answers its next
+    /// other request with [`Reply::Deferred`] instead of carrying it out.
+    Post {
+        /// The object.
+        id: ObjId,
+        /// The method name.
+        method: &'a str,
+        /// Objects the arguments refer to.
+        refs: Vec<ObjId>,
+    },
+    /// Answers `Ok(())` once every earlier request of this connection has
+    /// been carried out (or [`Reply::Deferred`]).
+    Sync,
 }
 
 /// The answer to one request.
@@ -129,4 +144,8 @@ pub(crate) enum Reply {
     /// The server could not carry out the call (CPython's `RemoteError`):
     /// a panic in the method, an unknown method or object, bad arguments.
     Remote(String),
+    /// An earlier [`Request::Post`] of this connection failed, with this
+    /// message: neither it, nor the posts after it, nor the request this
+    /// answers were carried out.
+    Deferred(String),
 }

@@ -102,11 +102,11 @@ pub(crate) fn push_failure(out: &mut Vec<u8>, f: &Fail) {
     match f {
         Fail::Failed(m) => {
             out.push(2);
-            let _ = super::fast::put(m, out);
+            let _ = crate::codec::put(m, out);
         }
         Fail::Died(code) => {
             out.push(3);
-            let _ = super::fast::put(code, out);
+            let _ = crate::codec::put(code, out);
         }
         Fail::Broken => out.push(4),
     }

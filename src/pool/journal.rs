@@ -34,7 +34,7 @@
 //! untrusted: every length and offset is checked before use.
 #![allow(unsafe_code)]
 
-use super::fast::Out;
+use crate::codec::Out;
 use crate::error::Result;
 use crate::sys::conn_io::Kind;
 use crate::sys::framing;
@@ -252,6 +252,11 @@ impl Out for Writer {
         if !self.append(s) {
             self.full = true;
         }
+    }
+
+    #[inline(always)]
+    fn full(&self) -> bool {
+        self.full
     }
 }
 

@@ -1,9 +1,9 @@
 //! The worker side: task functions, their runners, and the worker loop.
 #![allow(unsafe_code)]
 
-use super::fast::Out;
 use super::journal;
 use super::wire::{self, WorkerEnd};
+use crate::codec::Out;
 use crate::process::fnref;
 use crate::sys::framing;
 use crate::sys::Region;
@@ -92,7 +92,7 @@ impl Answers<'_> {
         for k in from..count {
             self.scratch.clear();
             self.scratch.push(2);
-            let _ = super::fast::put(reason, self.scratch);
+            let _ = crate::codec::put(reason, self.scratch);
             if !self.push(k + 1) {
                 return;
             }
@@ -126,7 +126,7 @@ where
     // SAFETY: reached only through `BatchOf::<F, A, R>::DESC`, named by pool
     // methods that were handed a value of `F` (here, or in the parent).
     let f: F = unsafe { fnref::conjure::<F, A, R>() };
-    let mut rd = super::fast::Reader::new(input);
+    let mut rd = crate::codec::Reader::new(input);
     for k in 0..count {
         let args: A = match rd.next() {
             Ok(a) => a,
@@ -161,13 +161,13 @@ fn run_one<R: Serialize>(ans: &mut Answers<'_>, done: u32, call: impl FnOnce() -
         Ok(value) => {
             let mark = ans.buf.len();
             ans.buf.push(0);
-            if super::fast::put_into(&value, ans.buf).is_ok() && !ans.buf.take_full() {
+            if crate::codec::put_into(&value, ans.buf).is_ok() && !ans.buf.take_full() {
                 ans.buf.commit(done);
                 return true;
             }
             ans.buf.truncate(mark);
             out.push(0);
-            let reason = match super::fast::put(&value, out) {
+            let reason = match crate::codec::put(&value, out) {
                 Err(e) => Some(format!("cannot encode the task's result: {e}")),
                 Ok(()) if out.len() > MAX_ANSWER => Some(format!(
                     "the task's result encodes to {} bytes, more than the pool's limit of {MAX_ANSWER}",
@@ -178,7 +178,7 @@ fn run_one<R: Serialize>(ans: &mut Answers<'_>, done: u32, call: impl FnOnce() -
             if let Some(reason) = reason {
                 out.clear();
                 out.push(2);
-                let _ = super::fast::put(&reason, out);
+                let _ = crate::codec::put(&reason, out);
             }
         }
         Err(payload) => {
@@ -200,7 +200,7 @@ where
     // SAFETY: reached only through `MapOf::<F, T, R>::DESC`, named by pool
     // methods that were handed a value of `F` (here, or in the parent).
     let f: F = unsafe { fnref::conjure::<F, (T,), R>() };
-    let mut rd = super::fast::Reader::new(input);
+    let mut rd = crate::codec::Reader::new(input);
     for k in 0..count {
         let arg: T = match rd.next() {
             Ok(a) => a,
@@ -236,7 +236,7 @@ where
 fn push_error(out: &mut Vec<u8>, message: String, backtrace: &str) {
     out.push(1);
     // Encoding two strings into a Vec cannot fail.
-    let _ = super::fast::put(&(message, backtrace), out);
+    let _ = crate::codec::put(&(message, backtrace), out);
 }
 
 /// A worker keeps each task's panic (message with its location, and a

@@ -123,6 +123,18 @@
 //! atomic read-modify-writes — the price of the fault tolerance below (a
 //! plain Vyukov ring without owner words measured 50 ns).
 //!
+//! - **One implementation, three interfaces.** [`Queue`], [`SimpleQueue`]
+//!   and [`JoinableQueue`] are aliases of one [`GenericQueue`] with a
+//!   [flavour](flavor) marker each (after crossbeam-channel's flavours):
+//!   the same ring, the same code; the flavour selects the methods, and a
+//!   joinable ring counts unfinished tasks.
+//! - **Async waiters** (feature `tokio`: `get_async`, `put_async`,
+//!   `join_async`, see [`aio`](crate::aio)) sleep on the queue's
+//!   *doorbell*, an eventfd handed to children with the memfd, which a
+//!   process rings only when it sees an async waiter's flag beside the
+//!   futex sleepers' flag: the synchronous path makes no extra syscall
+//!   (`wake.rs` proves the ordering).
+//!
 //! # Faults
 //!
 //! - A consumer killed while **blocked** in `get` held nothing: it leaves at
@@ -162,6 +174,10 @@
 //! few producers and consumers, up to a preemption bound):
 //! `RUSTFLAGS="--cfg loom" cargo test --release --lib queue::loom_tests`.
 
+mod builder;
+pub mod flavor;
+mod generic;
+mod item;
 mod joinable;
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -172,7 +188,16 @@ mod shared_bytes;
 mod simple;
 mod spill;
 mod sync;
+mod wake;
 
+pub use builder::Builder;
+pub use generic::GenericQueue;
 pub use joinable::JoinableQueue;
-pub use queue::{Builder, Queue};
+pub use queue::Queue;
 pub use simple::SimpleQueue;
+
+#[cfg(feature = "tokio")]
+pub(crate) use ring::{Ring, SPIN_FOR, STUCK_CHECK};
+/// For the async adapters (`aio/queue.rs`).
+#[cfg(feature = "tokio")]
+pub(crate) use wake::Await;

@@ -39,6 +39,7 @@
 use super::shared_bytes::SharedBytes;
 use super::spill::SpillHeader;
 use super::sync::{self, AtomicI64, AtomicU32, AtomicU64, Wake};
+use super::wake::{self, Await, Doorbell, WaitQ};
 use crate::error::{Error, Result};
 use crate::sys::region::Window;
 use crate::sys::Region;
@@ -56,7 +57,7 @@ const MAGIC: u64 = 0x6d70_7175_6575_6532; // "mpqueue2"
 const FLAG_JOINABLE: u64 = 1;
 /// How long a waiter polls (with growing pauses in between) before it
 /// yields and then sleeps on the futex: a wake-up across CPUs costs far more.
-const SPIN_FOR: Duration = Duration::from_micros(50);
+pub(crate) const SPIN_FOR: Duration = Duration::from_micros(50);
 /// Pauses between polls: `MIN_BACKOFF`, doubling up to `MIN_BACKOFF << MAX_BACKOFF`.
 const MIN_BACKOFF: u32 = 16;
 const MAX_BACKOFF: u32 = 3;
@@ -64,7 +65,7 @@ const MAX_BACKOFF: u32 = 3;
 const YIELDS: u32 = 4;
 /// How long a waiter sleeps before it looks for a dead producer or consumer
 /// that holds the slot it waits for.
-const STUCK_CHECK: Duration = Duration::from_millis(50);
+pub(crate) const STUCK_CHECK: Duration = Duration::from_millis(50);
 /// How long a producer waits for room in a full ring while no consumer takes
 /// anything, before it puts its item into the spill log instead. (Longer
 /// than [`STUCK_CHECK`], so that a dead consumer's slots are reclaimed
@@ -79,33 +80,6 @@ const GRACE: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub(crate) struct Line<T>(pub(crate) T);
 
-/// Where one side sleeps (limits.c's scheme): a waiter reads `epoch`, raises
-/// `waiting`, re-checks its condition, then sleeps in `FUTEX_WAIT(epoch)`. A
-/// waker, after publishing, looks at `waiting` and makes a syscall only if it
-/// is set. Both sides use `SeqCst`, so one of them sees the other's store.
-/// A waiter that dies leaves at most a stale flag: one needless wake.
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct WaitQ {
-    epoch: AtomicU32,
-    waiting: AtomicU32,
-}
-
-impl WaitQ {
-    fn announce(&self) -> u32 {
-        let e = self.epoch.load(SeqCst);
-        self.waiting.store(1, SeqCst);
-        e
-    }
-
-    pub(crate) fn wake(&self) {
-        if self.waiting.load(SeqCst) != 0 && self.waiting.swap(0, SeqCst) != 0 {
-            self.epoch.fetch_add(1, SeqCst);
-            sync::wake_all(&self.epoch);
-        }
-    }
-}
-
 #[repr(C)]
 #[derive(Default)]
 pub(crate) struct Header {
@@ -113,6 +87,11 @@ pub(crate) struct Header {
     cap: AtomicU64,
     flags: AtomicU64,
     maxsize: AtomicU64,
+    /// `join_async` waiters armed (see `wake.rs`); cold, like the words
+    /// above.
+    pub(crate) join_armed: AtomicU32,
+    /// Times the doorbell was rung (test support and diagnostics).
+    pub(crate) rings: AtomicU64,
     tail: Line<AtomicU64>,
     pub(crate) head: Line<AtomicU64>,
     /// Items committed (producers' line; unbounded queues' `qsize`).
@@ -123,7 +102,7 @@ pub(crate) struct Header {
     pub(crate) items: Line<AtomicI64>,
     pub(crate) not_empty: Line<WaitQ>,
     pub(crate) not_full: Line<WaitQ>,
-    unfinished: Line<AtomicU32>,
+    pub(crate) unfinished: Line<AtomicU32>,
     /// The spill log's state (`spill.rs`).
     pub(crate) spill: Line<SpillHeader>,
 }
@@ -236,6 +215,8 @@ pub(crate) struct Ring {
     pub(crate) spill_off: u64,
     /// This process's mapping of the spill area, made on first use.
     spill_win: Arc<OnceLock<Window>>,
+    /// Wakes async waiters (`wake.rs`).
+    pub(crate) doorbell: Doorbell,
 }
 
 // SAFETY: `base` points into the mapping owned by `region` (kept alive by
@@ -305,7 +286,14 @@ impl Ring {
         let (_, _, total) = layout(cap);
         let spill = super::spill::spill_size(spill);
         let region = Region::new_sparse(total, total as u64 + spill, name)?;
-        let ring = Ring::from_region(region, cap as u64, spill, maxsize as u64, joinable)?;
+        let ring = Ring::from_region(
+            region,
+            Doorbell::new()?,
+            cap as u64,
+            spill,
+            maxsize as u64,
+            joinable,
+        )?;
         #[cfg(loom)]
         ring.place_loom_atomics();
         let h = ring.header();
@@ -323,6 +311,7 @@ impl Ring {
 
     fn from_region(
         region: Region,
+        doorbell: Doorbell,
         cap: u64,
         spill_size: u64,
         maxsize: u64,
@@ -350,6 +339,7 @@ impl Ring {
             spill_size,
             spill_off: total as u64,
             spill_win: Arc::new(OnceLock::new()),
+            doorbell,
         })
     }
 
@@ -369,7 +359,7 @@ impl Ring {
     }
 
     /// Rebuilds a ring from a region received by handoff, checking its header.
-    pub(crate) fn attach(region: Region) -> Result<Ring> {
+    pub(crate) fn attach(region: Region, doorbell: Doorbell) -> Result<Ring> {
         if region.len() < HEADER_BYTES {
             return Err(Error::Bootstrap("queue region too small".into()));
         }
@@ -390,7 +380,7 @@ impl Ring {
             .0
             .size()
             .ok_or_else(|| Error::Bootstrap("corrupt queue header".into()))?;
-        Ring::from_region(region, cap, spill, maxsize, joinable)
+        Ring::from_region(region, doorbell, cap, spill, maxsize, joinable)
     }
 
     /// This process's mapping of the spill area (made on first use).
@@ -519,6 +509,54 @@ impl Ring {
         (self.data_ptr(start), slots as usize * SLOT)
     }
 
+    // ------------------------------------------------------------- wake-ups
+
+    pub(crate) fn doorbell(&self) -> &Doorbell {
+        &self.doorbell
+    }
+
+    /// Wakes the sleepers of `wq` (futex) and, if an async waiter armed it,
+    /// rings the doorbell (`wake.rs`). Called after publishing what `wq`
+    /// waits for.
+    #[inline]
+    pub(crate) fn wake(&self, wq: &WaitQ) {
+        wq.wake(&self.doorbell, &self.header().rings);
+    }
+
+    /// After the unfinished-task count reached 0: wakes `join` and
+    /// `join_async` waiters.
+    pub(crate) fn wake_joiners(&self) {
+        let h = self.header();
+        sync::wake_all(&h.unfinished.0);
+        wake::ring_if_armed(&h.join_armed, &self.doorbell, &h.rings);
+    }
+
+    /// Arms `what` for an async waiter (W2 in `wake.rs`): the next process
+    /// to make it true rings the doorbell. The caller registered the
+    /// doorbell before, and re-checks its condition after.
+    #[cfg_attr(not(any(feature = "tokio", loom)), allow(dead_code))]
+    pub(crate) fn arm(&self, what: Await) {
+        let h = self.header();
+        match what {
+            Await::Item => h.not_empty.0.arm(),
+            Await::Room => h.not_full.0.arm(),
+            Await::Join => wake::arm(&h.join_armed),
+        }
+    }
+
+    /// Whether some async waiter armed the doorbell (test support).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn doorbell_armed(&self) -> bool {
+        let h = self.header();
+        h.not_empty.0.is_armed() || h.not_full.0.is_armed() || h.join_armed.load(SeqCst) != 0
+    }
+
+    /// How many times the doorbell has been rung, by any process.
+    #[cfg_attr(not(any(feature = "test-hooks", loom)), allow(dead_code))]
+    pub(crate) fn doorbell_rings(&self) -> u64 {
+        self.header().rings.load(SeqCst)
+    }
+
     // ------------------------------------------------------------------ put
 
     /// Puts the encoded item made of `parts` (concatenated). A bounded
@@ -636,7 +674,7 @@ impl Ring {
         }
         self.seq(p).store(p + 1, SeqCst);
         h.puts.0.fetch_add(1, Relaxed);
-        h.not_empty.0.wake();
+        self.wake(&h.not_empty.0);
     }
 
     fn unreserve(&self) {
@@ -650,9 +688,9 @@ impl Ring {
                 .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
                 == Ok(1)
         {
-            sync::wake_all(&h.unfinished.0);
+            self.wake_joiners();
         }
-        h.not_full.0.wake();
+        self.wake(&h.not_full.0);
     }
 
     /// One attempt to claim `k` payload slots: returns (ticket, span).
@@ -882,7 +920,7 @@ impl Ring {
         if word_tag(tw) == self.tag(p) {
             let _ = cell.taker.compare_exchange(tw, 0, SeqCst, Relaxed);
         }
-        self.header().not_full.0.wake();
+        self.wake(&self.header().not_full.0);
     }
 
     // -------------------------------------------------------------- waiting
@@ -954,7 +992,7 @@ impl Ring {
                 }
                 None => deadline,
             };
-            sync::wait(&wq.epoch, e, until)?;
+            wq.sleep(e, until)?;
         }
     }
 
@@ -1000,6 +1038,24 @@ impl Ring {
             }
         }
         false
+    }
+
+    /// The ticket at the head if consumers are held up there by a claim
+    /// not yet committed (`try_take`'s `Stuck`): for async waiters, which
+    /// then look at it again every [`STUCK_CHECK`] (`recover_head`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn stuck_head(&self) -> Option<u64> {
+        let h = self.header();
+        let p = h.head.0.load(SeqCst);
+        let uncommitted = self.cell(p).seq.load(SeqCst) != p + 1;
+        (uncommitted && self.claim_of(p).is_some() && h.tail.0.load(SeqCst) > p).then_some(p)
+    }
+
+    /// Reclaims ticket `t` at the head if its producer died (see
+    /// [`recover`](Self::recover)); `true` if it did.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn recover_head(&self, t: u64) -> bool {
+        self.recover(t, true)
     }
 
     /// Reclaims the claim of ticket `c` (claim word `w`) if it is stuck for
@@ -1059,11 +1115,11 @@ impl Ring {
                     .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
                     == Ok(1)
             {
-                sync::wake_all(&h.unfinished.0);
+                self.wake_joiners();
             }
         }
         self.release(c, span);
-        h.not_empty.0.wake();
+        self.wake(&h.not_empty.0);
         true
     }
 
@@ -1076,7 +1132,7 @@ impl Ring {
             .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
             .map_err(|_| Error::TaskDoneTooOften)?;
         if prev == 1 {
-            sync::wake_all(u);
+            self.wake_joiners();
         }
         Ok(())
     }

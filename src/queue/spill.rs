@@ -127,7 +127,10 @@ impl Ring {
     /// `true` if the log holds records (or did a moment ago).
     pub(crate) fn spill_pending(&self) -> bool {
         let s = self.spill_header();
-        s.tail.load(Acquire) != s.head.load(Acquire)
+        // SeqCst (a plain load on x86, like Acquire): the wake-up protocols
+        // (futex sleepers and the async doorbell) need the re-check after
+        // arming to be ordered with the `tail` store of `spill_put`.
+        s.tail.load(SeqCst) != s.head.load(SeqCst)
     }
 
     /// Records in the log (approximate).
@@ -257,10 +260,11 @@ impl Ring {
                 dst = dst.add(part.len());
             }
         }
-        s.tail.store(end, Release);
+        // SeqCst: see `spill_pending`.
+        s.tail.store(end, SeqCst);
         s.count.fetch_add(1, Relaxed);
         drop(_guard);
-        self.header().not_empty.0.wake();
+        self.wake(&self.header().not_empty.0);
         Ok(())
     }
 
@@ -323,7 +327,7 @@ impl Ring {
         if self.maxsize > 0 {
             h.items.0.fetch_sub(1, SeqCst);
         }
-        h.not_full.0.wake();
+        self.wake(&h.not_full.0);
         Ok(Some(r))
     }
 

@@ -34,3 +34,14 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
         Ok(Wake::Retry)
     }
 }
+
+/// Under loom only, a `SeqCst` fence where the code relies on `SeqCst`
+/// *accesses* for a store-then-load (Dekker) ordering: loom models such
+/// accesses as `AcqRel` (its README, "false alarms") but supports
+/// `fence(SeqCst)`, which gives the model the guarantee the C++ memory
+/// model gives the accesses themselves. Nothing outside the model.
+#[inline(always)]
+pub(crate) fn dekker_for_loom() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}

@@ -1,134 +1,138 @@
-//! `Condition` in the server (Python's `Manager().Condition()`), with its
-//! own re-entrant lock owned by the acquiring connection.
+//! `Condition` in the server (Python's `Manager().Condition()` and
+//! `Manager().Condition(lock)`): its own re-entrant lock, or the lock of a
+//! managed `Lock` / `RLock`, shared with that lock's proxies.
 
+use super::sync::{acquire_methods, lock_acquire_doc, LockCore};
 use super::{args, builtin_proxy, err, ok, unknown, Wait};
 use crate::error::Result;
 use crate::manager::fault::BuiltinError;
-use crate::manager::registry::{ConnId, Fail, Object, Out};
+use crate::manager::proxy::Token;
+use crate::manager::registry::{ConnId, Fail, ObjRef, Object, Out};
 use crate::manager::server::CallCx;
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 pub(crate) const TYPEID: &str = "Condition";
 
 #[derive(Default)]
-struct State {
-    owner: Option<ConnId>,
-    count: u32,
-    owner_died: bool,
+struct Waiters {
     /// Waiting tickets, oldest first.
-    waiters: VecDeque<u64>,
+    queue: VecDeque<u64>,
     /// Tickets notified but not yet returned from `wait`.
     notified: HashSet<u64>,
     next_ticket: u64,
 }
 
-#[derive(Default)]
 pub(crate) struct ConditionObj {
-    state: Mutex<State>,
+    lock: Arc<LockCore>,
+    /// The managed lock object it is built on, kept alive with it.
+    _lock_obj: Option<ObjRef>,
+    waiters: Mutex<Waiters>,
     cv: Condvar,
+}
+
+/// Builds a condition from its arguments: `None` (its own `RLock`) or the
+/// token of a lock of this server, which the request's `refs` hold.
+pub(crate) fn make(a: &[u8], refs: &[ObjRef]) -> std::result::Result<Box<dyn Object>, Fail> {
+    let lock: Option<Token> = args(a)?;
+    let (core, obj) = match lock {
+        None => (LockCore::new(true), None),
+        Some(t) => {
+            let r = refs.iter().find(|r| r.id() == t.id).ok_or_else(|| {
+                Fail::remote("the condition's lock is not an object of this server")
+            })?;
+            let core = r
+                .object()
+                .lock_core()
+                .ok_or_else(|| Fail::remote(format!("a {} is not a lock", r.typeid())))?;
+            (core, Some(r.clone()))
+        }
+    };
+    Ok(Box::new(ConditionObj {
+        lock: core,
+        _lock_obj: obj,
+        waiters: Mutex::new(Waiters::default()),
+        cv: Condvar::new(),
+    }))
 }
 
 fn not_owner() -> Fail {
     err(BuiltinError::NotHeld)
 }
 
+impl ConditionObj {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Releases the lock, waits for a notification (or `wait`'s deadline),
+    /// takes the lock back; whether it was notified.
+    fn wait(&self, cx: &CallCx<'_>, wait: Wait) -> std::result::Result<bool, Fail> {
+        if !self.lock.is_owned(cx.conn_id) {
+            return Err(not_owner());
+        }
+        // Registered while the lock is held: a notify, which needs the lock,
+        // cannot come between the release and the wait unseen.
+        let ticket = {
+            let mut w = self.waiters();
+            let t = w.next_ticket;
+            w.next_ticket += 1;
+            w.queue.push_back(t);
+            t
+        };
+        let saved = self.lock.release_all();
+        let deadline = wait.deadline();
+        let mut w = self.waiters();
+        let woken = loop {
+            if w.notified.remove(&ticket) {
+                break true;
+            }
+            match cx.wait(&self.cv, w, deadline) {
+                Ok((g, passed)) => {
+                    w = g;
+                    if passed && !w.notified.contains(&ticket) {
+                        w.queue.retain(|t| *t != ticket);
+                        break false;
+                    }
+                }
+                Err((mut g, f)) => {
+                    g.queue.retain(|t| *t != ticket);
+                    g.notified.remove(&ticket);
+                    return Err(f);
+                }
+            }
+        };
+        drop(w);
+        self.lock.reacquire(cx, saved)?;
+        Ok(woken)
+    }
+}
+
 impl Object for ConditionObj {
     fn call(&self, cx: &mut CallCx<'_>, method: &str, a: &[u8]) -> std::result::Result<Out, Fail> {
-        let me = cx.conn_id;
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match method {
-            "acquire" => {
-                let wait: Wait = args(a)?;
-                if s.owner == Some(me) {
-                    s.count += 1;
-                    return ok(&true);
-                }
-                let deadline = wait.deadline();
-                while s.owner.is_some() {
-                    let (g, passed) = cx.wait(&self.cv, s, deadline).map_err(|(_, f)| f)?;
-                    s = g;
-                    if passed && s.owner.is_some() {
-                        return ok(&false);
-                    }
-                }
-                s.owner = Some(me);
-                s.count = 1;
-                if std::mem::take(&mut s.owner_died) {
-                    return Err(err(BuiltinError::OwnerDied));
-                }
-                ok(&true)
-            }
+            "acquire" => ok(&self.lock.acquire(cx, args(a)?)?),
             "release" => {
-                if s.owner != Some(me) {
-                    return Err(err(BuiltinError::NotHeld));
-                }
-                s.count -= 1;
-                if s.count == 0 {
-                    s.owner = None;
-                    drop(s);
-                    self.cv.notify_all();
-                }
-                ok(&())
-            }
-            "wait" => {
-                let wait: Wait = args(a)?;
-                if s.owner != Some(me) {
+                if !self.lock.is_owned(cx.conn_id) {
                     return Err(not_owner());
                 }
-                let saved = s.count;
-                let ticket = s.next_ticket;
-                s.next_ticket += 1;
-                s.waiters.push_back(ticket);
-                s.owner = None;
-                s.count = 0;
-                self.cv.notify_all();
-                let deadline = wait.deadline();
-                let mut woken = false;
-                loop {
-                    if s.notified.remove(&ticket) {
-                        woken = true;
-                        break;
-                    }
-                    match cx.wait(&self.cv, s, deadline) {
-                        Ok((g, passed)) => {
-                            s = g;
-                            if passed && !s.notified.contains(&ticket) {
-                                break;
-                            }
-                        }
-                        Err((mut g, f)) => {
-                            g.waiters.retain(|t| *t != ticket);
-                            g.notified.remove(&ticket);
-                            return Err(f);
-                        }
-                    }
-                }
-                if !woken {
-                    s.waiters.retain(|t| *t != ticket);
-                }
-                // Take the lock back, however long that takes.
-                while s.owner.is_some() {
-                    let (g, _) = cx.wait(&self.cv, s, None).map_err(|(_, f)| f)?;
-                    s = g;
-                }
-                s.owner = Some(me);
-                s.count = saved;
-                ok(&woken)
+                ok(&self.lock.release(cx.conn_id)?)
             }
+            "wait" => ok(&self.wait(cx, args(a)?)?),
             "notify" => {
                 let n: u64 = args(a)?;
-                if s.owner != Some(me) {
-                    return Err(err(BuiltinError::NotHeld));
+                if !self.lock.is_owned(cx.conn_id) {
+                    return Err(not_owner());
                 }
+                let mut w = self.waiters();
                 for _ in 0..n {
-                    let Some(t) = s.waiters.pop_front() else {
+                    let Some(t) = w.queue.pop_front() else {
                         break;
                     };
-                    s.notified.insert(t);
+                    w.notified.insert(t);
                 }
-                drop(s);
+                drop(w);
                 self.cv.notify_all();
                 ok(&())
             }
@@ -137,14 +141,7 @@ impl Object for ConditionObj {
     }
 
     fn client_closed(&self, conn: ConnId) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.owner == Some(conn) {
-            s.owner = None;
-            s.count = 0;
-            s.owner_died = true;
-            drop(s);
-            self.cv.notify_all();
-        }
+        self.lock.client_closed(conn)
     }
 }
 
@@ -167,19 +164,14 @@ builtin_proxy! {
     ConditionProxy[] "Condition"
 }
 
+acquire_methods!(
+    ConditionProxy,
+    lock_acquire_doc!(),
+    "Takes the lock if free; `false` otherwise.",
+    "Waits at most `timeout` for the lock; `false` if it stayed taken."
+);
+
 impl ConditionProxy {
-    /// Takes the condition's lock (re-entrant).
-    pub fn acquire(&self) -> Result<()> {
-        self.core
-            .call::<_, bool>("acquire", &Wait::Block)
-            .map(|_| ())
-    }
-
-    /// Takes the lock if free; `false` otherwise.
-    pub fn try_acquire(&self) -> Result<bool> {
-        self.core.call("acquire", &Wait::Try)
-    }
-
     /// Releases the lock once.
     pub fn release(&self) -> Result<()> {
         self.core.call("release", &())
@@ -189,7 +181,9 @@ impl ConditionProxy {
     ///
     /// # Errors
     ///
-    /// [`Error::NotHeld`](crate::Error::NotHeld) if this proxy does not hold the lock.
+    /// [`Error::NotHeld`](crate::Error::NotHeld) if this proxy does not hold
+    /// the lock (over a plain [`LockProxy`](crate::manager::LockProxy): if
+    /// nobody holds it, as in Python).
     pub fn wait(&self) -> Result<()> {
         self.core.call::<_, bool>("wait", &Wait::Block).map(|_| ())
     }

@@ -45,9 +45,11 @@ impl Wait {
 }
 
 /// Builds a builtin object, or `None` if `typeid` is not a builtin.
+/// `refs` holds the objects the arguments name.
 pub(crate) fn make_builtin(
     typeid: &str,
     args: &[u8],
+    refs: &[ObjRef],
 ) -> Option<std::result::Result<Box<dyn Object>, Fail>> {
     Some(match typeid {
         dict::TYPEID => dict::make(args),
@@ -62,7 +64,7 @@ pub(crate) fn make_builtin(
         sync::SEMAPHORE_TYPEID => sync::make_semaphore(args, false),
         sync::BOUNDED_SEMAPHORE_TYPEID => sync::make_semaphore(args, true),
         sync::EVENT_TYPEID => Ok(Box::new(sync::EventObj::default()) as Box<dyn Object>),
-        condition::TYPEID => Ok(Box::new(condition::ConditionObj::default()) as Box<dyn Object>),
+        condition::TYPEID => condition::make(args, refs),
         barrier::TYPEID => barrier::make(args),
         _ => return None,
     })
@@ -147,19 +149,34 @@ pub(crate) fn decode_raw<T: DeserializeOwned>(r: &Raw) -> Result<T> {
 }
 
 /// Declares a builtin proxy type: the struct, `Clone` (a new connection),
-/// `Debug`, serde (as a token) and [`Proxy`](super::Proxy).
+/// `Debug`, serde (as a token) and [`Proxy`](super::Proxy). Extra fields
+/// (`{ name: Type }`, per handle, never shared) start as `Default`.
 macro_rules! builtin_proxy {
-    ($(#[$m:meta])* $name:ident [$($g:ident),*] $typeid:expr) => {
+    ($(#[$m:meta])* $name:ident [$($g:ident),*] $typeid:literal $({ $($f:ident : $fty:ty),* })?) => {
         $(#[$m])*
         pub struct $name<$($g),*> {
             core: $crate::manager::ProxyCore,
+            $($($f: $fty,)*)?
             _t: ::std::marker::PhantomData<fn() -> ($($g,)*)>,
+        }
+
+        impl<$($g),*> $name<$($g),*> {
+            fn wrap(core: $crate::manager::ProxyCore) -> Self {
+                Self { core, $($($f: <$fty>::default(),)*)? _t: ::std::marker::PhantomData }
+            }
+
+            /// A new handle with its own connection, or the error if the
+            /// server cannot be reached ([`Clone`] defers that error to the
+            /// first call).
+            pub fn try_clone(&self) -> $crate::Result<Self> {
+                Ok(Self::wrap(self.core.try_clone()?))
+            }
         }
 
         impl<$($g),*> Clone for $name<$($g),*> {
             /// A new handle to the same object, with its own connection.
             fn clone(&self) -> Self {
-                Self { core: self.core.clone(), _t: ::std::marker::PhantomData }
+                Self::wrap(self.core.clone())
             }
         }
 
@@ -183,26 +200,17 @@ macro_rules! builtin_proxy {
                         "expected a proxy to a {}, got one to a {}", $typeid, core.typeid()
                     )));
                 }
-                Ok(Self { core, _t: ::std::marker::PhantomData })
+                Ok(Self::wrap(core))
             }
         }
 
         impl<$($g),*> $crate::manager::Proxy for $name<$($g),*> {
             const TYPEID: &'static str = $typeid;
             fn from_core(core: $crate::manager::ProxyCore) -> Self {
-                Self { core, _t: ::std::marker::PhantomData }
+                Self::wrap(core)
             }
             fn core(&self) -> &$crate::manager::ProxyCore {
                 &self.core
-            }
-        }
-
-        impl<$($g),*> $name<$($g),*> {
-            /// A new handle with its own connection, or the error if the
-            /// server cannot be reached ([`Clone`] defers that error to the
-            /// first call).
-            pub fn try_clone(&self) -> $crate::Result<Self> {
-                Ok(Self { core: self.core.try_clone()?, _t: ::std::marker::PhantomData })
             }
         }
     };

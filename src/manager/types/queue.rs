@@ -13,8 +13,9 @@ use crate::manager::server::CallCx;
 use crate::manager::wire::{Raw, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub(crate) const TYPEID: &str = "Queue";
@@ -24,6 +25,9 @@ pub(crate) const JOINABLE_TYPEID: &str = "JoinableQueue";
 struct State {
     items: VecDeque<Stored>,
     unfinished: u64,
+    /// Calls waiting on `changed`: a change wakes them only if there are
+    /// any (a `Condvar` notification is a system call even with no waiter).
+    waiting: u32,
 }
 
 pub(crate) struct QueueObj {
@@ -45,8 +49,62 @@ pub(crate) fn make(a: &[u8], joinable: bool) -> std::result::Result<Box<dyn Obje
 }
 
 impl QueueObj {
+    /// Waits for a change (see [`CallCx::wait`]).
+    fn wait<'g>(
+        &self,
+        cx: &CallCx<'_>,
+        mut s: MutexGuard<'g, State>,
+        deadline: Option<std::time::Instant>,
+    ) -> std::result::Result<(MutexGuard<'g, State>, bool), Fail> {
+        s.waiting += 1;
+        match cx.wait(&self.changed, s, deadline) {
+            Ok((mut g, passed)) => {
+                g.waiting -= 1;
+                Ok((g, passed))
+            }
+            Err((mut g, f)) => {
+                g.waiting -= 1;
+                Err(f)
+            }
+        }
+    }
+
+    /// Releases the state after a change, waking the calls waiting for one.
+    fn notify(&self, s: MutexGuard<'_, State>) {
+        let any = s.waiting > 0;
+        drop(s);
+        if any {
+            self.changed.notify_all();
+        }
+    }
+
     fn full(&self, s: &State) -> bool {
         self.maxsize > 0 && s.items.len() >= self.maxsize
+    }
+
+    /// Waits (as `wait` says) until there is an item; `Empty` otherwise.
+    fn wait_item<'g>(
+        &self,
+        cx: &CallCx<'_>,
+        mut s: MutexGuard<'g, State>,
+        wait: Wait,
+    ) -> std::result::Result<MutexGuard<'g, State>, Fail> {
+        let deadline = wait.deadline();
+        let mut waited = false;
+        while s.items.is_empty() {
+            let (g, passed) = self.wait(cx, s, deadline)?;
+            s = g;
+            waited = true;
+            if passed && s.items.is_empty() {
+                return Err(err(BuiltinError::Empty));
+            }
+        }
+        // A client that died while it waited must not take an item
+        // with it: leave the item for the living.
+        if waited && cx.client_gone() {
+            return Err(Fail::Gone);
+        }
+        Ok(s)
     }
 }
 
@@ -64,7 +122,7 @@ impl Object for QueueObj {
                 let v = cx.store(v)?;
                 let deadline = wait.deadline();
                 while self.full(&s) {
-                    let (g, passed) = cx.wait(&self.changed, s, deadline).map_err(|(_, f)| f)?;
+                    let (g, passed) = self.wait(cx, s, deadline)?;
                     s = g;
                     if passed && self.full(&s) {
                         return Err(err(BuiltinError::Full));
@@ -72,33 +130,31 @@ impl Object for QueueObj {
                 }
                 s.items.push_back(v);
                 s.unfinished += 1;
-                drop(s);
-                self.changed.notify_all();
-                ok(&())
+                self.notify(s);
+                // Tells the proxy whether its puts may be pipelined.
+                ok(&(self.maxsize == 0))
             }
             "get" => {
                 let wait: Wait = args(a)?;
-                let deadline = wait.deadline();
-                let mut waited = false;
-                while s.items.is_empty() {
-                    let (g, passed) = cx.wait(&self.changed, s, deadline).map_err(|(_, f)| f)?;
-                    s = g;
-                    waited = true;
-                    if passed && s.items.is_empty() {
-                        return Err(err(BuiltinError::Empty));
-                    }
-                }
-                // A client that died while it waited must not take an item
-                // with it: leave the item for the living.
-                if waited && cx.client_gone() {
-                    return Err(Fail::Gone);
-                }
+                let mut s = self.wait_item(cx, s, wait)?;
                 let item = s.items.pop_front();
-                drop(s);
-                self.changed.notify_all();
+                self.notify(s);
                 let mut refs = Vec::new();
                 let r = item.map(|i| give_owned(i, &mut refs));
                 ok_with(&r, refs)
+            }
+            "get_many" => {
+                let (max, wait): (u64, Wait) = args(a)?;
+                let mut s = self.wait_item(cx, s, wait)?;
+                let n = s.items.len().min(max.max(1) as usize);
+                let mut refs = Vec::new();
+                let items: Vec<Raw> = s
+                    .items
+                    .drain(..n)
+                    .map(|i| give_owned(i, &mut refs))
+                    .collect();
+                self.notify(s);
+                ok_with(&items, refs)
             }
             "qsize" => ok(&(s.items.len() as u64)),
             "empty" => ok(&s.items.is_empty()),
@@ -108,15 +164,14 @@ impl Object for QueueObj {
                     return Err(err(BuiltinError::TaskDoneTooOften));
                 }
                 s.unfinished -= 1;
-                drop(s);
-                self.changed.notify_all();
+                self.notify(s);
                 ok(&())
             }
             "join" if self.joinable => {
                 let wait: Wait = args(a)?;
                 let deadline = wait.deadline();
                 while s.unfinished > 0 {
-                    let (g, passed) = cx.wait(&self.changed, s, deadline).map_err(|(_, f)| f)?;
+                    let (g, passed) = self.wait(cx, s, deadline)?;
                     s = g;
                     if passed && s.unfinished > 0 {
                         return Err(err(BuiltinError::Timeout));
@@ -146,7 +201,7 @@ builtin_proxy! {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     #[doc(alias = "Queue")]
-    QueueProxy[T] "Queue"
+    QueueProxy[T] "Queue" { unbounded: Cell<Option<bool>> }
 }
 
 builtin_proxy! {
@@ -166,7 +221,7 @@ builtin_proxy! {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     #[doc(alias = "JoinableQueue")]
-    JoinableQueueProxy[T] "JoinableQueue"
+    JoinableQueueProxy[T] "JoinableQueue" { unbounded: Cell<Option<bool>> }
 }
 
 macro_rules! queue_methods {
@@ -174,7 +229,13 @@ macro_rules! queue_methods {
         impl<T: Serialize + DeserializeOwned> $name<T> {
             fn put_wait(&self, v: &T, wait: Wait) -> Result<()> {
                 let value = value_of(&self.core.token().endpoint, v)?;
-                self.core.call("put", &(value, wait))
+                if matches!(wait, Wait::Block) && self.unbounded.get() == Some(true) {
+                    // Cannot block or fail: pipelined (see `put`).
+                    return self.core.post("put", &(value, wait));
+                }
+                let unbounded: bool = self.core.call("put", &(value, wait))?;
+                self.unbounded.set(Some(unbounded));
+                Ok(())
             }
 
             fn get_wait(&self, wait: Wait) -> Result<T> {
@@ -186,8 +247,33 @@ macro_rules! queue_methods {
             }
 
             /// Puts `v`, waiting for room if the queue has a `maxsize`.
+            ///
+            /// On an unbounded queue (`maxsize` 0) a put cannot block or
+            /// fail, so it is *pipelined* (after this proxy's first put,
+            /// which learns the queue's kind): sent without waiting for the
+            /// server's answer. It then runs in order with this proxy's
+            /// other calls (a `get` on this proxy after it sees the item),
+            /// it is carried out even if this process dies right after,
+            /// and other processes see it at the latest when this proxy's
+            /// next other call (or [`flush`](Self::flush)) returns, or once
+            /// it is dropped (a child's puts are in the queue when it has
+            /// returned). Before telling another process through another
+            /// channel (an event, a pipe) that items are there, call `flush`.
+            /// A put of a value holding proxies, and every put on a bounded
+            /// queue, waits for its answer as Python's does. Should the
+            /// server fail a pipelined put all the same, the next call of
+            /// this proxy (or `flush`) returns that error, and neither it nor
+            /// the puts after the failed one were made.
             pub fn put(&self, v: T) -> Result<()> {
                 self.put_wait(&v, Wait::Block)
+            }
+
+            /// Waits until every put of this proxy is in the queue (and
+            /// reports a failed pipelined put; see [`put`](Self::put)).
+            /// Costs one round trip if a put was pipelined since this
+            /// proxy's last answer, nothing otherwise.
+            pub fn flush(&self) -> Result<()> {
+                self.core.flush()
             }
 
             /// Puts `v` or fails with [`Error::Full`](crate::Error::Full)
@@ -219,6 +305,26 @@ macro_rules! queue_methods {
             /// after `timeout`.
             pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
                 self.get_wait(Wait::For(timeout))
+            }
+
+            /// Takes at least one item, waiting for one, and at most `max`
+            /// (at least 1): the oldest ones there are, in order, in one
+            /// round trip. The way to drain a queue fast; the items taken
+            /// are gone for other consumers even before they are used.
+            pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
+                self.get_many_wait(max, Wait::Block)
+            }
+
+            /// [`get_many`](Self::get_many), failing with
+            /// [`Error::Empty`](crate::Error::Empty) if no item comes within
+            /// `timeout` (`Duration::ZERO`: if there is none now).
+            pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>> {
+                self.get_many_wait(max, Wait::For(timeout))
+            }
+
+            fn get_many_wait(&self, max: usize, wait: Wait) -> Result<Vec<T>> {
+                let r: Vec<Raw> = self.core.call("get_many", &(max as u64, wait))?;
+                r.iter().map(decode_raw).collect()
             }
 
             /// The number of items.

@@ -4,7 +4,7 @@
 //! A lock is owned by the connection (the proxy) that acquired it. If that
 //! connection closes while holding it — the proxy dropped, or its process
 //! killed — the lock is released and the next acquirer is told with
-//! [`Error::OwnerDied`](crate::Error::OwnerDied)(crate::Error::OwnerDied) (it holds the lock then),
+//! [`Error::OwnerDied`](crate::Error::OwnerDied) (it holds the lock then),
 //! as with the crate's shared-memory locks. CPython would stay locked.
 
 use super::{args, builtin_proxy, err, ok, unknown, Wait};
@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::manager::fault::BuiltinError;
 use crate::manager::registry::{ConnId, Fail, Object, Out};
 use crate::manager::server::CallCx;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub(crate) const LOCK_TYPEID: &str = "Lock";
@@ -28,78 +28,114 @@ struct LockState {
     owner_died: bool,
 }
 
-/// `Lock` (any connection may release it, as in Python) or `RLock`
-/// (re-entrant, released only by its owner).
-pub(crate) struct LockObj {
+/// A lock's state: owned by a [`LockObj`] and shared with the conditions
+/// built on it (Python's `Condition(lock)`).
+pub(crate) struct LockCore {
     state: Mutex<LockState>,
     cv: Condvar,
     reentrant: bool,
 }
 
-impl LockObj {
-    pub(crate) fn new(reentrant: bool) -> LockObj {
-        LockObj {
+impl LockCore {
+    pub(crate) fn new(reentrant: bool) -> Arc<LockCore> {
+        Arc::new(LockCore {
             state: Mutex::new(LockState::default()),
             cv: Condvar::new(),
             reentrant,
-        }
-    }
-}
-
-impl Object for LockObj {
-    fn call(&self, cx: &mut CallCx<'_>, method: &str, a: &[u8]) -> std::result::Result<Out, Fail> {
-        let typeid = if self.reentrant {
-            RLOCK_TYPEID
-        } else {
-            LOCK_TYPEID
-        };
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match method {
-            "acquire" => {
-                let wait: Wait = args(a)?;
-                if self.reentrant && s.owner == Some(cx.conn_id) {
-                    s.count += 1;
-                    return ok(&true);
-                }
-                let deadline = wait.deadline();
-                while s.owner.is_some() {
-                    let (g, passed) = cx.wait(&self.cv, s, deadline).map_err(|(_, f)| f)?;
-                    s = g;
-                    if passed && s.owner.is_some() {
-                        return ok(&false);
-                    }
-                }
-                s.owner = Some(cx.conn_id);
-                s.count = 1;
-                if std::mem::take(&mut s.owner_died) {
-                    return Err(err(BuiltinError::OwnerDied));
-                }
-                ok(&true)
-            }
-            "release" => {
-                match s.owner {
-                    None => return Err(err(BuiltinError::NotHeld)),
-                    Some(o) if self.reentrant && o != cx.conn_id => {
-                        return Err(err(BuiltinError::NotHeld))
-                    }
-                    Some(_) => {}
-                }
-                s.count -= 1;
-                if s.count == 0 || !self.reentrant {
-                    s.owner = None;
-                    s.count = 0;
-                    drop(s);
-                    self.cv.notify_all();
-                }
-                ok(&())
-            }
-            "locked" => ok(&s.owner.is_some()),
-            _ => Err(unknown(typeid, method)),
-        }
+        })
     }
 
-    fn client_closed(&self, conn: ConnId) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn state(&self) -> MutexGuard<'_, LockState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the lock for the caller's connection; `Ok(false)` if `wait`
+    /// ran out. After a holder died, the taker is told `OwnerDied` (it holds
+    /// the lock then).
+    pub(crate) fn acquire(&self, cx: &CallCx<'_>, wait: Wait) -> std::result::Result<bool, Fail> {
+        let me = cx.conn_id;
+        let mut s = self.state();
+        if self.reentrant && s.owner == Some(me) {
+            s.count += 1;
+            return Ok(true);
+        }
+        let deadline = wait.deadline();
+        while s.owner.is_some() {
+            let (g, passed) = cx.wait(&self.cv, s, deadline).map_err(|(_, f)| f)?;
+            s = g;
+            if passed && s.owner.is_some() {
+                return Ok(false);
+            }
+        }
+        s.owner = Some(me);
+        s.count = 1;
+        if std::mem::take(&mut s.owner_died) {
+            return Err(err(BuiltinError::OwnerDied));
+        }
+        Ok(true)
+    }
+
+    /// Releases once (a `Lock`: whoever holds it, as in Python; an
+    /// `RLock`: only its owner).
+    pub(crate) fn release(&self, me: ConnId) -> std::result::Result<(), Fail> {
+        let mut s = self.state();
+        match s.owner {
+            None => return Err(err(BuiltinError::NotHeld)),
+            Some(o) if self.reentrant && o != me => return Err(err(BuiltinError::NotHeld)),
+            Some(_) => {}
+        }
+        s.count -= 1;
+        if s.count == 0 || !self.reentrant {
+            s.owner = None;
+            s.count = 0;
+            drop(s);
+            self.cv.notify_all();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn locked(&self) -> bool {
+        self.state().owner.is_some()
+    }
+
+    /// Whether `me` may wait on or notify a condition over this lock
+    /// (Python's `_is_owned`: an `RLock` held by `me`; a `Lock` held at all).
+    pub(crate) fn is_owned(&self, me: ConnId) -> bool {
+        let s = self.state();
+        match s.owner {
+            Some(o) => !self.reentrant || o == me,
+            None => false,
+        }
+    }
+
+    /// Releases the lock however often `me` took it, for a condition
+    /// wait; returns that count. The caller checked [`is_owned`](Self::is_owned).
+    pub(crate) fn release_all(&self) -> u32 {
+        let mut s = self.state();
+        let saved = s.count.max(1);
+        s.owner = None;
+        s.count = 0;
+        drop(s);
+        self.cv.notify_all();
+        saved
+    }
+
+    /// Takes the lock back after a condition wait, however long that takes.
+    pub(crate) fn reacquire(&self, cx: &CallCx<'_>, saved: u32) -> std::result::Result<(), Fail> {
+        let mut s = self.state();
+        while s.owner.is_some() {
+            let (g, _) = cx.wait(&self.cv, s, None).map_err(|(_, f)| f)?;
+            s = g;
+        }
+        s.owner = Some(cx.conn_id);
+        s.count = saved;
+        Ok(())
+    }
+
+    /// The connection `conn` closed: if it held the lock, free it and tell
+    /// the next taker.
+    pub(crate) fn client_closed(&self, conn: ConnId) {
+        let mut s = self.state();
         if s.owner == Some(conn) {
             s.owner = None;
             s.count = 0;
@@ -107,6 +143,46 @@ impl Object for LockObj {
             drop(s);
             self.cv.notify_all();
         }
+    }
+}
+
+/// `Lock` (any connection may release it, as in Python) or `RLock`
+/// (re-entrant, released only by its owner).
+pub(crate) struct LockObj {
+    core: Arc<LockCore>,
+}
+
+impl LockObj {
+    pub(crate) fn new(reentrant: bool) -> LockObj {
+        LockObj {
+            core: LockCore::new(reentrant),
+        }
+    }
+}
+
+impl Object for LockObj {
+    fn call(&self, cx: &mut CallCx<'_>, method: &str, a: &[u8]) -> std::result::Result<Out, Fail> {
+        match method {
+            "acquire" => ok(&self.core.acquire(cx, args(a)?)?),
+            "release" => ok(&self.core.release(cx.conn_id)?),
+            "locked" => ok(&self.core.locked()),
+            _ => Err(unknown(
+                if self.core.reentrant {
+                    RLOCK_TYPEID
+                } else {
+                    LOCK_TYPEID
+                },
+                method,
+            )),
+        }
+    }
+
+    fn client_closed(&self, conn: ConnId) {
+        self.core.client_closed(conn)
+    }
+
+    fn lock_core(&self) -> Option<Arc<LockCore>> {
+        Some(self.core.clone())
     }
 }
 
@@ -146,34 +222,55 @@ builtin_proxy! {
     RLockProxy[] "RLock"
 }
 
-macro_rules! lock_methods {
-    ($name:ident) => {
+/// `acquire`, `try_acquire` and `acquire_timeout` of a proxy whose
+/// object answers `"acquire"` with whether it took it; the doc strings say
+/// what acquiring means for that type.
+macro_rules! acquire_methods {
+    ($name:ident, $acquire:expr, $try:expr, $timeout:expr) => {
         impl $name {
             fn acquire_wait(&self, wait: Wait) -> Result<bool> {
                 self.core.call("acquire", &wait)
             }
 
-            /// Waits for the lock and takes it.
-            ///
-            /// # Errors
-            ///
-            /// [`Error::OwnerDied`](crate::Error::OwnerDied) if the previous holder's connection closed
-            /// while holding it; the caller holds the lock then.
+            #[doc = $acquire]
             pub fn acquire(&self) -> Result<()> {
                 self.acquire_wait(Wait::Block).map(|_| ())
             }
 
-            /// Takes the lock if it is free; `false` otherwise
-            /// (Python's `acquire(False)`).
+            #[doc = $try]
             pub fn try_acquire(&self) -> Result<bool> {
                 self.acquire_wait(Wait::Try)
             }
 
-            /// Waits at most `timeout`; `false` if the lock stayed taken.
+            #[doc = $timeout]
             pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
                 self.acquire_wait(Wait::For(timeout))
             }
+        }
+    };
+}
+pub(crate) use acquire_methods;
 
+/// The `acquire` doc of locks (and of a condition's lock).
+macro_rules! lock_acquire_doc {
+    () => {
+        "Waits for the lock and takes it.\n\n# Errors\n\n\
+         [`Error::OwnerDied`](crate::Error::OwnerDied) if the previous holder's \
+         connection closed while holding it; the caller holds the lock then."
+    };
+}
+pub(crate) use lock_acquire_doc;
+
+macro_rules! lock_methods {
+    ($name:ident) => {
+        acquire_methods!(
+            $name,
+            lock_acquire_doc!(),
+            "Takes the lock if it is free; `false` otherwise (Python's `acquire(False)`).",
+            "Waits at most `timeout`; `false` if the lock stayed taken."
+        );
+
+        impl $name {
             /// Releases the lock.
             ///
             /// # Errors
@@ -189,10 +286,22 @@ macro_rules! lock_methods {
                 self.core.call("locked", &())
             }
         }
+
+        impl ConditionLock for $name {}
+        impl sealed::Sealed for $name {}
     };
 }
 lock_methods!(LockProxy);
 lock_methods!(RLockProxy);
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A lock a [`ConditionProxy`](crate::manager::ConditionProxy) can be built
+/// on ([`Manager::condition_with`](crate::manager::Manager::condition_with),
+/// Python's `manager.Condition(lock)`): [`LockProxy`] or [`RLockProxy`].
+pub trait ConditionLock: crate::manager::Proxy + sealed::Sealed {}
 
 /// `Semaphore` / `BoundedSemaphore`.
 pub(crate) struct SemaphoreObj {
@@ -289,26 +398,14 @@ builtin_proxy! {
 
 macro_rules! semaphore_methods {
     ($name:ident) => {
+        acquire_methods!(
+            $name,
+            "Waits until the value is positive and decrements it.",
+            "Decrements if positive; `false` otherwise.",
+            "Waits at most `timeout`; `false` if the value stayed zero."
+        );
+
         impl $name {
-            fn acquire_wait(&self, wait: Wait) -> Result<bool> {
-                self.core.call("acquire", &wait)
-            }
-
-            /// Waits until the value is positive and decrements it.
-            pub fn acquire(&self) -> Result<()> {
-                self.acquire_wait(Wait::Block).map(|_| ())
-            }
-
-            /// Decrements if positive; `false` otherwise.
-            pub fn try_acquire(&self) -> Result<bool> {
-                self.acquire_wait(Wait::Try)
-            }
-
-            /// Waits at most `timeout`; `false` if the value stayed zero.
-            pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-                self.acquire_wait(Wait::For(timeout))
-            }
-
             /// Increments the value by one.
             pub fn release(&self) -> Result<()> {
                 self.core.call("release", &1u64)
