@@ -101,6 +101,45 @@ pub fn label(name: &str) -> String {
             "shared_memory_create_attach_close_unlink_us",
             "SharedMemory create+attach+unlink",
         ),
+        (
+            "process_start_join_spawn_1gib_parent_ms",
+            "start+join, spawn, parent holding 1 GiB",
+        ),
+        (
+            "process_start32_join_all_forkserver_ms",
+            "32 started then joined, forkserver",
+        ),
+        (
+            "pool2_map_1MiB_bytes_MBps",
+            "Pool(2).map, 200 × 1 MiB bytes",
+        ),
+        ("manager_dict_rtt_us", "managed dict, one set or get"),
+        (
+            "manager_dict_rtt_same_cpu_us",
+            "managed dict, one set or get, one CPU",
+        ),
+        ("manager_queue_put_get_us", "managed Queue, put then get"),
+        ("manager_queue_items_per_s", "managed Queue, items through"),
+        (
+            "manager_queue_get_many_items_per_s",
+            "managed Queue, get_many(256)",
+        ),
+        (
+            "aio_queue_1prod_int_sync_get_items_per_s",
+            "Queue ints, blocking consumer (aio twin)",
+        ),
+        (
+            "aio_queue_1prod_int_get_async_items_per_s",
+            "Queue ints, get_async consumer",
+        ),
+        (
+            "aio_pipe_pingpong_int_rtt_sync_us",
+            "Pipe round trip, blocking (aio twin)",
+        ),
+        (
+            "aio_pipe_pingpong_int_rtt_async_us",
+            "Pipe round trip, AsyncConnection (aio twin)",
+        ),
     ];
     LABELS
         .iter()
