@@ -146,3 +146,56 @@ fn mixed_sizes_on_a_tiny_ring_threads() {
     }
     assert!(seen.iter().all(|&n| n == 1), "every item exactly once");
 }
+
+/// A producer descheduled between its claim and its commit holds the head
+/// slot; the next producer's item sits in the ring behind it, and that
+/// producer's following item (too large for the ring) goes to the spill
+/// log. The spilled item must not overtake the ring item: a consumer takes
+/// from the log only once the ring is drained. (Deterministic: the stalled
+/// producer commits only when the test opens its gate.)
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_spilled_item_never_overtakes_an_earlier_ring_item_behind_an_uncommitted_claim() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    static GATE: AtomicBool = AtomicBool::new(false);
+    // 32 slots: items up to 2 KiB go through the ring.
+    let q: Queue<(u32, u32, Vec<u8>)> = Queue::builder().capacity_bytes(4096).build().unwrap();
+    let stalled = {
+        let q = q.clone();
+        std::thread::spawn(move || q.__put_paused((0, 0, Vec::new()), &GATE))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while q.__pending_slots() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the paused producer never claimed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Producer 1: item 0 into the ring (behind the uncommitted claim), then
+    // item 1, larger than the ring takes, into the spill log.
+    q.put((1, 0, vec![7; 10])).unwrap();
+    q.put((1, 1, vec![8; 3000])).unwrap();
+    // A consumer arriving while the head is still uncommitted.
+    let mut got: Vec<(u32, u32)> = q
+        .try_get()
+        .ok()
+        .map(|(p, n, _)| (p, n))
+        .into_iter()
+        .collect();
+    GATE.store(true, Ordering::SeqCst);
+    stalled.join().unwrap().unwrap();
+    while got.len() < 3 {
+        let (p, n, _) = q.get_timeout(Duration::from_secs(60)).unwrap();
+        got.push((p, n));
+    }
+    let from_1: Vec<u32> = got
+        .iter()
+        .filter(|(p, _)| *p == 1)
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(from_1, [0, 1], "producer 1 out of order: {got:?}");
+    assert!(got.contains(&(0, 0)), "the paused producer's item: {got:?}");
+    assert!(q.empty());
+}

@@ -112,6 +112,20 @@ impl<T: Serialize + DeserializeOwned + 'static, F: Flavor> GenericQueue<T, F> {
         )
     }
 
+    /// Test hook: claims room for `item` in the ring, writes it, and
+    /// commits it only once `gate` reads `true` — a live producer
+    /// descheduled between its claim and its commit. (An item the ring
+    /// would not take goes to the spill log, ignoring `gate`.)
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn __put_paused(
+        &self,
+        item: T,
+        gate: &'static std::sync::atomic::AtomicBool,
+    ) -> Result<()> {
+        put_item(&self.ring, &item, None, Stall::Pause(gate))
+    }
+
     /// Test hook: takes an item and hangs forever without releasing its
     /// slots — a consumer to kill "mid-get". With `early`, hangs right after
     /// its taker CAS, before moving `head`.

@@ -171,7 +171,7 @@ fn layout(cap: usize) -> (usize, usize, usize) {
 
 /// Test support: where a producer or consumer hangs forever (to be killed
 /// there by a test).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) enum Stall {
     /// Never (every real call).
@@ -180,6 +180,10 @@ pub(crate) enum Stall {
     Early,
     /// After half the payload is written (after the take, before reading).
     Late,
+    /// (Producers only.) After the whole payload is written, wait until the
+    /// gate reads `true`, then commit: a live producer descheduled between
+    /// its claim and its commit, made to order.
+    Pause(&'static std::sync::atomic::AtomicBool),
 }
 
 fn hang_forever() -> ! {
@@ -664,12 +668,17 @@ impl Ring {
             // the sum of the parts, and no consumer reads it before the
             // commit below.
             unsafe {
-                if stall == Stall::Late {
+                if matches!(stall, Stall::Late) {
                     std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len() / 2);
                     hang_forever();
                 }
                 std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len());
                 dst = dst.add(part.len());
+            }
+        }
+        if let Stall::Pause(gate) = stall {
+            while !gate.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         self.seq(p).store(p + 1, SeqCst);
@@ -752,7 +761,7 @@ impl Ring {
                 let _ = cell.claim.compare_exchange(mine, 0, SeqCst, Relaxed);
                 continue;
             }
-            if stall == Stall::Early {
+            if matches!(stall, Stall::Early) {
                 hang_forever();
             }
             let _ = h.tail.0.compare_exchange(p, p + span, SeqCst, Relaxed);
@@ -784,7 +793,10 @@ impl Ring {
                 if matches!(r, Try::Done(_)) || !self.spill_pending() {
                     return r;
                 }
-                // Nothing ready in the ring: the oldest spilled item.
+                // Nothing ready in the ring: the oldest spilled item, but
+                // only if the ring is drained (`spill_take`, see
+                // `ring_drained`); else `r` (wait for the head's producer,
+                // or recover it if it died).
                 match self.spill_take(|b| f.take().map(|f| f(b))) {
                     Ok(Some(v)) => {
                         spilled = Some(Ok(v));
@@ -807,7 +819,7 @@ impl Ring {
         if let Some(r) = spilled {
             return r?.ok_or_else(|| Error::InvalidState("queue reader used twice".into()));
         }
-        if hang == Stall::Late {
+        if matches!(hang, Stall::Late) {
             hang_forever();
         }
         let _release = ReleaseGuard {
@@ -832,6 +844,36 @@ impl Ring {
             .take()
             .ok_or_else(|| Error::InvalidState("queue reader used twice".into()))?;
         Ok(f(bytes))
+    }
+
+    /// `true` if every ticket claimed in the ring (and whose claim moved
+    /// `tail`) has been taken: `head` has reached `tail`. A consumer takes
+    /// from the spill log only then, checked under the log's lock after
+    /// reading the log's positions (`spill_take`).
+    ///
+    /// **Invariant (per-producer FIFO across ring and log):** a consumer
+    /// never takes a log record while an item its producer put earlier is
+    /// still in the ring. Proof: a producer's earlier ring item was claimed
+    /// (and `tail` moved past it, by it or a helper) before its `put`
+    /// returned, hence before it appended the record; the consumer saw the
+    /// record through the log's lock / `tail` (acquire), so its later load
+    /// of the ring's `tail` is past that item, and `head` at or beyond it
+    /// means the item was taken (or reclaimed from a dead producer). Without
+    /// this check, a head slot claimed but not yet committed by another
+    /// producer (descheduled mid-put) made the ring *look* empty while a
+    /// later slot held the earlier item, and the log's record overtook it.
+    /// (Within one consumer order follows, since it takes one at a time;
+    /// between consumers there is no order to keep, as in Python.)
+    ///
+    /// Costs the ring's fast paths nothing: it is read only when the log
+    /// holds items and the ring has none ready. While the head's producer
+    /// is alive consumers wait for its commit (which wakes them); if it
+    /// died, the usual stuck-claim recovery skips it.
+    pub(crate) fn ring_drained(&self) -> bool {
+        let h = self.header();
+        let tail = h.tail.0.load(SeqCst);
+        let head = h.head.0.load(SeqCst);
+        head.wrapping_sub(tail) as i64 >= 0
     }
 
     /// Test support: overwrites the length of the item at ticket `p`, as a
@@ -889,7 +931,7 @@ impl Ring {
                 let _ = cell.taker.compare_exchange(mine, 0, SeqCst, Relaxed);
                 continue;
             }
-            if hang == Stall::Early {
+            if matches!(hang, Stall::Early) {
                 hang_forever();
             }
             let _ = h.head.0.compare_exchange(p, p + span, SeqCst, Relaxed);
