@@ -199,3 +199,44 @@ fn a_spilled_item_never_overtakes_an_earlier_ring_item_behind_an_uncommitted_cla
     assert!(got.contains(&(0, 0)), "the paused producer's item: {got:?}");
     assert!(q.empty());
 }
+
+/// Claims the head slot, writes half its item and hangs there, to be killed.
+#[cfg(feature = "test-hooks")]
+fn producer_killed_mid_put(q: Queue<(u32, u32, Vec<u8>)>) {
+    q.__put_and_hang((2, 0, vec![0xAB; 300]), false).unwrap();
+}
+
+/// As above with the head's producer killed mid-put instead: consumers wait
+/// behind its claim, find it dead and skip it, then take the ring item
+/// before the spilled one (no hang, no reordering).
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_spilled_item_never_overtakes_a_ring_item_behind_a_dead_producers_claim() {
+    use std::time::Instant;
+    let q: Queue<(u32, u32, Vec<u8>)> = Queue::builder().capacity_bytes(4096).build().unwrap();
+    let mut victim = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(producer_killed_mid_put, (q.clone(),))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while q.__pending_slots() == 0 {
+        assert!(Instant::now() < deadline, "the victim never claimed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    q.put((1, 0, vec![7; 10])).unwrap();
+    q.put((1, 1, vec![8; 3000])).unwrap(); // larger than the ring takes
+    victim.kill().unwrap();
+    assert!(victim.join_timeout(Duration::from_secs(60)).is_err());
+    let got: Vec<(u32, u32)> = (0..2)
+        .map(|_| {
+            let (p, n, _) = q.get_timeout(Duration::from_secs(60)).unwrap();
+            (p, n)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [(1, 0), (1, 1)],
+        "the dead producer's item never existed"
+    );
+    assert!(q.empty());
+}
