@@ -42,7 +42,7 @@ struct Job {
 /// Runs `mpiexec -n 2 <this binary> role : -n 1 <rank2_exe> role` (rank 2
 /// runs `rank2_exe`, by default this binary too) and returns its outcome;
 /// a job still running after two minutes is killed and fails the test.
-fn run_job(role: &str, rank2_exe: Option<&std::path::Path>) -> Job {
+fn run_job(role: &str, rank2_exe: Option<&std::path::Path>, env: &[(&str, &str)]) -> Job {
     let _one = JOBS.lock().unwrap_or_else(|e| e.into_inner());
     let me = std::env::current_exe().unwrap();
     let args = [
@@ -56,6 +56,7 @@ fn run_job(role: &str, rank2_exe: Option<&std::path::Path>) -> Job {
     cmd.arg("-n").arg("2").arg(&me).args(args);
     cmd.arg(":").arg("-n").arg("1");
     cmd.arg(rank2_exe.unwrap_or(&me)).args(args);
+    cmd.envs(env.iter().copied());
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -87,7 +88,11 @@ fn run_job(role: &str, rank2_exe: Option<&std::path::Path>) -> Job {
 }
 
 fn assert_role_ok(role: &str) {
-    let job = run_job(role, None);
+    assert_role_ok_with(role, &[]);
+}
+
+fn assert_role_ok_with(role: &str, env: &[(&str, &str)]) {
+    let job = run_job(role, None, env);
     assert!(
         job.code == Some(0) && job.stdout.contains(&format!("ROLE {role} OK")),
         "{role} failed (exit {:?})\nstdout:\n{}\nstderr:\n{}",
@@ -231,7 +236,150 @@ fn role_refused() {
     }
 }
 
+fn sleep_then(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Results arrive with nobody waiting (the pool's background thread), and
+/// callbacks run; a callback calling its own pool gets an error, not a
+/// hang; `close` lets queued work finish, then `join` returns.
+#[test]
+#[ignore = "rank 0 of the job started by callbacks_run_and_close_lets_work_finish"]
+fn role_callbacks() {
+    use multiproc::pool::Callbacks;
+    use std::sync::mpsc;
+    let pool = std::sync::Arc::new(MpiPool::new().unwrap());
+    let limit = Duration::from_secs(60);
+
+    let (tx, rx) = mpsc::channel();
+    let ok = tx.clone();
+    let r = pool
+        .apply_async_with(
+            square,
+            (9,),
+            Callbacks::new().on_success(move |v: &u64| ok.send(Ok(*v)).unwrap()),
+        )
+        .unwrap();
+    // Nobody calls get: the callback comes from the pool's thread.
+    assert_eq!(rx.recv_timeout(limit).unwrap(), Ok(81));
+    assert_eq!(r.get().unwrap(), 81);
+
+    let err = tx.clone();
+    pool.apply_async_with(
+        fails_on_13,
+        (13,),
+        Callbacks::new().on_error(move |e: &Error| err.send(Err(e.to_string())).unwrap()),
+    )
+    .unwrap();
+    let e = rx.recv_timeout(limit).unwrap().unwrap_err();
+    assert!(e.contains("task 13 failed on purpose"), "{e}");
+
+    // A callback that calls its own pool: an error for that call.
+    let p = pool.clone();
+    let inner = tx.clone();
+    pool.map_async_with(
+        square,
+        0..4u64,
+        None,
+        Callbacks::new().on_success(move |_: &Vec<u64>| {
+            inner
+                .send(p.apply(square, (2,)).map_err(|e| e.to_string()))
+                .unwrap()
+        }),
+    )
+    .unwrap();
+    let e = rx.recv_timeout(limit).unwrap().unwrap_err();
+    assert!(e.contains("callback"), "{e}");
+
+    #[cfg(feature = "tokio")]
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let v = rt.block_on(async {
+            tokio::time::timeout(limit, pool.apply_async(sleep_then, (50,)).unwrap()).await
+        });
+        assert_eq!(v.unwrap().unwrap(), 50);
+    }
+
+    // close: queued tasks still run; new ones are refused; join waits.
+    let queued: Vec<_> = (0..6u64)
+        .map(|i| pool.apply_async(sleep_then, (20 + i,)).unwrap())
+        .collect();
+    assert!(matches!(pool.join(), Err(Error::InvalidState(_))));
+    pool.close().unwrap();
+    assert!(matches!(pool.apply(square, (1,)), Err(Error::BrokenPool)));
+    pool.join().unwrap();
+    for (i, r) in queued.iter().enumerate() {
+        assert_eq!(r.get().unwrap(), 20 + i as u64);
+    }
+    println!("ROLE role_callbacks OK");
+}
+
+/// `terminate` fails what has not finished, releases the ranks and
+/// returns; the job then ends cleanly.
+#[test]
+#[ignore = "rank 0 of the job started by terminate_fails_unfinished_tasks"]
+fn role_terminate() {
+    let pool = MpiPool::new().unwrap();
+    // 10 s of work for two ranks: most of it is still queued when
+    // `terminate` comes.
+    let slow: Vec<_> = (0..100)
+        .map(|_| pool.apply_async(sleep_then, (100,)).unwrap())
+        .collect();
+    pool.terminate().unwrap();
+    let mut broken = 0;
+    for r in &slow {
+        match r.get_timeout(Duration::from_secs(60)) {
+            Ok(v) => assert_eq!(v, 100),
+            Err(Error::BrokenPool) => broken += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(broken > 0, "terminate failed none of the unfinished tasks");
+    pool.join().unwrap();
+    assert!(matches!(pool.apply(square, (1,)), Err(Error::BrokenPool)));
+    println!("ROLE role_terminate OK");
+}
+
+/// Rank 0 of a job whose rank 1 enters `MPI_Finalize` late.
+#[cfg(feature = "test-hooks")]
+#[test]
+#[ignore = "rank 0 of the job started by a_rank_late_to_finalize_does_not_hang_the_job"]
+fn role_late() {
+    let pool = MpiPool::new().unwrap();
+    assert_eq!(pool.map(square, 0..100u64).unwrap()[9], 81);
+    println!("ROLE role_late OK");
+}
+
 // ---- the tests ----
+
+#[test]
+fn callbacks_run_and_close_lets_work_finish() {
+    assert_role_ok("role_callbacks");
+}
+
+#[test]
+fn terminate_fails_unfinished_tasks() {
+    assert_role_ok("role_terminate");
+}
+
+/// MPICH 4.0 over UCX's TCP: a rank that reaches `MPI_Finalize` after the
+/// others (as a descheduled rank does on a loaded machine) used to wait for
+/// ever in its connections' flush; the job must end, and end well.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_rank_late_to_finalize_does_not_hang_the_job() {
+    assert_role_ok_with(
+        "role_late",
+        &[
+            ("UCX_TLS", "tcp,self"),
+            ("MULTIPROC_TEST_MPI_LATE", "1:1500"),
+        ],
+    );
+}
 
 #[test]
 fn map_10000_in_order_over_two_ranks() {
@@ -252,7 +400,7 @@ fn a_panicking_task_fails_alone() {
 /// the job must fail promptly, never hang and never report success.
 #[test]
 fn a_killed_worker_rank_ends_the_job() {
-    let job = run_job("role_kill", None);
+    let job = run_job("role_kill", None, &[]);
     assert!(
         job.stdout.contains("ROLE role_kill STARTED"),
         "{}",
@@ -288,7 +436,7 @@ fn a_rank_running_another_build_is_refused() {
     std::fs::write(&path, other).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let job = run_job("role_refused", Some(&path));
+    let job = run_job("role_refused", Some(&path), &[]);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         job.stdout.contains("ROLE role_refused REFUSED")

@@ -259,6 +259,22 @@ fn inner_command(program: &Path) -> Command {
     c
 }
 
+/// Starts `c`, retrying while the kernel says the program is busy: the copy
+/// was just written, and a child another test thread forked meanwhile may
+/// still hold the writer's descriptor for a moment (it closes it right
+/// after the fork), which makes `execve` fail with `ETXTBSY`.
+fn spawn_retrying(c: &mut Command) -> std::process::Child {
+    let t0 = Instant::now();
+    loop {
+        match c.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && t0.elapsed() < LONG => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 fn assert_inner_passed(out: &Output) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -276,7 +292,7 @@ fn works_from_a_path_with_spaces() {
     let dir = TempDir::new("space");
     let copy = dir.0.join("copy of the test");
     std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
-    let out = wait_output(inner_command(&copy).spawn().unwrap());
+    let out = wait_output(spawn_retrying(&mut inner_command(&copy)));
     assert_inner_passed(&out);
 }
 
@@ -290,11 +306,7 @@ fn works_after_the_binary_is_replaced_on_disk() {
     std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
     let ready = dir.0.join("ready");
     let go = dir.0.join("go");
-    let child = inner_command(&copy)
-        .env(READY_ENV, &ready)
-        .env(GO_ENV, &go)
-        .spawn()
-        .unwrap();
+    let child = spawn_retrying(inner_command(&copy).env(READY_ENV, &ready).env(GO_ENV, &go));
     let t0 = Instant::now();
     while !ready.exists() {
         assert!(t0.elapsed() < LONG, "the copy never got ready");

@@ -3,6 +3,7 @@
 //! figure, `{"name": ..., "rate": tasks per second}` (median of 5).
 
 use multiproc::mpi::MpiPool;
+use multiproc::pool::TaskPool;
 use std::time::Instant;
 
 fn ident(x: u64) -> u64 {

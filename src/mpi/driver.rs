@@ -1,5 +1,6 @@
 //! Rank 0's side: the queue of task batches, dynamic dispatch to the worker
-//! ranks, and delivery of their answers to the pool's result sinks.
+//! ranks, delivery of their answers to the pool's result sinks, and the
+//! background thread that drives it all while no caller waits.
 //!
 //! Each worker holds at most two task messages, so it starts the next as
 //! soon as it answers one. A message carries whole batches (chunks) up to a
@@ -12,8 +13,11 @@ use super::runner::{next, FAILED, RESULTS};
 use super::{RankInfo, TAG_BYE, TAG_EXIT, TAG_RESULTS, TAG_TASKS};
 use crate::error::{Error, Result};
 use crate::pool::api::backend::{Fail, Sink};
+use crate::pool::engine::{Chunk, Engine};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Messages a worker holds at once.
@@ -23,14 +27,6 @@ const TARGET_NS: f64 = 1_000_000.0;
 /// The most tasks and bytes per message.
 const MAX_TASKS: usize = 8192;
 const MAX_BYTES: usize = 8 << 20;
-
-/// One chunk of tasks: a `TASKS` frame and where its answers go.
-pub(crate) struct Batch {
-    pub(crate) frame: Vec<u8>,
-    pub(crate) count: u32,
-    pub(crate) index: usize,
-    pub(crate) sink: Arc<dyn Sink>,
-}
 
 struct Flight {
     count: u32,
@@ -46,15 +42,29 @@ struct Worker {
     gone: bool,
 }
 
+/// Where the pool stands (Python's pool states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Takes tasks.
+    Running,
+    /// `close`d: takes no more tasks; the ranks are released once the
+    /// queued tasks are done.
+    Closed,
+    /// The worker ranks were released (after `close`, `terminate` or an
+    /// MPI error): nothing more runs.
+    Stopped,
+}
+
 pub(crate) struct Driver {
     comm: Comm,
     workers: Vec<Worker>,
-    queue: VecDeque<Batch>,
+    queue: VecDeque<Chunk>,
     sends: Vec<Sending>,
     /// Tasks in `queue`.
     queued_tasks: usize,
     broken: Option<String>,
     next: usize,
+    state: State,
 }
 
 impl Driver {
@@ -75,7 +85,19 @@ impl Driver {
             queued_tasks: 0,
             broken: None,
             next: 0,
+            state: State::Running,
         }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether tasks are queued or held by a worker rank.
+    fn busy(&self) -> bool {
+        !self.queue.is_empty()
+            || !self.sends.is_empty()
+            || self.workers.iter().any(|w| !w.msgs.is_empty())
     }
 
     fn check(&self) -> Result<()> {
@@ -86,7 +108,10 @@ impl Driver {
     }
 
     /// Queues batches and sends what the workers can take.
-    pub(crate) fn submit(&mut self, batches: Vec<Batch>) -> Result<()> {
+    pub(crate) fn submit(&mut self, batches: Vec<Chunk>) -> Result<()> {
+        if self.state != State::Running && self.broken.is_none() {
+            return Err(Error::BrokenPool);
+        }
         if let Err(e) = self.check() {
             for b in batches {
                 b.sink.complete(b.index, b.count, 0, Err(&Fail::Broken));
@@ -207,10 +232,37 @@ impl Driver {
         }
     }
 
-    /// Ends the pool: queued tasks fail with [`Error::BrokenPool`], the
-    /// tasks the workers hold finish, then every worker is told to exit and
-    /// acknowledges.
-    pub(crate) fn shut_down(&mut self) {
+    /// Stops taking tasks (Python's `close`); the ranks are released once
+    /// the queued tasks are done ([`release_if_idle`](Self::release_if_idle)).
+    pub(crate) fn close(&mut self) {
+        if self.state == State::Running {
+            self.state = State::Closed;
+        }
+    }
+
+    /// After `close`: releases the ranks once nothing is queued or running.
+    pub(crate) fn release_if_idle(&mut self) {
+        if self.state == State::Closed && (!self.busy() || self.broken.is_some()) {
+            self.shut_down();
+        }
+    }
+
+    /// Ends the pool (Python's `terminate`): every unfinished task fails
+    /// with [`Error::BrokenPool`] at once; each worker is told to exit,
+    /// finishes what it holds (its answers are dropped) and acknowledges.
+    pub(crate) fn terminate(&mut self) {
+        self.fail_all();
+        self.shut_down();
+    }
+
+    /// Releases the worker ranks: queued tasks fail with
+    /// [`Error::BrokenPool`], the tasks the workers hold finish, then every
+    /// worker is told to exit and acknowledges.
+    fn shut_down(&mut self) {
+        if self.state == State::Stopped {
+            return;
+        }
+        self.state = State::Stopped;
         self.queued_tasks = 0;
         for b in self.queue.drain(..) {
             b.sink.complete(b.index, b.count, 0, Err(&Fail::Broken));
@@ -293,26 +345,130 @@ fn answer(w: &mut Worker, msg: &[u8]) {
     }
 }
 
-/// The driver behind a lock, and waiting on it.
+/// The driver behind a lock, the thread that drives it in the background,
+/// and waiting on it.
 pub(crate) struct Shared {
     driver: Mutex<Driver>,
+    /// The thread holding `driver` (0: none): a callback that calls its
+    /// pool would wait for itself.
+    holder: AtomicU64,
     pub(crate) ranks: Vec<RankInfo>,
+    /// Wakes the background thread (work submitted, pool stopping).
+    bg_lock: Mutex<bool>,
+    bg_cv: Condvar,
+    stop: AtomicBool,
+    bg: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// How long the background thread sleeps at most when nothing runs.
+const BG_IDLE: Duration = Duration::from_millis(50);
+
+fn thread_tag() -> u64 {
+    thread_local!(static TAG: u8 = const { 0 });
+    TAG.with(|t| t as *const u8 as u64)
+}
+
+/// The locked driver (see [`Shared::lock`]).
+pub(crate) struct Locked<'a> {
+    guard: MutexGuard<'a, Driver>,
+    holder: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Driver;
+    fn deref(&self) -> &Driver {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Driver {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.holder.store(0, Ordering::Release);
+    }
 }
 
 impl Shared {
-    pub(crate) fn new(driver: Driver, ranks: Vec<RankInfo>) -> Arc<Shared> {
-        Arc::new(Shared {
+    /// The pool's state, with its background thread started.
+    pub(crate) fn start(driver: Driver, ranks: Vec<RankInfo>) -> Result<Arc<Shared>> {
+        let shared = Arc::new(Shared {
             driver: Mutex::new(driver),
+            holder: AtomicU64::new(0),
             ranks,
+            bg_lock: Mutex::new(false),
+            bg_cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+            bg: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        let handle = std::thread::Builder::new()
+            .name("multiproc-mpi".into())
+            .spawn(move || background(weak))?;
+        *shared.bg.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(shared)
+    }
+
+    /// Locks the driver; [`Error::InvalidState`] if this thread holds it already
+    /// (a callback calling its own pool).
+    pub(crate) fn lock(&self) -> Result<Locked<'_>> {
+        let me = thread_tag();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(Error::InvalidState(
+                "an MpiPool callback cannot call its own pool (it runs while the pool \
+                 delivers results)"
+                    .into(),
+            ));
+        }
+        let guard = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+        self.holder.store(me, Ordering::Release);
+        Ok(Locked {
+            guard,
+            holder: &self.holder,
         })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Driver> {
-        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    fn wake_background(&self) {
+        *self.bg_lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.bg_cv.notify_one();
     }
 
-    pub(crate) fn submit(&self, batches: Vec<Batch>) -> Result<()> {
-        self.lock().submit(batches)
+    /// Stops and joins the background thread (not from the thread itself).
+    fn stop_background(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake_background();
+        let h = self.bg.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = h {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    pub(crate) fn state(&self) -> Result<State> {
+        Ok(self.lock()?.state())
+    }
+
+    /// Python's `close`.
+    pub(crate) fn close(&self) -> Result<()> {
+        let mut d = self.lock()?;
+        d.close();
+        d.release_if_idle();
+        drop(d);
+        self.wake_background();
+        Ok(())
+    }
+
+    /// Python's `terminate`; also what dropping the pool and the end of
+    /// `main` do. Returns once the ranks acknowledged.
+    pub(crate) fn terminate(&self) -> Result<()> {
+        self.stop_background();
+        self.lock()?.terminate();
+        Ok(())
     }
 
     /// Drives the pool until `done()` or the deadline (`None`: no limit);
@@ -327,7 +483,12 @@ impl Shared {
             if done() {
                 return Ok(true);
             }
-            let got = self.lock().pump()?;
+            let got = {
+                let mut d = self.lock()?;
+                let got = d.pump()?;
+                d.release_if_idle();
+                got
+            };
             if done() {
                 return Ok(true);
             }
@@ -340,5 +501,75 @@ impl Shared {
                 idle.pause();
             }
         }
+    }
+}
+
+/// The background thread of rank 0: drives the pool while tasks are
+/// outstanding (so callbacks run and futures wake with nobody waiting),
+/// releases the ranks after `close`, and sleeps otherwise.
+fn background(shared: std::sync::Weak<Shared>) {
+    let mut idle = Idle::new(Duration::from_micros(500));
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let (got, busy) = match s.lock() {
+            Ok(mut d) => {
+                let got = d.pump().unwrap_or(false);
+                d.release_if_idle();
+                (
+                    got,
+                    d.busy() && d.state() != State::Stopped && d.broken.is_none(),
+                )
+            }
+            Err(_) => (false, false),
+        };
+        if busy {
+            drop(s);
+            if got {
+                idle = Idle::new(Duration::from_micros(500));
+            } else {
+                idle.pause();
+            }
+            continue;
+        }
+        let mut woken = s.bg_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !*woken {
+            woken = s
+                .bg_cv
+                .wait_timeout(woken, BG_IDLE)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *woken = false;
+        drop(woken);
+        idle = Idle::new(Duration::from_micros(500));
+    }
+}
+
+impl Engine for Shared {
+    fn workers(&self) -> usize {
+        self.ranks.len()
+    }
+
+    fn submit(&self, chunks: Vec<Chunk>) -> Result<()> {
+        self.lock()?.submit(chunks)?;
+        self.wake_background();
+        Ok(())
+    }
+
+    fn wait_until(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) -> Result<bool> {
+        Shared::wait_until(self, done, deadline)
+    }
+
+    #[cfg(feature = "tokio")]
+    fn drive_for(&self, cond: &dyn Fn() -> bool, budget: Duration) -> Result<bool> {
+        Shared::wait_until(self, cond, Instant::now().checked_add(budget))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn wake_for_async(&self) {
+        self.wake_background();
     }
 }

@@ -44,8 +44,10 @@
 //! hold back the others, and `imap_unordered` yields results as ranks
 //! finish. A message carries whole chunks up to about a millisecond of work
 //! (measured by the worker): thousands of cheap tasks, or one slow one.
-//! Rank 0 does its MPI work in the threads that call the pool (`map`, `get`,
-//! iterating an `imap`); nothing runs in the background.
+//! Rank 0 does its MPI work in a background thread of the pool (so
+//! callbacks run and futures complete with nobody waiting) and in the
+//! threads that wait on it (`map`, `get`, iterating an `imap`), one at a
+//! time.
 //!
 //! # Failures, and what MPI lets a program detect
 //!
@@ -80,12 +82,10 @@ mod driver;
 mod identity;
 mod pool;
 mod raw;
-mod result;
 mod runner;
 mod worker;
 
 pub use pool::MpiPool;
-pub use result::{MpiAsyncResult, MpiIMap};
 
 use crate::error::{Error, Result};
 use raw::{Comm, Idle};
@@ -141,6 +141,8 @@ struct World {
     /// released.
     comm: Option<Comm>,
     pool_started: bool,
+    /// The pool, ended at exit if the program did not drop it.
+    pool: Option<std::sync::Weak<driver::Shared>>,
 }
 
 static WORLD: Mutex<Option<World>> = Mutex::new(None);
@@ -169,6 +171,7 @@ pub(crate) fn enter() {
     if !launched_by_mpi() || world().is_some() {
         return;
     }
+    raw::note_inherited_sockets();
     let Some(universe) = raw::initialize() else {
         return; // MPI already initialized by the program itself.
     };
@@ -186,6 +189,7 @@ pub(crate) fn enter() {
         universe: Some(universe),
         comm: Some(comm),
         pool_started: false,
+        pool: None,
     });
     if rank == 0 {
         // SAFETY: registers a plain `extern "C" fn()` to run at exit.
@@ -199,19 +203,108 @@ pub(crate) fn enter() {
     worker::serve(comm)
 }
 
+/// How long `MPI_Finalize` may take before this rank closes its TCP
+/// connections (see [`finalize`]).
+const FINALIZE_GRACE: Duration = Duration::from_secs(5);
+
 /// Ends MPI in this process (once), together with the other ranks.
+///
+/// MPICH 4.0's ch4/UCX `MPI_Finalize` closes every connection with a flush
+/// and then waits in the launcher's (PMI) barrier without serving UCX any
+/// more; over UCX's TCP transport (1.12 and later) that flush waits for the
+/// peer to acknowledge. A rank that reaches its flush after a peer already
+/// waits in the barrier (a rank descheduled on a loaded machine) waits for
+/// ever, and so does the whole job after its work is done. MPICH 4.2
+/// reorders its finalize; here, all ranks first meet in a barrier (so they
+/// enter together), and a rank whose `MPI_Finalize` has not returned after
+/// [`FINALIZE_GRACE`] shuts its TCP connections down: the pending flushes
+/// then fail at once on both sides and finalize completes normally.
 fn finalize() {
     let universe = world().as_mut().and_then(|w| w.universe.take());
-    if universe.is_some() {
-        if let Err(e) = raw::barrier_world() {
-            crate::logging::mp_log!(error, target: "multiproc::mpi", "{e}");
-        }
+    if universe.is_none() {
+        return;
     }
+    if let Err(e) = raw::barrier_world() {
+        crate::logging::mp_log!(error, target: "multiproc::mpi", "{e}");
+    }
+    #[cfg(feature = "test-hooks")]
+    let grace = test_hooks::finalize();
+    #[cfg(not(feature = "test-hooks"))]
+    let grace = FINALIZE_GRACE;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = done.clone();
+    let watchdog = std::thread::Builder::new()
+        .name("multiproc-mpi-finalize".into())
+        .spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < grace {
+                if seen.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !seen.load(std::sync::atomic::Ordering::Acquire) {
+                crate::logging::mp_log!(
+                    warn,
+                    target: "multiproc::mpi",
+                    "MPI_Finalize has not returned after {} s: shutting down this rank's TCP \
+                     connections (MPICH 4.0 over UCX's TCP waits for ever otherwise)",
+                    grace.as_secs()
+                );
+                raw::shut_down_tcp();
+            }
+        });
     drop(universe);
+    done.store(true, std::sync::atomic::Ordering::Release);
+    if let Ok(h) = watchdog {
+        let _ = h.join();
+    }
 }
 
-/// At exit of rank 0: releases the workers if no pool did, then ends MPI.
+/// Test hooks (feature `test-hooks`): `MULTIPROC_TEST_MPI_LATE=<rank>:<ms>`
+/// makes that rank enter `MPI_Finalize` late (as a descheduled rank does on
+/// a loaded machine); `MULTIPROC_TEST_MPI_GRACE=<s>` sets the finalize grace.
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    use super::{Duration, FINALIZE_GRACE};
+
+    /// Sleeps if this rank is the late one; returns the finalize grace.
+    pub(super) fn finalize() -> Duration {
+        let rank = std::env::var("PMI_RANK").ok();
+        if let Some((r, ms)) = std::env::var("MULTIPROC_TEST_MPI_LATE").ok().and_then(|v| {
+            v.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        }) {
+            if Some(r) == rank {
+                std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+            }
+        }
+        std::env::var("MULTIPROC_TEST_MPI_GRACE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(FINALIZE_GRACE)
+    }
+}
+
+/// Records the pool, so that the end of `main` ends it if the program did
+/// not (the ranks wait for it before MPI can finalize).
+fn adopt(pool: &std::sync::Arc<driver::Shared>) {
+    if let Some(w) = world().as_mut() {
+        w.pool = Some(std::sync::Arc::downgrade(pool));
+    }
+}
+
+/// At exit of rank 0: ends the pool if it is still alive (its background
+/// thread stops: MPI is called from one thread at a time), releases the
+/// workers if no pool did, then ends MPI.
 extern "C" fn at_exit() {
+    let pool = world().as_mut().and_then(|w| w.pool.take());
+    if let Some(pool) = pool.and_then(|p| p.upgrade()) {
+        if let Err(e) = pool.terminate() {
+            crate::logging::mp_log!(error, target: "multiproc::mpi", "cannot end the MPI pool: {e}");
+        }
+    }
     let comm = world().as_mut().and_then(|w| w.comm.take());
     if let Some(comm) = comm {
         for r in 1..comm.size {

@@ -1,26 +1,24 @@
 //! [`MpiPool`]: the pool's interface over MPI worker ranks.
 
-use super::driver::{Batch, Driver, Shared};
-use super::result::{MpiAsyncResult, MpiIMap};
-use super::runner::{offset_of_call, offset_of_map, task_frame};
+use super::driver::{Shared, State};
+use super::runner::{offset_of_call, offset_of_map, MpiFrames};
 use super::RankInfo;
-use crate::error::Result;
-use crate::pool::api::backend::{Collect, Outcome, Progress};
-use crate::pool::{default_chunksize, Callbacks, TaskFn, TaskPool};
+use crate::error::{Error, Result};
+use crate::pool::api::backend::Progress;
+use crate::pool::engine::{self, Engine, MAX_CHUNK};
+use crate::pool::{AsyncResult, Callbacks, IMap, TaskFn, TaskPool};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
 
-/// The most tasks of a map in one batch.
-const MAX_BATCH: usize = 64 << 10;
-
 /// A pool whose workers are the other ranks of an MPI job
 /// (`mpi4py.futures` style): rank 0 runs `main` and holds the pool, every
-/// other rank serves tasks from [`init`](crate::init) until the pool is
-/// dropped. Same methods as [`Pool`](crate::Pool), shared through
-/// [`TaskPool`].
+/// other rank serves tasks from [`init`](crate::init) until the pool ends.
+/// Its calls are [`TaskPool`]'s methods (`map`, `imap`, `apply_async_with`,
+/// …), with the same result types as [`Pool`](crate::Pool)'s.
 ///
 /// ```no_run
 /// use multiproc::mpi::MpiPool;
+/// use multiproc::pool::TaskPool;
 ///
 /// fn square(x: u64) -> u64 {
 ///     x * x
@@ -37,9 +35,19 @@ const MAX_BATCH: usize = 64 << 10;
 ///
 /// Run it with `mpiexec -n 3 ./prog` (two workers), `srun -n 64 ./prog`, …
 ///
-/// **Drop** ends the pool: queued tasks fail with [`Error::BrokenPool`](crate::Error::BrokenPool),
-/// each worker finishes the tasks it holds (at most two messages of about
-/// a millisecond of work each, or one long task), then exits.
+/// A background thread on rank 0 sends the tasks and collects the answers
+/// while no caller waits, so callbacks ([`TaskPool::apply_async_with`])
+/// run and futures (feature `tokio`) complete on their own. A callback runs
+/// in that thread while the pool delivers results: keep it short; calling
+/// its own pool from it fails with [`Error::InvalidState`].
+///
+/// **Ending it**: [`close`](Self::close) then [`join`](Self::join) lets
+/// every queued task finish, then releases the ranks;
+/// [`terminate`](Self::terminate) (and drop) fails every unfinished task
+/// with [`Error::BrokenPool`] at once and releases the ranks: each finishes
+/// the task it is running (an MPI rank cannot be killed from here), its
+/// answer is dropped, and it exits. Either way the ranks end with the
+/// pool: MPI's world serves one pool per run.
 pub struct MpiPool {
     shared: Arc<Shared>,
 }
@@ -52,14 +60,6 @@ impl std::fmt::Debug for MpiPool {
     }
 }
 
-fn only<R>(v: Vec<R>) -> R {
-    v.into_iter().next().expect("one task, one result")
-}
-
-fn all<R>(v: Vec<R>) -> Vec<R> {
-    v
-}
-
 impl MpiPool {
     /// The pool of every rank but this one (rank 0).
     ///
@@ -69,16 +69,17 @@ impl MpiPool {
     ///
     /// # Errors
     ///
-    /// - [`Error::Bootstrap`](crate::Error::Bootstrap) naming the rank (and its host) that runs a
+    /// - [`Error::Bootstrap`] naming the rank (and its host) that runs a
     ///   different build, or a rank that did not report in time (it did not
     ///   call [`init`](crate::init) first in `main`).
-    /// - [`Error::InvalidState`](crate::Error::InvalidState) if the program was not started by an MPI
+    /// - [`Error::InvalidState`] if the program was not started by an MPI
     ///   launcher with at least two ranks, if [`init`](crate::init) was not
     ///   called, or if the pool was already created (MPI's world serves one
     ///   pool per run).
     pub fn new() -> Result<MpiPool> {
         let (comm, ranks) = super::start()?;
-        let shared = Shared::new(Driver::new(comm, ranks.clone()), ranks);
+        let shared = Shared::start(super::driver::Driver::new(comm, ranks.clone()), ranks)?;
+        super::adopt(&shared);
         Ok(MpiPool { shared })
     }
 
@@ -92,101 +93,11 @@ impl MpiPool {
         &self.shared.ranks
     }
 
-    /// Calls `f(args...)` on a worker rank and waits for the result
-    /// (Python's `apply`).
-    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
-    where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.apply_async(f, args)?.get()
-    }
-
-    /// Sends `f(args...)` to a worker rank and returns at once (Python's
-    /// `apply_async`).
-    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<MpiAsyncResult<R>>
-    where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_call::<F, A, R>();
-        let (frame, count) = task_frame(runner, std::iter::once(&args))?;
-        let out = Outcome::new(Callbacks::new());
-        let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
-        self.shared.submit(vec![Batch {
-            frame,
-            count,
-            index: 0,
-            sink: sink.clone(),
-        }])?;
-        sink.seal(1);
-        Ok(MpiAsyncResult {
-            out,
-            shared: self.shared.clone(),
-        })
-    }
-
-    /// Applies `f` to every item and returns the results in order (Python's
-    /// `map`), with CPython's default chunksize (`len / (4 × workers)`,
-    /// rounded up).
-    ///
-    /// # Errors
-    ///
-    /// The error of the first failed task, once every task has ended.
-    pub fn map<F, T, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.map_async_chunked(f, iter, None)?.get()
-    }
-
-    /// [`map`](Self::map) with an explicit chunksize (tasks per batch).
-    pub fn map_chunked<F, T, R, I>(&self, f: F, iter: I, chunksize: usize) -> Result<Vec<R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.map_async_chunked(f, iter, Some(chunksize))?.get()
-    }
-
-    /// [`map`](Self::map) without waiting (Python's `map_async`); `None`
-    /// for the default chunksize.
-    pub fn map_async_chunked<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: Option<usize>,
-    ) -> Result<MpiAsyncResult<Vec<R>>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        self.map_impl(offset_of_map::<F, T, R>(), iter.into_iter(), chunksize)
-    }
-
-    /// Calls `f(a, b, ...)` for every argument tuple and returns the results
-    /// in order (Python's `starmap`).
-    pub fn starmap<F, A, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
-    where
-        F: TaskFn<A, R>,
-        I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        self.map_impl(offset_of_call::<F, A, R>(), iter.into_iter(), None)?
-            .get()
+    fn engine(&self) -> Result<Arc<dyn Engine>> {
+        if self.shared.state()? != State::Running {
+            return Err(Error::BrokenPool);
+        }
+        Ok(self.shared.clone())
     }
 
     fn map_impl<X: Serialize, R>(
@@ -194,154 +105,95 @@ impl MpiPool {
         runner: i64,
         items: impl Iterator<Item = X>,
         chunksize: Option<usize>,
-    ) -> Result<MpiAsyncResult<Vec<R>>>
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
     where
         R: DeserializeOwned + Send + 'static,
     {
-        let (lo, hi) = items.size_hint();
-        match (chunksize, hi) {
-            (Some(cs), _) => self.map_stream(runner, items, cs, hi.filter(|&h| h == lo)),
-            (None, Some(hi)) if hi == lo => {
-                let cs = default_chunksize(lo, self.processes());
-                self.map_stream(runner, items, cs, Some(lo))
-            }
-            (None, _) => {
-                let all: Vec<X> = items.collect();
-                let n = all.len();
-                let cs = default_chunksize(n, self.processes());
-                self.map_stream(runner, all.into_iter(), cs, Some(n))
-            }
-        }
+        engine::submit_map::<MpiFrames, X, R>(
+            &self.engine()?,
+            runner,
+            items,
+            chunksize,
+            (MAX_CHUNK, usize::MAX),
+            callbacks,
+            |_| Progress::default(),
+        )
     }
 
-    fn map_stream<X: Serialize, R>(
+    fn imap_impl<I, R>(
         &self,
         runner: i64,
-        mut items: impl Iterator<Item = X>,
-        cs: usize,
-        len: Option<usize>,
-    ) -> Result<MpiAsyncResult<Vec<R>>>
+        iter: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<IMap<I, R>>
     where
+        I: Iterator,
+        I::Item: Serialize,
         R: DeserializeOwned + Send + 'static,
     {
-        let cs = cs.clamp(1, MAX_BATCH);
-        let out = Outcome::new(Callbacks::new());
-        let sink = Collect::<R, Vec<R>>::new(out.clone(), all::<R>, Progress::default());
-        if let Some(n) = len {
-            sink.reserve(n);
-        }
-        let mut group = Vec::new();
-        let mut group_tasks = 0;
-        let mut index = 0;
-        loop {
-            let (frame, count) = task_frame(runner, items.by_ref().take(cs))?;
-            if count == 0 {
-                break;
-            }
-            group.push(Batch {
-                frame,
-                count,
-                index,
-                sink: sink.clone(),
-            });
-            index += 1;
-            group_tasks += count as usize;
-            // Hand over work as it is encoded, so the ranks start early.
-            if group_tasks >= 4096 || group.len() >= 256 {
-                self.shared.submit(std::mem::take(&mut group))?;
-                group_tasks = 0;
-            }
-        }
-        self.shared.submit(group)?;
-        sink.seal(index);
-        Ok(MpiAsyncResult {
-            out,
-            shared: self.shared.clone(),
-        })
-    }
-
-    /// A lazy, ordered map (Python's `imap` with `chunksize=1`).
-    pub fn imap<F, T, R, I>(&self, f: F, iter: I) -> Result<MpiIMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.imap_chunked(f, iter, 1)
-    }
-
-    /// [`imap`](Self::imap) with `chunksize` items per batch.
-    pub fn imap_chunked<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: usize,
-    ) -> Result<MpiIMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_map::<F, T, R>();
-        Ok(MpiIMap::new(
-            self.shared.clone(),
-            iter.into_iter(),
+        Ok(IMap::new::<MpiFrames>(
+            self.engine()?,
+            iter,
             runner,
             chunksize,
-            true,
+            ordered,
+            Progress::default(),
         ))
     }
 
-    /// As [`imap`](Self::imap), but yields results as the ranks finish them
-    /// (Python's `imap_unordered`).
-    pub fn imap_unordered<F, T, R, I>(&self, f: F, iter: I) -> Result<MpiIMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        self.imap_unordered_chunked(f, iter, 1)
+    /// Stops taking tasks (Python's `close`): the ranks are released once
+    /// every queued task is done.
+    pub fn close(&self) -> Result<()> {
+        self.shared.close()
     }
 
-    /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per batch.
-    pub fn imap_unordered_chunked<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: usize,
-    ) -> Result<MpiIMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_map::<F, T, R>();
-        Ok(MpiIMap::new(
-            self.shared.clone(),
-            iter.into_iter(),
-            runner,
-            chunksize,
-            false,
-        ))
+    /// Fails every unfinished task with [`Error::BrokenPool`] at once and
+    /// releases the ranks (Python's `terminate`); returns once each rank
+    /// has finished the task it was running and acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] from a callback of this pool.
+    pub fn terminate(&self) -> Result<()> {
+        self.shared.terminate()
+    }
+
+    /// Waits until the ranks are released (Python's `join`): after
+    /// [`close`](Self::close), once every queued task is done; after
+    /// [`terminate`](Self::terminate), at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidState`] if the pool is still running (Python's
+    /// `ValueError`); the MPI error that broke the pool, if one did.
+    pub fn join(&self) -> Result<()> {
+        if self.shared.state()? == State::Running {
+            return Err(Error::InvalidState(
+                "join() needs close() or terminate() first".into(),
+            ));
+        }
+        let shared = &self.shared;
+        let stopped = || matches!(shared.state(), Ok(State::Stopped) | Err(_));
+        shared.wait_until(&stopped, None).map(|_| ())
     }
 }
 
 impl Drop for MpiPool {
     fn drop(&mut self) {
-        self.shared.lock().shut_down();
+        if let Err(e) = self.shared.terminate() {
+            crate::logging::mp_log!(error, target: "multiproc::mpi", "cannot end the MPI pool: {e}");
+        }
     }
 }
 
+/// The pool's calls, sent to the worker ranks; the other methods of
+/// [`TaskPool`] (`map`, `imap`, `apply`, …) are written in their terms.
 impl TaskPool for MpiPool {
-    type AsyncResult<V: Send + 'static> = MpiAsyncResult<V>;
+    type AsyncResult<V: Send + 'static> = AsyncResult<V>;
     type IMap<I, R>
-        = MpiIMap<I, R>
+        = IMap<I, R>
     where
         I: Iterator,
         I::Item: Serialize,
@@ -351,71 +203,97 @@ impl TaskPool for MpiPool {
         MpiPool::processes(self)
     }
 
-    fn map<F, T, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
+    fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<AsyncResult<R>>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f;
+        let runner = offset_of_call::<F, A, R>();
+        engine::submit_one::<MpiFrames, A, R>(&self.engine()?, runner, &args, callbacks)
+    }
+
+    fn map_async_with<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
     where
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        MpiPool::map(self, f, iter)
+        let _ = f;
+        let runner = offset_of_map::<F, T, R>();
+        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
     }
 
-    fn map_chunked<F, T, R, I>(&self, f: F, iter: I, chunksize: usize) -> Result<Vec<R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        MpiPool::map_chunked(self, f, iter, chunksize)
-    }
-
-    fn imap<F, T, R, I>(&self, f: F, iter: I) -> Result<MpiIMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        MpiPool::imap(self, f, iter)
-    }
-
-    fn imap_unordered<F, T, R, I>(&self, f: F, iter: I) -> Result<MpiIMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        MpiPool::imap_unordered(self, f, iter)
-    }
-
-    fn starmap<F, A, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
+    fn starmap_async_with<F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
     where
         F: TaskFn<A, R>,
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        MpiPool::starmap(self, f, iter)
+        let _ = f;
+        let runner = offset_of_call::<F, A, R>();
+        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
     }
 
-    fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    fn imap_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
     where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        MpiPool::apply(self, f, args)
+        let _ = f;
+        self.imap_impl(
+            offset_of_map::<F, T, R>(),
+            iter.into_iter(),
+            chunksize,
+            true,
+        )
     }
 
-    fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<MpiAsyncResult<R>>
+    fn imap_unordered_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
     where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        MpiPool::apply_async(self, f, args)
+        let _ = f;
+        self.imap_impl(
+            offset_of_map::<F, T, R>(),
+            iter.into_iter(),
+            chunksize,
+            false,
+        )
     }
 }

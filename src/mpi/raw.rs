@@ -299,9 +299,9 @@ pub(crate) fn initialize() -> Option<mpi::environment::Universe> {
     Some(universe)
 }
 
-/// Waits until every rank of the world arrives here (before `MPI_Finalize`:
-/// MPICH 4.0 over UCX's TCP transport hung in `MPI_Finalize` when rank 0
-/// entered it long after the workers; entering together avoids that).
+/// Waits until every rank of the world arrives here (before `MPI_Finalize`,
+/// which MPICH 4.0 over UCX's TCP transport needs the ranks to enter
+/// together: see `mpi::finalize`).
 pub(crate) fn barrier_world() -> Result<()> {
     check(
         // SAFETY: the world communicator of an initialized MPI; a collective
@@ -309,4 +309,74 @@ pub(crate) fn barrier_world() -> Result<()> {
         unsafe { ffi::MPI_Barrier(ffi::RSMPI_COMM_WORLD) },
         "Barrier",
     )
+}
+
+/// The sockets of this process (their inode numbers): taken before MPI
+/// starts, they are the launcher's (inherited), which must stay untouched.
+static INHERITED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+/// This process's open sockets: (descriptor, inode).
+fn sockets() -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((fd, inode))
+        })
+        .collect()
+}
+
+/// Notes the sockets this process inherited (call before MPI starts).
+pub(crate) fn note_inherited_sockets() {
+    let mut v = INHERITED.lock().unwrap_or_else(|e| e.into_inner());
+    *v = sockets().into_iter().map(|(_, inode)| inode).collect();
+}
+
+fn sockopt(fd: i32, opt: c_int) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into a local integer; on
+    // a descriptor that is not a socket (or was closed meanwhile) it fails
+    // and nothing is written.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(v)
+}
+
+/// Shuts down (without closing) the TCP connections this process opened
+/// since MPI started: MPI's transport, when its finalize is stuck (see
+/// `mpi::finalize`). Inherited sockets (the launcher's), listening sockets
+/// and sockets of other kinds (the PMI socket is a Unix socket) are left
+/// alone.
+pub(crate) fn shut_down_tcp() {
+    let inherited = INHERITED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (fd, inode) in sockets() {
+        if inherited.contains(&inode) {
+            continue;
+        }
+        let inet = matches!(sockopt(fd, libc::SO_DOMAIN), Some(d) if d == libc::AF_INET || d == libc::AF_INET6);
+        let stream = sockopt(fd, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
+        let listening = sockopt(fd, libc::SO_ACCEPTCONN) != Some(0);
+        if inet && stream && !listening {
+            // SAFETY: shutdown only changes the state of the connection;
+            // the descriptor stays open and owned by whoever owns it.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
 }

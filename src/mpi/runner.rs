@@ -108,6 +108,15 @@ pub(crate) fn task_frame<X: Serialize>(
     Ok((f, count))
 }
 
+/// The pool's calls encode their chunks of tasks as `TASKS` frames.
+pub(crate) struct MpiFrames;
+
+impl crate::pool::engine::Frames for MpiFrames {
+    fn encode<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Result<(Vec<u8>, u32)> {
+        task_frame(runner, items)
+    }
+}
+
 /// The name of `f(a, b, ...)` calls (apply, starmap).
 pub(crate) fn offset_of_call<F, A, R>() -> i64
 where

@@ -28,7 +28,7 @@
 //! machinery (the value codec, panic capture, result sinks), so that it
 //! reports answers and failures exactly as [`Pool`] does.
 
-use super::{AsyncResult, IMap, Pool, TaskFn};
+use super::{AsyncResult, Callbacks, IMap, Pool, TaskFn};
 use crate::error::Result;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
@@ -39,7 +39,7 @@ use std::time::Duration;
 #[cfg(feature = "mpi")]
 pub(crate) mod backend {
     pub(crate) use super::super::progress::Progress;
-    pub(crate) use super::super::result::{decode_items, Collect, Fail, Outcome, Sink, TaskErr};
+    pub(crate) use super::super::result::{Fail, Sink};
     pub(crate) use super::super::worker::{install_hook, take_panic};
     pub(crate) use crate::codec::{put as fast_put, Reader};
 }
@@ -75,6 +75,9 @@ impl<V> PendingResult<V> for AsyncResult<V> {
 /// What every pool offers (Python's `Pool` methods): implemented by
 /// [`Pool`] and, with the `mpi` feature, by `MpiPool`. The methods mean
 /// what [`Pool`]'s methods of the same names mean.
+///
+/// A pool implements the five `_with`/`_chunked` methods; the others are
+/// written once, here, in their terms.
 pub trait TaskPool {
     /// The pending result of [`apply_async`](Self::apply_async).
     type AsyncResult<V: Send + 'static>: PendingResult<V>;
@@ -89,6 +92,78 @@ pub trait TaskPool {
     /// The number of workers.
     fn processes(&self) -> usize;
 
+    /// `f(args...)` in a worker, not waited for (Python's `apply_async`),
+    /// with callbacks called with its outcome.
+    fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<Self::AsyncResult<R>>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// `f` applied to every item, not waited for (Python's `map_async`),
+    /// in chunks of `chunksize` tasks (`None`: CPython's default), with
+    /// callbacks called with the whole result.
+    fn map_async_with<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<Self::AsyncResult<Vec<R>>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// `f(a, b, ...)` for every argument tuple, not waited for (Python's
+    /// `starmap_async`), as [`map_async_with`](Self::map_async_with).
+    fn starmap_async_with<F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<Self::AsyncResult<Vec<R>>>
+    where
+        F: TaskFn<A, R>,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// A lazy, ordered map (Python's `imap`) with `chunksize` items per
+    /// message.
+    fn imap_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<Self::IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Results as they complete (Python's `imap_unordered`), with
+    /// `chunksize` items per message.
+    fn imap_unordered_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<Self::IMap<I::IntoIter, R>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static;
+
     /// `f` applied to every item, in order (Python's `map`), with CPython's
     /// default chunksize.
     fn map<F, T, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
@@ -96,7 +171,10 @@ pub trait TaskPool {
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, None, Callbacks::new())?.get()
+    }
 
     /// [`map`](Self::map) with `chunksize` tasks per message.
     fn map_chunked<F, T, R, I>(&self, f: F, iter: I, chunksize: usize) -> Result<Vec<R>>
@@ -104,23 +182,45 @@ pub trait TaskPool {
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, Some(chunksize), Callbacks::new())?
+            .get()
+    }
 
-    /// A lazy, ordered map (Python's `imap`).
+    /// [`map`](Self::map) without waiting (Python's `map_async`).
+    fn map_async<F, T, R, I>(&self, f: F, iter: I) -> Result<Self::AsyncResult<Vec<R>>>
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async_with(f, iter, None, Callbacks::new())
+    }
+
+    /// A lazy, ordered map (Python's `imap` with `chunksize=1`).
     fn imap<F, T, R, I>(&self, f: F, iter: I) -> Result<Self::IMap<I::IntoIter, R>>
     where
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_chunked(f, iter, 1)
+    }
 
-    /// Results as they complete (Python's `imap_unordered`).
+    /// Results as they complete (Python's `imap_unordered` with
+    /// `chunksize=1`).
     fn imap_unordered<F, T, R, I>(&self, f: F, iter: I) -> Result<Self::IMap<I::IntoIter, R>>
     where
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.imap_unordered_chunked(f, iter, 1)
+    }
 
     /// `f(a, b, ...)` for every argument tuple, in order (Python's `starmap`).
     fn starmap<F, A, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
@@ -128,23 +228,35 @@ pub trait TaskPool {
         F: TaskFn<A, R>,
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.starmap_async_with(f, iter, None, Callbacks::new())?
+            .get()
+    }
 
     /// `f(args...)` in a worker, waited for (Python's `apply`).
     fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
     where
         F: TaskFn<A, R>,
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async_with(f, args, Callbacks::new())?.get()
+    }
 
     /// `f(args...)` in a worker, not waited for (Python's `apply_async`).
     fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<Self::AsyncResult<R>>
     where
         F: TaskFn<A, R>,
         A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static;
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async_with(f, args, Callbacks::new())
+    }
 }
 
+/// The local pool: its inherent methods of the same names (the provided
+/// methods of the trait do what its inherent ones do).
 impl TaskPool for Pool {
     type AsyncResult<V: Send + 'static> = AsyncResult<V>;
     type IMap<I, R>
@@ -158,71 +270,79 @@ impl TaskPool for Pool {
         Pool::processes(self)
     }
 
-    fn map<F, T, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
+    fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<AsyncResult<R>>
+    where
+        F: TaskFn<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Pool::apply_async_with(self, f, args, callbacks)
+    }
+
+    fn map_async_with<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
     where
         F: Fn(T) -> R + Copy + Send + Sync + 'static,
         I: IntoIterator<Item = T>,
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::map(self, f, iter)
+        Pool::map_async_with(self, f, iter, chunksize, callbacks)
     }
 
-    fn map_chunked<F, T, R, I>(&self, f: F, iter: I, chunksize: usize) -> Result<Vec<R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::map_chunked(self, f, iter, chunksize)
-    }
-
-    fn imap<F, T, R, I>(&self, f: F, iter: I) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::imap(self, f, iter)
-    }
-
-    fn imap_unordered<F, T, R, I>(&self, f: F, iter: I) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        Pool::imap_unordered(self, f, iter)
-    }
-
-    fn starmap<F, A, R, I>(&self, f: F, iter: I) -> Result<Vec<R>>
+    fn starmap_async_with<F, A, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>>
     where
         F: TaskFn<A, R>,
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::starmap(self, f, iter)
+        Pool::starmap_async_with(self, f, iter, chunksize, callbacks)
     }
 
-    fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    fn imap_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
     where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::apply(self, f, args)
+        Pool::imap_chunked(self, f, iter, chunksize)
     }
 
-    fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
+    fn imap_unordered_chunked<F, T, R, I>(
+        &self,
+        f: F,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<IMap<I::IntoIter, R>>
     where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        I: IntoIterator<Item = T>,
+        T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::apply_async(self, f, args)
+        Pool::imap_unordered_chunked(self, f, iter, chunksize)
     }
 }

@@ -77,6 +77,7 @@
 pub(crate) mod api;
 mod builder;
 mod dispatch;
+pub(crate) mod engine;
 mod journal;
 mod link;
 mod progress;
@@ -91,9 +92,9 @@ pub use worker::TaskFn;
 
 use crate::error::{Error, Result};
 use crate::process::fnref;
-use dispatch::{Batch, Config, Shared, State};
+use dispatch::{Config, Shared, State};
+use engine::{Engine, PoolFrames, MAX_CHUNK};
 use progress::Progress;
-use result::{Collect, Outcome};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -119,20 +120,11 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// The most tasks of a map sent in one message (see `map_stream`).
-const MAX_BATCH: usize = 64 << 10;
-
 /// CPython's default chunksize for a map of `len` items over `processes`.
 pub fn default_chunksize(len: usize, processes: usize) -> usize {
     let per = 4 * processes.max(1);
     (len / per + usize::from(len % per != 0)).max(1)
 }
-
-/// A map's message stops taking tasks once it holds this many bytes, and
-/// messages are handed to the workers once this many bytes wait: large
-/// items (1 MiB byte payloads) then reach a worker while the next ones are
-/// still encoded, instead of after the whole input.
-const BATCH_BYTES: usize = 1 << 20;
 
 /// Encodes a `TASKS` frame of the items of `items`.
 fn task_frame<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Result<(Vec<u8>, u32)> {
@@ -181,14 +173,6 @@ where
     fnref::name(MapOf::<F, T, R>::DESC)
 }
 
-fn only<R>(v: Vec<R>) -> R {
-    v.into_iter().next().expect("one task, one result")
-}
-
-fn all<R>(v: Vec<R>) -> Vec<R> {
-    v
-}
-
 impl Pool {
     /// A pool of `processes` workers with the default settings.
     ///
@@ -231,6 +215,10 @@ impl Pool {
     /// The pids of the current workers (they change as workers are replaced).
     pub fn worker_pids(&self) -> Vec<i32> {
         self.shared.pids()
+    }
+
+    fn engine(&self) -> Arc<dyn Engine> {
+        self.shared.clone()
     }
 
     fn progress(&self, len: Option<usize>) -> Progress {
@@ -284,16 +272,7 @@ impl Pool {
     {
         let _ = f;
         let runner = runner_offset::<F, A, R>();
-        let (frame, count) = task_frame(runner, std::iter::once(&args))?;
-        let out = Outcome::new(callbacks);
-        let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
-        self.shared
-            .submit(vec![Batch::new(frame, count, 0, sink.clone())])?;
-        sink.seal(1);
-        Ok(AsyncResult {
-            out,
-            shared: self.shared.clone(),
-        })
+        engine::submit_one::<PoolFrames, A, R>(&self.engine(), runner, &args, callbacks)
     }
 
     /// Applies `f` to every item and returns the results in order (Python's
@@ -422,80 +401,29 @@ impl Pool {
         if self.shared.state() != State::Running {
             return Err(Error::BrokenPool);
         }
-        // The default chunksize needs the length: an iterator that knows it
-        // exactly is streamed, any other is collected first (as Python does).
-        let (lo, hi) = items.size_hint();
-        match (chunksize, hi) {
-            (Some(cs), _) => self.map_stream(runner, items, cs, hi.filter(|&h| h == lo), callbacks),
-            (None, Some(hi)) if hi == lo => {
-                let cs = default_chunksize(lo, self.processes());
-                self.map_stream(runner, items, cs, Some(lo), callbacks)
-            }
-            (None, _) => {
-                let all: Vec<X> = items.collect();
-                let cs = default_chunksize(all.len(), self.processes());
-                let n = all.len();
-                self.map_stream(runner, all.into_iter(), cs, Some(n), callbacks)
-            }
-        }
-    }
-
-    fn map_stream<X: Serialize, R>(
-        &self,
-        runner: i64,
-        mut items: impl Iterator<Item = X>,
-        cs: usize,
-        len: Option<usize>,
-        callbacks: Callbacks<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        R: DeserializeOwned + Send + 'static,
-    {
-        // Large chunks travel as several messages of at most MAX_BATCH tasks,
-        // so workers start sooner and results are decoded while others still
-        // run. With maxtasksperchild a chunk stays one message (one task, as
+        // With maxtasksperchild a chunk stays one message (one task, as
         // Python counts).
-        let cs = cs.max(1);
-        let cs = if self.shared.config.maxtasks == 0 {
-            cs.min(MAX_BATCH)
-        } else {
-            cs
-        };
-        let out = Outcome::new(callbacks);
-        let sink = Collect::<R, Vec<R>>::new(out.clone(), all::<R>, self.progress(len));
-        if let Some(n) = len {
-            sink.reserve(n);
-        }
-        // Without maxtasksperchild a message may also end at BATCH_BYTES
-        // (a chunk is then several messages, as with MAX_BATCH).
-        let max_bytes = if self.shared.config.maxtasks == 0 {
-            BATCH_BYTES
+        let max_chunk = if self.shared.config.maxtasks == 0 {
+            MAX_CHUNK
         } else {
             usize::MAX
         };
-        let mut group = Vec::new();
-        let (mut group_tasks, mut group_bytes) = (0, 0);
-        let mut index = 0;
-        loop {
-            let (frame, count) = task_frame_upto(runner, items.by_ref().take(cs), max_bytes)?;
-            if count == 0 {
-                break;
-            }
-            group_bytes += frame.len();
-            group.push(Batch::new(frame, count, index, sink.clone()));
-            index += 1;
-            group_tasks += count as usize;
-            if group_tasks >= 4096 || group.len() >= 256 || group_bytes >= BATCH_BYTES {
-                self.shared.submit(std::mem::take(&mut group))?;
-                (group_tasks, group_bytes) = (0, 0);
-            }
-        }
-        self.shared.submit(group)?;
-        sink.seal(index);
-        Ok(AsyncResult {
-            out,
-            shared: self.shared.clone(),
-        })
+        // Without maxtasksperchild a message may also end at BATCH_BYTES
+        // (a chunk is then several messages, as with MAX_CHUNK).
+        let max_bytes = if self.shared.config.maxtasks == 0 {
+            engine::BATCH_BYTES
+        } else {
+            usize::MAX
+        };
+        engine::submit_map::<PoolFrames, X, R>(
+            &self.engine(),
+            runner,
+            items,
+            chunksize,
+            (max_chunk, max_bytes),
+            callbacks,
+            |len| self.progress(len),
+        )
     }
 
     /// A lazy, ordered map (Python's `imap` with `chunksize=1`): yields one
@@ -576,8 +504,8 @@ impl Pool {
         let (lo, hi) = iter.size_hint();
         let len = (Some(lo) == hi).then_some(lo);
         let runner = map_runner_offset::<F, T, R>();
-        Ok(IMap::new(
-            self.shared.clone(),
+        Ok(IMap::new::<PoolFrames>(
+            self.engine(),
             iter,
             runner,
             chunksize,

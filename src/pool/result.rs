@@ -1,6 +1,6 @@
 //! Results: [`AsyncResult`], callbacks, and the imap iterators.
 
-use super::dispatch::{Batch, Shared};
+use super::engine::{Chunk, Engine, Frames};
 use super::progress::Progress;
 use crate::error::{Error, ProcessFailure, Result};
 use serde::de::DeserializeOwned;
@@ -416,7 +416,7 @@ where
 /// terminated fails with [`Error::BrokenPool`].
 pub struct AsyncResult<V> {
     pub(crate) out: Arc<Outcome<V>>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<dyn Engine>,
 }
 
 impl<V> fmt::Debug for AsyncResult<V> {
@@ -530,9 +530,11 @@ impl<R: DeserializeOwned + Send> Sink for Stream<R> {
 /// the other tasks either way. Dropping the iterator early leaves the tasks
 /// already sent to finish in the background; their results are discarded.
 pub struct IMap<I: Iterator, R> {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<dyn Engine>,
     pub(crate) input: std::iter::Fuse<I>,
     pub(crate) runner: i64,
+    /// Encodes the next chunk of the input, as the engine's workers read it.
+    pub(crate) encode: EncodeChunk<I>,
     pub(crate) chunksize: usize,
     pub(crate) stream: Arc<Stream<R>>,
     pub(crate) current: VecDeque<std::result::Result<R, TaskErr>>,
@@ -544,6 +546,22 @@ pub struct IMap<I: Iterator, R> {
     pub(crate) error: Option<Error>,
     pub(crate) stopped: bool,
     pub(crate) progress: Progress,
+}
+
+/// Encodes up to `n` items of the input into one frame for the runner.
+pub(crate) type EncodeChunk<I> =
+    fn(runner: i64, input: &mut std::iter::Fuse<I>, n: usize) -> Result<(Vec<u8>, u32)>;
+
+fn encode_chunk<Fr: Frames, I>(
+    runner: i64,
+    input: &mut std::iter::Fuse<I>,
+    n: usize,
+) -> Result<(Vec<u8>, u32)>
+where
+    I: Iterator,
+    I::Item: Serialize,
+{
+    Fr::encode(runner, input.by_ref().take(n))
 }
 
 impl<I: Iterator, R> fmt::Debug for IMap<I, R> {
@@ -563,9 +581,10 @@ where
     I::Item: Serialize,
     R: DeserializeOwned + Send + 'static,
 {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        shared: Arc<Shared>,
+    /// The iterator of a map of `runner` over `input`, in chunks of
+    /// `chunksize` encoded by `Fr`, in input order if `ordered`.
+    pub(crate) fn new<Fr: Frames>(
+        shared: Arc<dyn Engine>,
         input: I,
         runner: i64,
         chunksize: usize,
@@ -573,12 +592,13 @@ where
         progress: Progress,
     ) -> Self {
         let chunksize = chunksize.max(1);
-        let procs = shared.config.processes.max(1);
+        let procs = shared.workers().max(1);
         let lookahead = (chunksize * procs * 4).max(512 * procs);
         IMap {
             shared,
             input: input.fuse(),
             runner,
+            encode: encode_chunk::<Fr, I>,
             chunksize,
             stream: Arc::new(Stream {
                 ordered,
@@ -607,17 +627,16 @@ where
         }
         let mut batches = Vec::new();
         while self.submitted - self.yielded < self.lookahead {
-            let (frame, count) =
-                super::task_frame(self.runner, self.input.by_ref().take(self.chunksize))?;
+            let (frame, count) = (self.encode)(self.runner, &mut self.input, self.chunksize)?;
             if count == 0 {
                 break;
             }
-            batches.push(Batch::new(
+            batches.push(Chunk {
                 frame,
                 count,
-                self.submitted_batches,
-                self.stream.clone(),
-            ));
+                index: self.submitted_batches,
+                sink: self.stream.clone(),
+            });
             self.submitted_batches += 1;
             self.submitted += count as usize;
         }
