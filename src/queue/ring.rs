@@ -771,8 +771,9 @@ impl Ring {
 
     // ------------------------------------------------------------------ get
 
-    /// Takes one item, waiting until `deadline`, from the ring or, when the
-    /// ring has none ready, from the spill log; `f` copies the payload out
+    /// Takes one item, waiting until `deadline`, from the ring or, once the
+    /// ring is drained ([`ring_drained`](Self::ring_drained)), from the
+    /// spill log; `f` copies the payload out
     /// (it is released right after). `hang` (tests only) makes the consumer
     /// hang after taking a ring item, never releasing it.
     ///
