@@ -215,8 +215,9 @@ fn a_spilled_item_never_overtakes_a_ring_item_behind_a_dead_producers_claim() {
     use std::time::Instant;
     let q: Queue<(u32, u32, Vec<u8>)> = Queue::builder().capacity_bytes(4096).build().unwrap();
     // Spawn, not fork: this test binary runs tests on parallel threads, and
-    // a child forked from it while another thread is mid-call can hang
-    // before its put (seen once in 20 runs beside the test above).
+    // a child forked while another thread is mid-call inherits that state
+    // (with the queue's former `Once`-based pid cache: a hang before the
+    // claim, or a claim under the parent's pid, about once in 20 runs).
     let mut victim = Process::builder()
         .start_method(StartMethod::Spawn)
         .start(producer_killed_mid_put, (q.clone(),))

@@ -231,30 +231,15 @@ unsafe impl Send for Ring {}
 unsafe impl Sync for Ring {}
 
 /// This process's pid, cached (`getpid` is a real syscall) and forgotten in
-/// a child after `fork` (a `pthread_atfork` handler), so that a ring
-/// inherited by a forked child other than through handoff still records the
-/// right owner in its claims.
+/// a child after `fork`, so that a ring inherited by a forked child other
+/// than through handoff still records the right owner in its claims: the
+/// crate's one cached identity (`sys::liveness`), whose fork handler is
+/// registered without a `std::sync::Once` (a `Once` caught mid-call by a
+/// fork from another thread left the child's copy "running": it hung before
+/// its first claim).
+#[inline]
 pub(crate) fn my_pid() -> u32 {
-    use std::sync::atomic::AtomicU32; // a process-wide cache, never modelled
-    static PID: AtomicU32 = AtomicU32::new(0);
-    static AT_FORK: std::sync::Once = std::sync::Once::new();
-    extern "C" fn forget_in_child() {
-        PID.store(0, Relaxed);
-    }
-    let p = PID.load(Relaxed);
-    if p != 0 {
-        return p;
-    }
-    AT_FORK.call_once(|| {
-        // SAFETY: registers a handler that only stores to an atomic, which
-        // is async-signal-safe and valid in the child right after fork.
-        // Failure (ENOMEM) only means the cache is not reset after a fork
-        // that bypasses handoff; nothing unsafe follows from it.
-        let _ = unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
-    });
-    let p = rustix::process::getpid().as_raw_nonzero().get() as u32;
-    PID.store(p, Relaxed);
-    p
+    crate::sys::liveness::current_pid()
 }
 
 /// Whether the process `pid` that holds a claim, a take or the spill lock is
