@@ -242,11 +242,3 @@ impl Default for Context {
 pub fn get_context(method: StartMethod) -> Context {
     Context::new(method)
 }
-
-/// The number of CPUs this process may run on (its affinity mask), as
-/// `os.process_cpu_count()`; at least 1.
-pub fn cpu_count() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}

@@ -78,14 +78,14 @@ pub(crate) mod sys;
 pub mod util;
 
 pub use connection::{Address, Client, Connection, Listener, Pipe};
-pub use context::{cpu_count, get_context, Context};
+pub use context::{get_context, Context};
 pub use error::{AuthError, BootstrapError, CodecError, Error, ProcessFailure, Result};
 pub use logging::log_to_stderr;
 pub use manager::Manager;
 pub use multiproc_derive::managed;
 pub use pool::{AsyncResult, Pool, PoolBuilder};
 pub use process::{
-    active_children, current_process, get_all_start_methods, get_start_method, init,
+    active_children, cpu_count, current_process, get_all_start_methods, get_start_method,
     parent_process, set_forkserver_preload, set_start_method, Builder, ChildInfo, CurrentProcess,
     ParentProcess, Process, StartMethod, Stdin, TaskFn,
 };
@@ -114,4 +114,31 @@ macro_rules! test_support {
             __multiproc_child_entry
         };
     };
+}
+
+/// Enters the library in a spawned child; in any other process, records that
+/// this is the main process and returns at once.
+///
+/// Call it first in `main`. In a process started by the *spawn* method it
+/// never returns: it receives the target and its arguments from the parent,
+/// runs the target, reports the result and exits. In test binaries use
+/// [`test_support!`](crate::test_support) instead (it calls this before the
+/// test harness starts).
+///
+/// A spawned child whose program forgot to call it runs `main` again instead
+/// of its target; its first [`Process::start`](crate::Process::start) then
+/// ends it with a message saying what to add, and its parent's `join`
+/// returns [`Error::Bootstrap`] (no chain of processes each starting the
+/// next).
+///
+/// With the `mpi` feature, in a program started by an MPI launcher
+/// (`mpiexec`, `srun`), every rank but 0 becomes a worker of
+/// `multiproc::mpi::MpiPool` here and exits when rank 0's pool ends.
+pub fn init() {
+    // The layers below call no layer above them: `process` enters a spawned
+    // child (and does not return there); the MPI layer, above `pool`, is
+    // entered from here.
+    process::init();
+    #[cfg(feature = "mpi")]
+    mpi::enter();
 }

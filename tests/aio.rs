@@ -5,12 +5,29 @@ multiproc::test_support!();
 
 use futures_core::Stream;
 use multiproc::aio::AsyncConnection;
-use multiproc::{Connection, Error, Pipe, Pool, Process};
+use multiproc::{Connection, Error, Pipe};
 use std::future::Future;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::time::Duration;
+
+#[macro_use]
+mod common;
+
+use common::{builder, pool};
+use multiproc::StartMethod;
+
+start_methods! {
+    join_async_returns_the_value_or_the_failure,
+    join_async_reads_a_report_larger_than_the_socket_buffer,
+    join_async_dropped_leaves_the_child_joinable,
+    connection_ping_pong_with_a_child,
+    async_results_are_futures,
+    imap_is_a_stream,
+    an_imap_stream_yields_a_failed_task_and_goes_on,
+    many_tasks_await_results_at_once,
+}
 
 /// Generous: only turns a hang into a failure.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -61,14 +78,13 @@ fn sleepy(ms: u64) -> u64 {
     ms
 }
 
-#[test]
-fn join_async_returns_the_value_or_the_failure() {
-    on_both_runtimes(|| async {
-        let mut p = Process::start(square, (7,)).unwrap();
+fn join_async_returns_the_value_or_the_failure(m: StartMethod) {
+    on_both_runtimes(move || async move {
+        let mut p = builder(m).start(square, (7,)).unwrap();
         assert_eq!(p.join_async().await.unwrap(), 49);
         assert_eq!(p.exitcode(), Some(0));
 
-        let mut p = Process::start(fails, (3,)).unwrap();
+        let mut p = builder(m).start(fails, (3,)).unwrap();
         match p.join_async().await {
             Err(Error::ProcessFailed(f)) => {
                 assert_eq!(f.exitcode, 1);
@@ -79,22 +95,20 @@ fn join_async_returns_the_value_or_the_failure() {
     });
 }
 
-#[test]
-fn join_async_reads_a_report_larger_than_the_socket_buffer() {
+fn join_async_reads_a_report_larger_than_the_socket_buffer(m: StartMethod) {
     // The child blocks writing its 8 MiB report until it is read, so the
     // future must watch the report socket, not only the pidfd.
-    on_both_runtimes(|| async {
-        let mut p = Process::start(big, (8 << 20,)).unwrap();
+    on_both_runtimes(move || async move {
+        let mut p = builder(m).start(big, (8 << 20,)).unwrap();
         let v = p.join_async().await.unwrap();
         assert_eq!(v.len(), 8 << 20);
         assert!(v.iter().all(|&b| b == 7));
     });
 }
 
-#[test]
-fn join_async_dropped_leaves_the_child_joinable() {
-    on_both_runtimes(|| async {
-        let mut p = Process::start(sleepy, (300,)).unwrap();
+fn join_async_dropped_leaves_the_child_joinable(m: StartMethod) {
+    on_both_runtimes(move || async move {
+        let mut p = builder(m).start(sleepy, (300,)).unwrap();
         let early = tokio::time::timeout(Duration::from_millis(20), p.join_async()).await;
         assert!(early.is_err(), "the child cannot have ended yet");
         assert!(p.is_alive() || p.exitcode() == Some(0));
@@ -110,11 +124,10 @@ fn echo(c: Connection) {
     }
 }
 
-#[test]
-fn connection_ping_pong_with_a_child() {
-    on_both_runtimes(|| async {
+fn connection_ping_pong_with_a_child(m: StartMethod) {
+    on_both_runtimes(move || async move {
         let (mine, theirs) = Pipe::duplex().unwrap();
-        let mut child = Process::start(echo, (theirs,)).unwrap();
+        let mut child = builder(m).start(echo, (theirs,)).unwrap();
         let conn = AsyncConnection::new(mine).unwrap();
         for i in 0..200u64 {
             conn.send(&i).await.unwrap();
@@ -220,10 +233,9 @@ fn a_peer_that_closes_gives_closed() {
     });
 }
 
-#[test]
-fn async_results_are_futures() {
-    on_both_runtimes(|| async {
-        let pool = Pool::new(2).unwrap();
+fn async_results_are_futures(m: StartMethod) {
+    on_both_runtimes(move || async move {
+        let pool = pool(m, 2).unwrap();
         assert_eq!(pool.apply_async(square, (9,)).unwrap().await.unwrap(), 81);
         let all = pool.map_async(square, 0..1000u64).unwrap().await.unwrap();
         assert_eq!(all, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
@@ -247,10 +259,9 @@ async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
 }
 
-#[test]
-fn imap_is_a_stream() {
-    on_both_runtimes(|| async {
-        let pool = Pool::new(2).unwrap();
+fn imap_is_a_stream(m: StartMethod) {
+    on_both_runtimes(move || async move {
+        let pool = pool(m, 2).unwrap();
         let mut s = pool.imap(square, 0..3000u64).unwrap();
         let mut got = vec![];
         while let Some(r) = next(&mut s).await {
@@ -287,10 +298,9 @@ fn the_wrong_direction_is_refused() {
     });
 }
 
-#[test]
-fn an_imap_stream_yields_a_failed_task_and_goes_on() {
-    on_both_runtimes(|| async {
-        let pool = Pool::new(2).unwrap();
+fn an_imap_stream_yields_a_failed_task_and_goes_on(m: StartMethod) {
+    on_both_runtimes(move || async move {
+        let pool = pool(m, 2).unwrap();
         let mut s = pool.imap_chunked(fails_on_3, 0..8u64, 1).unwrap();
         let mut got = vec![];
         while let Some(r) = next(&mut s).await {
@@ -308,10 +318,9 @@ fn fails_on_3(x: u64) -> u64 {
     x
 }
 
-#[test]
-fn many_tasks_await_results_at_once() {
-    on_both_runtimes(|| async {
-        let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+fn many_tasks_await_results_at_once(m: StartMethod) {
+    on_both_runtimes(move || async move {
+        let pool = std::sync::Arc::new(pool(m, 2).unwrap());
         let tasks: Vec<_> = (0..40u64)
             .map(|i| {
                 let pool = pool.clone();

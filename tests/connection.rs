@@ -1,5 +1,5 @@
 //! Pipe, Connection, wait and descriptor passing, within a process and
-//! across fork and spawn children.
+//! across children of every start method.
 multiproc::test_support!();
 
 use multiproc::connection::{framing, wait, Connection, Pipe};
@@ -7,6 +7,16 @@ use multiproc::{Error, Process, StartMethod};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(30);
+
+#[macro_use]
+mod common;
+
+start_methods! {
+    wait_on_connections_processes_and_fds,
+    connection_as_process_argument,
+    simplex_ends_to_child_and_large_messages,
+    connection_sent_over_connection,
+}
 
 fn echo(c: Connection) -> u32 {
     let mut n = 0;
@@ -206,8 +216,7 @@ fn truncated_frame_is_an_error() {
     assert!(matches!(conn.recv_bytes(), Err(Error::Codec(_))));
 }
 
-#[test]
-fn wait_on_connections_processes_and_fds() {
+fn wait_on_connections_processes_and_fds(m: StartMethod) {
     let (a, b) = Pipe::duplex().unwrap();
     let (c, d) = Pipe::duplex().unwrap();
     assert!(wait(&[&a, &c], Some(Duration::from_millis(10)))
@@ -222,7 +231,7 @@ fn wait_on_connections_processes_and_fds() {
     // A raw descriptor and a process sentinel.
     let (r, w) = rustix::pipe::pipe().unwrap();
     let mut p = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(echo, (b,))
         .unwrap();
     assert!(wait(&[&r, &p, &c], Some(Duration::from_millis(10)))
@@ -236,48 +245,42 @@ fn wait_on_connections_processes_and_fds() {
     assert_eq!(p.join().unwrap(), 0);
 }
 
-#[test]
-fn connection_as_process_argument_fork_and_spawn() {
-    for m in [StartMethod::Fork, StartMethod::Spawn] {
-        let (a, b) = Pipe::duplex().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(echo, (b,))
-            .unwrap();
-        for i in 0..100 {
-            a.send(&Some(format!("msg {i}"))).unwrap();
-            assert_eq!(
-                a.recv_timeout::<Option<String>>(LONG).unwrap(),
-                Some(format!("msg {i}"))
-            );
-        }
-        a.send(&None::<String>).unwrap();
-        assert_eq!(p.join().unwrap(), 100, "{m:?}");
+fn connection_as_process_argument(m: StartMethod) {
+    let (a, b) = Pipe::duplex().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(echo, (b,))
+        .unwrap();
+    for i in 0..100 {
+        a.send(&Some(format!("msg {i}"))).unwrap();
+        assert_eq!(
+            a.recv_timeout::<Option<String>>(LONG).unwrap(),
+            Some(format!("msg {i}"))
+        );
     }
+    a.send(&None::<String>).unwrap();
+    assert_eq!(p.join().unwrap(), 100, "{m:?}");
 }
 
-#[test]
-fn simplex_ends_to_child_and_large_messages() {
-    for m in [StartMethod::Fork, StartMethod::Spawn] {
-        let (r, w) = Pipe::simplex().unwrap();
-        let (ack_r, ack_w) = Pipe::simplex().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(sink_bytes, (r, ack_w))
-            .unwrap();
-        // The parent's copies of the child's ends must go, or EOF never comes.
-        let payload = vec![0xa5u8; 1 << 20];
-        for _ in 0..8 {
-            w.send_bytes(&payload).unwrap();
-            w.send_bytes(&payload[..65536]).unwrap();
-        }
-        w.send_bytes(b"").unwrap();
-        assert_eq!(
-            ack_r.recv_timeout::<u64>(LONG).unwrap(),
-            8 * ((1 << 20) + 65536)
-        );
-        assert_eq!(p.join().unwrap(), 8 * ((1 << 20) + 65536));
+fn simplex_ends_to_child_and_large_messages(m: StartMethod) {
+    let (r, w) = Pipe::simplex().unwrap();
+    let (ack_r, ack_w) = Pipe::simplex().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(sink_bytes, (r, ack_w))
+        .unwrap();
+    // The parent's copies of the child's ends must go, or EOF never comes.
+    let payload = vec![0xa5u8; 1 << 20];
+    for _ in 0..8 {
+        w.send_bytes(&payload).unwrap();
+        w.send_bytes(&payload[..65536]).unwrap();
     }
+    w.send_bytes(b"").unwrap();
+    assert_eq!(
+        ack_r.recv_timeout::<u64>(LONG).unwrap(),
+        8 * ((1 << 20) + 65536)
+    );
+    assert_eq!(p.join().unwrap(), 8 * ((1 << 20) + 65536));
 }
 
 fn relay(carrier: Connection) -> String {
@@ -286,8 +289,7 @@ fn relay(carrier: Connection) -> String {
     carrier.recv::<String>().expect("recv after")
 }
 
-#[test]
-fn connection_sent_over_connection() {
+fn connection_sent_over_connection(m: StartMethod) {
     // In-process first.
     let (x, y) = Pipe::duplex().unwrap();
     let (inner_a, inner_b) = Pipe::duplex().unwrap();
@@ -310,10 +312,10 @@ fn connection_sent_over_connection() {
         Err(Error::Unsupported { .. })
     ));
 
-    // To a spawned child, which received only the carrier at start.
+    // To a child, which received only the carrier at start.
     let (carrier_parent, carrier_child) = Pipe::duplex().unwrap();
     let mut p = Process::builder()
-        .start_method(StartMethod::Spawn)
+        .start_method(m)
         .start(relay, (carrier_child,))
         .unwrap();
     let (mine, theirs) = Pipe::duplex().unwrap();

@@ -17,6 +17,42 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[macro_use]
+mod common;
+
+use common::pool;
+
+start_methods! {
+    test_apply,
+    test_map_chunks_finishing_out_of_order_keep_input_order,
+    test_map,
+    test_starmap,
+    test_map_async,
+    test_map_async_callbacks,
+    test_apply_async_callback_without_waiting,
+    test_map_chunksize_empty,
+    test_empty_iterable,
+    test_async,
+    test_async_timeout,
+    test_imap,
+    test_imap_unordered,
+    test_imap_is_lazy,
+    test_imap_task_errors_do_not_stop_iteration,
+    test_make_pool,
+    test_terminate,
+    test_context,
+    test_close_join,
+    test_traceback,
+    test_map_no_failfast,
+    test_unencodable_result,
+    test_pool_initializer,
+    test_large_pool,
+    test_get_twice,
+    test_results_from_many_threads,
+    test_progress_bar,
+    test_map_unencodable_input,
+}
+
 const LONG: Duration = Duration::from_secs(120);
 
 fn sqr(x: u64) -> u64 {
@@ -64,9 +100,8 @@ fn expected(n: u64) -> Vec<u64> {
     (0..n).map(sqr).collect()
 }
 
-#[test]
-fn test_apply() {
-    let pool = Pool::new(4).unwrap();
+fn test_apply(m: StartMethod) {
+    let pool = pool(m, 4).unwrap();
     assert_eq!(pool.apply(sqr, (5,)).unwrap(), 25);
     assert_eq!(pool.apply(mul, (6, 7)).unwrap(), 42);
     assert_eq!(pool.apply(|| 3u64, ()).unwrap(), 3);
@@ -81,9 +116,8 @@ fn sqr_first_slow(x: u64) -> u64 {
     x * x
 }
 
-#[test]
-fn test_map_chunks_finishing_out_of_order_keep_input_order() {
-    let pool = Pool::new(2).unwrap();
+fn test_map_chunks_finishing_out_of_order_keep_input_order(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     assert_eq!(
         pool.map_chunked(sqr_first_slow, 0..200u64, 5).unwrap(),
         expected(200)
@@ -96,9 +130,8 @@ fn test_map_chunks_finishing_out_of_order_keep_input_order() {
     );
 }
 
-#[test]
-fn test_map() {
-    let pool = Pool::new(4).unwrap();
+fn test_map(m: StartMethod) {
+    let pool = pool(m, 4).unwrap();
     assert_eq!(pool.map(sqr, 0..10u64).unwrap(), expected(10));
     assert_eq!(pool.map_chunked(sqr, 0..100u64, 20).unwrap(), expected(100));
     assert_eq!(
@@ -123,9 +156,8 @@ fn test_default_chunksize_is_cpythons() {
     assert_eq!(default_chunksize(0, 4), 1);
 }
 
-#[test]
-fn test_starmap() {
-    let pool = Pool::new(4).unwrap();
+fn test_starmap(m: StartMethod) {
+    let pool = pool(m, 4).unwrap();
     let pairs: Vec<(u64, u64)> = (0..10).map(|i| (i, i + 1)).collect();
     let want: Vec<u64> = pairs.iter().map(|&(a, b)| a * b).collect();
     assert_eq!(pool.starmap(mul, pairs.clone()).unwrap(), want);
@@ -136,18 +168,16 @@ fn test_starmap() {
     assert_eq!(pool.starmap_async(mul, pairs).unwrap().get().unwrap(), want);
 }
 
-#[test]
-fn test_map_async() {
-    let pool = Pool::new(4).unwrap();
+fn test_map_async(m: StartMethod) {
+    let pool = pool(m, 4).unwrap();
     let r = pool.map_async(sqr, 0..10u64).unwrap();
     assert_eq!(r.get().unwrap(), expected(10));
     assert!(r.ready());
     assert!(r.successful().unwrap());
 }
 
-#[test]
-fn test_map_async_callbacks() {
-    let pool = Pool::new(4).unwrap();
+fn test_map_async_callbacks(m: StartMethod) {
+    let pool = pool(m, 4).unwrap();
     let got: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
     let errs = Arc::new(AtomicUsize::new(0));
     let (g, e) = (got.clone(), errs.clone());
@@ -180,10 +210,9 @@ fn test_map_async_callbacks() {
     assert!(message.lock().unwrap().contains("odd input 1"));
 }
 
-#[test]
-fn test_apply_async_callback_without_waiting() {
+fn test_apply_async_callback_without_waiting(m: StartMethod) {
     // Callbacks run even if nobody waits for the result.
-    let pool = Pool::new(2).unwrap();
+    let pool = pool(m, 2).unwrap();
     let total = Arc::new(AtomicU64::new(0));
     for i in 0..20u64 {
         let t = total.clone();
@@ -199,18 +228,16 @@ fn test_apply_async_callback_without_waiting() {
     }
 }
 
-#[test]
-fn test_map_chunksize_empty() {
-    let pool = Pool::new(2).unwrap();
+fn test_map_chunksize_empty(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let r = pool
         .map_async_with(sqr, Vec::<u64>::new(), Some(1), Callbacks::new())
         .unwrap();
     assert_eq!(r.get_timeout(LONG).unwrap(), Vec::<u64>::new());
 }
 
-#[test]
-fn test_empty_iterable() {
-    let pool = Pool::new(2).unwrap();
+fn test_empty_iterable(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     assert_eq!(pool.map(sqr, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
     assert_eq!(pool.imap(sqr, Vec::<u64>::new()).unwrap().count(), 0);
     assert_eq!(
@@ -226,18 +253,16 @@ fn test_empty_iterable() {
     );
 }
 
-#[test]
-fn test_async() {
-    let pool = Pool::new(2).unwrap();
+fn test_async(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let r = pool.apply_async(sqr_slow, (7, 100)).unwrap();
     assert_eq!(r.get().unwrap(), 49);
     assert!(r.ready());
     assert!(r.successful().unwrap());
 }
 
-#[test]
-fn test_async_timeout() {
-    let pool = Pool::new(2).unwrap();
+fn test_async_timeout(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let r = pool.apply_async(sqr_slow, (6, 2000)).unwrap();
     assert!(matches!(
         r.get_timeout(Duration::from_millis(100)),
@@ -250,9 +275,8 @@ fn test_async_timeout() {
     assert!(matches!(r.get_timeout(LONG), Err(Error::BrokenPool)));
 }
 
-#[test]
-fn test_imap() {
-    let pool = Pool::new(4).unwrap();
+fn test_imap(m: StartMethod) {
+    let pool = pool(m, 4).unwrap();
     let all: Vec<u64> = pool
         .imap(sqr, 0..10u64)
         .unwrap()
@@ -274,9 +298,8 @@ fn test_imap() {
     assert!(it.next().is_none());
 }
 
-#[test]
-fn test_imap_unordered() {
-    let pool = Pool::new(4).unwrap();
+fn test_imap_unordered(m: StartMethod) {
+    let pool = pool(m, 4).unwrap();
     let mut got: Vec<u64> = pool
         .imap_unordered(sqr, 0..1000u64)
         .unwrap()
@@ -293,10 +316,9 @@ fn test_imap_unordered() {
     assert_eq!(got, expected(1000));
 }
 
-#[test]
-fn test_imap_is_lazy() {
+fn test_imap_is_lazy(m: StartMethod) {
     // The input is read only as far as the look-ahead, not collected up front.
-    let pool = Pool::new(2).unwrap();
+    let pool = pool(m, 2).unwrap();
     let pulled = Arc::new(AtomicU64::new(0));
     let p = pulled.clone();
     let input = (0..u64::MAX).inspect(move |_| {
@@ -312,9 +334,8 @@ fn test_imap_is_lazy() {
     assert!(pulled.load(Ordering::SeqCst) < 1_000_000);
 }
 
-#[test]
-fn test_imap_task_errors_do_not_stop_iteration() {
-    let pool = Pool::new(2).unwrap();
+fn test_imap_task_errors_do_not_stop_iteration(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let got: Vec<Result<u64, Error>> = pool.imap(fail_on_odd, 0..10u64).unwrap().collect();
     assert_eq!(got.len(), 10);
     for (i, r) in got.into_iter().enumerate() {
@@ -333,17 +354,15 @@ fn test_imap_task_errors_do_not_stop_iteration() {
     }
 }
 
-#[test]
-fn test_make_pool() {
+fn test_make_pool(m: StartMethod) {
     assert!(matches!(Pool::new(0), Err(Error::Invalid(_))));
-    let pool = Pool::new(3).unwrap();
+    let pool = pool(m, 3).unwrap();
     assert_eq!(pool.processes(), 3);
     assert_eq!(pool.worker_pids().len(), 3);
 }
 
-#[test]
-fn test_terminate() {
-    let pool = Pool::new(4).unwrap();
+fn test_terminate(m: StartMethod) {
+    let pool = pool(m, 4).unwrap();
     let r = pool.map_async(sleep_ms, vec![100u64; 10_000]).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let pids = pool.worker_pids();
@@ -357,10 +376,9 @@ fn test_terminate() {
     }
 }
 
-#[test]
-fn test_context() {
+fn test_context(m: StartMethod) {
     // Python's `with Pool(2) as p:` — leaving the block terminates.
-    let pool = Pool::new(2).unwrap();
+    let pool = pool(m, 2).unwrap();
     assert_eq!(
         pool.map_async(sqr, 0..10u64).unwrap().get().unwrap(),
         expected(10)
@@ -377,9 +395,8 @@ fn test_context() {
     ));
 }
 
-#[test]
-fn test_close_join() {
-    let pool = Pool::new(2).unwrap();
+fn test_close_join(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     assert!(
         matches!(pool.join(), Err(Error::InvalidState(_))),
         "join before close"
@@ -406,11 +423,10 @@ fn sqr_slow_one(x: u64) -> u64 {
     x * x
 }
 
-#[test]
-fn test_traceback() {
+fn test_traceback(m: StartMethod) {
     // A task's panic comes back with its message, location and the worker's
     // backtrace; the worker survives and the pool keeps working.
-    let pool = Pool::new(1).unwrap();
+    let pool = pool(m, 1).unwrap();
     let before = pool.worker_pids();
     let err = pool.apply(boom, ()).unwrap_err();
     let f = err.process_failure().expect("ProcessFailed");
@@ -434,20 +450,18 @@ fn test_traceback() {
     );
 }
 
-#[test]
-fn test_map_no_failfast() {
+fn test_map_no_failfast(m: StartMethod) {
     // Two failing tasks: map reports the error; close/join afterwards do not deadlock.
-    let pool = Pool::new(2).unwrap();
+    let pool = pool(m, 2).unwrap();
     let r = pool.map_chunked(fail_on_odd, vec![1u64, 3], 1);
     assert!(r.unwrap_err().to_string().contains("odd input 1"));
     pool.close().unwrap();
     pool.join().unwrap();
 }
 
-#[test]
-fn test_unencodable_result() {
+fn test_unencodable_result(m: StartMethod) {
     // _TestPoolWorkerErrors.test_unpickleable_result
-    let pool = Pool::new(2).unwrap();
+    let pool = pool(m, 2).unwrap();
     let pids = pool.worker_pids();
     for _ in 0..20 {
         let errs = Arc::new(AtomicUsize::new(0));
@@ -475,23 +489,22 @@ fn read_init(_: u64) -> u64 {
     INIT_VALUE.load(Ordering::SeqCst)
 }
 
-#[test]
-fn test_pool_initializer() {
-    for method in [StartMethod::Spawn, StartMethod::Fork] {
-        let pool = Pool::builder()
-            .processes(2)
-            .initializer(initializer, (41,))
-            .start_method(method)
-            .build()
-            .unwrap();
-        // Ran exactly once in each worker.
-        assert_eq!(
-            pool.map_chunked(read_init, 0..20u64, 1).unwrap(),
-            vec![41; 20]
-        );
-    }
+fn test_pool_initializer(m: StartMethod) {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(initializer, (41,))
+        .start_method(m)
+        .build()
+        .unwrap();
+    // Ran exactly once in each worker.
+    assert_eq!(
+        pool.map_chunked(read_init, 0..20u64, 1).unwrap(),
+        vec![41; 20]
+    );
 }
 
+/// Not in the matrix: it is about choosing fork through the builder (the
+/// matrix's pools come through `get_context(m).pool(n)`).
 #[test]
 fn test_fork_start_method() {
     let pool = Pool::builder()
@@ -503,9 +516,8 @@ fn test_fork_start_method() {
     assert_eq!(pool.apply(mul, (3, 4)).unwrap(), 12);
 }
 
-#[test]
-fn test_large_pool() {
-    let pool = Pool::new(12).unwrap();
+fn test_large_pool(m: StartMethod) {
+    let pool = pool(m, 12).unwrap();
     assert_eq!(pool.map(sqr, 0..1000u64).unwrap(), expected(1000));
     let mut pids = pool.map_chunked(pid, 0..200u64, 1).unwrap();
     pids.sort();
@@ -513,9 +525,8 @@ fn test_large_pool() {
     assert!(pids.len() > 1);
 }
 
-#[test]
-fn test_get_twice() {
-    let pool = Pool::new(1).unwrap();
+fn test_get_twice(m: StartMethod) {
+    let pool = pool(m, 1).unwrap();
     let r = pool.apply_async(sqr, (4,)).unwrap();
     assert_eq!(r.get().unwrap(), 16);
     assert!(matches!(r.get(), Err(Error::AlreadyTaken)));
@@ -524,10 +535,9 @@ fn test_get_twice() {
     assert!(r.get().is_err(), "an error is returned every time");
 }
 
-#[test]
-fn test_results_from_many_threads() {
+fn test_results_from_many_threads(m: StartMethod) {
     // Several threads drive one pool at once.
-    let pool = Arc::new(Pool::new(2).unwrap());
+    let pool = Arc::new(pool(m, 2).unwrap());
     let handles: Vec<_> = (0..4u64)
         .map(|t| {
             let pool = pool.clone();
@@ -545,11 +555,15 @@ fn test_results_from_many_threads() {
 }
 
 #[cfg(feature = "progress")]
-#[test]
-fn test_progress_bar() {
+fn test_progress_bar(m: StartMethod) {
     // The bar draws on stderr when it is a terminal; either way the results
     // are unchanged.
-    let pool = Pool::builder().processes(2).progress(true).build().unwrap();
+    let pool = Pool::builder()
+        .start_method(m)
+        .processes(2)
+        .progress(true)
+        .build()
+        .unwrap();
     assert_eq!(pool.map_chunked(sqr, 0..400u64, 7).unwrap(), expected(400));
     let got: Vec<u64> = pool
         .imap(sqr, 0..100u64)
@@ -563,11 +577,10 @@ fn consume(_: Unencodable) -> u64 {
     0
 }
 
-#[test]
-fn test_map_unencodable_input() {
+fn test_map_unencodable_input(m: StartMethod) {
     // _TestPool.test_map_unplicklable: the encoding error comes back, no hang,
     // and the pool stays usable.
-    let pool = Pool::new(2).unwrap();
+    let pool = pool(m, 2).unwrap();
     let r = pool.map(consume, vec![Unencodable, Unencodable]);
     assert!(matches!(r, Err(Error::Codec(_))), "{r:?}");
     let r = pool

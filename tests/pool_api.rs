@@ -4,8 +4,19 @@
 
 multiproc::test_support!();
 
-use multiproc::pool::{PendingResult, Pool, TaskPool};
+use multiproc::StartMethod;
+
+use multiproc::pool::{PendingResult, TaskPool};
 use std::time::Duration;
+
+#[macro_use]
+mod common;
+
+use common::pool;
+
+start_methods! {
+    generic_code_runs_on_a_local_pool,
+}
 
 fn square(x: u64) -> u64 {
     x * x
@@ -42,8 +53,7 @@ fn generic_job(pool: &impl TaskPool) -> multiproc::Result<()> {
     Ok(())
 }
 
-#[test]
-fn generic_code_runs_on_a_local_pool() {
-    let pool = Pool::new(2).unwrap();
+fn generic_code_runs_on_a_local_pool(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     generic_job(&pool).unwrap();
 }

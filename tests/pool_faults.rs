@@ -13,16 +13,38 @@ use multiproc::{Error, StartMethod};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[macro_use]
+mod common;
+
+use common::pool;
+
+start_methods! {
+    sigkill_worker_during_map_of_1000,
+    map_returns_when_a_worker_kills_itself,
+    imap_keeps_other_results_when_a_task_kills_its_worker,
+    abort_and_exit_in_a_task,
+    idle_worker_killed_is_replaced,
+    imap_streams_results_before_the_last_task_is_done,
+    terminate_during_long_map_leaves_no_workers,
+    drop_terminates,
+    test_pool_worker_lifetime,
+    maxtasksperchild_loses_no_task,
+    test_pool_worker_lifetime_early_close,
+    test_pool_maxtasksperchild_zero_means_unlimited,
+    pool_outlives_the_thread_that_built_it,
+    crashing_initializer_fails_tasks_instead_of_hanging,
+}
+
 const LONG: Duration = Duration::from_secs(120);
 
 fn sqr(x: u64) -> u64 {
     x * x
 }
-/// Task 300 records its worker's pid in the file named by `MARK_ENV` and then
+/// Task 300 records its worker's pid in the file named by [`MARK`] and then
 /// blocks, so the test knows a worker that certainly holds a running task.
 fn mark_and_block_at_300(x: u64) -> u64 {
     if x == 300 {
-        if let Some(path) = std::env::var_os(MARK_ENV) {
+        if let Some(path) = MARK.get() {
             let _ = std::fs::write(path, format!("{}\n", std::process::id()));
         }
         std::thread::sleep(Duration::from_secs(600));
@@ -30,7 +52,15 @@ fn mark_and_block_at_300(x: u64) -> u64 {
     std::thread::sleep(Duration::from_micros(500));
     x * x
 }
-const MARK_ENV: &str = "MULTIPROC_TEST_MARK_FILE";
+/// The marker file of this worker's pool, set by its initializer
+/// ([`set_mark`]): a file per test, as the matrix runs the three methods'
+/// tests at once (an environment variable would not reach forkserver workers,
+/// which copy the fork server, nor be safe to set with other tests running).
+static MARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn set_mark(path: String) {
+    let _ = MARK.set(path);
+}
 
 fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -72,73 +102,69 @@ fn sigkill(pid: i32) {
 /// SIGKILL of a worker during a map of 1,000 tasks: the call returns, the
 /// tasks of the killed worker fail with `WorkerDied { exitcode: -9 }`, every
 /// other result is present and right, and the pool then maps correctly.
-#[test]
-fn sigkill_worker_during_map_of_1000() {
-    let mark = std::env::temp_dir().join(format!("multiproc-pool-mark-{}", std::process::id()));
-    // Workers inherit the environment (spawn) or the memory (fork) of this
-    // process; this variable is read only by `mark_and_block_at_300`.
-    // SAFETY: set before any worker starts; no other thread of this test
-    // binary reads this variable.
-    unsafe { std::env::set_var(MARK_ENV, &mark) };
-    for method in [StartMethod::Spawn, StartMethod::Fork] {
-        let _ = std::fs::remove_file(&mark);
-        let pool = Pool::builder()
-            .processes(2)
-            .start_method(method)
-            .build()
-            .unwrap();
-        let mut it = pool.imap(mark_and_block_at_300, 0..1000u64).unwrap();
-        let mut results = Vec::new();
-        for _ in 0..20 {
-            results.push(it.next().unwrap());
-        }
-        // The worker running task 300 is blocked inside it: kill that one.
-        let deadline = Instant::now() + LONG;
-        let victim: i32 = loop {
-            if let Ok(s) = std::fs::read_to_string(&mark) {
-                if let Ok(pid) = s.trim().parse() {
-                    break pid;
-                }
-            }
-            assert!(Instant::now() < deadline, "task 300 never started");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        sigkill(victim);
-        results.extend(it);
-        assert_eq!(results.len(), 1000);
-        let mut failed = 0;
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Ok(v) => assert_eq!(v, sqr(i as u64)),
-                Err(Error::WorkerDied { exitcode }) => {
-                    assert_eq!(exitcode, -9);
-                    assert_eq!(i, 300, "task {i} failed, not the one running");
-                    failed += 1;
-                }
-                Err(e) => panic!("unexpected error for task {i}: {e}"),
-            }
-        }
-        // Only the task that was running fails: what the worker had
-        // completed is kept, what it had not started runs elsewhere.
-        assert_eq!(
-            failed, 1,
-            "only task 300, running in the killed worker, fails"
-        );
-        // Replaced, and working.
-        assert_eq!(
-            pool.map(sqr, 0..1000u64).unwrap(),
-            (0..1000).map(sqr).collect::<Vec<_>>()
-        );
-        assert!(!pool.worker_pids().contains(&victim));
-        assert_eq!(pool.worker_pids().len(), 2);
+fn sigkill_worker_during_map_of_1000(m: StartMethod) {
+    let mark = std::env::temp_dir().join(format!(
+        "multiproc-pool-mark-{}-{}",
+        std::process::id(),
+        m.name()
+    ));
+    let _ = std::fs::remove_file(&mark);
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .initializer(set_mark, (mark.to_string_lossy().into_owned(),))
+        .build()
+        .unwrap();
+    let mut it = pool.imap(mark_and_block_at_300, 0..1000u64).unwrap();
+    let mut results = Vec::new();
+    for _ in 0..20 {
+        results.push(it.next().unwrap());
     }
+    // The worker running task 300 is blocked inside it: kill that one.
+    let deadline = Instant::now() + LONG;
+    let victim: i32 = loop {
+        if let Ok(s) = std::fs::read_to_string(&mark) {
+            if let Ok(pid) = s.trim().parse() {
+                break pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "task 300 never started");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    sigkill(victim);
+    results.extend(it);
+    assert_eq!(results.len(), 1000);
+    let mut failed = 0;
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(v, sqr(i as u64)),
+            Err(Error::WorkerDied { exitcode }) => {
+                assert_eq!(exitcode, -9);
+                assert_eq!(i, 300, "task {i} failed, not the one running");
+                failed += 1;
+            }
+            Err(e) => panic!("unexpected error for task {i}: {e}"),
+        }
+    }
+    // Only the task that was running fails: what the worker had
+    // completed is kept, what it had not started runs elsewhere.
+    assert_eq!(
+        failed, 1,
+        "only task 300, running in the killed worker, fails"
+    );
+    // Replaced, and working.
+    assert_eq!(
+        pool.map(sqr, 0..1000u64).unwrap(),
+        (0..1000).map(sqr).collect::<Vec<_>>()
+    );
+    assert!(!pool.worker_pids().contains(&victim));
+    assert_eq!(pool.worker_pids().len(), 2);
     let _ = std::fs::remove_file(&mark);
 }
 
 /// `map` itself returns (with the error) when a worker dies mid-map.
-#[test]
-fn map_returns_when_a_worker_kills_itself() {
-    let pool = Pool::new(2).unwrap();
+fn map_returns_when_a_worker_kills_itself(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let t = std::thread::spawn(move || {
         let r = pool.map_chunked(die_on_500, 0..1000u64, 1);
         let after = pool.map(sqr, 0..100u64);
@@ -159,9 +185,8 @@ fn map_returns_when_a_worker_kills_itself() {
 
 /// With imap the other 999 tasks' results stay available when one task
 /// kills its worker: only tasks held by that worker fail.
-#[test]
-fn imap_keeps_other_results_when_a_task_kills_its_worker() {
-    let pool = Pool::new(2).unwrap();
+fn imap_keeps_other_results_when_a_task_kills_its_worker(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let results: Vec<_> = pool.imap(die_on_500, 0..1000u64).unwrap().collect();
     assert_eq!(results.len(), 1000);
     assert!(matches!(
@@ -177,9 +202,8 @@ fn imap_keeps_other_results_when_a_task_kills_its_worker() {
     }
 }
 
-#[test]
-fn abort_and_exit_in_a_task() {
-    let pool = Pool::new(2).unwrap();
+fn abort_and_exit_in_a_task(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     match pool.apply(abort_now, ()) {
         Err(Error::WorkerDied { exitcode }) => assert_eq!(exitcode, -libc::SIGABRT),
         other => panic!("expected WorkerDied, got {other:?}"),
@@ -194,9 +218,8 @@ fn abort_and_exit_in_a_task() {
 }
 
 /// A worker killed while idle is replaced; later work is not affected.
-#[test]
-fn idle_worker_killed_is_replaced() {
-    let pool = Pool::new(2).unwrap();
+fn idle_worker_killed_is_replaced(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let before = pool.worker_pids();
     sigkill(before[1]);
     for _ in 0..5 {
@@ -216,13 +239,16 @@ fn idle_worker_killed_is_replaced() {
 
 /// `imap` yields its first results long before the last task is done: the
 /// last task only finishes once the consumer has seen a first result.
-#[test]
-fn imap_streams_results_before_the_last_task_is_done() {
-    let dir = std::env::temp_dir().join(format!("multiproc-pool-{}", std::process::id()));
+fn imap_streams_results_before_the_last_task_is_done(m: StartMethod) {
+    let dir = std::env::temp_dir().join(format!(
+        "multiproc-pool-{}-{}",
+        std::process::id(),
+        m.name()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let marker = dir.join("first-result-seen");
     let _ = std::fs::remove_file(&marker);
-    let pool = Pool::new(2).unwrap();
+    let pool = pool(m, 2).unwrap();
     let n = 50u64;
     let items: Vec<(u64, String)> = (0..n)
         .map(|i| (i, marker.to_string_lossy().into_owned()))
@@ -256,9 +282,8 @@ fn wait_for_marker_if_last((i, marker): (u64, String)) -> u64 {
 
 /// `terminate` during a long map returns promptly (well before the map
 /// would end) and leaves no worker process behind.
-#[test]
-fn terminate_during_long_map_leaves_no_workers() {
-    let pool = Pool::new(2).unwrap();
+fn terminate_during_long_map_leaves_no_workers(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let pids = pool.worker_pids();
     // 2 workers × 1 s tasks × 1000: ~8 minutes if it ran to the end.
     let r = pool.map_async(sleep_ms, vec![1000u64; 1000]).unwrap();
@@ -275,9 +300,8 @@ fn terminate_during_long_map_leaves_no_workers() {
 }
 
 /// Dropping a pool terminates it (Python's `with Pool() as p:` exit).
-#[test]
-fn drop_terminates() {
-    let pool = Pool::new(2).unwrap();
+fn drop_terminates(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let pids = pool.worker_pids();
     let _r = pool.map_async(sleep_ms, vec![1000u64; 100]).unwrap();
     drop(pool);
@@ -287,9 +311,9 @@ fn drop_terminates() {
 }
 
 /// `_TestPoolWorkerLifetime.test_pool_worker_lifetime`.
-#[test]
-fn test_pool_worker_lifetime() {
+fn test_pool_worker_lifetime(m: StartMethod) {
     let pool = Pool::builder()
+        .start_method(m)
         .processes(3)
         .maxtasksperchild(10)
         .build()
@@ -329,9 +353,9 @@ fn test_pool_worker_lifetime() {
 
 /// maxtasksperchild replaces workers without losing a task (chunks of
 /// several tasks, many replacements).
-#[test]
-fn maxtasksperchild_loses_no_task() {
+fn maxtasksperchild_loses_no_task(m: StartMethod) {
     let pool = Pool::builder()
+        .start_method(m)
         .processes(2)
         .maxtasksperchild(3)
         .build()
@@ -348,9 +372,9 @@ fn maxtasksperchild_loses_no_task() {
 }
 
 /// `_TestPoolWorkerLifetime.test_pool_worker_lifetime_early_close`.
-#[test]
-fn test_pool_worker_lifetime_early_close() {
+fn test_pool_worker_lifetime_early_close(m: StartMethod) {
     let pool = Pool::builder()
+        .start_method(m)
         .processes(3)
         .maxtasksperchild(1)
         .build()
@@ -366,11 +390,11 @@ fn test_pool_worker_lifetime_early_close() {
     assert_eq!(pids.len(), 6, "each task ran in its own worker");
 }
 
-#[test]
-fn test_pool_maxtasksperchild_zero_means_unlimited() {
+fn test_pool_maxtasksperchild_zero_means_unlimited(m: StartMethod) {
     // Python rejects 0; here 0 means "no limit" (documented), so the same
     // workers serve every task.
     let pool = Pool::builder()
+        .start_method(m)
         .processes(1)
         .maxtasksperchild(0)
         .build()
@@ -382,9 +406,10 @@ fn test_pool_maxtasksperchild_zero_means_unlimited() {
 /// Workers belong to the pool, not to the thread that created it: they
 /// survive that thread's end (their parent-death signal follows the pool's
 /// own supervisor thread).
-#[test]
-fn pool_outlives_the_thread_that_built_it() {
-    let pool = std::thread::spawn(|| Pool::new(2).unwrap()).join().unwrap();
+fn pool_outlives_the_thread_that_built_it(m: StartMethod) {
+    let pool = std::thread::spawn(move || pool(m, 2).unwrap())
+        .join()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
         pool.map(sqr, 0..100u64).unwrap(),
@@ -399,9 +424,9 @@ fn bad_initializer() {
 
 /// Workers that die in their initializer never run a task: the tasks fail
 /// with `WorkerDied` after a few tries instead of cycling forever.
-#[test]
-fn crashing_initializer_fails_tasks_instead_of_hanging() {
+fn crashing_initializer_fails_tasks_instead_of_hanging(m: StartMethod) {
     let pool = Pool::builder()
+        .start_method(m)
         .processes(2)
         .initializer(bad_initializer, ())
         .build()

@@ -11,6 +11,20 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[macro_use]
+mod common;
+
+use common::pool;
+
+start_methods! {
+    a_chunk_whose_second_task_aborts_keeps_the_first_result,
+    large_answers_before_an_abort_are_kept,
+    answers_larger_than_the_buffer_are_kept,
+    map_fails_only_for_the_task_that_killed_its_worker,
+    maxtasksperchild_replaces_at_once_and_leaves_no_zombie,
+    an_idle_worker_takes_over_work_queued_behind_another,
+}
+
 const LONG: Duration = Duration::from_secs(120);
 
 fn sqr(x: u64) -> u64 {
@@ -71,56 +85,52 @@ fn runs(log: &str, n: u64) -> Vec<usize> {
 /// worker, the first task ran to completion (its marker is there), so its
 /// result is kept; only the second fails; the last two run on another
 /// worker, once each. Also after earlier maps, under fork and spawn.
-#[test]
-fn a_chunk_whose_second_task_aborts_keeps_the_first_result() {
-    for method in [StartMethod::Fork, StartMethod::Spawn] {
-        let pool = Pool::builder()
-            .processes(2)
-            .start_method(method)
-            .build()
-            .unwrap();
-        for _ in 0..3 {
-            assert_eq!(pool.map(sqr, 0..1000u64).unwrap().len(), 1000);
-        }
-        let log = temp_log("abort");
-        let items = (0..4u64).map(|i| (i, 1, log.clone()));
-        let got: Vec<_> = pool
-            .imap_chunked(mark_then_maybe_abort, items, 4)
-            .unwrap()
-            .collect();
-        assert_eq!(got.len(), 4);
+fn a_chunk_whose_second_task_aborts_keeps_the_first_result(m: StartMethod) {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(pool.map(sqr, 0..1000u64).unwrap().len(), 1000);
+    }
+    let log = temp_log("abort");
+    let items = (0..4u64).map(|i| (i, 1, log.clone()));
+    let got: Vec<_> = pool
+        .imap_chunked(mark_then_maybe_abort, items, 4)
+        .unwrap()
+        .collect();
+    assert_eq!(got.len(), 4);
+    assert!(
+        matches!(got[0], Ok(0)),
+        "{m:?}: task 0 completed, its result is lost: {:?}",
+        got[0]
+    );
+    assert!(
+        matches!(got[1], Err(Error::WorkerDied { exitcode: -6 })),
+        "{m:?}: {:?}",
+        got[1]
+    );
+    assert!(matches!(got[2], Ok(20)), "{m:?}: {:?}", got[2]);
+    assert!(matches!(got[3], Ok(30)), "{m:?}: {:?}", got[3]);
+    assert_eq!(runs(&log, 4), vec![1, 1, 1, 1], "each task ran once");
+    let _ = std::fs::remove_file(&log);
+    // The pool goes on, and the dead worker is replaced.
+    assert_eq!(pool.map(sqr, 0..100u64).unwrap()[9], 81);
+    let deadline = Instant::now() + LONG;
+    while pool.worker_pids().len() != 2 {
         assert!(
-            matches!(got[0], Ok(0)),
-            "{method:?}: task 0 completed, its result is lost: {:?}",
-            got[0]
+            Instant::now() < deadline,
+            "the dead worker was not replaced"
         );
-        assert!(
-            matches!(got[1], Err(Error::WorkerDied { exitcode: -6 })),
-            "{method:?}: {:?}",
-            got[1]
-        );
-        assert!(matches!(got[2], Ok(20)), "{method:?}: {:?}", got[2]);
-        assert!(matches!(got[3], Ok(30)), "{method:?}: {:?}", got[3]);
-        assert_eq!(runs(&log, 4), vec![1, 1, 1, 1], "each task ran once");
-        let _ = std::fs::remove_file(&log);
-        // The pool goes on, and the dead worker is replaced.
-        assert_eq!(pool.map(sqr, 0..100u64).unwrap()[9], 81);
-        let deadline = Instant::now() + LONG;
-        while pool.worker_pids().len() != 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the dead worker was not replaced"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// The same when the chunk's answers are large enough to be sent while the
 /// chunk still runs: the nine answers before the abort arrive whole.
-#[test]
-fn large_answers_before_an_abort_are_kept() {
-    let pool = Pool::new(2).unwrap();
+fn large_answers_before_an_abort_are_kept(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let log = temp_log("big");
     let items = (0..12u64).map(|i| (i, 9, log.clone()));
     let got: Vec<_> = pool.imap_chunked(big_answer, items, 12).unwrap().collect();
@@ -152,9 +162,8 @@ fn huge_answer((i, abort_at, log): (u64, u64, String)) -> Vec<u8> {
     vec![i as u8 + 1; 1_500_000]
 }
 
-#[test]
-fn answers_larger_than_the_buffer_are_kept() {
-    let pool = Pool::new(2).unwrap();
+fn answers_larger_than_the_buffer_are_kept(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let log = temp_log("huge");
     let items = (0..4u64).map(|i| (i, 2, log.clone()));
     let got: Vec<_> = pool.imap_chunked(huge_answer, items, 4).unwrap().collect();
@@ -177,9 +186,8 @@ fn answers_larger_than_the_buffer_are_kept() {
 }
 
 /// `map` reports the one task that died, and only because it died.
-#[test]
-fn map_fails_only_for_the_task_that_killed_its_worker() {
-    let pool = Pool::new(2).unwrap();
+fn map_fails_only_for_the_task_that_killed_its_worker(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     let log = temp_log("map");
     let items: Vec<_> = (0..40u64).map(|i| (i, 17, log.clone())).collect();
     let got: Vec<_> = pool
@@ -214,10 +222,10 @@ fn zombie(pid: i32) -> bool {
 /// `maxtasksperchild`: while workers retire, `worker_pids()` always lists
 /// two workers; once the pool is idle, every retired worker is reaped (no
 /// zombie) and the two listed are alive, with no further call on the pool.
-#[test]
-fn maxtasksperchild_replaces_at_once_and_leaves_no_zombie() {
+fn maxtasksperchild_replaces_at_once_and_leaves_no_zombie(m: StartMethod) {
     let pool = std::sync::Arc::new(
         Pool::builder()
+            .start_method(m)
             .processes(2)
             .maxtasksperchild(1)
             .build()
@@ -317,9 +325,8 @@ fn started_after_first_idle(log: &str) -> (usize, usize, usize) {
 /// has not started, so once one worker is idle the other starts at most
 /// the rest of its chunk and one more (not half the map, as when the map
 /// was split 50/150 for good).
-#[test]
-fn an_idle_worker_takes_over_work_queued_behind_another() {
-    let pool = Pool::new(2).unwrap();
+fn an_idle_worker_takes_over_work_queued_behind_another(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
     // Give one worker a history (a short task) and the other none.
     pool.apply(pid_of, (0,)).unwrap();
     let log = temp_log("balance");

@@ -2,9 +2,19 @@
 
 multiproc::test_support!();
 
-use multiproc::Process;
+use multiproc::StartMethod;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+#[macro_use]
+mod common;
+
+use common::builder;
+
+start_methods! {
+    daemon_dies_when_its_parent_is_killed,
+    normal_exit_joins_children_and_ends_daemons,
+}
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("multiproc-{tag}-{}", std::process::id()));
@@ -49,26 +59,34 @@ fn late_writer(path: String) {
     std::fs::write(path, "done\n").unwrap();
 }
 
-/// Starts a daemon grandchild, writes its pid to `path`, then sleeps.
-fn parent_of_daemon(path: String) {
-    let p = Process::builder().daemon(true).start(sleeper, ()).unwrap();
+fn method(name: &str) -> StartMethod {
+    StartMethod::from_name(name).unwrap()
+}
+
+/// Starts a daemon grandchild (by `m`), writes its pid to `path`, then sleeps.
+fn parent_of_daemon(path: String, m: String) {
+    let p = builder(method(&m)).daemon(true).start(sleeper, ()).unwrap();
     std::fs::write(path, format!("{}\n", p.pid())).unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
 /// Starts a non-daemon grandchild that writes a file late, and a daemon one
-/// that would sleep for a minute; returns at once.
-fn returns_early(dir: String) -> i32 {
-    let _slow = Process::start(late_writer, (format!("{dir}/late"),)).unwrap();
-    let d = Process::builder().daemon(true).start(sleeper, ()).unwrap();
+/// that would sleep for a minute (both by `m`); returns at once.
+fn returns_early(dir: String, m: String) -> i32 {
+    let m = method(&m);
+    let _slow = builder(m)
+        .start(late_writer, (format!("{dir}/late"),))
+        .unwrap();
+    let d = builder(m).daemon(true).start(sleeper, ()).unwrap();
     d.pid()
 }
 
-#[test]
-fn daemon_dies_when_its_parent_is_killed() {
-    let dir = tmpdir("daemon");
+fn daemon_dies_when_its_parent_is_killed(m: StartMethod) {
+    let dir = tmpdir(&format!("daemon-{}", m.name()));
     let path = dir.join("pid").display().to_string();
-    let mut parent = Process::start(parent_of_daemon, (path.clone(),)).unwrap();
+    let mut parent = builder(m)
+        .start(parent_of_daemon, (path.clone(), m.name().to_string()))
+        .unwrap();
     let daemon: i32 = wait_for_file(path.as_ref()).parse().unwrap();
     assert!(alive(daemon));
     parent.kill().unwrap();
@@ -83,10 +101,14 @@ fn daemon_dies_when_its_parent_is_killed() {
     }
 }
 
-#[test]
-fn normal_exit_joins_children_and_ends_daemons() {
-    let dir = tmpdir("atexit");
-    let mut p = Process::start(returns_early, (dir.display().to_string(),)).unwrap();
+fn normal_exit_joins_children_and_ends_daemons(m: StartMethod) {
+    let dir = tmpdir(&format!("atexit-{}", m.name()));
+    let mut p = builder(m)
+        .start(
+            returns_early,
+            (dir.display().to_string(), m.name().to_string()),
+        )
+        .unwrap();
     let daemon = p.join_timeout(Duration::from_secs(60)).unwrap();
     // The non-daemon grandchild was joined before the child exited...
     assert_eq!(std::fs::read_to_string(dir.join("late")).unwrap(), "done\n");

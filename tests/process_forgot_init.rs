@@ -6,6 +6,9 @@
 //! is started beyond the first child (no fork bomb).
 //!
 //! One test only: the spawned copies of this binary run every test in it.
+//! Spawn only, not the start-method matrix: it is about a re-executed copy
+//! of the binary that never reaches `init` (a forked child runs no `main`;
+//! the fork server's own start is covered in `process_forkserver.rs`).
 
 use multiproc::{Error, Process, StartMethod};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,9 @@
 //! parent had buffered, keeps a resource that sits on descriptor 0, and gets
 //! `Error::Closed` (not SIGPIPE) when writing to a closed pipe.
 //!
+//! The descriptor-0 case runs under every start method (in one fresh
+//! process); closed pipes are in the start-method matrix.
+//!
 //! Scenarios that change process-wide state (descriptor 0, stdout contents,
 //! `RUST_BACKTRACE`) run in a fresh copy of this test binary: the `inner_*`
 //! tests are ignored in normal runs and started by their outer test.
@@ -17,7 +20,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Fork];
+#[macro_use]
+mod common;
+
+use common::METHODS;
+
+// Every other test here is about fork itself (what a forked child inherits
+// from a multithreaded parent), so it is not in the start-method matrix.
+start_methods! {
+    writing_to_a_closed_pipe_gives_closed_not_sigpipe,
+}
 /// Only turns a hang into a failure.
 const LONG: Duration = Duration::from_secs(60);
 
@@ -326,17 +338,14 @@ fn write_to_closed_pipe(w: Connection) -> String {
     }
 }
 
-#[test]
-fn writing_to_a_closed_pipe_gives_closed_not_sigpipe() {
-    for m in METHODS {
-        let (r, w) = Pipe::simplex().unwrap();
-        drop(r);
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(write_to_closed_pipe, (w,))
-            .unwrap();
-        assert_eq!(join_or_kill(&mut p, LONG).unwrap(), "closed", "{m:?}");
-    }
+fn writing_to_a_closed_pipe_gives_closed_not_sigpipe(m: StartMethod) {
+    let (r, w) = Pipe::simplex().unwrap();
+    drop(r);
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(write_to_closed_pipe, (w,))
+        .unwrap();
+    assert_eq!(join_or_kill(&mut p, LONG).unwrap(), "closed", "{m:?}");
 }
 
 fn double(x: u64) -> u64 {

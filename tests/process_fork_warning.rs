@@ -25,6 +25,8 @@ impl log::Log for Recorder {
 
 fn noop() {}
 
+/// Fork only, by its nature: the warning is about `fork()`; spawn and
+/// forkserver do not copy the parent and never warn.
 #[test]
 fn fork_from_a_multithreaded_parent_warns_once() {
     log::set_logger(&Recorder).unwrap();

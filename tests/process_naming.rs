@@ -183,7 +183,7 @@ const READY_ENV: &str = "MULTIPROC_NAMING_READY";
 const GO_ENV: &str = "MULTIPROC_NAMING_GO";
 
 /// Not a test of its own: run by the two tests below in a copy of this
-/// binary. Spawns processes (both methods), runs a spawn pool and a barrier
+/// binary. Starts processes (every method), runs a spawn pool and a barrier
 /// with an action; with `MULTIPROC_NAMING_GO` set, first says it is ready
 /// and waits for the go-ahead (the file is replaced meanwhile).
 #[test]
@@ -197,7 +197,11 @@ fn inner_spawn_and_pool() {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
+    for m in [
+        StartMethod::Spawn,
+        StartMethod::Fork,
+        StartMethod::Forkserver,
+    ] {
         let mut p = Process::builder()
             .start_method(m)
             .start(square, (12,))

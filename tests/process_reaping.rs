@@ -10,6 +10,16 @@ fn noop() {}
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+#[macro_use]
+mod common;
+
+use common::{builder, partner, scaled};
+
+start_methods! {
+    no_zombies_and_no_descriptor_leaks,
+    dropped_handle_is_reaped_without_further_calls,
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
@@ -39,27 +49,23 @@ fn zombie_children() -> Vec<i32> {
     out
 }
 
-#[test]
-fn no_zombies_and_no_descriptor_leaks() {
+/// Children of `m` and of its partner method (`common::partner`) mixed:
+/// 2,000 when fork leads (fork and spawn, as before the matrix), 500 for the
+/// other pairs (`common::scaled`).
+fn no_zombies_and_no_descriptor_leaks(m: StartMethod) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // Warm up (lazily opened descriptors, the reaper thread, the at-exit hook).
-    drop(Process::start(sleep_ms, (50,)).unwrap());
-    Process::start(noop, ()).unwrap().join().unwrap();
-    Process::builder()
-        .start_method(StartMethod::Fork)
-        .start(noop, ())
-        .unwrap()
-        .join()
-        .unwrap();
+    let methods = [m, partner(m)];
+    // Warm up (lazily opened descriptors, the reaper thread, the at-exit
+    // hook, a fork server's connection).
+    drop(builder(m).start(sleep_ms, (50,)).unwrap());
+    for m in methods {
+        builder(m).start(noop, ()).unwrap().join().unwrap();
+    }
     let before = open_fds();
 
     // 2,000 short children started without join: handles dropped at once.
-    for i in 0..2000 {
-        let m = if i % 2 == 0 {
-            StartMethod::Spawn
-        } else {
-            StartMethod::Fork
-        };
+    for i in 0..scaled(m, &[StartMethod::Fork], 2000) {
+        let m = methods[i % 2];
         drop(Process::builder().start_method(m).start(noop, ()).unwrap());
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -73,7 +79,7 @@ fn no_zombies_and_no_descriptor_leaks() {
     assert_eq!(zombie_children(), Vec::<i32>::new(), "zombies left behind");
 
     // Joined children, both methods, leave no descriptor behind either.
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
+    for m in methods {
         for _ in 0..50 {
             let mut p = Process::builder().start_method(m).start(noop, ()).unwrap();
             p.join().unwrap();
@@ -97,12 +103,11 @@ fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms))
 }
 
-#[test]
-fn dropped_handle_is_reaped_without_further_calls() {
+fn dropped_handle_is_reaped_without_further_calls(m: StartMethod) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Drop the handle of a running child, then start nothing and call
     // nothing: the reaper thread must reap it when it ends.
-    let p = Process::start(sleep_ms, (200,)).unwrap();
+    let p = builder(m).start(sleep_ms, (200,)).unwrap();
     let pid = p.pid();
     drop(p);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,5 +1,5 @@
-//! Queue semantics, in one process (threads) and across processes (fork and
-//! spawn). Several cases follow CPython's `_test_multiprocessing.py`
+//! Queue semantics, in one process (threads) and across processes (under
+//! every start method: see `common::start_methods!`). Several cases follow CPython's `_test_multiprocessing.py`
 //! (`_TestQueue.test_put`, `test_get`, `test_fork`, `test_qsize`,
 //! `test_task_done`, `test_timeout`, `test_closed_queue_put_get_exceptions`),
 //! rewritten for Rust's types: `block=False` is `try_*`, `timeout=` is
@@ -11,7 +11,25 @@ use multiproc::{Error, Process, StartMethod, TaskFn};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+#[macro_use]
+mod common;
+
+start_methods! {
+    joinable_join_waits_for_workers_in_children,
+    items_from_one_producer_arrive_in_order,
+    queue_handed_to_child_works_both_ways,
+    seed_deadlock_example_completes,
+    producer_exits_without_waiting_and_loses_nothing,
+    consumer_killed_while_blocked_in_get_leaves_queue_usable,
+    producer_killed_mid_put_leaves_no_half_item,
+    producer_killed_between_claim_and_tail_move_is_reclaimed,
+    producer_killed_mid_put_while_not_yet_dead_is_waited_for,
+    consumer_killed_mid_get_does_not_block_producers,
+    consumer_killed_between_take_and_head_move_does_not_block,
+    child_sees_count_and_fullness,
+    queue_passed_on_to_a_grandchild,
+    joinable_task_of_a_producer_killed_mid_put_is_not_waited_for,
+}
 /// Only turns a hang into a failure; never a timing assertion.
 const LONG: Duration = Duration::from_secs(30);
 
@@ -183,26 +201,23 @@ fn joinable_worker(q: JoinableQueue<u64>, n: u64) -> u64 {
     sum
 }
 
-#[test]
-fn joinable_join_waits_for_workers_in_children() {
-    for m in METHODS {
-        let q: JoinableQueue<u64> = JoinableQueue::new().unwrap();
-        let mut ps: Vec<_> = (0..2)
-            .map(|_| {
-                Process::builder()
-                    .start_method(m)
-                    .start(joinable_worker, (q.clone(), 50))
-                    .unwrap()
-            })
-            .collect();
-        for i in 0..100 {
-            q.put(i).unwrap();
-        }
-        q.join().unwrap();
-        assert_eq!(q.unfinished_tasks(), 0);
-        let total: u64 = ps.iter_mut().map(|p| p.join().unwrap()).sum();
-        assert_eq!(total, (0..100).sum::<u64>(), "{m:?}");
+fn joinable_join_waits_for_workers_in_children(m: StartMethod) {
+    let q: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+    let mut ps: Vec<_> = (0..2)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(joinable_worker, (q.clone(), 50))
+                .unwrap()
+        })
+        .collect();
+    for i in 0..100 {
+        q.put(i).unwrap();
     }
+    q.join().unwrap();
+    assert_eq!(q.unfinished_tasks(), 0);
+    let total: u64 = ps.iter_mut().map(|p| p.join().unwrap()).sum();
+    assert_eq!(total, (0..100).sum::<u64>(), "{m:?}");
 }
 
 fn ordered_producer(q: Queue<(u32, u32)>, id: u32, n: u32) {
@@ -211,48 +226,42 @@ fn ordered_producer(q: Queue<(u32, u32)>, id: u32, n: u32) {
     }
 }
 
-#[test]
-fn items_from_one_producer_arrive_in_order() {
-    for m in METHODS {
-        let q: Queue<(u32, u32)> = Queue::with_maxsize(64).unwrap();
-        let n = 20_000;
-        let mut ps: Vec<_> = (0..3)
-            .map(|id| {
-                Process::builder()
-                    .start_method(m)
-                    .start(ordered_producer, (q.clone(), id, n))
-                    .unwrap()
-            })
-            .collect();
-        let mut next = [0u32; 3];
-        for _ in 0..3 * n {
-            let (id, i) = q.get_timeout(LONG).unwrap();
-            assert_eq!(i, next[id as usize], "producer {id} out of order ({m:?})");
-            next[id as usize] += 1;
-        }
-        for p in &mut ps {
-            p.join().unwrap();
-        }
-        assert!(q.empty());
+fn items_from_one_producer_arrive_in_order(m: StartMethod) {
+    let q: Queue<(u32, u32)> = Queue::with_maxsize(64).unwrap();
+    let n = 20_000;
+    let mut ps: Vec<_> = (0..3)
+        .map(|id| {
+            Process::builder()
+                .start_method(m)
+                .start(ordered_producer, (q.clone(), id, n))
+                .unwrap()
+        })
+        .collect();
+    let mut next = [0u32; 3];
+    for _ in 0..3 * n {
+        let (id, i) = q.get_timeout(LONG).unwrap();
+        assert_eq!(i, next[id as usize], "producer {id} out of order ({m:?})");
+        next[id as usize] += 1;
     }
+    for p in &mut ps {
+        p.join().unwrap();
+    }
+    assert!(q.empty());
 }
 
 fn child_put_in(q: Queue<String>) {
     q.put(format!("from {}", std::process::id())).unwrap();
 }
 
-#[test]
-fn queue_handed_to_child_works_both_ways() {
-    for m in METHODS {
-        let q: Queue<String> = Queue::new().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(child_put_in, (q.clone(),))
-            .unwrap();
-        let got = q.get_timeout(LONG).unwrap();
-        assert_eq!(got, format!("from {}", p.pid()));
-        p.join().unwrap();
-    }
+fn queue_handed_to_child_works_both_ways(m: StartMethod) {
+    let q: Queue<String> = Queue::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(child_put_in, (q.clone(),))
+        .unwrap();
+    let got = q.get_timeout(LONG).unwrap();
+    assert_eq!(got, format!("from {}", p.pid()));
+    p.join().unwrap();
 }
 
 /// CPython's documented deadlock ("Joining processes that use queues"):
@@ -261,20 +270,17 @@ fn seed_deadlock_child(q: Queue<String>) {
     q.put("X".repeat(1_000_000)).unwrap();
 }
 
-#[test]
-fn seed_deadlock_example_completes() {
-    for m in METHODS {
-        let q: Queue<String> = Queue::new().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(seed_deadlock_child, (q.clone(),))
-            .unwrap();
-        p.join_timeout(LONG)
-            .expect("joining the producer before get must not deadlock");
-        let obj = q.try_get().expect("the item outlives its producer");
-        assert_eq!(obj.len(), 1_000_000);
-        assert!(obj.bytes().all(|b| b == b'X'));
-    }
+fn seed_deadlock_example_completes(m: StartMethod) {
+    let q: Queue<String> = Queue::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(seed_deadlock_child, (q.clone(),))
+        .unwrap();
+    p.join_timeout(LONG)
+        .expect("joining the producer before get must not deadlock");
+    let obj = q.try_get().expect("the item outlives its producer");
+    assert_eq!(obj.len(), 1_000_000);
+    assert!(obj.bytes().all(|b| b == b'X'));
 }
 
 fn many_then_exit(q: Queue<u64>, n: u64) {
@@ -283,11 +289,10 @@ fn many_then_exit(q: Queue<u64>, n: u64) {
     }
 }
 
-#[test]
-fn producer_exits_without_waiting_and_loses_nothing() {
+fn producer_exits_without_waiting_and_loses_nothing(m: StartMethod) {
     let q: Queue<u64> = Queue::new().unwrap();
     let mut p = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(many_then_exit, (q.clone(), 5000))
         .unwrap();
     p.join_timeout(LONG).unwrap();
@@ -304,45 +309,42 @@ fn blocked_consumer(q: Queue<u64>, ready: Queue<u8>) -> u64 {
     q.get().unwrap()
 }
 
-#[test]
-fn consumer_killed_while_blocked_in_get_leaves_queue_usable() {
-    for m in METHODS {
-        let q: Queue<u64> = Queue::new().unwrap();
-        let ready: Queue<u8> = Queue::new().unwrap();
-        let mut victims: Vec<_> = (0..2)
-            .map(|_| {
-                Process::builder()
-                    .start_method(m)
-                    .start(blocked_consumer, (q.clone(), ready.clone()))
-                    .unwrap()
-            })
-            .collect();
-        for _ in 0..2 {
-            ready.get_timeout(LONG).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(100)); // let them reach FUTEX_WAIT
-        for v in &victims {
-            v.kill().unwrap();
-        }
-        for v in &mut victims {
-            assert!(
-                v.join_timeout(LONG).is_err(),
-                "killed child reports failure"
-            );
-        }
-        // the queue works for everyone else, with sleepers and without
-        for i in 0..1000 {
-            q.put(i).unwrap();
-        }
-        for i in 0..1000 {
-            assert_eq!(q.get_timeout(LONG).unwrap(), i);
-        }
-        let q2 = q.clone();
-        let t = std::thread::spawn(move || q2.get_timeout(LONG));
-        std::thread::sleep(Duration::from_millis(20));
-        q.put(99).unwrap();
-        assert_eq!(t.join().unwrap().unwrap(), 99);
+fn consumer_killed_while_blocked_in_get_leaves_queue_usable(m: StartMethod) {
+    let q: Queue<u64> = Queue::new().unwrap();
+    let ready: Queue<u8> = Queue::new().unwrap();
+    let mut victims: Vec<_> = (0..2)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(blocked_consumer, (q.clone(), ready.clone()))
+                .unwrap()
+        })
+        .collect();
+    for _ in 0..2 {
+        ready.get_timeout(LONG).unwrap();
     }
+    std::thread::sleep(Duration::from_millis(100)); // let them reach FUTEX_WAIT
+    for v in &victims {
+        v.kill().unwrap();
+    }
+    for v in &mut victims {
+        assert!(
+            v.join_timeout(LONG).is_err(),
+            "killed child reports failure"
+        );
+    }
+    // the queue works for everyone else, with sleepers and without
+    for i in 0..1000 {
+        q.put(i).unwrap();
+    }
+    for i in 0..1000 {
+        assert_eq!(q.get_timeout(LONG).unwrap(), i);
+    }
+    let q2 = q.clone();
+    let t = std::thread::spawn(move || q2.get_timeout(LONG));
+    std::thread::sleep(Duration::from_millis(20));
+    q.put(99).unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), 99);
 }
 
 /// A producer killed mid-put: it has claimed a slot and written half its
@@ -363,15 +365,13 @@ fn hanging_producer_early(q: Queue<Vec<u8>>, ready: Queue<u8>) {
     q.__put_and_hang(vec![0xEF; 300], true).unwrap();
 }
 
-#[test]
-fn producer_killed_mid_put_leaves_no_half_item() {
-    killed_mid_put(StartMethod::Fork, hanging_producer, false);
-    killed_mid_put(StartMethod::Spawn, hanging_producer_small, false);
+fn producer_killed_mid_put_leaves_no_half_item(m: StartMethod) {
+    killed_mid_put(m, hanging_producer, false);
+    killed_mid_put(m, hanging_producer_small, false);
 }
 
-#[test]
-fn producer_killed_between_claim_and_tail_move_is_reclaimed() {
-    killed_mid_put(StartMethod::Fork, hanging_producer_early, true);
+fn producer_killed_between_claim_and_tail_move_is_reclaimed(m: StartMethod) {
+    killed_mid_put(m, hanging_producer_early, true);
 }
 
 fn killed_mid_put<F: TaskFn<(Queue<Vec<u8>>, Queue<u8>), ()>>(m: StartMethod, f: F, early: bool) {
@@ -411,14 +411,13 @@ fn killed_mid_put<F: TaskFn<(Queue<Vec<u8>>, Queue<u8>), ()>>(m: StartMethod, f:
     }
 }
 
-#[test]
-fn producer_killed_mid_put_while_not_yet_dead_is_waited_for() {
+fn producer_killed_mid_put_while_not_yet_dead_is_waited_for(m: StartMethod) {
     // Without the kill, a consumer behind an uncommitted claim of a live
     // producer waits (and times out as Empty) rather than skipping it.
     let q: Queue<Vec<u8>> = Queue::new().unwrap();
     let ready: Queue<u8> = Queue::new().unwrap();
     let mut victim = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(hanging_producer, (q.clone(), ready.clone()))
         .unwrap();
     ready.get_timeout(LONG).unwrap();
@@ -448,16 +447,12 @@ fn hanging_consumer_early(q: Queue<u64>, ready: Queue<u8>) {
     q.__get_and_hang(true).unwrap();
 }
 
-#[test]
-fn consumer_killed_mid_get_does_not_block_producers() {
-    for m in METHODS {
-        killed_mid_get(m, hanging_consumer, false);
-    }
+fn consumer_killed_mid_get_does_not_block_producers(m: StartMethod) {
+    killed_mid_get(m, hanging_consumer, false);
 }
 
-#[test]
-fn consumer_killed_between_take_and_head_move_does_not_block() {
-    killed_mid_get(StartMethod::Fork, hanging_consumer_early, true);
+fn consumer_killed_between_take_and_head_move_does_not_block(m: StartMethod) {
+    killed_mid_get(m, hanging_consumer_early, true);
 }
 
 fn killed_mid_get<F: TaskFn<(Queue<u64>, Queue<u8>), ()>>(m: StartMethod, f: F, early: bool) {
@@ -541,20 +536,17 @@ fn sees_full_queue(q: Queue<u32>) -> (usize, bool, u32, u32, bool) {
     (n, full, a, b, q.empty())
 }
 
-#[test]
-fn child_sees_count_and_fullness() {
-    for m in METHODS {
-        let q: Queue<u32> = Queue::with_maxsize(2).unwrap();
-        q.put(5).unwrap();
-        q.put(6).unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(sees_full_queue, (q.clone(),))
-            .unwrap();
-        assert_eq!(p.join().unwrap(), (2, true, 5, 6, true), "{m:?}");
-        assert!(q.empty());
-        assert!(!q.full());
-    }
+fn child_sees_count_and_fullness(m: StartMethod) {
+    let q: Queue<u32> = Queue::with_maxsize(2).unwrap();
+    q.put(5).unwrap();
+    q.put(6).unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(sees_full_queue, (q.clone(),))
+        .unwrap();
+    assert_eq!(p.join().unwrap(), (2, true, 5, 6, true), "{m:?}");
+    assert!(q.empty());
+    assert!(!q.full());
 }
 
 /// CPython's `test_nested_startmethod`: a child hands the queue it received
@@ -563,12 +555,8 @@ fn grandchild(q: Queue<u32>) {
     q.put(1).unwrap();
 }
 
-fn child_with_grandchild(q: Queue<u32>, fork: bool) {
-    let m = if fork {
-        StartMethod::Fork
-    } else {
-        StartMethod::Spawn
-    };
+fn child_with_grandchild(q: Queue<u32>, method: String) {
+    let m = StartMethod::from_name(&method).unwrap();
     let mut p = Process::builder()
         .start_method(m)
         .start(grandchild, (q.clone(),))
@@ -577,18 +565,15 @@ fn child_with_grandchild(q: Queue<u32>, fork: bool) {
     q.put(2).unwrap();
 }
 
-#[test]
-fn queue_passed_on_to_a_grandchild() {
-    for m in METHODS {
-        let q: Queue<u32> = Queue::new().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(child_with_grandchild, (q.clone(), m == StartMethod::Fork))
-            .unwrap();
-        p.join().unwrap();
-        assert_eq!(q.try_get().unwrap(), 1);
-        assert_eq!(q.try_get().unwrap(), 2);
-    }
+fn queue_passed_on_to_a_grandchild(m: StartMethod) {
+    let q: Queue<u32> = Queue::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(child_with_grandchild, (q.clone(), m.name().to_string()))
+        .unwrap();
+    p.join().unwrap();
+    assert_eq!(q.try_get().unwrap(), 1);
+    assert_eq!(q.try_get().unwrap(), 2);
 }
 
 fn hanging_joinable_producer(q: JoinableQueue<u32>, ready: Queue<u8>) {
@@ -596,13 +581,12 @@ fn hanging_joinable_producer(q: JoinableQueue<u32>, ready: Queue<u8>) {
     q.__put_and_hang(7, false).unwrap();
 }
 
-#[test]
-fn joinable_task_of_a_producer_killed_mid_put_is_not_waited_for() {
+fn joinable_task_of_a_producer_killed_mid_put_is_not_waited_for(m: StartMethod) {
     let q: JoinableQueue<u32> = JoinableQueue::new().unwrap();
     let ready: Queue<u8> = Queue::new().unwrap();
     q.put(1).unwrap();
     let mut victim = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(hanging_joinable_producer, (q.clone(), ready.clone()))
         .unwrap();
     ready.get_timeout(LONG).unwrap();

@@ -7,12 +7,25 @@ use multiproc::{Process, StartMethod};
 use std::time::Duration;
 
 const PRODUCERS: u32 = 4;
+/// Items per producer under the method each case ran with before the
+/// matrix (fork bounded, spawn unbounded); a quarter under the others
+/// (`common::scaled`).
 const PER_PRODUCER: u32 = 250_000;
 const DONE: u32 = u32::MAX;
 
-fn producer(q: Queue<u32>, id: u32) {
-    for i in 0..PER_PRODUCER {
-        q.put(id * PER_PRODUCER + i).unwrap();
+#[macro_use]
+mod common;
+
+use common::scaled;
+
+start_methods! {
+    four_producers_two_consumers_every_item_once,
+    four_producers_two_consumers_every_item_once_unbounded,
+}
+
+fn producer(q: Queue<u32>, id: u32, per: u32) {
+    for i in 0..per {
+        q.put(id * per + i).unwrap();
     }
 }
 
@@ -28,7 +41,7 @@ fn consumer(q: Queue<u32>) -> Vec<u32> {
     }
 }
 
-fn stress(m: StartMethod, maxsize: usize) {
+fn stress(m: StartMethod, maxsize: usize, per: u32) {
     let q: Queue<u32> = Queue::builder().maxsize(maxsize).build().unwrap();
     let mut consumers: Vec<_> = (0..2)
         .map(|_| {
@@ -42,7 +55,7 @@ fn stress(m: StartMethod, maxsize: usize) {
         .map(|id| {
             Process::builder()
                 .start_method(m)
-                .start(producer, (q.clone(), id))
+                .start(producer, (q.clone(), id, per))
                 .unwrap()
         })
         .collect();
@@ -52,13 +65,13 @@ fn stress(m: StartMethod, maxsize: usize) {
     // Every item is committed before its producer exits; the markers come after.
     q.put(DONE).unwrap();
     q.put(DONE).unwrap();
-    let mut seen = vec![0u8; (PRODUCERS * PER_PRODUCER) as usize];
+    let mut seen = vec![0u8; (PRODUCERS * per) as usize];
     for c in &mut consumers {
         let got = c.join_timeout(Duration::from_secs(60)).unwrap();
         // per-producer order holds within each consumer's view
         let mut last = [None::<u32>; PRODUCERS as usize];
         for &v in &got {
-            let id = (v / PER_PRODUCER) as usize;
+            let id = (v / per) as usize;
             assert!(last[id].is_none_or(|l| l < v), "producer {id} out of order");
             last[id] = Some(v);
             seen[v as usize] += 1;
@@ -74,15 +87,15 @@ fn stress(m: StartMethod, maxsize: usize) {
     assert!(q.empty());
 }
 
-#[test]
-fn four_producers_two_consumers_every_item_once_fork() {
-    stress(StartMethod::Fork, 10_000);
+fn four_producers_two_consumers_every_item_once(m: StartMethod) {
+    let per = scaled(m, &[StartMethod::Fork], PER_PRODUCER as usize) as u32;
+    stress(m, 10_000, per);
 }
 
-#[test]
-fn four_producers_two_consumers_every_item_once_spawn_unbounded() {
+fn four_producers_two_consumers_every_item_once_unbounded(m: StartMethod) {
     // unbounded queue: only the ring's capacity applies back-pressure
-    stress(StartMethod::Spawn, 0);
+    let per = scaled(m, &[StartMethod::Spawn], PER_PRODUCER as usize) as u32;
+    stress(m, 0, per);
 }
 
 /// Threads on a tiny ring with items of every size (inline, one slot, many

@@ -9,7 +9,15 @@ use multiproc::{Error, Process, StartMethod};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+#[macro_use]
+mod common;
+
+start_methods! {
+    pipeline_of_100k_tasks_put_before_any_result_is_read,
+    seed_deadlock_program_with_32_and_256_mib_items_completes,
+    producer_of_8_items_of_1_mib_exits_before_the_parent_reads,
+    order_per_producer_holds_across_ring_and_spill,
+}
 /// Only turns a hang into a failure; never a timing assertion.
 const LONG: Duration = Duration::from_secs(120);
 
@@ -40,42 +48,42 @@ fn pipeline_worker(tasks: Queue<u64>, results: Queue<u64>) {
 /// The pipeline from CPython's documentation style: the parent puts every
 /// task before reading any result, with three workers in between. With a
 /// finite ring this deadlocked once both queues filled up.
-#[test]
-fn pipeline_of_100k_tasks_put_before_any_result_is_read() {
-    for m in METHODS {
-        within(&format!("pipeline under {m:?}"), move || {
-            let tasks: Queue<u64> = Queue::new().unwrap();
-            let results: Queue<u64> = Queue::new().unwrap();
-            let mut workers: Vec<_> = (0..3)
-                .map(|_| {
-                    Process::builder()
-                        .start_method(m)
-                        .daemon(true)
-                        .start(pipeline_worker, (tasks.clone(), results.clone()))
-                        .unwrap()
-                })
-                .collect();
-            for t in 0..TASKS {
-                tasks.put(t).unwrap();
-            }
-            for _ in 0..3 {
-                tasks.put(STOP).unwrap();
-            }
-            let mut seen = vec![false; TASKS as usize];
-            for _ in 0..TASKS {
-                let r = results.get().unwrap();
-                assert_eq!(r % 3, 0);
-                let t = (r / 3) as usize;
-                assert!(!seen[t], "result {r} came twice");
-                seen[t] = true;
-            }
-            assert!(seen.iter().all(|&s| s));
-            for w in &mut workers {
-                w.join_timeout(LONG).unwrap();
-            }
-            assert!(results.empty());
-        });
-    }
+fn pipeline_of_100k_tasks_put_before_any_result_is_read(m: StartMethod) {
+    // The full 100k under fork and spawn (as before the matrix), 25k under
+    // forkserver (`common::scaled`).
+    let n = common::scaled(m, &[StartMethod::Fork, StartMethod::Spawn], TASKS as usize) as u64;
+    within(&format!("pipeline under {m:?}"), move || {
+        let tasks: Queue<u64> = Queue::new().unwrap();
+        let results: Queue<u64> = Queue::new().unwrap();
+        let mut workers: Vec<_> = (0..3)
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .daemon(true)
+                    .start(pipeline_worker, (tasks.clone(), results.clone()))
+                    .unwrap()
+            })
+            .collect();
+        for t in 0..n {
+            tasks.put(t).unwrap();
+        }
+        for _ in 0..3 {
+            tasks.put(STOP).unwrap();
+        }
+        let mut seen = vec![false; n as usize];
+        for _ in 0..n {
+            let r = results.get().unwrap();
+            assert_eq!(r % 3, 0);
+            let t = (r / 3) as usize;
+            assert!(!seen[t], "result {r} came twice");
+            seen[t] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+        for w in &mut workers {
+            w.join_timeout(LONG).unwrap();
+        }
+        assert!(results.empty());
+    });
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -109,13 +117,16 @@ fn big_child(q: Queue<String>, mib: usize) {
 /// CPython's documented deadlock ("Joining processes that use queues") with
 /// large items: the child puts one and exits; the parent joins it *before*
 /// getting the item.
-#[test]
-fn seed_deadlock_program_with_32_and_256_mib_items_completes() {
-    for (m, mib) in [
-        (StartMethod::Fork, 32),
-        (StartMethod::Spawn, 32),
-        (StartMethod::Fork, 256),
-    ] {
+///
+/// 256 MiB under fork only, as before the matrix: three such tests at once
+/// would hold 1.5 GiB on a small CI machine.
+fn seed_deadlock_program_with_32_and_256_mib_items_completes(m: StartMethod) {
+    let sizes: &[usize] = if m == StartMethod::Fork {
+        &[32, 256]
+    } else {
+        &[32]
+    };
+    for &mib in sizes {
         within(&format!("{mib} MiB under {m:?}"), move || {
             let q: Queue<String> = Queue::new().unwrap();
             let mut p = Process::builder()
@@ -138,23 +149,20 @@ fn eight_mib_then_exit(q: Queue<Vec<u8>>) {
 }
 
 /// "A producer exits at once and loses nothing", beyond what the ring holds.
-#[test]
-fn producer_of_8_items_of_1_mib_exits_before_the_parent_reads() {
-    for m in METHODS {
-        within(&format!("8 x 1 MiB under {m:?}"), move || {
-            let q: Queue<Vec<u8>> = Queue::new().unwrap();
-            let mut p = Process::builder()
-                .start_method(m)
-                .start(eight_mib_then_exit, (q.clone(),))
-                .unwrap();
-            p.join_timeout(LONG).expect("the producer exits at once");
-            assert_eq!(q.qsize(), 8);
-            for i in 0..8 {
-                assert!(q.try_get().unwrap() == pattern(1 << 20, i), "item {i}");
-            }
-            assert!(matches!(q.try_get(), Err(Error::Empty)));
-        });
-    }
+fn producer_of_8_items_of_1_mib_exits_before_the_parent_reads(m: StartMethod) {
+    within(&format!("8 x 1 MiB under {m:?}"), move || {
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .start(eight_mib_then_exit, (q.clone(),))
+            .unwrap();
+        p.join_timeout(LONG).expect("the producer exits at once");
+        assert_eq!(q.qsize(), 8);
+        for i in 0..8 {
+            assert!(q.try_get().unwrap() == pattern(1 << 20, i), "item {i}");
+        }
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+    });
 }
 
 #[test]
@@ -252,15 +260,14 @@ fn ordered_producer(q: Queue<(u32, u32)>, id: u32, n: u32) {
 /// Items from one producer arrive in order even when they go partly through
 /// the ring and partly through the spill area (the parent reads nothing
 /// until every producer is done).
-#[test]
-fn order_per_producer_holds_across_ring_and_spill() {
-    within("ordered producers", || {
+fn order_per_producer_holds_across_ring_and_spill(m: StartMethod) {
+    within("ordered producers", move || {
         let q: Queue<(u32, u32)> = Queue::builder().capacity_bytes(8 << 10).build().unwrap();
         let n = 20_000;
         let mut ps: Vec<_> = (0..3)
             .map(|id| {
                 Process::builder()
-                    .start_method(StartMethod::Fork)
+                    .start_method(m)
                     .start(ordered_producer, (q.clone(), id, n))
                     .unwrap()
             })

@@ -7,6 +7,15 @@ use multiproc::{Process, StartMethod};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
+#[macro_use]
+mod common;
+
+start_methods! {
+    across_processes,
+    untracked_block_made_by_a_child_outlives_it,
+    shareable_list_reaches_children_as_an_argument,
+}
+
 fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -120,42 +129,37 @@ fn child_unlinks(name: String) {
     SharedMemory::open(&name).unwrap().unlink().unwrap();
 }
 
-#[test]
-fn across_processes_fork_and_spawn() {
-    for (i, m) in [StartMethod::Spawn, StartMethod::Fork]
-        .into_iter()
-        .enumerate()
-    {
-        let name = unique("xproc");
-        let shm = SharedMemory::create_named(&name, 4096).unwrap();
-        shm.write_at(0, b"ping").unwrap();
-        let fill = 0x10 + i as u8;
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(child_by_name, (name.clone(), fill))
-            .unwrap();
-        assert_eq!(p.join().unwrap(), b"ping".to_vec(), "{m:?}");
-        let mut buf = [0u8; 8];
-        shm.read_at(100, &mut buf).unwrap();
-        assert_eq!(buf, [fill; 8], "{m:?}");
+fn across_processes(m: StartMethod) {
+    let i = common::METHODS.iter().position(|&x| x == m).unwrap();
+    let name = unique("xproc");
+    let shm = SharedMemory::create_named(&name, 4096).unwrap();
+    shm.write_at(0, b"ping").unwrap();
+    let fill = 0x10 + i as u8;
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(child_by_name, (name.clone(), fill))
+        .unwrap();
+    assert_eq!(p.join().unwrap(), b"ping".to_vec(), "{m:?}");
+    let mut buf = [0u8; 8];
+    shm.read_at(100, &mut buf).unwrap();
+    assert_eq!(buf, [fill; 8], "{m:?}");
 
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(child_by_handle, (shm, fill + 1))
-            .unwrap();
-        assert_eq!(p.join().unwrap(), 4096, "{m:?}");
-        let shm = SharedMemory::open(&name).unwrap();
-        shm.read_at(200, &mut buf).unwrap();
-        assert_eq!(buf, [fill + 1; 8], "{m:?}");
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(child_by_handle, (shm, fill + 1))
+        .unwrap();
+    assert_eq!(p.join().unwrap(), 4096, "{m:?}");
+    let shm = SharedMemory::open(&name).unwrap();
+    shm.read_at(200, &mut buf).unwrap();
+    assert_eq!(buf, [fill + 1; 8], "{m:?}");
 
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(child_unlinks, (name.clone(),))
-            .unwrap();
-        p.join().unwrap();
-        assert!(!exists(&name), "{m:?}");
-        assert!(SharedMemory::open(&name).is_err());
-    }
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(child_unlinks, (name.clone(),))
+        .unwrap();
+    p.join().unwrap();
+    assert!(!exists(&name), "{m:?}");
+    assert!(SharedMemory::open(&name).is_err());
 }
 
 #[test]
@@ -386,11 +390,10 @@ fn child_creates(name: String, untracked: bool) -> String {
     shm.name().to_string()
 }
 
-#[test]
-fn untracked_block_made_by_a_spawned_child_outlives_it() {
+fn untracked_block_made_by_a_child_outlives_it(m: StartMethod) {
     let name = unique("untracked");
     let mut p = Process::builder()
-        .start_method(StartMethod::Spawn)
+        .start_method(m)
         .start(child_creates, (name.clone(), true))
         .unwrap();
     assert_eq!(p.join().unwrap(), name);
@@ -416,25 +419,22 @@ fn child_edits_list(sl: ShareableList) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn shareable_list_reaches_children_as_an_argument() {
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
-        let sl = ShareableList::new(&[Item::None, "parent".into()]).unwrap();
-        let name = sl.name().to_string();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(child_edits_list, (sl,))
-            .unwrap();
-        assert_eq!(
-            p.join().unwrap(),
-            vec!["Int(2)".to_string(), "Str(\"child\")".to_string()]
-        );
-        let sl = ShareableList::open(&name).unwrap();
-        assert_eq!(
-            sl.to_vec().unwrap(),
-            vec![Item::Int(2), "child".into()],
-            "{m:?}"
-        );
-        sl.shm().unlink().unwrap();
-    }
+fn shareable_list_reaches_children_as_an_argument(m: StartMethod) {
+    let sl = ShareableList::new(&[Item::None, "parent".into()]).unwrap();
+    let name = sl.name().to_string();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(child_edits_list, (sl,))
+        .unwrap();
+    assert_eq!(
+        p.join().unwrap(),
+        vec!["Int(2)".to_string(), "Str(\"child\")".to_string()]
+    );
+    let sl = ShareableList::open(&name).unwrap();
+    assert_eq!(
+        sl.to_vec().unwrap(),
+        vec![Item::Int(2), "child".into()],
+        "{m:?}"
+    );
+    sl.shm().unlink().unwrap();
 }

@@ -9,6 +9,14 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+#[macro_use]
+mod common;
+
+start_methods! {
+    a_handed_off_region_cannot_be_resized,
+    shared_memory_larger_than_free_space_fails_at_creation,
+}
+
 /// This process's descriptors whose link names `memfd:<name>`.
 fn memfds(name: &str) -> Vec<std::fs::File> {
     let want = format!("/memfd:{name} ");
@@ -48,27 +56,24 @@ fn truncate_all(v: Value<u64>) -> Vec<i32> {
     errnos
 }
 
-#[test]
-fn a_handed_off_region_cannot_be_resized() {
-    for m in [StartMethod::Fork, StartMethod::Spawn] {
-        let v = Value::new(1u64).unwrap();
-        let errnos = Process::builder()
-            .start_method(m)
-            .start(truncate_all, (v.clone(),))
-            .unwrap()
-            .join()
-            .unwrap();
-        assert!(
-            !errnos.is_empty(),
-            "{m:?}: the child holds the value's memfd"
-        );
-        assert!(
-            errnos.iter().all(|&e| e == libc::EPERM),
-            "{m:?}: ftruncate must fail with EPERM on a sealed region: {errnos:?}"
-        );
-        // Nobody faults: the parent still reads what the child wrote.
-        assert_eq!(v.get().unwrap(), 7, "{m:?}");
-    }
+fn a_handed_off_region_cannot_be_resized(m: StartMethod) {
+    let v = Value::new(1u64).unwrap();
+    let errnos = Process::builder()
+        .start_method(m)
+        .start(truncate_all, (v.clone(),))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(
+        !errnos.is_empty(),
+        "{m:?}: the child holds the value's memfd"
+    );
+    assert!(
+        errnos.iter().all(|&e| e == libc::EPERM),
+        "{m:?}: ftruncate must fail with EPERM on a sealed region: {errnos:?}"
+    );
+    // Nobody faults: the parent still reads what the child wrote.
+    assert_eq!(v.get().unwrap(), 7, "{m:?}");
 }
 
 /// The pages behind a `Value`/`Array` are allocated at creation.
@@ -95,7 +100,7 @@ fn region_pages_are_reserved_at_creation() {
 /// larger than the free space fails at creation with a clear error, a small
 /// one works. Returns `None` if this process may not make the namespace.
 fn create_on_small_tmpfs() -> Option<(String, bool)> {
-    // SAFETY: plain syscalls with valid NUL-terminated strings; this forked
+    // SAFETY: plain syscalls with valid NUL-terminated strings; this
     // child is single-threaded and changes only its own mount namespace.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
@@ -147,10 +152,9 @@ fn create_on_small_tmpfs() -> Option<(String, bool)> {
     Some((format!("{err}\n{err_small}"), small_ok))
 }
 
-#[test]
-fn shared_memory_larger_than_free_space_fails_at_creation() {
+fn shared_memory_larger_than_free_space_fails_at_creation(m: StartMethod) {
     let r = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(create_on_small_tmpfs, ())
         .unwrap()
         .join()

@@ -10,6 +10,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+#[macro_use]
+mod common;
+
+start_methods! {
+    sigkilled_program_leaves_nothing_in_dev_shm,
+    names_never_unlinked_are_removed_when_the_program_ends,
+    a_killed_tracker_is_replaced,
+}
+
 /// A pipe end as a process argument.
 struct Fd(OwnedFd);
 
@@ -89,73 +98,67 @@ fn tracker_alive(pid: i32) -> bool {
 
 /// The test process itself never starts a tracker, so each child (spawned, or
 /// forked) starts its own and the tracker's lifetime is the child's.
-#[test]
-fn sigkilled_program_leaves_nothing_in_dev_shm() {
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
-        let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-        let tag = format!("{}_{m:?}", std::process::id());
-        let mut p = KillOnDrop(
-            Process::builder()
-                .start_method(m)
-                .start(doomed, (Fd(wr), tag))
-                .unwrap(),
-        );
-        let mut line = String::new();
-        BufReader::new(std::fs::File::from(rd))
-            .read_line(&mut line)
-            .unwrap();
-        let fields: Vec<String> = line.split_whitespace().map(String::from).collect();
-        assert_eq!(fields.len(), 5, "child said {line:?}");
-        let names = fields[..3].to_vec();
-        let tracker_pid: i32 = fields[4].parse().unwrap();
-        for n in &names {
-            assert!(exists(n), "{n} should exist while the program runs");
-        }
-        assert!(!exists(&fields[3]));
-        // The unnamed value and array are memfds: the child maps nothing
-        // from /dev/shm except the named blocks.
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", p.0.pid())).unwrap();
-        assert!(maps.contains("memfd:multiproc-value"), "{maps}");
-        for l in maps.lines().filter(|l| l.contains("/dev/shm/")) {
-            assert!(
-                fields[..4]
-                    .iter()
-                    .any(|n| l.contains(&format!("/dev/shm/{n}"))),
-                "unexpected mapping {l}"
-            );
-        }
-        p.0.kill().unwrap();
-        let code = p.0.wait(Some(Duration::from_secs(20))).unwrap();
-        assert_eq!(code, Some(-9));
-        let left = wait_gone(&names);
+fn sigkilled_program_leaves_nothing_in_dev_shm(m: StartMethod) {
+    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let tag = format!("{}_{m:?}", std::process::id());
+    let mut p = KillOnDrop(
+        Process::builder()
+            .start_method(m)
+            .start(doomed, (Fd(wr), tag))
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(std::fs::File::from(rd))
+        .read_line(&mut line)
+        .unwrap();
+    let fields: Vec<String> = line.split_whitespace().map(String::from).collect();
+    assert_eq!(fields.len(), 5, "child said {line:?}");
+    let names = fields[..3].to_vec();
+    let tracker_pid: i32 = fields[4].parse().unwrap();
+    for n in &names {
+        assert!(exists(n), "{n} should exist while the program runs");
+    }
+    assert!(!exists(&fields[3]));
+    // The unnamed value and array are memfds: the child maps nothing
+    // from /dev/shm except the named blocks.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", p.0.pid())).unwrap();
+    assert!(maps.contains("memfd:multiproc-value"), "{maps}");
+    for l in maps.lines().filter(|l| l.contains("/dev/shm/")) {
         assert!(
-            left.is_empty(),
-            "{m:?}: still in /dev/shm after the tracker ran: {left:?}"
-        );
-        // The tracker itself ends once it has cleaned up.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tracker_alive(tracker_pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(
-            !tracker_alive(tracker_pid),
-            "{m:?}: tracker {tracker_pid} still running"
+            fields[..4]
+                .iter()
+                .any(|n| l.contains(&format!("/dev/shm/{n}"))),
+            "unexpected mapping {l}"
         );
     }
+    p.0.kill().unwrap();
+    let code = p.0.wait(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(code, Some(-9));
+    let left = wait_gone(&names);
+    assert!(
+        left.is_empty(),
+        "{m:?}: still in /dev/shm after the tracker ran: {left:?}"
+    );
+    // The tracker itself ends once it has cleaned up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tracker_alive(tracker_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !tracker_alive(tracker_pid),
+        "{m:?}: tracker {tracker_pid} still running"
+    );
 }
 
-#[test]
-fn names_never_unlinked_are_removed_when_the_program_ends() {
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
-        let tag = format!("{}_{m:?}", std::process::id());
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(forgetful, (tag,))
-            .unwrap();
-        let name = p.join().unwrap();
-        let left = wait_gone(&[name]);
-        assert!(left.is_empty(), "{m:?}: {left:?}");
-    }
+fn names_never_unlinked_are_removed_when_the_program_ends(m: StartMethod) {
+    let tag = format!("{}_{m:?}", std::process::id());
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(forgetful, (tag,))
+        .unwrap();
+    let name = p.join().unwrap();
+    let left = wait_gone(&[name]);
+    assert!(left.is_empty(), "{m:?}: {left:?}");
 }
 
 /// In a child: kill this program's tracker, then create a block: a new
@@ -180,11 +183,10 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-#[test]
-fn a_killed_tracker_is_replaced() {
-    let tag = std::process::id().to_string();
+fn a_killed_tracker_is_replaced(m: StartMethod) {
+    let tag = format!("{}_{m:?}", std::process::id());
     let mut p = Process::builder()
-        .start_method(StartMethod::Spawn)
+        .start_method(m)
         .start(tracker_killed, (tag,))
         .unwrap();
     let (first, second, name) = p.join().unwrap();

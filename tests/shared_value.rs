@@ -11,6 +11,19 @@ use std::sync::atomic::Ordering;
 const N: u64 = 2000;
 const PROCS: usize = 3;
 
+#[macro_use]
+mod common;
+
+start_methods! {
+    value_increments_under_the_lock_add_up,
+    array_updates_under_the_lock_add_up,
+    atomic_views_add_up_without_a_lock,
+    pod_structs_and_shared_lock,
+    a_holder_that_dies_does_not_deadlock_the_value,
+    python_get_lock_idiom_does_not_deadlock,
+    with_lock_accepts_an_rlock,
+}
+
 fn incr_value(v: Value<u64>, n: u64) {
     for _ in 0..n {
         let g = v.lock().unwrap();
@@ -36,65 +49,56 @@ fn incr_atomic(v: RawValue<i64>, a: RawArray<u32>, n: u64) {
     }
 }
 
-#[test]
-fn value_increments_under_the_lock_add_up() {
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
-        let v = Value::new(0u64).unwrap();
-        let ps: Vec<_> = (0..PROCS)
-            .map(|_| {
-                Process::builder()
-                    .start_method(m)
-                    .start(incr_value, (v.clone(), N))
-                    .unwrap()
-            })
-            .collect();
-        incr_value(v.clone(), N);
-        for mut p in ps {
-            p.join().unwrap();
-        }
-        assert_eq!(v.get().unwrap(), N * (PROCS as u64 + 1), "{m:?}");
+fn value_increments_under_the_lock_add_up(m: StartMethod) {
+    let v = Value::new(0u64).unwrap();
+    let ps: Vec<_> = (0..PROCS)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(incr_value, (v.clone(), N))
+                .unwrap()
+        })
+        .collect();
+    incr_value(v.clone(), N);
+    for mut p in ps {
+        p.join().unwrap();
     }
+    assert_eq!(v.get().unwrap(), N * (PROCS as u64 + 1), "{m:?}");
 }
 
-#[test]
-fn array_updates_under_the_lock_add_up() {
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
-        let a = Array::<i32>::zeroed(8).unwrap();
-        let ps: Vec<_> = (0..PROCS)
-            .map(|_| {
-                Process::builder()
-                    .start_method(m)
-                    .start(incr_array, (a.clone(), N / 4))
-                    .unwrap()
-            })
-            .collect();
-        for mut p in ps {
-            p.join().unwrap();
-        }
-        let want: Vec<i32> = (0..8).map(|i| i * (N / 4) as i32 * PROCS as i32).collect();
-        assert_eq!(a.to_vec().unwrap(), want, "{m:?}");
+fn array_updates_under_the_lock_add_up(m: StartMethod) {
+    let a = Array::<i32>::zeroed(8).unwrap();
+    let ps: Vec<_> = (0..PROCS)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(incr_array, (a.clone(), N / 4))
+                .unwrap()
+        })
+        .collect();
+    for mut p in ps {
+        p.join().unwrap();
     }
+    let want: Vec<i32> = (0..8).map(|i| i * (N / 4) as i32 * PROCS as i32).collect();
+    assert_eq!(a.to_vec().unwrap(), want, "{m:?}");
 }
 
-#[test]
-fn atomic_views_add_up_without_a_lock() {
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
-        let v = RawValue::new(0i64).unwrap();
-        let a = RawArray::<u32>::zeroed(4).unwrap();
-        let ps: Vec<_> = (0..PROCS)
-            .map(|_| {
-                Process::builder()
-                    .start_method(m)
-                    .start(incr_atomic, (v.clone(), a.clone(), N))
-                    .unwrap()
-            })
-            .collect();
-        for mut p in ps {
-            p.join().unwrap();
-        }
-        assert_eq!(v.get(), (N * PROCS as u64) as i64, "{m:?}");
-        assert_eq!(a.to_vec(), vec![(2 * N * PROCS as u64) as u32; 4], "{m:?}");
+fn atomic_views_add_up_without_a_lock(m: StartMethod) {
+    let v = RawValue::new(0i64).unwrap();
+    let a = RawArray::<u32>::zeroed(4).unwrap();
+    let ps: Vec<_> = (0..PROCS)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(incr_atomic, (v.clone(), a.clone(), N))
+                .unwrap()
+        })
+        .collect();
+    for mut p in ps {
+        p.join().unwrap();
     }
+    assert_eq!(v.get(), (N * PROCS as u64) as i64, "{m:?}");
+    assert_eq!(a.to_vec(), vec![(2 * N * PROCS as u64) as u32; 4], "{m:?}");
 }
 
 #[repr(C)]
@@ -124,8 +128,7 @@ fn move_point(v: Value<Point, Lock>, dx: f64) -> Point {
     p
 }
 
-#[test]
-fn pod_structs_and_shared_lock() {
+fn pod_structs_and_shared_lock(m: StartMethod) {
     let lock = Lock::new().unwrap();
     let v = Value::with_lock(
         Point {
@@ -142,7 +145,8 @@ fn pod_structs_and_shared_lock() {
         let _g = lock.acquire().unwrap();
         assert!(v.get_lock().locked() && a.get_lock().locked());
     }
-    for m in [StartMethod::Spawn, StartMethod::Fork] {
+    // Two children, of `m` and of another method.
+    for m in [m, common::partner(m)] {
         let mut p = Process::builder()
             .start_method(m)
             .start(move_point, (v.clone(), 0.5))
@@ -174,11 +178,10 @@ fn die_holding(v: Value<u64>) {
     std::process::exit(3);
 }
 
-#[test]
-fn a_holder_that_dies_does_not_deadlock_the_value() {
+fn a_holder_that_dies_does_not_deadlock_the_value(m: StartMethod) {
     let v = Value::new(1u64).unwrap();
     let mut p = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(die_holding, (v.clone(),))
         .unwrap();
     assert!(p.join().is_err());
@@ -219,36 +222,33 @@ fn incr_python_style(v: Value<u64>, a: Array<u32>, n: u64) {
     }
 }
 
-#[test]
-fn python_get_lock_idiom_does_not_deadlock() {
-    for m in [StartMethod::Fork, StartMethod::Spawn] {
-        let v = Value::new(0u64).unwrap();
-        let a = Array::<u32>::zeroed(2).unwrap();
-        let ps: Vec<_> = (0..PROCS)
-            .map(|_| {
-                Process::builder()
-                    .start_method(m)
-                    .start(incr_python_style, (v.clone(), a.clone(), N))
-                    .unwrap()
-            })
-            .collect();
-        // In a thread, so that a deadlock here fails the test instead of hanging it.
-        let (done_tx, done) = std::sync::mpsc::channel();
-        let (v2, a2) = (v.clone(), a.clone());
-        std::thread::spawn(move || {
-            incr_python_style(v2, a2, N);
-            let _ = done_tx.send(());
-        });
-        done.recv_timeout(std::time::Duration::from_secs(60))
+fn python_get_lock_idiom_does_not_deadlock(m: StartMethod) {
+    let v = Value::new(0u64).unwrap();
+    let a = Array::<u32>::zeroed(2).unwrap();
+    let ps: Vec<_> = (0..PROCS)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(incr_python_style, (v.clone(), a.clone(), N))
+                .unwrap()
+        })
+        .collect();
+    // In a thread, so that a deadlock here fails the test instead of hanging it.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let (v2, a2) = (v.clone(), a.clone());
+    std::thread::spawn(move || {
+        incr_python_style(v2, a2, N);
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the idiom must not deadlock");
+    for mut p in ps {
+        p.join_timeout(std::time::Duration::from_secs(60))
             .expect("the idiom must not deadlock");
-        for mut p in ps {
-            p.join_timeout(std::time::Duration::from_secs(60))
-                .expect("the idiom must not deadlock");
-        }
-        let total = N * (PROCS as u64 + 1);
-        assert_eq!(v.get().unwrap(), total, "{m:?}");
-        assert_eq!(a.get(0).unwrap() as u64, 2 * total, "{m:?}");
     }
+    let total = N * (PROCS as u64 + 1);
+    assert_eq!(v.get().unwrap(), total, "{m:?}");
+    assert_eq!(a.get(0).unwrap() as u64, 2 * total, "{m:?}");
 }
 
 fn incr_shared_rlock(v: Value<u64, RLock>, w: Value<u64, RLock>, n: u64) {
@@ -261,13 +261,12 @@ fn incr_shared_rlock(v: Value<u64, RLock>, w: Value<u64, RLock>, n: u64) {
     }
 }
 
-#[test]
-fn with_lock_accepts_an_rlock() {
+fn with_lock_accepts_an_rlock(m: StartMethod) {
     let lock = RLock::new().unwrap();
     let v = Value::with_lock(0u64, lock.clone()).unwrap();
     let w = Value::with_lock(0u64, lock.clone()).unwrap();
     let mut p = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(incr_shared_rlock, (v.clone(), w.clone(), N))
         .unwrap();
     incr_shared_rlock(v.clone(), w.clone(), N);

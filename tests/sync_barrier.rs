@@ -1,10 +1,29 @@
 //! `Barrier`: CPython's `_TestBarrier` cases (N = 5 parties: 4 worker
-//! processes, fork and spawn mixed, plus the test thread), and parties that
-//! die.
+//! processes of two start methods mixed, plus the test thread), and parties
+//! that die; every case under each start method (`common::start_methods!`).
 
 multiproc::test_support!();
 
 mod sync_common;
+#[macro_use]
+mod common;
+
+use common::{partner, scaled, METHODS};
+
+start_methods! {
+    test_barrier,
+    test_barrier_10,
+    test_wait_return,
+    test_action,
+    test_abort,
+    test_reset,
+    test_abort_and_reset,
+    test_timeout,
+    test_default_timeout,
+    test_thousand,
+    party_killed_while_waiting_breaks_barrier,
+    last_arrival_sees_dead_party,
+}
 
 use multiproc::sync::{Barrier, Lock};
 use multiproc::{Error, Process, StartMethod};
@@ -15,16 +34,14 @@ use sync_common::{eventually, Cells};
 
 const N: usize = 5;
 
-/// Starts N-1 workers running `$f($args)` (alternating fork and spawn).
+/// Starts N-1 workers running `$f($args)`, alternating `$m` and its
+/// partner (`common::partner`: fork with spawn, spawn with forkserver,
+/// forkserver with fork).
 macro_rules! workers {
-    ($f:expr, $args:expr) => {
+    ($m:expr, $f:expr, $args:expr) => {
         (0..N - 1)
             .map(|i| {
-                let m = if i % 2 == 0 {
-                    StartMethod::Fork
-                } else {
-                    StartMethod::Spawn
-                };
+                let m = if i % 2 == 0 { $m } else { partner($m) };
                 Process::builder()
                     .start_method(m)
                     .start($f, $args.clone())
@@ -56,10 +73,10 @@ fn multipass(b: Barrier, cells: Cells, passes: u32) -> bool {
     true
 }
 
-fn check_multipass(passes: u32) {
+fn check_multipass(m: StartMethod, passes: u32) {
     let b = Barrier::new(N).unwrap();
     let cells = Cells::new(2);
-    let ps = workers!(multipass, (b.clone(), cells.clone(), passes));
+    let ps = workers!(m, multipass, (b.clone(), cells.clone(), passes));
     assert!(multipass(b.clone(), cells.clone(), passes));
     assert!(join(ps).into_iter().all(|ok| ok));
     assert_eq!(b.n_waiting(), 0);
@@ -67,15 +84,13 @@ fn check_multipass(passes: u32) {
 }
 
 /// `test_barrier`: one pass in lockstep.
-#[test]
-fn test_barrier() {
-    check_multipass(1);
+fn test_barrier(m: StartMethod) {
+    check_multipass(m, 1);
 }
 
 /// `test_barrier_10`: ten passes (the barrier is reusable).
-#[test]
-fn test_barrier_10() {
-    check_multipass(10);
+fn test_barrier_10(m: StartMethod) {
+    check_multipass(m, 10);
 }
 
 fn wait_return(b: Barrier) -> usize {
@@ -83,26 +98,38 @@ fn wait_return(b: Barrier) -> usize {
 }
 
 /// `test_wait_return`: the indices are 0..N, exactly one is 0.
-#[test]
-fn test_wait_return() {
+fn test_wait_return(m: StartMethod) {
     let b = Barrier::new(N).unwrap();
-    let ps = workers!(wait_return, (b.clone(),));
+    let ps = workers!(m, wait_return, (b.clone(),));
     let mut idx = vec![b.wait().unwrap()];
     idx.extend(join(ps));
     idx.sort();
     assert_eq!(idx, (0..N).collect::<Vec<_>>());
 }
 
-static ACTION_CELLS: OnceLock<Cells> = OnceLock::new();
+/// One slot per start method: the matrix runs the three `test_action`s at
+/// once in this binary, and the action (a plain `fn()`) finds its test's
+/// cells through its own slot.
+static ACTION_CELLS: [OnceLock<Cells>; 3] = [const { OnceLock::new() }; 3];
 
-fn action() {
-    if let Some(c) = ACTION_CELLS.get() {
+fn action_in(slot: usize) {
+    if let Some(c) = ACTION_CELLS[slot].get() {
         c.get(0).fetch_add(1, Ordering::SeqCst);
     }
 }
 
-fn action_worker(b: Barrier, cells: Cells) -> bool {
-    let _ = ACTION_CELLS.set(cells.clone());
+fn action_0() {
+    action_in(0)
+}
+fn action_1() {
+    action_in(1)
+}
+fn action_2() {
+    action_in(2)
+}
+
+fn action_worker(b: Barrier, cells: Cells, slot: usize) -> bool {
+    let _ = ACTION_CELLS[slot].set(cells.clone());
     b.wait().expect("wait");
     // The action ran exactly once, before anybody was released.
     let ok = cells.get(0).load(Ordering::SeqCst) == 1;
@@ -111,13 +138,18 @@ fn action_worker(b: Barrier, cells: Cells) -> bool {
 }
 
 /// `test_action`: the action runs exactly once per pass, before release, in
-/// whichever process arrives last (fork and spawn children alike).
-#[test]
-fn test_action() {
+/// whichever process arrives last (children of every method alike).
+fn test_action(m: StartMethod) {
+    let slot = METHODS.iter().position(|&x| x == m).unwrap();
     let cells = Cells::new(1);
-    let _ = ACTION_CELLS.set(cells.clone());
-    let b = Barrier::with_action(N, action).unwrap();
-    let ps = workers!(action_worker, (b.clone(), cells.clone()));
+    let _ = ACTION_CELLS[slot].set(cells.clone());
+    let b = match slot {
+        0 => Barrier::with_action(N, action_0),
+        1 => Barrier::with_action(N, action_1),
+        _ => Barrier::with_action(N, action_2),
+    }
+    .unwrap();
+    let ps = workers!(m, action_worker, (b.clone(), cells.clone(), slot));
     b.wait().unwrap();
     assert_eq!(cells.get(0).load(Ordering::SeqCst), 1);
     b.wait().unwrap();
@@ -148,11 +180,10 @@ fn abort_worker(b: Barrier, cells: Cells) {
 
 /// `test_abort`: one party aborts instead of waiting again; the others get
 /// BrokenBarrier; nobody passes.
-#[test]
-fn test_abort() {
+fn test_abort(m: StartMethod) {
     let b = Barrier::new(N).unwrap();
     let cells = Cells::new(3);
-    let ps = workers!(abort_worker, (b.clone(), cells.clone()));
+    let ps = workers!(m, abort_worker, (b.clone(), cells.clone()));
     abort_worker(b.clone(), cells.clone());
     join(ps);
     assert_eq!(cells.get(R1).load(Ordering::SeqCst), 0);
@@ -177,11 +208,10 @@ fn reset_worker(b: Barrier, cells: Cells) {
 }
 
 /// `test_reset`: a reset while N-1 wait breaks their wait; then all N pass.
-#[test]
-fn test_reset() {
+fn test_reset(m: StartMethod) {
     let b = Barrier::new(N).unwrap();
     let cells = Cells::new(3);
-    let ps = workers!(reset_worker, (b.clone(), cells.clone()));
+    let ps = workers!(m, reset_worker, (b.clone(), cells.clone()));
     reset_worker(b.clone(), cells.clone());
     join(ps);
     assert_eq!(cells.get(R1).load(Ordering::SeqCst), 0);
@@ -213,12 +243,12 @@ fn abort_and_reset_worker(b: Barrier, b2: Barrier, cells: Cells) {
 }
 
 /// `test_abort_and_reset`.
-#[test]
-fn test_abort_and_reset() {
+fn test_abort_and_reset(m: StartMethod) {
     let b = Barrier::new(N).unwrap();
     let b2 = Barrier::new(N).unwrap();
     let cells = Cells::new(3);
     let ps = workers!(
+        m,
         abort_and_reset_worker,
         (b.clone(), b2.clone(), cells.clone())
     );
@@ -254,11 +284,10 @@ fn timeout_worker(b: Barrier, cells: Cells, explicit: bool) {
 /// `test_timeout`: one party is late; the others' timed waits break the
 /// barrier, so nobody passes: a party whose own timeout expired gets
 /// `Timeout`, the others (the late one at least) `BrokenBarrier`.
-#[test]
-fn test_timeout() {
+fn test_timeout(m: StartMethod) {
     let b = Barrier::new(N).unwrap();
     let cells = Cells::new(2);
-    let ps = workers!(timeout_worker, (b.clone(), cells.clone(), true));
+    let ps = workers!(m, timeout_worker, (b.clone(), cells.clone(), true));
     timeout_worker(b.clone(), cells.clone(), true);
     join(ps);
     assert_eq!(cells.get(0).load(Ordering::SeqCst), N as u32);
@@ -268,13 +297,12 @@ fn test_timeout() {
 
 /// `test_default_timeout`: the same with `Barrier(N, timeout=0.5)`; the
 /// default timeout travels to the children.
-#[test]
-fn test_default_timeout() {
+fn test_default_timeout(m: StartMethod) {
     let b = Barrier::new(N)
         .unwrap()
         .with_timeout(Duration::from_millis(500));
     let cells = Cells::new(2);
-    let ps = workers!(timeout_worker, (b.clone(), cells.clone(), false));
+    let ps = workers!(m, timeout_worker, (b.clone(), cells.clone(), false));
     timeout_worker(b.clone(), cells.clone(), false);
     join(ps);
     assert_eq!(cells.get(0).load(Ordering::SeqCst), N as u32);
@@ -305,19 +333,17 @@ fn thousand_worker(b: Barrier, lock: Lock, cells: Cells, passes: u32) -> bool {
 
 /// `test_thousand`: N processes pass 1000 times; each records its pass under
 /// a Lock; every pass index is recorded exactly N times, in pass order.
-#[test]
-fn test_thousand() {
-    let passes = 1000;
+///
+/// 1000 passes when fork leads (fork and spawn mixed, as before the
+/// matrix), 250 for the other pairs (`common::scaled`).
+fn test_thousand(m: StartMethod) {
+    let passes = scaled(m, &[StartMethod::Fork], 1000) as u32;
     let b = Barrier::new(N).unwrap();
     let lock = Lock::new().unwrap();
     let cells = Cells::new(1);
     let ps: Vec<_> = (0..N)
         .map(|i| {
-            let m = if i % 2 == 0 {
-                StartMethod::Fork
-            } else {
-                StartMethod::Spawn
-            };
+            let m = if i % 2 == 0 { m } else { partner(m) };
             Process::builder()
                 .start_method(m)
                 .start(
@@ -345,59 +371,55 @@ fn wait_result(b: Barrier) -> Result<usize, String> {
 /// A party killed while waiting at the barrier: the others get
 /// BrokenBarrier, not a hang — whether they were already waiting or arrive
 /// later to complete the count. After a reset the barrier works again.
-#[test]
-fn party_killed_while_waiting_breaks_barrier() {
-    for m in [StartMethod::Fork, StartMethod::Spawn] {
-        let b = Barrier::new(3).unwrap();
-        // One live party already waiting…
-        let mut waiting = Process::builder()
-            .start_method(m)
-            .start(wait_result, (b.clone(),))
-            .unwrap();
-        eventually("first party waiting", || b.n_waiting() == 1);
-        // …then the victim arrives and is killed while waiting.
-        let victim = Process::builder()
-            .start_method(m)
-            .start(wait_then_hang, (b.clone(),))
-            .unwrap();
-        eventually("victim waiting", || b.n_waiting() == 2);
-        victim.kill().unwrap();
-        // The waiting party notices on its own.
-        let r = waiting.join().unwrap();
-        assert_eq!(r, Err(Error::BrokenBarrier.to_string()), "{m:?}");
-        // And a late arrival does not complete a pass with a dead party.
-        assert!(matches!(
-            b.wait_timeout(Duration::from_secs(60)),
-            Err(Error::BrokenBarrier)
-        ));
-        b.reset();
-        assert!(!b.broken());
-        let mut p1 = Process::builder()
-            .start_method(m)
-            .start(wait_result, (b.clone(),))
-            .unwrap();
-        let mut p2 = Process::builder()
-            .start_method(m)
-            .start(wait_result, (b.clone(),))
-            .unwrap();
-        let mine = b.wait_timeout(Duration::from_secs(60)).unwrap();
-        let mut idx = vec![
-            mine,
-            p1.join().unwrap().unwrap(),
-            p2.join().unwrap().unwrap(),
-        ];
-        idx.sort();
-        assert_eq!(idx, vec![0, 1, 2]);
-    }
+fn party_killed_while_waiting_breaks_barrier(m: StartMethod) {
+    let b = Barrier::new(3).unwrap();
+    // One live party already waiting…
+    let mut waiting = Process::builder()
+        .start_method(m)
+        .start(wait_result, (b.clone(),))
+        .unwrap();
+    eventually("first party waiting", || b.n_waiting() == 1);
+    // …then the victim arrives and is killed while waiting.
+    let victim = Process::builder()
+        .start_method(m)
+        .start(wait_then_hang, (b.clone(),))
+        .unwrap();
+    eventually("victim waiting", || b.n_waiting() == 2);
+    victim.kill().unwrap();
+    // The waiting party notices on its own.
+    let r = waiting.join().unwrap();
+    assert_eq!(r, Err(Error::BrokenBarrier.to_string()), "{m:?}");
+    // And a late arrival does not complete a pass with a dead party.
+    assert!(matches!(
+        b.wait_timeout(Duration::from_secs(60)),
+        Err(Error::BrokenBarrier)
+    ));
+    b.reset();
+    assert!(!b.broken());
+    let mut p1 = Process::builder()
+        .start_method(m)
+        .start(wait_result, (b.clone(),))
+        .unwrap();
+    let mut p2 = Process::builder()
+        .start_method(m)
+        .start(wait_result, (b.clone(),))
+        .unwrap();
+    let mine = b.wait_timeout(Duration::from_secs(60)).unwrap();
+    let mut idx = vec![
+        mine,
+        p1.join().unwrap().unwrap(),
+        p2.join().unwrap().unwrap(),
+    ];
+    idx.sort();
+    assert_eq!(idx, vec![0, 1, 2]);
 }
 
 /// The last party to arrive checks the others live: a party that arrived and
 /// died does not count towards a pass.
-#[test]
-fn last_arrival_sees_dead_party() {
+fn last_arrival_sees_dead_party(m: StartMethod) {
     let b = Barrier::new(2).unwrap();
     let victim = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(wait_then_hang, (b.clone(),))
         .unwrap();
     eventually("victim waiting", || b.n_waiting() == 1);

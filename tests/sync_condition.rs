@@ -1,10 +1,27 @@
 //! `Condition`: CPython's `_TestCondition` cases across processes and
 //! threads, with an `RLock` (the default) and with a `Lock`, plus waiters
-//! that die.
+//! that die; every case with children under each start method.
 
 multiproc::test_support!();
 
 mod sync_common;
+#[macro_use]
+mod common;
+
+use common::{builder, partner};
+
+start_methods! {
+    test_notify_rlock,
+    test_notify_lock,
+    test_notify_all_rlock,
+    test_notify_all_lock,
+    test_notify_n,
+    test_waitfor,
+    test_waitfor_timeout,
+    test_wait_result,
+    dead_waiter_does_not_swallow_notify,
+    holder_dies_while_waiter_reacquires,
+}
 
 use multiproc::sync::{Condition, ConditionLock, Lock, RLock};
 use multiproc::{Error, Process, StartMethod};
@@ -37,11 +54,12 @@ fn waiter<L: ConditionLock>(cond: Condition<L>, cells: Cells, timeout_ms: u64) {
 }
 
 fn start_waiters<L: ConditionLock + Send + Sync + 'static>(
+    m: StartMethod,
     cond: &Condition<L>,
     cells: &Cells,
     timeout_ms: u64,
 ) -> (Vec<Process<()>>, Vec<std::thread::JoinHandle<()>>) {
-    let procs = [StartMethod::Fork, StartMethod::Spawn, StartMethod::Fork]
+    let procs = [m, partner(m), m]
         .into_iter()
         .map(|m| {
             Process::builder()
@@ -79,9 +97,10 @@ fn notify<L: ConditionLock>(cond: &Condition<L>, n: usize) {
 
 /// `_TestCondition.test_notify`: a process and a thread wait; each
 /// `notify()` wakes exactly one.
-fn check_notify<L: ConditionLock + Send + Sync + 'static>(cond: Condition<L>) {
+fn check_notify<L: ConditionLock + Send + Sync + 'static>(m: StartMethod, cond: Condition<L>) {
     let cells = Cells::new(4);
     let mut p = Process::builder()
+        .start_method(m)
         .start(waiter::<L>, (cond.clone(), cells.clone(), 0))
         .unwrap();
     let (c, k) = (cond.clone(), cells.clone());
@@ -99,27 +118,25 @@ fn check_notify<L: ConditionLock + Send + Sync + 'static>(cond: Condition<L>) {
     assert_eq!(cond.n_waiting(), 0);
 }
 
-#[test]
-fn test_notify_rlock() {
-    check_notify(Condition::new().unwrap());
+fn test_notify_rlock(m: StartMethod) {
+    check_notify(m, Condition::new().unwrap());
 }
 
-#[test]
-fn test_notify_lock() {
-    check_notify(Condition::with_lock(Lock::new().unwrap()).unwrap());
+fn test_notify_lock(m: StartMethod) {
+    check_notify(m, Condition::with_lock(Lock::new().unwrap()).unwrap());
 }
 
 /// `_TestCondition.test_notify_all`: 6 waiters with a short timeout all time
 /// out; 6 more without timeout are all woken by one `notify_all()`.
-fn check_notify_all<L: ConditionLock + Send + Sync + 'static>(cond: Condition<L>) {
+fn check_notify_all<L: ConditionLock + Send + Sync + 'static>(m: StartMethod, cond: Condition<L>) {
     let cells = Cells::new(4);
-    let (ps, ts) = start_waiters(&cond, &cells, 100);
+    let (ps, ts) = start_waiters(m, &cond, &cells, 100);
     join_all(ps, ts);
     assert_eq!(count(&cells, TIMED_OUT), 6);
     assert_eq!(count(&cells, WOKEN), 0);
     assert_eq!(cond.n_waiting(), 0);
 
-    let (ps, ts) = start_waiters(&cond, &cells, 0);
+    let (ps, ts) = start_waiters(m, &cond, &cells, 0);
     eventually("six waiting", || cond.n_waiting() == 6);
     assert_eq!(count(&cells, WOKEN), 0);
     {
@@ -130,23 +147,20 @@ fn check_notify_all<L: ConditionLock + Send + Sync + 'static>(cond: Condition<L>
     assert_eq!(count(&cells, WOKEN), 6);
 }
 
-#[test]
-fn test_notify_all_rlock() {
-    check_notify_all(Condition::new().unwrap());
+fn test_notify_all_rlock(m: StartMethod) {
+    check_notify_all(m, Condition::new().unwrap());
 }
 
-#[test]
-fn test_notify_all_lock() {
-    check_notify_all(Condition::with_lock(Lock::new().unwrap()).unwrap());
+fn test_notify_all_lock(m: StartMethod) {
+    check_notify_all(m, Condition::with_lock(Lock::new().unwrap()).unwrap());
 }
 
 /// `_TestCondition.test_notify_n`: `notify(2)` wakes 2, `notify(4)` the other
 /// 4, `notify(3)` with nobody waiting changes nothing.
-#[test]
-fn test_notify_n() {
+fn test_notify_n(m: StartMethod) {
     let cond = Condition::new().unwrap();
     let cells = Cells::new(4);
-    let (ps, ts) = start_waiters(&cond, &cells, 0);
+    let (ps, ts) = start_waiters(m, &cond, &cells, 0);
     eventually("six waiting", || cond.n_waiting() == 6);
     notify(&cond, 2);
     eventually("two woken", || count(&cells, WOKEN) == 2);
@@ -187,32 +201,29 @@ fn waitfor_child(cond: Condition, cells: Cells) -> bool {
 }
 
 /// `_TestCondition.test_waitfor`.
-#[test]
-fn test_waitfor() {
-    for m in [StartMethod::Fork, StartMethod::Spawn] {
-        let cond = Condition::new().unwrap();
-        let cells = Cells::new(4);
-        cells.get(STATE).store(u32::MAX, Ordering::SeqCst);
-        let mut g = cond.acquire().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(waitfor_child, (cond.clone(), cells.clone()))
-            .unwrap();
-        cond.wait_for(
-            &mut g,
-            || cells.get(STATE).load(Ordering::SeqCst) == 0,
-            Some(Duration::from_secs(60)),
-        )
+fn test_waitfor(m: StartMethod) {
+    let cond = Condition::new().unwrap();
+    let cells = Cells::new(4);
+    cells.get(STATE).store(u32::MAX, Ordering::SeqCst);
+    let mut g = cond.acquire().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(waitfor_child, (cond.clone(), cells.clone()))
         .unwrap();
-        drop(g);
-        for _ in 0..4 {
-            std::thread::sleep(Duration::from_millis(10));
-            let _g = cond.acquire().unwrap();
-            cells.get(STATE).fetch_add(1, Ordering::SeqCst);
-            cond.notify(1).unwrap();
-        }
-        assert!(p.join().unwrap(), "{m:?}");
+    cond.wait_for(
+        &mut g,
+        || cells.get(STATE).load(Ordering::SeqCst) == 0,
+        Some(Duration::from_secs(60)),
+    )
+    .unwrap();
+    drop(g);
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(10));
+        let _g = cond.acquire().unwrap();
+        cells.get(STATE).fetch_add(1, Ordering::SeqCst);
+        cond.notify(1).unwrap();
     }
+    assert!(p.join().unwrap(), "{m:?}");
 }
 
 fn waitfor_timeout_child(cond: Condition, cells: Cells) -> bool {
@@ -228,11 +239,12 @@ fn waitfor_timeout_child(cond: Condition, cells: Cells) -> bool {
 
 /// `_TestCondition.test_waitfor_timeout`: the predicate never becomes true
 /// within the timeout → false, despite notifications.
-#[test]
-fn test_waitfor_timeout() {
+fn test_waitfor_timeout(m: StartMethod) {
     let cond = Condition::new().unwrap();
     let cells = Cells::new(4);
-    let mut p = Process::start(waitfor_timeout_child, (cond.clone(), cells.clone())).unwrap();
+    let mut p = builder(m)
+        .start(waitfor_timeout_child, (cond.clone(), cells.clone()))
+        .unwrap();
     eventually("child waiting", || {
         cells.get(SLEEPING).load(Ordering::SeqCst) == 1
     });
@@ -254,8 +266,7 @@ fn notify_once(cond: Condition) {
 
 /// `_TestCondition.test_wait_result`: `wait(0)`, `wait(0.1)` → false; a
 /// child's notify makes `wait(60)` → true.
-#[test]
-fn test_wait_result() {
+fn test_wait_result(m: StartMethod) {
     let cond = Condition::new().unwrap();
     let mut g = cond.acquire().unwrap();
     assert!(matches!(
@@ -266,7 +277,7 @@ fn test_wait_result() {
         cond.wait_timeout(&mut g, Duration::from_millis(100)),
         Err(Error::Timeout)
     ));
-    let mut p = Process::start(notify_once, (cond.clone(),)).unwrap();
+    let mut p = builder(m).start(notify_once, (cond.clone(),)).unwrap();
     cond.wait_timeout(&mut g, Duration::from_secs(60)).unwrap();
     drop(g);
     p.join().unwrap();
@@ -316,12 +327,11 @@ fn rlock_depth_is_restored() {
 
 /// A waiter that dies does not use up a notification: `notify(1)` skips its
 /// slot and wakes the live waiter.
-#[test]
-fn dead_waiter_does_not_swallow_notify() {
+fn dead_waiter_does_not_swallow_notify(m: StartMethod) {
     let cond = Condition::new().unwrap();
     let cells = Cells::new(4);
     let mut dead = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(waiter::<RLock>, (cond.clone(), cells.clone(), 0))
         .unwrap();
     eventually("first waiting", || cond.n_waiting() == 1);
@@ -352,38 +362,35 @@ fn hold_cond_lock_forever(cond: Condition<Lock>, cells: Cells) {
 /// The lock's holder dies while a notified waiter waits to re-acquire it:
 /// the wait returns `OwnerDied` with the lock held again (no hang), and the
 /// condition keeps working after `clear_owner_died`.
-#[test]
-fn holder_dies_while_waiter_reacquires() {
-    for m in [StartMethod::Fork, StartMethod::Spawn] {
-        let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
-        let cells = Cells::new(4);
-        let mut g = cond.acquire().unwrap();
-        let p = Process::builder()
-            .start_method(m)
-            .start(hold_cond_lock_forever, (cond.clone(), cells.clone()))
-            .unwrap();
-        let k = cells.clone();
-        let killer = std::thread::spawn(move || {
-            let mut p = p;
-            eventually("child holds the lock and notified", || {
-                k.get(STATE).load(Ordering::SeqCst) == 1
-            });
-            std::thread::sleep(Duration::from_millis(20));
-            p.kill().unwrap();
-            let _ = p.join();
+fn holder_dies_while_waiter_reacquires(m: StartMethod) {
+    let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+    let cells = Cells::new(4);
+    let mut g = cond.acquire().unwrap();
+    let p = Process::builder()
+        .start_method(m)
+        .start(hold_cond_lock_forever, (cond.clone(), cells.clone()))
+        .unwrap();
+    let k = cells.clone();
+    let killer = std::thread::spawn(move || {
+        let mut p = p;
+        eventually("child holds the lock and notified", || {
+            k.get(STATE).load(Ordering::SeqCst) == 1
         });
-        // The child's notify wakes us; re-acquiring then waits for the child,
-        // which dies holding the lock.
-        let r = cond.wait(&mut g);
-        assert!(matches!(r, Err(Error::OwnerDied)), "{m:?}: {r:?}");
-        assert!(cond.lock().locked(), "the waiter holds the lock again");
-        cond.lock().clear_owner_died();
-        assert!(matches!(
-            cond.wait_timeout(&mut g, Duration::from_millis(10)),
-            Err(Error::Timeout)
-        ));
-        drop(g);
-        killer.join().unwrap();
-        assert!(!cond.lock().locked());
-    }
+        std::thread::sleep(Duration::from_millis(20));
+        p.kill().unwrap();
+        let _ = p.join();
+    });
+    // The child's notify wakes us; re-acquiring then waits for the child,
+    // which dies holding the lock.
+    let r = cond.wait(&mut g);
+    assert!(matches!(r, Err(Error::OwnerDied)), "{m:?}: {r:?}");
+    assert!(cond.lock().locked(), "the waiter holds the lock again");
+    cond.lock().clear_owner_died();
+    assert!(matches!(
+        cond.wait_timeout(&mut g, Duration::from_millis(10)),
+        Err(Error::Timeout)
+    ));
+    drop(g);
+    killer.join().unwrap();
+    assert!(!cond.lock().locked());
 }

@@ -8,7 +8,17 @@ use multiproc::{Error, Process, StartMethod};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+#[macro_use]
+mod common;
+
+start_methods! {
+    processes_exclude_each_other,
+    locked_seen_across_processes,
+    holder_killed_gives_owner_died,
+    waiter_blocked_when_holder_killed,
+    try_acquire_detects_dead_holder,
+    unreadable_proc_never_makes_a_live_holder_dead,
+}
 
 /// Turns a hang into a failure: polls `cond` for at most 30 s.
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
@@ -120,35 +130,32 @@ fn bump_file(lock: Lock, path: String, n: u32) -> u32 {
 
 /// Mutual exclusion across processes: children and the parent do a
 /// read-modify-write of a file under the lock; no update is lost.
-#[test]
-fn processes_exclude_each_other() {
-    for m in METHODS {
-        let lock = Lock::new().unwrap();
-        let path = temp_file("excl");
-        let ps: Vec<_> = (0..3)
-            .map(|_| {
-                Process::builder()
-                    .start_method(m)
-                    .start(
-                        bump_file,
-                        (lock.clone(), path.to_string_lossy().into_owned(), 100),
-                    )
-                    .unwrap()
-            })
-            .collect();
-        bump_file(lock.clone(), path.to_string_lossy().into_owned(), 100);
-        for mut p in ps {
-            assert_eq!(p.join().unwrap(), 100);
-        }
-        let v: u32 = std::fs::read_to_string(&path)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        assert_eq!(v, 400, "{m:?}");
-        assert!(!lock.locked());
+fn processes_exclude_each_other(m: StartMethod) {
+    let lock = Lock::new().unwrap();
+    let path = temp_file("excl");
+    let ps: Vec<_> = (0..3)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(
+                    bump_file,
+                    (lock.clone(), path.to_string_lossy().into_owned(), 100),
+                )
+                .unwrap()
+        })
+        .collect();
+    bump_file(lock.clone(), path.to_string_lossy().into_owned(), 100);
+    for mut p in ps {
+        assert_eq!(p.join().unwrap(), 100);
     }
+    let v: u32 = std::fs::read_to_string(&path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(v, 400, "{m:?}");
+    assert!(!lock.locked());
 }
 
 fn acquire_and_keep(lock: Lock) {
@@ -161,33 +168,30 @@ fn release_it(lock: Lock) -> bool {
 
 /// `test_lock_locked_2processes`: a lock acquired in a child is locked in the
 /// parent too; a lock may be released by another process.
-#[test]
-fn locked_seen_across_processes() {
-    for m in METHODS {
-        let lock = Lock::new().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(acquire_and_keep, (lock.clone(),))
-            .unwrap();
-        p.join().unwrap();
-        // The child exited holding it; releasing from another process is
-        // still allowed, as in Python.
-        assert!(lock.locked());
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(release_it, (lock.clone(),))
-            .unwrap();
-        assert!(p.join().unwrap());
-        assert!(!lock.locked());
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(release_it, (lock.clone(),))
-            .unwrap();
-        assert!(
-            !p.join().unwrap(),
-            "releasing an unlocked lock is an error in the child too"
-        );
-    }
+fn locked_seen_across_processes(m: StartMethod) {
+    let lock = Lock::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(acquire_and_keep, (lock.clone(),))
+        .unwrap();
+    p.join().unwrap();
+    // The child exited holding it; releasing from another process is
+    // still allowed, as in Python.
+    assert!(lock.locked());
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(release_it, (lock.clone(),))
+        .unwrap();
+    assert!(p.join().unwrap());
+    assert!(!lock.locked());
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(release_it, (lock.clone(),))
+        .unwrap();
+    assert!(
+        !p.join().unwrap(),
+        "releasing an unlocked lock is an error in the child too"
+    );
 }
 
 fn hold_forever(lock: Lock) {
@@ -200,43 +204,39 @@ fn hold_forever(lock: Lock) {
 /// A child SIGKILLed while holding the lock: the parent's next acquire
 /// returns with the owner-died signal, holding the lock; the lock keeps
 /// working, and the signal stays until cleared.
-#[test]
-fn holder_killed_gives_owner_died() {
-    for m in METHODS {
-        let lock = Lock::new().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(hold_forever, (lock.clone(),))
-            .unwrap();
-        eventually("child holds the lock", || lock.locked());
-        p.kill().unwrap();
-        // Not joined yet: the holder is a zombie, and must count as dead.
-        let died = match lock.acquire() {
-            Err(d) => d,
-            Ok(_) => panic!("{m:?}: expected OwnerDied"),
-        };
-        let g = died.into_inner();
-        assert!(lock.locked());
-        assert!(lock.is_owner_died());
-        drop(g);
-        assert!(!lock.locked());
-        // The signal persists until cleared.
-        assert!(lock.acquire().is_err());
-        lock.clear_owner_died();
-        let g = lock.acquire().expect("clean after clear");
-        assert!(lock.try_acquire().is_err());
-        drop(g);
-        let _ = p.join();
-    }
+fn holder_killed_gives_owner_died(m: StartMethod) {
+    let lock = Lock::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(hold_forever, (lock.clone(),))
+        .unwrap();
+    eventually("child holds the lock", || lock.locked());
+    p.kill().unwrap();
+    // Not joined yet: the holder is a zombie, and must count as dead.
+    let died = match lock.acquire() {
+        Err(d) => d,
+        Ok(_) => panic!("{m:?}: expected OwnerDied"),
+    };
+    let g = died.into_inner();
+    assert!(lock.locked());
+    assert!(lock.is_owner_died());
+    drop(g);
+    assert!(!lock.locked());
+    // The signal persists until cleared.
+    assert!(lock.acquire().is_err());
+    lock.clear_owner_died();
+    let g = lock.acquire().expect("clean after clear");
+    assert!(lock.try_acquire().is_err());
+    drop(g);
+    let _ = p.join();
 }
 
 /// Same, with the parent already blocked in acquire when the holder dies,
 /// and with a timed acquire.
-#[test]
-fn waiter_blocked_when_holder_killed() {
+fn waiter_blocked_when_holder_killed(m: StartMethod) {
     let lock = Lock::new().unwrap();
     let mut p = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(hold_forever, (lock.clone(),))
         .unwrap();
     eventually("child holds the lock", || lock.locked());
@@ -263,11 +263,10 @@ fn waiter_blocked_when_holder_killed() {
 }
 
 /// A holder that dies is detected by try_acquire too.
-#[test]
-fn try_acquire_detects_dead_holder() {
+fn try_acquire_detects_dead_holder(m: StartMethod) {
     let lock = Lock::new().unwrap();
     let mut p = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(hold_forever, (lock.clone(),))
         .unwrap();
     eventually("child holds the lock", || lock.locked());
@@ -290,7 +289,7 @@ fn die_holding(lock: Lock) {
 fn without_proc(held_by_parent: Lock) -> Option<(bool, bool)> {
     // Learn our identity while /proc is there, as a long-running process would.
     drop(Lock::new().unwrap().acquire().unwrap());
-    // SAFETY: plain syscalls with valid NUL-terminated strings; this forked
+    // SAFETY: plain syscalls with valid NUL-terminated strings; this
     // child changes only its own mount namespace.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0
@@ -315,6 +314,8 @@ fn without_proc(held_by_parent: Lock) -> Option<(bool, bool)> {
         Err(TryAcquireError::Timeout)
     );
     let dead_lock = Lock::new().unwrap();
+    // Fork whatever started this child: spawn and forkserver would need the
+    // /proc that is gone here (this case is about the lock, not the start).
     let mut p = Process::builder()
         .start_method(StartMethod::Fork)
         .start(die_holding, (dead_lock.clone(),))
@@ -327,12 +328,11 @@ fn without_proc(held_by_parent: Lock) -> Option<(bool, bool)> {
     Some((live_kept, dead_taken))
 }
 
-#[test]
-fn unreadable_proc_never_makes_a_live_holder_dead() {
+fn unreadable_proc_never_makes_a_live_holder_dead(m: StartMethod) {
     let lock = Lock::new().unwrap();
     let _held = lock.acquire().unwrap();
     let r = Process::builder()
-        .start_method(StartMethod::Fork)
+        .start_method(m)
         .start(without_proc, (lock.clone(),))
         .unwrap()
         .join()

@@ -10,7 +10,13 @@ use multiproc::{Error, Process, StartMethod};
 use std::time::Duration;
 use sync_common::eventually;
 
-const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+#[macro_use]
+mod common;
+
+start_methods! {
+    other_process_cannot_take_or_release,
+    holder_killed_gives_owner_died,
+}
 
 /// `_TestLock.test_rlock` (extended): three nested acquires, three releases,
 /// a fourth release is an error; `locked()` until the last release.
@@ -77,19 +83,16 @@ fn child_try(r: RLock) -> (bool, bool, bool) {
 
 /// `test_rlock_locked_2processes`-style: held in the parent, a child sees it
 /// locked and can neither acquire nor release it.
-#[test]
-fn other_process_cannot_take_or_release() {
-    for m in METHODS {
-        let r = RLock::new().unwrap();
-        let g = r.acquire().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(child_try, (r.clone(),))
-            .unwrap();
-        assert_eq!(p.join().unwrap(), (true, true, true), "{m:?}");
-        drop(g);
-        assert!(!r.locked());
-    }
+fn other_process_cannot_take_or_release(m: StartMethod) {
+    let r = RLock::new().unwrap();
+    let g = r.acquire().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(child_try, (r.clone(),))
+        .unwrap();
+    assert_eq!(p.join().unwrap(), (true, true, true), "{m:?}");
+    drop(g);
+    assert!(!r.locked());
 }
 
 fn hold_nested_forever(r: RLock) {
@@ -102,29 +105,26 @@ fn hold_nested_forever(r: RLock) {
 
 /// A child killed holding the RLock (twice): the parent takes it over with
 /// OwnerDied, at depth 1, and it works afterwards.
-#[test]
-fn holder_killed_gives_owner_died() {
-    for m in METHODS {
-        let r = RLock::new().unwrap();
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(hold_nested_forever, (r.clone(),))
-            .unwrap();
-        eventually("child holds the rlock", || r.locked());
-        p.kill().unwrap();
-        match r.acquire_timeout(Duration::from_secs(60)) {
-            Err(TryAcquireError::OwnerDied(d)) => {
-                let g = d.into_inner();
-                assert_eq!(r.count(), 1);
-                drop(g);
-            }
-            other => panic!("{m:?}: expected OwnerDied, got {other:?}"),
+fn holder_killed_gives_owner_died(m: StartMethod) {
+    let r = RLock::new().unwrap();
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(hold_nested_forever, (r.clone(),))
+        .unwrap();
+    eventually("child holds the rlock", || r.locked());
+    p.kill().unwrap();
+    match r.acquire_timeout(Duration::from_secs(60)) {
+        Err(TryAcquireError::OwnerDied(d)) => {
+            let g = d.into_inner();
+            assert_eq!(r.count(), 1);
+            drop(g);
         }
-        assert!(!r.locked());
-        r.clear_owner_died();
-        let g = r.acquire().unwrap();
-        assert!(r.is_mine());
-        drop(g);
-        let _ = p.join();
+        other => panic!("{m:?}: expected OwnerDied, got {other:?}"),
     }
+    assert!(!r.locked());
+    r.clear_owner_died();
+    let g = r.acquire().unwrap();
+    assert!(r.is_mine());
+    drop(g);
+    let _ = p.join();
 }

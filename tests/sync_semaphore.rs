@@ -11,7 +11,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use sync_common::{eventually, Cells};
 
-const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+#[macro_use]
+mod common;
+
+start_methods! {
+    releases_wake_blocked_processes,
+    test_event,
+    event_wakes_all_waiters,
+}
 
 /// `_TestSemaphore.test_semaphore`: 2 → 1 → 0, try fails, releases go to
 /// 1, 2, then (unbounded) 3, 4.
@@ -73,30 +80,27 @@ fn take_and_count(s: Semaphore, cells: Cells, n: u32) {
 
 /// Children block on a zero semaphore and proceed exactly as often as the
 /// parent releases.
-#[test]
-fn releases_wake_blocked_processes() {
-    for m in METHODS {
-        let s = Semaphore::new(0).unwrap();
-        let cells = Cells::new(1);
-        let ps: Vec<_> = (0..2)
-            .map(|_| {
-                Process::builder()
-                    .start_method(m)
-                    .start(take_and_count, (s.clone(), cells.clone(), 3))
-                    .unwrap()
-            })
-            .collect();
-        for i in 1..=6u32 {
-            s.release().unwrap();
-            eventually("a child takes the count", || {
-                cells.get(0).load(Ordering::SeqCst) == i
-            });
-        }
-        for mut p in ps {
-            p.join().unwrap();
-        }
-        assert_eq!(s.value(), 0);
+fn releases_wake_blocked_processes(m: StartMethod) {
+    let s = Semaphore::new(0).unwrap();
+    let cells = Cells::new(1);
+    let ps: Vec<_> = (0..2)
+        .map(|_| {
+            Process::builder()
+                .start_method(m)
+                .start(take_and_count, (s.clone(), cells.clone(), 3))
+                .unwrap()
+        })
+        .collect();
+    for i in 1..=6u32 {
+        s.release().unwrap();
+        eventually("a child takes the count", || {
+            cells.get(0).load(Ordering::SeqCst) == i
+        });
     }
+    for mut p in ps {
+        p.join().unwrap();
+    }
+    assert_eq!(s.value(), 0);
 }
 
 /// A semaphore bounding concurrency: never more than 2 inside.
@@ -150,35 +154,32 @@ fn set_later(e: Event) {
 }
 
 /// `_TestEvent.test_event`.
-#[test]
-fn test_event() {
-    for m in METHODS {
-        let e = Event::new().unwrap();
-        assert!(!e.is_set());
-        assert!(matches!(
-            e.wait_timeout(Duration::ZERO),
-            Err(Error::Timeout)
-        ));
-        assert!(matches!(
-            e.wait_timeout(Duration::from_millis(20)),
-            Err(Error::Timeout)
-        ));
-        e.set();
-        assert!(e.is_set());
-        e.wait();
-        e.wait_timeout(Duration::from_millis(20)).unwrap();
-        e.clear();
-        assert!(!e.is_set());
-        let mut p = Process::builder()
-            .start_method(m)
-            .start(set_later, (e.clone(),))
-            .unwrap();
-        e.wait_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|err| panic!("{m:?}: the child sets it: {err}"));
-        assert!(e.is_set());
-        p.join().unwrap();
-        assert_eq!(format!("{e:?}"), "<Event(set)>");
-    }
+fn test_event(m: StartMethod) {
+    let e = Event::new().unwrap();
+    assert!(!e.is_set());
+    assert!(matches!(
+        e.wait_timeout(Duration::ZERO),
+        Err(Error::Timeout)
+    ));
+    assert!(matches!(
+        e.wait_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    e.set();
+    assert!(e.is_set());
+    e.wait();
+    e.wait_timeout(Duration::from_millis(20)).unwrap();
+    e.clear();
+    assert!(!e.is_set());
+    let mut p = Process::builder()
+        .start_method(m)
+        .start(set_later, (e.clone(),))
+        .unwrap();
+    e.wait_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|err| panic!("{m:?}: the child sets it: {err}"));
+    assert!(e.is_set());
+    p.join().unwrap();
+    assert_eq!(format!("{e:?}"), "<Event(set)>");
 }
 
 fn wait_event(e: Event, cells: Cells) -> bool {
@@ -187,14 +188,13 @@ fn wait_event(e: Event, cells: Cells) -> bool {
 }
 
 /// `set` wakes every waiting process.
-#[test]
-fn event_wakes_all_waiters() {
+fn event_wakes_all_waiters(m: StartMethod) {
     let e = Event::new().unwrap();
     let cells = Cells::new(1);
     let ps: Vec<_> = (0..3)
         .map(|_| {
             Process::builder()
-                .start_method(StartMethod::Fork)
+                .start_method(m)
                 .start(wait_event, (e.clone(), cells.clone()))
                 .unwrap()
         })

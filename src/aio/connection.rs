@@ -7,8 +7,8 @@
 #![allow(unsafe_code)]
 
 use crate::codec;
-use crate::connection::framing;
 use crate::error::{Error, Result};
+use crate::sys::framing;
 use crate::Connection;
 use rustix::io::Errno;
 use serde::{de::DeserializeOwned, Serialize};

@@ -1,28 +1,29 @@
 //! `Connection`: one end of a pipe or socket carrying framed messages.
 
-use super::framing::{self, Header, DEFAULT_MAX_MESSAGE_SIZE, MAX_HEADER, SHORT_MAX};
-use super::reader::Reader;
+use super::fds::Reader;
+use super::framing::{self, Frame, Source, DEFAULT_MAX_MESSAGE_SIZE, SHORT_MAX};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff, Importer};
-use crate::sys::{self, conn_io};
+use crate::sys::{self, conn_io::Kind};
 use rustix::io::Errno;
 use serde::{de::DeserializeOwned, Serialize};
 use std::fmt;
-use std::io::IoSlice;
-use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Size of the read-ahead buffer: a small message and its header arrive in
-/// one `read`; larger payloads are read straight into their destination.
-const READ_BUF: usize = 16 * 1024;
-
 /// Typed messages up to this encoded size are written from the connection's
 /// reusable scratch buffer; the buffer is released when a larger one was used.
 const KEEP_SCRATCH: usize = 1 << 20;
+
+/// A pipe that carries a message of at least `GROW_AT` bytes is grown once
+/// to `PIPE_SIZE` (`F_SETPIPE_SZ`): the writer then runs ahead of the reader
+/// by several messages instead of waking it for every 64 KiB. Best effort
+/// (a user at the kernel's pipe-size limits keeps the default).
+const GROW_AT: usize = 32 << 10;
+const PIPE_SIZE: usize = 256 << 10;
 
 /// The payload of the frame that announces a connection sent with
 /// [`Connection::send_connection`]; the descriptor rides on the same write.
@@ -67,19 +68,14 @@ pub struct Connection {
     max_message_size: AtomicU64,
     /// Set after a protocol error left the stream at an unknown position.
     broken: AtomicBool,
+    /// The pipe was grown (or needs no growing): see [`PIPE_SIZE`].
+    grown: AtomicBool,
     reader: Mutex<Reader>,
     writer: Mutex<Vec<u8>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn truncated() -> Error {
-    Error::Io(std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        "got end of file during message",
-    ))
 }
 
 fn write_error(e: Errno) -> Error {
@@ -116,6 +112,7 @@ impl Connection {
             socket,
             max_message_size: AtomicU64::new(DEFAULT_MAX_MESSAGE_SIZE),
             broken: AtomicBool::new(false),
+            grown: AtomicBool::new(socket),
             reader: Mutex::new(Reader::default()),
             writer: Mutex::new(Vec::new()),
         }
@@ -163,37 +160,21 @@ impl Connection {
         }
     }
 
-    fn write_all(&self, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> Result<()> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut done = 0usize;
-        let mut fds = fds;
-        while done < total || !fds.is_empty() {
-            let mut slices: [IoSlice<'_>; 3] =
-                [IoSlice::new(&[]), IoSlice::new(&[]), IoSlice::new(&[])];
-            let mut k = 0;
-            let mut skip = done;
-            for p in parts {
-                if skip >= p.len() {
-                    skip -= p.len();
-                    continue;
+    /// Grows a pipe about to carry `len` bytes (see [`PIPE_SIZE`]).
+    fn grow_for(&self, len: usize) {
+        if len >= GROW_AT && !self.grown.swap(true, Ordering::Relaxed) {
+            if let Ok(size) = rustix::pipe::fcntl_getpipe_size(&self.fd) {
+                if size < PIPE_SIZE {
+                    let _ = rustix::pipe::fcntl_setpipe_size(&self.fd, PIPE_SIZE);
                 }
-                slices[k] = IoSlice::new(&p[skip..]);
-                skip = 0;
-                k += 1;
             }
-            let n = conn_io::write_vectored(self.fd.as_fd(), self.socket, &slices[..k], fds)
-                .map_err(write_error)?;
-            fds = &[];
-            done += n;
         }
-        Ok(())
     }
 
-    /// Sends `payload` as one frame: header and payload in one system call
-    /// whenever the kernel takes it all.
+    /// Sends `payload` as one frame (see [`framing::write_frame`]).
     fn send_frame(&self, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
-        let (h, hl) = framing::encode_header(payload.len() as u64);
-        self.write_all(&[&h[..hl], payload], fds)
+        self.grow_for(payload.len());
+        framing::write_frame(self.fd.as_fd(), self.kind(), payload, fds).map_err(write_error)
     }
 
     /// Sends raw bytes as one message (Python's `send_bytes`).
@@ -216,8 +197,11 @@ impl Connection {
             // A large byte payload goes out from where it is, not copied.
             let (p, pl) = codec::bytes_header(b.len());
             let _w = lock(&self.writer);
-            let (h, hl) = framing::encode_header((pl + b.len()) as u64);
-            return self.write_all(&[&h[..hl], &p[..pl], b], &[]);
+            let len = pl + b.len();
+            self.grow_for(len);
+            let (h, hl) = framing::encode_header(len as u64);
+            return framing::write_all(self.fd.as_fd(), self.kind(), &[&h[..hl], &p[..pl], b], &[])
+                .map_err(write_error);
         }
         let mut w = lock(&self.writer);
         w.clear();
@@ -230,9 +214,10 @@ impl Connection {
     /// the header.
     fn send_encoded(&self, w: &mut Vec<u8>) -> Result<()> {
         let len = (w.len() - 4) as u64;
+        self.grow_for(len as usize);
         let r = if len <= SHORT_MAX {
-            w[..4].copy_from_slice(&(len as i32).to_be_bytes());
-            self.write_all(&[&w[..]], &[])
+            w[..4].copy_from_slice(&framing::short_header(len as usize));
+            framing::write_all(self.fd.as_fd(), self.kind(), &[&w[..]], &[]).map_err(write_error)
         } else {
             self.send_frame(&w[4..], &[])
         };
@@ -309,168 +294,64 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads more bytes into the read-ahead buffer; `Ok(0)` at end of file.
-    fn fill(&self, r: &mut Reader, deadline: Option<Instant>) -> Result<usize> {
-        if deadline.is_some() && !sys::wait_readable(self.fd.as_fd(), deadline)? {
-            return Err(Error::Timeout);
-        }
-        match conn_io::read_collecting(self.fd.as_fd(), self.socket, &mut r.buf[r.end..]) {
-            Ok((n, fd)) => {
-                r.end += n;
-                r.pos += n as u64;
-                if let Some(fd) = fd {
-                    r.received_fd(fd);
-                }
-                Ok(n)
-            }
-            Err(Errno::CONNRESET) => Ok(0),
-            Err(e) => Err(e.into()),
+    fn kind(&self) -> Kind {
+        if self.socket {
+            Kind::SocketFds
+        } else {
+            Kind::Pipe
         }
     }
 
-    fn compact(r: &mut Reader) {
-        if r.start > 0 {
-            r.buf.copy_within(r.start..r.end, 0);
-            r.end -= r.start;
-            r.start = 0;
-        }
-    }
-
-    /// Receives one frame. The payload is either left in the read-ahead
-    /// buffer (`Ok(Some(range))`, valid while `r` is borrowed) or written to
-    /// `big` (`Ok(None)`; `big` is cleared first and its capacity reused).
+    /// Receives one frame (into `reuse`'s allocation if it is large), waiting
+    /// until `deadline`. Valid while `r` is borrowed.
     fn recv_frame(
         &self,
         r: &mut Reader,
         deadline: Option<Instant>,
         max: u64,
-        big: &mut Vec<u8>,
+        reuse: &mut Vec<u8>,
         want_fd: bool,
-    ) -> Result<Option<Range<usize>>> {
+    ) -> Result<Frame> {
         self.check_readable()?;
-        if r.buf.is_empty() {
-            r.buf = vec![0u8; READ_BUF];
-        }
-        let res = self.recv_frame_inner(r, deadline, max, big);
-        if let Ok(range) = &res {
-            r.message_read(range.as_ref(), want_fd);
-        }
-        if let Err(e) = &res {
-            if !matches!(e, Error::Timeout) {
-                // The stream is mid-frame or at an unknown place: refuse further reads.
-                if !matches!(e, Error::Closed) {
-                    self.broken.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        res
-    }
-
-    /// Reads the rest of a large payload into `big`. On a timeout the bytes
-    /// so far are parked in `r.pending` and the next receive resumes.
-    fn finish_large(
-        &self,
-        r: &mut Reader,
-        big: &mut Vec<u8>,
-        plen: usize,
-        deadline: Option<Instant>,
-    ) -> Result<Option<Range<usize>>> {
-        while big.len() < plen {
-            if deadline.is_some() && !sys::wait_readable(self.fd.as_fd(), deadline)? {
-                r.pending = Some((std::mem::take(big), plen));
+        let fd = self.fd.as_fd();
+        let src = Source {
+            fd,
+            kind: self.kind(),
+            nonblocking: false,
+        };
+        let mut wait = || {
+            if deadline.is_some() && !sys::wait_readable(fd, deadline)? {
                 return Err(Error::Timeout);
             }
-            let want = plen - big.len();
-            match conn_io::read_into_spare(self.fd.as_fd(), big, want) {
-                Ok(0) | Err(Errno::CONNRESET) => return Err(truncated()),
-                Ok(n) => r.pos += n as u64,
-                Err(e) => return Err(e.into()),
+            Ok(())
+        };
+        let (frames, fds) = r.split();
+        let res = frames.next(src, max, reuse, &mut wait, &mut |fd, at| {
+            Reader::received_fd(fds, fd, at)
+        });
+        match res {
+            Ok(Some(frame)) => {
+                r.message_read(&frame, want_fd);
+                Ok(frame)
             }
-        }
-        Ok(None)
-    }
-
-    fn recv_frame_inner(
-        &self,
-        r: &mut Reader,
-        deadline: Option<Instant>,
-        max: u64,
-        big: &mut Vec<u8>,
-    ) -> Result<Option<Range<usize>>> {
-        if let Some((data, plen)) = r.pending.take() {
-            *big = data;
-            return self.finish_large(r, big, plen, deadline);
-        }
-        loop {
-            let avail = r.buffered();
-            match framing::parse_header(&r.buf[r.start..r.end])? {
-                Header::Complete {
-                    header_len,
-                    payload_len,
-                } => {
-                    if payload_len > max {
-                        return Err(Error::MessageTooLarge {
-                            len: payload_len,
-                            max,
-                        });
-                    }
-                    let plen = payload_len as usize;
-                    let total = header_len + plen;
-                    if avail >= total {
-                        let s = r.start + header_len;
-                        r.start += total;
-                        if r.start == r.end {
-                            r.start = 0;
-                            r.end = 0;
-                        }
-                        return Ok(Some(s..s + plen));
-                    }
-                    if total <= r.buf.len() {
-                        if r.start + total > r.buf.len() {
-                            Self::compact(r);
-                        }
-                        if self.fill(r, deadline)? == 0 {
-                            return Err(truncated());
-                        }
-                        continue;
-                    }
-                    // Large payload: straight into `big`, no read-ahead past it.
-                    big.clear();
-                    big.try_reserve_exact(plen)
-                        .map_err(|_| Error::MessageTooLarge {
-                            len: payload_len,
-                            max,
-                        })?;
-                    big.extend_from_slice(&r.buf[r.start + header_len..r.end]);
-                    r.start = 0;
-                    r.end = 0;
-                    return self.finish_large(r, big, plen, deadline);
+            // Blocking reads never come back empty-handed.
+            Ok(None) => Err(Error::Timeout),
+            Err(e) => {
+                // The stream is mid-frame or at an unknown place: refuse
+                // further reads (a timeout keeps its place).
+                if !matches!(e, Error::Timeout | Error::Closed) {
+                    self.broken.store(true, Ordering::Relaxed);
                 }
-                Header::Incomplete => {
-                    if avail == 0 {
-                        r.start = 0;
-                        r.end = 0;
-                    } else if r.start + MAX_HEADER > r.buf.len() {
-                        Self::compact(r);
-                    }
-                    if self.fill(r, deadline)? == 0 {
-                        return Err(if avail == 0 {
-                            Error::Closed
-                        } else {
-                            truncated()
-                        });
-                    }
-                }
+                Err(e)
             }
         }
     }
 
     fn recv_bytes_deadline(&self, deadline: Option<Instant>, max: u64) -> Result<Vec<u8>> {
         let mut r = lock(&self.reader);
-        let mut big = Vec::new();
-        match self.recv_frame(&mut r, deadline, max, &mut big, false)? {
-            Some(range) => Ok(r.buf[range].to_vec()),
-            None => Ok(big),
+        match self.recv_frame(&mut r, deadline, max, &mut Vec::new(), false)? {
+            Frame::Own(v) => Ok(v),
+            f => Ok(r.frames.payload(&f).to_vec()),
         }
     }
 
@@ -490,11 +371,14 @@ impl Connection {
         f: impl FnOnce(&[u8]) -> Result<T>,
     ) -> Result<T> {
         let mut r = lock(&self.reader);
-        let mut big = Vec::new();
-        match self.recv_frame(&mut r, deadline, self.max_message_size(), &mut big, false)? {
-            Some(range) => f(&r.buf[range]),
-            None => f(&big),
-        }
+        let frame = self.recv_frame(
+            &mut r,
+            deadline,
+            self.max_message_size(),
+            &mut Vec::new(),
+            false,
+        )?;
+        f(r.frames.payload(&frame))
     }
 
     /// Receives one message as raw bytes (Python's `recv_bytes`).
@@ -520,9 +404,12 @@ impl Connection {
     /// its capacity; returns the message length (Python's `recv_bytes_into`).
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         let mut r = lock(&self.reader);
-        if let Some(range) = self.recv_frame(&mut r, None, self.max_message_size(), buf, false)? {
-            buf.clear();
-            buf.extend_from_slice(&r.buf[range]);
+        match self.recv_frame(&mut r, None, self.max_message_size(), buf, false)? {
+            Frame::Own(v) => *buf = v,
+            f => {
+                buf.clear();
+                buf.extend_from_slice(r.frames.payload(&f));
+            }
         }
         Ok(buf.len())
     }
@@ -563,13 +450,11 @@ impl Connection {
     /// [`Error::Codec`] if the next message is not a connection.
     pub fn recv_connection(&self) -> Result<Connection> {
         let mut r = lock(&self.reader);
-        let mut big = Vec::new();
-        let range = self.recv_frame(&mut r, None, self.max_message_size(), &mut big, true)?;
+        let frame =
+            self.recv_frame(&mut r, None, self.max_message_size(), &mut Vec::new(), true)?;
         // Taken now: on any error below it is closed, not kept.
         let fd = r.msg_fd.take();
-        let range =
-            range.ok_or_else(|| Error::codec("expected a connection, got a large message"))?;
-        let msg = &r.buf[range];
+        let msg = r.frames.payload(&frame);
         let flags_at = FD_MARKER.len();
         if msg.len() != flags_at + 9 || !msg.starts_with(FD_MARKER) {
             return Err(Error::codec("expected a connection, got another message"));
@@ -590,7 +475,7 @@ impl Connection {
     /// still block if it is only part of a message).
     pub(crate) fn has_buffered(&self) -> bool {
         match self.reader.try_lock() {
-            Ok(r) => r.buffered() > 0,
+            Ok(r) => r.frames.buffered() > 0,
             Err(_) => false,
         }
     }

@@ -27,10 +27,10 @@
 mod address;
 mod auth;
 mod conn;
-pub mod framing;
+mod fds;
+pub use crate::sys::framing;
 mod listener;
 mod pipe;
-mod reader;
 mod wait;
 
 pub use address::Address;

@@ -2,7 +2,6 @@
 
 use super::Connection;
 use crate::error::Result;
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 /// Creates connected pairs of [`Connection`]s (Python's `Pipe(duplex)`).
 ///
@@ -25,12 +24,7 @@ impl Pipe {
     /// Two ends of a Unix stream socketpair; each can send and receive.
     /// Both can also carry connections ([`Connection::send_connection`]).
     pub fn duplex() -> Result<(Connection, Connection)> {
-        let (a, b) = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
+        let (a, b) = crate::sys::conn_io::stream_pair()?;
         Ok((
             Connection::from_parts(a, true, true, true),
             Connection::from_parts(b, true, true, true),

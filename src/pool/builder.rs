@@ -47,7 +47,7 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// The defaults: [`cpu_count()`](crate::cpu_count) workers, no
+    /// The defaults: [`cpu_count()`](crate::process::cpu_count) workers, no
     /// initializer, workers live forever, the default start method.
     pub fn new() -> PoolBuilder {
         PoolBuilder::default()
@@ -84,7 +84,7 @@ impl PoolBuilder {
         self
     }
 
-    /// How workers are started (default: [`get_start_method`](crate::get_start_method)).
+    /// How workers are started (default: [`get_start_method`](crate::process::get_start_method)).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
         self
@@ -115,7 +115,7 @@ impl PoolBuilder {
         if let Some(e) = self.init_err {
             return Err(Error::codec(e));
         }
-        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        let processes = self.processes.unwrap_or_else(crate::process::cpu_count);
         if processes == 0 {
             return Err(Error::Invalid(
                 "the number of processes must be at least 1".into(),

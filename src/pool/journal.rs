@@ -34,9 +34,10 @@
 //! untrusted: every length and offset is checked before use.
 #![allow(unsafe_code)]
 
-use super::wire;
 use crate::codec::Out;
 use crate::error::Result;
+use crate::sys::conn_io::Kind;
+use crate::sys::framing;
 use crate::sys::Region;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering::AcqRel, Ordering::Acquire, Ordering::Release};
@@ -262,16 +263,14 @@ impl Out for Writer {
 /// Sends the buffer (blocking), then the `extra` pieces (a frame too large
 /// for the buffer), and empties it. `false` if the parent is gone.
 pub(crate) fn flush(sock: BorrowedFd<'_>, j: &mut Writer, extra: &[&[u8]], done: u32) -> bool {
-    let flags = rustix::net::SendFlags::empty();
-    let mut n = 0;
-    for piece in std::iter::once(j.bytes()).chain(extra.iter().copied()) {
-        let mut pos = 0;
-        if !wire::write_some(sock, piece, &mut pos, flags).unwrap_or(false) {
-            return false;
-        }
-        n += piece.len();
+    let mut parts = [j.bytes(), &[], &[]];
+    let k = 1 + extra.len().min(2);
+    parts[1..k].copy_from_slice(&extra[..k - 1]);
+    if framing::write_all(sock, Kind::Socket, &parts[..k], &[]).is_err() {
+        return false;
     }
-    j.sent(n - j.len(), done);
+    let extra: usize = parts[1..k].iter().map(|p| p.len()).sum();
+    j.sent(extra, done);
     true
 }
 

@@ -3,14 +3,17 @@
 //! and, when it dies, recovering every answer it completed (see
 //! [`journal`](super::journal)).
 
+use super::batch::push_failure;
+pub(crate) use super::batch::{Batch, Done, Sent};
 use super::journal::{self, before};
-use super::result::{Fail, Sink};
+use super::sink::Fail;
 use super::wire;
-use crate::error::Result;
-use crate::process::Process;
-use rustix::net::{RecvFlags, SendFlags};
+use crate::error::{Error, Result};
+use crate::process::{ChildShared, Process};
+use crate::sys::conn_io::Kind;
+use crate::sys::framing::{self, Frame, FrameReader, FrameWriter};
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,166 +22,18 @@ pub(crate) const WINDOW_TASKS: usize = 256;
 /// Most unsent bytes queued for one worker.
 const WINDOW_BYTES: usize = 8 << 20;
 
-/// A batch of tasks ready to send: a complete `TASKS` frame.
-pub(crate) struct Batch {
-    pub(crate) frame: Vec<u8>,
-    /// How many workers died before starting it (it fails at `MAX_RESENDS`).
-    pub(crate) resent: u8,
-    pub(crate) count: u32,
-    pub(crate) index: usize,
-    pub(crate) sink: Arc<dyn Sink>,
-    /// The answers of the batch's first `base` tasks, when a worker died
-    /// after answering them: the frame holds only the tasks after those.
-    pub(crate) prefix: Vec<u8>,
-    pub(crate) base: u32,
-}
-
-impl Batch {
-    pub(crate) fn new(frame: Vec<u8>, count: u32, index: usize, sink: Arc<dyn Sink>) -> Batch {
-        Batch {
-            frame,
-            resent: 0,
-            count,
-            index,
-            sink,
-            prefix: Vec::new(),
-            base: 0,
-        }
-    }
-
-    /// A batch that will never run: every task fails with `f`.
-    pub(crate) fn fail(self, f: Fail) -> Done {
-        let sent = Sent {
-            resent: self.resent,
-            frame: Arc::new(Vec::new()),
-            count: self.count,
-            index: self.index,
-            sink: self.sink,
-            ordinal: 0,
-            answers: self.prefix,
-            base: self.base,
-            partial: 0,
-        };
-        sent.fail(0, f)
-    }
-}
-
-pub(crate) struct Sent {
-    pub(crate) resent: u8,
-    /// Its frame, kept until answered: a batch the worker never started is
-    /// sent again to another worker if this one dies.
-    pub(crate) frame: Arc<Vec<u8>>,
-    pub(crate) count: u32,
-    pub(crate) index: usize,
-    pub(crate) sink: Arc<dyn Sink>,
-    /// Which `TASKS` frame of its worker it is (see `journal`).
-    ordinal: u32,
-    /// The answers so far: the batch's prefix, then `PARTIAL` frames.
-    answers: Vec<u8>,
-    base: u32,
-    /// Tasks of the frame answered by `PARTIAL` frames.
-    partial: u32,
-}
-
-impl Sent {
-    fn into_batch(self, resent: u8) -> Batch {
-        Batch {
-            frame: Arc::try_unwrap(self.frame).unwrap_or_else(|a| (*a).clone()),
-            resent,
-            count: self.count,
-            index: self.index,
-            sink: self.sink,
-            prefix: self.answers,
-            base: self.base,
-        }
-    }
-
-    /// Every task not answered yet fails with `f`.
-    pub(crate) fn fail(mut self, pid: i32, f: Fail) -> Done {
-        let outcome = if self.base + self.partial == 0 {
-            Err(f)
-        } else {
-            for _ in self.partial..self.count {
-                push_failure(&mut self.answers, &f);
-            }
-            Ok((std::mem::take(&mut self.answers), 0))
-        };
-        Done {
-            sent: self,
-            pid,
-            outcome,
-        }
-    }
-}
-
-/// Appends one task's answer saying it failed with `f` (tags 2 to 4, as
-/// `result::decode_items` reads them).
-fn push_failure(out: &mut Vec<u8>, f: &Fail) {
-    match f {
-        Fail::Failed(m) => {
-            out.push(2);
-            let _ = crate::codec::put(m, out);
-        }
-        Fail::Died(code) => {
-            out.push(3);
-            let _ = crate::codec::put(code, out);
-        }
-        Fail::Broken => out.push(4),
-    }
-}
-
-/// A finished batch, to hand to its sink outside the lock.
-pub(crate) struct Done {
-    pub(crate) sent: Sent,
-    pub(crate) pid: i32,
-    /// The answer bytes' buffer and where they start.
-    pub(crate) outcome: std::result::Result<(Vec<u8>, usize), Fail>,
-}
-
-impl Done {
-    /// Hands the answers to the batch's sink.
-    pub(crate) fn deliver(self) {
-        let outcome = match &self.outcome {
-            Ok((bytes, start)) => Ok(&bytes[*start..]),
-            Err(f) => Err(f),
-        };
-        let s = &self.sent;
-        s.sink
-            .complete(s.index, s.base + s.count, self.pid, outcome);
-    }
-}
-
-/// A piece of a worker's output queue.
-enum OutBuf {
-    /// Small frames copied together (one `send` for many tasks).
-    Merged(Vec<u8>),
-    /// A large frame, shared with its [`Sent`] record.
-    Frame(Arc<Vec<u8>>),
-}
-
-impl OutBuf {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            OutBuf::Merged(v) => v,
-            OutBuf::Frame(f) => f,
-        }
-    }
-}
-
 pub(crate) struct Worker {
     pub(crate) proc: Process<()>,
     pub(crate) pid: i32,
     pub(crate) sock: Arc<OwnedFd>,
-    pub(crate) pidfd: Arc<OwnedFd>,
+    /// The child as the registry knows it: its sentinel (the pidfd of the
+    /// process handle, the one per child) is watched for its death.
+    pub(crate) child: Arc<ChildShared>,
     journal: journal::Reader,
-    /// Bytes received from the worker so far.
-    received: u64,
-    inbuf: Vec<u8>,
-    /// Frames not yet (fully) sent; small frames share a buffer.
-    out: VecDeque<OutBuf>,
-    /// Bytes of `out[0]` already sent.
-    out_pos: usize,
-    unsent: usize,
+    /// The worker's answers (its position counts the bytes received).
+    reader: FrameReader,
+    /// Frames not yet (fully) sent.
+    writer: FrameWriter,
     pub(crate) inflight: VecDeque<Sent>,
     pub(crate) inflight_tasks: usize,
     /// Batches sent (and not taken back), for maxtasksperchild.
@@ -197,6 +52,8 @@ pub(crate) struct Worker {
     pub(crate) broken: bool,
     /// `EXIT` was queued: send nothing more.
     pub(crate) exiting: bool,
+    /// The socket's sending side is shut (after `EXIT`).
+    shut: bool,
     /// It sent a malformed frame (it has been killed).
     corrupt: Option<String>,
     /// A replacement was already asked for (it retires by maxtasksperchild).
@@ -204,23 +61,15 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(
-        proc: Process<()>,
-        sock: OwnedFd,
-        pidfd: OwnedFd,
-        journal: journal::Reader,
-    ) -> Worker {
+    pub(crate) fn new(proc: Process<()>, sock: OwnedFd, journal: journal::Reader) -> Worker {
         Worker {
             pid: proc.pid(),
+            child: Arc::clone(proc.child()),
             proc,
             sock: Arc::new(sock),
-            pidfd: Arc::new(pidfd),
             journal,
-            received: 0,
-            inbuf: Vec::new(),
-            out: VecDeque::new(),
-            out_pos: 0,
-            unsent: 0,
+            reader: wire::reader(),
+            writer: FrameWriter::default(),
             inflight: VecDeque::new(),
             inflight_tasks: 0,
             sent_batches: 0,
@@ -230,27 +79,18 @@ impl Worker {
             head_since: Instant::now(),
             broken: false,
             exiting: false,
+            shut: false,
             corrupt: None,
             replaced: false,
         }
     }
 
     pub(crate) fn unsent(&self) -> usize {
-        self.unsent
+        self.writer.unsent()
     }
 
     pub(crate) fn queue(&mut self, frame: &Arc<Vec<u8>>) {
-        self.unsent += frame.len();
-        if frame.len() > 64 << 10 {
-            self.out.push_back(OutBuf::Frame(frame.clone()));
-            return;
-        }
-        match self.out.back_mut() {
-            Some(OutBuf::Merged(back)) if back.len() + frame.len() <= 256 << 10 => {
-                back.extend_from_slice(frame)
-            }
-            _ => self.out.push_back(OutBuf::Merged(frame.to_vec())),
-        }
+        self.writer.queue(frame);
     }
 
     /// Whether it can be sent more work at all.
@@ -344,42 +184,67 @@ impl Worker {
         back
     }
 
+    /// Sends what the socket takes now.
     pub(crate) fn flush(&mut self) -> Result<()> {
-        while let Some(front) = self.out.front() {
-            if self.broken {
-                break;
-            }
-            let before = self.out_pos;
-            let front = front.as_slice();
-            if !wire::write_some(&*self.sock, front, &mut self.out_pos, SendFlags::DONTWAIT)? {
-                self.broken = true;
-            }
-            self.unsent -= self.out_pos - before;
-            if self.out_pos < front.len() {
-                break;
-            }
-            self.out.pop_front();
-            self.out_pos = 0;
+        if !self.broken && !self.writer.flush(self.sock.as_fd(), Kind::Socket)? {
+            self.broken = true;
+        }
+        if self.exiting && !self.shut && self.writer.unsent() == 0 {
+            // `EXIT` is out and nothing follows it: the end of the stream
+            // tells the worker so even if a stranger's bytes cut into it
+            // (the worker then sees a frame cut short and ends too).
+            self.shut = true;
+            let _ = rustix::net::shutdown(&*self.sock, rustix::net::Shutdown::Write);
         }
         Ok(())
     }
 
     /// Reads every answer available now.
     pub(crate) fn read(&mut self, done: &mut Vec<Done>) -> Result<()> {
-        for _ in 0..64 {
+        // The reader is set aside while its frames are handled (they
+        // borrow it; handling them changes the rest of `self`).
+        let mut reader = std::mem::replace(&mut self.reader, FrameReader::new(0, 0));
+        let r = self.read_from(&mut reader, done);
+        self.reader = reader;
+        r
+    }
+
+    fn read_from(&mut self, reader: &mut FrameReader, done: &mut Vec<Done>) -> Result<()> {
+        for _ in 0..256 {
             if self.corrupt.is_some() {
                 break;
             }
-            match wire::read_some(&*self.sock, &mut self.inbuf, RecvFlags::DONTWAIT)? {
-                wire::Read::Data(n) => {
-                    self.received += n as u64;
-                    self.parse(done, false)
+            let frame = match wire::next(reader, self.sock.as_fd(), true) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let kinds = [wire::RESULTS, wire::PARTIAL, wire::FAILED];
+                    if let Some(e) = wire::bad_start(reader, &kinds) {
+                        self.corrupted(e.to_string());
+                    }
+                    break;
                 }
-                wire::Read::Empty => break,
-                wire::Read::Eof => {
+                // The worker is gone (a frame cut short included): its
+                // death is handled as such, the journal has the rest.
+                Err(Error::Closed) => {
                     self.broken = true;
                     break;
                 }
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.broken = true;
+                    break;
+                }
+                Err(e @ (Error::MessageTooLarge { .. } | Error::Codec(_))) => {
+                    self.corrupted(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let answer = match frame {
+                Frame::Own(v) => Answer::Own(v),
+                Frame::Buffered(r) => Answer::Slice(reader.buffered_payload(r)),
+            };
+            if let Err(why) = self.answer(answer, done) {
+                self.corrupted(why);
             }
         }
         Ok(())
@@ -393,95 +258,109 @@ impl Worker {
         let _ = self.proc.kill();
     }
 
-    /// Handles the complete frames in `inbuf`; when `recovering`, stops at
-    /// the answer frame in progress (length 0) at the end of the journal.
-    fn parse(&mut self, done: &mut Vec<Done>, recovering: bool) {
-        let mut pos = 0;
-        loop {
-            let rest = &self.inbuf[pos..];
-            if recovering && rest.len() >= 4 && rest[..4] == [0; 4] {
-                break;
+    /// Handles one frame from the worker (its payload: kind, then the rest).
+    fn answer(
+        &mut self,
+        frame: Answer<'_>,
+        done: &mut Vec<Done>,
+    ) -> std::result::Result<(), String> {
+        let own = matches!(frame, Answer::Own(_));
+        let (kind, payload) = wire::kind_of(frame.bytes()).map_err(|e| e.to_string())?;
+        const H: usize = wire::ANSWER_HEADER - 5;
+        if kind != wire::FAILED && payload.len() < H {
+            return Err("an answer frame without its header".into());
+        }
+        let Some(front) = self.inflight.front_mut() else {
+            return Err("an answer nobody asked for".into());
+        };
+        // Little-endian words of the header (absent in a FAILED frame).
+        let word = |r: std::ops::Range<usize>| {
+            payload.get(r).map_or(0, |b| {
+                b.iter().rev().fold(0u64, |a, x| (a << 8) | u64::from(*x))
+            })
+        };
+        let n = word(0..4) as u32;
+        let work = word(4..12);
+        let outcome = match kind {
+            wire::PARTIAL => {
+                front.answers.extend_from_slice(&payload[H..]);
+                front.partial = front.partial.saturating_add(n);
+                return Ok(());
             }
-            let (kind, payload, len) = match wire::next_frame(rest) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return self.corrupted(e.to_string()),
-            };
-            const H: usize = wire::ANSWER_HEADER - 5;
-            if kind != wire::FAILED && payload.len() < H {
-                return self.corrupted("an answer frame without its header".into());
+            wire::RESULTS if front.answers.is_empty() => {
+                if own {
+                    // A large frame read into its own buffer: taken, no copy.
+                    let Answer::Own(v) = frame else {
+                        unreachable!("checked")
+                    };
+                    Ok((v, 1 + H))
+                } else {
+                    Ok((payload[H..].to_vec(), 0))
+                }
             }
-            let Some(front) = self.inflight.front_mut() else {
-                return self.corrupted("an answer nobody asked for".into());
-            };
-            // Little-endian words of the header (absent in a FAILED frame).
-            let word = |r: std::ops::Range<usize>| {
-                payload.get(r).map_or(0, |b| {
-                    b.iter().rev().fold(0u64, |a, x| (a << 8) | u64::from(*x))
-                })
-            };
-            let n = word(0..4) as u32;
-            let work = word(4..12);
-            let outcome = match kind {
-                wire::PARTIAL => {
-                    front.answers.extend_from_slice(&payload[H..]);
-                    front.partial = front.partial.saturating_add(n);
-                    pos += len;
-                    continue;
-                }
-                wire::RESULTS if front.answers.is_empty() => {
-                    if pos == 0 && len == self.inbuf.len() && len > 4096 {
-                        // The frame is the whole buffer: take it, no copy.
-                        Ok((std::mem::take(&mut self.inbuf), wire::ANSWER_HEADER))
-                    } else {
-                        Ok((payload[H..].to_vec(), 0))
-                    }
-                }
-                wire::RESULTS => {
-                    let mut all = std::mem::take(&mut front.answers);
-                    all.extend_from_slice(&payload[H..]);
-                    Ok((all, 0))
-                }
-                wire::FAILED => Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned())),
-                k => return self.corrupted(wire::FrameError::Kind(k).to_string()),
-            };
-            pos += len;
-            let sent = self.inflight.pop_front().expect("front exists");
-            self.inflight_tasks -= sent.count as usize;
-            let now = Instant::now();
-            let per =
-                now.duration_since(self.head_since).as_nanos() as f64 / sent.count.max(1) as f64;
-            self.task_ns = if self.task_ns <= 0.0 {
+            wire::RESULTS => {
+                let mut all = std::mem::take(&mut front.answers);
+                all.extend_from_slice(&payload[H..]);
+                Ok((all, 0))
+            }
+            wire::FAILED => Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned())),
+            k => return Err(wire::FrameError::Kind(k).to_string()),
+        };
+        let sent = self.inflight.pop_front().expect("front exists");
+        self.inflight_tasks -= sent.count as usize;
+        let now = Instant::now();
+        let per = now.duration_since(self.head_since).as_nanos() as f64 / sent.count.max(1) as f64;
+        self.task_ns = if self.task_ns <= 0.0 {
+            per
+        } else {
+            0.7 * self.task_ns + 0.3 * per
+        };
+        self.head_since = now;
+        if work > 0 {
+            let per = work as f64 / sent.count.max(1) as f64;
+            self.work_ns = if self.work_ns <= 0.0 {
                 per
             } else {
-                0.7 * self.task_ns + 0.3 * per
+                0.7 * self.work_ns + 0.3 * per
             };
-            self.head_since = now;
-            if work > 0 {
-                let per = work as f64 / sent.count.max(1) as f64;
-                self.work_ns = if self.work_ns <= 0.0 {
-                    per
-                } else {
-                    0.7 * self.work_ns + 0.3 * per
-                };
-            }
-            done.push(match outcome {
-                Ok(o) => Done {
-                    sent,
-                    pid: self.pid,
-                    outcome: Ok(o),
-                },
-                Err(f) => sent.fail(self.pid, f),
-            });
-            if self.inbuf.is_empty() {
-                return;
-            }
         }
-        if pos == self.inbuf.len() {
-            self.inbuf.clear();
-        } else if pos > 0 {
-            self.inbuf.drain(..pos);
+        done.push(match outcome {
+            Ok(o) => Done {
+                sent,
+                pid: self.pid,
+                outcome: Ok(o),
+            },
+            Err(f) => sent.fail(self.pid, f),
+        });
+        Ok(())
+    }
+
+    /// After the worker's death: handles the complete frames at the front
+    /// of `rest` (what the socket and the journal still held), up to the
+    /// answer frame in progress (length 0) at the end of the journal, and
+    /// returns where that one starts.
+    fn recover_frames(&mut self, rest: &[u8], done: &mut Vec<Done>) -> usize {
+        let mut pos = 0;
+        while self.corrupt.is_none() {
+            let here = &rest[pos..];
+            if here.len() >= 4 && here[..4] == [0; 4] {
+                break;
+            }
+            let payload = match framing::split(here, wire::MAX_FRAME as u64) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    self.corrupted(e.to_string());
+                    break;
+                }
+            };
+            let end = payload.end;
+            if let Err(why) = self.answer(Answer::Slice(&here[payload]), done) {
+                self.corrupted(why);
+            }
+            pos += end;
         }
+        pos
     }
 
     /// Whether it ever started a batch.
@@ -495,10 +374,13 @@ impl Worker {
     /// elsewhere (batches tried `max_resends` times fail instead).
     pub(crate) fn bury(&mut self, code: i32, max_resends: u8, done: &mut Vec<Done>) -> Vec<Batch> {
         let _ = self.read(done);
+        let mut rest = Vec::new();
         let rec = if self.corrupt.is_none() {
-            let (tail, rec) = self.journal.recover(self.received);
-            self.inbuf.extend_from_slice(&tail);
-            self.parse(done, true);
+            let (tail, rec) = self.journal.recover(self.reader.position());
+            rest = self.reader.take_unconsumed();
+            rest.extend_from_slice(&tail);
+            let pos = self.recover_frames(&rest, done);
+            rest.drain(..pos);
             Some(rec)
         } else {
             None
@@ -524,8 +406,8 @@ impl Worker {
             }
             match (&rec, in_progress) {
                 (Some(rec), true) => {
-                    let inbuf = std::mem::take(&mut self.inbuf);
-                    match self.resume(sent, rec, &inbuf, code, max_resends) {
+                    let rest = std::mem::take(&mut rest);
+                    match self.resume(sent, rec, &rest, code, max_resends) {
                         Resumed::Done(d) => done.push(d),
                         Resumed::Again(b) => again.push(b),
                     }
@@ -603,6 +485,21 @@ impl Worker {
             prefix: sent.answers,
             base: sent.base + next,
         })
+    }
+}
+
+/// A frame's payload: in the reader's buffer, or a buffer of its own.
+enum Answer<'a> {
+    Slice(&'a [u8]),
+    Own(Vec<u8>),
+}
+
+impl Answer<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Answer::Slice(s) => s,
+            Answer::Own(v) => v,
+        }
     }
 }
 

@@ -74,7 +74,12 @@
 //! another worker holds but has not started (and will skip), so no worker
 //! idles while tasks wait behind another, whatever ran before.
 
+#[doc(hidden)]
+#[cfg(feature = "test-hooks")]
+#[path = "test_hooks.rs"]
+pub mod __test;
 pub(crate) mod api;
+mod batch;
 mod builder;
 mod dispatch;
 pub(crate) mod engine;
@@ -82,6 +87,7 @@ mod journal;
 mod link;
 mod progress;
 mod result;
+mod sink;
 mod wire;
 mod worker;
 

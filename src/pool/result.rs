@@ -2,6 +2,7 @@
 
 use super::engine::{Chunk, Engine, Frames};
 use super::progress::Progress;
+pub(crate) use super::sink::{Fail, Sink};
 use crate::error::{Error, ProcessFailure, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,30 +14,6 @@ use std::time::{Duration, Instant};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Why a whole batch failed.
-#[derive(Debug, Clone)]
-pub(crate) enum Fail {
-    /// The worker holding it died with this exit code.
-    Died(i32),
-    /// The pool was terminated (or cannot start workers).
-    Broken,
-    /// The worker could not run it (undecodable arguments, unknown function).
-    Failed(String),
-}
-
-/// Where a batch's answers go.
-pub(crate) trait Sink: Send + Sync {
-    /// Batch `index` of `count` tasks is done: its encoded answers, or why
-    /// all of it failed. `pid` is the worker that ran it (0 if none).
-    fn complete(
-        &self,
-        index: usize,
-        count: u32,
-        pid: i32,
-        outcome: std::result::Result<&[u8], &Fail>,
-    );
 }
 
 /// One task's failure, kept until the caller asks for it.

@@ -1,8 +1,9 @@
 //! The pool's private wire format between the parent and one worker, over a
 //! `socketpair(AF_UNIX, SOCK_STREAM)` per worker.
 //!
-//! Every frame is `u32` little-endian length (of what follows), one kind
-//! byte, and a payload:
+//! Frames are the crate's ([`framing`]: CPython's 4-byte big-endian length
+//! header, read and written by the connection layer); the pool's payload is
+//! one kind byte and what follows:
 //!
 //! - parent → worker [`TASKS`]: `i64` runner offset, `u32` item count, then
 //!   the items (each a postcard-encoded argument tuple);
@@ -22,16 +23,18 @@
 //! the front of that worker's in-flight queue. Several frames travel in one
 //! `send`/`recv`, which is how small tasks are batched.
 //!
-//! Every byte from the peer is checked: a frame of length 0, a length over
-//! [`MAX_FRAME`] (refused before anything of that size is allocated), or an
-//! unknown kind is a [`FrameError`], and the side that sees it stops using
-//! the socket; a frame cut short by the end of the stream is never
-//! delivered (the peer is gone: its death is handled as such).
+//! Every byte from the peer is checked: a frame of length 0 or of an
+//! unknown kind is a [`FrameError`], a length over [`MAX_FRAME`] is refused
+//! by the reader before anything of that size is allocated, and the side
+//! that sees either stops using the socket; a frame cut short by the end of
+//! the stream is never delivered (the peer is gone: its death is handled as
+//! such).
 
 use crate::error::Result;
 use crate::handoff::{Exporter, Handoff, Importer};
-use rustix::net::{RecvFlags, SendFlags};
-use std::os::fd::{AsFd, OwnedFd};
+use crate::sys::conn_io::Kind;
+use crate::sys::framing::{self, Frame, FrameReader, Source};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 pub(crate) const TASKS: u8 = 1;
 pub(crate) const EXIT: u8 = 2;
@@ -39,7 +42,7 @@ pub(crate) const RESULTS: u8 = 1;
 pub(crate) const FAILED: u8 = 3;
 pub(crate) const PARTIAL: u8 = 4;
 
-/// The longest frame either side accepts (length field, excluding itself).
+/// The longest frame payload either side accepts.
 pub(crate) const MAX_FRAME: usize = 1 << 30;
 
 /// Bytes of a `RESULTS` or `PARTIAL` frame before the answers: length,
@@ -51,8 +54,6 @@ pub(crate) const ANSWER_HEADER: usize = 4 + 1 + 4 + 8;
 pub(crate) enum FrameError {
     /// A frame of length 0 (it would not even hold its kind byte).
     Empty,
-    /// A frame longer than [`MAX_FRAME`].
-    TooLarge(u64),
     /// A frame of a kind this side does not know.
     Kind(u8),
 }
@@ -61,9 +62,6 @@ impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameError::Empty => write!(f, "a frame of length 0"),
-            FrameError::TooLarge(n) => {
-                write!(f, "a frame of {n} bytes (the limit is {MAX_FRAME})")
-            }
             FrameError::Kind(k) => write!(f, "a frame of unknown kind {k}"),
         }
     }
@@ -87,13 +85,7 @@ impl Handoff for WorkerEnd {
 
 /// A connected pair: (parent end, non-blocking; worker end, blocking).
 pub(crate) fn pair() -> Result<(OwnedFd, OwnedFd)> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let (a, b) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let (a, b) = crate::sys::conn_io::stream_pair()?;
     for s in [&a, &b] {
         // Larger buffers mean fewer wake-ups for big chunks; the kernel caps
         // the request at its limit, and failure only costs speed.
@@ -111,210 +103,184 @@ pub(crate) fn begin(out: &mut Vec<u8>, kind: u8) -> usize {
     start
 }
 
-/// Writes the length of the frame begun at `start`.
+/// Writes the header of the frame begun at `start`.
 pub(crate) fn finish(out: &mut [u8], start: usize) {
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let len = out.len() - start - 4;
+    out[start..start + 4].copy_from_slice(&framing::short_header(len));
 }
 
-/// A frame: (kind, payload, total length with the length field).
-pub(crate) type Frame<'a> = (u8, &'a [u8], usize);
-
-/// The complete frame at the front of `buf`, if there is one.
+/// A frame's kind and the rest of its payload.
 ///
 /// # Errors
 ///
-/// [`FrameError::Empty`] or [`FrameError::TooLarge`] as soon as the length
-/// field is in, whether or not the rest has arrived.
-pub(crate) fn next_frame(buf: &[u8]) -> Result<Option<Frame<'_>>, FrameError> {
-    let Some(total) = announced(buf)? else {
-        return Ok(None);
-    };
-    if buf.len() < total {
-        return Ok(None);
-    }
-    Ok(Some((buf[4], &buf[5..total], total)))
-}
-
-/// The total length (with its length field) of the frame at the front of
-/// `buf`, if its length field is there; checked against [`MAX_FRAME`].
-pub(crate) fn announced(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-    let Some(h) = buf.get(..4) else {
-        return Ok(None);
-    };
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    if len == 0 {
-        return Err(FrameError::Empty);
-    }
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len as u64));
-    }
-    Ok(Some(4 + len))
-}
-
-/// What one non-blocking read found.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Read {
-    /// This many bytes were appended.
-    Data(usize),
-    /// Nothing to read now.
-    Empty,
-    /// The peer closed (or reset) the connection.
-    Eof,
-}
-
-/// Appends what can be read now to `buf`, returning how many bytes came.
-///
-/// When the header of a large frame is in (and within [`MAX_FRAME`]: a
-/// larger one is left for [`next_frame`] to refuse), the buffer is sized to
-/// end exactly with that frame, so it can usually be taken whole, uncopied.
-pub(crate) fn read_some(fd: impl AsFd, buf: &mut Vec<u8>, flags: RecvFlags) -> Result<Read> {
-    match announced(buf) {
-        Ok(Some(total)) if total > buf.len() && buf.capacity() < total => {
-            let mut bigger = Vec::with_capacity(total);
-            bigger.extend_from_slice(buf);
-            *buf = bigger;
-        }
-        _ => {
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(256 << 10);
-            }
-        }
-    }
-    loop {
-        match rustix::net::recv(fd.as_fd(), rustix::buffer::spare_capacity(buf), flags) {
-            Ok((0, _)) => return Ok(Read::Eof),
-            Ok((n, _)) => return Ok(Read::Data(n)),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) => return Ok(Read::Empty),
-            Err(rustix::io::Errno::CONNRESET) => return Ok(Read::Eof),
-            Err(e) => return Err(e.into()),
-        }
+/// [`FrameError::Empty`] for a payload of length 0 (no kind byte).
+pub(crate) fn kind_of(payload: &[u8]) -> Result<(u8, &[u8]), FrameError> {
+    match payload.split_first() {
+        Some((k, rest)) => Ok((*k, rest)),
+        None => Err(FrameError::Empty),
     }
 }
 
-/// Sends as much of `buf[*pos..]` as the socket takes without blocking
-/// (`flags` decides); `Ok(false)` if the peer is gone.
-pub(crate) fn write_some(
-    fd: impl AsFd,
-    buf: &[u8],
-    pos: &mut usize,
-    flags: SendFlags,
-) -> Result<bool> {
-    while *pos < buf.len() {
-        match rustix::net::send(fd.as_fd(), &buf[*pos..], flags | SendFlags::NOSIGNAL) {
-            Ok(n) => *pos += n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) => return Ok(true),
-            Err(rustix::io::Errno::PIPE) | Err(rustix::io::Errno::CONNRESET) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
+/// A frame partly received whose kind is already known to be none of
+/// `kinds`: refused at once, without waiting for the rest (which a peer gone
+/// wrong might never send).
+pub(crate) fn bad_start(r: &FrameReader, kinds: &[u8]) -> Option<FrameError> {
+    let k = *r.partial_payload()?.first()?;
+    (!kinds.contains(&k)).then_some(FrameError::Kind(k))
+}
+
+/// A reader of the pool's frames: frames up to [`MAX_FRAME`]; payloads of
+/// 64 KiB and more go to buffers of their own (handed over uncopied).
+pub(crate) fn reader() -> FrameReader {
+    FrameReader::new(256 << 10, 64 << 10)
+}
+
+/// How a pool socket is read: a stream socket, passed descriptors dropped.
+pub(crate) fn source(fd: BorrowedFd<'_>, nonblocking: bool) -> Source<'_> {
+    Source {
+        fd,
+        kind: Kind::Socket,
+        nonblocking,
     }
-    Ok(true)
+}
+
+/// The next frame from `fd` (see [`FrameReader::next`]): `Ok(None)` when
+/// `nonblocking` and nothing more can be read now.
+pub(crate) fn next(
+    r: &mut FrameReader,
+    fd: BorrowedFd<'_>,
+    nonblocking: bool,
+) -> Result<Option<Frame>> {
+    r.next(
+        source(fd, nonblocking),
+        MAX_FRAME as u64,
+        &mut Vec::new(),
+        &mut || Ok(()),
+        &mut |_, _| {},
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+    use proptest::prelude::*;
 
-    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = Vec::new();
-        let start = begin(&mut f, kind);
-        f.extend_from_slice(payload);
-        finish(&mut f, start);
-        f
-    }
-
-    #[test]
-    fn frames_are_read_back() {
-        let mut s = frame(TASKS, b"abc");
-        s.extend(frame(EXIT, b""));
-        let (k, p, n) = next_frame(&s).unwrap().unwrap();
-        assert_eq!((k, p, n), (TASKS, &b"abc"[..], 8));
-        assert_eq!(next_frame(&s[n..]).unwrap().unwrap(), (EXIT, &b""[..], 5));
-    }
-
-    #[test]
-    fn zero_length_frame_is_an_error_not_a_wait() {
-        assert_eq!(next_frame(&[0, 0, 0, 0]), Err(FrameError::Empty));
-        assert_eq!(next_frame(&[0, 0, 0, 0, 1, 2, 3]), Err(FrameError::Empty));
-    }
-
-    #[test]
-    fn oversized_length_is_refused_from_the_header_alone() {
-        let huge = u32::MAX.to_le_bytes();
-        assert_eq!(
-            next_frame(&huge),
-            Err(FrameError::TooLarge(u32::MAX as u64))
-        );
-        let over = ((MAX_FRAME + 1) as u32).to_le_bytes();
-        assert!(matches!(next_frame(&over), Err(FrameError::TooLarge(_))));
-        assert_eq!(
-            announced(&(MAX_FRAME as u32).to_le_bytes()),
-            Ok(Some(MAX_FRAME + 4))
-        );
-    }
-
-    #[test]
-    fn oversized_length_allocates_nothing() {
-        let (a, b) = pair().unwrap();
-        rustix::net::send(&b, &u32::MAX.to_le_bytes(), SendFlags::empty()).unwrap();
-        rustix::net::send(&b, &[1; 100], SendFlags::empty()).unwrap();
-        let mut buf = Vec::new();
-        while buf.len() < 104 {
-            assert!(matches!(
-                read_some(&a, &mut buf, RecvFlags::empty()).unwrap(),
-                Read::Data(_)
-            ));
-        }
-        assert!(
-            buf.capacity() < 1 << 20,
-            "sized by the peer's word: {}",
-            buf.capacity()
-        );
-        assert!(next_frame(&buf).is_err());
-    }
-
-    #[test]
-    fn truncated_frame_is_never_delivered() {
-        let s = frame(TASKS, &[7; 40]);
-        for cut in 0..s.len() {
-            assert_eq!(next_frame(&s[..cut]), Ok(None), "cut at {cut}");
-        }
-        // The peer going away mid-frame is seen as the end of the stream.
-        let (a, b) = pair().unwrap();
-        rustix::net::send(&b, &s[..20], SendFlags::empty()).unwrap();
-        drop(b);
-        let mut buf = Vec::new();
-        assert_eq!(
-            read_some(&a, &mut buf, RecvFlags::empty()).unwrap(),
-            Read::Data(20)
-        );
-        assert_eq!(
-            read_some(&a, &mut buf, RecvFlags::empty()).unwrap(),
-            Read::Eof
-        );
-        assert_eq!(next_frame(&buf), Ok(None));
-    }
-
-    #[test]
-    fn garbage_never_panics_and_never_yields_an_oversized_frame() {
-        // A deterministic pseudo-random stream (xorshift).
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..2000 {
-            let len = (x % 64) as usize;
-            let mut g = Vec::with_capacity(len);
-            for _ in 0..len {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                g.push(x as u8);
-            }
-            let mut pos = 0;
-            while let Ok(Some((_, payload, n))) = next_frame(&g[pos..]) {
-                assert!(n >= 5 && n <= g.len() - pos && payload.len() == n - 5);
-                pos += n;
+    /// The complete frames at the front of `bytes` under `max`, as
+    /// `framing::split` finds them, and whether the stream stops at a
+    /// malformed header (negative or over `max`).
+    fn reference(bytes: &[u8], max: u64) -> (Vec<Vec<u8>>, bool) {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        loop {
+            match framing::split(&bytes[pos..], max) {
+                Ok(Some(p)) => {
+                    out.push(bytes[pos..][p.clone()].to_vec());
+                    pos += p.end;
+                }
+                Ok(None) => return (out, false),
+                Err(_) => return (out, true),
             }
         }
+    }
+
+    /// Feeds `bytes` through a pool socket to `r`, in non-blocking mode as
+    /// the parent reads, in pieces of `chunk` bytes, with a limit of `max`.
+    fn feed(
+        mut r: FrameReader,
+        bytes: &[u8],
+        chunk: usize,
+        max: u64,
+    ) -> (Vec<Vec<u8>>, Option<Error>) {
+        let (a, b) = pair().unwrap();
+        let mut got = Vec::new();
+        let mut sent = 0;
+        loop {
+            let end = (sent + chunk).min(bytes.len());
+            if sent < end {
+                framing::write_all(b.as_fd(), Kind::Socket, &[&bytes[sent..end]], &[]).unwrap();
+                sent = end;
+            } else if sent == bytes.len() {
+                // All sent: the end of the stream follows.
+                sent += 1;
+                let _ = rustix::net::shutdown(&b, rustix::net::Shutdown::Write);
+            }
+            loop {
+                let src = source(a.as_fd(), true);
+                match r.next(src, max, &mut Vec::new(), &mut || Ok(()), &mut |_, _| {}) {
+                    Ok(Some(f)) => got.push(r.payload(&f).to_vec()),
+                    Ok(None) => break,
+                    Err(e) => return (got, Some(e)),
+                }
+            }
+            assert!(sent <= bytes.len(), "the reader waits after the end");
+        }
+    }
+
+    /// Pool frames as the parent and workers write them (`begin`, payload,
+    /// `finish`), then hostile bytes: noise, a length word of the peer's
+    /// choosing, or a cut.
+    fn pool_stream() -> impl Strategy<Value = Vec<u8>> {
+        let frame = (
+            prop::sample::select(vec![TASKS, EXIT, FAILED, PARTIAL, 0, 99]),
+            prop::collection::vec(any::<u8>(), 0..3000),
+        );
+        (
+            prop::collection::vec(frame, 0..6),
+            prop::option::of(any::<i32>()),
+            prop::collection::vec(any::<u8>(), 0..40),
+            prop::option::of(any::<prop::sample::Index>()),
+        )
+            .prop_map(|(frames, word, noise, cut)| {
+                let mut v = Vec::new();
+                for (kind, payload) in frames {
+                    let start = begin(&mut v, kind);
+                    v.extend_from_slice(&payload);
+                    finish(&mut v, start);
+                }
+                v.extend(word.map(i32::to_be_bytes).into_iter().flatten());
+                v.extend_from_slice(&noise);
+                if let Some(cut) = cut.filter(|_| !v.is_empty()) {
+                    v.truncate(cut.index(v.len()));
+                }
+                v
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// The pool's reader (and one with a tiny read-ahead, so that large
+        /// frames take their own path) yields exactly the reference frames,
+        /// then a clear end: `Closed` after the last whole frame, an error
+        /// otherwise; never a panic, a hang, or a frame over the limit.
+        #[test]
+        fn pool_reader_matches_reference(bytes in pool_stream(), chunk in 1usize..5000, max in 0u64..4000) {
+            let (expected, malformed) = reference(&bytes, max);
+            let consumed: usize = expected.iter().map(|f| f.len() + 4).sum();
+            for r in [reader(), FrameReader::new(16, 8)] {
+                let (got, err) = feed(r, &bytes, chunk, max);
+                prop_assert_eq!(&got, &expected);
+                let err = err.expect("the stream ends");
+                if consumed == bytes.len() {
+                    prop_assert!(matches!(err, Error::Closed), "{:?}", err);
+                } else if malformed {
+                    prop_assert!(matches!(err, Error::MessageTooLarge { .. } | Error::Codec(_)), "{:?}", err);
+                } else {
+                    prop_assert!(matches!(err, Error::Io(_)), "{:?}", err);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zero_length_and_unknown_kinds_are_frame_errors() {
+        assert_eq!(kind_of(&[]), Err(FrameError::Empty));
+        assert_eq!(kind_of(&[TASKS, 1]), Ok((TASKS, &[1u8][..])));
+        let mut r = FrameReader::new(64, 32);
+        let (a, b) = pair().unwrap();
+        framing::write_all(b.as_fd(), Kind::Socket, &[&[0, 0, 1, 0, 77, 1, 2]], &[]).unwrap();
+        assert!(matches!(next(&mut r, a.as_fd(), true), Ok(None)));
+        assert_eq!(bad_start(&r, &[TASKS, EXIT]), Some(FrameError::Kind(77)));
     }
 }

@@ -5,8 +5,8 @@ use super::journal;
 use super::wire::{self, WorkerEnd};
 use crate::codec::Out;
 use crate::process::fnref;
+use crate::sys::framing;
 use crate::sys::Region;
-use rustix::net::RecvFlags;
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -68,8 +68,8 @@ impl Answers<'_> {
         finish_frame(self.buf, f);
         let mut own = [0u8; wire::ANSWER_HEADER];
         let extra: [&[u8]; 2] = if big {
-            let len = (wire::ANSWER_HEADER - 4 + self.scratch.len()) as u32;
-            own[..4].copy_from_slice(&len.to_le_bytes());
+            let len = wire::ANSWER_HEADER - 4 + self.scratch.len();
+            own[..4].copy_from_slice(&framing::short_header(len));
             own[4] = wire::PARTIAL;
             own[5..9].copy_from_slice(&1u32.to_le_bytes());
             [&own, self.scratch]
@@ -111,10 +111,10 @@ fn begin_answers(buf: &mut journal::Writer) -> usize {
     start
 }
 
-/// Writes the length of the frame begun at `start` in `buf`.
+/// Writes the header of the frame begun at `start` in `buf`.
 fn finish_frame(buf: &mut journal::Writer, start: usize) {
-    let len = (buf.len() - start - 4) as u32;
-    buf.overwrite(start, &len.to_le_bytes());
+    let len = buf.len() - start - 4;
+    buf.overwrite(start, &framing::short_header(len));
 }
 
 pub(crate) fn run_batch<F, A, R>(input: &[u8], count: u32, ans: &mut Answers<'_>)
@@ -284,6 +284,8 @@ pub(crate) fn worker_main(
 ) {
     install_hook();
     let sock = sock.0;
+    #[cfg(feature = "test-hooks")]
+    super::__test::set_worker_socket(sock.as_fd());
     let Some(mut journal) = journal::Writer::new(region) else {
         panic!("the pool worker's journal region is too small");
     };
@@ -298,8 +300,7 @@ pub(crate) fn worker_main(
     }
     let spin = Duration::from_micros(spin_us);
     let mut cache = Vec::new();
-    let mut inbuf: Vec<u8> = Vec::with_capacity(1 << 16);
-    let mut pos = 0;
+    let mut reader = wire::reader();
     let mut scratch: Vec<u8> = Vec::with_capacity(1 << 10);
     let mut first_unsent: Option<Instant> = None;
     // TASKS frames received, and batches run.
@@ -309,127 +310,153 @@ pub(crate) fn worker_main(
     // soon (it would be queued already), and spinning would only take a CPU
     // from the parent decoding the answers.
     let mut last_run = Duration::ZERO;
-    // A malformed frame ends the loop: the parent does not send one, and
-    // whoever did is not to be trusted with more work.
-    while let Ok(frame) = wire::next_frame(&inbuf[pos..]) {
-        if let Some((kind, payload, len)) = frame {
-            match kind {
-                wire::TASKS => {}
-                wire::EXIT => break,
-                _ => break,
-            }
-            let n = ordinal;
-            ordinal = ordinal.wrapping_add(1);
-            // The batch in progress has no task done yet; then claim it (it
-            // may have been taken back).
-            journal.begin();
-            if !journal.claim(n) {
-                pos += len;
-                continue;
-            }
-            if journal.len() + wire::ANSWER_HEADER + 4096 > journal::CAP
-                && !journal::flush(sock.as_fd(), &mut journal, &[], 0)
-            {
-                return;
-            }
-            let start = begin_answers(&mut journal);
-            journal.commit(0);
-            let runner = if payload.len() < 12 {
-                Err("short task frame".to_string())
-            } else {
-                let offset = i64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
-                let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
-                match runner_at(&mut cache, offset) {
-                    Some(run) => Ok((run, count)),
-                    None => Err("the task function cannot be found in this binary".to_string()),
+    loop {
+        let frame = match wire::next(&mut reader, sock.as_fd(), true) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                if wire::bad_start(&reader, &[wire::TASKS, wire::EXIT]).is_some() {
+                    // Not a frame the parent sends: see below.
+                    break;
                 }
-            };
-            match runner {
-                Ok((run, count)) => {
-                    let t0 = Instant::now();
-                    let mut ans = Answers {
-                        buf: &mut journal,
-                        scratch: &mut scratch,
-                        sock: sock.as_fd(),
-                        frame: start,
-                        frame_first: 0,
-                        gone: false,
-                    };
-                    run(&payload[12..], count, &mut ans);
-                    if ans.gone {
-                        return;
-                    }
-                    let (f, first) = (ans.frame, ans.frame_first);
-                    last_run = t0.elapsed();
-                    let ns = u64::try_from(last_run.as_nanos()).unwrap_or(u64::MAX);
-                    journal.overwrite(f + 5, &count.saturating_sub(first).to_le_bytes());
-                    journal.overwrite(f + 9, &ns.to_le_bytes());
-                    finish_frame(&mut journal, f);
-                    journal.commit(count);
-                    if scratch.capacity() > 1 << 20 {
-                        scratch = Vec::with_capacity(1 << 10);
-                    }
-                }
-                Err(reason) => {
-                    // No task ran: the answer is a FAILED frame instead.
-                    journal.truncate(start);
-                    let reason = &reason.as_bytes()[..reason.len().min(1024)];
-                    let len = (1 + reason.len()) as u32;
-                    let ok = journal.append(&len.to_le_bytes())
-                        && journal.append(&[wire::FAILED])
-                        && journal.append(reason);
-                    debug_assert!(ok, "room was made for the frame");
-                    journal.commit(0);
-                }
-            }
-            pos += len;
-            done += 1;
-            if maxtasks > 0 && done >= maxtasks {
-                break;
-            }
-            let now = Instant::now();
-            let since = *first_unsent.get_or_insert(now);
-            if journal.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
-                if !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
+                // Idle: answer what is done, spin briefly, then block.
+                if journal.len() > 0 && !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
                     return;
                 }
                 first_unsent = None;
+                let t0 = Instant::now();
+                let spin = if last_run > spin {
+                    Duration::ZERO
+                } else {
+                    spin
+                };
+                let got = loop {
+                    match wire::next(&mut reader, sock.as_fd(), true) {
+                        Ok(None)
+                            if wire::bad_start(&reader, &[wire::TASKS, wire::EXIT]).is_some() =>
+                        {
+                            break Err(crate::Error::codec("a frame of an unknown kind"))
+                        }
+                        Ok(None) if t0.elapsed() < spin => std::hint::spin_loop(),
+                        Ok(None) => {
+                            // Block in one read only: a frame still partial
+                            // after it is checked by its first bytes above
+                            // (a frame refused by them is refused at once,
+                            // not waited for in full).
+                            let mut once = true;
+                            let src = wire::source(sock.as_fd(), false);
+                            let mut one_read = || {
+                                if std::mem::take(&mut once) {
+                                    Ok(())
+                                } else {
+                                    Err(crate::Error::Timeout)
+                                }
+                            };
+                            match reader.next(
+                                src,
+                                wire::MAX_FRAME as u64,
+                                &mut Vec::new(),
+                                &mut one_read,
+                                &mut |_, _| {},
+                            ) {
+                                Err(crate::Error::Timeout) => {}
+                                other => break other,
+                            }
+                        }
+                        other => break other,
+                    }
+                };
+                match got {
+                    Ok(Some(f)) => f,
+                    // The parent is gone.
+                    Ok(None) | Err(crate::Error::Closed) => return,
+                    // A malformed or cut frame: the parent does not send one,
+                    // and whoever did is not to be trusted with more work.
+                    Err(_) => break,
+                }
             }
+            // The parent is gone, or a malformed frame (see below).
+            Err(_) => break,
+        };
+        let Ok((kind, payload)) = wire::kind_of(reader.payload(&frame)) else {
+            break;
+        };
+        match kind {
+            wire::TASKS => {}
+            _ => break,
+        }
+        let n = ordinal;
+        ordinal = ordinal.wrapping_add(1);
+        // The batch in progress has no task done yet; then claim it (it
+        // may have been taken back).
+        journal.begin();
+        if !journal.claim(n) {
             continue;
         }
-        // No complete frame buffered: compact, then read what is there.
-        if pos > 0 {
-            inbuf.drain(..pos);
-            pos = 0;
-        }
-        match wire::read_some(&sock, &mut inbuf, RecvFlags::DONTWAIT) {
-            Ok(wire::Read::Data(_)) => continue,
-            Ok(wire::Read::Eof) | Err(_) => break,
-            Ok(wire::Read::Empty) => {}
-        }
-        // Idle: answer what is done, spin briefly, then block.
-        if journal.len() > 0 && !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
+        if journal.len() + wire::ANSWER_HEADER + 4096 > journal::CAP
+            && !journal::flush(sock.as_fd(), &mut journal, &[], 0)
+        {
             return;
         }
-        first_unsent = None;
-        let t0 = Instant::now();
-        let spin = if last_run > spin {
-            Duration::ZERO
+        let start = begin_answers(&mut journal);
+        journal.commit(0);
+        let runner = if payload.len() < 12 {
+            Err("short task frame".to_string())
         } else {
-            spin
-        };
-        let got = loop {
-            match wire::read_some(&sock, &mut inbuf, RecvFlags::DONTWAIT) {
-                Ok(wire::Read::Empty) if t0.elapsed() < spin => std::hint::spin_loop(),
-                Ok(wire::Read::Empty) => {
-                    break wire::read_some(&sock, &mut inbuf, RecvFlags::empty())
-                }
-                other => break other,
+            let offset = i64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+            let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
+            match runner_at(&mut cache, offset) {
+                Some(run) => Ok((run, count)),
+                None => Err("the task function cannot be found in this binary".to_string()),
             }
         };
-        match got {
-            Ok(wire::Read::Data(_)) | Ok(wire::Read::Empty) => {}
-            Ok(wire::Read::Eof) | Err(_) => return,
+        match runner {
+            Ok((run, count)) => {
+                let t0 = Instant::now();
+                let mut ans = Answers {
+                    buf: &mut journal,
+                    scratch: &mut scratch,
+                    sock: sock.as_fd(),
+                    frame: start,
+                    frame_first: 0,
+                    gone: false,
+                };
+                run(&payload[12..], count, &mut ans);
+                if ans.gone {
+                    return;
+                }
+                let (f, first) = (ans.frame, ans.frame_first);
+                last_run = t0.elapsed();
+                let ns = u64::try_from(last_run.as_nanos()).unwrap_or(u64::MAX);
+                journal.overwrite(f + 5, &count.saturating_sub(first).to_le_bytes());
+                journal.overwrite(f + 9, &ns.to_le_bytes());
+                finish_frame(&mut journal, f);
+                journal.commit(count);
+                if scratch.capacity() > 1 << 20 {
+                    scratch = Vec::with_capacity(1 << 10);
+                }
+            }
+            Err(reason) => {
+                // No task ran: the answer is a FAILED frame instead.
+                journal.truncate(start);
+                let reason = &reason.as_bytes()[..reason.len().min(1024)];
+                let ok = journal.append(&framing::short_header(1 + reason.len()))
+                    && journal.append(&[wire::FAILED])
+                    && journal.append(reason);
+                debug_assert!(ok, "room was made for the frame");
+                journal.commit(0);
+            }
+        }
+        done += 1;
+        if maxtasks > 0 && done >= maxtasks {
+            break;
+        }
+        let now = Instant::now();
+        let since = *first_unsent.get_or_insert(now);
+        if journal.len() >= 128 << 10 || now.duration_since(since) >= Duration::from_millis(1) {
+            if !journal::flush(sock.as_fd(), &mut journal, &[], 0) {
+                return;
+            }
+            first_unsent = None;
         }
     }
     journal::flush(sock.as_fd(), &mut journal, &[], 0);

@@ -5,11 +5,12 @@
 //! starts from the same binary):
 //!
 //! - *bootstrap* (spawn and forkserver, parent → child on the bootstrap
-//!   socket, a spawned child's handed-off descriptors attached):
-//!   `b"MPBOOT01"`, `u32` little-endian payload length, the postcard-encoded
-//!   [`BootMsg`], then a `u64` FNV-1a checksum of the payload;
-//! - *report* (child → parent, every start method): `u32` little-endian length
-//!   and a postcard-encoded [`Report`].
+//!   socket, a spawned child's handed-off descriptors attached): one frame
+//!   of the crate's [framing](crate::sys::framing) whose payload is
+//!   `b"MPBOOT01"`, the postcard-encoded [`BootMsg`], then a `u64` FNV-1a
+//!   checksum of the encoded message;
+//! - *report* (child → parent, every start method): one frame holding a
+//!   postcard-encoded [`Report`].
 //!
 //! The checksum only detects corruption. What keeps a crafted message from
 //! steering a child: [`init`] refuses to act as a child in a privileged
@@ -23,10 +24,12 @@ use super::{ChildIdentity, CURRENT};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::handoff::Importer;
+use crate::sys::conn_io::Kind;
+use crate::sys::framing::{self, Frame, FrameReader, Source};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Environment variable naming the bootstrap socket of a spawned child.
@@ -86,65 +89,139 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Encodes a bootstrap message as it goes on the wire.
+/// Encodes a bootstrap message as it goes on the wire: one frame.
 pub(crate) fn encode_boot(msg: &BootMsg) -> Result<Vec<u8>> {
-    let payload = codec::encode(msg)?;
-    let mut out = Vec::with_capacity(payload.len() + 20);
+    let mut out = vec![0u8; 4];
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out.extend_from_slice(&fnv1a(&payload).to_le_bytes());
+    codec::encode_into(msg, &mut out)?;
+    let sum = fnv1a(&out[4 + MAGIC.len()..]);
+    out.extend_from_slice(&sum.to_le_bytes());
+    let len = out.len() - 4;
+    if len as u64 > u64::from(MAX_BOOT) {
+        return Err(Error::Invalid(format!(
+            "the bootstrap message is {len} bytes, over the limit of {MAX_BOOT}"
+        )));
+    }
+    out[..4].copy_from_slice(&framing::short_header(len));
     Ok(out)
 }
 
-/// Reads and checks a bootstrap message.
+/// Reads and checks a bootstrap message (one frame) from `r`, which keeps
+/// the descriptors that come with it.
 pub(crate) fn read_boot(r: &mut impl Read) -> Result<BootMsg> {
     let bad = |what: &str| Error::bootstrap(what.to_string());
-    let mut head = [0u8; 12];
-    r.read_exact(&mut head)
-        .map_err(|e| bad(&format!("truncated bootstrap header ({e})")))?;
-    if &head[..8] != MAGIC {
-        return Err(bad("bootstrap message has a bad magic number"));
-    }
-    let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-    if len > MAX_BOOT {
-        return Err(bad(&format!(
+    let frame = framing::read_frame_from(r, u64::from(MAX_BOOT)).map_err(|e| match e {
+        Error::MessageTooLarge { len, .. } => bad(&format!(
             "bootstrap payload of {len} bytes is over the limit"
-        )));
-    }
-    let mut payload = vec![0u8; len as usize];
-    r.read_exact(&mut payload)
-        .map_err(|e| bad(&format!("truncated bootstrap payload ({e})")))?;
-    let mut sum = [0u8; 8];
-    r.read_exact(&mut sum)
-        .map_err(|e| bad(&format!("truncated bootstrap checksum ({e})")))?;
-    if u64::from_le_bytes(sum) != fnv1a(&payload) {
+        )),
+        Error::Closed => bad("truncated bootstrap header (end of file)"),
+        e => bad(&format!("truncated or malformed bootstrap message ({e})")),
+    })?;
+    let Some(body) = frame.strip_prefix(MAGIC) else {
+        return Err(bad("bootstrap message has a bad magic number"));
+    };
+    let Some(split) = body.len().checked_sub(8) else {
+        return Err(bad("truncated bootstrap checksum"));
+    };
+    let (payload, sum) = body.split_at(split);
+    if u64::from_le_bytes(sum.try_into().expect("8 bytes")) != fnv1a(payload) {
         return Err(bad(
             "bootstrap payload checksum mismatch (corrupted message)",
         ));
     }
-    codec::decode(&payload).map_err(|e| bad(&format!("undecodable bootstrap payload ({e})")))
+    codec::decode(payload).map_err(|e| bad(&format!("undecodable bootstrap payload ({e})")))
 }
 
-/// Writes one report frame.
-pub(crate) fn write_report(w: &mut impl Write, report: &Report) -> std::io::Result<()> {
-    let body = codec::encode(report).map_err(std::io::Error::other)?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&body);
-    w.write_all(&frame)
+/// The largest report a parent accepts: a child's return value is refused
+/// past it (as the report's former 32-bit length did).
+const MAX_REPORT: u64 = u32::MAX as u64;
+
+/// Writes one report frame (blocking) on the report socket `fd`.
+pub(crate) fn write_report(fd: BorrowedFd<'_>, report: &Report) -> std::io::Result<()> {
+    let mut body = codec::encode(report).map_err(std::io::Error::other)?;
+    if body.len() as u64 > MAX_REPORT {
+        let too_large = Report::BootstrapFailed(format!(
+            "the target's return value encodes to {} bytes, more than a report carries ({MAX_REPORT})",
+            body.len()
+        ));
+        body = codec::encode(&too_large).map_err(std::io::Error::other)?;
+    }
+    framing::write_frame(fd, Kind::Socket, &body, &[]).map_err(std::io::Error::from)
 }
 
-/// Parses a complete report frame from `buf`, if it holds one.
-pub(crate) fn parse_report(buf: &[u8]) -> Option<Result<Report>> {
-    if buf.len() < 4 {
-        return None;
+/// The parent's side of a child's report socket: reads the one report
+/// frame as it arrives, without blocking.
+#[derive(Debug)]
+pub(crate) struct ReportReader {
+    frames: FrameReader,
+    report: Option<Result<Vec<u8>>>,
+    /// Nothing more will be read: end of file, or the stream is unusable.
+    done: bool,
+}
+
+impl ReportReader {
+    pub(crate) fn new() -> ReportReader {
+        ReportReader {
+            frames: FrameReader::new(16 << 10, 16 << 10),
+            report: None,
+            done: false,
+        }
     }
-    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-    if buf.len() < 4 + len {
-        return None;
+
+    /// Whether the socket needs no more watching.
+    pub(crate) fn done(&self) -> bool {
+        self.done
     }
-    Some(codec::decode(&buf[4..4 + len]))
+
+    /// Reads whatever the socket `fd` holds now. Bytes after the report are
+    /// read and dropped.
+    pub(crate) fn drain(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        let src = Source {
+            fd,
+            kind: Kind::Socket,
+            nonblocking: true,
+        };
+        while !self.done {
+            match self.frames.next(
+                src,
+                MAX_REPORT,
+                &mut Vec::new(),
+                &mut || Ok(()),
+                &mut |_, _| {},
+            ) {
+                Ok(Some(f)) => {
+                    if self.report.is_none() {
+                        self.report = Some(Ok(match f {
+                            Frame::Own(v) => v,
+                            f => self.frames.payload(&f).to_vec(),
+                        }));
+                    }
+                }
+                Ok(None) => break,
+                // The end, or a report cut short (the child died writing it).
+                Err(Error::Closed) => self.done = true,
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.done = true
+                }
+                Err(e @ (Error::MessageTooLarge { .. } | Error::Codec(_))) => {
+                    if self.report.is_none() {
+                        self.report = Some(Err(e));
+                    }
+                    self.done = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The report, if a whole one arrived (decoded).
+    pub(crate) fn take(&mut self) -> Option<Result<Report>> {
+        match self.report.take()? {
+            Ok(bytes) => Some(codec::decode(&bytes)),
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 /// The first panic of a child: message and backtrace, kept for the report to
@@ -378,9 +455,8 @@ pub(crate) fn run_child(report_fd: OwnedFd, runner: Runner, mut im: Importer) ->
             (Report::Panicked { message, backtrace }, 1)
         }
     };
-    let mut sock = std::fs::File::from(report_fd);
-    let _ = write_report(&mut sock, &report);
-    drop(sock);
+    let _ = write_report(report_fd.as_fd(), &report);
+    drop(report_fd);
     exit_child(code)
 }
 
@@ -402,39 +478,16 @@ pub(crate) fn exit_child(code: i32) -> ! {
 fn fail_bootstrap(fd: Option<&OwnedFd>, message: String) -> ! {
     write_stderr_raw(&format!("multiproc: child bootstrap failed: {message}\n"));
     if let Some(fd) = fd {
-        if let Ok(dup) = fd.as_fd().try_clone_to_owned() {
-            let _ = write_report(
-                &mut std::fs::File::from(dup),
-                &Report::BootstrapFailed(message),
-            );
-        }
+        let _ = write_report(fd.as_fd(), &Report::BootstrapFailed(message));
     }
     exit_child(1)
 }
 
-/// Enters the library in a spawned child; in any other process, records that
-/// this is the main process and returns at once.
-///
-/// Call it first in `main`. In a process started by the *spawn* method it
-/// never returns: it receives the target and its arguments from the parent,
-/// runs the target, reports the result and exits. In test binaries use
-/// [`test_support!`](crate::test_support) instead (it calls this before the
-/// test harness starts).
-///
-/// A spawned child whose program forgot to call it runs `main` again instead
-/// of its target; its first [`Process::start`](crate::Process::start) then
-/// ends it with a message saying what to add, and its parent's `join`
-/// returns [`Error::Bootstrap`] (no chain of processes each starting the
-/// next).
-///
-/// With the `mpi` feature, in a program started by an MPI launcher
-/// (`mpiexec`, `srun`), every rank but 0 becomes a worker of
-/// `multiproc::mpi::MpiPool` here and exits when rank 0's pool ends.
-pub fn init() {
+/// The process side of [`crate::init`]: enters a spawned child (never
+/// returns there); in any other process returns at once.
+pub(crate) fn init() {
     super::helper::register();
     let Some(raw) = std::env::var_os(BOOT_ENV) else {
-        #[cfg(feature = "mpi")]
-        crate::mpi::enter();
         return;
     };
     if is_secure_exec() {

@@ -113,9 +113,8 @@ pub(crate) fn launch(
         CURRENT.set_child_raw(identity);
         crate::util::run_after_fork_hooks();
         if let Some(e) = failed {
-            let mut f = std::fs::File::from(report);
             let _ = bootstrap::write_report(
-                &mut f,
+                std::os::fd::AsFd::as_fd(&report),
                 &bootstrap::Report::BootstrapFailed(format!(
                     "cannot duplicate inherited descriptors: {e}"
                 )),

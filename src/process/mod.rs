@@ -26,7 +26,7 @@ mod registry;
 mod spawn;
 mod target;
 
-pub use bootstrap::init;
+pub(crate) use bootstrap::init;
 pub(crate) use bootstrap::{capture_panics_per_thread, take_thread_panic};
 pub use forkserver::{set_forkserver_preload, Preload};
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
@@ -36,7 +36,7 @@ use crate::error::{BootstrapError, CodecError, Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
 use fnref::FnDesc;
-use registry::ChildShared;
+pub(crate) use registry::ChildShared;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -379,8 +379,7 @@ impl Builder {
         Ok(Process {
             shared,
             report,
-            buf: Vec::new(),
-            eof: false,
+            reports: bootstrap::ReportReader::new(),
             result: None,
             _r: PhantomData,
         })
@@ -429,8 +428,7 @@ where
 pub struct Process<R = ()> {
     shared: Arc<ChildShared>,
     report: OwnedFd,
-    buf: Vec<u8>,
-    eof: bool,
+    reports: bootstrap::ReportReader,
     /// `Some` once the outcome is known: `Ok(None)` after the value was taken.
     result: Option<Result<Option<R>, JoinError>>,
     _r: PhantomData<fn() -> R>,
@@ -471,6 +469,13 @@ impl Process<()> {
 }
 
 impl<R: DeserializeOwned> Process<R> {
+    /// What this handle shares with the registry: the child's one pidfd
+    /// (or a forkserver child's status socket) among it, for owners that
+    /// watch many children in one `poll` (the pool).
+    pub(crate) fn child(&self) -> &Arc<ChildShared> {
+        &self.shared
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> i32 {
         self.shared.pid
@@ -508,14 +513,21 @@ impl<R: DeserializeOwned> Process<R> {
             .unwrap_or_else(|| self.report.as_fd())
     }
 
+    /// The descriptor from which [`wait`](Self::wait) learns the exit: the
+    /// pidfd, or (forkserver) the status socket, readable only once the
+    /// fork server has reported the status. `None` without pidfds.
+    pub(crate) fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.shared.watch_fd()
+    }
+
     /// The descriptors a waiter must watch: the report socket (the child may
-    /// block writing a large report until it is read) and the pidfd, if any.
+    /// block writing a large report until it is read) and [`exit_fd`](Self::exit_fd),
+    /// if any. Not a forkserver child's pidfd: it becomes readable before the
+    /// fork server has reported the status, and an edge-triggered waiter
+    /// that looked then would get no further event.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn wait_fds(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
-        (
-            self.report.as_fd(),
-            self.shared.pidfd.as_ref().map(|p| p.as_fd()),
-        )
+        (self.report.as_fd(), self.exit_fd())
     }
 
     /// Sends SIGTERM (Python's `terminate()`). Does nothing once the child is reaped.
@@ -569,18 +581,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Reads whatever the report socket holds without blocking.
     fn drain(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 65536];
-        while !self.eof {
-            match rustix::net::recv(&self.report, &mut chunk, rustix::net::RecvFlags::DONTWAIT) {
-                Ok((0, _)) => self.eof = true,
-                Ok((n, _)) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(rustix::io::Errno::CONNRESET) => self.eof = true,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        self.reports.drain(self.report.as_fd())
     }
 
     /// Waits until the child has ended and its report is read. `false` if the
@@ -601,7 +602,7 @@ impl<R: DeserializeOwned> Process<R> {
             }
             // Wait for report bytes or for the exit. Without a pidfd, a closed
             // report socket only says the child is about to end: poll briefly.
-            match (self.shared.watch_fd(), self.eof) {
+            match (self.shared.watch_fd(), self.reports.done()) {
                 (Some(p), false) => {
                     crate::sys::poll_readable(&[self.report.as_fd(), p], deadline)?;
                 }
@@ -626,8 +627,7 @@ impl<R: DeserializeOwned> Process<R> {
                 backtrace,
             })
         };
-        let report = bootstrap::parse_report(&self.buf);
-        self.buf = Vec::new();
+        let report = self.reports.take();
         match report {
             Some(Ok(Report::Returned(bytes))) if code == 0 => {
                 crate::codec::decode(&bytes).map(Some).map_err(|e| match e {
@@ -811,4 +811,12 @@ pub mod __test {
         fnref::check_target(f);
         RunnerOf::<F, A, R>::DESC
     }
+}
+
+/// The number of CPUs this process may run on (its affinity mask), as
+/// `os.process_cpu_count()`; at least 1.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

@@ -92,6 +92,11 @@ impl ChildShared {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the child's status is known (it was reaped).
+    pub(crate) fn is_reaped(&self) -> bool {
+        self.lock().is_some()
+    }
+
     /// The exitcode if the child has ended (reaping it if needed); never blocks.
     pub(crate) fn try_reap(&self) -> Option<i32> {
         self.reap(false)
@@ -315,6 +320,19 @@ pub(crate) fn reap_finished() {
 pub(crate) fn reap_all() -> Vec<Arc<ChildShared>> {
     let mut reg = registry();
     reg.reap_finished();
+    // A child its handle has reaped already is gone even while its watched
+    // descriptor is not readable yet: a forkserver child's status socket
+    // reaches end-of-file only when the server closes its end, just after
+    // sending the status the handle has already read.
+    let reaped: Vec<i32> = reg
+        .children
+        .iter()
+        .filter(|(_, c)| c.is_reaped())
+        .map(|(&pid, _)| pid)
+        .collect();
+    for pid in reaped {
+        reg.remove(pid);
+    }
     reg.children.values().cloned().collect()
 }
 

@@ -9,6 +9,7 @@
 pub(crate) mod atomic_copy;
 pub(crate) mod conn_io;
 pub(crate) mod fds;
+pub mod framing;
 pub(crate) mod futex;
 pub(crate) mod liveness;
 pub(crate) mod posix_spawn;

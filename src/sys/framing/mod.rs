@@ -8,6 +8,31 @@
 //!   unsigned length.
 //!
 //! Any other negative length is a protocol error.
+//!
+//! It lives below `process` (whose bootstrap and report messages are
+//! frames) and is public as `multiproc::connection::framing`.
+//!
+//! This is the crate's one framing layer: [`Connection`](crate::connection::Connection)
+//! drives it in blocking mode, the pool's parent drives it in non-blocking
+//! mode for every worker, and a child's bootstrap and report messages are
+//! frames too. It has two halves:
+//!
+//! - `FrameReader` reads into a read-ahead buffer, checks an announced
+//!   length against the reader's maximum before allocating anything, yields
+//!   small frames where they lie (no copy) and reads large payloads straight
+//!   into a buffer of their own (its spare capacity: no zeroing), which the
+//!   caller then owns;
+//! - `FrameWriter` queues frames (small ones coalesced into one buffer,
+//!   large ones shared, not copied) and flushes as much as the descriptor
+//!   takes without blocking (`MSG_DONTWAIT | MSG_NOSIGNAL`, several frames
+//!   per `sendmsg`); `write_frame` writes one frame, blocking, header and
+//!   payload in one system call.
+
+mod read;
+mod write;
+
+pub(crate) use read::{read_frame_from, Frame, FrameReader, Source};
+pub(crate) use write::{write_all, write_frame, FrameWriter};
 
 use crate::error::{Error, Result};
 
@@ -18,8 +43,8 @@ pub const SHORT_MAX: u64 = 0x7fff_ffff;
 pub const MAX_HEADER: usize = 12;
 
 /// The maximum message size a new connection accepts, unless changed with
-/// [`Connection::set_max_message_size`](super::Connection::set_max_message_size)
-/// or the [`Listener`](super::Listener) / [`Client`](super::Client) builders:
+/// [`Connection::set_max_message_size`](crate::connection::Connection::set_max_message_size)
+/// or the [`Listener`](crate::connection::Listener) / [`Client`](crate::connection::Client) builders:
 /// 256 MiB. A longer length prefix is refused with
 /// [`Error::MessageTooLarge`] before anything of that size is allocated.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 << 20;
@@ -36,6 +61,14 @@ pub fn encode_header(len: u64) -> ([u8; MAX_HEADER], usize) {
         h[4..].copy_from_slice(&len.to_be_bytes());
         (h, 12)
     }
+}
+
+/// The short (4-byte) header of a payload of `len <= SHORT_MAX` bytes, for
+/// frames whose header is filled in after their payload was written (the
+/// pool's, all far below 2 GiB).
+pub(crate) fn short_header(len: usize) -> [u8; 4] {
+    debug_assert!(len as u64 <= SHORT_MAX, "a short header for {len} bytes");
+    (len.min(SHORT_MAX as usize) as i32).to_be_bytes()
 }
 
 /// The result of looking at the front of a byte stream.
@@ -80,6 +113,41 @@ pub fn parse_header(buf: &[u8]) -> Result<Header> {
         header_len: 12,
         payload_len: u64::from_be_bytes(b),
     })
+}
+
+/// The header at the front of `buf`, checked against `max`: `(header
+/// length, payload length)`, or `None` while it is incomplete.
+///
+/// # Errors
+///
+/// As [`parse_header`], and [`Error::MessageTooLarge`] for a length above
+/// `max`.
+pub(crate) fn checked_header(buf: &[u8], max: u64) -> Result<Option<(usize, usize)>> {
+    match parse_header(buf)? {
+        Header::Incomplete => Ok(None),
+        Header::Complete {
+            payload_len,
+            header_len,
+        } if payload_len <= max => Ok(Some((header_len, payload_len as usize))),
+        Header::Complete { payload_len, .. } => Err(Error::MessageTooLarge {
+            len: payload_len,
+            max,
+        }),
+    }
+}
+
+/// The complete frame at the front of `buf`, if there is one: its payload's
+/// range in `buf` (the frame ends where the payload does).
+///
+/// # Errors
+///
+/// As [`checked_header`], as soon as the header is in, whether or not the
+/// rest has arrived.
+pub(crate) fn split(buf: &[u8], max: u64) -> Result<Option<std::ops::Range<usize>>> {
+    match checked_header(buf, max)? {
+        Some((h, len)) if buf.len() - h >= len => Ok(Some(h..h + len)),
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,16 @@
-//! The read-ahead state of a [`Connection`](super::Connection), and which
-//! passed descriptors it keeps.
+//! The receiving state of a [`Connection`](super::Connection): its
+//! [`FrameReader`], and which passed descriptors it keeps.
 
+use super::framing::{Frame, FrameReader};
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::os::fd::OwnedFd;
+
+/// Size of a connection's read-ahead buffer: a small message and its header
+/// arrive in one `read`.
+const READ_BUF: usize = 16 * 1024;
+
+/// Payloads of this size and more are read straight into their destination.
+const DIRECT_MIN: usize = 8 * 1024;
 
 /// At most this many received descriptors wait in a reader for their
 /// message to be read: one for the message being read, one for a message
@@ -12,7 +19,7 @@ use std::os::fd::OwnedFd;
 /// needs more). Past it, the newest is closed at once.
 const MAX_HELD_FDS: usize = 2;
 
-/// Read-ahead state: `buf[start..end]` holds received, unconsumed bytes.
+/// Receiving state: the frames, and the descriptors that came with them.
 ///
 /// # Descriptors
 ///
@@ -26,55 +33,50 @@ const MAX_HELD_FDS: usize = 2;
 /// that `recv_connection` asks for are ever kept, and a peer that sends
 /// descriptors with other messages gets them closed as those messages are
 /// read.
-#[derive(Default)]
+#[derive(Debug)]
 pub(super) struct Reader {
-    pub(super) buf: Vec<u8>,
-    pub(super) start: usize,
-    pub(super) end: usize,
-    /// Stream position of `buf[end]`: every byte ever received.
-    pub(super) pos: u64,
+    pub(super) frames: FrameReader,
     /// Descriptors received with `SCM_RIGHTS`, oldest first, each with the
     /// stream position of the last byte that came with it.
-    pub(super) fds: VecDeque<(u64, OwnedFd)>,
-    /// A large payload interrupted by a timeout: its bytes so far and its
-    /// full length. The next receive resumes it.
-    pub(super) pending: Option<(Vec<u8>, usize)>,
+    fds: VecDeque<(u64, OwnedFd)>,
     /// The descriptor that came with the message just received, if any;
     /// taken by `recv_connection`, closed by the next receive otherwise.
     pub(super) msg_fd: Option<OwnedFd>,
 }
 
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader {
+            frames: FrameReader::new(READ_BUF, DIRECT_MIN),
+            fds: VecDeque::new(),
+            msg_fd: None,
+        }
+    }
+}
+
 impl Reader {
-    pub(super) fn buffered(&self) -> usize {
-        self.end - self.start
-    }
-
     pub(super) fn holds_data(&self) -> bool {
-        self.buffered() > 0 || !self.fds.is_empty() || self.pending.is_some()
+        self.frames.holds_data() || !self.fds.is_empty()
     }
 
-    /// Keeps `fd`, which came with the bytes just read (already counted in
-    /// `pos`), unless [`MAX_HELD_FDS`] wait already: then it closes now.
-    pub(super) fn received_fd(&mut self, fd: OwnedFd) {
-        if self.fds.len() < MAX_HELD_FDS {
-            self.fds.push_back((self.pos.saturating_sub(1), fd));
+    /// Keeps `fd`, which came with the byte at stream position `at`, unless
+    /// [`MAX_HELD_FDS`] wait already: then it closes now.
+    pub(super) fn received_fd(fds: &mut VecDeque<(u64, OwnedFd)>, fd: OwnedFd, at: u64) {
+        if fds.len() < MAX_HELD_FDS {
+            fds.push_back((at, fd));
         }
     }
 
-    /// A message was just consumed: `range` is its payload in `buf`, or
-    /// `None` for a large payload read to its end outside `buf`. Closes
-    /// every descriptor that came with it (or before it), except the first
-    /// one of the message, kept in `msg_fd` when `want_fd` (for
-    /// `recv_connection`).
-    pub(super) fn message_read(&mut self, range: Option<&Range<usize>>, want_fd: bool) {
-        // The stream position just past the message: a large payload is read
-        // exactly to its end; a buffered one ends `end - range.end` bytes
-        // before the read-ahead does (`end` is reset to 0 when the message
-        // emptied the buffer).
-        let msg_end = match range {
-            Some(range) => self.pos - self.end.saturating_sub(range.end) as u64,
-            None => self.pos,
-        };
+    /// The held descriptors, for [`FrameReader::next`]'s `on_fd`.
+    pub(super) fn split(&mut self) -> (&mut FrameReader, &mut VecDeque<(u64, OwnedFd)>) {
+        (&mut self.frames, &mut self.fds)
+    }
+
+    /// `frame` was just received. Closes every descriptor that came with it
+    /// (or before it), except the first one of the message, kept in
+    /// `msg_fd` when `want_fd` (for `recv_connection`).
+    pub(super) fn message_read(&mut self, frame: &Frame, want_fd: bool) {
+        let msg_end = self.frames.end_of(frame);
         self.msg_fd = None;
         while self.fds.front().is_some_and(|(at, _)| *at < msg_end) {
             if let Some((_, fd)) = self.fds.pop_front() {
