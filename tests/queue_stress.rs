@@ -169,14 +169,12 @@ fn mixed_sizes_on_a_tiny_ring_threads() {
 #[cfg(feature = "test-hooks")]
 #[test]
 fn a_spilled_item_never_overtakes_an_earlier_ring_item_behind_an_uncommitted_claim() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
-    static GATE: AtomicBool = AtomicBool::new(false);
     // 32 slots: items up to 2 KiB go through the ring.
     let q: Queue<(u32, u32, Vec<u8>)> = Queue::builder().capacity_bytes(4096).build().unwrap();
     let stalled = {
         let q = q.clone();
-        std::thread::spawn(move || q.__put_paused((0, 0, Vec::new()), &GATE))
+        std::thread::spawn(move || q.__put_paused((0, 0, Vec::new())))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while q.__pending_slots() == 0 {
@@ -197,7 +195,7 @@ fn a_spilled_item_never_overtakes_an_earlier_ring_item_behind_an_uncommitted_cla
         .map(|(p, n, _)| (p, n))
         .into_iter()
         .collect();
-    GATE.store(true, Ordering::SeqCst);
+    q.__resume_paused();
     stalled.join().unwrap().unwrap();
     while got.len() < 3 {
         let (p, n, _) = q.get_timeout(Duration::from_secs(60)).unwrap();

@@ -171,7 +171,7 @@ fn layout(cap: usize) -> (usize, usize, usize) {
 
 /// Test support: where a producer or consumer hangs forever (to be killed
 /// there by a test).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) enum Stall {
     /// Never (every real call).
@@ -180,11 +180,18 @@ pub(crate) enum Stall {
     Early,
     /// After half the payload is written (after the take, before reading).
     Late,
-    /// (Producers only.) After the whole payload is written, wait until the
-    /// gate reads `true`, then commit: a live producer descheduled between
-    /// its claim and its commit, made to order.
-    Pause(&'static std::sync::atomic::AtomicBool),
+    /// (Producers only.) After the whole payload is written, wait until
+    /// [`PAUSE_GATE`] reads `true`, then commit: a live producer descheduled
+    /// between its claim and its commit, made to order.
+    Pause,
 }
+
+/// Test support: the gate [`Stall::Pause`] producers of this process wait
+/// on. (A static rather than a payload of `Stall`, which stays one byte on
+/// the put path.)
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+pub(crate) static PAUSE_GATE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 fn hang_forever() -> ! {
     loop {
@@ -661,8 +668,8 @@ impl Ring {
                 dst = dst.add(part.len());
             }
         }
-        if let Stall::Pause(gate) = stall {
-            while !gate.load(std::sync::atomic::Ordering::SeqCst) {
+        if matches!(stall, Stall::Pause) {
+            while !PAUSE_GATE.load(std::sync::atomic::Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
