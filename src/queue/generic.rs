@@ -112,6 +112,25 @@ impl<T: Serialize + DeserializeOwned + 'static, F: Flavor> GenericQueue<T, F> {
         )
     }
 
+    /// Test hook: claims room for `item` in the ring, writes it, and
+    /// commits it only once [`__resume_paused`](Self::__resume_paused) is
+    /// called (in this process) — a live producer descheduled between its
+    /// claim and its commit. (An item the ring would not take goes to the
+    /// spill log at once.)
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn __put_paused(&self, item: T) -> Result<()> {
+        put_item(&self.ring, &item, None, Stall::Pause)
+    }
+
+    /// Test hook: lets every [`__put_paused`](Self::__put_paused) of this
+    /// process commit.
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
+    pub fn __resume_paused(&self) {
+        super::ring::PAUSE_GATE.store(true, Ordering::SeqCst);
+    }
+
     /// Test hook: takes an item and hangs forever without releasing its
     /// slots — a consumer to kill "mid-get". With `early`, hangs right after
     /// its taker CAS, before moving `head`.

@@ -76,7 +76,10 @@
 //!   (while consumers are taking items, room comes within microseconds and
 //!   `put` waits for it, keeping the fast path); and every item put while the
 //!   log still holds items, so that one producer's items stay in order
-//!   (consumers take from the ring first, then from the log). The log is a
+//!   (consumers take from the log only once the ring is drained — `head`
+//!   has reached `tail` — so a slot claimed by a producer still writing it
+//!   holds the log back too: an earlier item of another producer may sit
+//!   behind it). The log is a
 //!   FIFO of length-prefixed records under one lock, in the memfd after the
 //!   ring: a large, sparse range (256 GiB of address space by default,
 //!   [`Builder::spill_bytes`]; mapped by a process only once it spills)

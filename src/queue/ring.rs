@@ -180,7 +180,18 @@ pub(crate) enum Stall {
     Early,
     /// After half the payload is written (after the take, before reading).
     Late,
+    /// (Producers only.) After the whole payload is written, wait until
+    /// [`PAUSE_GATE`] reads `true`, then commit: a live producer descheduled
+    /// between its claim and its commit, made to order.
+    Pause,
 }
+
+/// Test support: the gate [`Stall::Pause`] producers of this process wait
+/// on. (A static rather than a payload of `Stall`, which stays one byte on
+/// the put path.)
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+pub(crate) static PAUSE_GATE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 fn hang_forever() -> ! {
     loop {
@@ -227,30 +238,15 @@ unsafe impl Send for Ring {}
 unsafe impl Sync for Ring {}
 
 /// This process's pid, cached (`getpid` is a real syscall) and forgotten in
-/// a child after `fork` (a `pthread_atfork` handler), so that a ring
-/// inherited by a forked child other than through handoff still records the
-/// right owner in its claims.
+/// a child after `fork`, so that a ring inherited by a forked child other
+/// than through handoff still records the right owner in its claims: the
+/// crate's one cached identity (`sys::liveness`), whose fork handler is
+/// registered without a `std::sync::Once` (a `Once` caught mid-call by a
+/// fork from another thread left the child's copy "running": it hung before
+/// its first claim).
+#[inline]
 pub(crate) fn my_pid() -> u32 {
-    use std::sync::atomic::AtomicU32; // a process-wide cache, never modelled
-    static PID: AtomicU32 = AtomicU32::new(0);
-    static AT_FORK: std::sync::Once = std::sync::Once::new();
-    extern "C" fn forget_in_child() {
-        PID.store(0, Relaxed);
-    }
-    let p = PID.load(Relaxed);
-    if p != 0 {
-        return p;
-    }
-    AT_FORK.call_once(|| {
-        // SAFETY: registers a handler that only stores to an atomic, which
-        // is async-signal-safe and valid in the child right after fork.
-        // Failure (ENOMEM) only means the cache is not reset after a fork
-        // that bypasses handoff; nothing unsafe follows from it.
-        let _ = unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
-    });
-    let p = rustix::process::getpid().as_raw_nonzero().get() as u32;
-    PID.store(p, Relaxed);
-    p
+    crate::sys::liveness::current_pid()
 }
 
 /// Whether the process `pid` that holds a claim, a take or the spill lock is
@@ -664,12 +660,17 @@ impl Ring {
             // the sum of the parts, and no consumer reads it before the
             // commit below.
             unsafe {
-                if stall == Stall::Late {
+                if matches!(stall, Stall::Late) {
                     std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len() / 2);
                     hang_forever();
                 }
                 std::ptr::copy_nonoverlapping(part.as_ptr(), dst, part.len());
                 dst = dst.add(part.len());
+            }
+        }
+        if matches!(stall, Stall::Pause) {
+            while !PAUSE_GATE.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         self.seq(p).store(p + 1, SeqCst);
@@ -752,7 +753,7 @@ impl Ring {
                 let _ = cell.claim.compare_exchange(mine, 0, SeqCst, Relaxed);
                 continue;
             }
-            if stall == Stall::Early {
+            if matches!(stall, Stall::Early) {
                 hang_forever();
             }
             let _ = h.tail.0.compare_exchange(p, p + span, SeqCst, Relaxed);
@@ -762,8 +763,9 @@ impl Ring {
 
     // ------------------------------------------------------------------ get
 
-    /// Takes one item, waiting until `deadline`, from the ring or, when the
-    /// ring has none ready, from the spill log; `f` copies the payload out
+    /// Takes one item, waiting until `deadline`, from the ring or, once the
+    /// ring is drained ([`ring_drained`](Self::ring_drained)), from the
+    /// spill log; `f` copies the payload out
     /// (it is released right after). `hang` (tests only) makes the consumer
     /// hang after taking a ring item, never releasing it.
     ///
@@ -784,7 +786,10 @@ impl Ring {
                 if matches!(r, Try::Done(_)) || !self.spill_pending() {
                     return r;
                 }
-                // Nothing ready in the ring: the oldest spilled item.
+                // Nothing ready in the ring: the oldest spilled item, but
+                // only if the ring is drained (`spill_take`, see
+                // `ring_drained`); else `r` (wait for the head's producer,
+                // or recover it if it died).
                 match self.spill_take(|b| f.take().map(|f| f(b))) {
                     Ok(Some(v)) => {
                         spilled = Some(Ok(v));
@@ -807,7 +812,7 @@ impl Ring {
         if let Some(r) = spilled {
             return r?.ok_or_else(|| Error::InvalidState("queue reader used twice".into()));
         }
-        if hang == Stall::Late {
+        if matches!(hang, Stall::Late) {
             hang_forever();
         }
         let _release = ReleaseGuard {
@@ -832,6 +837,36 @@ impl Ring {
             .take()
             .ok_or_else(|| Error::InvalidState("queue reader used twice".into()))?;
         Ok(f(bytes))
+    }
+
+    /// `true` if every ticket claimed in the ring (and whose claim moved
+    /// `tail`) has been taken: `head` has reached `tail`. A consumer takes
+    /// from the spill log only then, checked under the log's lock after
+    /// reading the log's positions (`spill_take`).
+    ///
+    /// **Invariant (per-producer FIFO across ring and log):** a consumer
+    /// never takes a log record while an item its producer put earlier is
+    /// still in the ring. Proof: a producer's earlier ring item was claimed
+    /// (and `tail` moved past it, by it or a helper) before its `put`
+    /// returned, hence before it appended the record; the consumer saw the
+    /// record through the log's lock / `tail` (acquire), so its later load
+    /// of the ring's `tail` is past that item, and `head` at or beyond it
+    /// means the item was taken (or reclaimed from a dead producer). Without
+    /// this check, a head slot claimed but not yet committed by another
+    /// producer (descheduled mid-put) made the ring *look* empty while a
+    /// later slot held the earlier item, and the log's record overtook it.
+    /// (Within one consumer order follows, since it takes one at a time;
+    /// between consumers there is no order to keep, as in Python.)
+    ///
+    /// Costs the ring's fast paths nothing: it is read only when the log
+    /// holds items and the ring has none ready. While the head's producer
+    /// is alive consumers wait for its commit (which wakes them); if it
+    /// died, the usual stuck-claim recovery skips it.
+    pub(crate) fn ring_drained(&self) -> bool {
+        let h = self.header();
+        let tail = h.tail.0.load(SeqCst);
+        let head = h.head.0.load(SeqCst);
+        head.wrapping_sub(tail) as i64 >= 0
     }
 
     /// Test support: overwrites the length of the item at ticket `p`, as a
@@ -889,7 +924,7 @@ impl Ring {
                 let _ = cell.taker.compare_exchange(mine, 0, SeqCst, Relaxed);
                 continue;
             }
-            if hang == Stall::Early {
+            if matches!(hang, Stall::Early) {
                 hang_forever();
             }
             let _ = h.head.0.compare_exchange(p, p + span, SeqCst, Relaxed);

@@ -268,8 +268,10 @@ impl Ring {
         Ok(())
     }
 
-    /// Takes the oldest record, if any, handing its bytes to `f` (under the
-    /// lock: nobody writes them meanwhile, and `f` copies them out).
+    /// Takes the oldest record, if any and if the ring is drained (else
+    /// `None`: a ring item may be older, see [`Ring::ring_drained`]),
+    /// handing its bytes to `f` (under the lock: nobody writes them
+    /// meanwhile, and `f` copies them out).
     pub(crate) fn spill_take<R>(&self, f: impl FnOnce(SharedBytes<'_>) -> R) -> Result<Option<R>> {
         if !self.spill_pending() {
             return Ok(None);
@@ -281,6 +283,12 @@ impl Ring {
         let r = loop {
             let (head, tail, _) = self.positions()?;
             if head == tail {
+                return Ok(None);
+            }
+            // After reading the log's positions (acquire, under the lock):
+            // a ring item put before the record we are about to take is
+            // visible now, and must be taken first (`Ring::ring_drained`).
+            if !self.ring_drained() {
                 return Ok(None);
             }
             let off = head % size;
