@@ -60,11 +60,7 @@ fn run_as_child(program: &Path, fd3: &OwnedFd, via_shell: bool) -> Output {
             Ok(())
         });
     }
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_retrying(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()));
     wait_output(child)
 }
 
