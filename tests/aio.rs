@@ -6,7 +6,7 @@ multiproc::test_support!();
 use futures_core::Stream;
 use multiproc::aio::AsyncConnection;
 use multiproc::{Connection, Error, Pipe};
-use std::future::Future;
+
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
@@ -15,7 +15,7 @@ use std::time::Duration;
 #[macro_use]
 mod common;
 
-use common::{builder, pool};
+use common::{builder, on_both_runtimes, pool};
 use multiproc::StartMethod;
 
 start_methods! {
@@ -27,38 +27,6 @@ start_methods! {
     imap_is_a_stream,
     an_imap_stream_yields_a_failed_task_and_goes_on,
     many_tasks_await_results_at_once,
-}
-
-/// Generous: only turns a hang into a failure.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Runs the future made by `make` under both kinds of runtime.
-fn on_both_runtimes<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let current = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    current.block_on(async {
-        tokio::time::timeout(DEADLINE, make())
-            .await
-            .expect("current-thread runtime: timed out")
-    });
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let fut = make();
-    multi.block_on(async {
-        tokio::time::timeout(DEADLINE, tokio::spawn(fut))
-            .await
-            .expect("multi-thread runtime: timed out")
-            .expect("task panicked")
-    });
 }
 
 fn square(x: u64) -> u64 {

@@ -4,42 +4,17 @@
 
 multiproc::test_support!();
 
+mod common;
+
+use common::on_both_runtimes;
+
 use multiproc::queue::{JoinableQueue, Queue, SimpleQueue};
 use multiproc::{Process, StartMethod};
-use std::future::Future;
+
 use std::time::Duration;
 
 /// Generous: only turns a hang into a failure.
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// Runs the future made by `make` under both kinds of runtime.
-fn on_both_runtimes<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let current = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    current.block_on(async {
-        tokio::time::timeout(DEADLINE, make())
-            .await
-            .expect("current-thread runtime: timed out")
-    });
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let fut = make();
-    multi.block_on(async {
-        tokio::time::timeout(DEADLINE, tokio::spawn(fut))
-            .await
-            .expect("multi-thread runtime: timed out")
-            .expect("task panicked")
-    });
-}
 
 fn start<A: multiproc::handoff::Args, F: multiproc::TaskFn<A, ()>>(
     method: StartMethod,

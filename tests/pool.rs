@@ -49,8 +49,12 @@ start_methods! {
     test_large_pool,
     test_get_twice,
     test_results_from_many_threads,
-    test_progress_bar,
     test_map_unencodable_input,
+}
+
+#[cfg(feature = "progress")]
+start_methods! {
+    test_progress_bar,
 }
 
 const LONG: Duration = Duration::from_secs(120);

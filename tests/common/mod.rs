@@ -104,3 +104,36 @@ macro_rules! start_methods {
 
 /// Only turns a hang into a failure; never a timing assertion.
 pub const LONG: Duration = Duration::from_secs(60);
+
+/// Runs the future made by `make` under a current-thread and then a
+/// multi-threaded tokio runtime (feature `tokio`), each within a generous
+/// deadline that only turns a hang into a failure.
+#[cfg(feature = "tokio")]
+pub fn on_both_runtimes<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    current.block_on(async {
+        tokio::time::timeout(DEADLINE, make())
+            .await
+            .expect("current-thread runtime: timed out")
+    });
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fut = make();
+    multi.block_on(async {
+        tokio::time::timeout(DEADLINE, tokio::spawn(fut))
+            .await
+            .expect("multi-thread runtime: timed out")
+            .expect("task panicked")
+    });
+}
