@@ -78,10 +78,7 @@ static THREADS_AT_FORK: AtomicBool = AtomicBool::new(false);
 static FORKED_FROM_THREADS: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn before_fork() {
-    // A procfs task directory links to itself, its parent and one directory
-    // per thread.
-    let threads = rustix::fs::stat("/proc/self/task").map_or(1, |st| st.st_nlink.saturating_sub(2));
-    THREADS_AT_FORK.store(threads > 1, Relaxed);
+    THREADS_AT_FORK.store(crate::sys::thread_count() > 1, Relaxed);
 }
 
 extern "C" fn in_forked_child() {

@@ -140,9 +140,7 @@ fn warn_if_multithreaded() {
     if WARNED.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
-    // A procfs task directory links to itself, its parent and one directory
-    // per thread.
-    let threads = rustix::fs::stat("/proc/self/task").map_or(1, |st| st.st_nlink.saturating_sub(2));
+    let threads = crate::sys::thread_count();
     if threads > 1 && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         log::warn!(
             "this process is multi-threaded ({threads} threads): use of fork() may lead to \

@@ -26,6 +26,14 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub(crate) use region::Region;
 
+/// How many threads this process runs (1 if `/proc` cannot tell): a procfs
+/// task directory links to itself, its parent and one directory per thread.
+/// One `stat`, no allocation and no lock, so a `pthread_atfork` handler may
+/// call it.
+pub(crate) fn thread_count() -> usize {
+    rustix::fs::stat("/proc/self/task").map_or(1, |st| st.st_nlink.saturating_sub(2) as usize)
+}
+
 /// Turns an optional timeout into an optional deadline (overflow = forever).
 pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
