@@ -37,8 +37,8 @@
 #![allow(unsafe_code)]
 
 use super::shared_bytes::SharedBytes;
-use super::spill::SpillHeader;
-use super::sync::{self, AtomicI64, AtomicU32, AtomicU64, Wake};
+use super::spill::{self, SpillHeader, SpillLog};
+use super::sync::{self, my_pid, owner_alive, AtomicI64, AtomicU32, AtomicU64, Wake};
 use super::wake::{self, Await, Doorbell, WaitQ};
 use crate::error::{Error, Result};
 use crate::sys::region::Window;
@@ -237,28 +237,6 @@ unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}
 
-/// This process's pid, cached (`getpid` is a real syscall) and forgotten in
-/// a child after `fork`, so that a ring inherited by a forked child other
-/// than through handoff still records the right owner in its claims: the
-/// crate's one cached identity (`sys::liveness`), whose fork handler is
-/// registered without a `std::sync::Once` (a `Once` caught mid-call by a
-/// fork from another thread left the child's copy "running": it hung before
-/// its first claim).
-#[inline]
-pub(crate) fn my_pid() -> u32 {
-    crate::sys::liveness::current_pid()
-}
-
-/// Whether the process `pid` that holds a claim, a take or the spill lock is
-/// still there. The one place the queue asks (so that the crate's shared
-/// liveness check replaces it in one line).
-///
-/// The crate's one liveness check: dead only when known (no such process,
-/// a zombie, another start time); when `/proc` cannot tell, alive.
-pub(crate) fn owner_alive(pid: u32) -> bool {
-    crate::sys::liveness::is_alive(pid)
-}
-
 impl Ring {
     /// A new ring of at least `slots` slots (rounded up to a power of two),
     /// with a spill area of `spill` bytes (address space, see `spill.rs`).
@@ -280,7 +258,7 @@ impl Ring {
                 ))
             })?;
         let (_, _, total) = layout(cap);
-        let spill = super::spill::spill_size(spill);
+        let spill = spill::spill_size(spill);
         let region = Region::new_sparse(total, total as u64 + spill, name)?;
         let ring = Ring::from_region(
             region,
@@ -379,16 +357,52 @@ impl Ring {
         Ring::from_region(region, doorbell, cap, spill, maxsize, joinable)
     }
 
-    /// This process's mapping of the spill area (made on first use).
-    pub(crate) fn spill_window(&self) -> Result<&Window> {
-        if let Some(w) = self.spill_win.get() {
-            return Ok(w);
+    /// The spill log (`spill.rs`).
+    pub(crate) fn spill(&self) -> SpillLog<'_> {
+        SpillLog {
+            hdr: &self.header().spill.0,
+            region: &self.region,
+            size: self.spill_size,
+            off: self.spill_off,
+            win: &self.spill_win,
         }
-        let w = self
-            .region
-            .map_window(self.spill_off, self.spill_size as usize)?;
-        let _ = self.spill_win.set(w); // a racing thread's window is dropped
-        Ok(self.spill_win.get().expect("set above"))
+    }
+
+    /// The largest encoded item the queue accepts (through the spill log).
+    pub(crate) fn spill_max_item(&self) -> usize {
+        spill::max_item(self.spill_size)
+    }
+
+    /// `true` if the spill log holds records (or did a moment ago).
+    pub(crate) fn spill_pending(&self) -> bool {
+        self.header().spill.0.pending()
+    }
+
+    /// Records in the spill log (approximate).
+    pub(crate) fn spill_count(&self) -> i64 {
+        self.header().spill.0.count()
+    }
+
+    /// Appends the item made of `parts` (`total` bytes) to the spill log
+    /// and wakes a getter.
+    pub(crate) fn spill_put(&self, parts: &[&[u8]], total: usize) -> Result<()> {
+        self.spill().put(parts, total)?;
+        self.wake(&self.header().not_empty.0);
+        Ok(())
+    }
+
+    /// Takes the oldest spilled item if the ring is drained (see
+    /// [`SpillLog::take`]), handing its bytes to `f`; wakes a putter.
+    pub(crate) fn spill_take<R>(&self, f: impl FnOnce(SharedBytes<'_>) -> R) -> Result<Option<R>> {
+        let r = self.spill().take(|| self.ring_drained(), f)?;
+        if r.is_some() {
+            let h = self.header();
+            if self.maxsize > 0 {
+                h.items.0.fetch_sub(1, SeqCst);
+            }
+            self.wake(&h.not_full.0);
+        }
+        Ok(r)
     }
 
     pub(crate) fn region(&self) -> &Region {
@@ -1220,14 +1234,7 @@ mod tests {
     #[test]
     #[ignore]
     fn ring_cost() {
-        let r = Ring::new(
-            DEFAULT_SLOTS,
-            super::super::spill::DEFAULT_SPILL,
-            0,
-            false,
-            "t",
-        )
-        .unwrap();
+        let r = Ring::new(DEFAULT_SLOTS, spill::DEFAULT_SPILL, 0, false, "t").unwrap();
         let n = 2_000_000u64;
         let t0 = Instant::now();
         for i in 0..n {
@@ -1239,5 +1246,53 @@ mod tests {
             "ring put+get: {:.1} ns",
             t0.elapsed().as_nanos() as f64 / n as f64
         );
+    }
+
+    fn ring(slots: usize, spill: u64) -> Ring {
+        Ring::new(slots, spill, 0, false, "test").unwrap()
+    }
+
+    fn get_vec(r: &Ring) -> Result<Vec<u8>> {
+        r.get(Some(Instant::now()), Stall::No, |b| {
+            let mut v = Vec::new();
+            b.append_to(&mut v);
+            v
+        })
+    }
+
+    #[test]
+    fn a_corrupt_ring_length_is_an_error_not_a_read_out_of_bounds() {
+        let r = ring(8, spill::MIN_SPILL);
+        for len in [SLOT as u32 + 1, 1 << 30, u32::MAX] {
+            r.put(&[b"abc"], None, Stall::No).unwrap();
+            // A peer scribbles over the length of the committed item.
+            let h = r.header();
+            let p = h.head.0.load(SeqCst);
+            r.corrupt_len_for_test(p, len);
+            assert!(matches!(get_vec(&r), Err(Error::Codec(_))));
+            // The item was consumed; the ring goes on.
+            r.put(&[b"next"], None, Stall::No).unwrap();
+            assert_eq!(get_vec(&r).unwrap(), b"next");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_spill_record_is_an_error_from_get_and_the_queue_goes_on() {
+        let big = vec![5u8; 1000]; // larger than half a 4-slot ring
+        for garbage in [[0xffu8; 16], [0u8; 16]] {
+            let r = ring(4, spill::MIN_SPILL);
+            r.put(&[&big], None, Stall::No).unwrap();
+            r.put(&[&big], None, Stall::No).unwrap();
+            assert!(r.spill_pending());
+            // The log is fresh: its first record starts the area.
+            let win = r.spill().window().unwrap();
+            // SAFETY: the record header lies inside the window; nobody else
+            // uses the ring.
+            unsafe { std::ptr::copy_nonoverlapping(garbage.as_ptr(), win.as_ptr(), 16) };
+            assert!(matches!(get_vec(&r), Err(Error::Codec(_))));
+            assert!(!r.spill_pending(), "a corrupt log is dropped whole");
+            r.put(&[&big], None, Stall::No).unwrap();
+            assert_eq!(get_vec(&r).unwrap(), big);
+        }
     }
 }

@@ -19,11 +19,14 @@
 //! record is not in the log; the record it was copying out is still there).
 #![allow(unsafe_code)]
 
-use super::ring::{owner_alive, Ring};
 use super::shared_bytes::SharedBytes;
+use super::sync::{my_pid, owner_alive};
 use crate::error::{Error, Result};
 use crate::sys::futex;
+use crate::sys::region::Window;
+use crate::sys::Region;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The spill area's default size: address space, not memory (a page costs
@@ -72,6 +75,24 @@ impl SpillHeader {
         let s = self.size.load(Relaxed);
         ((MIN_SPILL..=MAX_SPILL).contains(&s) && s % PAGE == 0).then_some(s)
     }
+
+    /// `true` if the log holds records (or did a moment ago).
+    pub(crate) fn pending(&self) -> bool {
+        // SeqCst (a plain load on x86, like Acquire): the wake-up protocols
+        // (futex sleepers and the async doorbell) need the re-check after
+        // arming to be ordered with the `tail` store of `put`.
+        self.tail.load(SeqCst) != self.head.load(SeqCst)
+    }
+
+    /// Records in the log (approximate).
+    pub(crate) fn count(&self) -> i64 {
+        self.count.load(Relaxed)
+    }
+}
+
+/// The largest encoded item a spill area of `size` bytes takes.
+pub(crate) fn max_item(size: u64) -> usize {
+    (size / 2 - REC_HDR).min(usize::MAX as u64) as usize
 }
 
 /// The spill size a builder asks for, made valid.
@@ -114,33 +135,35 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-impl Ring {
-    fn spill_header(&self) -> &SpillHeader {
-        &self.header().spill.0
+/// One ring's spill log as this process sees it: the shared state (in the
+/// ring's header) and the area of the ring's memfd that holds the records.
+/// The ring wakes its waiters after a `put` or a `take` (the log knows
+/// nothing of them).
+pub(crate) struct SpillLog<'a> {
+    pub(crate) hdr: &'a SpillHeader,
+    /// The ring's memfd.
+    pub(crate) region: &'a Region,
+    /// Bytes of the area, and its offset in the memfd (after the ring).
+    pub(crate) size: u64,
+    pub(crate) off: u64,
+    /// This process's mapping of the area, made on first use.
+    pub(crate) win: &'a OnceLock<Window>,
+}
+
+impl<'a> SpillLog<'a> {
+    /// This process's mapping of the area (made on first use).
+    pub(crate) fn window(&self) -> Result<&'a Window> {
+        if let Some(w) = self.win.get() {
+            return Ok(w);
+        }
+        let w = self.region.map_window(self.off, self.size as usize)?;
+        let _ = self.win.set(w); // a racing thread's window is dropped
+        Ok(self.win.get().expect("set above"))
     }
 
-    /// The largest encoded item the queue accepts (through the spill log).
-    pub(crate) fn spill_max_item(&self) -> usize {
-        (self.spill_size / 2 - REC_HDR).min(usize::MAX as u64) as usize
-    }
-
-    /// `true` if the log holds records (or did a moment ago).
-    pub(crate) fn spill_pending(&self) -> bool {
-        let s = self.spill_header();
-        // SeqCst (a plain load on x86, like Acquire): the wake-up protocols
-        // (futex sleepers and the async doorbell) need the re-check after
-        // arming to be ordered with the `tail` store of `spill_put`.
-        s.tail.load(SeqCst) != s.head.load(SeqCst)
-    }
-
-    /// Records in the log (approximate).
-    pub(crate) fn spill_count(&self) -> i64 {
-        self.spill_header().count.load(Relaxed)
-    }
-
-    fn lock(&self) -> Result<LockGuard<'_>> {
-        let s = self.spill_header();
-        let me = super::ring::my_pid();
+    fn lock(&self) -> Result<LockGuard<'a>> {
+        let s = self.hdr;
+        let me = my_pid();
         let mut spins = 0u32;
         loop {
             let holder = match s.lock.compare_exchange(0, me, Acquire, Relaxed) {
@@ -169,13 +192,13 @@ impl Ring {
 
     /// The log's state, checked: `punched <= head <= tail <= punched + size`.
     fn positions(&self) -> Result<(u64, u64, u64)> {
-        let s = self.spill_header();
+        let s = self.hdr;
         let (head, tail, punched) = (
             s.head.load(Acquire),
             s.tail.load(Acquire),
             s.punched.load(Relaxed),
         );
-        if punched <= head && head <= tail && tail - punched <= self.spill_size {
+        if punched <= head && head <= tail && tail - punched <= self.size {
             Ok((head, tail, punched))
         } else {
             Err(corrupt())
@@ -184,16 +207,16 @@ impl Ring {
 
     /// Reserves or punches the pages of positions `from..to` (page aligned).
     fn pages(&self, from: u64, to: u64, punch: bool) -> Result<()> {
-        let size = self.spill_size;
+        let size = self.size;
         let mut a = from;
         while a < to {
             let off = a % size;
             let len = (to - a).min(size - off);
-            let file_off = self.spill_off + off;
+            let file_off = self.off + off;
             if punch {
-                self.region().punch(file_off, len)?;
+                self.region.punch(file_off, len)?;
             } else {
-                self.region().reserve(file_off, len)?;
+                self.region.reserve(file_off, len)?;
             }
             a += len;
         }
@@ -201,17 +224,17 @@ impl Ring {
     }
 
     /// Appends the item made of `parts` (`total` bytes) to the log.
-    pub(crate) fn spill_put(&self, parts: &[&[u8]], total: usize) -> Result<()> {
-        let size = self.spill_size;
+    pub(crate) fn put(&self, parts: &[&[u8]], total: usize) -> Result<()> {
+        let size = self.size;
         let need =
             rec_len(total as u64)
                 .filter(|&n| n <= size / 2)
                 .ok_or(Error::MessageTooLarge {
                     len: total as u64,
-                    max: self.spill_max_item() as u64,
+                    max: max_item(size) as u64,
                 })?;
-        let win = self.spill_window()?;
-        let s = self.spill_header();
+        let win = self.window()?;
+        let s = self.hdr;
         let _guard = self.lock()?;
         let (_, tail, punched) = self.positions()?;
         let off = tail % size;
@@ -260,25 +283,27 @@ impl Ring {
                 dst = dst.add(part.len());
             }
         }
-        // SeqCst: see `spill_pending`.
+        // SeqCst: see `pending`.
         s.tail.store(end, SeqCst);
         s.count.fetch_add(1, Relaxed);
-        drop(_guard);
-        self.wake(&self.header().not_empty.0);
         Ok(())
     }
 
-    /// Takes the oldest record, if any and if the ring is drained (else
-    /// `None`: a ring item may be older, see [`Ring::ring_drained`]),
+    /// Takes the oldest record, if any and if `ring_drained()` (else
+    /// `None`: a ring item may be older, see `Ring::ring_drained`),
     /// handing its bytes to `f` (under the lock: nobody writes them
     /// meanwhile, and `f` copies them out).
-    pub(crate) fn spill_take<R>(&self, f: impl FnOnce(SharedBytes<'_>) -> R) -> Result<Option<R>> {
-        if !self.spill_pending() {
+    pub(crate) fn take<R>(
+        &self,
+        ring_drained: impl Fn() -> bool,
+        f: impl FnOnce(SharedBytes<'_>) -> R,
+    ) -> Result<Option<R>> {
+        if !self.hdr.pending() {
             return Ok(None);
         }
-        let size = self.spill_size;
-        let win = self.spill_window()?;
-        let s = self.spill_header();
+        let size = self.size;
+        let win = self.window()?;
+        let s = self.hdr;
         let _guard = self.lock()?;
         let r = loop {
             let (head, tail, _) = self.positions()?;
@@ -288,7 +313,7 @@ impl Ring {
             // After reading the log's positions (acquire, under the lock):
             // a ring item put before the record we are about to take is
             // visible now, and must be taken first (`Ring::ring_drained`).
-            if !self.ring_drained() {
+            if !ring_drained() {
                 return Ok(None);
             }
             let off = head % size;
@@ -330,23 +355,17 @@ impl Ring {
             break r;
         };
         self.give_back();
-        drop(_guard);
-        let h = self.header();
-        if self.maxsize > 0 {
-            h.items.0.fetch_sub(1, SeqCst);
-        }
-        self.wake(&h.not_full.0);
         Ok(Some(r))
     }
 
     /// Punches the pages the read head has left behind, a step at a time
     /// (or all of them once the log is empty). Under the lock.
     fn give_back(&self) {
-        let s = self.spill_header();
+        let s = self.hdr;
         let (head, tail) = (s.head.load(Relaxed), s.tail.load(Relaxed));
         let punched = s.punched.load(Relaxed);
         let floor = head / PAGE * PAGE;
-        if floor >= punched + step(self.spill_size) || (head == tail && floor > punched) {
+        if floor >= punched + step(self.size) || (head == tail && floor > punched) {
             // A failed punch only keeps memory: move on regardless.
             let _ = self.pages(punched, floor, true);
             s.punched.store(floor, Relaxed);
@@ -356,7 +375,7 @@ impl Ring {
     /// The log is corrupt (a peer wrote garbage): drop everything in it,
     /// since no record boundary can be trusted any more.
     fn discard(&self, tail: u64) -> Error {
-        let s = self.spill_header();
+        let s = self.hdr;
         s.head.store(tail, Release);
         s.count.store(0, Relaxed);
         self.give_back();
@@ -366,84 +385,112 @@ impl Ring {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ring::{Stall, SLOT};
     use super::*;
 
-    fn ring(slots: usize, spill: u64) -> Ring {
-        Ring::new(slots, spill, 0, false, "test").unwrap()
+    /// A spill area of `size` bytes after one page (the ring's place), as
+    /// a ring lays it out.
+    struct Area {
+        region: Region,
+        hdr: SpillHeader,
+        win: OnceLock<Window>,
+        size: u64,
     }
 
-    fn get_vec(r: &Ring) -> Result<Vec<u8>> {
-        r.get(Some(Instant::now()), Stall::No, |b| {
-            let mut v = Vec::new();
-            b.append_to(&mut v);
-            v
-        })
-    }
+    impl Area {
+        fn new(size: u64) -> Area {
+            let size = spill_size(size);
+            let region = Region::new_sparse(PAGE as usize, PAGE + size, "test").unwrap();
+            let hdr = SpillHeader::default();
+            hdr.init(size);
+            Area {
+                region,
+                hdr,
+                win: OnceLock::new(),
+                size,
+            }
+        }
 
-    #[test]
-    fn a_corrupt_ring_length_is_an_error_not_a_read_out_of_bounds() {
-        let r = ring(8, MIN_SPILL);
-        for len in [SLOT as u32 + 1, 1 << 30, u32::MAX] {
-            r.put(&[b"abc"], None, Stall::No).unwrap();
-            // A peer scribbles over the length of the committed item.
-            let h = r.header();
-            let p = h.head.0.load(SeqCst);
-            r.corrupt_len_for_test(p, len);
-            assert!(matches!(get_vec(&r), Err(Error::Codec(_))));
-            // The item was consumed; the ring goes on.
-            r.put(&[b"next"], None, Stall::No).unwrap();
-            assert_eq!(get_vec(&r).unwrap(), b"next");
+        fn log(&self) -> SpillLog<'_> {
+            SpillLog {
+                hdr: &self.hdr,
+                region: &self.region,
+                size: self.size,
+                off: PAGE,
+                win: &self.win,
+            }
+        }
+
+        fn put(&self, item: &[u8]) -> Result<()> {
+            self.log().put(&[item], item.len())
+        }
+
+        fn take(&self) -> Result<Option<Vec<u8>>> {
+            self.log().take(
+                || true,
+                |b| {
+                    let mut v = Vec::new();
+                    b.append_to(&mut v);
+                    v
+                },
+            )
         }
     }
 
     #[test]
     fn a_corrupt_spill_record_is_an_error_and_the_log_goes_on() {
-        let r = ring(4, MIN_SPILL);
-        let big = vec![5u8; 1000]; // larger than half a 4-slot ring
+        let a = Area::new(MIN_SPILL);
+        let big = vec![5u8; 1000];
         for garbage in [[0xffu8; 16], [0u8; 16], {
             let mut g = [0u8; 16];
             g[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
             g[8..].copy_from_slice(&((1u64 << 40) ^ MAGIC).to_le_bytes());
             g
         }] {
-            r.put(&[&big], None, Stall::No).unwrap();
-            r.put(&[&big], None, Stall::No).unwrap();
-            assert!(r.spill_pending());
-            let s = r.spill_header();
-            let off = (s.head.load(SeqCst) % r.spill_size) as usize;
-            let win = r.spill_window().unwrap();
+            a.put(&big).unwrap();
+            a.put(&big).unwrap();
+            assert!(a.hdr.pending());
+            let off = (a.hdr.head.load(SeqCst) % a.size) as usize;
+            let win = a.log().window().unwrap();
             // SAFETY: the record header lies inside the window; nobody else
-            // uses the ring.
+            // uses the area.
             unsafe { std::ptr::copy_nonoverlapping(garbage.as_ptr(), win.as_ptr().add(off), 16) };
-            assert!(matches!(get_vec(&r), Err(Error::Codec(_))));
-            assert!(!r.spill_pending(), "a corrupt log is dropped whole");
-            r.put(&[&big], None, Stall::No).unwrap();
-            assert_eq!(get_vec(&r).unwrap(), big);
+            assert!(matches!(a.take(), Err(Error::Codec(_))));
+            assert!(!a.hdr.pending(), "a corrupt log is dropped whole");
+            a.put(&big).unwrap();
+            assert_eq!(a.take().unwrap(), Some(big.clone()));
         }
     }
 
     #[test]
+    fn a_record_is_not_taken_while_the_ring_holds_older_items() {
+        let a = Area::new(MIN_SPILL);
+        a.put(b"spilled").unwrap();
+        let r = a.log().take(|| false, |b| b.len()).unwrap();
+        assert_eq!(r, None);
+        assert!(a.hdr.pending(), "the record stays in the log");
+        assert_eq!(a.take().unwrap().as_deref(), Some(&b"spilled"[..]));
+    }
+
+    #[test]
     fn spill_pages_are_given_back_once_read() {
-        let r = ring(4, 8 << 20);
+        let a = Area::new(8 << 20);
         let item = vec![9u8; 100_000];
         for _ in 0..30 {
-            r.put(&[&item], None, Stall::No).unwrap();
+            a.put(&item).unwrap();
         }
-        let s = r.spill_header();
+        let s = &a.hdr;
         assert!(s.reserved.load(SeqCst) >= 30 * 100_000);
         for _ in 0..30 {
-            assert_eq!(get_vec(&r).unwrap(), item);
+            assert_eq!(a.take().unwrap().as_ref(), Some(&item));
         }
         assert_eq!(s.head.load(SeqCst), s.tail.load(SeqCst));
         assert_eq!(s.punched.load(SeqCst), s.head.load(SeqCst) / PAGE * PAGE);
         // What is left allocated is at most the page under the head plus
         // what was reserved ahead of the tail.
-        let st = rustix::fs::fstat(r.region().fd()).unwrap();
+        let st = rustix::fs::fstat(a.region.fd()).unwrap();
         let allocated = st.st_blocks as u64 * 512;
-        let ring_bytes = r.spill_off;
         assert!(
-            allocated <= ring_bytes + step(r.spill_size) + 2 * PAGE,
+            allocated <= PAGE + step(a.size) + 2 * PAGE,
             "{allocated} bytes still allocated"
         );
     }

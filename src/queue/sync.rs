@@ -45,3 +45,25 @@ pub(crate) fn dekker_for_loom() {
     #[cfg(loom)]
     loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
+
+/// This process's pid, cached (`getpid` is a real syscall) and forgotten in
+/// a child after `fork`, so that a ring inherited by a forked child other
+/// than through handoff still records the right owner in its claims: the
+/// crate's one cached identity (`sys::liveness`), whose fork handler is
+/// registered without a `std::sync::Once` (a `Once` caught mid-call by a
+/// fork from another thread left the child's copy "running": it hung before
+/// its first claim).
+#[inline]
+pub(crate) fn my_pid() -> u32 {
+    crate::sys::liveness::current_pid()
+}
+
+/// Whether the process `pid` that holds a claim, a take or the spill lock is
+/// still there. The one place the queue asks (so that the crate's shared
+/// liveness check replaces it in one line).
+///
+/// The crate's one liveness check: dead only when known (no such process,
+/// a zombie, another start time); when `/proc` cannot tell, alive.
+pub(crate) fn owner_alive(pid: u32) -> bool {
+    crate::sys::liveness::is_alive(pid)
+}
