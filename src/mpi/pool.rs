@@ -5,7 +5,8 @@ use super::runner::{offset_of_call, offset_of_map, MpiFrames};
 use super::RankInfo;
 use crate::error::{Error, Result};
 use crate::pool::api::backend::Progress;
-use crate::pool::engine::{self, Engine, MAX_CHUNK};
+use crate::pool::engine::{Engine, MAX_CHUNK};
+use crate::pool::submit;
 use crate::pool::{AsyncResult, Callbacks, IMap, TaskFn, TaskPool};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
@@ -110,7 +111,7 @@ impl MpiPool {
     where
         R: DeserializeOwned + Send + 'static,
     {
-        engine::submit_map::<MpiFrames, X, R>(
+        submit::submit_map::<MpiFrames, X, R>(
             &self.engine()?,
             runner,
             items,
@@ -216,7 +217,7 @@ impl TaskPool for MpiPool {
     {
         let _ = f;
         let runner = offset_of_call::<F, A, R>();
-        engine::submit_one::<MpiFrames, A, R>(&self.engine()?, runner, &args, callbacks)
+        submit::submit_one::<MpiFrames, A, R>(&self.engine()?, runner, &args, callbacks)
     }
 
     fn map_async_with<F, T, R, I>(

@@ -88,6 +88,7 @@ mod link;
 mod progress;
 mod result;
 mod sink;
+pub(crate) mod submit;
 mod wire;
 mod worker;
 
@@ -278,7 +279,7 @@ impl Pool {
     {
         let _ = f;
         let runner = runner_offset::<F, A, R>();
-        engine::submit_one::<PoolFrames, A, R>(&self.engine(), runner, &args, callbacks)
+        submit::submit_one::<PoolFrames, A, R>(&self.engine(), runner, &args, callbacks)
     }
 
     /// Applies `f` to every item and returns the results in order (Python's
@@ -421,7 +422,7 @@ impl Pool {
         } else {
             usize::MAX
         };
-        engine::submit_map::<PoolFrames, X, R>(
+        submit::submit_map::<PoolFrames, X, R>(
             &self.engine(),
             runner,
             items,
