@@ -75,6 +75,22 @@ def expand_use_tree(prefix, tree):
             out.append(prefix + ('::' + it if it not in ('self',) else ''))
     return out
 
+def inline_mods(s):
+    """The (start, end) offsets of each inline `mod name { ... }` block."""
+    out = []
+    for m in re.finditer(r'\bmod\s+\w+\s*\{', s):
+        depth, i = 0, m.end() - 1
+        while i < len(s):
+            if s[i] == '{':
+                depth += 1
+            elif s[i] == '}':
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        out.append((m.end(), i))
+    return out
+
 def edges():
     mods = modules()
     reexp = root_reexports(mods)
@@ -83,28 +99,36 @@ def edges():
         s = strip_comments(open(p).read())
         # Paths inside `#[cfg(test)] mod tests` blocks count too: they are
         # rare and an honest dependency of the file.
+        inline = inline_mods(s)
         paths = []
         for m in re.finditer(r'\buse\s+((?:crate|super)(?:::[^;]*)?);', s, re.S):
             tree = re.sub(r'\s+', ' ', m.group(1))
             head, _, rest = tree.partition('::')
             if rest.startswith('{'):
-                paths += [head + '::' + x for x in expand_use_tree('', rest[1:-1])]
+                ps = [head + '::' + x for x in expand_use_tree('', rest[1:-1])]
             else:
-                paths += expand_use_tree(head, rest) if '{' in rest else [tree]
-        paths += re.findall(r'(?<![\w:])((?:crate|super)(?:::\w+)+)', s)
+                ps = expand_use_tree(head, rest) if '{' in rest else [tree]
+            paths += [(m.start(), x) for x in ps]
+        paths += [(m.start(), m.group(1)) for m in
+                  re.finditer(r'(?<![\w:])((?:crate|super)(?:::\w+)+)', s)]
         here = mod.split('::') if mod else []
-        for path in paths:
+        for pos, path in paths:
             path = path.strip().strip(':')
             parts = path.split('::')
             if parts[0] == 'crate':
                 parts = parts[1:]
             else:
                 # `super` is the parent of this module, whether it lives in
-                # `x.rs` or `x/mod.rs`.
+                # `x.rs` or `x/mod.rs`; inside an inline `mod tests { .. }`
+                # the first `super` is this file's module itself.
+                depth = sum(1 for a, b in inline if a <= pos < b)
                 base = list(here)
                 while parts and parts[0] == 'super':
                     parts = parts[1:]
-                    base = base[:-1]
+                    if depth:
+                        depth -= 1
+                    else:
+                        base = base[:-1]
                 parts = base + parts
             parts = [x for x in parts if x]
             if not parts:
