@@ -556,7 +556,7 @@ pub(crate) fn init() {
     if msg.identity.daemon {
         // After `execve` (the spawn copies nothing), and checked against the
         // parent's pid: a parent that died before this line is noticed here.
-        super::fork::set_parent_death_signal(msg.identity.parent_pid);
+        crate::sys::liveness::set_parent_death_signal(msg.identity.parent_pid);
     }
     let im = Importer::new(msg.args, fds);
     CURRENT.set_child(msg.identity);

@@ -108,7 +108,7 @@ pub(crate) fn launch(
         keep.extend(dups.iter().map(|d| d.as_raw_fd()));
         crate::sys::fds::close_all_but(&mut keep);
         if daemon {
-            set_parent_death_signal(parent_pid);
+            crate::sys::liveness::set_parent_death_signal(parent_pid);
         }
         CURRENT.set_child_raw(identity);
         crate::util::run_after_fork_hooks();
@@ -163,23 +163,4 @@ fn fork() -> Result<i32> {
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(pid)
-}
-
-/// Asks the kernel to SIGKILL this process when its parent dies (daemon
-/// children); exits at once if the parent is already gone.
-pub(crate) fn set_parent_death_signal(parent_pid: i32) {
-    // SAFETY: plain prctl/getppid syscalls, async-signal-safe (this also runs
-    // between fork and exec in the spawn launcher).
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        if libc::getppid() != parent_pid {
-            libc::_exit(1);
-        }
-    }
 }

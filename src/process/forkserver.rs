@@ -28,7 +28,7 @@
 #![allow(unsafe_code)]
 
 mod server;
-mod wire;
+pub(super) mod wire;
 
 use super::bootstrap::{self, BootMsg, Runner};
 use super::fnref::{self, BinaryId, FnDesc};
@@ -426,15 +426,6 @@ fn request(
         Ok(None) | Err(rustix::io::Errno::CONNRESET) => Err(Failure::ServerGone),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Reads a forkserver child's raw wait status from its status socket:
-/// `Ok(None)` at end-of-file (the server died without reporting it).
-pub(crate) fn recv_status(
-    sock: BorrowedFd<'_>,
-    flags: RecvFlags,
-) -> rustix::io::Result<Option<i32>> {
-    Ok(wire::recv_word(sock, flags)?.map(|(raw, _)| raw))
 }
 
 /// Whether the kernel supports what the server needs (pidfds, Linux 5.3+).

@@ -115,7 +115,7 @@ impl ChildShared {
             } else {
                 rustix::net::RecvFlags::DONTWAIT
             };
-            match super::forkserver::recv_status(sock.as_fd(), flags) {
+            match super::forkserver::wire::recv_status(sock.as_fd(), flags) {
                 Ok(Some(raw)) => *st = Some(exitcode_of(raw)),
                 // The server died before reporting this child: its status is lost.
                 Ok(None) => *st = Some(255),

@@ -207,6 +207,25 @@ fn ensure_atfork(me: u32) {
     }
 }
 
+/// Asks the kernel to SIGKILL this process when its parent dies (daemon
+/// children); exits at once if the parent is already gone.
+pub(crate) fn set_parent_death_signal(parent_pid: i32) {
+    // SAFETY: plain prctl/getppid syscalls, async-signal-safe (this also runs
+    // between fork and exec in the spawn launcher).
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != parent_pid {
+            libc::_exit(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

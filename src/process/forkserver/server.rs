@@ -201,7 +201,7 @@ fn child(
     drop(stdio);
     drop(null);
     if daemon {
-        crate::process::fork::set_parent_death_signal(server);
+        crate::sys::liveness::set_parent_death_signal(server);
     }
     crate::util::run_after_fork_hooks();
     bootstrap::run_forkserver_child(boot, args)

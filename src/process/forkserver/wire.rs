@@ -111,6 +111,15 @@ pub(crate) fn recv_word(
     }
 }
 
+/// Reads a forkserver child's raw wait status from its status socket:
+/// `Ok(None)` at end-of-file (the server died without reporting it).
+pub(crate) fn recv_status(
+    sock: BorrowedFd<'_>,
+    flags: RecvFlags,
+) -> rustix::io::Result<Option<i32>> {
+    Ok(recv_word(sock, flags)?.map(|(raw, _)| raw))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
