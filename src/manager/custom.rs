@@ -3,8 +3,7 @@
 //! lives in the server; its proxy has the same methods.
 
 use super::proxy::{encode_collecting, WireAddr};
-use super::registry::{Fail, Object, Out};
-use super::server::CallCx;
+use super::registry::{CallCx, Fail, Object, Out};
 use super::Proxy;
 use crate::codec;
 use serde::de::DeserializeOwned;

@@ -15,15 +15,19 @@
 //!
 //! When the count reaches zero the object is removed and dropped (CPython's
 //! `Server.decref`), which drops the references its own stored values hold.
+//!
+//! An [`Object`] is called with a [`CallCx`]: what a method sees of its
+//! caller (its connection, the server's objects, the server's address).
 
+use super::proxy::WireAddr;
 use super::wire::ObjId;
+use crate::connection::Connection;
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use super::server::CallCx;
-use super::types::sync::LockCore;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Identifies a client connection within a server.
 pub(crate) type ConnId = u64;
@@ -67,9 +71,10 @@ pub(crate) trait Object: Send + Sync + 'static {
     /// this object (a lock, say). Default: nothing.
     fn client_closed(&self, _conn: ConnId) {}
 
-    /// The lock inside a `Lock` or `RLock` object, for a `Condition` built
-    /// on it. Default: not a lock.
-    fn lock_core(&self) -> Option<Arc<LockCore>> {
+    /// The lock inside a `Lock` or `RLock` object (its
+    /// `types::sync::LockCore`), for a `Condition` built on it, which
+    /// downcasts it. Default: not a lock.
+    fn lock_core(&self) -> Option<Arc<dyn Any + Send + Sync>> {
         None
     }
 }
@@ -293,4 +298,122 @@ impl fmt::Debug for ObjRef {
 pub(crate) struct Stored {
     pub(crate) bytes: Vec<u8>,
     pub(crate) refs: Vec<ObjRef>,
+}
+
+/// How often a call blocked in the server checks that its client is still
+/// connected (a dead client's blocked call ends and its references go).
+const LIVENESS_SLICE: Duration = Duration::from_millis(100);
+
+/// What a method call sees of its caller.
+pub(crate) struct CallCx<'a> {
+    /// The calling connection (owner of locks it acquires).
+    pub(crate) conn_id: ConnId,
+    conn: &'a Connection,
+    /// References to the objects named in the request's `refs`: they stay
+    /// alive for the duration of the call.
+    _refs: Vec<ObjRef>,
+    registry: &'a Arc<Registry>,
+    address: Option<&'a WireAddr>,
+    /// When `wait` last checked that the client is still there.
+    checked_at: std::cell::Cell<Option<Instant>>,
+}
+
+impl<'a> CallCx<'a> {
+    /// The context of a call on connection `conn_id` (`conn`), holding
+    /// `refs` (the objects the request names) for the call's duration.
+    pub(crate) fn new(
+        conn_id: ConnId,
+        conn: &'a Connection,
+        refs: Vec<ObjRef>,
+        registry: &'a Arc<Registry>,
+        address: Option<&'a WireAddr>,
+    ) -> CallCx<'a> {
+        CallCx {
+            conn_id,
+            conn,
+            _refs: refs,
+            registry,
+            address,
+            checked_at: std::cell::Cell::new(Some(Instant::now())),
+        }
+    }
+
+    /// `true` once the client has hung up.
+    pub(crate) fn client_gone(&self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags};
+        let mut p = [PollFd::new(
+            self.conn,
+            PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match poll(&mut p, Some(&zero)) {
+            Ok(_) => p[0]
+                .revents()
+                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits on `cv` until woken, `deadline` passes or the client goes.
+    /// Returns the guard and whether the deadline has passed.
+    pub(crate) fn wait<'g, T>(
+        &self,
+        cv: &Condvar,
+        g: MutexGuard<'g, T>,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(MutexGuard<'g, T>, bool), (MutexGuard<'g, T>, Fail)> {
+        let now = Instant::now();
+        if let Some(d) = deadline {
+            if now >= d {
+                return Ok((g, true));
+            }
+        }
+        let slice = match deadline {
+            Some(d) => (d - now).min(LIVENESS_SLICE),
+            None => LIVENESS_SLICE,
+        };
+        let (g, _) = cv.wait_timeout(g, slice).unwrap_or_else(|e| e.into_inner());
+        // Check the client about once a slice, not at every wake-up (a call
+        // that hands something out checks `client_gone` itself first).
+        let now = Instant::now();
+        let due = self
+            .checked_at
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= LIVENESS_SLICE);
+        if due {
+            self.checked_at.set(Some(now));
+            if self.client_gone() {
+                return Err((g, Fail::Gone));
+            }
+        }
+        let passed = deadline.is_some_and(|d| Instant::now() >= d);
+        Ok((g, passed))
+    }
+
+    /// New references to the objects `ids`.
+    pub(crate) fn resolve(&self, ids: &[ObjId]) -> std::result::Result<Vec<ObjRef>, String> {
+        resolve(self.registry, ids)
+    }
+
+    /// The server's own address.
+    pub(crate) fn address(&self) -> Option<&WireAddr> {
+        self.address
+    }
+}
+
+/// New references to the objects `ids`.
+pub(crate) fn resolve(
+    registry: &Arc<Registry>,
+    ids: &[ObjId],
+) -> std::result::Result<Vec<ObjRef>, String> {
+    ids.iter()
+        .map(|&id| {
+            registry
+                .get(id)
+                .ok_or_else(|| format!("object {id} no longer exists"))
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@
 
 use super::fault::BuiltinError;
 use super::proxy::WireAddr;
-use super::registry::{ConnId, Fail, ObjRef, Out, Registry};
+use super::registry::{resolve, CallCx, ConnId, Fail, ObjRef, Out, Registry};
 use super::types;
 use super::wire::{ObjId, Raw, Reply, Request, Value};
 use crate::connection::{Client, Connection, Listener};
@@ -19,17 +19,13 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Builds an object of a registered (non-builtin) type from its typeid and
 /// encoded arguments; `None` if the typeid is unknown.
 pub(crate) type Factory =
     fn(&str, &[u8]) -> Option<std::result::Result<Box<dyn super::registry::Object>, Fail>>;
-
-/// How often a call blocked in the server checks that its client is still
-/// connected (a dead client's blocked call ends and its references go).
-const LIVENESS_SLICE: Duration = Duration::from_millis(100);
 
 /// How many threads wait in `accept` at once to begin with.
 const ACCEPTORS: usize = 4;
@@ -325,14 +321,7 @@ impl Server {
             Ok(r) => r,
             Err(msg) => return Some(Reply::Remote(msg)),
         };
-        let mut cx = CallCx {
-            conn_id,
-            conn,
-            _refs: refs,
-            registry: &self.registry,
-            address: self.address.get(),
-            checked_at: std::cell::Cell::new(Some(Instant::now())),
-        };
+        let mut cx = CallCx::new(conn_id, conn, refs, &self.registry, self.address.get());
         let res = catch_unwind(AssertUnwindSafe(|| r.object().call(&mut cx, method, args)));
         Some(match res {
             Ok(Ok(out)) => self.ok_out(out, conn_id),
@@ -359,16 +348,6 @@ impl Server {
             refs: ids,
         })
     }
-}
-
-fn resolve(registry: &Arc<Registry>, ids: &[ObjId]) -> std::result::Result<Vec<ObjRef>, String> {
-    ids.iter()
-        .map(|&id| {
-            registry
-                .get(id)
-                .ok_or_else(|| format!("object {id} no longer exists"))
-        })
-        .collect()
 }
 
 /// What a failed pipelined call's answer says, for its `Reply::Deferred`.
@@ -411,86 +390,5 @@ mod erased {
         fn enc(&self) -> crate::Result<Vec<u8>> {
             crate::codec::encode(self)
         }
-    }
-}
-
-/// What a method call sees of its caller.
-pub(crate) struct CallCx<'a> {
-    /// The calling connection (owner of locks it acquires).
-    pub(crate) conn_id: ConnId,
-    conn: &'a Connection,
-    /// References to the objects named in the request's `refs`: they stay
-    /// alive for the duration of the call.
-    _refs: Vec<ObjRef>,
-    registry: &'a Arc<Registry>,
-    address: Option<&'a WireAddr>,
-    /// When `wait` last checked that the client is still there.
-    checked_at: std::cell::Cell<Option<Instant>>,
-}
-
-impl CallCx<'_> {
-    /// `true` once the client has hung up.
-    pub(crate) fn client_gone(&self) -> bool {
-        use rustix::event::{poll, PollFd, PollFlags};
-        let mut p = [PollFd::new(
-            self.conn,
-            PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR,
-        )];
-        let zero = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        match poll(&mut p, Some(&zero)) {
-            Ok(_) => p[0]
-                .revents()
-                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR),
-            Err(_) => false,
-        }
-    }
-
-    /// Waits on `cv` until woken, `deadline` passes or the client goes.
-    /// Returns the guard and whether the deadline has passed.
-    pub(crate) fn wait<'g, T>(
-        &self,
-        cv: &Condvar,
-        g: MutexGuard<'g, T>,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<(MutexGuard<'g, T>, bool), (MutexGuard<'g, T>, Fail)> {
-        let now = Instant::now();
-        if let Some(d) = deadline {
-            if now >= d {
-                return Ok((g, true));
-            }
-        }
-        let slice = match deadline {
-            Some(d) => (d - now).min(LIVENESS_SLICE),
-            None => LIVENESS_SLICE,
-        };
-        let (g, _) = cv.wait_timeout(g, slice).unwrap_or_else(|e| e.into_inner());
-        // Check the client about once a slice, not at every wake-up (a call
-        // that hands something out checks `client_gone` itself first).
-        let now = Instant::now();
-        let due = self
-            .checked_at
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= LIVENESS_SLICE);
-        if due {
-            self.checked_at.set(Some(now));
-            if self.client_gone() {
-                return Err((g, Fail::Gone));
-            }
-        }
-        let passed = deadline.is_some_and(|d| Instant::now() >= d);
-        Ok((g, passed))
-    }
-
-    /// New references to the objects `ids`.
-    pub(crate) fn resolve(&self, ids: &[ObjId]) -> std::result::Result<Vec<ObjRef>, String> {
-        resolve(self.registry, ids)
-    }
-
-    /// The server's own address.
-    pub(crate) fn address(&self) -> Option<&WireAddr> {
-        self.address
     }
 }

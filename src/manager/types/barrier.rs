@@ -7,8 +7,7 @@
 use super::{args, builtin_proxy, err, ok, unknown, Wait};
 use crate::error::Result;
 use crate::manager::fault::BuiltinError;
-use crate::manager::registry::{Fail, Object, Out};
-use crate::manager::server::CallCx;
+use crate::manager::registry::{CallCx, Fail, Object, Out};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 

@@ -7,8 +7,7 @@ use super::{args, builtin_proxy, err, ok, unknown, Wait};
 use crate::error::Result;
 use crate::manager::fault::BuiltinError;
 use crate::manager::proxy::Token;
-use crate::manager::registry::{ConnId, Fail, ObjRef, Object, Out};
-use crate::manager::server::CallCx;
+use crate::manager::registry::{CallCx, ConnId, Fail, ObjRef, Object, Out};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -45,6 +44,7 @@ pub(crate) fn make(a: &[u8], refs: &[ObjRef]) -> std::result::Result<Box<dyn Obj
             let core = r
                 .object()
                 .lock_core()
+                .and_then(|c| c.downcast::<LockCore>().ok())
                 .ok_or_else(|| Fail::remote(format!("a {} is not a lock", r.typeid())))?;
             (core, Some(r.clone()))
         }

@@ -3,8 +3,7 @@
 
 use super::{args, builtin_proxy, decode_raw, give, give_owned, ok, ok_with, unknown, value_of};
 use crate::error::Result;
-use crate::manager::registry::{Fail, Object, Out, Stored};
-use crate::manager::server::CallCx;
+use crate::manager::registry::{CallCx, Fail, Object, Out, Stored};
 use crate::manager::wire::{Raw, Value};
 use crate::manager::Proxy;
 use serde::de::DeserializeOwned;

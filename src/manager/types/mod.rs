@@ -14,8 +14,7 @@ pub(crate) mod sync;
 
 use super::fault::BuiltinError;
 use super::proxy::{encode_collecting, Endpoint};
-use super::registry::{Fail, ObjRef, Object, Out, Stored};
-use super::server::CallCx;
+use super::registry::{CallCx, Fail, ObjRef, Object, Out, Stored};
 use super::wire::{Raw, Value};
 use crate::codec;
 use crate::error::Result;

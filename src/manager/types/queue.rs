@@ -8,8 +8,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::manager::fault::BuiltinError;
-use crate::manager::registry::{Fail, Object, Out, Stored};
-use crate::manager::server::CallCx;
+use crate::manager::registry::{CallCx, Fail, Object, Out, Stored};
 use crate::manager::wire::{Raw, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;

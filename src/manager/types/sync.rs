@@ -10,8 +10,7 @@
 use super::{args, builtin_proxy, err, ok, unknown, Wait};
 use crate::error::Result;
 use crate::manager::fault::BuiltinError;
-use crate::manager::registry::{ConnId, Fail, Object, Out};
-use crate::manager::server::CallCx;
+use crate::manager::registry::{CallCx, ConnId, Fail, Object, Out};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -181,7 +180,7 @@ impl Object for LockObj {
         self.core.client_closed(conn)
     }
 
-    fn lock_core(&self) -> Option<Arc<LockCore>> {
+    fn lock_core(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
         Some(self.core.clone())
     }
 }
