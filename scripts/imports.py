@@ -2,9 +2,11 @@
 """Module-level import graph of src/: edges from `crate::`/`super::` paths.
 
 Usage: scripts/imports.py [--edges] [--check FROM->TO ...]
-Prints the cycles (strongly connected components with more than one module).
-With --check, exits 1 if any of the given edges (module prefixes, e.g.
-`shared::tracker->process`) exist.
+Prints the cycles (strongly connected components with more than one module,
+between files and between top-level modules) and exits 1 if there is any:
+CI runs it, so the arrows keep pointing one way. With --check, also exits 1
+if any of the given edges (module prefixes, e.g. `shared::tracker->process`)
+exist.
 """
 import os, re, sys
 
@@ -203,11 +205,15 @@ def main():
         print('top-level cycle:', ', '.join(c))
         for e in inner:
             print('   ', e)
+        bad = 1
     for c in sccs(sorted(mods), layered):
         # Show the edges that make the cycle.
         inner = [f'{a}->{b}' for a in c for b in sorted(layered.get(a, ())) if b in c]
         print('cycle:', ', '.join(c))
         print('   edges:', ', '.join(inner))
+        bad = 1
+    if not bad:
+        print('ok: no import cycle')
     sys.exit(bad)
 
 if __name__ == '__main__':
