@@ -1,14 +1,13 @@
 //! [`MpiPool`]: the pool's interface over MPI worker ranks.
 
 use super::driver::{Shared, State};
-use super::runner::{offset_of_call, offset_of_map, MpiFrames};
+use super::runner::MpiFrames;
 use super::RankInfo;
 use crate::error::{Error, Result};
 use crate::pool::api::backend::Progress;
-use crate::pool::engine::{Engine, MAX_CHUNK};
-use crate::pool::submit;
-use crate::pool::{AsyncResult, Callbacks, IMap, TaskFn, TaskPool};
-use serde::{de::DeserializeOwned, Serialize};
+use crate::pool::engine::{Backend, Engine, MAX_CHUNK};
+#[cfg(doc)]
+use crate::pool::TaskPool;
 use std::sync::Arc;
 
 /// A pool whose workers are the other ranks of an MPI job
@@ -94,56 +93,6 @@ impl MpiPool {
         &self.shared.ranks
     }
 
-    fn engine(&self) -> Result<Arc<dyn Engine>> {
-        if self.shared.state()? != State::Running {
-            return Err(Error::BrokenPool);
-        }
-        Ok(self.shared.clone())
-    }
-
-    fn map_impl<X: Serialize, R>(
-        &self,
-        runner: i64,
-        items: impl Iterator<Item = X>,
-        chunksize: Option<usize>,
-        callbacks: Callbacks<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        R: DeserializeOwned + Send + 'static,
-    {
-        submit::submit_map::<MpiFrames, X, R>(
-            &self.engine()?,
-            runner,
-            items,
-            chunksize,
-            (MAX_CHUNK, usize::MAX),
-            callbacks,
-            |_| Progress::default(),
-        )
-    }
-
-    fn imap_impl<I, R>(
-        &self,
-        runner: i64,
-        iter: I,
-        chunksize: usize,
-        ordered: bool,
-    ) -> Result<IMap<I, R>>
-    where
-        I: Iterator,
-        I::Item: Serialize,
-        R: DeserializeOwned + Send + 'static,
-    {
-        Ok(IMap::new::<MpiFrames>(
-            self.engine()?,
-            iter,
-            runner,
-            chunksize,
-            ordered,
-            Progress::default(),
-        ))
-    }
-
     /// Stops taking tasks (Python's `close`): the ranks are released once
     /// every queued task is done.
     pub fn close(&self) -> Result<()> {
@@ -189,112 +138,26 @@ impl Drop for MpiPool {
     }
 }
 
-/// The pool's calls, sent to the worker ranks; the other methods of
-/// [`TaskPool`] (`map`, `imap`, `apply`, …) are written in their terms.
-impl TaskPool for MpiPool {
-    type AsyncResult<V: Send + 'static> = AsyncResult<V>;
-    type IMap<I, R>
-        = IMap<I, R>
-    where
-        I: Iterator,
-        I::Item: Serialize,
-        R: DeserializeOwned + Send + 'static;
+/// The pool's calls ([`TaskPool`]'s methods) go to the worker ranks.
+impl Backend for MpiPool {
+    type Frames = MpiFrames;
 
     fn processes(&self) -> usize {
         MpiPool::processes(self)
     }
 
-    fn apply_async_with<F, A, R>(
-        &self,
-        f: F,
-        args: A,
-        callbacks: Callbacks<R>,
-    ) -> Result<AsyncResult<R>>
-    where
-        F: TaskFn<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_call::<F, A, R>();
-        submit::submit_one::<MpiFrames, A, R>(&self.engine()?, runner, &args, callbacks)
+    fn engine(&self) -> Result<Arc<dyn Engine>> {
+        if self.shared.state()? != State::Running {
+            return Err(Error::BrokenPool);
+        }
+        Ok(self.shared.clone())
     }
 
-    fn map_async_with<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: Option<usize>,
-        callbacks: Callbacks<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_map::<F, T, R>();
-        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
+    fn limits(&self) -> (usize, usize) {
+        (MAX_CHUNK, usize::MAX)
     }
 
-    fn starmap_async_with<F, A, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: Option<usize>,
-        callbacks: Callbacks<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        F: TaskFn<A, R>,
-        I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        let runner = offset_of_call::<F, A, R>();
-        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
-    }
-
-    fn imap_chunked<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: usize,
-    ) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        self.imap_impl(
-            offset_of_map::<F, T, R>(),
-            iter.into_iter(),
-            chunksize,
-            true,
-        )
-    }
-
-    fn imap_unordered_chunked<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: usize,
-    ) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        self.imap_impl(
-            offset_of_map::<F, T, R>(),
-            iter.into_iter(),
-            chunksize,
-            false,
-        )
+    fn progress(&self, _len: Option<usize>) -> Progress {
+        Progress::default()
     }
 }

@@ -115,6 +115,24 @@ impl crate::pool::engine::Frames for MpiFrames {
     fn encode<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Result<(Vec<u8>, u32)> {
         task_frame(runner, items)
     }
+
+    fn call_runner<F, A, R>() -> i64
+    where
+        F: TaskFn<A, R>,
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        offset_of_call::<F, A, R>()
+    }
+
+    fn map_runner<F, T, R>() -> i64
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        T: DeserializeOwned,
+        R: Serialize,
+    {
+        offset_of_map::<F, T, R>()
+    }
 }
 
 /// The name of `f(a, b, ...)` calls (apply, starmap).

@@ -1,7 +1,7 @@
-//! The pool interface shared by [`Pool`] (worker processes on this machine)
-//! and, with the `mpi` feature, `multiproc::mpi::MpiPool` (MPI ranks): code
-//! written against [`TaskPool`] runs on either, and switching is a change
-//! of one constructor.
+//! The pool interface shared by [`Pool`](super::Pool) (worker processes on
+//! this machine) and, with the `mpi` feature, `multiproc::mpi::MpiPool` (MPI
+//! ranks): code written against [`TaskPool`] runs on either, and switching
+//! is a change of one constructor.
 //!
 //! ```no_run
 //! use multiproc::pool::{PendingResult, Pool, TaskPool};
@@ -26,9 +26,11 @@
 //!
 //! This file also gathers what another backend reuses of the pool's
 //! machinery (the value codec, panic capture, result sinks), so that it
-//! reports answers and failures exactly as [`Pool`] does.
+//! reports answers and failures exactly as [`Pool`](super::Pool) does.
 
-use super::{AsyncResult, Callbacks, IMap, Pool, TaskFn};
+use super::engine::{Backend, Frames};
+use super::submit;
+use super::{AsyncResult, Callbacks, IMap, TaskFn};
 use crate::error::Result;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
@@ -73,8 +75,8 @@ impl<V> PendingResult<V> for AsyncResult<V> {
 }
 
 /// What every pool offers (Python's `Pool` methods): implemented by
-/// [`Pool`] and, with the `mpi` feature, by `MpiPool`. The methods mean
-/// what [`Pool`]'s methods of the same names mean.
+/// [`Pool`](super::Pool) and, with the `mpi` feature, by `MpiPool`. The
+/// methods mean what [`Pool`](super::Pool)'s methods of the same names mean.
 ///
 /// A pool implements the five `_with`/`_chunked` methods; the others are
 /// written once, here, in their terms.
@@ -255,9 +257,9 @@ pub trait TaskPool {
     }
 }
 
-/// The local pool: its inherent methods of the same names (the provided
-/// methods of the trait do what its inherent ones do).
-impl TaskPool for Pool {
+/// Every pool ([`Pool`](super::Pool), `MpiPool`): the calls written once,
+/// over the pool's engine and task frames (`engine.rs`).
+impl<B: Backend> TaskPool for B {
     type AsyncResult<V: Send + 'static> = AsyncResult<V>;
     type IMap<I, R>
         = IMap<I, R>
@@ -267,7 +269,7 @@ impl TaskPool for Pool {
         R: DeserializeOwned + Send + 'static;
 
     fn processes(&self) -> usize {
-        Pool::processes(self)
+        Backend::processes(self)
     }
 
     fn apply_async_with<F, A, R>(
@@ -281,7 +283,9 @@ impl TaskPool for Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::apply_async_with(self, f, args, callbacks)
+        let _ = f;
+        let runner = B::Frames::call_runner::<F, A, R>();
+        submit::submit_one::<B::Frames, A, R>(&self.engine()?, runner, &args, callbacks)
     }
 
     fn map_async_with<F, T, R, I>(
@@ -297,7 +301,9 @@ impl TaskPool for Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::map_async_with(self, f, iter, chunksize, callbacks)
+        let _ = f;
+        let runner = B::Frames::map_runner::<F, T, R>();
+        map(self, runner, iter.into_iter(), chunksize, callbacks)
     }
 
     fn starmap_async_with<F, A, R, I>(
@@ -313,7 +319,9 @@ impl TaskPool for Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::starmap_async_with(self, f, iter, chunksize, callbacks)
+        let _ = f;
+        let runner = B::Frames::call_runner::<F, A, R>();
+        map(self, runner, iter.into_iter(), chunksize, callbacks)
     }
 
     fn imap_chunked<F, T, R, I>(
@@ -328,7 +336,9 @@ impl TaskPool for Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::imap_chunked(self, f, iter, chunksize)
+        let _ = f;
+        let runner = B::Frames::map_runner::<F, T, R>();
+        imap(self, runner, iter.into_iter(), chunksize, true)
     }
 
     fn imap_unordered_chunked<F, T, R, I>(
@@ -343,6 +353,57 @@ impl TaskPool for Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        Pool::imap_unordered_chunked(self, f, iter, chunksize)
+        let _ = f;
+        let runner = B::Frames::map_runner::<F, T, R>();
+        imap(self, runner, iter.into_iter(), chunksize, false)
     }
+}
+
+/// A map (or starmap) of the runner `runner` over `items`.
+fn map<B: Backend, X: Serialize, R>(
+    pool: &B,
+    runner: i64,
+    items: impl Iterator<Item = X>,
+    chunksize: Option<usize>,
+    callbacks: Callbacks<Vec<R>>,
+) -> Result<AsyncResult<Vec<R>>>
+where
+    R: DeserializeOwned + Send + 'static,
+{
+    let engine = pool.engine()?;
+    submit::submit_map::<B::Frames, X, R>(
+        &engine,
+        runner,
+        items,
+        chunksize,
+        pool.limits(),
+        callbacks,
+        |len| pool.progress(len),
+    )
+}
+
+/// A lazy map of the runner `runner` over `iter`, in order or not.
+fn imap<B: Backend, I, R>(
+    pool: &B,
+    runner: i64,
+    iter: I,
+    chunksize: usize,
+    ordered: bool,
+) -> Result<IMap<I, R>>
+where
+    I: Iterator,
+    I::Item: Serialize,
+    R: DeserializeOwned + Send + 'static,
+{
+    let engine = pool.engine()?;
+    let (lo, hi) = iter.size_hint();
+    let len = (Some(lo) == hi).then_some(lo);
+    Ok(IMap::new::<B::Frames>(
+        engine,
+        iter,
+        runner,
+        chunksize,
+        ordered,
+        pool.progress(len),
+    ))
 }

@@ -9,9 +9,12 @@
 //! and both hand out the same result types.
 
 use super::dispatch::{Batch, Shared};
+use super::progress::Progress;
 use super::sink::Sink;
+use super::worker::{BatchOf, MapOf};
 use crate::error::Result;
-use serde::Serialize;
+use crate::process::{fnref, TaskFn};
+use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
 #[cfg(feature = "tokio")]
 use std::time::Duration;
@@ -72,6 +75,41 @@ pub(crate) trait Frames {
         let _ = max_bytes;
         Self::encode(runner, items)
     }
+
+    /// The runner of `f(a, b, ...)` calls (apply, starmap): the name of the
+    /// function the workers run for them.
+    fn call_runner<F, A, R>() -> i64
+    where
+        F: TaskFn<A, R>,
+        A: DeserializeOwned,
+        R: Serialize;
+
+    /// The runner of `f(item)` calls (map, imap).
+    fn map_runner<F, T, R>() -> i64
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        T: DeserializeOwned,
+        R: Serialize;
+}
+
+/// What a pool gives the calls of [`TaskPool`](super::TaskPool), which are
+/// written once, over this, for every pool (`api.rs`).
+pub(crate) trait Backend {
+    /// How its workers read a chunk of tasks.
+    type Frames: Frames;
+
+    /// The number of workers.
+    fn processes(&self) -> usize;
+
+    /// What runs its tasks; [`Error::BrokenPool`](crate::Error::BrokenPool)
+    /// (or the error that broke it) once the pool takes no more.
+    fn engine(&self) -> Result<Arc<dyn Engine>>;
+
+    /// The most tasks, and bytes, one message of a map holds.
+    fn limits(&self) -> (usize, usize);
+
+    /// The progress bar of a map of `len` items (if known).
+    fn progress(&self, len: Option<usize>) -> Progress;
 }
 
 /// A map's message stops taking tasks once it holds this many bytes, and
@@ -123,5 +161,23 @@ impl Frames for PoolFrames {
         max_bytes: usize,
     ) -> Result<(Vec<u8>, u32)> {
         super::task_frame_upto(runner, items, max_bytes)
+    }
+
+    fn call_runner<F, A, R>() -> i64
+    where
+        F: TaskFn<A, R>,
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        fnref::name(BatchOf::<F, A, R>::DESC)
+    }
+
+    fn map_runner<F, T, R>() -> i64
+    where
+        F: Fn(T) -> R + Copy + Send + Sync + 'static,
+        T: DeserializeOwned,
+        R: Serialize,
+    {
+        fnref::name(MapOf::<F, T, R>::DESC)
     }
 }

@@ -98,14 +98,12 @@ pub use result::{AsyncResult, Callbacks, IMap};
 pub use worker::TaskFn;
 
 use crate::error::{Error, Result};
-use crate::process::fnref;
 use dispatch::{Config, Shared, State};
-use engine::{Engine, PoolFrames, MAX_CHUNK};
+use engine::{Backend, Engine, PoolFrames, MAX_CHUNK};
 use progress::Progress;
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use worker::{BatchOf, MapOf};
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`).
 ///
@@ -162,24 +160,6 @@ fn task_frame_upto<X: Serialize>(
     Ok((f, count))
 }
 
-fn runner_offset<F, A, R>() -> i64
-where
-    F: TaskFn<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    fnref::name(BatchOf::<F, A, R>::DESC)
-}
-
-fn map_runner_offset<F, T, R>() -> i64
-where
-    F: Fn(T) -> R + Copy + Send + Sync + 'static,
-    T: DeserializeOwned,
-    R: Serialize,
-{
-    fnref::name(MapOf::<F, T, R>::DESC)
-}
-
 impl Pool {
     /// A pool of `processes` workers with the default settings.
     ///
@@ -224,14 +204,6 @@ impl Pool {
         self.shared.pids()
     }
 
-    fn engine(&self) -> Arc<dyn Engine> {
-        self.shared.clone()
-    }
-
-    fn progress(&self, len: Option<usize>) -> Progress {
-        Progress::new(self.shared.config.progress, len.map(|n| n as u64))
-    }
-
     /// Calls `f(args...)` in a worker and waits for the result (Python's
     /// `apply`).
     ///
@@ -249,7 +221,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async(f, args)?.get()
+        <Self as TaskPool>::apply(self, f, args)
     }
 
     /// Sends `f(args...)` to a worker and returns at once (Python's
@@ -260,7 +232,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async_with(f, args, Callbacks::new())
+        <Self as TaskPool>::apply_async(self, f, args)
     }
 
     /// [`apply_async`](Self::apply_async) with callbacks (Python's
@@ -277,9 +249,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let _ = f;
-        let runner = runner_offset::<F, A, R>();
-        submit::submit_one::<PoolFrames, A, R>(&self.engine(), runner, &args, callbacks)
+        <Self as TaskPool>::apply_async_with(self, f, args, callbacks)
     }
 
     /// Applies `f` to every item and returns the results in order (Python's
@@ -297,7 +267,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async_with(f, iter, None, Callbacks::new())?.get()
+        <Self as TaskPool>::map(self, f, iter)
     }
 
     /// [`map`](Self::map) with an explicit chunksize (tasks per message).
@@ -308,8 +278,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async_with(f, iter, Some(chunksize), Callbacks::new())?
-            .get()
+        <Self as TaskPool>::map_chunked(self, f, iter, chunksize)
     }
 
     /// [`map`](Self::map) without waiting (Python's `map_async`).
@@ -320,7 +289,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async_with(f, iter, None, Callbacks::new())
+        <Self as TaskPool>::map_async(self, f, iter)
     }
 
     /// [`map_async`](Self::map_async) with a chunksize (`None`: the default)
@@ -338,9 +307,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let _ = f;
-        let runner = map_runner_offset::<F, T, R>();
-        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
+        <Self as TaskPool>::map_async_with(self, f, iter, chunksize, callbacks)
     }
 
     /// Calls `f(a, b, ...)` for every argument tuple and returns the results
@@ -361,8 +328,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.starmap_async_with(f, iter, None, Callbacks::new())?
-            .get()
+        <Self as TaskPool>::starmap(self, f, iter)
     }
 
     /// [`starmap`](Self::starmap) without waiting (Python's `starmap_async`).
@@ -373,7 +339,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.starmap_async_with(f, iter, None, Callbacks::new())
+        <Self as TaskPool>::starmap_async_with(self, f, iter, None, Callbacks::new())
     }
 
     /// [`starmap_async`](Self::starmap_async) with a chunksize and callbacks.
@@ -390,47 +356,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let _ = f;
-        let runner = runner_offset::<F, A, R>();
-        self.map_impl(runner, iter.into_iter(), chunksize, callbacks)
-    }
-
-    fn map_impl<X: Serialize, R>(
-        &self,
-        runner: i64,
-        items: impl Iterator<Item = X>,
-        chunksize: Option<usize>,
-        callbacks: Callbacks<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        R: DeserializeOwned + Send + 'static,
-    {
-        if self.shared.state() != State::Running {
-            return Err(Error::BrokenPool);
-        }
-        // With maxtasksperchild a chunk stays one message (one task, as
-        // Python counts).
-        let max_chunk = if self.shared.config.maxtasks == 0 {
-            MAX_CHUNK
-        } else {
-            usize::MAX
-        };
-        // Without maxtasksperchild a message may also end at BATCH_BYTES
-        // (a chunk is then several messages, as with MAX_CHUNK).
-        let max_bytes = if self.shared.config.maxtasks == 0 {
-            engine::BATCH_BYTES
-        } else {
-            usize::MAX
-        };
-        submit::submit_map::<PoolFrames, X, R>(
-            &self.engine(),
-            runner,
-            items,
-            chunksize,
-            (max_chunk, max_bytes),
-            callbacks,
-            |len| self.progress(len),
-        )
+        <Self as TaskPool>::starmap_async_with(self, f, iter, chunksize, callbacks)
     }
 
     /// A lazy, ordered map (Python's `imap` with `chunksize=1`): yields one
@@ -443,7 +369,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.imap_impl(f, iter, 1, true)
+        <Self as TaskPool>::imap(self, f, iter)
     }
 
     /// [`imap`](Self::imap) with `chunksize` items per message.
@@ -459,7 +385,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.imap_impl(f, iter, chunksize, true)
+        <Self as TaskPool>::imap_chunked(self, f, iter, chunksize)
     }
 
     /// As [`imap`](Self::imap), but yields results as they complete
@@ -471,7 +397,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.imap_impl(f, iter, 1, false)
+        <Self as TaskPool>::imap_unordered(self, f, iter)
     }
 
     /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per message.
@@ -487,38 +413,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.imap_impl(f, iter, chunksize, false)
-    }
-
-    fn imap_impl<F, T, R, I>(
-        &self,
-        f: F,
-        iter: I,
-        chunksize: usize,
-        ordered: bool,
-    ) -> Result<IMap<I::IntoIter, R>>
-    where
-        F: Fn(T) -> R + Copy + Send + Sync + 'static,
-        I: IntoIterator<Item = T>,
-        T: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned + Send + 'static,
-    {
-        let _ = f;
-        if self.shared.state() != State::Running {
-            return Err(Error::BrokenPool);
-        }
-        let iter = iter.into_iter();
-        let (lo, hi) = iter.size_hint();
-        let len = (Some(lo) == hi).then_some(lo);
-        let runner = map_runner_offset::<F, T, R>();
-        Ok(IMap::new::<PoolFrames>(
-            self.engine(),
-            iter,
-            runner,
-            chunksize,
-            ordered,
-            self.progress(len),
-        ))
+        <Self as TaskPool>::imap_unordered_chunked(self, f, iter, chunksize)
     }
 
     /// Stops accepting tasks (submitting one now fails with
@@ -575,6 +470,38 @@ impl Pool {
             }
             let _ = h.join();
         }
+    }
+}
+
+/// The local pool's engine is its dispatcher.
+impl Backend for Pool {
+    type Frames = PoolFrames;
+
+    fn processes(&self) -> usize {
+        self.shared.config.processes
+    }
+
+    fn engine(&self) -> Result<Arc<dyn Engine>> {
+        if self.shared.state() != State::Running {
+            return Err(Error::BrokenPool);
+        }
+        Ok(self.shared.clone())
+    }
+
+    fn limits(&self) -> (usize, usize) {
+        if self.shared.config.maxtasks == 0 {
+            // A message may also end at BATCH_BYTES (a chunk is then
+            // several messages, as with MAX_CHUNK).
+            (MAX_CHUNK, engine::BATCH_BYTES)
+        } else {
+            // With maxtasksperchild a chunk stays one message (one task,
+            // as Python counts).
+            (usize::MAX, usize::MAX)
+        }
+    }
+
+    fn progress(&self, len: Option<usize>) -> Progress {
+        Progress::new(self.shared.config.progress, len.map(|n| n as u64))
     }
 }
 
