@@ -3,8 +3,9 @@
 
 Usage: scripts/imports.py [--edges] [--check FROM->TO ...]
 Prints the cycles (strongly connected components with more than one module,
-between files and between top-level modules) and exits 1 if there is any:
-CI runs it, so the arrows keep pointing one way. With --check, also exits 1
+between files and between top-level modules) and the edges from a lower
+layer (`LOWER`: process, handoff, sys, ...) up to a higher module, and exits
+1 if there is any: CI runs it, so the arrows keep pointing one way. With --check, also exits 1
 if any of the given edges (module prefixes, e.g. `shared::tracker->process`)
 exist.
 """
@@ -165,6 +166,20 @@ def sccs(nodes, es):
             visit(v)
     return [c for c in out if len(c) > 1]
 
+# The lower layers of the crate (issue 12: process, handoff, sys, and what
+# they stand on) and the top-level modules each may import: an edge from one
+# of them to anything else points up, and fails like a cycle.
+LOWER = {
+    'error': set(),
+    'util': set(),
+    'codec': {'error'},
+    'sys': {'error'},
+    'logging': {'error', 'sys'},
+    'handoff': {'codec', 'error', 'sys'},
+    'resource_tracker': {'error', 'handoff', 'logging', 'sys'},
+    'process': {'codec', 'error', 'handoff', 'logging', 'resource_tracker', 'sys', 'util'},
+}
+
 def is_child(parent, child):
     return child.startswith(parent + '::')
 
@@ -206,6 +221,14 @@ def main():
         for e in inner:
             print('   ', e)
         bad = 1
+    for a in sorted(es):
+        ta = a.split('::')[0]
+        for b in sorted(es[a]):
+            tb = b.split('::')[0]
+            if ta in LOWER and tb != ta and tb not in LOWER[ta]:
+                print(f'upward edge: {a} -> {b} (the lower layer {ta} may import only '
+                      f'{", ".join(sorted(LOWER[ta])) or "nothing"})')
+                bad = 1
     for c in sccs(sorted(mods), layered):
         # Show the edges that make the cycle.
         inner = [f'{a}->{b}' for a in c for b in sorted(layered.get(a, ())) if b in c]
@@ -213,7 +236,7 @@ def main():
         print('   edges:', ', '.join(inner))
         bad = 1
     if not bad:
-        print('ok: no import cycle')
+        print('ok: no import cycle, no upward edge from a lower layer')
     sys.exit(bad)
 
 if __name__ == '__main__':

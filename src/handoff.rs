@@ -59,6 +59,7 @@
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::sys::Region;
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -259,4 +260,19 @@ pub fn round_trip<A: Args>(args: &A) -> Result<A> {
         .collect::<Result<Vec<_>>>()?;
     let mut im = Importer::new(ex.bytes().to_vec(), fds);
     A::import_all(&mut im)
+}
+
+/// A region travels as its descriptor and its length; the child maps it
+/// at an address of its own (see `sys::region`).
+impl Handoff for Region {
+    fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
+        ex.write_fd(self.fd())?;
+        ex.write(&(self.len() as u64))
+    }
+
+    fn import(im: &mut Importer) -> Result<Self> {
+        let fd = im.read_fd()?;
+        let len: u64 = im.read()?;
+        Region::from_fd(fd, len as usize)
+    }
 }

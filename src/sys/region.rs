@@ -2,9 +2,10 @@
 //!
 //! A region vanishes with its last descriptor and mapping, so nothing can leak
 //! into `/dev/shm` however the program ends. Queues, locks and `Value`s keep
-//! their state in regions; a region reaches a child by [`Handoff`] (its
-//! descriptor), and the child maps it at an address of its own — so anything
-//! stored inside must be position-independent (offsets, never pointers).
+//! their state in regions; a region reaches a child by
+//! [`Handoff`](crate::handoff::Handoff) (its descriptor), and the child maps
+//! it at an address of its own — so anything stored inside must be
+//! position-independent (offsets, never pointers).
 //!
 //! A region's pages are reserved when it is made (`fallocate`: creation fails
 //! with a clear error when memory is short, instead of a `SIGBUS` later), and
@@ -15,7 +16,6 @@
 #![allow(unsafe_code)]
 
 use crate::error::{Error, Result};
-use crate::handoff::{Exporter, Handoff, Importer};
 use rustix::mm::{MapFlags, ProtFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
@@ -150,19 +150,6 @@ impl Region {
         debug_assert!((self.as_ptr() as usize + offset) % std::mem::align_of::<T>() == 0);
         // SAFETY: the caller upholds bounds, alignment and validity.
         unsafe { &*self.as_ptr().add(offset).cast::<T>() }
-    }
-}
-
-impl Handoff for Region {
-    fn export<'a>(&'a self, ex: &mut Exporter<'a>) -> Result<()> {
-        ex.write_fd(self.fd())?;
-        ex.write(&(self.len() as u64))
-    }
-
-    fn import(im: &mut Importer) -> Result<Self> {
-        let fd = im.read_fd()?;
-        let len: u64 = im.read()?;
-        Region::from_fd(fd, len as usize)
     }
 }
 
