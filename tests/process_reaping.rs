@@ -92,7 +92,7 @@ fn no_zombies_and_no_descriptor_leaks(m: StartMethod) {
             p.join().unwrap();
         }
     }
-    // The reaper thread briefly holds duplicates of orphans' pidfds, so the
+    // Orphans' pidfds close as the reaper thread lets go of them, so the
     // count settles rather than being exact at every instant; a leak would
     // add descriptors per child, thousands here.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -150,6 +150,14 @@ fn a_live_child_costs_the_parent_one_descriptor(m: StartMethod) {
     // descriptor is opened for a child that has not ended.
     builder(m).start(noop, ()).unwrap().join().unwrap();
     let held = open_fds().saturating_sub(before);
+    // Living children whose handles were dropped: their pidfds, watched by
+    // the reaper thread and the registry, and nothing more (the reaper
+    // thread's wake-up pipe once). Given a moment to reach the reaper.
+    for _ in 0..N {
+        drop(builder(m).start(hold, (gate.clone(),)).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let held_with_orphans = open_fds().saturating_sub(before);
     gate.set();
     for mut p in live {
         p.join().unwrap();
@@ -157,6 +165,11 @@ fn a_live_child_costs_the_parent_one_descriptor(m: StartMethod) {
     assert!(
         held <= N + 2,
         "{held} descriptors held for {N} live children (at most one each expected)"
+    );
+    assert!(
+        held_with_orphans <= 2 * N + 4,
+        "{held_with_orphans} descriptors held for {N} live children and {N} orphans \
+         (at most one each expected)"
     );
 }
 

@@ -547,16 +547,18 @@ fn reaper_loop(wake_r: std::os::fd::OwnedFd) {
     use std::os::fd::AsFd;
     let wake_r = &wake_r;
     loop {
-        // Snapshot the watched pidfds (duplicates, so the list can change
-        // while we sleep).
-        let watched: Vec<std::os::fd::OwnedFd> = ORPHANS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(|c| c.watch_fd()?.try_clone_to_owned().ok())
-            .collect();
+        // Snapshot the orphans (the list can change while we sleep; these
+        // references keep their descriptors open meanwhile, without a
+        // duplicate per child, which every fork would copy).
+        let watched: Vec<Arc<ChildShared>> =
+            ORPHANS.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut pfds: Vec<PollFd<'_>> = vec![PollFd::new(wake_r, PollFlags::IN)];
-        pfds.extend(watched.iter().map(|fd| PollFd::new(fd, PollFlags::IN)));
+        pfds.extend(
+            watched
+                .iter()
+                .filter_map(|c| c.watch_fd())
+                .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN)),
+        );
         if let Err(e) = rustix::event::poll(&mut pfds, None) {
             if e != rustix::io::Errno::INTR {
                 // Out of kernel memory or similar: try again soon rather
