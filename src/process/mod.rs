@@ -472,9 +472,9 @@ impl Process<()> {
 }
 
 impl<R: DeserializeOwned> Process<R> {
-    /// What this handle shares with the registry: the child's one pidfd
-    /// (or a forkserver child's status socket) among it, for owners that
-    /// watch many children in one `poll` (the pool).
+    /// What this handle shares with the registry: the child's pidfd
+    /// (opened on first use) or a forkserver child's status socket among
+    /// it, for owners that watch many children in one `poll` (the pool).
     pub(crate) fn child(&self) -> &Arc<ChildShared> {
         &self.shared
     }
