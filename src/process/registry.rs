@@ -435,18 +435,19 @@ pub(crate) fn register(child: Arc<ChildShared>, report: Option<BorrowedFd<'_>>) 
 
 /// Called by a child's handle before it closes its end of the report
 /// socket: the registry stops watching that socket, and watches the child's
-/// pidfd instead (or forgets the child if the handle reaped it).
+/// pidfd instead; a child the handle has reaped is forgotten at once (with
+/// its descriptors), whatever watched it.
 pub(crate) fn release(child: &Arc<ChildShared>) {
     let mut reg = registry();
     let pid = child.pid;
-    match reg.children.get(&pid) {
-        Some(e) if Arc::ptr_eq(&e.child, child) && e.report.is_some() => {}
+    let had_report = match reg.children.get(&pid) {
+        Some(e) if Arc::ptr_eq(&e.child, child) => e.report.is_some(),
         _ => return,
-    }
+    };
     reg.unwatch_report(pid);
     if child.is_reaped() {
         reg.remove(pid);
-    } else {
+    } else if had_report {
         reg.watch_exit(pid);
     }
 }
