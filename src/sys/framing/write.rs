@@ -119,6 +119,12 @@ impl FrameWriter {
         self.queue_small(frame);
     }
 
+    /// Queues the rest of a frame whose beginning was queued last (the
+    /// frame's header counts it): shared if large, copied if small.
+    pub(crate) fn queue_rest(&mut self, rest: &Arc<Vec<u8>>) {
+        self.queue(rest);
+    }
+
     /// Queues the bytes of one or more complete small frames (copied).
     pub(crate) fn queue_small(&mut self, frames: &[u8]) {
         self.unsent += frames.len();
