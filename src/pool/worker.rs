@@ -341,7 +341,7 @@ pub(crate) fn worker_main(
                         {
                             break Err(crate::Error::codec("a frame of an unknown kind"))
                         }
-                        Ok(None) if t0.elapsed() < spin => std::hint::spin_loop(),
+                        Ok(None) if t0.elapsed() < spin => crate::sys::spin_pause(),
                         Ok(None) => {
                             // Block in one read only: a frame still partial
                             // after it is checked by its first bytes above
