@@ -120,9 +120,10 @@ impl FrameWriter {
     }
 
     /// Queues the rest of a frame whose beginning was queued last (the
-    /// frame's header counts it): shared if large, copied if small.
+    /// frame's header counts it): a large payload, shared, never copied.
     pub(crate) fn queue_rest(&mut self, rest: &Arc<Vec<u8>>) {
-        self.queue(rest);
+        self.unsent += rest.len();
+        self.out.push_back(OutBuf::Shared(rest.clone()));
     }
 
     /// Queues the bytes of one or more complete small frames (copied).
