@@ -27,7 +27,7 @@ pub(crate) struct Worker {
     pub(crate) pid: i32,
     pub(crate) sock: Arc<OwnedFd>,
     /// The child as the registry knows it: its sentinel (the pidfd of the
-    /// process handle, the one per child) is watched for its death.
+    /// process handle, opened when the worker starts) is watched for its death.
     pub(crate) child: Arc<ChildShared>,
     journal: journal::Reader,
     /// The worker's answers (its position counts the bytes received).
