@@ -7,6 +7,9 @@ use std::sync::Arc;
 /// A batch of tasks ready to send: a complete `TASKS` frame.
 pub(crate) struct Batch {
     pub(crate) frame: Vec<u8>,
+    /// The frame's last bytes, when they are a task's large byte payload
+    /// sent from where it lies (`frame`'s header counts them).
+    pub(crate) tail: Option<Arc<Vec<u8>>>,
     /// How many workers died before starting it (it fails at `MAX_RESENDS`).
     pub(crate) resent: u8,
     pub(crate) count: u32,
@@ -19,9 +22,15 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(frame: Vec<u8>, count: u32, index: usize, sink: Arc<dyn Sink>) -> Batch {
+    pub(crate) fn new(
+        (frame, tail): (Vec<u8>, Option<Vec<u8>>),
+        count: u32,
+        index: usize,
+        sink: Arc<dyn Sink>,
+    ) -> Batch {
         Batch {
             frame,
+            tail: tail.map(Arc::new),
             resent: 0,
             count,
             index,
@@ -36,6 +45,7 @@ impl Batch {
         let sent = Sent {
             resent: self.resent,
             frame: Arc::new(Vec::new()),
+            tail: None,
             count: self.count,
             index: self.index,
             sink: self.sink,
@@ -53,6 +63,8 @@ pub(crate) struct Sent {
     /// Its frame, kept until answered: a batch the worker never started is
     /// sent again to another worker if this one dies.
     pub(crate) frame: Arc<Vec<u8>>,
+    /// Its tail (see [`Batch::tail`]).
+    pub(crate) tail: Option<Arc<Vec<u8>>>,
     pub(crate) count: u32,
     pub(crate) index: usize,
     pub(crate) sink: Arc<dyn Sink>,
@@ -69,6 +81,7 @@ impl Sent {
     pub(crate) fn into_batch(self, resent: u8) -> Batch {
         Batch {
             frame: Arc::try_unwrap(self.frame).unwrap_or_else(|a| (*a).clone()),
+            tail: self.tail,
             resent,
             count: self.count,
             index: self.index,

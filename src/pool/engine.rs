@@ -28,6 +28,9 @@ pub(crate) const MAX_CHUNK: usize = 64 << 10;
 pub(crate) struct Chunk {
     /// The tasks, as the engine's [`Frames`] encoded them.
     pub(crate) frame: Vec<u8>,
+    /// The rest of `frame`, sent from where it lies: the bytes of its last
+    /// task's large byte payload (see [`Frames::encode_split`]).
+    pub(crate) tail: Option<Vec<u8>>,
     /// How many tasks `frame` holds.
     pub(crate) count: u32,
     /// Its place in the call (the sink orders answers by it).
@@ -74,6 +77,19 @@ pub(crate) trait Frames {
     ) -> Result<(Vec<u8>, u32)> {
         let _ = max_bytes;
         Self::encode(runner, items)
+    }
+
+    /// [`encode_upto`](Self::encode_upto), where the last task's large
+    /// byte payload (an item that is a `Vec<u8>`) may stay out of the frame:
+    /// then it is the frame's tail, written after it without being copied
+    /// into it. By default, no tail.
+    fn encode_split<X: Serialize>(
+        runner: i64,
+        items: impl Iterator<Item = X>,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>, u32)> {
+        let (frame, count) = Self::encode_upto(runner, items, max_bytes)?;
+        Ok((frame, None, count))
     }
 
     /// The runner of `f(a, b, ...)` calls (apply, starmap): the name of the
@@ -127,7 +143,7 @@ impl Engine for Shared {
     fn submit(&self, chunks: Vec<Chunk>) -> Result<()> {
         let batches = chunks
             .into_iter()
-            .map(|c| Batch::new(c.frame, c.count, c.index, c.sink))
+            .map(|c| Batch::new((c.frame, c.tail), c.count, c.index, c.sink))
             .collect();
         Shared::submit(self, batches)
     }
@@ -160,7 +176,16 @@ impl Frames for PoolFrames {
         items: impl Iterator<Item = X>,
         max_bytes: usize,
     ) -> Result<(Vec<u8>, u32)> {
-        super::task_frame_upto(runner, items, max_bytes)
+        let (frame, _, count) = super::task_frame_split(runner, items, max_bytes, usize::MAX)?;
+        Ok((frame, count))
+    }
+
+    fn encode_split<X: Serialize>(
+        runner: i64,
+        items: impl Iterator<Item = X>,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>, u32)> {
+        super::task_frame_split(runner, items, max_bytes, super::TAIL_MIN)
     }
 
     fn call_runner<F, A, R>() -> i64

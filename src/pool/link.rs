@@ -131,9 +131,13 @@ impl Worker {
         }
         let frame = Arc::new(b.frame);
         self.queue(&frame);
+        if let Some(tail) = &b.tail {
+            self.writer.queue_rest(tail);
+        }
         self.inflight.push_back(Sent {
             resent: b.resent,
             frame,
+            tail: b.tail,
             count: b.count,
             index: b.index,
             sink: b.sink,
@@ -214,7 +218,7 @@ impl Worker {
             if self.corrupt.is_some() {
                 break;
             }
-            let frame = match wire::next(reader, self.sock.as_fd(), true) {
+            let frame = match wire::next(reader, self.sock.as_fd(), true, &mut Vec::new()) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     let kinds = [wire::RESULTS, wire::PARTIAL, wire::FAILED];
@@ -430,7 +434,12 @@ impl Worker {
         code: i32,
         max_resends: u8,
     ) -> Resumed {
-        let items_len = sent.frame.len().saturating_sub(wire::TASK_HEADER);
+        // The whole frame (with its tail: rare, a copy is fine).
+        let whole: std::borrow::Cow<'_, [u8]> = match &sent.tail {
+            None => sent.frame.as_slice().into(),
+            Some(t) => [sent.frame.as_slice(), t.as_slice()].concat().into(),
+        };
+        let items_len = whole.len().saturating_sub(wire::TASK_HEADER);
         let consistent = sent.partial <= rec.done
             && rec.done <= sent.count
             && (rec.decoded == rec.done || rec.decoded == rec.done + 1)
@@ -469,15 +478,17 @@ impl Worker {
         }
         // The tasks after `next` become a batch of their own, carrying the
         // answers so far. It made progress, so it is not counted as resent.
-        let f = &sent.frame;
+        let f = &whole;
         let mut frame = Vec::with_capacity(wire::TASK_HEADER + items_len - rec.pos);
         frame.extend_from_slice(&f[..wire::TASK_HEADER]);
         frame.extend_from_slice(&f[wire::TASK_HEADER + rec.pos..]);
         let count = sent.count - next;
         frame[13..wire::TASK_HEADER].copy_from_slice(&count.to_le_bytes());
         wire::finish(&mut frame, 0);
+        drop(whole);
         Resumed::Again(Batch {
             frame,
+            tail: None,
             resent: sent.resent,
             count,
             index: sent.index,

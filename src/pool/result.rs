@@ -610,6 +610,7 @@ where
             }
             batches.push(Chunk {
                 frame,
+                tail: None,
                 count,
                 index: self.submitted_batches,
                 sink: self.stream.clone(),

@@ -32,6 +32,7 @@ where
     let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
     engine.submit(vec![Chunk {
         frame,
+        tail: None,
         count,
         index: 0,
         sink: sink.clone(),
@@ -115,13 +116,14 @@ where
     let (mut group_tasks, mut group_bytes) = (0, 0);
     let mut index = 0;
     loop {
-        let (frame, count) = Fr::encode_upto(runner, items.by_ref().take(cs), max_bytes)?;
+        let (frame, tail, count) = Fr::encode_split(runner, items.by_ref().take(cs), max_bytes)?;
         if count == 0 {
             break;
         }
-        group_bytes += frame.len();
+        group_bytes += frame.len() + tail.as_ref().map_or(0, Vec::len);
         group.push(Chunk {
             frame,
+            tail,
             count,
             index,
             sink: sink.clone(),

@@ -157,7 +157,18 @@ impl Shared {
         let _ = rustix::io::write(&self.bg_kick, &1u64.to_ne_bytes());
     }
 
+    /// Wakes the threads waiting in `wait_until` for a result or for the
+    /// poller role. They count themselves in `fg_waiters` before they look
+    /// at their condition, so with nobody counted there is nobody to wake
+    /// (and no `futex` call, which every result would otherwise cost):
+    /// either this load sees a waiter's count, or that waiter's check of its
+    /// condition, after the fence pairing with this one, sees what was
+    /// delivered before it.
     fn notify_done(&self) {
+        std::sync::atomic::fence(SeqCst);
+        if self.fg_waiters.load(SeqCst) == 0 {
+            return;
+        }
         let _g = lock(&self.done_lock);
         self.done_cv.notify_all();
     }
