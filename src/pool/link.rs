@@ -3,7 +3,7 @@
 //! and, when it dies, recovering every answer it completed (see
 //! [`journal`](super::journal)).
 
-use super::batch::push_failure;
+use super::batch::{push_failure, Spares};
 pub(crate) use super::batch::{Batch, Done, Sent};
 use super::journal::{self, before};
 use super::sink::Fail;
@@ -32,6 +32,10 @@ pub(crate) struct Worker {
     journal: journal::Reader,
     /// The worker's answers (its position counts the bytes received).
     reader: FrameReader,
+    /// Buffers for large answers, given back once delivered.
+    spares: Arc<Spares>,
+    /// The buffer the next large answer is read into.
+    reuse: Vec<u8>,
     /// Frames not yet (fully) sent.
     writer: FrameWriter,
     pub(crate) inflight: VecDeque<Sent>,
@@ -61,7 +65,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(proc: Process<()>, sock: OwnedFd, journal: journal::Reader) -> Worker {
+    pub(crate) fn new(
+        proc: Process<()>,
+        sock: OwnedFd,
+        journal: journal::Reader,
+        spares: Arc<Spares>,
+    ) -> Worker {
         Worker {
             pid: proc.pid(),
             child: Arc::clone(proc.child()),
@@ -69,6 +78,8 @@ impl Worker {
             sock: Arc::new(sock),
             journal,
             reader: wire::reader(),
+            spares,
+            reuse: Vec::new(),
             writer: FrameWriter::default(),
             inflight: VecDeque::new(),
             inflight_tasks: 0,
@@ -218,7 +229,11 @@ impl Worker {
             if self.corrupt.is_some() {
                 break;
             }
-            let frame = match wire::next(reader, self.sock.as_fd(), true, &mut Vec::new()) {
+            // A large answer is read into a kept buffer (see `Spares`).
+            if self.reuse.capacity() == 0 {
+                self.reuse = self.spares.take();
+            }
+            let frame = match wire::next(reader, self.sock.as_fd(), true, &mut self.reuse) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     let kinds = [wire::RESULTS, wire::PARTIAL, wire::FAILED];
@@ -299,7 +314,7 @@ impl Worker {
                     };
                     Ok((v, 1 + H))
                 } else {
-                    Ok((payload[H..].to_vec(), 0))
+                    Ok((self.spares.copy_of(&payload[H..]), 0))
                 }
             }
             wire::RESULTS => {
