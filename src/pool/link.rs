@@ -302,8 +302,15 @@ impl Worker {
         let work = word(4..12);
         let outcome = match kind {
             wire::PARTIAL => {
-                front.answers.extend_from_slice(&payload[H..]);
+                if front.answers.is_empty() {
+                    front.answers = self.spares.copy_of(&payload[H..]);
+                } else {
+                    front.answers.extend_from_slice(&payload[H..]);
+                }
                 front.partial = front.partial.saturating_add(n);
+                if let Answer::Own(v) = frame {
+                    self.spares.put(v);
+                }
                 return Ok(());
             }
             wire::RESULTS if front.answers.is_empty() => {
@@ -320,6 +327,9 @@ impl Worker {
             wire::RESULTS => {
                 let mut all = std::mem::take(&mut front.answers);
                 all.extend_from_slice(&payload[H..]);
+                if let Answer::Own(v) = frame {
+                    self.spares.put(v);
+                }
                 Ok((all, 0))
             }
             wire::FAILED => Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned())),
