@@ -2,6 +2,7 @@
 //! worker ([`Sent`]), answered or failed ([`Done`]).
 
 use super::sink::{Fail, Sink};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// A batch of tasks ready to send: a complete `TASKS` frame.
@@ -152,7 +153,12 @@ impl Done {
 /// into a buffer that the last one's delivery gave back (a fresh buffer of
 /// that size costs a page fault per page, on the parent's critical path).
 #[derive(Debug, Default)]
-pub(crate) struct Spares(Mutex<Vec<Vec<u8>>>);
+pub(crate) struct Spares {
+    kept: Mutex<Vec<Vec<u8>>>,
+    /// How many are kept (a hint read without the lock: most reads of a
+    /// worker's answers find none to take, and skip the lock).
+    count: AtomicUsize,
+}
 
 impl Spares {
     /// Buffers smaller than this are not worth keeping.
@@ -163,12 +169,18 @@ impl Spares {
     const COUNT: usize = 4;
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A kept buffer, empty (no allocation if none is kept).
     pub(crate) fn take(&self) -> Vec<u8> {
-        let mut v = self.lock().pop().unwrap_or_default();
+        if self.count.load(Relaxed) == 0 {
+            return Vec::new();
+        }
+        let mut all = self.lock();
+        let mut v = all.pop().unwrap_or_default();
+        self.count.store(all.len(), Relaxed);
+        drop(all);
         v.clear();
         v
     }
@@ -180,6 +192,7 @@ impl Spares {
             let mut all = self.lock();
             if let Some(i) = all.iter().position(|v| v.capacity() >= bytes.len()) {
                 let mut v = all.swap_remove(i);
+                self.count.store(all.len(), Relaxed);
                 drop(all);
                 v.clear();
                 v.extend_from_slice(bytes);
@@ -195,6 +208,7 @@ impl Spares {
             let mut all = self.lock();
             if all.len() < Self::COUNT {
                 all.push(v);
+                self.count.store(all.len(), Relaxed);
             }
         }
     }
