@@ -181,12 +181,13 @@ fn a_live_child_costs_the_parent_one_descriptor(m: StartMethod) {
     builder(m).start(noop, ()).unwrap().join().unwrap();
     let held = open_fds().saturating_sub(before);
     // With an io_uring, the report sockets of live children are parked in
-    // its fixed-file table: none of them is in the descriptor table.
+    // its fixed-file table once more than a few (16) live: those are not in
+    // the descriptor table.
     #[cfg(feature = "test-hooks")]
     if multiproc::process::__test::parks_report_sockets() {
         assert!(
-            held <= 2,
-            "{held} descriptors held for {N} live children (none expected with io_uring)"
+            held <= 16 + 2,
+            "{held} descriptors held for {N} live children (at most 16 expected with io_uring)"
         );
     }
     // Living children whose handles were dropped: their pidfds, watched by

@@ -529,7 +529,8 @@ impl Registry {
 /// # Parked report sockets
 ///
 /// Where this process can have an `io_uring` (see [`crate::sys::uring`]),
-/// a watched report socket is *parked*: moved out of the descriptor table
+/// and once [`PARK_AFTER`] children are registered, a watched report socket
+/// is *parked*: moved out of the descriptor table
 /// into the ring's table of fixed files, where the ring watches it for the
 /// hang-up and a fork does not copy it. It comes back as an ordinary
 /// descriptor the first time the handle needs it ([`ReportFd::get`]), and
@@ -541,7 +542,15 @@ pub(crate) fn register(child: Arc<ChildShared>, report: OwnedFd, watch: bool) ->
         reg.insert(child, None);
         return ReportFd::held(report);
     }
-    let parked = match reg.ring() {
+    // While few children live, their descriptors cost a fork little, and
+    // parking one (a few system calls at the start, more to take it out at
+    // `join`) would cost more than it saves.
+    let ring = if reg.children.len() >= PARK_AFTER {
+        reg.ring()
+    } else {
+        None
+    };
+    let parked = match ring {
         Some(ring) => ring.park(report, pid as u32),
         None => Err(report),
     };
@@ -566,6 +575,10 @@ pub(crate) fn register(child: Arc<ChildShared>, report: OwnedFd, watch: bool) ->
     reg.insert(child, Some(report.as_fd()));
     ReportFd::held(report)
 }
+
+/// How many children must be registered before the next one's report
+/// socket is parked (see [`register`]).
+const PARK_AFTER: usize = 16;
 
 /// The parent's end of a child's report socket, as the child's handle holds
 /// it: in the descriptor table, or parked in the registry's ring until first

@@ -23,6 +23,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// The most files parked at once (further ones stay in the table).
 const MAX_SLOTS: u32 = 16384;
 
+/// The size of the completion queue.
+const CQ_ENTRIES: u32 = 1024;
+
 /// Marks the completion of a [`Ring::unpark`]'s install (not a watch).
 const TAG_INSTALL: u64 = 1 << 63;
 /// Marks the completion of a watch's cancellation (ignored).
@@ -73,9 +76,10 @@ impl Ring {
             return None;
         }
         // One completion per parked file, one per cancelled watch and per
-        // install: twice the table, so the completion queue rarely overflows
-        // (and an overflow is flushed by the kernel, not lost).
-        let ring = IoUring::builder().setup_cqsize(2 * slots).build(8).ok()?;
+        // install: more than the queue holds are kept by the kernel (none
+        // is lost) and brought back by `drain`. A small queue keeps the
+        // ring's mapping, which each fork copies, small.
+        let ring = IoUring::builder().setup_cqsize(CQ_ENTRIES).build(8).ok()?;
         let mut probe = io_uring::Probe::new();
         ring.submitter().register_probe(&mut probe).ok()?;
         let needed = [
@@ -133,15 +137,21 @@ impl Ring {
 
     /// Submits one entry; `false` if it could not be.
     fn submit(&mut self, entry: &io_uring::squeue::Entry) -> bool {
+        self.submit_all(std::slice::from_ref(entry))
+    }
+
+    /// Submits `entries` together (one system call); `false` if they could
+    /// not all be.
+    fn submit_all(&mut self, entries: &[io_uring::squeue::Entry]) -> bool {
         // SAFETY: the entries used here (poll add and remove, fixed-fd
         // install) point at no memory of ours: nothing must outlive them.
-        if unsafe { self.ring.submission().push(entry) }.is_err() {
-            // The queue is full of entries not submitted yet: submit them.
+        if unsafe { self.ring.submission().push_multiple(entries) }.is_err() {
+            // The queue holds entries not submitted yet: submit them.
             if self.ring.submit().is_err() {
                 return false;
             }
             // SAFETY: as above.
-            if unsafe { self.ring.submission().push(entry) }.is_err() {
+            if unsafe { self.ring.submission().push_multiple(entries) }.is_err() {
                 return false;
             }
         }
@@ -185,7 +195,11 @@ impl Ring {
         let install = opcode::FixedFdInstall::new(types::Fixed(slot), 0)
             .build()
             .user_data(TAG_INSTALL | u64::from(slot));
-        if !self.submit(&install) {
+        let remove = opcode::PollRemove::new(watch_data(key, slot))
+            .build()
+            .user_data(TAG_CANCEL);
+        // Taken out and no longer watched, in one system call.
+        if !self.submit_all(&[install, remove]) {
             return Err(std::io::Error::other("io_uring: cannot submit an install"));
         }
         // The install runs inline at submission: its completion is there now
@@ -213,7 +227,7 @@ impl Ring {
         };
         // SAFETY: the kernel installed `fd` for us just now; nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        self.discard(slot, key);
+        self.clear_slot(slot);
         Ok(fd)
     }
 
