@@ -3,7 +3,7 @@
 //! and, when it dies, recovering every answer it completed (see
 //! [`journal`](super::journal)).
 
-use super::batch::push_failure;
+use super::batch::{push_failure, Spares};
 pub(crate) use super::batch::{Batch, Done, Sent};
 use super::journal::{self, before};
 use super::sink::Fail;
@@ -32,6 +32,10 @@ pub(crate) struct Worker {
     journal: journal::Reader,
     /// The worker's answers (its position counts the bytes received).
     reader: FrameReader,
+    /// Buffers for large answers, given back once delivered.
+    spares: Arc<Spares>,
+    /// The buffer the next large answer is read into.
+    reuse: Vec<u8>,
     /// Frames not yet (fully) sent.
     writer: FrameWriter,
     pub(crate) inflight: VecDeque<Sent>,
@@ -61,7 +65,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(proc: Process<()>, sock: OwnedFd, journal: journal::Reader) -> Worker {
+    pub(crate) fn new(
+        proc: Process<()>,
+        sock: OwnedFd,
+        journal: journal::Reader,
+        spares: Arc<Spares>,
+    ) -> Worker {
         Worker {
             pid: proc.pid(),
             child: Arc::clone(proc.child()),
@@ -69,6 +78,8 @@ impl Worker {
             sock: Arc::new(sock),
             journal,
             reader: wire::reader(),
+            spares,
+            reuse: Vec::new(),
             writer: FrameWriter::default(),
             inflight: VecDeque::new(),
             inflight_tasks: 0,
@@ -218,7 +229,11 @@ impl Worker {
             if self.corrupt.is_some() {
                 break;
             }
-            let frame = match wire::next(reader, self.sock.as_fd(), true, &mut Vec::new()) {
+            // A large answer is read into a kept buffer (see `Spares`).
+            if self.reuse.capacity() == 0 {
+                self.reuse = self.spares.take();
+            }
+            let frame = match wire::next(reader, self.sock.as_fd(), true, &mut self.reuse) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     let kinds = [wire::RESULTS, wire::PARTIAL, wire::FAILED];
@@ -287,8 +302,15 @@ impl Worker {
         let work = word(4..12);
         let outcome = match kind {
             wire::PARTIAL => {
-                front.answers.extend_from_slice(&payload[H..]);
+                if front.answers.is_empty() {
+                    front.answers = self.spares.copy_of(&payload[H..]);
+                } else {
+                    front.answers.extend_from_slice(&payload[H..]);
+                }
                 front.partial = front.partial.saturating_add(n);
+                if let Answer::Own(v) = frame {
+                    self.spares.put(v);
+                }
                 return Ok(());
             }
             wire::RESULTS if front.answers.is_empty() => {
@@ -299,12 +321,15 @@ impl Worker {
                     };
                     Ok((v, 1 + H))
                 } else {
-                    Ok((payload[H..].to_vec(), 0))
+                    Ok((self.spares.copy_of(&payload[H..]), 0))
                 }
             }
             wire::RESULTS => {
                 let mut all = std::mem::take(&mut front.answers);
                 all.extend_from_slice(&payload[H..]);
+                if let Answer::Own(v) = frame {
+                    self.spares.put(v);
+                }
                 Ok((all, 0))
             }
             wire::FAILED => Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned())),

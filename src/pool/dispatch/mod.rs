@@ -32,6 +32,7 @@ mod poll;
 mod supervise;
 mod window;
 
+use super::batch::Spares;
 pub(crate) use super::link::Batch;
 use super::link::{Done, Worker};
 use super::sink::Fail;
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     kick: OwnedFd,
     fg_waiters: AtomicUsize,
     outstanding: AtomicUsize,
+    /// Answer buffers given back by delivered batches, for the next ones.
+    pub(super) spares: Arc<Spares>,
     shutdown: AtomicBool,
     started: AtomicUsize,
     pub(crate) config: Config,
@@ -132,6 +135,7 @@ impl Shared {
             kick,
             fg_waiters: AtomicUsize::new(0),
             outstanding: AtomicUsize::new(0),
+            spares: Arc::default(),
             shutdown: AtomicBool::new(false),
             started: AtomicUsize::new(0),
             config,
@@ -203,7 +207,7 @@ impl Shared {
         }
         let n = done.len();
         for d in done {
-            d.deliver();
+            self.spares.put(d.deliver());
         }
         self.outstanding.fetch_sub(n, SeqCst);
         self.notify_done();
