@@ -24,6 +24,12 @@
 //! (the [`sentinel`](super::Process::sentinel), a `join`, a dropped handle,
 //! or a child whose report socket closed before it could be reaped). A
 //! forkserver child keeps its pidfd and status socket from the start.
+//!
+//! Where the process can have an `io_uring`, even that descriptor leaves the
+//! table once more than a few children live: the report socket is parked in
+//! the ring's fixed-file table (which a fork does not copy) and watched
+//! there, until the handle first reads it (see [`register`]). Each `start`
+//! then also drains the ring's completions, which costs no system call.
 #![allow(unsafe_code)]
 
 use crate::sys::uring::{self, Ring};
