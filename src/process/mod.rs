@@ -17,6 +17,7 @@
 #![allow(unsafe_code)]
 
 mod bootstrap;
+mod child;
 pub(crate) mod fnref;
 mod fork;
 mod forkserver;
@@ -35,8 +36,8 @@ pub use target::TaskFn;
 use crate::error::{BootstrapError, CodecError, Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
+pub(crate) use child::ChildShared;
 use fnref::FnDesc;
-pub(crate) use registry::ChildShared;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
