@@ -1,0 +1,213 @@
+//! Managed queues through shared memory: a proxy connected over a Unix
+//! socket maps the queue and puts and gets there, one through the server
+//! (as over TCP) works on the same queue, children attach again under every
+//! start method, and a proxy whose server is gone does not wait forever.
+
+multiproc::test_support!();
+
+use multiproc::connection::Address;
+use multiproc::manager::{JoinableQueueProxy, Manager, QueueProxy};
+use multiproc::{Error, StartMethod};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[macro_use]
+mod common;
+
+start_methods! {
+    a_child_s_proxy_gets_what_the_parent_put,
+}
+
+#[test]
+fn a_local_and_a_server_side_proxy_share_one_queue_in_order() {
+    let m = Manager::start().unwrap();
+    let local: QueueProxy<u64> = m.queue().unwrap();
+    let remote = local.clone();
+    assert!(remote.__through_server());
+    // Puts from both, one after the other: one order.
+    for i in 0..300 {
+        if i % 3 == 0 {
+            remote.put(i).unwrap();
+            remote.flush().unwrap(); // a pipelined put is in once flushed
+        } else {
+            local.put(i).unwrap();
+        }
+    }
+    assert!(local.__shares_memory());
+    assert!(!remote.__shares_memory());
+    assert_eq!(local.qsize().unwrap(), 300);
+    assert_eq!(remote.qsize().unwrap(), 300);
+    // Gets from both, in that order.
+    let mut got = Vec::new();
+    for i in 0..300 {
+        let h = if i % 2 == 0 { &local } else { &remote };
+        got.push(h.get().unwrap());
+    }
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+    assert!(local.empty().unwrap() && remote.empty().unwrap());
+    assert!(matches!(remote.try_get(), Err(Error::Empty)));
+    assert!(matches!(local.try_get(), Err(Error::Empty)));
+    // get_many through either sees the other's items.
+    for i in 0..10 {
+        local.put(i).unwrap();
+    }
+    assert_eq!(remote.get_many(4).unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(local.get_many(100).unwrap(), (4..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_blocked_get_on_either_side_is_woken_by_a_put_on_the_other() {
+    let m = Manager::start().unwrap();
+    let local: QueueProxy<String> = m.queue().unwrap();
+    let remote = local.clone();
+    assert!(remote.__through_server());
+    // Waiting in the server, woken by a put into shared memory.
+    let waiter = remote.clone();
+    assert!(waiter.__through_server());
+    let t = std::thread::spawn(move || waiter.get_timeout(LONG));
+    std::thread::sleep(Duration::from_millis(50));
+    local.put("to the server side".into()).unwrap();
+    assert_eq!(t.join().unwrap().unwrap(), "to the server side");
+    // Waiting on shared memory, woken by a put through the server.
+    let waiter = local.clone();
+    let t = std::thread::spawn(move || {
+        let got = waiter.get_timeout(LONG);
+        (got, waiter.__shares_memory())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    remote.put("to shared memory".into()).unwrap();
+    remote.flush().unwrap();
+    let (got, shared) = t.join().unwrap();
+    assert_eq!(got.unwrap(), "to shared memory");
+    assert!(shared);
+}
+
+#[test]
+fn bounds_and_task_counts_are_shared_by_both_kinds_of_proxy() {
+    let m = Manager::start().unwrap();
+    let local = m.queue_with_maxsize::<u32>(2).unwrap();
+    let remote = local.clone();
+    assert!(remote.__through_server());
+    local.put(1).unwrap();
+    remote.put(2).unwrap();
+    assert!(local.full().unwrap() && remote.full().unwrap());
+    assert!(matches!(remote.try_put(3), Err(Error::Full)));
+    assert!(matches!(
+        local.put_timeout(3, Duration::from_millis(20)),
+        Err(Error::Full)
+    ));
+    assert_eq!(remote.get().unwrap(), 1);
+    local.try_put(3).unwrap();
+    assert_eq!(local.get().unwrap(), 2);
+    assert_eq!(remote.get().unwrap(), 3);
+
+    let jl: JoinableQueueProxy<u32> = m.joinable_queue().unwrap();
+    let jr = jl.clone();
+    assert!(jr.__through_server());
+    jl.put(1).unwrap();
+    jr.put(2).unwrap();
+    jr.flush().unwrap();
+    assert!(matches!(
+        jl.join_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(jr.get().unwrap(), 1);
+    jr.task_done().unwrap();
+    assert!(matches!(
+        jr.join_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(jl.get().unwrap(), 2);
+    jl.task_done().unwrap();
+    jl.join().unwrap();
+    jr.join().unwrap();
+    assert!(matches!(jl.task_done(), Err(Error::TaskDoneTooOften)));
+    assert!(matches!(jr.task_done(), Err(Error::TaskDoneTooOften)));
+}
+
+#[test]
+fn proxies_inside_items_stay_alive_while_queued() {
+    let m = Manager::start().unwrap();
+    let q: QueueProxy<multiproc::manager::DictProxy<u8, u8>> = m.queue().unwrap();
+    let baseline = m.number_of_objects().unwrap();
+    {
+        let d = m.dict::<u8, u8>().unwrap();
+        d.insert(1, 2).unwrap();
+        q.put(d).unwrap();
+    } // the only proxy is gone: the queued item keeps the dict
+    assert_eq!(m.number_of_objects().unwrap(), baseline + 1);
+    let d = q.get().unwrap();
+    assert!(q.__shares_memory());
+    assert_eq!(d.get(&1).unwrap(), Some(2));
+    drop(d);
+    let end = std::time::Instant::now() + LONG;
+    while m.number_of_objects().unwrap() != baseline {
+        assert!(std::time::Instant::now() < end, "the dict was not freed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn over_tcp_every_call_goes_through_the_server() {
+    let m = Manager::builder()
+        .address(Address::tcp("127.0.0.1:0").unwrap())
+        .start()
+        .unwrap();
+    let q: QueueProxy<u32> = m.queue().unwrap();
+    q.put(7).unwrap();
+    assert_eq!(q.get().unwrap(), 7);
+    assert!(!q.__shares_memory());
+}
+
+#[test]
+fn a_wait_on_shared_memory_ends_once_the_server_is_gone() {
+    let m = Manager::start().unwrap();
+    let q: QueueProxy<u32> = m.queue().unwrap();
+    q.put(1).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    assert!(q.__shares_memory());
+    let blocked = q.clone();
+    let t = std::thread::spawn(move || blocked.get());
+    std::thread::sleep(Duration::from_millis(50));
+    m.shutdown().unwrap();
+    assert!(matches!(t.join().unwrap(), Err(Error::Closed)));
+    assert!(matches!(q.get_timeout(LONG), Err(Error::Closed)));
+}
+
+fn take_all(q: QueueProxy<String>, jq: JoinableQueueProxy<u32>, n: usize) -> (Vec<String>, bool) {
+    let got = (0..n).map(|_| q.get_timeout(LONG).unwrap()).collect();
+    for _ in 0..n {
+        jq.get_timeout(LONG).unwrap();
+        jq.task_done().unwrap();
+    }
+    (got, q.__shares_memory() && jq.__shares_memory())
+}
+
+fn a_child_s_proxy_gets_what_the_parent_put(m: StartMethod) {
+    let manager = Manager::start().unwrap();
+    let q: QueueProxy<String> = manager.queue().unwrap();
+    let jq: JoinableQueueProxy<u32> = manager.joinable_queue().unwrap();
+    // Half before the child starts (this proxy has mapped the queue), half
+    // while it waits for them.
+    for i in 0..50 {
+        q.put(format!("item {i}")).unwrap();
+        jq.put(i).unwrap();
+    }
+    assert!(q.__shares_memory());
+    let mut p = common::builder(m)
+        .start(take_all, (q.clone(), jq.clone(), 100))
+        .unwrap();
+    for i in 50..100 {
+        q.put(format!("item {i}")).unwrap();
+        jq.put(i).unwrap();
+    }
+    jq.join().unwrap(); // the child marked every task done
+    let (got, shared) = p.join().unwrap();
+    assert_eq!(
+        got,
+        (0..100).map(|i| format!("item {i}")).collect::<Vec<_>>()
+    );
+    assert!(shared, "the child's proxies did not map the queue");
+    assert!(q.empty().unwrap());
+}
