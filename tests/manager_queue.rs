@@ -211,3 +211,129 @@ fn a_child_s_proxy_gets_what_the_parent_put(m: StartMethod) {
     assert!(shared, "the child's proxies did not map the queue");
     assert!(q.empty().unwrap());
 }
+
+// ------------------------------------------------------------ a lying server
+
+/// What a proxy's first queue call is answered with by [`lying_server`].
+#[derive(Clone, Copy, Debug)]
+enum Lie {
+    /// A pipe where a queue's memfd or eventfd belongs.
+    PipeDescriptor,
+    /// Two descriptors announced, none sent.
+    MissingDescriptors,
+    /// Garbage as the queue's description, with a real (unsealed) memfd.
+    BadDescription,
+}
+
+/// The answer header as the server encodes it (mirrored to fake a server).
+#[derive(serde::Serialize)]
+#[allow(dead_code)]
+enum Rep {
+    Ok(serde_bytes::ByteBuf, Vec<u64>),
+    MethodError(serde_bytes::ByteBuf),
+    Remote(String),
+}
+
+fn ok_reply<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let v = serde_bytes::ByteBuf::from(postcard::to_stdvec(v).unwrap());
+    postcard::to_stdvec(&Rep::Ok(v, vec![])).unwrap()
+}
+
+/// Sends `payload` as one frame with `fd` attached, as the server does.
+fn send_with_fd(
+    conn: &multiproc::connection::Connection,
+    payload: &[u8],
+    fd: std::os::fd::BorrowedFd<'_>,
+) {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::os::fd::AsFd;
+    let mut bytes = (payload.len() as i32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(payload);
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+    let sent = sendmsg(
+        conn.as_fd(),
+        &[std::io::IoSlice::new(&bytes)],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .unwrap();
+    assert_eq!(sent, bytes.len());
+}
+
+/// A fake manager server: answers the control connection's and the queue
+/// proxy's requests, lying about the queue's shared memory as `lie` says;
+/// every other call is answered `Ok(true)` (what a put answers). Returns
+/// the methods it was asked for.
+fn lying_server(listener: multiproc::connection::Listener, lie: Lie) -> Vec<String> {
+    const FD_FRAME: &[u8] = b"\xffmultiproc-manager-fd";
+    let _control = listener.accept().unwrap();
+    let conn = listener.accept().unwrap();
+    let mut methods = Vec::new();
+    while let Ok(req) = conn.recv_bytes() {
+        // Create (tag 0): answer with object id 1.
+        if req[0] == 0 {
+            conn.send_bytes(&ok_reply(&1u64)).unwrap();
+            continue;
+        }
+        // Call (tag 2): id, method, refs, args.
+        let (_, rest): (u64, &[u8]) = postcard::take_from_bytes(&req[1..]).unwrap();
+        let (method, _): (String, &[u8]) = postcard::take_from_bytes(rest).unwrap();
+        methods.push(method.clone());
+        if method != "share" {
+            conn.send_bytes(&ok_reply(&true)).unwrap();
+            continue;
+        }
+        match lie {
+            Lie::PipeDescriptor => {
+                let (r, w) = rustix::pipe::pipe().unwrap();
+                send_with_fd(&conn, FD_FRAME, std::os::fd::AsFd::as_fd(&r));
+                send_with_fd(&conn, FD_FRAME, std::os::fd::AsFd::as_fd(&w));
+                let desc = serde_bytes::ByteBuf::from(vec![0u8, 0, 1, 1]);
+                conn.send_bytes(&ok_reply(&(desc, 2u32))).unwrap();
+            }
+            Lie::MissingDescriptors => {
+                let desc = serde_bytes::ByteBuf::from(vec![0u8, 0, 1, 1]);
+                conn.send_bytes(&ok_reply(&(desc, 2u32))).unwrap();
+            }
+            Lie::BadDescription => {
+                let m =
+                    rustix::fs::memfd_create("lie", rustix::fs::MemfdFlags::ALLOW_SEALING).unwrap();
+                rustix::fs::ftruncate(&m, 4096).unwrap();
+                rustix::fs::fcntl_add_seals(&m, rustix::fs::SealFlags::SHRINK).unwrap();
+                send_with_fd(&conn, FD_FRAME, std::os::fd::AsFd::as_fd(&m));
+                // Slot 0 as the region, 4096 bytes of it, then slot 7 (not
+                // received) as the doorbell.
+                let desc = serde_bytes::ByteBuf::from(
+                    postcard::to_stdvec(&(0u32, 4096u64, 7u32)).unwrap(),
+                );
+                conn.send_bytes(&ok_reply(&(desc, 1u32))).unwrap();
+            }
+        }
+    }
+    methods
+}
+
+#[test]
+fn a_server_that_lies_about_the_queue_s_memory_is_refused_and_called_instead() {
+    for lie in [
+        Lie::PipeDescriptor,
+        Lie::MissingDescriptors,
+        Lie::BadDescription,
+    ] {
+        let address =
+            Address::abstract_name(format!("multiproc-lying-{}-{lie:?}", std::process::id()));
+        let listener = multiproc::connection::Listener::bind(&address, Some(b"key")).unwrap();
+        let server = std::thread::spawn(move || lying_server(listener, lie));
+        let m = Manager::connect(&address, b"key").unwrap();
+        let q: QueueProxy<u32> = m.queue().unwrap();
+        q.put(1).unwrap(); // asks for the memory, is refused, calls the server
+        assert!(!q.__shares_memory(), "{lie:?}");
+        drop(q);
+        drop(m);
+        let methods = server.join().unwrap();
+        assert_eq!(methods, ["share", "put"], "{lie:?}");
+    }
+}
