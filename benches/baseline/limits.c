@@ -8,7 +8,8 @@
  *
  *   cc -O2 -o limits limits.c -lpthread -lrt
  *   cc -O2 -static -o exit0 exit0.c      (exec'd by the start section)
- *   ./limits [--reps 5] [--scale 1.0] [--only start,pipe] [--exit0 ./exit0] [--out FILE]
+ *   ./limits [--reps 5] [--scale 1.0] [--only start,pipe] [--exit0 ./exit0]
+ *            [--self PROGRAM] [--out FILE]
  *
  * Output: one JSON object {"meta": {...}, "results": {name: {...}}} on
  * stdout and in --out; each figure is the median of --reps timed runs after
@@ -41,6 +42,10 @@ extern char **environ;
 static int reps = 5;
 static double scale = 1.0;
 static const char *exit0_path = "./exit0";
+/* With --self: a program (the benchmark harness itself) that returns from
+ * main at once when MULTIPROC_BENCH_EXIT_AT_ONCE is set: the cost of
+ * starting that very program, the floor of any start method that execs it. */
+static const char *self_path = NULL;
 
 static double seconds(void) {
     struct timespec t;
@@ -153,6 +158,25 @@ static double fork_exec(long n, const void *cfg) {
         wait_ok(pid);
     }
     return (seconds() - t0) / (double)n * 1e6;
+}
+
+/* us per fork(); execve(self, MULTIPROC_BENCH_EXIT_AT_ONCE=1); waitpid() */
+static double fork_exec_self(long n, const void *cfg) {
+    (void)cfg;
+    char *argv[] = {(char *)self_path, NULL};
+    if (setenv("MULTIPROC_BENCH_EXIT_AT_ONCE", "1", 1)) fail("setenv");
+    double t0 = seconds();
+    for (long i = 0; i < n; i++) {
+        pid_t pid = fork_or_die();
+        if (pid == 0) {
+            execve(self_path, argv, environ);
+            _exit(127);
+        }
+        wait_ok(pid);
+    }
+    double r = (seconds() - t0) / (double)n * 1e6;
+    unsetenv("MULTIPROC_BENCH_EXIT_AT_ONCE");
+    return r;
 }
 
 /* us per posix_spawn(exit0); waitpid() */
@@ -862,6 +886,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--scale")) scale = atof(v);
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--exit0")) exit0_path = v;
+        else if (!strcmp(a, "--self")) self_path = v;
         else if (!strcmp(a, "--only")) {
             if (choose(v)) return 2;
             any = 1;
@@ -904,6 +929,11 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr, "  (no %s: fork+exec figures left out)\n", exit0_path);
         }
+        if (self_path && access(self_path, X_OK) == 0)
+            record("fork_exec_self_waitpid_us", "us/process",
+                   "fork(); execve(the benchmark program, which returns from main at once); "
+                   "waitpid()",
+                   fork_exec_self, scaled(300), NULL);
     }
     if (wanted("pipe")) {
         static const int two_pipes = 0, socket = 1;
@@ -977,7 +1007,7 @@ int main(int argc, char **argv) {
 
 usage:
     fprintf(stderr,
-            "usage: %s [--reps N] [--scale X] [--only SECTION,...] [--exit0 PATH] [--out FILE]\n"
+            "usage: %s [--reps N] [--scale X] [--only SECTION,...] [--exit0 PATH] [--self PATH] [--out FILE]\n"
             "sections: interp start pipe queue pool manager lock shm\n",
             argv[0]);
     return 2;

@@ -142,6 +142,13 @@ impl Baselines {
             .args(["--scale", &scale.to_string()])
             .arg("--exit0")
             .arg(&exit0)
+            .args(
+                std::env::current_exe()
+                    .ok()
+                    .map(|me| ["--self".into(), me.into_os_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--out")
             .arg(&out)
             .stdout(Stdio::null())

@@ -244,6 +244,11 @@ fn convert(value: f64, from_unit: &str, fig: &Figure) -> f64 {
 }
 
 fn main() {
+    // The C floor execs this program so to time what starting it costs
+    // (`fork_exec_self_waitpid_us`, the floor of the spawn start method).
+    if std::env::var_os("MULTIPROC_BENCH_EXIT_AT_ONCE").is_some() {
+        return;
+    }
     multiproc::init();
     let o = parse_args();
     let sections: Vec<&str> = SECTIONS

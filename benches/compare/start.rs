@@ -104,10 +104,26 @@ pub fn run(b: &mut Bench) {
         "fork_exec_static_waitpid_us",
         || start_join(StartMethod::Spawn, n_spawn),
     );
+    // Spawn execs this program: the floor that counts its own start-up
+    // (dynamic loading, the Rust runtime) is starting it and nothing else.
+    b.record_paired(
+        "process_start_join_spawn_vs_self_ms",
+        Unit::Ms("ms/process"),
+        "process_start_join_spawn_ms",
+        "fork_exec_self_waitpid_us",
+        || start_join(StartMethod::Spawn, n_spawn),
+    );
     b.record_vs_floor(
         "process_start_join_spawn_1gib_parent_ms",
         Unit::Ms("ms/process"),
         "posix_spawn_static_1gib_parent_us",
+        || start_join_big_parent(StartMethod::Spawn, n_spawn, 1024),
+    );
+    b.record_paired(
+        "process_start_join_spawn_1gib_parent_vs_self_ms",
+        Unit::Ms("ms/process"),
+        "process_start_join_spawn_1gib_parent_ms",
+        "fork_exec_self_waitpid_us",
         || start_join_big_parent(StartMethod::Spawn, n_spawn, 1024),
     );
     b.record(

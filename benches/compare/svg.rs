@@ -29,6 +29,10 @@ pub fn label(name: &str) -> String {
         ("process_start_join_forkserver_ms", "start+join, forkserver"),
         ("process_start_join_spawn_ms", "start+join, spawn"),
         (
+            "process_start_join_spawn_vs_self_ms",
+            "same, floor: exec of this program",
+        ),
+        (
             "process_start32_join_all_spawn_ms",
             "32 started then joined, spawn",
         ),
@@ -104,6 +108,10 @@ pub fn label(name: &str) -> String {
         (
             "process_start_join_spawn_1gib_parent_ms",
             "start+join, spawn, parent holding 1 GiB",
+        ),
+        (
+            "process_start_join_spawn_1gib_parent_vs_self_ms",
+            "same, floor: exec of this program",
         ),
         (
             "process_start32_join_all_forkserver_ms",
