@@ -175,6 +175,25 @@ fn a_wait_on_shared_memory_ends_once_the_server_is_gone() {
     assert!(matches!(q.get_timeout(LONG), Err(Error::Closed)));
 }
 
+#[test]
+fn a_wait_on_shared_memory_ends_once_the_server_is_killed() {
+    let m = Manager::start().unwrap();
+    let jq: JoinableQueueProxy<u32> = m.joinable_queue().unwrap();
+    jq.put(1).unwrap();
+    assert!(jq.__shares_memory());
+    let blocked = jq.clone();
+    let t = std::thread::spawn(move || (blocked.get().unwrap(), blocked.get()));
+    let joiner = jq.clone();
+    let j = std::thread::spawn(move || joiner.join());
+    std::thread::sleep(Duration::from_millis(50));
+    let pid = rustix::process::Pid::from_raw(m.pid().unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let (first, second) = t.join().unwrap();
+    assert_eq!(first, 1); // an item already there is still taken
+    assert!(matches!(second, Err(Error::Closed)));
+    assert!(matches!(j.join().unwrap(), Err(Error::Closed)));
+}
+
 fn take_all(q: QueueProxy<String>, jq: JoinableQueueProxy<u32>, n: usize) -> (Vec<String>, bool) {
     let got = (0..n).map(|_| q.get_timeout(LONG).unwrap()).collect();
     for _ in 0..n {

@@ -29,7 +29,11 @@
 //! - Everything the server sends for `share` is checked: the number and
 //!   kind of descriptors (a sealed memfd, a non-blocking eventfd), the
 //!   queue's header; a server that lies gets an error (and the proxy calls
-//!   the server instead), never undefined behaviour.
+//!   the server instead), never undefined behaviour. Once mapped, the
+//!   memory is read as the crate's queues read any peer's: copied out with
+//!   atomic loads, every length checked. (What a hostile server can still
+//!   do is what any holder of a queue can: take or garble items, or keep a
+//!   waiter waiting while it lives.)
 
 use super::{args, builtin_proxy, decode_raw, err, ok, unknown, value_of, Wait};
 use crate::error::{Error, Result};
