@@ -149,6 +149,20 @@ fn proxies_inside_items_stay_alive_while_queued() {
 }
 
 #[test]
+fn a_queue_proxy_stored_in_a_managed_dict_maps_the_queue_when_used() {
+    let m = Manager::start().unwrap();
+    let q: QueueProxy<u32> = m.queue().unwrap();
+    let d = m.dict::<String, QueueProxy<u32>>().unwrap();
+    d.insert("jobs".into(), q.clone()).unwrap();
+    q.put(5).unwrap();
+    let back = d.get(&"jobs".to_string()).unwrap().unwrap();
+    assert_eq!(back.get().unwrap(), 5);
+    assert!(back.__shares_memory());
+    back.put(6).unwrap();
+    assert_eq!(q.get().unwrap(), 6);
+}
+
+#[test]
 fn over_tcp_every_call_goes_through_the_server() {
     let m = Manager::builder()
         .address(Address::tcp("127.0.0.1:0").unwrap())
