@@ -302,8 +302,17 @@ fn send_with_fd(
 /// the methods it was asked for.
 fn lying_server(listener: multiproc::connection::Listener, lie: Lie) -> Vec<String> {
     const FD_FRAME: &[u8] = b"\xffmultiproc-manager-fd";
-    let _control = listener.accept().unwrap();
-    let conn = listener.accept().unwrap();
+    // The manager's control connection and the queue proxy's, in the order
+    // their handshakes finish: the proxy's is the one that speaks.
+    let (a, b) = (listener.accept().unwrap(), listener.accept().unwrap());
+    let conn = loop {
+        if a.poll(Some(Duration::from_millis(10))).unwrap() {
+            break a;
+        }
+        if b.poll(Some(Duration::from_millis(10))).unwrap() {
+            break b;
+        }
+    };
     let mut methods = Vec::new();
     while let Ok(req) = conn.recv_bytes() {
         // Create (tag 0): answer with object id 1.
