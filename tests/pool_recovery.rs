@@ -23,6 +23,7 @@ start_methods! {
     map_fails_only_for_the_task_that_killed_its_worker,
     maxtasksperchild_replaces_at_once_and_leaves_no_zombie,
     an_idle_worker_takes_over_work_queued_behind_another,
+    large_byte_tasks_survive_their_workers_death,
 }
 
 const LONG: Duration = Duration::from_secs(120);
@@ -349,5 +350,71 @@ fn an_idle_worker_takes_over_work_queued_behind_another(m: StartMethod) {
         later <= 3,
         "a worker idled while {later} tasks were queued behind the other (split {first}/{other})"
     );
+    let _ = std::fs::remove_file(&log);
+}
+
+/// A byte task: `[log path length (u16 LE)][log path][task number (u64
+/// LE)][abort flag][payload]`.
+fn byte_task(log: &str, i: u64, abort: bool, len: usize) -> Vec<u8> {
+    let mut v = (log.len() as u16).to_le_bytes().to_vec();
+    v.extend_from_slice(log.as_bytes());
+    v.extend_from_slice(&i.to_le_bytes());
+    v.push(u8::from(abort));
+    v.extend((0..len).map(|k| (k as u64 * 7 + i) as u8));
+    v
+}
+
+fn checksum(v: &[u8]) -> u64 {
+    v.iter().enumerate().fold(0u64, |a, (k, b)| {
+        a.wrapping_mul(31).wrapping_add(u64::from(*b) ^ k as u64)
+    })
+}
+
+/// Logs `i length checksum` of its payload, then returns the length or, if
+/// flagged, aborts its worker.
+fn log_bytes_or_abort(v: Vec<u8>) -> usize {
+    let n = u16::from_le_bytes([v[0], v[1]]) as usize;
+    let log = std::str::from_utf8(&v[2..2 + n]).expect("path");
+    let i = u64::from_le_bytes(v[2 + n..10 + n].try_into().expect("8 bytes"));
+    append(log, &format!("{i} {} {}\n", v.len(), checksum(&v)));
+    if v[10 + n] == 1 {
+        std::process::abort();
+    }
+    v.len()
+}
+
+/// Large `Vec<u8>` tasks travel uncopied after their frame (as its tail):
+/// when a worker dies, the rest of a chunk whose earlier task killed it
+/// (resumed from the middle of a frame with a tail), and the batches it
+/// held but had not started, run elsewhere with their bytes intact, once.
+fn large_byte_tasks_survive_their_workers_death(m: StartMethod) {
+    let pool = pool(m, 2).unwrap();
+    let log = temp_log("bytes");
+    // Chunks of 3: two small tasks, then a large one (the frame's tail);
+    // the second task of chunks 0 and 2 aborts its worker.
+    let items: Vec<Vec<u8>> = (0..18u64)
+        .map(|i| {
+            let large = i % 3 == 2;
+            let len = if large { 300_000 + i as usize } else { 1000 };
+            byte_task(&log, i, i % 3 == 1 && (i / 3) % 2 == 0, len)
+        })
+        .collect();
+    let r = pool.map_chunked(log_bytes_or_abort, items.clone(), 3);
+    assert!(matches!(r, Err(Error::WorkerDied { .. })), "{r:?}");
+    // Once every task has run, each ran once, with the bytes it was given.
+    pool.close().unwrap();
+    pool.join().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut seen = vec![0; items.len()];
+    for line in text.lines() {
+        let f: Vec<u64> = line
+            .split(' ')
+            .map(|x| x.parse().expect("number"))
+            .collect();
+        let v = &items[f[0] as usize];
+        assert_eq!((f[1], f[2]), (v.len() as u64, checksum(v)), "task {}", f[0]);
+        seen[f[0] as usize] += 1;
+    }
+    assert_eq!(seen, vec![1; items.len()]);
     let _ = std::fs::remove_file(&log);
 }

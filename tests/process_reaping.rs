@@ -18,6 +18,13 @@ use common::{builder, partner, scaled};
 start_methods! {
     no_zombies_and_no_descriptor_leaks,
     dropped_handle_is_reaped_without_further_calls,
+    a_live_child_costs_the_parent_one_descriptor(
+        forkserver: ignore = "a forkserver child holds its report and status sockets and its pidfd"
+    ),
+    a_child_that_closes_its_report_socket_early_is_still_reaped(
+        forkserver: ignore = "watched through the fork server's status socket, not the report socket"
+    ),
+    a_child_whose_grandchild_keeps_its_report_socket_is_reaped_by_active_children,
 }
 
 fn open_fds() -> usize {
@@ -85,7 +92,7 @@ fn no_zombies_and_no_descriptor_leaks(m: StartMethod) {
             p.join().unwrap();
         }
     }
-    // The reaper thread briefly holds duplicates of orphans' pidfds, so the
+    // Orphans' pidfds close as the reaper thread lets go of them, so the
     // count settles rather than being exact at every instant; a leak would
     // add descriptors per child, thousands here.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -119,4 +126,125 @@ fn dropped_handle_is_reaped_without_further_calls(m: StartMethod) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+fn hold(gate: multiproc::Event) {
+    gate.wait();
+}
+
+/// Every descriptor the parent holds is copied into each forked child (and
+/// closed there), so a start costs more with each one held per living
+/// child: while its handle lives, a fork or spawn child costs the parent its
+/// report socket and nothing else (the pidfd comes only when needed).
+fn a_live_child_costs_the_parent_one_descriptor(m: StartMethod) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Warm up (the registry's epoll set, the event's own descriptors).
+    builder(m).start(noop, ()).unwrap().join().unwrap();
+    let gate = multiproc::Event::new().unwrap();
+    let before = open_fds();
+    const N: usize = 100;
+    let live: Vec<Process<()>> = (0..N)
+        .map(|_| builder(m).start(hold, (gate.clone(),)).unwrap())
+        .collect();
+    // Starting more children while these live also reaps (nothing): no
+    // descriptor is opened for a child that has not ended.
+    builder(m).start(noop, ()).unwrap().join().unwrap();
+    let held = open_fds().saturating_sub(before);
+    // Living children whose handles were dropped: their pidfds, watched by
+    // the reaper thread and the registry, and nothing more (the reaper
+    // thread's wake-up pipe once). Given a moment to reach the reaper.
+    for _ in 0..N {
+        drop(builder(m).start(hold, (gate.clone(),)).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let held_with_orphans = open_fds().saturating_sub(before);
+    gate.set();
+    for mut p in live {
+        p.join().unwrap();
+    }
+    assert!(
+        held <= N + 2,
+        "{held} descriptors held for {N} live children (at most one each expected)"
+    );
+    assert!(
+        held_with_orphans <= 2 * N + 4,
+        "{held_with_orphans} descriptors held for {N} live children and {N} orphans \
+         (at most one each expected)"
+    );
+}
+
+/// Closes every descriptor from 3 up (the report socket among them), then
+/// lives on a while and exits without a report.
+fn close_all_then_linger(ms: u64) {
+    // SAFETY: plain syscalls; nothing in this process uses a descriptor
+    // from 3 up afterwards (it exits without returning to the library).
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::usleep((ms * 1000) as libc::c_uint);
+        libc::_exit(7);
+    }
+}
+
+/// Is `pid` still in the process table (running or a zombie)?
+fn exists(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The registry watches a child's report socket for the hang-up its exit
+/// causes; a child that closes the socket and runs on is then watched
+/// through its pidfd, and reaped when it ends by a later `start`, its
+/// handle still alive and never asked.
+fn a_child_that_closes_its_report_socket_early_is_still_reaped(m: StartMethod) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let p = builder(m).start(close_all_then_linger, (300,)).unwrap();
+    let pid = p.pid();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Starts (which reap what has ended) while the child lingers without
+    // its report socket, and after it has exited.
+    while exists(pid) {
+        assert!(Instant::now() < deadline, "child {pid} never reaped");
+        builder(m).start(noop, ()).unwrap().join().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.exitcode(), Some(7));
+}
+
+/// Forks a grandchild (with `fork` itself, so it keeps every descriptor,
+/// the report socket among them) that outlives this child; returns its pid.
+fn fork_a_lingering_grandchild() -> i32 {
+    // SAFETY: the grandchild only sleeps and exits (async-signal-safe calls).
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::sleep(120);
+            libc::_exit(0);
+        }
+        pid
+    }
+}
+
+/// A child ends while a grandchild keeps its report socket open, so the
+/// socket never hangs up: `active_children` still finds it ended.
+fn a_child_whose_grandchild_keeps_its_report_socket_is_reaped_by_active_children(m: StartMethod) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = builder(m).start(fork_a_lingering_grandchild, ()).unwrap();
+    let pid = p.pid();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        if !active_children().iter().any(|c| c.pid == pid) {
+            break false;
+        }
+        if Instant::now() > deadline {
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let gone = !exists(pid);
+    let grandchild = p.join().unwrap();
+    assert!(grandchild > 0);
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    assert!(!listed, "ended child {pid} still listed as active");
+    assert!(gone, "child {pid} left as a zombie");
+    assert_eq!(p.exitcode(), Some(0));
 }

@@ -241,11 +241,13 @@ static double fork_exit_with_live(long n, const void *arg) {
             errno = e;
             fail("posix_spawnp(cat)");
         }
-        if (cfg->fds_per_child) {
+        if (cfg->fds_per_child >= 1) {
             int sv[2];
             if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) fail("socketpair");
             close(sv[1]);
             held[nheld++] = sv[0];
+        }
+        if (cfg->fds_per_child >= 2) {
             int pidfd = (int)syscall(SYS_pidfd_open, idle[k], 0);
             if (pidfd < 0) fail("pidfd_open");
             held[nheld++] = pidfd;
@@ -902,7 +904,8 @@ int main(int argc, char **argv) {
         record("fork_exit_waitpid_us", "us/process", "fork(); child _exit(0); waitpid()",
                fork_exit, scaled(1000), NULL);
         static const struct live_cfg live_bare = {2000, 0, 0}, live_fds = {2000, 2, 0},
-                                     live_fds_closed = {2000, 2, 1};
+                                     live_fds_closed = {2000, 2, 1},
+                                     live_socket_closed = {2000, 1, 1};
         record("fork_exit_waitpid_2000_live_us", "us/process",
                "as fork_exit_waitpid_us with 2000 idle forked children alive", fork_exit_with_live,
                scaled(1000), &live_bare);
@@ -914,6 +917,10 @@ int main(int argc, char **argv) {
                "as fork_exit_waitpid_2000_live_4000_fds_us; each forked child closes all but "
                "stdio first",
                fork_exit_with_live, scaled(1000), &live_fds_closed);
+        record("fork_close_fds_exit_waitpid_2000_live_2000_fds_us", "us/process",
+               "as fork_close_fds_exit_waitpid_2000_live_us with one descriptor (a socket) per "
+               "live child, as multiproc holds",
+               fork_exit_with_live, scaled(1000), &live_socket_closed);
         record("fork32_then_reap_all_ms", "ms total", "32 fork()s (_exit(0)), then 32 waitpid()s",
                fork32, 32, NULL);
         if (access(exit0_path, X_OK) == 0) {

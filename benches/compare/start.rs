@@ -92,6 +92,15 @@ pub fn run(b: &mut Bench) {
         "fork_exit_waitpid_2000_live_us",
         || start_join_with_live(StartMethod::Fork, n_fork, 2000),
     );
+    // The same against the kernel's cost of what a live child needs of its
+    // parent (one descriptor, copied by each fork and closed by the child).
+    b.record_paired(
+        "process_start_join_fork_2000_live_vs_fds_ms",
+        Unit::Ms("ms/process"),
+        "process_start_join_fork_ms",
+        "fork_close_fds_exit_waitpid_2000_live_2000_fds_us",
+        || start_join_with_live(StartMethod::Fork, n_fork, 2000),
+    );
     b.record_vs_floor(
         "process_start32_join_all_fork_ms",
         Unit::Ms("ms total"),

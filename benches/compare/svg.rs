@@ -26,6 +26,10 @@ pub fn label(name: &str) -> String {
             "process_start_join_fork_2000_live_ms",
             "start+join, fork, 2000 children alive",
         ),
+        (
+            "process_start_join_fork_2000_live_vs_fds_ms",
+            "same, floor: fork with 2000 descriptors",
+        ),
         ("process_start_join_forkserver_ms", "start+join, forkserver"),
         ("process_start_join_spawn_ms", "start+join, spawn"),
         (

@@ -95,6 +95,20 @@ pub(super) fn vec_as<T>(v: Vec<u8>) -> Option<T> {
     Some(unsafe { std::ptr::read((&*v as *const Vec<u8>).cast::<T>()) })
 }
 
+/// `x` itself as a `Vec<u8>` if `X` is `Vec<u8>` (moved, not copied), else
+/// `x` back.
+#[inline(always)]
+pub(crate) fn into_byte_vec<X>(x: X) -> Result<Vec<u8>, X> {
+    if type_id::<X>() != type_id::<Vec<u8>>() {
+        return Err(x);
+    }
+    let x = std::mem::ManuallyDrop::new(x);
+    // SAFETY: `X` is `Vec<u8>` (equal type ids; `Vec<u8>` has no
+    // lifetime), so this moves the vector out of the `ManuallyDrop`, which
+    // never drops it.
+    Ok(unsafe { std::ptr::read((&*x as *const X).cast::<Vec<u8>>()) })
+}
+
 fn byte_vec_visitor() -> TypeId {
     let mut id = None;
     let _ = Vec::<u8>::deserialize(Probe(&mut id));

@@ -53,7 +53,7 @@ mod tests;
 use crate::error::Result;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-pub(crate) use bytes::as_bytes;
+pub(crate) use bytes::{as_bytes, into_byte_vec};
 pub(crate) use de::Reader;
 
 /// Encodes `value`, appending to `out`.

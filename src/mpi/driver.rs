@@ -204,6 +204,10 @@ impl Driver {
                     } else {
                         buf.extend_from_slice(&b.frame);
                     }
+                    // (MPI's frames have no tail; one would follow its frame.)
+                    if let Some(tail) = &b.tail {
+                        buf.extend_from_slice(tail);
+                    }
                     flights.push(Flight {
                         count: b.count,
                         index: b.index,

@@ -93,6 +93,8 @@ impl PoolBuilder {
     /// How long an idle worker, and a thread waiting for a result, spin
     /// before sleeping (default 300 µs). Spinning cuts the latency of short
     /// tasks (`apply`) at the cost of some CPU; `Duration::ZERO` never spins.
+    /// A spinning thread yields the CPU between polls, so on a busy machine
+    /// it does not keep the process it waits for from running.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = Some(spin);
         self

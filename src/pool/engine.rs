@@ -28,6 +28,9 @@ pub(crate) const MAX_CHUNK: usize = 64 << 10;
 pub(crate) struct Chunk {
     /// The tasks, as the engine's [`Frames`] encoded them.
     pub(crate) frame: Vec<u8>,
+    /// The rest of `frame`, sent from where it lies: the bytes of its last
+    /// task's large byte payload (see [`Frames::encode_split`]).
+    pub(crate) tail: Option<Vec<u8>>,
     /// How many tasks `frame` holds.
     pub(crate) count: u32,
     /// Its place in the call (the sink orders answers by it).
@@ -75,6 +78,19 @@ pub(crate) trait Frames {
         let _ = max_bytes;
         Self::encode(runner, items)
     }
+
+    /// [`encode_upto`](Self::encode_upto), where the last task's large
+    /// byte payload (an item that is a `Vec<u8>`) may stay out of the frame:
+    /// then it is the frame's tail, written after it without being copied
+    /// into it. By default, no tail.
+    fn encode_split<X: Serialize>(
+        runner: i64,
+        items: impl Iterator<Item = X>,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>, u32)> {
+        let (frame, count) = Self::encode_upto(runner, items, max_bytes)?;
+        Ok((frame, None, count))
+    }
 }
 
 /// A map's message stops taking tasks once it holds this many bytes, and
@@ -106,6 +122,7 @@ where
     let sink = Collect::<R, R>::new(out.clone(), only::<R>, Progress::default());
     engine.submit(vec![Chunk {
         frame,
+        tail: None,
         count,
         index: 0,
         sink: sink.clone(),
@@ -189,13 +206,14 @@ where
     let (mut group_tasks, mut group_bytes) = (0, 0);
     let mut index = 0;
     loop {
-        let (frame, count) = Fr::encode_upto(runner, items.by_ref().take(cs), max_bytes)?;
+        let (frame, tail, count) = Fr::encode_split(runner, items.by_ref().take(cs), max_bytes)?;
         if count == 0 {
             break;
         }
-        group_bytes += frame.len();
+        group_bytes += frame.len() + tail.as_ref().map_or(0, Vec::len);
         group.push(Chunk {
             frame,
+            tail,
             count,
             index,
             sink: sink.clone(),
@@ -225,7 +243,7 @@ impl Engine for Shared {
     fn submit(&self, chunks: Vec<Chunk>) -> Result<()> {
         let batches = chunks
             .into_iter()
-            .map(|c| Batch::new(c.frame, c.count, c.index, c.sink))
+            .map(|c| Batch::new((c.frame, c.tail), c.count, c.index, c.sink))
             .collect();
         Shared::submit(self, batches)
     }
@@ -258,6 +276,15 @@ impl Frames for PoolFrames {
         items: impl Iterator<Item = X>,
         max_bytes: usize,
     ) -> Result<(Vec<u8>, u32)> {
-        super::task_frame_upto(runner, items, max_bytes)
+        let (frame, _, count) = super::task_frame_split(runner, items, max_bytes, usize::MAX)?;
+        Ok((frame, count))
+    }
+
+    fn encode_split<X: Serialize>(
+        runner: i64,
+        items: impl Iterator<Item = X>,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>, u32)> {
+        super::task_frame_split(runner, items, max_bytes, super::TAIL_MIN)
     }
 }

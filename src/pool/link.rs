@@ -3,7 +3,7 @@
 //! and, when it dies, recovering every answer it completed (see
 //! [`journal`](super::journal)).
 
-use super::batch::push_failure;
+use super::batch::{push_failure, Spares};
 pub(crate) use super::batch::{Batch, Done, Sent};
 use super::journal::{self, before};
 use super::sink::Fail;
@@ -27,11 +27,15 @@ pub(crate) struct Worker {
     pub(crate) pid: i32,
     pub(crate) sock: Arc<OwnedFd>,
     /// The child as the registry knows it: its sentinel (the pidfd of the
-    /// process handle, the one per child) is watched for its death.
+    /// process handle, opened when the worker starts) is watched for its death.
     pub(crate) child: Arc<ChildShared>,
     journal: journal::Reader,
     /// The worker's answers (its position counts the bytes received).
     reader: FrameReader,
+    /// Buffers for large answers, given back once delivered.
+    spares: Arc<Spares>,
+    /// The buffer the next large answer is read into.
+    reuse: Vec<u8>,
     /// Frames not yet (fully) sent.
     writer: FrameWriter,
     pub(crate) inflight: VecDeque<Sent>,
@@ -61,7 +65,12 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(proc: Process<()>, sock: OwnedFd, journal: journal::Reader) -> Worker {
+    pub(crate) fn new(
+        proc: Process<()>,
+        sock: OwnedFd,
+        journal: journal::Reader,
+        spares: Arc<Spares>,
+    ) -> Worker {
         Worker {
             pid: proc.pid(),
             child: Arc::clone(proc.child()),
@@ -69,6 +78,8 @@ impl Worker {
             sock: Arc::new(sock),
             journal,
             reader: wire::reader(),
+            spares,
+            reuse: Vec::new(),
             writer: FrameWriter::default(),
             inflight: VecDeque::new(),
             inflight_tasks: 0,
@@ -131,9 +142,13 @@ impl Worker {
         }
         let frame = Arc::new(b.frame);
         self.queue(&frame);
+        if let Some(tail) = &b.tail {
+            self.writer.queue_rest(tail);
+        }
         self.inflight.push_back(Sent {
             resent: b.resent,
             frame,
+            tail: b.tail,
             count: b.count,
             index: b.index,
             sink: b.sink,
@@ -214,7 +229,11 @@ impl Worker {
             if self.corrupt.is_some() {
                 break;
             }
-            let frame = match wire::next(reader, self.sock.as_fd(), true) {
+            // A large answer is read into a kept buffer (see `Spares`).
+            if self.reuse.capacity() == 0 {
+                self.reuse = self.spares.take();
+            }
+            let frame = match wire::next(reader, self.sock.as_fd(), true, &mut self.reuse) {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     let kinds = [wire::RESULTS, wire::PARTIAL, wire::FAILED];
@@ -283,8 +302,15 @@ impl Worker {
         let work = word(4..12);
         let outcome = match kind {
             wire::PARTIAL => {
-                front.answers.extend_from_slice(&payload[H..]);
+                if front.answers.is_empty() {
+                    front.answers = self.spares.copy_of(&payload[H..]);
+                } else {
+                    front.answers.extend_from_slice(&payload[H..]);
+                }
                 front.partial = front.partial.saturating_add(n);
+                if let Answer::Own(v) = frame {
+                    self.spares.put(v);
+                }
                 return Ok(());
             }
             wire::RESULTS if front.answers.is_empty() => {
@@ -295,12 +321,15 @@ impl Worker {
                     };
                     Ok((v, 1 + H))
                 } else {
-                    Ok((payload[H..].to_vec(), 0))
+                    Ok((self.spares.copy_of(&payload[H..]), 0))
                 }
             }
             wire::RESULTS => {
                 let mut all = std::mem::take(&mut front.answers);
                 all.extend_from_slice(&payload[H..]);
+                if let Answer::Own(v) = frame {
+                    self.spares.put(v);
+                }
                 Ok((all, 0))
             }
             wire::FAILED => Err(Fail::Failed(String::from_utf8_lossy(payload).into_owned())),
@@ -430,7 +459,12 @@ impl Worker {
         code: i32,
         max_resends: u8,
     ) -> Resumed {
-        let items_len = sent.frame.len().saturating_sub(wire::TASK_HEADER);
+        // The whole frame (with its tail: rare, a copy is fine).
+        let whole: std::borrow::Cow<'_, [u8]> = match &sent.tail {
+            None => sent.frame.as_slice().into(),
+            Some(t) => [sent.frame.as_slice(), t.as_slice()].concat().into(),
+        };
+        let items_len = whole.len().saturating_sub(wire::TASK_HEADER);
         let consistent = sent.partial <= rec.done
             && rec.done <= sent.count
             && (rec.decoded == rec.done || rec.decoded == rec.done + 1)
@@ -469,15 +503,17 @@ impl Worker {
         }
         // The tasks after `next` become a batch of their own, carrying the
         // answers so far. It made progress, so it is not counted as resent.
-        let f = &sent.frame;
+        let f = &whole;
         let mut frame = Vec::with_capacity(wire::TASK_HEADER + items_len - rec.pos);
         frame.extend_from_slice(&f[..wire::TASK_HEADER]);
         frame.extend_from_slice(&f[wire::TASK_HEADER + rec.pos..]);
         let count = sent.count - next;
         frame[13..wire::TASK_HEADER].copy_from_slice(&count.to_le_bytes());
         wire::finish(&mut frame, 0);
+        drop(whole);
         Resumed::Again(Batch {
             frame,
+            tail: None,
             resent: sent.resent,
             count,
             index: sent.index,

@@ -134,31 +134,52 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
 
 /// Encodes a `TASKS` frame of the items of `items`.
 fn task_frame<X: Serialize>(runner: i64, items: impl Iterator<Item = X>) -> Result<(Vec<u8>, u32)> {
-    task_frame_upto(runner, items, usize::MAX)
+    let (frame, _, count) = task_frame_split(runner, items, usize::MAX, usize::MAX)?;
+    Ok((frame, count))
 }
 
-/// [`task_frame`], taking no more items once the frame holds `max_bytes`.
-fn task_frame_upto<X: Serialize>(
+/// An item that is a `Vec<u8>` of this many bytes or more ends its `TASKS`
+/// frame and is not copied into it: it is sent from where it lies, as the
+/// frame's tail (see [`task_frame_split`]).
+const TAIL_MIN: usize = 64 << 10;
+
+/// Encodes a `TASKS` frame of the items of `items`, taking no more items
+/// once the frame holds `max_bytes`. An item that is a `Vec<u8>` of at
+/// least `tail_min` bytes ends the frame: the frame then holds its length
+/// prefix, and the vector itself is returned as the frame's tail (the
+/// frame's header counts it), to be written after the frame uncopied.
+fn task_frame_split<X: Serialize>(
     runner: i64,
     items: impl Iterator<Item = X>,
     max_bytes: usize,
-) -> Result<(Vec<u8>, u32)> {
+    tail_min: usize,
+) -> Result<(Vec<u8>, Option<Vec<u8>>, u32)> {
     let hint = items.size_hint().0.min(1 << 24);
     let mut f = Vec::with_capacity(wire::TASK_HEADER + 8 + hint * (std::mem::size_of::<X>() + 2));
     let start = wire::begin(&mut f, wire::TASKS);
     f.extend_from_slice(&runner.to_le_bytes());
     f.extend_from_slice(&[0; 4]);
     let mut count: u32 = 0;
+    let mut tail = None;
     for item in items {
-        crate::codec::put(&item, &mut f)?;
         count += 1;
+        match crate::codec::into_byte_vec(item) {
+            Ok(v) if v.len() >= tail_min => {
+                let (h, n) = crate::codec::bytes_header(v.len());
+                f.extend_from_slice(&h[..n]);
+                tail = Some(v);
+                break;
+            }
+            Ok(v) => crate::codec::put(&v, &mut f)?,
+            Err(item) => crate::codec::put(&item, &mut f)?,
+        }
         if f.len() >= max_bytes {
             break;
         }
     }
     f[start + 13..start + wire::TASK_HEADER].copy_from_slice(&count.to_le_bytes());
-    wire::finish(&mut f, start);
-    Ok((f, count))
+    wire::finish_with(&mut f, start, tail.as_ref().map_or(0, Vec::len));
+    Ok((f, tail, count))
 }
 
 fn runner_offset<F, A, R>() -> i64

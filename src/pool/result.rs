@@ -249,6 +249,8 @@ struct Parts<R> {
     next: usize,
     /// Chunks that arrived before an earlier one, until it does.
     chunks: Vec<Option<Vec<R>>>,
+    /// Emptied buffers of such chunks, for the next ones.
+    spare: Vec<Vec<R>>,
     completed: usize,
     /// The number of batches, once all are submitted.
     sealed: Option<usize>,
@@ -277,6 +279,7 @@ impl<R, V> Collect<R, V> {
                 all: Vec::new(),
                 next: 0,
                 chunks: Vec::new(),
+                spare: Vec::new(),
                 completed: 0,
                 sealed: None,
                 total: 0,
@@ -317,6 +320,7 @@ impl<R, V> Collect<R, V> {
             }
         };
         p.chunks = Vec::new();
+        p.spare = Vec::new();
         // Never finish twice.
         p.sealed = None;
         drop(p);
@@ -347,6 +351,8 @@ where
         let dest = if direct {
             &mut parts.all
         } else {
+            // A buffer an earlier waiting chunk left (no fresh allocation).
+            vals = parts.spare.pop().unwrap_or_default();
             vals.reserve(count as usize);
             &mut vals
         };
@@ -363,9 +369,12 @@ where
         if direct {
             parts.next += 1;
             // Chunks that were waiting for this one follow it.
-            while let Some(c) = parts.chunks.get_mut(parts.next).and_then(Option::take) {
-                parts.all.extend(c);
+            while let Some(mut c) = parts.chunks.get_mut(parts.next).and_then(Option::take) {
+                parts.all.append(&mut c);
                 parts.next += 1;
+                if parts.spare.len() < 2 {
+                    parts.spare.push(c);
+                }
             }
         } else {
             if parts.chunks.len() <= index {
@@ -610,6 +619,7 @@ where
             }
             batches.push(Chunk {
                 frame,
+                tail: None,
                 count,
                 index: self.submitted_batches,
                 sink: self.stream.clone(),

@@ -105,7 +105,13 @@ pub(crate) fn begin(out: &mut Vec<u8>, kind: u8) -> usize {
 
 /// Writes the header of the frame begun at `start`.
 pub(crate) fn finish(out: &mut [u8], start: usize) {
-    let len = out.len() - start - 4;
+    finish_with(out, start, 0);
+}
+
+/// Writes the header of the frame begun at `start`, which goes on for
+/// `tail` bytes after the end of `out` (sent from elsewhere).
+pub(crate) fn finish_with(out: &mut [u8], start: usize, tail: usize) {
+    let len = out.len() - start - 4 + tail;
     out[start..start + 4].copy_from_slice(&framing::short_header(len));
 }
 
@@ -145,20 +151,33 @@ pub(crate) fn source(fd: BorrowedFd<'_>, nonblocking: bool) -> Source<'_> {
 }
 
 /// The next frame from `fd` (see [`FrameReader::next`]): `Ok(None)` when
-/// `nonblocking` and nothing more can be read now.
+/// `nonblocking` and nothing more can be read now. A large payload goes
+/// into `reuse`'s allocation when it is large enough.
 pub(crate) fn next(
     r: &mut FrameReader,
     fd: BorrowedFd<'_>,
     nonblocking: bool,
+    reuse: &mut Vec<u8>,
 ) -> Result<Option<Frame>> {
     r.next(
         source(fd, nonblocking),
         MAX_FRAME as u64,
-        &mut Vec::new(),
+        reuse,
         &mut || Ok(()),
         &mut |_, _| {},
     )
 }
+
+/// A large payload's buffer kept for the next one (a fresh allocation of
+/// that size costs a page fault per page), unless it is unusually large.
+pub(crate) fn keep_for_reuse(reuse: &mut Vec<u8>, buf: Vec<u8>) {
+    if buf.capacity() <= REUSE_MAX && buf.capacity() > reuse.capacity() {
+        *reuse = buf;
+    }
+}
+
+/// The largest large-payload buffer a side keeps between frames.
+const REUSE_MAX: usize = 16 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -273,6 +292,58 @@ mod tests {
         }
     }
 
+    /// A `TASKS` frame whose last large byte payload travels as its tail
+    /// is, frame and tail together, byte for byte the frame with every item
+    /// encoded in it; small byte payloads and other types stay inside.
+    #[test]
+    fn a_frame_and_its_tail_are_the_whole_frame() {
+        use super::super::task_frame_split;
+        let items = |big: usize| {
+            vec![
+                vec![1u8; 10],
+                vec![2u8; 70_000],
+                vec![3u8; big],
+                vec![4u8; 5],
+            ]
+        };
+        let (_, none, n) =
+            task_frame_split(7, items(200_000).into_iter(), usize::MAX, usize::MAX).unwrap();
+        assert!(none.is_none());
+        assert_eq!(n, 4);
+        // A limit of 100 000 bytes: the 200 000-byte item ends the frame.
+        let mut rest = items(200_000).into_iter();
+        let (f, tail, n) = task_frame_split(7, rest.by_ref(), usize::MAX, 100_000).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(tail.as_deref(), Some(&vec![3u8; 200_000][..]));
+        let (g, _, _) = task_frame_split(
+            7,
+            items(200_000).into_iter().take(3),
+            usize::MAX,
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!([f.as_slice(), tail.as_deref().unwrap()].concat(), g);
+        assert_eq!(
+            rest.next(),
+            Some(vec![4u8; 5]),
+            "the frame stopped at its tail"
+        );
+        assert_eq!(
+            framing::split(&g, MAX_FRAME as u64).unwrap(),
+            Some(4..g.len())
+        );
+        // Not a Vec<u8>: encoded in the frame, whatever its size.
+        let (f, tail, _) = task_frame_split(
+            7,
+            std::iter::once((vec![5u8; 200_000],)),
+            usize::MAX,
+            100_000,
+        )
+        .unwrap();
+        assert!(tail.is_none());
+        assert!(f.len() > 200_000);
+    }
+
     #[test]
     fn zero_length_and_unknown_kinds_are_frame_errors() {
         assert_eq!(kind_of(&[]), Err(FrameError::Empty));
@@ -280,7 +351,10 @@ mod tests {
         let mut r = FrameReader::new(64, 32);
         let (a, b) = pair().unwrap();
         framing::write_all(b.as_fd(), Kind::Socket, &[&[0, 0, 1, 0, 77, 1, 2]], &[]).unwrap();
-        assert!(matches!(next(&mut r, a.as_fd(), true), Ok(None)));
+        assert!(matches!(
+            next(&mut r, a.as_fd(), true, &mut Vec::new()),
+            Ok(None)
+        ));
         assert_eq!(bad_start(&r, &[TASKS, EXIT]), Some(FrameError::Kind(77)));
     }
 }

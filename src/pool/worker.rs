@@ -301,6 +301,8 @@ pub(crate) fn worker_main(
     let spin = Duration::from_micros(spin_us);
     let mut cache = Vec::new();
     let mut reader = wire::reader();
+    // A large task frame's buffer, kept for the next one.
+    let mut reuse: Vec<u8> = Vec::new();
     let mut scratch: Vec<u8> = Vec::with_capacity(1 << 10);
     let mut first_unsent: Option<Instant> = None;
     // TASKS frames received, and batches run.
@@ -310,8 +312,11 @@ pub(crate) fn worker_main(
     // soon (it would be queued already), and spinning would only take a CPU
     // from the parent decoding the answers.
     let mut last_run = Duration::ZERO;
+    // The large task frame handled last, whose buffer goes back to `reuse`.
+    let mut held: Vec<u8> = Vec::new();
     loop {
-        let frame = match wire::next(&mut reader, sock.as_fd(), true) {
+        wire::keep_for_reuse(&mut reuse, std::mem::take(&mut held));
+        let frame = match wire::next(&mut reader, sock.as_fd(), true, &mut reuse) {
             Ok(Some(f)) => f,
             Ok(None) => {
                 if wire::bad_start(&reader, &[wire::TASKS, wire::EXIT]).is_some() {
@@ -330,13 +335,13 @@ pub(crate) fn worker_main(
                     spin
                 };
                 let got = loop {
-                    match wire::next(&mut reader, sock.as_fd(), true) {
+                    match wire::next(&mut reader, sock.as_fd(), true, &mut reuse) {
                         Ok(None)
                             if wire::bad_start(&reader, &[wire::TASKS, wire::EXIT]).is_some() =>
                         {
                             break Err(crate::Error::codec("a frame of an unknown kind"))
                         }
-                        Ok(None) if t0.elapsed() < spin => std::hint::spin_loop(),
+                        Ok(None) if t0.elapsed() < spin => crate::sys::spin_pause(),
                         Ok(None) => {
                             // Block in one read only: a frame still partial
                             // after it is checked by its first bytes above
@@ -354,7 +359,7 @@ pub(crate) fn worker_main(
                             match reader.next(
                                 src,
                                 wire::MAX_FRAME as u64,
-                                &mut Vec::new(),
+                                &mut reuse,
                                 &mut one_read,
                                 &mut |_, _| {},
                             ) {
@@ -377,7 +382,14 @@ pub(crate) fn worker_main(
             // The parent is gone, or a malformed frame (see below).
             Err(_) => break,
         };
-        let Ok((kind, payload)) = wire::kind_of(reader.payload(&frame)) else {
+        let bytes = match frame {
+            framing::Frame::Own(v) => {
+                held = v;
+                &held[..]
+            }
+            framing::Frame::Buffered(r) => reader.buffered_payload(r),
+        };
+        let Ok((kind, payload)) = wire::kind_of(bytes) else {
             break;
         };
         match kind {

@@ -337,7 +337,7 @@ impl Builder {
         };
         let mut ex = Exporter::new();
         args.export_all(&mut ex)?;
-        let (shared, report) = match self.method.unwrap_or_else(get_start_method) {
+        let (shared, report, watch_report) = match self.method.unwrap_or_else(get_start_method) {
             StartMethod::Fork => {
                 let (pid, report) = fork::launch(
                     identity,
@@ -348,7 +348,7 @@ impl Builder {
                     ex.fds(),
                     &self.pass_fds,
                 )?;
-                (ChildShared::new(pid, name, daemon), report)
+                (ChildShared::new(pid, name, daemon), report, true)
             }
             StartMethod::Spawn => {
                 let (pid, report) = spawn::launch(
@@ -360,7 +360,7 @@ impl Builder {
                     &self.pass_fds,
                     tamper,
                 )?;
-                (ChildShared::new(pid, name, daemon), report)
+                (ChildShared::new(pid, name, daemon), report, true)
             }
             StartMethod::Forkserver => {
                 let s = forkserver::launch(
@@ -372,10 +372,13 @@ impl Builder {
                     &self.pass_fds,
                 )?;
                 let shared = ChildShared::forkserver_child(s.pid, name, daemon, s.pidfd, s.status);
-                (shared, s.report)
+                (shared, s.report, false)
             }
         };
-        registry::register(shared.clone());
+        // A fork or spawn child is watched through its report socket while
+        // this handle lives: no other descriptor is held for it meanwhile
+        // (see the registry's docs on why that matters).
+        registry::register(shared.clone(), watch_report.then(|| report.as_fd()));
         Ok(Process {
             shared,
             report,
@@ -469,9 +472,9 @@ impl Process<()> {
 }
 
 impl<R: DeserializeOwned> Process<R> {
-    /// What this handle shares with the registry: the child's one pidfd
-    /// (or a forkserver child's status socket) among it, for owners that
-    /// watch many children in one `poll` (the pool).
+    /// What this handle shares with the registry: the child's pidfd
+    /// (opened on first use) or a forkserver child's status socket among
+    /// it, for owners that watch many children in one `poll` (the pool).
     pub(crate) fn child(&self) -> &Arc<ChildShared> {
         &self.shared
     }
@@ -669,6 +672,8 @@ impl<R: DeserializeOwned> crate::sys::wait::Waitable for Process<R> {
 
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
+        // Before `report` closes: the registry may watch it.
+        registry::release(&self.shared);
         if self.shared.try_reap().is_none() {
             registry::orphan(self.shared.clone());
         }

@@ -32,6 +32,7 @@ mod poll;
 mod supervise;
 mod window;
 
+use super::batch::Spares;
 pub(crate) use super::link::Batch;
 use super::link::{Done, Worker};
 use super::sink::Fail;
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     kick: OwnedFd,
     fg_waiters: AtomicUsize,
     outstanding: AtomicUsize,
+    /// Answer buffers given back by delivered batches, for the next ones.
+    pub(super) spares: Arc<Spares>,
     shutdown: AtomicBool,
     started: AtomicUsize,
     pub(crate) config: Config,
@@ -132,6 +135,7 @@ impl Shared {
             kick,
             fg_waiters: AtomicUsize::new(0),
             outstanding: AtomicUsize::new(0),
+            spares: Arc::default(),
             shutdown: AtomicBool::new(false),
             started: AtomicUsize::new(0),
             config,
@@ -157,7 +161,18 @@ impl Shared {
         let _ = rustix::io::write(&self.bg_kick, &1u64.to_ne_bytes());
     }
 
+    /// Wakes the threads waiting in `wait_until` for a result or for the
+    /// poller role. They count themselves in `fg_waiters` before they look
+    /// at their condition, so with nobody counted there is nobody to wake
+    /// (and no `futex` call, which every result would otherwise cost):
+    /// either this load sees a waiter's count, or that waiter's check of its
+    /// condition, after the fence pairing with this one, sees what was
+    /// delivered before it.
     fn notify_done(&self) {
+        std::sync::atomic::fence(SeqCst);
+        if self.fg_waiters.load(SeqCst) == 0 {
+            return;
+        }
         let _g = lock(&self.done_lock);
         self.done_cv.notify_all();
     }
@@ -192,7 +207,7 @@ impl Shared {
         }
         let n = done.len();
         for d in done {
-            d.deliver();
+            self.spares.put(d.deliver());
         }
         self.outstanding.fetch_sub(n, SeqCst);
         self.notify_done();

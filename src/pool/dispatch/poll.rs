@@ -12,6 +12,12 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// While spinning, the poller polls on one pass in this many (the others
+/// only read the sockets and yield): a `poll` per pass made the spin slower
+/// to see an answer, and a worker's death (its sentinel) or a kick is still
+/// seen within some tens of microseconds.
+const POLL_EVERY: u32 = 16;
+
 /// Polls a worker's sentinel (the process handle's pidfd): readable once it
 /// has ended. Workers without one are refused at start; for the record,
 /// one would poll `quiet` (an eventfd) for nothing, which never reports.
@@ -59,7 +65,11 @@ impl Shared {
     ) -> Result<()> {
         let mut dead: Vec<i32> = Vec::new();
         let mut spin_until = Instant::now() + self.config.spin;
+        // While spinning, most passes read the sockets only; every
+        // `POLL_EVERY`th also polls (sentinels, the kick, room to write).
+        let (mut spinning, mut light_passes) = (false, 0u32);
         loop {
+            let light = spinning && light_passes < POLL_EVERY;
             let mut done = Vec::new();
             let eta: Option<Duration>;
             let fds = {
@@ -70,6 +80,7 @@ impl Shared {
                 let fds: Vec<(Arc<OwnedFd>, Arc<ChildShared>, bool, i32)> = core
                     .workers
                     .iter()
+                    .filter(|_| !light)
                     .map(|w| {
                         (
                             w.sock.clone(),
@@ -110,6 +121,16 @@ impl Shared {
             if eta.is_some_and(|e| e > self.config.spin) {
                 spin_until = now;
             }
+            dead.clear();
+            spinning = now < spin_until;
+            if light {
+                light_passes += 1;
+                if spinning {
+                    crate::sys::spin_pause();
+                }
+                continue;
+            }
+            light_passes = 0;
             let mut pfds: Vec<PollFd<'_>> = Vec::with_capacity(fds.len() * 2 + 1);
             for (sock, child, out, _) in &fds {
                 let mut ev = PollFlags::IN;
@@ -120,7 +141,7 @@ impl Shared {
                 pfds.push(sentinel(child, &self.kick));
             }
             pfds.push(PollFd::new(&self.kick, PollFlags::IN));
-            let timeout = if now < spin_until {
+            let timeout = if spinning {
                 Some(Duration::ZERO)
             } else {
                 crate::sys::remaining(deadline)
@@ -133,7 +154,6 @@ impl Shared {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            dead.clear();
             for (k, (_, _, _, pid)) in fds.iter().enumerate() {
                 if !pfds[2 * k + 1].revents().is_empty() {
                     dead.push(*pid);
@@ -144,7 +164,7 @@ impl Shared {
                 let _ = rustix::io::read(&self.kick, &mut b);
             }
             if timeout == Some(Duration::ZERO) {
-                std::hint::spin_loop();
+                crate::sys::spin_pause();
             }
         }
     }
@@ -181,6 +201,9 @@ impl Shared {
             if !asked {
                 asked = true;
                 self.fg_waiters.fetch_add(1, SeqCst);
+                // Pairs with `notify_done`'s: counted before `cond()` is
+                // looked at again below.
+                std::sync::atomic::fence(SeqCst);
                 self.kick();
             }
             let g = lock(&self.done_lock);

@@ -47,7 +47,7 @@ impl Shared {
                 "cannot watch a pool worker: the kernel has no pidfd",
             )));
         }
-        Ok(Worker::new(proc, parent, journal))
+        Ok(Worker::new(proc, parent, journal, self.spares.clone()))
     }
 
     /// One pass over the workers: read answers, notice deaths (logged, see

@@ -119,6 +119,13 @@ impl FrameWriter {
         self.queue_small(frame);
     }
 
+    /// Queues the rest of a frame whose beginning was queued last (the
+    /// frame's header counts it): a large payload, shared, never copied.
+    pub(crate) fn queue_rest(&mut self, rest: &Arc<Vec<u8>>) {
+        self.unsent += rest.len();
+        self.out.push_back(OutBuf::Shared(rest.clone()));
+    }
+
     /// Queues the bytes of one or more complete small frames (copied).
     pub(crate) fn queue_small(&mut self, frames: &[u8]) {
         self.unsent += frames.len();
