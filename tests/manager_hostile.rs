@@ -307,7 +307,13 @@ fn a_request_over_the_configured_limit_drops_that_client() {
 
 #[test]
 fn a_pipelined_put_over_the_limit_is_reported_by_the_next_call() {
-    let m = Manager::builder().max_message_size(1024).start().unwrap();
+    // Over TCP: puts go through the server (a Unix-socket proxy puts into
+    // the queue's shared memory, with no message to limit).
+    let m = Manager::builder()
+        .address(multiproc::connection::Address::tcp("127.0.0.1:0").unwrap())
+        .max_message_size(1024)
+        .start()
+        .unwrap();
     let q = m.queue::<Vec<u8>>().unwrap();
     q.put(vec![0; 10]).unwrap(); // learns that the queue is unbounded
                                  // Pipelined: this may return before the server drops the connection...

@@ -25,6 +25,36 @@ start_methods! {
         forkserver: ignore = "watched through the fork server's status socket, not the report socket"
     ),
     a_child_whose_grandchild_keeps_its_report_socket_is_reaped_by_active_children,
+    a_child_started_by_a_finished_thread_is_reaped_by_the_next_start,
+}
+
+/// Runs every other test of this file again in a process that has no
+/// io_uring (the registry keeps report sockets in the descriptor table and
+/// its epoll set): both ways of watching children must keep working.
+#[test]
+fn every_test_passes_without_io_uring() {
+    const NO_URING: &str = "MULTIPROC_NO_IO_URING";
+    if std::env::var_os(NO_URING).is_some() {
+        // This is that process.
+        #[cfg(feature = "test-hooks")]
+        assert!(!multiproc::process::__test::parks_report_sockets());
+        return;
+    }
+    // Its pipes must not disturb the descriptor counts of the other tests.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(NO_URING, "1")
+        .args(["--test-threads", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the tests failed without io_uring:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("test result: ok"), "{stdout}");
 }
 
 fn open_fds() -> usize {
@@ -150,6 +180,16 @@ fn a_live_child_costs_the_parent_one_descriptor(m: StartMethod) {
     // descriptor is opened for a child that has not ended.
     builder(m).start(noop, ()).unwrap().join().unwrap();
     let held = open_fds().saturating_sub(before);
+    // With an io_uring, the report sockets of live children are parked in
+    // its fixed-file table once more than a few (16) live: those are not in
+    // the descriptor table.
+    #[cfg(feature = "test-hooks")]
+    if multiproc::process::__test::parks_report_sockets() {
+        assert!(
+            held <= 16 + 2,
+            "{held} descriptors held for {N} live children (at most 16 expected with io_uring)"
+        );
+    }
     // Living children whose handles were dropped: their pidfds, watched by
     // the reaper thread and the registry, and nothing more (the reaper
     // thread's wake-up pipe once). Given a moment to reach the reaper.
@@ -247,4 +287,31 @@ fn a_child_whose_grandchild_keeps_its_report_socket_is_reaped_by_active_children
     assert!(!listed, "ended child {pid} still listed as active");
     assert!(gone, "child {pid} left as a zombie");
     assert_eq!(p.exitcode(), Some(0));
+}
+
+/// A child started from a thread that has ended since (the thread that
+/// armed the watch on its report socket), held but never joined: the next
+/// `start` reaps it once it has ended, leaving no zombie.
+fn a_child_started_by_a_finished_thread_is_reaped_by_the_next_start(m: StartMethod) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let gate = multiproc::Event::new().unwrap();
+    let g = gate.clone();
+    let held: Process<()> = std::thread::spawn(move || builder(m).start(hold, (g,)).unwrap())
+        .join()
+        .unwrap();
+    let pid = held.pid();
+    gate.set();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Each start reaps the children that have ended.
+        builder(m).start(noop, ()).unwrap().join().unwrap();
+        // Gone from /proc: ended and reaped (not by `held`, never asked).
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "child {pid} was never reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The registry kept the status for the handle.
+    assert_eq!(held.exitcode(), Some(0));
 }

@@ -270,6 +270,32 @@ impl Connection {
         self.send_frame(&payload, &[conn.fd.as_fd()])
     }
 
+    /// Sends `bytes` as one message with `fd` attached (`SCM_RIGHTS`); the
+    /// peer takes both with [`recv_bytes_with_fd`](Self::recv_bytes_with_fd)
+    /// (any other receive closes the descriptor). One descriptor per
+    /// message, as the receiving side keeps at most one per message.
+    pub(crate) fn send_bytes_with_fd(&self, bytes: &[u8], fd: BorrowedFd<'_>) -> Result<()> {
+        self.check_writable()?;
+        if !self.socket {
+            return Err(Error::unsupported(
+                "passing a descriptor over a pipe (only a socket connection carries descriptors)",
+            ));
+        }
+        let _w = lock(&self.writer);
+        self.send_frame(bytes, &[fd])
+    }
+
+    /// Receives one message and the descriptor that came with it, if any
+    /// (see [`send_bytes_with_fd`](Self::send_bytes_with_fd)). The
+    /// descriptor is whatever the peer sent: the caller checks its kind.
+    pub(crate) fn recv_bytes_with_fd(&self) -> Result<(Vec<u8>, Option<OwnedFd>)> {
+        let mut r = lock(&self.reader);
+        let frame =
+            self.recv_frame(&mut r, None, self.max_message_size(), &mut Vec::new(), true)?;
+        let fd = r.msg_fd.take();
+        Ok((r.frames.payload(&frame).to_vec(), fd))
+    }
+
     fn check_no_read_ahead(&self) -> Result<()> {
         let r = lock(&self.reader);
         if r.holds_data() {

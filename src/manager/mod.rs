@@ -51,15 +51,18 @@
 //! stored inside a managed dict or list, where it stays a working proxy
 //! (CPython's nested proxies). Decoding a token connects to the server.
 //!
-//! # Pipelined puts
+//! # Managed queues: shared memory, pipelined puts
 //!
-//! A put on an unbounded [`QueueProxy`] cannot block or fail, so it does not
-//! wait for the server's answer: a producer streams items instead of paying
-//! a round trip per item. Order and visibility are kept as a user relies on
-//! them (see [`QueueProxy::put`] and [`ProxyCore`]'s *Pipelined calls*):
-//! the proxy's next call, [`QueueProxy::flush`], or dropping the proxy
-//! waits until its puts are in the queue. [`QueueProxy::get_many`] takes
-//! several items in one round trip on the consumer's side.
+//! A [`QueueProxy`] or [`JoinableQueueProxy`] connected over a Unix socket
+//! (the default address) maps the queue's shared memory, made by the
+//! server, on its first call: its puts and gets then cost no round trip.
+//! Over TCP, a put on an unbounded queue cannot block or fail, so it does
+//! not wait for the server's answer: a producer streams items instead of
+//! paying a round trip per item. Order and visibility are kept as a user
+//! relies on them (see [`QueueProxy::put`] and [`ProxyCore`]'s *Pipelined
+//! calls*): the proxy's next call, [`QueueProxy::flush`], or dropping the
+//! proxy waits until its puts are in the queue. [`QueueProxy::get_many`]
+//! takes several items in one round trip on the consumer's side.
 //!
 //! # Lifetime of shared objects
 //!

@@ -8,7 +8,7 @@
 //! the type system keeps the rule.
 
 use super::fault::{Answer, BuiltinError};
-use super::wire::{ObjId, Raw, Reply, Request};
+use super::wire::{ObjId, Raw, Reply, Request, FD_FRAME};
 use crate::codec;
 use crate::connection::{Address, Client, Connection};
 use crate::error::{Error, Result};
@@ -18,6 +18,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -429,6 +430,61 @@ impl ProxyCore {
             conn.send_bytes(buf)?;
         }
         self.answer().map(|_| ())
+    }
+
+    /// Calls a builtin method that sends up to `max_fds` descriptors ahead
+    /// of its answer (see [`FD_FRAME`]); returns the answer and them, in
+    /// order. A server that sends more, or a descriptor frame without one,
+    /// gets an error (and this proxy's connection is then out of step: its
+    /// later calls fail rather than read the wrong answers).
+    pub(crate) fn call_with_fds<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+        max_fds: usize,
+    ) -> Result<(R, Vec<OwnedFd>)> {
+        self.flush()?;
+        self.send_call(method, args, false)?;
+        let conn = self.conn()?;
+        let mut fds = Vec::new();
+        loop {
+            let (bytes, fd) = conn.recv_bytes_with_fd()?;
+            if bytes != FD_FRAME {
+                // The answer (a descriptor that came with it is closed here).
+                drop(fd);
+                let answer = reply_into_answer(codec::decode::<Reply>(&bytes)?)?;
+                return match answer {
+                    Answer::Ok(b) => Ok((codec::decode(&b)?, fds)),
+                    Answer::Method(e) => Err(codec::decode::<BuiltinError>(&e)?.into()),
+                };
+            }
+            let fd = fd.ok_or_else(|| {
+                Error::Remote("the server sent a descriptor frame without a descriptor".into())
+            })?;
+            if fds.len() == max_fds {
+                return Err(Error::Remote(format!(
+                    "the server sent more than {max_fds} descriptors for {method:?}"
+                )));
+            }
+            fds.push(fd);
+        }
+    }
+
+    /// `true` once the server has closed this proxy's connection (it shut
+    /// down or died): a look at the socket, no round trip.
+    pub(crate) fn server_gone(&self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags};
+        let Ok(conn) = self.conn() else { return true };
+        let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
+        let mut p = [PollFd::new(conn, gone)];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match poll(&mut p, Some(&zero)) {
+            Ok(_) => p[0].revents().intersects(gone),
+            Err(_) => false,
+        }
     }
 
     /// Calls a builtin method: its errors are [`BuiltinError`]s.

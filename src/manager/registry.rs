@@ -25,6 +25,7 @@ use crate::connection::Connection;
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -302,7 +303,7 @@ pub(crate) struct Stored {
 
 /// How often a call blocked in the server checks that its client is still
 /// connected (a dead client's blocked call ends and its references go).
-const LIVENESS_SLICE: Duration = Duration::from_millis(100);
+pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(100);
 
 /// What a method call sees of its caller.
 pub(crate) struct CallCx<'a> {
@@ -401,6 +402,23 @@ impl<'a> CallCx<'a> {
     /// The server's own address.
     pub(crate) fn address(&self) -> Option<&WireAddr> {
         self.address
+    }
+
+    /// The server's objects (to leave references pending on behalf of an
+    /// object, see [`Registry::make_pending`]).
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        self.registry
+    }
+
+    /// Sends `fds` to the client ahead of this call's answer, each in a
+    /// frame of its own holding [`FD_FRAME`](super::wire::FD_FRAME) (see
+    /// the [wire](super::wire) docs). Only over a Unix socket.
+    pub(crate) fn send_fds(&self, fds: &[std::os::fd::BorrowedFd<'_>]) -> crate::Result<()> {
+        for fd in fds {
+            self.conn
+                .send_bytes_with_fd(super::wire::FD_FRAME, fd.as_fd())?;
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,12 @@
 //! bytes to the object, which decodes them as the types it expects. A reply
 //! is one [`Reply`].
 //!
+//! A method may send descriptors to its caller (`SCM_RIGHTS`, over a Unix
+//! socket only) ahead of its answer: each in a frame of its own whose bytes
+//! are [`FD_FRAME`]; the proxy that asked takes them, then the [`Reply`]. A
+//! queue's `share` does (see `types/queue.rs`); no other method sends any,
+//! and a proxy's other receives close whatever descriptor arrives.
+//!
 //! Values a container stores (a dict's keys and values, a queue's items)
 //! are opaque byte strings to the server: they are encoded by the proxy with
 //! their Rust types and decoded by the proxy that reads them. When such a
@@ -15,6 +21,11 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// The bytes of a frame that only carries a descriptor for the answer
+/// that follows (see the module docs). Its first byte is not the start of
+/// any [`Reply`].
+pub(crate) const FD_FRAME: &[u8] = b"\xffmultiproc-manager-fd";
 
 /// A server-wide object identifier.
 pub(crate) type ObjId = u64;

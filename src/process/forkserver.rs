@@ -21,7 +21,7 @@
 //! descriptors instead of inherited numbers). The server answers on the
 //! status socket with the child's pid and pidfd (for signals), and later
 //! with its wait status: that socket is the child's sentinel and how it is
-//! reaped (see `registry::ChildShared`). A dead server is replaced at the
+//! reaped (see `child::ChildShared`). A dead server is replaced at the
 //! next start; a server whose parent is gone exits (end-of-file on its
 //! control socket; a server started from the main thread is also a daemon
 //! child, killed with its parent).

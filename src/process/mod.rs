@@ -17,6 +17,7 @@
 #![allow(unsafe_code)]
 
 mod bootstrap;
+mod child;
 pub(crate) mod fnref;
 mod fork;
 mod forkserver;
@@ -35,11 +36,11 @@ pub use target::TaskFn;
 use crate::error::{BootstrapError, CodecError, Error, ProcessFailure, Result};
 use crate::handoff::{Args, Exporter, Importer};
 use bootstrap::{Report, Runner};
+pub(crate) use child::ChildShared;
 use fnref::FnDesc;
-pub(crate) use registry::ChildShared;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -378,7 +379,7 @@ impl Builder {
         // A fork or spawn child is watched through its report socket while
         // this handle lives: no other descriptor is held for it meanwhile
         // (see the registry's docs on why that matters).
-        registry::register(shared.clone(), watch_report.then(|| report.as_fd()));
+        let report = registry::register(shared.clone(), report, watch_report);
         Ok(Process {
             shared,
             report,
@@ -430,7 +431,7 @@ where
 #[derive(Debug)]
 pub struct Process<R = ()> {
     shared: Arc<ChildShared>,
-    report: OwnedFd,
+    report: registry::ReportFd,
     reports: bootstrap::ReportReader,
     /// `Some` once the outcome is known: `Ok(None)` after the value was taken.
     result: Option<Result<Option<R>, JoinError>>,
@@ -511,9 +512,31 @@ impl<R: DeserializeOwned> Process<R> {
     /// child's pidfd, or (forkserver) the socket on which the fork server
     /// reports its exit.
     pub fn sentinel(&self) -> BorrowedFd<'_> {
-        self.shared
-            .watch_fd()
-            .unwrap_or_else(|| self.report.as_fd())
+        if let Some(fd) = self.shared.watch_fd() {
+            return fd;
+        }
+        self.report_or_ready()
+    }
+
+    /// The report socket or, if it cannot be taken out of the registry's
+    /// ring, the registry's always-ready descriptor (so that a waiter wakes
+    /// and `join` reports the error).
+    fn report_or_ready(&self) -> BorrowedFd<'_> {
+        match (self.report_fd(), registry::ready_fd()) {
+            (Ok(fd), _) => fd,
+            (Err(_), Some(ready)) => ready,
+            // Only a parked report socket can fail, and parking needs the
+            // ready descriptor to exist.
+            (Err(e), None) => {
+                unreachable!("a report socket parked without a ready descriptor: {e}")
+            }
+        }
+    }
+
+    /// The parent's end of the report socket (taken out of the registry's
+    /// ring if it is parked there).
+    fn report_fd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        self.report.get()
     }
 
     /// The descriptor from which [`wait`](Self::wait) learns the exit: the
@@ -530,7 +553,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// that looked then would get no further event.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn wait_fds(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
-        (self.report.as_fd(), self.exit_fd())
+        (self.report_or_ready(), self.exit_fd())
     }
 
     /// Sends SIGTERM (Python's `terminate()`). Does nothing once the child is reaped.
@@ -584,7 +607,11 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Reads whatever the report socket holds without blocking.
     fn drain(&mut self) -> Result<()> {
-        self.reports.drain(self.report.as_fd())
+        if self.reports.done() {
+            return Ok(());
+        }
+        let fd = self.report.get()?;
+        self.reports.drain(fd)
     }
 
     /// Waits until the child has ended and its report is read. `false` if the
@@ -607,13 +634,13 @@ impl<R: DeserializeOwned> Process<R> {
             // report socket only says the child is about to end: poll briefly.
             match (self.shared.watch_fd(), self.reports.done()) {
                 (Some(p), false) => {
-                    crate::sys::poll_readable(&[self.report.as_fd(), p], deadline)?;
+                    crate::sys::poll_readable(&[self.report_fd()?, p], deadline)?;
                 }
                 (Some(p), true) => {
                     crate::sys::poll_readable(&[p], deadline)?;
                 }
                 (None, false) => {
-                    crate::sys::poll_readable(&[self.report.as_fd()], deadline)?;
+                    crate::sys::poll_readable(&[self.report_fd()?], deadline)?;
                 }
                 (None, true) => std::thread::sleep(Duration::from_millis(1)),
             }
@@ -805,6 +832,14 @@ pub mod __test {
     /// `posix_spawn` cannot close them), or not (the default).
     pub fn spawn_child_closes(on: bool) {
         spawn::set_child_closes(on)
+    }
+
+    /// Whether this process parks its children's report sockets in an
+    /// `io_uring` (so that a live child costs it no descriptor), or keeps
+    /// them in its descriptor table (no `io_uring`, or the environment
+    /// variable `MULTIPROC_NO_IO_URING` set).
+    pub fn parks_report_sockets() -> bool {
+        registry::parks_report_sockets()
     }
 
     fn runner_of<F, A, R>(f: F) -> &'static FnDesc<Runner>

@@ -24,195 +24,20 @@
 //! (the [`sentinel`](super::Process::sentinel), a `join`, a dropped handle,
 //! or a child whose report socket closed before it could be reaped). A
 //! forkserver child keeps its pidfd and status socket from the start.
+//!
+//! Where the process can have an `io_uring`, even that descriptor leaves the
+//! table once more than a few children live: the report socket is parked in
+//! the ring's fixed-file table (which a fork does not copy) and watched
+//! there, until the handle first reads it (see [`register`]). Each `start`
+//! then also drains the ring's completions, which costs no system call.
 #![allow(unsafe_code)]
 
+use super::child::ChildShared;
+use crate::sys::uring::{self, Ring};
 use rustix::event::epoll;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
-
-/// What the handle and the registry share about one child.
-#[derive(Debug)]
-pub(crate) struct ChildShared {
-    pub(crate) pid: i32,
-    pub(crate) name: String,
-    pub(crate) daemon: bool,
-    /// The child's pidfd (the handle's sentinel, the registry's epoll entry
-    /// once the report socket is gone, the reaper's watch), when the kernel
-    /// has them: opened on first use, while the child is unreaped (see
-    /// [`pidfd`](Self::pidfd)); given at once for a forkserver child.
-    pidfd: OnceLock<Option<OwnedFd>>,
-    /// A forkserver child's status socket: the fork server writes the raw
-    /// wait status there when it reaps the child (which is the server's
-    /// child, not ours); end-of-file without a status means the server died.
-    status_sock: Option<OwnedFd>,
-    status: Mutex<Option<i32>>,
-}
-
-/// Python's exitcode for a raw wait status.
-pub(crate) fn exitcode_of(status: i32) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        -libc::WTERMSIG(status)
-    } else {
-        255
-    }
-}
-
-impl ChildShared {
-    /// A fork or spawn child, our own (reaped with `waitpid`). Its pidfd is
-    /// opened on first use.
-    pub(crate) fn new(pid: i32, name: String, daemon: bool) -> Arc<ChildShared> {
-        Arc::new(ChildShared {
-            pid,
-            name,
-            daemon,
-            pidfd: OnceLock::new(),
-            status_sock: None,
-            status: Mutex::new(None),
-        })
-    }
-
-    /// A child started by the fork server: signalled through `pidfd` (sent
-    /// by the server, which opened it before the child could be reaped), and
-    /// reaped by reading its wait status from `status_sock`.
-    pub(crate) fn forkserver_child(
-        pid: i32,
-        name: String,
-        daemon: bool,
-        pidfd: Option<OwnedFd>,
-        status_sock: OwnedFd,
-    ) -> Arc<ChildShared> {
-        Arc::new(ChildShared {
-            pid,
-            name,
-            daemon,
-            pidfd: OnceLock::from(pidfd),
-            status_sock: Some(status_sock),
-            status: Mutex::new(None),
-        })
-    }
-
-    /// The descriptor that becomes readable when the child has ended and can
-    /// be reaped: the status socket of a forkserver child, else the pidfd.
-    pub(crate) fn watch_fd(&self) -> Option<BorrowedFd<'_>> {
-        match &self.status_sock {
-            Some(s) => Some(s.as_fd()),
-            None => self.pidfd(),
-        }
-    }
-
-    /// The child's pidfd, opened on the first call; `None` when the kernel
-    /// has none, or when the child was reaped before any call (its pid may
-    /// name another process by now, so it is not opened then).
-    ///
-    /// Takes the status lock: never call it while holding that lock.
-    pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
-        self.pidfd
-            .get_or_init(|| {
-                // Opened under the status lock, before any reaping: the pid
-                // still names this child (an unreaped child keeps its pid).
-                let st = self.lock();
-                if st.is_some() {
-                    return None;
-                }
-                let pid = rustix::process::Pid::from_raw(self.pid)?;
-                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-            })
-            .as_ref()
-            .map(|f| f.as_fd())
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<i32>> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether the child's status is known (it was reaped).
-    pub(crate) fn is_reaped(&self) -> bool {
-        self.lock().is_some()
-    }
-
-    /// The exitcode if the child has ended (reaping it if needed); never blocks.
-    pub(crate) fn try_reap(&self) -> Option<i32> {
-        self.reap(false)
-    }
-
-    /// Waits for the child to end and reaps it.
-    pub(crate) fn reap_blocking(&self) -> i32 {
-        self.reap(true).unwrap_or(255)
-    }
-
-    fn reap(&self, block: bool) -> Option<i32> {
-        let mut st = self.lock();
-        if let (None, Some(sock)) = (*st, &self.status_sock) {
-            let flags = if block {
-                rustix::net::RecvFlags::empty()
-            } else {
-                rustix::net::RecvFlags::DONTWAIT
-            };
-            match super::forkserver::wire::recv_status(sock.as_fd(), flags) {
-                Ok(Some(raw)) => *st = Some(exitcode_of(raw)),
-                // The server died before reporting this child: its status is lost.
-                Ok(None) => *st = Some(255),
-                Err(rustix::io::Errno::AGAIN) => {}
-                Err(_) => *st = Some(255),
-            }
-            return *st;
-        }
-        if st.is_none() {
-            let mut raw = 0;
-            loop {
-                let flags = if block { 0 } else { libc::WNOHANG };
-                // SAFETY: plain syscall on a pid we started and have not reaped
-                // (the status lock makes us the only reaper of this pid).
-                let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
-                if r == self.pid {
-                    *st = Some(exitcode_of(raw));
-                } else if r < 0
-                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-                {
-                    continue;
-                } else if r < 0 {
-                    // ECHILD: somebody else reaped it (e.g. SIGCHLD ignored);
-                    // the status is lost.
-                    *st = Some(255);
-                }
-                break;
-            }
-        }
-        *st
-    }
-
-    /// Sends `sig` if the child has not been reaped (so its pid is still ours).
-    pub(crate) fn signal(&self, sig: i32) -> std::io::Result<()> {
-        let st = self.lock();
-        if let (None, Some(_)) = (*st, &self.status_sock) {
-            // Not our child: only its pidfd names it safely (the pid may be
-            // reaped by the server and reused before its status reaches us).
-            // A forkserver child's pidfd is set at creation, so `get` never
-            // waits for the status lock held here.
-            let Some(Some(pidfd)) = self.pidfd.get() else {
-                return Ok(());
-            };
-            let sig = rustix::process::Signal::from_named_raw(sig)
-                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-            return match rustix::process::pidfd_send_signal(pidfd, sig) {
-                // Ended, not yet reported by the server: nothing to signal.
-                Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-                Err(e) => Err(e.into()),
-            };
-        }
-        if st.is_none() {
-            // SAFETY: plain syscall; the pid is unreaped, so it cannot have
-            // been recycled for another process.
-            if unsafe { libc::kill(self.pid, sig) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The unreaped children of this process, and the epoll set that watches them.
 pub(crate) struct Registry {
@@ -223,6 +48,10 @@ pub(crate) struct Registry {
     /// The epoll set and the pid of the process that created it (a forked
     /// child inherits the descriptor, which still names the parent's set).
     epoll: Option<(OwnedFd, u32)>,
+    /// The ring whose fixed-file table holds the parked report sockets
+    /// (see [`park`]), with the pid of the process that created it; `None`
+    /// inside when this process cannot have one.
+    ring: Option<(Option<Ring>, u32)>,
 }
 
 /// One child, and which of its descriptors the epoll set watches.
@@ -234,6 +63,10 @@ struct Entry {
     report: Option<RawFd>,
     /// Whether the child's [`watch_fd`](ChildShared::watch_fd) is in the set.
     exit_watched: bool,
+    /// The ring slot holding the parked report socket (see [`register`])
+    /// while the ring watches it for the hang-up. The slot belongs to the
+    /// handle's [`ReportFd`], which frees it.
+    parked: Option<u32>,
 }
 
 /// Marks an epoll event as coming from a report socket (the low 32 bits
@@ -244,6 +77,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     children: BTreeMap::new(),
     unwatched: Vec::new(),
     epoll: None,
+    ring: None,
 });
 
 fn registry() -> MutexGuard<'static, Registry> {
@@ -266,6 +100,35 @@ impl Registry {
         if let Some((fd, _)) = self.epoll.take() {
             drop(fd);
         }
+        if let Some((Some(ring), _)) = self.ring.take() {
+            ring.forget();
+        }
+    }
+
+    /// This process's ring, created on first use; `None` when it cannot
+    /// have one.
+    fn ring(&mut self) -> Option<&mut Ring> {
+        let me = std::process::id();
+        if self.ring.as_ref().is_some_and(|(_, owner)| *owner != me) {
+            // A forked child's copy of the parent's: never touched.
+            if let Some((Some(ring), _)) = self.ring.take() {
+                ring.forget();
+            }
+        }
+        if self.ring.is_none() {
+            let ring = ready_fd().and_then(|_| Ring::new());
+            self.ring = Some((ring, me));
+        }
+        self.ring.as_mut().and_then(|(r, _)| r.as_mut())
+    }
+
+    /// This process's ring if it has one already (never creates it).
+    fn ring_if_any(&mut self) -> Option<&mut Ring> {
+        let me = std::process::id();
+        match &mut self.ring {
+            Some((Some(ring), owner)) if *owner == me => Some(ring),
+            _ => None,
+        }
     }
 
     /// This process's epoll set, created on first use.
@@ -286,31 +149,67 @@ impl Registry {
     /// if given, else through its [`watch_fd`](ChildShared::watch_fd).
     fn insert(&mut self, child: Arc<ChildShared>, report: Option<BorrowedFd<'_>>) {
         let pid = child.pid;
-        // Only the hang-up (always reported) and RDHUP: the report's bytes
-        // are the handle's business and must not wake every `start`.
-        let report = report.filter(|fd| {
-            self.epoll().is_some_and(|ep| {
-                epoll::add(
-                    ep,
-                    fd,
-                    epoll::EventData::new_u64(pid as u32 as u64 | FROM_REPORT),
-                    epoll::EventFlags::RDHUP,
-                )
-                .is_ok()
-            })
-        });
-        let watched_report = report.is_some();
         self.children.insert(
             pid,
             Entry {
                 child,
-                report: report.map(|fd| fd.as_raw_fd()),
+                report: None,
                 exit_watched: false,
+                parked: None,
             },
         );
-        if !watched_report {
-            self.watch_exit(pid);
+        match report {
+            Some(fd) => self.watch_report(pid, fd),
+            None => self.watch_exit(pid),
         }
+    }
+
+    /// Watches the child's report socket `fd` (see [`Entry::report`]) in the
+    /// epoll set, or its exit if that fails.
+    fn watch_report(&mut self, pid: i32, fd: BorrowedFd<'_>) {
+        // Only the hang-up (always reported) and RDHUP: the report's bytes
+        // are the handle's business and must not wake every `start`.
+        let added = self.epoll().is_some_and(|ep| {
+            epoll::add(
+                ep,
+                fd,
+                epoll::EventData::new_u64(pid as u32 as u64 | FROM_REPORT),
+                epoll::EventFlags::RDHUP,
+            )
+            .is_ok()
+        });
+        match self.children.get_mut(&pid) {
+            Some(e) if added => e.report = Some(fd.as_raw_fd()),
+            Some(_) => self.watch_exit(pid),
+            None => {}
+        }
+    }
+
+    /// Gives back the report socket of child `pid` parked in `slot` as an
+    /// ordinary descriptor, watched in the epoll set from now on if the ring
+    /// watched it (see [`register`]).
+    fn unpark(&mut self, pid: i32, slot: u32) -> std::io::Result<OwnedFd> {
+        let Some(ring) = self.ring_if_any() else {
+            return Err(std::io::Error::other(
+                "the child's report socket is not held any more",
+            ));
+        };
+        let mut fired = Vec::new();
+        let fd = ring.unpark(slot, pid as u32, &mut fired);
+        if let Ok(fd) = &fd {
+            let watched = self.children.get_mut(&pid).is_some_and(|e| {
+                let was = e.parked == Some(slot);
+                if was {
+                    e.parked = None;
+                }
+                was
+            });
+            if watched {
+                self.watch_report(pid, fd.as_fd());
+            }
+        }
+        self.on_ring_events(&fired);
+        fd
     }
 
     /// Watches the child's [`watch_fd`](ChildShared::watch_fd) (opening its
@@ -349,6 +248,30 @@ impl Registry {
         }
     }
 
+    /// Handles the ring's watches that ended: the child's report socket
+    /// hung up, so it has ended or is about to; or the kernel cancelled the
+    /// watch, and the child's pidfd takes over.
+    fn on_ring_events(&mut self, events: &[uring::Event]) {
+        for ev in events {
+            let pid = ev.key as i32;
+            let Some(e) = self.children.get_mut(&pid) else {
+                continue;
+            };
+            if e.parked != Some(ev.slot) {
+                continue;
+            }
+            e.parked = None;
+            if e.child.try_reap().is_some() {
+                self.remove(pid);
+            } else {
+                // Hung up a moment before the child became reapable (or the
+                // child closed it and runs on, or the watch was cancelled):
+                // its pidfd tells the rest.
+                self.watch_exit(pid);
+            }
+        }
+    }
+
     fn remove(&mut self, pid: i32) {
         self.unwatch_report(pid);
         if let Some(e) = self.children.remove(&pid) {
@@ -372,6 +295,11 @@ impl Registry {
             tv_nsec: 0,
         };
         let me = std::process::id();
+        if let Some(ring) = self.ring_if_any() {
+            let mut fired = Vec::new();
+            ring.drain(&mut fired);
+            self.on_ring_events(&fired);
+        }
         // Ended children stay readable until removed (or moved from their
         // report socket to their pidfd), so a full batch means there may be
         // more: ask again once these are handled (a batch in which nothing
@@ -421,7 +349,140 @@ impl Registry {
 /// Registers a child; `report` is the parent's end of its report socket,
 /// owned by the child's handle, which must call [`release`] before closing
 /// it (`None` for a forkserver child, watched through its status socket).
-pub(crate) fn register(child: Arc<ChildShared>, report: Option<BorrowedFd<'_>>) {
+///
+/// # Parked report sockets
+///
+/// Where this process can have an `io_uring` (see [`crate::sys::uring`]),
+/// and once [`PARK_AFTER`] children are registered, a watched report socket
+/// is *parked*: moved out of the descriptor table
+/// into the ring's table of fixed files, where the ring watches it for the
+/// hang-up and a fork does not copy it. It comes back as an ordinary
+/// descriptor the first time the handle needs it ([`ReportFd::get`]), and
+/// is watched in the epoll set from then on.
+pub(crate) fn register(child: Arc<ChildShared>, report: OwnedFd, watch: bool) -> ReportFd {
+    let pid = child.pid;
+    let mut reg = register_locked();
+    if !watch {
+        reg.insert(child, None);
+        return ReportFd::held(report);
+    }
+    // While few children live, their descriptors cost a fork little, and
+    // parking one (a few system calls at the start, more to take it out at
+    // `join`) would cost more than it saves.
+    let ring = if reg.children.len() >= PARK_AFTER {
+        reg.ring()
+    } else {
+        None
+    };
+    let parked = match ring {
+        Some(ring) => ring.park(report, pid as u32),
+        None => Err(report),
+    };
+    let report = match parked {
+        Ok(slot) => {
+            reg.children.insert(
+                pid,
+                Entry {
+                    child,
+                    report: None,
+                    exit_watched: false,
+                    parked: Some(slot),
+                },
+            );
+            return ReportFd {
+                fd: OnceLock::new(),
+                parked: Some((slot, pid)),
+            };
+        }
+        Err(fd) => fd,
+    };
+    reg.insert(child, Some(report.as_fd()));
+    ReportFd::held(report)
+}
+
+/// How many children must be registered before the next one's report
+/// socket is parked (see [`register`]).
+const PARK_AFTER: usize = 16;
+
+/// The parent's end of a child's report socket, as the child's handle holds
+/// it: in the descriptor table, or parked in the registry's ring until first
+/// needed (see [`register`]).
+#[derive(Debug)]
+pub(crate) struct ReportFd {
+    /// The descriptor, once in the table.
+    fd: OnceLock<OwnedFd>,
+    /// The ring slot holding it until then, and the child's pid (the key of
+    /// its watch). Freed when `fd` is set or this is dropped.
+    parked: Option<(u32, i32)>,
+}
+
+impl ReportFd {
+    fn held(fd: OwnedFd) -> ReportFd {
+        ReportFd {
+            fd: OnceLock::from(fd),
+            parked: None,
+        }
+    }
+
+    /// The descriptor, taken out of the ring if it is parked there.
+    pub(crate) fn get(&self) -> std::io::Result<BorrowedFd<'_>> {
+        if let Some(fd) = self.fd.get() {
+            return Ok(fd.as_fd());
+        }
+        let Some((slot, pid)) = self.parked else {
+            return Err(std::io::Error::other("no report socket"));
+        };
+        // Under the registry lock, so that two threads cannot both take it
+        // out: the second finds it set.
+        let mut reg = registry();
+        if let Some(fd) = self.fd.get() {
+            return Ok(fd.as_fd());
+        }
+        let fd = reg.unpark(pid, slot)?;
+        let fd = self.fd.get_or_init(|| fd);
+        drop(reg);
+        Ok(fd.as_fd())
+    }
+}
+
+impl Drop for ReportFd {
+    fn drop(&mut self) {
+        if let (Some((slot, pid)), None) = (self.parked, self.fd.get()) {
+            let mut reg = registry();
+            if let Some(e) = reg.children.get_mut(&pid) {
+                if e.parked == Some(slot) {
+                    e.parked = None;
+                }
+            }
+            // A forked child's copy (never dropped in practice) finds no ring.
+            if let Some(ring) = reg.ring_if_any() {
+                ring.discard(slot, pid as u32);
+            }
+        }
+    }
+}
+
+/// A descriptor that is always readable: what a handle offers as its
+/// sentinel in the unlikely case that it has neither a pidfd nor its report
+/// socket (taken out of the ring while the descriptor table was full), so
+/// that a waiter wakes and finds the error at `join`. Exists before any
+/// report socket is parked.
+pub(crate) fn ready_fd() -> Option<BorrowedFd<'static>> {
+    static READY: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    READY
+        .get_or_init(|| rustix::event::eventfd(1, rustix::event::EventfdFlags::CLOEXEC).ok())
+        .as_ref()
+        .map(|fd| fd.as_fd())
+}
+
+/// Whether report sockets are parked in a ring (see [`register`]).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn parks_report_sockets() -> bool {
+    registry().ring().is_some()
+}
+
+/// Takes the registry lock, installing the at-exit hook on the first call.
+fn register_locked() -> MutexGuard<'static, Registry> {
     static AT_EXIT: Once = Once::new();
     AT_EXIT.call_once(|| {
         extern "C" fn hook() {
@@ -430,7 +491,7 @@ pub(crate) fn register(child: Arc<ChildShared>, report: Option<BorrowedFd<'_>>) 
         // SAFETY: registering a plain `extern "C" fn` with libc.
         unsafe { libc::atexit(hook) };
     });
-    registry().insert(child, report);
+    registry()
 }
 
 /// Called by a child's handle before it closes its end of the report
@@ -441,10 +502,14 @@ pub(crate) fn release(child: &Arc<ChildShared>) {
     let mut reg = registry();
     let pid = child.pid;
     let had_report = match reg.children.get(&pid) {
-        Some(e) if Arc::ptr_eq(&e.child, child) => e.report.is_some(),
+        Some(e) if Arc::ptr_eq(&e.child, child) => e.report.is_some() || e.parked.is_some(),
         _ => return,
     };
     reg.unwatch_report(pid);
+    if let Some(e) = reg.children.get_mut(&pid) {
+        // The handle's `ReportFd`, dropped next, frees the slot.
+        e.parked = None;
+    }
     if child.is_reaped() {
         reg.remove(pid);
     } else if had_report {

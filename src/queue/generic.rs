@@ -189,6 +189,33 @@ impl<T, F: Flavor> GenericQueue<T, F> {
         &self.ring
     }
 
+    /// Puts an item already encoded with the codec (the bytes a `put` of
+    /// a `T` would write), for a holder that has no `T`: a manager's server
+    /// putting on behalf of a remote client, or a proxy that encoded the
+    /// item itself. Errors as [`put`](Self::put).
+    pub(crate) fn put_encoded(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<()> {
+        self.check_open()?;
+        self.ring.put(&[bytes], deadline, Stall::No)
+    }
+
+    /// Takes an item as its encoded bytes, copied out of shared memory;
+    /// the twin of [`put_encoded`](Self::put_encoded). [`Error::Empty`] if
+    /// none came by `deadline`. `keep` is asked before every attempt to
+    /// take one: once it says `false`, gives up without taking any
+    /// (`Ok(None)`), for a waiter on behalf of a client that may go away.
+    pub(crate) fn get_encoded(
+        &self,
+        deadline: Option<Instant>,
+        keep: impl FnMut() -> bool,
+    ) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        self.ring.get_while(deadline, Stall::No, keep, |b| {
+            let mut v = Vec::new();
+            b.append_to(&mut v);
+            v
+        })
+    }
+
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
             Err(Error::Closed)

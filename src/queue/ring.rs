@@ -785,17 +785,39 @@ impl Ring {
     ///
     /// A corrupt length (larger than the item's slots) is an
     /// [`Error::Codec`]; the item is consumed.
+    #[inline]
     pub(crate) fn get<R>(
         &self,
         deadline: Option<Instant>,
         hang: Stall,
         f: impl FnOnce(SharedBytes<'_>) -> R,
     ) -> Result<R> {
+        self.get_while(deadline, hang, || true, f)?
+            .ok_or_else(|| Error::InvalidState("queue get abandoned".into()))
+    }
+
+    /// [`get`](Self::get), asking `keep` before every attempt to take an
+    /// item: once it says `false`, gives up without taking one (`Ok(None)`).
+    /// For a waiter on behalf of someone who may go away meanwhile (a
+    /// manager's server serving a remote client): an item that comes after
+    /// they left stays in the queue.
+    pub(crate) fn get_while<R>(
+        &self,
+        deadline: Option<Instant>,
+        hang: Stall,
+        mut keep: impl FnMut() -> bool,
+        f: impl FnOnce(SharedBytes<'_>) -> R,
+    ) -> Result<Option<R>> {
         let h = self.header();
         let mut f = Some(f);
         let mut spilled = None;
+        let mut abandoned = false;
         let (p, span) = self
             .wait_loop(&h.not_empty.0, deadline, true, || {
+                if !keep() {
+                    abandoned = true;
+                    return Try::Done((0, 0));
+                }
                 let r = self.try_take(hang);
                 if matches!(r, Try::Done(_)) || !self.spill_pending() {
                     return r;
@@ -823,8 +845,13 @@ impl Ring {
                     e
                 }
             })?;
+        if abandoned {
+            return Ok(None);
+        }
         if let Some(r) = spilled {
-            return r?.ok_or_else(|| Error::InvalidState("queue reader used twice".into()));
+            return r?
+                .ok_or_else(|| Error::InvalidState("queue reader used twice".into()))
+                .map(Some);
         }
         if matches!(hang, Stall::Late) {
             hang_forever();
@@ -850,7 +877,7 @@ impl Ring {
         let f = f
             .take()
             .ok_or_else(|| Error::InvalidState("queue reader used twice".into()))?;
-        Ok(f(bytes))
+        Ok(Some(f(bytes)))
     }
 
     /// `true` if every ticket claimed in the ring (and whose claim moved

@@ -16,6 +16,7 @@ pub(crate) mod posix_spawn;
 pub(crate) mod region;
 pub(crate) mod scm;
 pub(crate) mod shm;
+pub(crate) mod uring;
 pub(crate) mod wait;
 
 use crate::error::Result;

@@ -1,370 +1,300 @@
-//! `Queue` and `JoinableQueue` living in the server (Python's
-//! `Manager().Queue()`): blocking `put`/`get` run in the server, so a
-//! manager queue can be shared with any process that can connect, even on
-//! another machine.
+//! `Queue` and `JoinableQueue` of a manager (Python's `Manager().Queue()`).
+//!
+//! # Design
+//!
+//! The server backs each managed queue with one of the crate's own
+//! shared-memory queues ([`crate::queue`], flavour `Plain` or `Joinable`),
+//! made when the object is made. Its items are the codec's bytes of the
+//! proxies' `T`, so the server never needs `T`.
+//!
+//! - A proxy connected over a **Unix socket** (the default address) asks
+//!   the server once, on its first queue call, for the queue's descriptors
+//!   (method `share`: they come by `SCM_RIGHTS`, through the queue's own
+//!   [`Handoff`] export and import), maps the queue, and from then on puts,
+//!   gets, counts and joins on the shared memory itself: no round trip per
+//!   item.
+//! - A proxy connected over **TCP** (a remote manager), or one whose attach
+//!   failed, calls the server, which does the same operations on the same
+//!   queue for it: local and remote clients see one queue, in order.
+//! - A value that holds proxies is put through the server, which leaves a
+//!   pending reference to each of their objects on behalf of the queue (so
+//!   they stay alive while the item is queued; the proxy that decodes the
+//!   item claims one), and drops what is left when the queue is freed.
+//! - A wait on the shared memory (a blocking `get`, a `put` on a full
+//!   bounded queue, `join`) waits in slices and looks at its connection in
+//!   between: once the server is gone (shut down or dead) it fails with
+//!   [`Error::Closed`](crate::Error::Closed), as a call through the server
+//!   would. An item that is already there is still taken, and puts and
+//!   counts that need no wait keep working on the memory this process maps.
+//! - Everything the server sends for `share` is checked: the number and
+//!   kind of descriptors (a sealed memfd, a non-blocking eventfd), the
+//!   queue's header; a server that lies gets an error (and the proxy calls
+//!   the server instead), never undefined behaviour. Once mapped, the
+//!   memory is read as the crate's queues read any peer's: copied out with
+//!   atomic loads, every length checked. (What a hostile server can still
+//!   do is what any holder of a queue can: take or garble items, or keep a
+//!   waiter waiting while it lives.)
 
-use super::{
-    args, builtin_proxy, decode_raw, err, give_owned, ok, ok_with, unknown, value_of, Wait,
-};
-use crate::error::Result;
+mod proxy;
+
+pub use proxy::{JoinableQueueProxy, QueueProxy};
+
+use super::{args, err, ok, unknown, Wait};
+use crate::error::{Error, Result};
+use crate::handoff::{Exporter, Handoff};
 use crate::manager::fault::BuiltinError;
-use crate::manager::registry::{CallCx, Fail, Object, Out, Stored};
+use crate::manager::proxy::WireAddr;
+use crate::manager::registry::{
+    CallCx, ConnId, Fail, ObjRef, Object, Out, Registry, LIVENESS_SLICE,
+};
 use crate::manager::wire::{Raw, Value};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use std::cell::Cell;
-use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use crate::queue::flavor::{Joinable, Plain};
+use crate::queue::{Builder, GenericQueue};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 pub(crate) const TYPEID: &str = "Queue";
 pub(crate) const JOINABLE_TYPEID: &str = "JoinableQueue";
 
-#[derive(Default)]
-struct State {
-    items: VecDeque<Stored>,
-    unfinished: u64,
-    /// Calls waiting on `changed`: a change wakes them only if there are
-    /// any (a `Condvar` notification is a system call even with no waiter).
-    waiting: u32,
+/// Bytes of ring per managed queue (the crate's queues default to 4 MiB;
+/// items that do not fit go to the queue's spill area as usual).
+const RING_BYTES: usize = 1 << 20;
+
+/// The most descriptors a `share` answer may bring (a queue sends two).
+const MAX_SHARE_FDS: usize = 4;
+
+/// How often a server thread waiting to take an item for a client looks
+/// whether the client is still there, at most.
+const KEEP_CHECK: Duration = Duration::from_millis(1);
+
+/// Owners of pending references left on behalf of queues: far above any
+/// connection id (those count up from 1).
+static NEXT_PARK_OWNER: AtomicU64 = AtomicU64::new(1 << 63);
+
+// ------------------------------------------------------------ server side
+
+/// The shared-memory queue behind a managed queue, of either flavour.
+enum Shm {
+    Plain(GenericQueue<(), Plain>),
+    Joinable(GenericQueue<(), Joinable>),
+}
+
+macro_rules! with_shm {
+    ($s:expr, $q:ident => $e:expr) => {
+        match $s {
+            Shm::Plain($q) => $e,
+            Shm::Joinable($q) => $e,
+        }
+    };
 }
 
 pub(crate) struct QueueObj {
-    state: Mutex<State>,
-    /// Signalled on every change (put, get, task_done).
-    changed: Condvar,
-    maxsize: usize,
-    joinable: bool,
+    shm: Shm,
+    /// The owner of the pending references this queue leaves for the
+    /// proxies inside its items (see the module docs).
+    park_owner: ConnId,
+    /// The registry they are left in (known from the first such put).
+    registry: OnceLock<Arc<Registry>>,
 }
 
 pub(crate) fn make(a: &[u8], joinable: bool) -> std::result::Result<Box<dyn Object>, Fail> {
     let maxsize: u64 = args(a)?;
+    // The ring compares counts as i64: a larger maxsize is no bound at all.
+    let b = Builder::default()
+        .maxsize(maxsize.min(i64::MAX as u64) as usize)
+        .capacity_bytes(RING_BYTES);
+    let shm = if joinable {
+        Shm::Joinable(b.build_flavor()?)
+    } else {
+        Shm::Plain(b.build_flavor()?)
+    };
     Ok(Box::new(QueueObj {
-        state: Mutex::new(State::default()),
-        changed: Condvar::new(),
-        maxsize: maxsize as usize,
-        joinable,
+        shm,
+        park_owner: NEXT_PARK_OWNER.fetch_add(1, Ordering::Relaxed),
+        registry: OnceLock::new(),
     }))
 }
 
+impl Drop for QueueObj {
+    fn drop(&mut self) {
+        if let Some(r) = self.registry.get() {
+            r.drop_pending_of(self.park_owner);
+        }
+    }
+}
+
+/// Whether `e` is what a wait that ran out of time returns.
+fn timed_out(e: &Error) -> bool {
+    matches!(e, Error::Empty | Error::Full | Error::Timeout)
+}
+
+/// A queue error as the call's failure.
+fn fail_of(e: Error) -> Fail {
+    match e {
+        Error::Empty => err(BuiltinError::Empty),
+        Error::Full => err(BuiltinError::Full),
+        Error::Timeout => err(BuiltinError::Timeout),
+        Error::TaskDoneTooOften => err(BuiltinError::TaskDoneTooOften),
+        e => Fail::Remote(e.to_string()),
+    }
+}
+
+/// Takes an item for the client of `cx`, waiting as `wait` says; once the
+/// client has gone, gives up without taking one ([`Fail::Gone`]): an item
+/// that comes after it left stays in the queue for the living. (The check
+/// runs before each attempt, at most every [`KEEP_CHECK`].)
+fn take_for(cx: &CallCx<'_>, shm: &Shm, wait: Wait) -> std::result::Result<Vec<u8>, Fail> {
+    let mut checked = Instant::now();
+    let mut keep = || {
+        if checked.elapsed() < KEEP_CHECK {
+            return true;
+        }
+        checked = Instant::now();
+        !cx.client_gone()
+    };
+    sliced_for(
+        cx,
+        wait,
+        |d| with_shm!(shm, q => q.get_encoded(d, &mut keep)),
+    )?
+    .ok_or(Fail::Gone)
+}
+
+/// Runs the wait `f` (given a deadline) as `wait` says, in slices of
+/// [`LIVENESS_SLICE`], ending it once the client has gone.
+fn sliced_for<R>(
+    cx: &CallCx<'_>,
+    wait: Wait,
+    mut f: impl FnMut(Option<Instant>) -> Result<R>,
+) -> std::result::Result<R, Fail> {
+    let deadline = wait.deadline();
+    loop {
+        let slice = Instant::now() + LIVENESS_SLICE;
+        let last = deadline.is_some_and(|d| d <= slice);
+        match f(if last { deadline } else { Some(slice) }) {
+            Err(e) if !last && timed_out(&e) => {
+                if cx.client_gone() {
+                    return Err(Fail::Gone);
+                }
+            }
+            r => return r.map_err(fail_of),
+        }
+    }
+}
+
+/// `join` with a deadline, as the queue's `join_timeout` takes it.
+fn join_until(q: &GenericQueue<(), Joinable>, deadline: Option<Instant>) -> Result<()> {
+    match deadline {
+        None => q.join(),
+        Some(d) => q.join_timeout(d.saturating_duration_since(Instant::now())),
+    }
+}
+
 impl QueueObj {
-    /// Waits for a change (see [`CallCx::wait`]).
-    fn wait<'g>(
-        &self,
-        cx: &CallCx<'_>,
-        mut s: MutexGuard<'g, State>,
-        deadline: Option<std::time::Instant>,
-    ) -> std::result::Result<(MutexGuard<'g, State>, bool), Fail> {
-        s.waiting += 1;
-        match cx.wait(&self.changed, s, deadline) {
-            Ok((mut g, passed)) => {
-                g.waiting -= 1;
-                Ok((g, passed))
-            }
-            Err((mut g, f)) => {
-                g.waiting -= 1;
-                Err(f)
-            }
+    fn joinable(&self) -> Option<&GenericQueue<(), Joinable>> {
+        match &self.shm {
+            Shm::Joinable(q) => Some(q),
+            Shm::Plain(_) => None,
         }
     }
 
-    /// Releases the state after a change, waking the calls waiting for one.
-    fn notify(&self, s: MutexGuard<'_, State>) {
-        let any = s.waiting > 0;
-        drop(s);
-        if any {
-            self.changed.notify_all();
-        }
-    }
-
-    fn full(&self, s: &State) -> bool {
-        self.maxsize > 0 && s.items.len() >= self.maxsize
-    }
-
-    /// Waits (as `wait` says) until there is an item; `Empty` otherwise.
-    fn wait_item<'g>(
-        &self,
-        cx: &CallCx<'_>,
-        mut s: MutexGuard<'g, State>,
-        wait: Wait,
-    ) -> std::result::Result<MutexGuard<'g, State>, Fail> {
-        let deadline = wait.deadline();
-        let mut waited = false;
-        while s.items.is_empty() {
-            let (g, passed) = self.wait(cx, s, deadline)?;
-            s = g;
-            waited = true;
-            if passed && s.items.is_empty() {
-                return Err(err(BuiltinError::Empty));
+    fn put(&self, cx: &CallCx<'_>, v: Value, wait: Wait) -> std::result::Result<Out, Fail> {
+        let refs = cx.resolve(&v.refs).map_err(Fail::Remote)?;
+        // Left pending before the item is visible, so that a proxy that
+        // takes and decodes it at once claims one of them.
+        let ids: Vec<_> = refs.iter().map(ObjRef::id).collect();
+        if !refs.is_empty() {
+            let reg = self.registry.get_or_init(|| cx.registry().clone());
+            for r in refs {
+                reg.make_pending(r, self.park_owner);
             }
         }
-        // A client that died while it waited must not take an item
-        // with it: leave the item for the living.
-        if waited && cx.client_gone() {
-            return Err(Fail::Gone);
+        let put = sliced_for(
+            cx,
+            wait,
+            |d| with_shm!(&self.shm, q => q.put_encoded(&v.bytes.0, d)),
+        );
+        if let Err(f) = put {
+            // Not queued: take the references back (one each).
+            for id in ids {
+                drop(cx.registry().claim(id));
+            }
+            return Err(f);
         }
-        Ok(s)
+        // Tells the proxy whether its puts may be pipelined.
+        ok(&(with_shm!(&self.shm, q => q.maxsize()) == 0))
+    }
+
+    fn get_many(&self, cx: &CallCx<'_>, max: u64, wait: Wait) -> std::result::Result<Out, Fail> {
+        let mut items = vec![Raw(take_for(cx, &self.shm, wait)?)];
+        while (items.len() as u64) < max {
+            match with_shm!(&self.shm, q => q.get_encoded(Some(Instant::now()), || true)) {
+                Ok(Some(b)) => items.push(Raw(b)),
+                _ => break,
+            }
+        }
+        ok(&items)
+    }
+
+    /// Sends the queue's descriptors to the caller (see the module docs);
+    /// answers with the handoff bytes and how many descriptors went.
+    fn share(&self, cx: &CallCx<'_>) -> std::result::Result<Out, Fail> {
+        if !matches!(
+            cx.address(),
+            Some(WireAddr::Unix(_) | WireAddr::Abstract(_))
+        ) {
+            return Err(Fail::remote(
+                "a queue's memory is shared over a Unix socket only",
+            ));
+        }
+        let mut ex = Exporter::new();
+        with_shm!(&self.shm, q => q.export(&mut ex))?;
+        let (bytes, fds) = ex.into_parts();
+        cx.send_fds(&fds)?;
+        ok(&(Raw(bytes), fds.len() as u32))
     }
 }
 
 impl Object for QueueObj {
     fn call(&self, cx: &mut CallCx<'_>, method: &str, a: &[u8]) -> std::result::Result<Out, Fail> {
-        let typeid = if self.joinable {
-            JOINABLE_TYPEID
-        } else {
-            TYPEID
-        };
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let shm = &self.shm;
         match method {
             "put" => {
                 let (v, wait): (Value, Wait) = args(a)?;
-                let v = cx.store(v)?;
-                let deadline = wait.deadline();
-                while self.full(&s) {
-                    let (g, passed) = self.wait(cx, s, deadline)?;
-                    s = g;
-                    if passed && self.full(&s) {
-                        return Err(err(BuiltinError::Full));
-                    }
-                }
-                s.items.push_back(v);
-                s.unfinished += 1;
-                self.notify(s);
-                // Tells the proxy whether its puts may be pipelined.
-                ok(&(self.maxsize == 0))
+                self.put(cx, v, wait)
             }
             "get" => {
                 let wait: Wait = args(a)?;
-                let mut s = self.wait_item(cx, s, wait)?;
-                let item = s.items.pop_front();
-                self.notify(s);
-                let mut refs = Vec::new();
-                let r = item.map(|i| give_owned(i, &mut refs));
-                ok_with(&r, refs)
+                ok(&Some(Raw(take_for(cx, shm, wait)?)))
             }
             "get_many" => {
                 let (max, wait): (u64, Wait) = args(a)?;
-                let mut s = self.wait_item(cx, s, wait)?;
-                let n = s.items.len().min(max.max(1) as usize);
-                let mut refs = Vec::new();
-                let items: Vec<Raw> = s
-                    .items
-                    .drain(..n)
-                    .map(|i| give_owned(i, &mut refs))
-                    .collect();
-                self.notify(s);
-                ok_with(&items, refs)
+                self.get_many(cx, max.max(1), wait)
             }
-            "qsize" => ok(&(s.items.len() as u64)),
-            "empty" => ok(&s.items.is_empty()),
-            "full" => ok(&self.full(&s)),
-            "task_done" if self.joinable => {
-                if s.unfinished == 0 {
-                    return Err(err(BuiltinError::TaskDoneTooOften));
-                }
-                s.unfinished -= 1;
-                self.notify(s);
+            "qsize" => ok(&(with_shm!(shm, q => q.qsize()) as u64)),
+            "empty" => ok(&with_shm!(shm, q => q.empty())),
+            "full" => ok(&with_shm!(shm, q => q.full())),
+            "share" => self.share(cx),
+            "task_done" if self.joinable().is_some() => {
+                let q = self.joinable().expect("checked");
+                q.task_done().map_err(fail_of)?;
                 ok(&())
             }
-            "join" if self.joinable => {
+            "join" if self.joinable().is_some() => {
+                let q = self.joinable().expect("checked");
                 let wait: Wait = args(a)?;
-                let deadline = wait.deadline();
-                while s.unfinished > 0 {
-                    let (g, passed) = self.wait(cx, s, deadline)?;
-                    s = g;
-                    if passed && s.unfinished > 0 {
-                        return Err(err(BuiltinError::Timeout));
-                    }
-                }
+                sliced_for(cx, wait, |d| join_until(q, d))?;
                 ok(&())
             }
-            _ => Err(unknown(typeid, method)),
+            _ => Err(unknown(
+                if self.joinable().is_some() {
+                    JOINABLE_TYPEID
+                } else {
+                    TYPEID
+                },
+                method,
+            )),
         }
-    }
-}
-
-builtin_proxy! {
-    /// A proxy to a queue in the manager's server (Python's
-    /// `Manager().Queue()`). Unlike [`crate::Queue`] (shared memory, one
-    /// machine), it is reached over a connection, so it can be shared with
-    /// remote clients and stored in other managed objects.
-    ///
-    /// ```
-    /// # multiproc::init();
-    /// use std::time::Duration;
-    /// let manager = multiproc::manager::Manager::start()?;
-    /// let q = manager.queue::<String>()?;
-    /// q.put("job".to_string())?;
-    /// assert_eq!(q.get()?, "job");
-    /// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(multiproc::Error::Empty)));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    #[doc(alias = "Queue")]
-    QueueProxy[T] "Queue" { unbounded: Cell<Option<bool>> }
-}
-
-builtin_proxy! {
-    /// A proxy to a joinable queue in the manager's server (Python's
-    /// `Manager().JoinableQueue()`): a [`QueueProxy`]'s methods plus
-    /// [`task_done`](Self::task_done) and [`join`](Self::join).
-    ///
-    /// ```
-    /// # multiproc::init();
-    /// let manager = multiproc::manager::Manager::start()?;
-    /// let q = manager.joinable_queue::<u32>()?;
-    /// q.put(1)?;
-    /// assert_eq!(q.get()?, 1);
-    /// q.task_done()?;
-    /// q.join()?;
-    /// assert!(q.task_done().is_err()); // Python's ValueError
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    #[doc(alias = "JoinableQueue")]
-    JoinableQueueProxy[T] "JoinableQueue" { unbounded: Cell<Option<bool>> }
-}
-
-macro_rules! queue_methods {
-    ($name:ident) => {
-        impl<T: Serialize + DeserializeOwned> $name<T> {
-            fn put_wait(&self, v: &T, wait: Wait) -> Result<()> {
-                let value = value_of(&self.core.token().endpoint, v)?;
-                if matches!(wait, Wait::Block) && self.unbounded.get() == Some(true) {
-                    // Cannot block or fail: pipelined (see `put`).
-                    return self.core.post("put", &(value, wait));
-                }
-                let unbounded: bool = self.core.call("put", &(value, wait))?;
-                self.unbounded.set(Some(unbounded));
-                Ok(())
-            }
-
-            fn get_wait(&self, wait: Wait) -> Result<T> {
-                let r: Option<Raw> = self.core.call("get", &wait)?;
-                match r {
-                    Some(r) => decode_raw(&r),
-                    None => Err(crate::Error::Empty),
-                }
-            }
-
-            /// Puts `v`, waiting for room if the queue has a `maxsize`.
-            ///
-            /// On an unbounded queue (`maxsize` 0) a put cannot block or
-            /// fail, so it is *pipelined* (after this proxy's first put,
-            /// which learns the queue's kind): sent without waiting for the
-            /// server's answer. It then runs in order with this proxy's
-            /// other calls (a `get` on this proxy after it sees the item),
-            /// it is carried out even if this process dies right after,
-            /// and other processes see it at the latest when this proxy's
-            /// next other call (or [`flush`](Self::flush)) returns, or once
-            /// it is dropped (a child's puts are in the queue when it has
-            /// returned). Before telling another process through another
-            /// channel (an event, a pipe) that items are there, call `flush`.
-            /// A put of a value holding proxies, and every put on a bounded
-            /// queue, waits for its answer as Python's does. Should the
-            /// server fail a pipelined put all the same, the next call of
-            /// this proxy (or `flush`) returns that error, and neither it nor
-            /// the puts after the failed one were made.
-            pub fn put(&self, v: T) -> Result<()> {
-                self.put_wait(&v, Wait::Block)
-            }
-
-            /// Waits until every put of this proxy is in the queue (and
-            /// reports a failed pipelined put; see [`put`](Self::put)).
-            /// Costs one round trip if a put was pipelined since this
-            /// proxy's last answer, nothing otherwise.
-            pub fn flush(&self) -> Result<()> {
-                self.core.flush()
-            }
-
-            /// Puts `v` or fails with [`Error::Full`](crate::Error::Full)
-            /// at once (Python's `put_nowait`).
-            #[doc(alias = "put_nowait")]
-            pub fn try_put(&self, v: T) -> Result<()> {
-                self.put_wait(&v, Wait::Try)
-            }
-
-            /// Puts `v`, failing with [`Error::Full`](crate::Error::Full)
-            /// after `timeout`.
-            pub fn put_timeout(&self, v: T, timeout: Duration) -> Result<()> {
-                self.put_wait(&v, Wait::For(timeout))
-            }
-
-            /// Takes the oldest item, waiting for one.
-            pub fn get(&self) -> Result<T> {
-                self.get_wait(Wait::Block)
-            }
-
-            /// Takes an item or fails with [`Error::Empty`](crate::Error::Empty)
-            /// at once (Python's `get_nowait`).
-            #[doc(alias = "get_nowait")]
-            pub fn try_get(&self) -> Result<T> {
-                self.get_wait(Wait::Try)
-            }
-
-            /// Takes an item, failing with [`Error::Empty`](crate::Error::Empty)
-            /// after `timeout`.
-            pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-                self.get_wait(Wait::For(timeout))
-            }
-
-            /// Takes at least one item, waiting for one, and at most `max`
-            /// (at least 1): the oldest ones there are, in order, in one
-            /// round trip. The way to drain a queue fast; the items taken
-            /// are gone for other consumers even before they are used.
-            pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
-                self.get_many_wait(max, Wait::Block)
-            }
-
-            /// [`get_many`](Self::get_many), failing with
-            /// [`Error::Empty`](crate::Error::Empty) if no item comes within
-            /// `timeout` (`Duration::ZERO`: if there is none now).
-            pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>> {
-                self.get_many_wait(max, Wait::For(timeout))
-            }
-
-            fn get_many_wait(&self, max: usize, wait: Wait) -> Result<Vec<T>> {
-                let r: Vec<Raw> = self.core.call("get_many", &(max as u64, wait))?;
-                r.iter().map(decode_raw).collect()
-            }
-
-            /// The number of items.
-            pub fn qsize(&self) -> Result<usize> {
-                Ok(self.core.call::<_, u64>("qsize", &())? as usize)
-            }
-
-            /// `true` if there are no items.
-            pub fn empty(&self) -> Result<bool> {
-                self.core.call("empty", &())
-            }
-
-            /// `true` if a `maxsize` is set and reached.
-            pub fn full(&self) -> Result<bool> {
-                self.core.call("full", &())
-            }
-        }
-    };
-}
-queue_methods!(QueueProxy);
-queue_methods!(JoinableQueueProxy);
-
-impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
-    /// Marks one taken item as processed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TaskDoneTooOften`](crate::Error::TaskDoneTooOften) if called more times than
-    /// items were put (Python's `ValueError`).
-    pub fn task_done(&self) -> Result<()> {
-        self.core.call("task_done", &())
-    }
-
-    /// Waits until every item put has been marked done.
-    pub fn join(&self) -> Result<()> {
-        self.core.call("join", &Wait::Block)
-    }
-
-    /// [`join`](Self::join), failing with [`Error::Timeout`](crate::Error::Timeout)
-    /// after `timeout`.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        self.core.call("join", &Wait::For(timeout))
     }
 }
