@@ -15,6 +15,13 @@
 //! kernel lacks an operation used here, or when the environment variable
 //! `MULTIPROC_NO_IO_URING` is set (which tests use to exercise the fallback);
 //! callers then keep their descriptors in the table.
+//!
+//! A side effect callers must document: the kernel completes a watch by
+//! queueing work for the thread that submitted it, and notifies that thread
+//! as a signal would, so its blocking system call at that moment is
+//! interrupted. Calls that restart by themselves (read, poll, futex, wait)
+//! are unaffected; `epoll_wait`, `sigtimedwait` and the like return `EINTR`,
+//! as they would with a `SIGCHLD` handler installed.
 #![allow(unsafe_code)]
 
 use io_uring::{opcode, types, IoUring};
