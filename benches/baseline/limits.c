@@ -144,15 +144,15 @@ static double fork32(long n, const void *cfg) {
     return (seconds() - t0) * 1e3;
 }
 
-/* us per fork(); execve(exit0); waitpid() */
+/* us per fork(); execve(cfg, or exit0 without one); waitpid() */
 static double fork_exec(long n, const void *cfg) {
-    (void)cfg;
-    char *argv[] = {(char *)exit0_path, NULL};
+    const char *path = cfg ? (const char *)cfg : exit0_path;
+    char *argv[] = {(char *)path, NULL};
     double t0 = seconds();
     for (long i = 0; i < n; i++) {
         pid_t pid = fork_or_die();
         if (pid == 0) {
-            execve(exit0_path, argv, environ);
+            execve(path, argv, environ);
             _exit(127);
         }
         wait_ok(pid);
@@ -163,18 +163,8 @@ static double fork_exec(long n, const void *cfg) {
 /* us per fork(); execve(self, MULTIPROC_BENCH_EXIT_AT_ONCE=1); waitpid() */
 static double fork_exec_self(long n, const void *cfg) {
     (void)cfg;
-    char *argv[] = {(char *)self_path, NULL};
     if (setenv("MULTIPROC_BENCH_EXIT_AT_ONCE", "1", 1)) fail("setenv");
-    double t0 = seconds();
-    for (long i = 0; i < n; i++) {
-        pid_t pid = fork_or_die();
-        if (pid == 0) {
-            execve(self_path, argv, environ);
-            _exit(127);
-        }
-        wait_ok(pid);
-    }
-    double r = (seconds() - t0) / (double)n * 1e6;
+    double r = fork_exec(n, self_path);
     unsetenv("MULTIPROC_BENCH_EXIT_AT_ONCE");
     return r;
 }

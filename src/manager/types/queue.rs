@@ -162,24 +162,40 @@ fn take_for(cx: &CallCx<'_>, shm: &Shm, wait: Wait) -> std::result::Result<Vec<u
 }
 
 /// Runs the wait `f` (given a deadline) as `wait` says, in slices of
-/// [`LIVENESS_SLICE`], ending it once the client has gone.
+/// `slice`: between two, `gone` says whether the peer (the client for the
+/// server, the server for a proxy) has gone, which ends the wait with
+/// `Ok(None)`.
+pub(super) fn in_slices<R>(
+    wait: Wait,
+    slice: Duration,
+    mut gone: impl FnMut() -> bool,
+    mut f: impl FnMut(Option<Instant>) -> Result<R>,
+) -> Result<Option<R>> {
+    let deadline = wait.deadline();
+    loop {
+        let end = Instant::now() + slice;
+        let last = deadline.is_some_and(|d| d <= end);
+        match f(if last { deadline } else { Some(end) }) {
+            Err(e) if !last && timed_out(&e) => {
+                if gone() {
+                    return Ok(None);
+                }
+            }
+            r => return r.map(Some),
+        }
+    }
+}
+
+/// [`in_slices`] of [`LIVENESS_SLICE`], ending once the client has gone.
 fn sliced_for<R>(
     cx: &CallCx<'_>,
     wait: Wait,
-    mut f: impl FnMut(Option<Instant>) -> Result<R>,
+    f: impl FnMut(Option<Instant>) -> Result<R>,
 ) -> std::result::Result<R, Fail> {
-    let deadline = wait.deadline();
-    loop {
-        let slice = Instant::now() + LIVENESS_SLICE;
-        let last = deadline.is_some_and(|d| d <= slice);
-        match f(if last { deadline } else { Some(slice) }) {
-            Err(e) if !last && timed_out(&e) => {
-                if cx.client_gone() {
-                    return Err(Fail::Gone);
-                }
-            }
-            r => return r.map_err(fail_of),
-        }
+    match in_slices(wait, LIVENESS_SLICE, || cx.client_gone(), f) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(Fail::Gone),
+        Err(e) => Err(fail_of(e)),
     }
 }
 

@@ -3,7 +3,7 @@
 //! can and call the server otherwise (see the [parent module](super)).
 
 use super::super::{builtin_proxy, decode_raw, value_of, Wait};
-use super::{timed_out, MAX_SHARE_FDS};
+use super::MAX_SHARE_FDS;
 use crate::error::{Error, Result};
 use crate::handoff::{Handoff, Importer};
 use crate::manager::proxy::{ProxyCore, WireAddr};
@@ -90,21 +90,9 @@ fn plausible_fd(fd: &OwnedFd) -> bool {
 fn sliced<R>(
     core: &ProxyCore,
     wait: Wait,
-    mut f: impl FnMut(Option<Instant>) -> Result<R>,
+    f: impl FnMut(Option<Instant>) -> Result<R>,
 ) -> Result<R> {
-    let deadline = wait.deadline();
-    loop {
-        let slice = Instant::now() + SERVER_CHECK;
-        let last = deadline.is_some_and(|d| d <= slice);
-        match f(if last { deadline } else { Some(slice) }) {
-            Err(e) if !last && timed_out(&e) => {
-                if core.server_gone() {
-                    return Err(Error::Closed);
-                }
-            }
-            r => return r,
-        }
-    }
+    super::in_slices(wait, SERVER_CHECK, || core.server_gone(), f)?.ok_or(Error::Closed)
 }
 
 builtin_proxy! {
