@@ -3,10 +3,10 @@
 use super::builder::Builder;
 use super::flavor::Joinable;
 use super::generic::GenericQueue;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::sys::deadline_after;
 use serde::{de::DeserializeOwned, Serialize};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Python's `JoinableQueue`: every `put` adds an unfinished task, every
 /// [`task_done`](Self::task_done) removes one, and [`join`](Self::join) waits
@@ -52,7 +52,7 @@ impl<T> JoinableQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::TaskDoneTooOften`] if called more times than items were put
+    /// [`Error::TaskDoneTooOften`](crate::Error::TaskDoneTooOften) if called more times than items were put
     /// (Python's `ValueError: task_done() called too many times`).
     pub fn task_done(&self) -> Result<()> {
         self.ring().task_done()
@@ -60,16 +60,18 @@ impl<T> JoinableQueue<T> {
 
     /// Waits until every item ever put has been marked done.
     pub fn join(&self) -> Result<()> {
-        self.ring().join(None)
+        self.join_deadline(None)
     }
 
-    /// [`join`](Self::join) with a timeout: [`Error::Timeout`] if tasks are
+    /// [`join`](Self::join) with a timeout: [`Error::Timeout`](crate::Error::Timeout) if tasks are
     /// still unfinished when it passes.
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        match self.ring().join(deadline_after(Some(timeout))) {
-            Err(Error::Timeout) => Err(Error::Timeout),
-            r => r,
-        }
+        self.join_deadline(deadline_after(Some(timeout)))
+    }
+
+    /// [`join`](Self::join) until `deadline` (`None`: no limit).
+    pub(crate) fn join_deadline(&self, deadline: Option<Instant>) -> Result<()> {
+        self.ring().join(deadline)
     }
 
     /// Tasks put and not yet marked done.

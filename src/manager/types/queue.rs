@@ -199,14 +199,6 @@ fn sliced_for<R>(
     }
 }
 
-/// `join` with a deadline, as the queue's `join_timeout` takes it.
-fn join_until(q: &GenericQueue<(), Joinable>, deadline: Option<Instant>) -> Result<()> {
-    match deadline {
-        None => q.join(),
-        Some(d) => q.join_timeout(d.saturating_duration_since(Instant::now())),
-    }
-}
-
 impl QueueObj {
     fn joinable(&self) -> Option<&GenericQueue<(), Joinable>> {
         match &self.shm {
@@ -300,7 +292,7 @@ impl Object for QueueObj {
             "join" if self.joinable().is_some() => {
                 let q = self.joinable().expect("checked");
                 let wait: Wait = args(a)?;
-                sliced_for(cx, wait, |d| join_until(q, d))?;
+                sliced_for(cx, wait, |d| q.join_deadline(d))?;
                 ok(&())
             }
             _ => Err(unknown(

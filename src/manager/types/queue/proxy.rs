@@ -353,10 +353,7 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueueProxy<T> {
 
     fn join_wait(&self, wait: Wait) -> Result<()> {
         if let Some(q) = self.shm() {
-            return sliced(&self.core, wait, |d| match d {
-                None => q.join(),
-                Some(d) => q.join_timeout(d.saturating_duration_since(Instant::now())),
-            });
+            return sliced(&self.core, wait, |d| q.join_deadline(d));
         }
         self.core.call("join", &wait)
     }
