@@ -42,8 +42,32 @@ pub(crate) struct FrameReader {
     end: usize,
     /// Every byte ever received.
     pos: u64,
+    /// A large payload in progress; the read-ahead is empty meanwhile.
     large: Option<Large>,
+    /// The frame yielded last was large (its own buffer): the next one
+    /// probably is too, see [`FrameReader::scatter`].
+    last_own: bool,
 }
+
+/// What one scatter read left.
+enum Step {
+    /// A whole frame.
+    Frame(Frame),
+    /// Nothing can be read now (non-blocking mode).
+    Again,
+    /// Bytes that the main loop takes from here (a frame in progress or in
+    /// the read-ahead).
+    More,
+}
+
+/// Bytes read past the end of a large payload in the same system call, into
+/// the read-ahead: the next frame's header, so a stream of large frames
+/// costs one read each, while at most a few bytes of a following large
+/// payload have to be copied.
+const TAIL: usize = MAX_HEADER;
+
+/// Length of the header slot of a scatter read: the short header.
+const HEAD: usize = 4;
 
 /// Why the stream ended in the middle of a frame.
 pub(crate) fn truncated() -> Error {
@@ -115,6 +139,7 @@ impl FrameReader {
             end: 0,
             pos: 0,
             large: None,
+            last_own: false,
         }
     }
 
@@ -162,12 +187,12 @@ impl FrameReader {
     }
 
     /// The stream position just past the frame yielded last (`frame`): a
-    /// buffered one ends where its payload does; a large one was read
-    /// exactly to its end.
+    /// buffered one ends where its payload does; a large one where the
+    /// read-ahead (what was read past it) begins.
     pub(crate) fn end_of(&self, frame: &Frame) -> u64 {
         match frame {
             Frame::Buffered(r) => self.pos - (self.end.max(r.end) - r.end) as u64,
-            Frame::Own(_) => self.pos,
+            Frame::Own(_) => self.pos - (self.end - self.start) as u64,
         }
     }
 
@@ -193,7 +218,9 @@ impl FrameReader {
     /// ends the call, the state kept); `on_fd` receives each descriptor
     /// passed with the bytes ([`Kind::SocketFds`]) and the stream position of
     /// the last byte that came with it. A large payload goes into `reuse`'s
-    /// allocation when it is large enough (it is cleared first).
+    /// allocation (it is cleared first); after a large frame, when nothing
+    /// is buffered, the next read goes straight into `reuse`'s spare capacity
+    /// (see [`scatter`](Self::scatter)).
     ///
     /// Returns `Ok(None)` only in non-blocking mode, when nothing more can
     /// be read now.
@@ -216,17 +243,16 @@ impl FrameReader {
         on_fd: &mut dyn FnMut(OwnedFd, u64),
     ) -> Result<Option<Frame>> {
         loop {
-            if let Some(l) = &mut self.large {
+            if let Some(l) = &self.large {
                 if l.data.len() == l.len {
                     let l = self.large.take().expect("checked");
+                    self.last_own = true;
                     return Ok(Some(Frame::Own(l.data)));
                 }
                 before_read()?;
-                let want = l.len - l.data.len();
-                match conn_io::read_into_spare(src.fd, src.kind, src.nonblocking, &mut l.data, want)
-                {
+                match self.read_large(src, on_fd) {
                     Ok(0) | Err(Errno::CONNRESET) => return Err(truncated()),
-                    Ok(n) => self.pos += n as u64,
+                    Ok(_) => {}
                     Err(Errno::AGAIN) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 }
@@ -239,9 +265,10 @@ impl FrameReader {
                     if avail >= total {
                         let s = self.start + header_len;
                         self.start += total;
+                        self.last_own = false;
                         return Ok(Some(Frame::Buffered(s..s + plen)));
                     }
-                    if plen >= self.direct_min || total > self.cap {
+                    if self.is_large(header_len, plen) {
                         self.begin_large(header_len, plen, max, reuse)?;
                         continue;
                     }
@@ -253,6 +280,19 @@ impl FrameReader {
                     if avail == 0 {
                         self.start = 0;
                         self.end = 0;
+                        if self.last_own && reuse.capacity() >= self.direct_min.max(1) {
+                            before_read()?;
+                            match self.scatter(src, max, reuse, on_fd)? {
+                                Step::Frame(f) => return Ok(Some(f)),
+                                Step::Again => return Ok(None),
+                                Step::More => continue,
+                            }
+                        }
+                        if self.buf.len() > self.cap {
+                            // Grown by a scatter read: back to its size.
+                            self.buf.truncate(self.cap);
+                            self.buf.shrink_to_fit();
+                        }
                     } else if self.start + MAX_HEADER > self.cap {
                         self.compact();
                     }
@@ -274,6 +314,12 @@ impl FrameReader {
         }
     }
 
+    /// Whether a payload of `plen` bytes after a `header_len`-byte header
+    /// goes to a buffer of its own.
+    fn is_large(&self, header_len: usize, plen: usize) -> bool {
+        plen >= self.direct_min || header_len.saturating_add(plen) > self.cap
+    }
+
     /// A large payload of `plen` bytes starts after the `header_len`-byte
     /// header at `start`: moves what is buffered of it to its own buffer.
     fn begin_large(
@@ -285,16 +331,167 @@ impl FrameReader {
     ) -> Result<()> {
         let mut data = std::mem::take(reuse);
         data.clear();
-        data.try_reserve_exact(plen)
-            .map_err(|_| Error::MessageTooLarge {
-                len: plen as u64,
-                max,
-            })?;
+        reserve(&mut data, plen, max)?;
         data.extend_from_slice(&self.buf[self.start + header_len..self.end]);
         self.start = 0;
         self.end = 0;
         self.large = Some(Large { data, len: plen });
         Ok(())
+    }
+
+    /// One read of the large payload in progress: the rest of it straight
+    /// into its buffer, then at most [`TAIL`] bytes of what follows into the
+    /// (empty) read-ahead, in one system call.
+    fn read_large(
+        &mut self,
+        src: Source<'_>,
+        on_fd: &mut dyn FnMut(OwnedFd, u64),
+    ) -> std::result::Result<usize, Errno> {
+        self.ensure_buf();
+        let Some(l) = &mut self.large else {
+            return Ok(0);
+        };
+        debug_assert_eq!(self.start, self.end, "a large payload is read alone");
+        let want = l.len - l.data.len();
+        let before = l.data.len();
+        let (n, fd) = conn_io::read_scatter(
+            src.fd,
+            src.kind,
+            src.nonblocking,
+            &mut [],
+            &mut l.data,
+            want,
+            &mut self.buf[..TAIL],
+        )?;
+        self.start = 0;
+        self.end = n - (l.data.len() - before);
+        self.received(n, fd, on_fd);
+        Ok(n)
+    }
+
+    /// The read-ahead is empty and the frame before was large: reads with
+    /// one system call into a header slot, `reuse`'s spare capacity (the
+    /// payload, when it is large, lands where the caller wants it: no copy)
+    /// and the read-ahead ([`TAIL`] bytes). A large frame complete in
+    /// `reuse` is yielded, one longer continues in it (grown once its length
+    /// is checked); bytes past its end, and anything else (a small frame, a
+    /// header not yet whole or refused), go back to the read-ahead in stream
+    /// order for the main loop.
+    fn scatter(
+        &mut self,
+        src: Source<'_>,
+        max: u64,
+        reuse: &mut Vec<u8>,
+        on_fd: &mut dyn FnMut(OwnedFd, u64),
+    ) -> Result<Step> {
+        debug_assert!(self.start == 0 && self.end == 0 && self.large.is_none());
+        self.ensure_buf();
+        reuse.clear();
+        let mut head = [0u8; HEAD];
+        // No frame is longer than its header and `max` bytes: what follows
+        // is better read into the read-ahead.
+        let limit = usize::try_from(max.saturating_add(MAX_HEADER as u64)).unwrap_or(usize::MAX);
+        let (n, fd) = match conn_io::read_scatter(
+            src.fd,
+            src.kind,
+            src.nonblocking,
+            &mut head,
+            reuse,
+            limit,
+            &mut self.buf[..TAIL],
+        ) {
+            Ok((0, _)) | Err(Errno::CONNRESET) => return Err(Error::Closed),
+            Ok(r) => r,
+            Err(Errno::AGAIN) => return Ok(Step::Again),
+            Err(e) => return Err(e.into()),
+        };
+        self.received(n, fd, on_fd);
+        // Bytes in the read-ahead, `buf[..in_tail]`: only once `reuse` is full.
+        let in_tail = n - n.min(HEAD) - reuse.len();
+        if n >= HEAD {
+            let mut h = [0u8; MAX_HEADER];
+            h[..HEAD].copy_from_slice(&head);
+            let k = reuse.len().min(MAX_HEADER - HEAD);
+            h[HEAD..HEAD + k].copy_from_slice(&reuse[..k]);
+            if let Ok(Some((header_len, plen))) = checked_header(&h[..HEAD + k], max) {
+                if self.is_large(header_len, plen) {
+                    // The long header's last 8 bytes came into `reuse`.
+                    reuse.drain(..header_len - HEAD);
+                    return self.scattered_large(plen, max, in_tail, reuse);
+                }
+            }
+        }
+        self.put_back(&[&head[..n.min(HEAD)], reuse], in_tail);
+        reuse.clear();
+        Ok(Step::More)
+    }
+
+    /// After [`scatter`](Self::scatter): `reuse` starts with the payload of
+    /// a large frame of `plen` bytes, the read-ahead holds `in_tail` bytes
+    /// that came after `reuse`'s.
+    fn scattered_large(
+        &mut self,
+        plen: usize,
+        max: u64,
+        in_tail: usize,
+        reuse: &mut Vec<u8>,
+    ) -> Result<Step> {
+        let got = reuse.len();
+        if got >= plen {
+            // Whole: what follows it belongs to the next frames.
+            self.put_back(&[&reuse[plen..]], in_tail);
+            reuse.truncate(plen);
+            self.last_own = true;
+            return Ok(Step::Frame(Frame::Own(std::mem::take(reuse))));
+        }
+        // `reuse` was too short (so it is full): the rest of the payload
+        // follows, the first of it in the read-ahead.
+        let mut data = std::mem::take(reuse);
+        reserve(&mut data, plen, max)?;
+        let take = in_tail.min(plen - got);
+        data.extend_from_slice(&self.buf[..take]);
+        self.start = take;
+        self.end = in_tail;
+        if data.len() == plen {
+            self.last_own = true;
+            return Ok(Step::Frame(Frame::Own(data)));
+        }
+        self.large = Some(Large { data, len: plen });
+        Ok(Step::More)
+    }
+
+    /// The read-ahead (empty but for `in_tail` bytes at its front) becomes
+    /// `front`'s bytes in order, then those `in_tail` bytes; it grows if it
+    /// must (and shrinks back once empty).
+    fn put_back(&mut self, front: &[&[u8]], in_tail: usize) {
+        let t: usize = front.iter().map(|s| s.len()).sum();
+        if self.buf.len() < t + in_tail {
+            self.buf.resize(t + in_tail, 0);
+        }
+        self.buf.copy_within(..in_tail, t);
+        let mut at = 0;
+        for s in front {
+            self.buf[at..at + s.len()].copy_from_slice(s);
+            at += s.len();
+        }
+        self.start = 0;
+        self.end = t + in_tail;
+    }
+
+    /// Zeroed once: reads into the read-ahead go through `recvmsg`, which
+    /// takes initialised memory.
+    fn ensure_buf(&mut self) {
+        if self.buf.len() < self.cap {
+            self.buf.resize(self.cap, 0);
+        }
+    }
+
+    /// `n` bytes came in, and `fd` with the last of them.
+    fn received(&mut self, n: usize, fd: Option<OwnedFd>, on_fd: &mut dyn FnMut(OwnedFd, u64)) {
+        self.pos += n as u64;
+        if let Some(fd) = fd {
+            on_fd(fd, self.pos.saturating_sub(1));
+        }
     }
 
     fn compact(&mut self) {
@@ -311,20 +508,30 @@ impl FrameReader {
         src: Source<'_>,
         on_fd: &mut dyn FnMut(OwnedFd, u64),
     ) -> std::result::Result<usize, Errno> {
-        if self.buf.len() < self.cap {
-            // Zeroed once: reads into it go through `recvmsg`, which takes
-            // initialised memory.
-            self.buf.resize(self.cap, 0);
-        }
-        let (n, fd) =
-            conn_io::read_collecting(src.fd, src.kind, src.nonblocking, &mut self.buf[self.end..])?;
+        self.ensure_buf();
+        let (n, fd) = conn_io::read_scatter(
+            src.fd,
+            src.kind,
+            src.nonblocking,
+            &mut [],
+            &mut Vec::new(),
+            0,
+            &mut self.buf[self.end..],
+        )?;
         self.end += n;
-        self.pos += n as u64;
-        if let Some(fd) = fd {
-            on_fd(fd, self.pos.saturating_sub(1));
-        }
+        self.received(n, fd, on_fd);
         Ok(n)
     }
+}
+
+/// Makes room in `data` for a payload of `plen` bytes (already checked
+/// against `max`).
+fn reserve(data: &mut Vec<u8>, plen: usize, max: u64) -> Result<()> {
+    data.try_reserve_exact(plen.saturating_sub(data.len()))
+        .map_err(|_| Error::MessageTooLarge {
+            len: plen as u64,
+            max,
+        })
 }
 
 #[cfg(test)]
