@@ -7,6 +7,10 @@ use rustix::io::Errno;
 use std::ops::Range;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
+mod scatter;
+
+use scatter::Step;
+
 /// A frame the reader yields.
 #[derive(Debug)]
 pub(crate) enum Frame {
@@ -48,26 +52,6 @@ pub(crate) struct FrameReader {
     /// probably is too, see [`FrameReader::scatter`].
     last_own: bool,
 }
-
-/// What one scatter read left.
-enum Step {
-    /// A whole frame.
-    Frame(Frame),
-    /// Nothing can be read now (non-blocking mode).
-    Again,
-    /// Bytes that the main loop takes from here (a frame in progress or in
-    /// the read-ahead).
-    More,
-}
-
-/// Bytes read past the end of a large payload in the same system call, into
-/// the read-ahead: the next frame's header, so a stream of large frames
-/// costs one read each, while at most a few bytes of a following large
-/// payload have to be copied.
-const TAIL: usize = MAX_HEADER;
-
-/// Length of the header slot of a scatter read: the short header.
-const HEAD: usize = 4;
 
 /// Why the stream ended in the middle of a frame.
 pub(crate) fn truncated() -> Error {
@@ -337,145 +321,6 @@ impl FrameReader {
         self.end = 0;
         self.large = Some(Large { data, len: plen });
         Ok(())
-    }
-
-    /// One read of the large payload in progress: the rest of it straight
-    /// into its buffer, then at most [`TAIL`] bytes of what follows into the
-    /// (empty) read-ahead, in one system call.
-    fn read_large(
-        &mut self,
-        src: Source<'_>,
-        on_fd: &mut dyn FnMut(OwnedFd, u64),
-    ) -> std::result::Result<usize, Errno> {
-        self.ensure_buf();
-        let Some(l) = &mut self.large else {
-            return Ok(0);
-        };
-        debug_assert_eq!(self.start, self.end, "a large payload is read alone");
-        let want = l.len - l.data.len();
-        let before = l.data.len();
-        let (n, fd) = conn_io::read_scatter(
-            src.fd,
-            src.kind,
-            src.nonblocking,
-            &mut [],
-            &mut l.data,
-            want,
-            &mut self.buf[..TAIL],
-        )?;
-        self.start = 0;
-        self.end = n - (l.data.len() - before);
-        self.received(n, fd, on_fd);
-        Ok(n)
-    }
-
-    /// The read-ahead is empty and the frame before was large: reads with
-    /// one system call into a header slot, `reuse`'s spare capacity (the
-    /// payload, when it is large, lands where the caller wants it: no copy)
-    /// and the read-ahead ([`TAIL`] bytes). A large frame complete in
-    /// `reuse` is yielded, one longer continues in it (grown once its length
-    /// is checked); bytes past its end, and anything else (a small frame, a
-    /// header not yet whole or refused), go back to the read-ahead in stream
-    /// order for the main loop.
-    fn scatter(
-        &mut self,
-        src: Source<'_>,
-        max: u64,
-        reuse: &mut Vec<u8>,
-        on_fd: &mut dyn FnMut(OwnedFd, u64),
-    ) -> Result<Step> {
-        debug_assert!(self.start == 0 && self.end == 0 && self.large.is_none());
-        self.ensure_buf();
-        reuse.clear();
-        let mut head = [0u8; HEAD];
-        // No frame is longer than its header and `max` bytes: what follows
-        // is better read into the read-ahead.
-        let limit = usize::try_from(max.saturating_add(MAX_HEADER as u64)).unwrap_or(usize::MAX);
-        let (n, fd) = match conn_io::read_scatter(
-            src.fd,
-            src.kind,
-            src.nonblocking,
-            &mut head,
-            reuse,
-            limit,
-            &mut self.buf[..TAIL],
-        ) {
-            Ok((0, _)) | Err(Errno::CONNRESET) => return Err(Error::Closed),
-            Ok(r) => r,
-            Err(Errno::AGAIN) => return Ok(Step::Again),
-            Err(e) => return Err(e.into()),
-        };
-        self.received(n, fd, on_fd);
-        // Bytes in the read-ahead, `buf[..in_tail]`: only once `reuse` is full.
-        let in_tail = n - n.min(HEAD) - reuse.len();
-        if n >= HEAD {
-            let mut h = [0u8; MAX_HEADER];
-            h[..HEAD].copy_from_slice(&head);
-            let k = reuse.len().min(MAX_HEADER - HEAD);
-            h[HEAD..HEAD + k].copy_from_slice(&reuse[..k]);
-            if let Ok(Some((header_len, plen))) = checked_header(&h[..HEAD + k], max) {
-                if self.is_large(header_len, plen) {
-                    // The long header's last 8 bytes came into `reuse`.
-                    reuse.drain(..header_len - HEAD);
-                    return self.scattered_large(plen, max, in_tail, reuse);
-                }
-            }
-        }
-        self.put_back(&[&head[..n.min(HEAD)], reuse], in_tail);
-        reuse.clear();
-        Ok(Step::More)
-    }
-
-    /// After [`scatter`](Self::scatter): `reuse` starts with the payload of
-    /// a large frame of `plen` bytes, the read-ahead holds `in_tail` bytes
-    /// that came after `reuse`'s.
-    fn scattered_large(
-        &mut self,
-        plen: usize,
-        max: u64,
-        in_tail: usize,
-        reuse: &mut Vec<u8>,
-    ) -> Result<Step> {
-        let got = reuse.len();
-        if got >= plen {
-            // Whole: what follows it belongs to the next frames.
-            self.put_back(&[&reuse[plen..]], in_tail);
-            reuse.truncate(plen);
-            self.last_own = true;
-            return Ok(Step::Frame(Frame::Own(std::mem::take(reuse))));
-        }
-        // `reuse` was too short (so it is full): the rest of the payload
-        // follows, the first of it in the read-ahead.
-        let mut data = std::mem::take(reuse);
-        reserve(&mut data, plen, max)?;
-        let take = in_tail.min(plen - got);
-        data.extend_from_slice(&self.buf[..take]);
-        self.start = take;
-        self.end = in_tail;
-        if data.len() == plen {
-            self.last_own = true;
-            return Ok(Step::Frame(Frame::Own(data)));
-        }
-        self.large = Some(Large { data, len: plen });
-        Ok(Step::More)
-    }
-
-    /// The read-ahead (empty but for `in_tail` bytes at its front) becomes
-    /// `front`'s bytes in order, then those `in_tail` bytes; it grows if it
-    /// must (and shrinks back once empty).
-    fn put_back(&mut self, front: &[&[u8]], in_tail: usize) {
-        let t: usize = front.iter().map(|s| s.len()).sum();
-        if self.buf.len() < t + in_tail {
-            self.buf.resize(t + in_tail, 0);
-        }
-        self.buf.copy_within(..in_tail, t);
-        let mut at = 0;
-        for s in front {
-            self.buf[at..at + s.len()].copy_from_slice(s);
-            at += s.len();
-        }
-        self.start = 0;
-        self.end = t + in_tail;
     }
 
     /// Zeroed once: reads into the read-ahead go through `recvmsg`, which
