@@ -11,7 +11,7 @@
 #![allow(unsafe_code)]
 
 use rustix::io::Errno;
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::net::{RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -111,6 +111,20 @@ pub(crate) fn read_scatter(
 ) -> Result<(usize, Option<OwnedFd>), Errno> {
     let spare = v.spare_capacity_mut();
     let want = limit.min(spare.len());
+    if head.is_empty() && want == 0 && kind != Kind::SocketFds {
+        // One plain buffer (a read-ahead fill): `read` / `recv`.
+        let n = if kind == Kind::Pipe {
+            retry(|| rustix::io::read(fd, &mut *tail))?
+        } else {
+            let flags = if nonblocking {
+                RecvFlags::DONTWAIT
+            } else {
+                RecvFlags::empty()
+            };
+            retry(|| rustix::net::recv(fd, &mut *tail, flags))?.0
+        };
+        return Ok((n, None));
+    }
     // Raw pointers only: no reference to the uninitialised spare capacity.
     let mut iov = [
         iovec(head.as_mut_ptr(), head.len()),
