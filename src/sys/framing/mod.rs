@@ -21,7 +21,9 @@
 //!   length against the reader's maximum before allocating anything, yields
 //!   small frames where they lie (no copy) and reads large payloads straight
 //!   into a buffer of their own (its spare capacity: no zeroing), which the
-//!   caller then owns;
+//!   caller then owns — in one system call per frame when large frames
+//!   follow each other (a scatter read: header, payload and the next
+//!   header land where each belongs);
 //! - `FrameWriter` queues frames (small ones coalesced into one buffer,
 //!   large ones shared, not copied) and flushes as much as the descriptor
 //!   takes without blocking (`MSG_DONTWAIT | MSG_NOSIGNAL`, several frames

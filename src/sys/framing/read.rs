@@ -31,9 +31,10 @@ struct Large {
 /// Reads frames from a descriptor (see the [module docs](super)).
 ///
 /// Payloads shorter than `direct_min` whose frame fits the read-ahead buffer
-/// are yielded where they lie; the others go to a buffer of their own of
-/// exactly their size (allocated once the header has been checked against
-/// the maximum), read straight into, never past their end. The state
+/// are yielded where they lie; the others go to a buffer of their own (the
+/// caller's `reuse`, grown to their size once the header has been checked
+/// against the maximum), read straight into, together with the next
+/// frame's header: one read per large frame ([`scatter`]). The state
 /// survives a timeout or an empty non-blocking read: the next call resumes.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
