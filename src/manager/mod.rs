@@ -117,6 +117,7 @@
 mod builder;
 mod custom;
 mod fault;
+mod link;
 mod proxy;
 mod registry;
 mod remote;

@@ -82,12 +82,18 @@ pub(crate) fn write_vectored(
         if nonblocking {
             flags |= SendFlags::DONTWAIT;
         }
+        if let ([one], []) = (bufs, fds) {
+            // One piece: `send` spares the kernel importing an iovec.
+            return retry(|| rustix::net::send(fd, one, flags));
+        }
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(Errno::INVAL);
         }
         retry(|| rustix::net::sendmsg(fd, bufs, &mut control, flags))
+    } else if let [one] = bufs {
+        retry(|| rustix::io::write(fd, one))
     } else {
         retry(|| rustix::io::writev(fd, bufs))
     }
