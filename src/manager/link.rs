@@ -98,6 +98,11 @@ impl Link {
                 "the server agreed to pipes but did not send both ends".into(),
             ));
         };
+        if !is_pipe(rx.as_fd()) || !is_pipe(tx.as_fd()) {
+            return Err(Error::Remote(
+                "the server sent descriptors that are not pipes".into(),
+            ));
+        }
         self.set(
             Connection::from_parts(rx, true, false, false),
             Connection::from_parts(tx, false, true, false),
@@ -156,7 +161,9 @@ impl Link {
     /// Server side: answers [`Request::Pipes`]. On a Unix socket makes the
     /// two pipes, sends the client its ends (its read end, then its write
     /// end) and `Ok` on the socket, then moves this side; on any other
-    /// socket answers with a refusal. An error means the socket broke.
+    /// socket, or when the pipes cannot be made (out of descriptors), answers
+    /// with a refusal and the line stays on the socket. An error means the
+    /// socket broke.
     pub(crate) fn offer_pipes(&self) -> Result<()> {
         if self.pipes.get().is_some() || !is_unix(self.socket.as_fd()) {
             return self.socket.send(&Reply::Remote(
@@ -164,8 +171,14 @@ impl Link {
             ));
         }
         // Server to client, client to server.
-        let (down_rx, down_tx) = Pipe::simplex()?;
-        let (up_rx, up_tx) = Pipe::simplex()?;
+        let ((down_rx, down_tx), (up_rx, up_tx)) = match (Pipe::simplex(), Pipe::simplex()) {
+            (Ok(down), Ok(up)) => (down, up),
+            (Err(e), _) | (_, Err(e)) => {
+                return self
+                    .socket
+                    .send(&Reply::Remote(format!("cannot make pipes: {e}")))
+            }
+        };
         self.socket.send_bytes_with_fd(FD_FRAME, down_rx.as_fd())?;
         self.socket.send_bytes_with_fd(FD_FRAME, up_tx.as_fd())?;
         drop((down_rx, up_tx));
@@ -209,6 +222,13 @@ fn wake_pipe(rx: BorrowedFd<'_>) {
     ) {
         let _ = rustix::io::write(&w, &[0u8; 4]);
     }
+}
+
+/// `true` if `fd` is a pipe (a FIFO).
+fn is_pipe(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+    })
 }
 
 /// `true` if `fd` is a Unix-domain socket.
@@ -341,6 +361,26 @@ mod tests {
             .unwrap();
         server.send_bytes(b"answer").unwrap();
         assert!(matches!(client.recv_with_fds(1), Err(Error::Remote(_))));
+    }
+
+    #[test]
+    fn a_server_that_sends_something_else_than_pipes_is_refused() {
+        let (a, b) = Pipe::duplex().unwrap();
+        let client = Link::new(a);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                b.recv_bytes_into(&mut buf).unwrap();
+                // Two ends of a socketpair instead of pipes.
+                let (x, y) = Pipe::duplex().unwrap();
+                b.send_bytes_with_fd(FD_FRAME, x.as_fd()).unwrap();
+                b.send_bytes_with_fd(FD_FRAME, y.as_fd()).unwrap();
+                b.send(&Reply::Ok(super::super::wire::Value::default()))
+                    .unwrap();
+            });
+            assert!(matches!(client.request_pipes(), Err(Error::Remote(_))));
+        });
+        assert!(client.pipes.get().is_none());
     }
 
     #[test]
