@@ -13,7 +13,10 @@
 //! descriptors a method sends still travel on it (ahead of the answer, which
 //! comes on the pipes), and either side sees the other hang up on it
 //! (`client_gone`, `server_gone`), since a process that exits or drops its
-//! end closes the socket with the pipes. TCP connections stay on the socket.
+//! end closes the socket with the pipes. TCP connections stay on the socket,
+//! and so does a process whose `SIGPIPE` is at its default action (a write
+//! to a pipe whose peer died would kill it, where a socket write returns
+//! `EPIPE`: Rust programs and CPython ignore `SIGPIPE`, so this is rare).
 
 use super::wire::{Reply, Request, FD_FRAME};
 use crate::codec;
@@ -86,6 +89,10 @@ impl Link {
     /// not a Unix one) leaves the line on the socket; only a broken
     /// connection is an error. Called before any other request.
     pub(crate) fn request_pipes(&self) -> Result<()> {
+        if crate::sys::conn_io::sigpipe_kills() {
+            // A write to a pipe whose server died would kill this process.
+            return Ok(());
+        }
         self.socket.send(&Request::Pipes)?;
         let (answer, fds) = self.recv_with_fds(2)?;
         if !matches!(codec::decode::<Reply>(&answer)?, Reply::Ok(_)) {
@@ -168,6 +175,11 @@ impl Link {
         if self.pipes.get().is_some() || !is_unix(self.socket.as_fd()) {
             return self.socket.send(&Reply::Remote(
                 "pipes are offered only once, over a Unix socket".into(),
+            ));
+        }
+        if crate::sys::conn_io::sigpipe_kills() {
+            return self.socket.send(&Reply::Remote(
+                "SIGPIPE would kill this server: it stays on sockets".into(),
             ));
         }
         // Server to client, client to server.

@@ -169,3 +169,18 @@ pub(crate) fn read_into_spare(
     unsafe { v.set_len(new_len) };
     Ok(n)
 }
+
+/// `true` if a write to a pipe whose reader is gone would kill this process:
+/// `SIGPIPE` is at its default action. Rust's runtime and CPython set it to
+/// ignored at start-up (and so does a multiproc child), so a write returns
+/// `EPIPE` instead; a host that restored the default keeps its sockets
+/// (`MSG_NOSIGNAL`) rather than pipes.
+pub(crate) fn sigpipe_kills() -> bool {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the disposition into `old`, a
+    // valid `sigaction` buffer (zeroed, fully written by the kernel on success).
+    let r = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: zero-initialised, and filled in when `r == 0`.
+    let old = unsafe { old.assume_init() };
+    r != 0 || old.sa_sigaction == libc::SIG_DFL
+}
