@@ -24,14 +24,15 @@ mod fork;
 mod forkserver;
 mod helper;
 mod method;
+mod panics;
 mod registry;
 mod spawn;
 mod target;
 
 pub(crate) use bootstrap::init;
-pub(crate) use bootstrap::{capture_panics_per_thread, take_thread_panic};
 pub use forkserver::{set_forkserver_preload, Preload};
 pub use method::{get_all_start_methods, get_start_method, set_start_method, StartMethod};
+pub(crate) use panics::{capture_panics_per_thread, take_thread_panic};
 pub use target::TaskFn;
 
 use crate::error::{BootstrapError, CodecError, Error, ProcessFailure, Result};
