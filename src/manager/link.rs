@@ -255,11 +255,9 @@ mod tests {
     use crate::connection::Pipe;
     use std::time::Duration;
 
-    /// A client and a server line on a Unix socketpair, moved to pipes the
-    /// way a proxy and its server move them.
-    fn moved_pair() -> (Link, Link) {
-        let (a, b) = Pipe::duplex().unwrap();
-        let (client, server) = (Link::new(a), Link::new(b));
+    /// Runs the move as a proxy and its server do: the client asks, the
+    /// server answers the request it receives.
+    fn ask_for_pipes(client: &Link, server: &Link) {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let mut buf = Vec::new();
@@ -272,7 +270,21 @@ mod tests {
             });
             client.request_pipes().unwrap();
         });
+    }
+
+    /// A client and a server line on a Unix socketpair, moved to pipes.
+    fn moved_pair() -> (Link, Link) {
+        let (a, b) = Pipe::duplex().unwrap();
+        let (client, server) = (Link::new(a), Link::new(b));
+        ask_for_pipes(&client, &server);
         (client, server)
+    }
+
+    /// Sends `fd` `n` times as descriptor frames on the server's socket.
+    fn send_fds(server: &Link, fds: &[BorrowedFd<'_>]) {
+        for fd in fds {
+            server.socket().send_bytes_with_fd(FD_FRAME, *fd).unwrap();
+        }
     }
 
     #[test]
@@ -301,14 +313,7 @@ mod tests {
         let (a, b) = Pipe::duplex().unwrap();
         b.set_max_message_size(1000);
         let (client, server) = (Link::new(a), Link::new(b));
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut buf = Vec::new();
-                server.recv_bytes_into(&mut buf).unwrap();
-                server.offer_pipes().unwrap();
-            });
-            client.request_pipes().unwrap();
-        });
+        ask_for_pipes(&client, &server);
         client.send_bytes(&[1u8; 2000]).unwrap();
         let mut buf = Vec::new();
         assert!(matches!(
@@ -324,14 +329,7 @@ mod tests {
         let (b, _) = l.accept().unwrap();
         let client = Link::new(Connection::from_socket(OwnedFd::from(a)));
         let server = Link::new(Connection::from_socket(OwnedFd::from(b)));
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut buf = Vec::new();
-                server.recv_bytes_into(&mut buf).unwrap();
-                server.offer_pipes().unwrap();
-            });
-            client.request_pipes().unwrap();
-        });
+        ask_for_pipes(&client, &server);
         assert!(client.pipes.get().is_none() && server.pipes.get().is_none());
         client.send_bytes(b"still here").unwrap();
         let mut buf = Vec::new();
@@ -343,14 +341,7 @@ mod tests {
     fn descriptors_sent_ahead_of_an_answer_on_the_pipes_reach_the_caller() {
         let (client, server) = moved_pair();
         let (r, w) = Pipe::simplex().unwrap();
-        server
-            .socket()
-            .send_bytes_with_fd(FD_FRAME, r.as_fd())
-            .unwrap();
-        server
-            .socket()
-            .send_bytes_with_fd(FD_FRAME, w.as_fd())
-            .unwrap();
+        send_fds(&server, &[r.as_fd(), w.as_fd()]);
         server.send_bytes(b"answer").unwrap();
         let (answer, fds) = client.recv_with_fds(2).unwrap();
         assert_eq!(answer, b"answer");
@@ -363,14 +354,7 @@ mod tests {
 
         // More descriptors than the call takes: an error, not a leak or a
         // wrong answer taken for the right one.
-        server
-            .socket()
-            .send_bytes_with_fd(FD_FRAME, r.as_fd())
-            .unwrap();
-        server
-            .socket()
-            .send_bytes_with_fd(FD_FRAME, r.as_fd())
-            .unwrap();
+        send_fds(&server, &[r.as_fd(), r.as_fd()]);
         server.send_bytes(b"answer").unwrap();
         assert!(matches!(client.recv_with_fds(1), Err(Error::Remote(_))));
     }
