@@ -521,3 +521,37 @@ fn the_server_dies_with_its_owner() {
         "server {server} outlived its owner"
     );
 }
+
+/// A client whose `SIGPIPE` is at its default action (a C host, say): once
+/// the server is killed its calls fail, and it lives on. (Over a pipe whose
+/// reader is gone a write would raise `SIGPIPE` and kill it.)
+fn calls_after_the_server_is_killed(d: DictProxy<String, u32>, server: i32) {
+    // SAFETY: plain syscalls in a single-threaded child.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let mine = d.try_clone().unwrap(); // a connection made under SIG_DFL
+    mine.insert("a".into(), 1).unwrap();
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    let deadline = Instant::now() + LONG;
+    while alive(server) {
+        assert!(Instant::now() < deadline, "the server outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..3 {
+        assert!(mine.insert("a".into(), 2).is_err());
+    }
+}
+
+#[test]
+fn a_client_that_does_not_ignore_sigpipe_survives_its_server() {
+    let m = Manager::builder()
+        .start_method(StartMethod::Fork)
+        .start()
+        .unwrap();
+    let d = m.dict::<String, u32>().unwrap();
+    let mut p = Process::builder()
+        .start_method(StartMethod::Fork)
+        .start(calls_after_the_server_is_killed, (d, m.pid().unwrap()))
+        .unwrap();
+    p.join_timeout(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(0), "the client died");
+}

@@ -315,6 +315,12 @@ fn lying_server(listener: multiproc::connection::Listener, lie: Lie) -> Vec<Stri
     };
     let mut methods = Vec::new();
     while let Ok(req) = conn.recv_bytes() {
+        // Pipes (tag 10): refuse (the proxy stays on the socket; a
+        // `Reply::Remote`, tag 2, with a message).
+        if req[0] == 10 {
+            conn.send_bytes(b"\x02\x02no").unwrap();
+            continue;
+        }
         // Create (tag 0): answer with object id 1.
         if req[0] == 0 {
             conn.send_bytes(&ok_reply(&1u64)).unwrap();

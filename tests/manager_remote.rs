@@ -221,3 +221,40 @@ fn an_in_process_server_with_tcp_and_key() {
     }
     server.shutdown().unwrap();
 }
+
+#[test]
+fn an_in_process_server_on_a_unix_socket_ends_its_clients_calls_at_shutdown() {
+    // Proxies on a Unix socket talk over pipes the server hands them; a
+    // shutdown must still end them: the next call fails, it does not hang
+    // or get served by a thread left behind.
+    let address = Address::abstract_name(format!("multiproc-unix-stop-{}", std::process::id()));
+    let server = Manager::builder()
+        .address(address.clone())
+        .authkey(b"key")
+        .serve()
+        .unwrap();
+    let client = Manager::connect(&address, b"key").unwrap();
+    let d = client.dict::<String, u32>().unwrap();
+    d.insert("a".into(), 1).unwrap();
+    assert_eq!(d.get(&"a".to_string()).unwrap(), Some(1));
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The call runs on another thread so a hang fails the test instead of
+    // stalling it.
+    let caller = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        let after = d.get(&"a".to_string());
+        drop(d);
+        after.is_err()
+    });
+    server.shutdown().unwrap();
+    tx.send(()).unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    while !caller.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a call after shutdown hangs"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(caller.join().unwrap(), "a call after shutdown was served");
+}

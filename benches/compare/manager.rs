@@ -5,7 +5,10 @@
 //! through its proxy, the parent takes them through its own: one `get` per
 //! item, and `get_many`) — as
 //! `bench_mp.py`'s `sec_manager` (fork, clock from a barrier to the last
-//! item). The dict round trips are paired with the C socketpair round trips.
+//! item). The dict round trip is paired with the C socketpair round trip
+//! (what CPython's proxies use), the one on one CPU with the C round trip
+//! over two pipes (what a proxy on a Unix socket moves to: see
+//! `manager/link.rs`).
 
 use crate::{secs, Bench, Unit};
 use multiproc::manager::{DictProxy, Manager, QueueProxy};
@@ -87,7 +90,7 @@ pub fn run(b: &mut Bench) {
             "manager_dict_rtt_same_cpu_us",
             Unit::Us("us/op"),
             "manager_dict_op_same_cpu_us",
-            "socketpair_pingpong_1byte_rtt_same_cpu_us",
+            "pipe_pingpong_1byte_rtt_same_cpu_us",
             || dict_setget(&d, n),
         );
     }

@@ -8,7 +8,8 @@
 //! the type system keeps the rule.
 
 use super::fault::{Answer, BuiltinError};
-use super::wire::{ObjId, Raw, Reply, Request, FD_FRAME};
+use super::link::Link;
+use super::wire::{ObjId, Raw, Reply, Request};
 use crate::codec;
 use crate::connection::{Address, Client, Connection};
 use crate::error::{Error, Result};
@@ -70,6 +71,16 @@ impl Endpoint {
     /// Opens an authenticated connection to the server.
     pub(crate) fn connect(&self) -> Result<Connection> {
         Client::connect(&Address::from(&self.address), Some(&self.authkey))
+    }
+
+    /// Opens a proxy's line to the server: an authenticated connection,
+    /// moved to pipes over a Unix socket (see [`Link`]).
+    pub(crate) fn link(&self) -> Result<Link> {
+        let link = Link::new(self.connect()?);
+        if !matches!(self.address, WireAddr::Tcp(_)) {
+            link.request_pipes()?;
+        }
+        Ok(link)
     }
 }
 
@@ -228,7 +239,7 @@ fn leave_pending(token: &Token) -> Result<()> {
 ///   neither that call nor the pipelined calls after the failed one were made.
 pub struct ProxyCore {
     token: Token,
-    conn: std::result::Result<Connection, String>,
+    conn: std::result::Result<Link, String>,
     scratch: RefCell<(Vec<u8>, Vec<u8>)>,
     /// Calls were posted since the last answer.
     posted: Cell<bool>,
@@ -264,7 +275,7 @@ impl ProxyCore {
         typeid: &str,
         args: &A,
     ) -> Result<ProxyCore> {
-        let conn = endpoint.connect()?;
+        let conn = endpoint.link()?;
         let mut argbuf = Vec::new();
         let refs = encode_collecting(&endpoint.address, args, &mut argbuf)?;
         let mut buf = Vec::new();
@@ -287,7 +298,7 @@ impl ProxyCore {
 
     /// Opens a new connection holding a reference to `token`'s object.
     pub(crate) fn attach(token: Token) -> Result<ProxyCore> {
-        let conn = token.endpoint.connect()?;
+        let conn = token.endpoint.link()?;
         let mut buf = Vec::new();
         codec::encode_into(&Request::Attach { id: token.id }, &mut buf)?;
         conn.send_bytes(&buf)?;
@@ -308,7 +319,7 @@ impl ProxyCore {
 
     /// Takes a reference to the object published under `name`.
     pub(crate) fn lookup(endpoint: &Arc<Endpoint>, name: &str) -> Result<ProxyCore> {
-        let conn = endpoint.connect()?;
+        let conn = endpoint.link()?;
         let mut buf = Vec::new();
         codec::encode_into(&Request::Lookup { name }, &mut buf)?;
         conn.send_bytes(&buf)?;
@@ -326,7 +337,7 @@ impl ProxyCore {
         ))
     }
 
-    fn with_conn(token: Token, conn: Connection) -> ProxyCore {
+    fn with_conn(token: Token, conn: Link) -> ProxyCore {
         ProxyCore {
             token,
             conn: Ok(conn),
@@ -350,7 +361,7 @@ impl ProxyCore {
         &self.token
     }
 
-    fn conn(&self) -> Result<&Connection> {
+    fn conn(&self) -> Result<&Link> {
         self.conn
             .as_ref()
             .map_err(|e| Error::Remote(format!("this proxy could not connect: {e}")))
@@ -445,28 +456,10 @@ impl ProxyCore {
     ) -> Result<(R, Vec<OwnedFd>)> {
         self.flush()?;
         self.send_call(method, args, false)?;
-        let conn = self.conn()?;
-        let mut fds = Vec::new();
-        loop {
-            let (bytes, fd) = conn.recv_bytes_with_fd()?;
-            if bytes != FD_FRAME {
-                // The answer (a descriptor that came with it is closed here).
-                drop(fd);
-                let answer = reply_into_answer(codec::decode::<Reply>(&bytes)?)?;
-                return match answer {
-                    Answer::Ok(b) => Ok((codec::decode(&b)?, fds)),
-                    Answer::Method(e) => Err(codec::decode::<BuiltinError>(&e)?.into()),
-                };
-            }
-            let fd = fd.ok_or_else(|| {
-                Error::Remote("the server sent a descriptor frame without a descriptor".into())
-            })?;
-            if fds.len() == max_fds {
-                return Err(Error::Remote(format!(
-                    "the server sent more than {max_fds} descriptors for {method:?}"
-                )));
-            }
-            fds.push(fd);
+        let (bytes, fds) = self.conn()?.recv_with_fds(max_fds)?;
+        match reply_into_answer(codec::decode::<Reply>(&bytes)?)? {
+            Answer::Ok(b) => Ok((codec::decode(&b)?, fds)),
+            Answer::Method(e) => Err(codec::decode::<BuiltinError>(&e)?.into()),
         }
     }
 
@@ -476,7 +469,7 @@ impl ProxyCore {
         use rustix::event::{poll, PollFd, PollFlags};
         let Ok(conn) = self.conn() else { return true };
         let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
-        let mut p = [PollFd::new(conn, gone)];
+        let mut p = [PollFd::new(conn.socket(), gone)];
         let zero = rustix::time::Timespec {
             tv_sec: 0,
             tv_nsec: 0,

@@ -335,7 +335,8 @@ impl<'a> CallCx<'a> {
             _refs: refs,
             registry,
             address,
-            checked_at: std::cell::Cell::new(Some(Instant::now())),
+            // Set at the first wait: most calls never wait, and skip the clock.
+            checked_at: std::cell::Cell::new(None),
         }
     }
 
@@ -379,12 +380,13 @@ impl<'a> CallCx<'a> {
         let (g, _) = cv.wait_timeout(g, slice).unwrap_or_else(|e| e.into_inner());
         // Check the client about once a slice, not at every wake-up (a call
         // that hands something out checks `client_gone` itself first).
+        let started = now;
         let now = Instant::now();
-        let due = self
-            .checked_at
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= LIVENESS_SLICE);
-        if due {
+        let checked = self.checked_at.get().unwrap_or_else(|| {
+            self.checked_at.set(Some(started));
+            started
+        });
+        if now.duration_since(checked) >= LIVENESS_SLICE {
             self.checked_at.set(Some(now));
             if self.client_gone() {
                 return Err((g, Fail::Gone));

@@ -8,11 +8,12 @@
 //! stop the server except `Shutdown`.
 
 use super::fault::BuiltinError;
+use super::link::Link;
 use super::proxy::WireAddr;
 use super::registry::{resolve, CallCx, ConnId, Fail, ObjRef, Out, Registry};
 use super::types;
 use super::wire::{ObjId, Raw, Reply, Request, Value};
-use crate::connection::{Client, Connection, Listener};
+use crate::connection::{Client, Listener};
 use crate::error::Result;
 use crate::sys;
 use std::collections::HashMap;
@@ -48,7 +49,7 @@ pub(crate) struct Server {
     factory: Factory,
     stopping: AtomicBool,
     next_conn: AtomicU64,
-    live: Mutex<HashMap<ConnId, Arc<Connection>>>,
+    live: Mutex<HashMap<ConnId, Arc<Link>>>,
     stopped: Mutex<bool>,
 }
 
@@ -120,9 +121,9 @@ impl Server {
         for a in acceptors {
             let _ = a.join();
         }
-        let live: Vec<Arc<Connection>> = lock(&self.live).values().cloned().collect();
+        let live: Vec<Arc<Link>> = lock(&self.live).values().cloned().collect();
         for c in live {
-            let _ = rustix::net::shutdown(c.as_fd(), rustix::net::Shutdown::Both);
+            c.wake();
         }
         self.registry.clear_names();
         Ok(())
@@ -157,7 +158,7 @@ impl Server {
                 break;
             }
             let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-            let conn = Arc::new(conn);
+            let conn = Arc::new(Link::new(conn));
             lock(&self.live).insert(id, conn.clone());
             let me = self.clone();
             let spawned = std::thread::Builder::new()
@@ -174,18 +175,25 @@ impl Server {
         *lock(&self.stopped) = true;
     }
 
-    fn serve_connection(self: Arc<Self>, conn_id: ConnId, conn: Arc<Connection>) {
+    fn serve_connection(self: Arc<Self>, conn_id: ConnId, conn: Arc<Link>) {
         let mut held: Vec<ObjRef> = Vec::new();
         let mut buf = Vec::new();
         // The failure of a pipelined call (`Request::Post`), until the
         // client's next other request collects it.
         let mut failed: Option<String> = None;
         loop {
-            if conn.recv_bytes_into(&mut buf).is_err() {
-                // Closed, truncated, oversized or broken: drop this client.
+            if conn.recv_bytes_into(&mut buf).is_err() || self.stopping.load(Ordering::Acquire) {
+                // Closed, truncated, oversized or broken: drop this client;
+                // or woken because the server stops (see `Link::wake`).
                 break;
             }
             let reply = match crate::codec::decode_borrowed::<Request<'_>>(&buf) {
+                Ok((Request::Pipes, _)) => {
+                    if conn.offer_pipes().is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 Ok((Request::Post { id, method, refs }, args)) => {
                     if failed.is_none() {
                         match self.call(conn_id, &conn, &held, id, method, &refs, args) {
@@ -217,7 +225,7 @@ impl Server {
     fn handle(
         &self,
         conn_id: ConnId,
-        conn: &Connection,
+        conn: &Link,
         held: &mut Vec<ObjRef>,
         req: Request<'_>,
         args: &[u8],
@@ -268,6 +276,8 @@ impl Server {
             // Handled by the connection loop.
             Request::Post { .. } => return Some(Reply::Remote("unexpected post".into())),
             Request::Sync => ok(&()),
+            // Handled by the connection loop.
+            Request::Pipes => return Some(Reply::Remote("unexpected pipes request".into())),
             Request::Pending { id } => match self.registry.get(id) {
                 Some(r) => {
                     self.registry.make_pending(r, conn_id);
@@ -305,7 +315,7 @@ impl Server {
     fn call(
         &self,
         conn_id: ConnId,
-        conn: &Connection,
+        conn: &Link,
         held: &[ObjRef],
         id: ObjId,
         method: &str,
@@ -321,7 +331,13 @@ impl Server {
             Ok(r) => r,
             Err(msg) => return Some(Reply::Remote(msg)),
         };
-        let mut cx = CallCx::new(conn_id, conn, refs, &self.registry, self.address.get());
+        let mut cx = CallCx::new(
+            conn_id,
+            conn.socket(),
+            refs,
+            &self.registry,
+            self.address.get(),
+        );
         let res = catch_unwind(AssertUnwindSafe(|| r.object().call(&mut cx, method, args)));
         Some(match res {
             Ok(Ok(out)) => self.ok_out(out, conn_id),

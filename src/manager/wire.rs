@@ -141,6 +141,11 @@ pub(crate) enum Request<'a> {
     /// Answers `Ok(())` once every earlier request of this connection has
     /// been carried out (or [`Reply::Deferred`]).
     Sync,
+    /// Move this connection's requests and answers to a pair of pipes (see
+    /// `link.rs`): over a Unix socket the server sends the client's read
+    /// end, then its write end, as descriptor frames, then answers `Ok` on
+    /// the socket; any other answer leaves the connection on the socket.
+    Pipes,
 }
 
 /// The answer to one request.

@@ -83,6 +83,7 @@ mod batch;
 mod builder;
 mod dispatch;
 pub(crate) mod engine;
+mod imap;
 mod journal;
 mod link;
 mod progress;
@@ -94,7 +95,8 @@ mod worker;
 
 pub use api::{PendingResult, TaskPool};
 pub use builder::PoolBuilder;
-pub use result::{AsyncResult, Callbacks, IMap};
+pub use imap::IMap;
+pub use result::{AsyncResult, Callbacks};
 pub use worker::TaskFn;
 
 use crate::error::{Error, Result};

@@ -72,12 +72,18 @@ pub(crate) fn write_vectored(
         if nonblocking {
             flags |= SendFlags::DONTWAIT;
         }
+        if let ([one], []) = (bufs, fds) {
+            // One piece: `send` spares the kernel importing an iovec.
+            return retry(|| rustix::net::send(fd, one, flags));
+        }
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(Errno::INVAL);
         }
         retry(|| rustix::net::sendmsg(fd, bufs, &mut control, flags))
+    } else if let [one] = bufs {
+        retry(|| rustix::io::write(fd, one))
     } else {
         retry(|| rustix::io::writev(fd, bufs))
     }
@@ -234,4 +240,19 @@ fn first_fd(msg: &libc::msghdr) -> Option<OwnedFd> {
         }
     }
     first
+}
+
+/// `true` if a write to a pipe whose reader is gone would kill this process:
+/// `SIGPIPE` is at its default action. Rust's runtime and CPython set it to
+/// ignored at start-up (and so does a multiproc child), so a write returns
+/// `EPIPE` instead; a host that restored the default keeps its sockets
+/// (`MSG_NOSIGNAL`) rather than pipes.
+pub(crate) fn sigpipe_kills() -> bool {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only reads the disposition into `old`, a
+    // valid `sigaction` buffer (zeroed, fully written by the kernel on success).
+    let r = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: zero-initialised, and filled in when `r == 0`.
+    let old = unsafe { old.assume_init() };
+    r != 0 || old.sa_sigaction == libc::SIG_DFL
 }
