@@ -1,22 +1,30 @@
 //! One client's line to the server: the authenticated socket, moved to a
-//! pair of pipes when the socket is a Unix one.
+//! pair of pipes when client and server share one CPU.
 //!
-//! A proxy's calls are round trips of small frames, and on Linux a round
-//! trip over a pair of pipes costs about half what it costs over a Unix
-//! socketpair when both processes share a CPU (the C floor measured in the
-//! benchmark harness: 5.0 µs against 9.7 µs), and the same across CPUs. So
-//! after the handshake a proxy on a Unix socket asks for pipes
-//! ([`Request::Pipes`]): the server makes two, sends the client its ends over
-//! the socket (`SCM_RIGHTS`), answers, and from then on both sides send and
+//! A proxy's calls are round trips of small frames. Measured on Linux 6.18
+//! (a 2-vCPU VM, the C floors of the benchmark harness): when both processes
+//! run on one CPU, a round trip over a pair of pipes costs about half what
+//! it costs over a Unix socketpair (5.0 µs against 9.3 µs, two context
+//! switches either way, fewer instructions around them on a pipe); across
+//! CPUs a pipe costs more (39 µs against 34 µs: its reader's wake-up is
+//! slower). So a proxy whose thread may run on one CPU only (pinned, or a
+//! one-CPU cpuset or machine) asks for pipes after the handshake
+//! ([`Request::Pipes`]), naming that CPU; a server whose serving thread is
+//! confined to the same CPU makes two, sends the client its ends over the
+//! socket (`SCM_RIGHTS`) and answers, and from then on both sides send and
 //! receive every request and answer on the pipes, with the same
-//! [`Connection`] framing, size limit and codec. The socket stays open:
-//! descriptors a method sends still travel on it (ahead of the answer, which
-//! comes on the pipes), and either side sees the other hang up on it
-//! (`client_gone`, `server_gone`), since a process that exits or drops its
-//! end closes the socket with the pipes. TCP connections stay on the socket,
-//! and so does a process whose `SIGPIPE` is at its default action (a write
-//! to a pipe whose peer died would kill it, where a socket write returns
-//! `EPIPE`: Rust programs and CPython ignore `SIGPIPE`, so this is rare).
+//! [`Connection`] framing, size limit and codec. Everything else stays on
+//! the socket. The choice is made once per connection: a thread that
+//! changes its affinity later keeps the line it has (only speed differs).
+//!
+//! On a moved line the socket stays open: descriptors a method sends still
+//! travel on it (ahead of the answer, which comes on the pipes), and either
+//! side sees the other hang up on it (`client_gone`, `server_gone`), since a
+//! process that exits or drops its end closes the socket with the pipes.
+//! TCP connections stay on the socket, and so does a process whose
+//! `SIGPIPE` is at its default action (a write to a pipe whose peer died
+//! would kill it, where a socket write returns `EPIPE`: Rust programs and
+//! CPython ignore `SIGPIPE`, so this is rare).
 
 use super::wire::{Reply, Request, FD_FRAME};
 use crate::codec;
@@ -84,16 +92,21 @@ impl Link {
         self.rx().recv()
     }
 
-    /// Client side: asks the server to move this line to pipes, and moves
-    /// it when the server agrees. A server that refuses (a socket that is
-    /// not a Unix one) leaves the line on the socket; only a broken
-    /// connection is an error. Called before any other request.
+    /// Client side: when this thread may run on one CPU only, asks the
+    /// server to move this line to pipes, and moves it when the server
+    /// agrees. A server that refuses (a socket that is not a Unix one, a
+    /// serving thread not confined to that CPU) leaves the line on the
+    /// socket; only a broken connection is an error. Called before any other
+    /// request.
     pub(crate) fn request_pipes(&self) -> Result<()> {
+        let Some(cpu) = crate::sys::only_cpu() else {
+            return Ok(());
+        };
         if crate::sys::conn_io::sigpipe_kills() {
             // A write to a pipe whose server died would kill this process.
             return Ok(());
         }
-        self.socket.send(&Request::Pipes)?;
+        self.socket.send(&Request::Pipes { cpu })?;
         let (answer, fds) = self.recv_with_fds(2)?;
         if !matches!(codec::decode::<Reply>(&answer)?, Reply::Ok(_)) {
             // Refused: stay on the socket.
@@ -165,16 +178,22 @@ impl Link {
         Ok((answer.unwrap_or_default(), fds))
     }
 
-    /// Server side: answers [`Request::Pipes`]. On a Unix socket makes the
-    /// two pipes, sends the client its ends (its read end, then its write
-    /// end) and `Ok` on the socket, then moves this side; on any other
-    /// socket, or when the pipes cannot be made (out of descriptors), answers
-    /// with a refusal and the line stays on the socket. An error means the
-    /// socket broke.
-    pub(crate) fn offer_pipes(&self) -> Result<()> {
+    /// Server side: answers [`Request::Pipes`] from a client confined to
+    /// `cpu`. On a Unix socket, with this thread confined to the same CPU,
+    /// makes the two pipes, sends the client its ends (its read end, then its
+    /// write end) and `Ok` on the socket, then moves this side; otherwise, or
+    /// when the pipes cannot be made (out of descriptors), answers with a
+    /// refusal and the line stays on the socket. An error means the socket
+    /// broke.
+    pub(crate) fn offer_pipes(&self, cpu: u32) -> Result<()> {
         if self.pipes.get().is_some() || !is_unix(self.socket.as_fd()) {
             return self.socket.send(&Reply::Remote(
                 "pipes are offered only once, over a Unix socket".into(),
+            ));
+        }
+        if crate::sys::only_cpu() != Some(cpu) {
+            return self.socket.send(&Reply::Remote(
+                "client and server do not share one CPU: the socket is faster".into(),
             ));
         }
         if crate::sys::conn_io::sigpipe_kills() {
@@ -255,21 +274,75 @@ mod tests {
     use crate::connection::Pipe;
     use std::time::Duration;
 
-    /// Runs the move as a proxy and its server do: the client asks, the
-    /// server answers the request it receives.
+    /// The CPUs this thread may run on.
+    fn allowed() -> Vec<usize> {
+        let set = rustix::thread::sched_getaffinity(None).unwrap();
+        (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&i| set.is_set(i))
+            .collect()
+    }
+
+    /// Confines the calling thread (and the threads it starts) to `cpu`.
+    fn pin(cpu: usize) {
+        let mut one = rustix::thread::CpuSet::new();
+        one.set(cpu);
+        rustix::thread::sched_setaffinity(None, &one).unwrap();
+    }
+
+    /// Runs the move as a proxy and its server do, both confined to one
+    /// CPU: the client asks, the server answers the request it receives.
     fn ask_for_pipes(client: &Link, server: &Link) {
+        pin(allowed()[0]);
+        std::thread::scope(|s| {
+            s.spawn(|| serve_pipes_request(server));
+            client.request_pipes().unwrap();
+        });
+    }
+
+    /// The server's side of one request for pipes.
+    fn serve_pipes_request(server: &Link) {
+        let mut buf = Vec::new();
+        server.recv_bytes_into(&mut buf).unwrap();
+        match codec::decode_borrowed::<Request<'_>>(&buf) {
+            Ok((Request::Pipes { cpu }, _)) => server.offer_pipes(cpu).unwrap(),
+            other => panic!("not a request for pipes: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_free_to_run_on_several_cpus_stays_on_its_socket() {
+        if allowed().len() < 2 {
+            return; // a one-CPU machine: every thread is confined
+        }
+        let (a, b) = Pipe::duplex().unwrap();
+        let client = Link::new(a);
+        client.request_pipes().unwrap();
+        assert!(client.pipes.get().is_none());
+        // It did not even ask.
+        assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    }
+
+    #[test]
+    fn a_server_on_another_cpu_refuses_pipes() {
+        let cpus = allowed();
+        if cpus.len() < 2 {
+            return;
+        }
+        let (a, b) = Pipe::duplex().unwrap();
+        let (client, server) = (Link::new(a), Link::new(b));
+        pin(cpus[0]);
         std::thread::scope(|s| {
             s.spawn(|| {
-                let mut buf = Vec::new();
-                server.recv_bytes_into(&mut buf).unwrap();
-                assert!(matches!(
-                    codec::decode_borrowed::<Request<'_>>(&buf),
-                    Ok((Request::Pipes, _))
-                ));
-                server.offer_pipes().unwrap();
+                pin(cpus[1]);
+                serve_pipes_request(&server);
             });
             client.request_pipes().unwrap();
         });
+        assert!(client.pipes.get().is_none() && server.pipes.get().is_none());
+        client.send_bytes(b"on the socket").unwrap();
+        let mut buf = Vec::new();
+        server.recv_bytes_into(&mut buf).unwrap();
+        assert_eq!(buf, b"on the socket");
     }
 
     /// A client and a server line on a Unix socketpair, moved to pipes.
@@ -363,6 +436,7 @@ mod tests {
     fn a_server_that_sends_something_else_than_pipes_is_refused() {
         let (a, b) = Pipe::duplex().unwrap();
         let client = Link::new(a);
+        pin(allowed()[0]);
         std::thread::scope(|s| {
             s.spawn(|| {
                 let mut buf = Vec::new();

@@ -33,10 +33,11 @@
 //! A proxy owns a connection to the server: it is `Send` but not `Sync`,
 //! so sharing one between threads without a lock does not compile;
 //! [`Clone`] opens a new connection for an independent handle that another
-//! thread may use. Over a Unix socket (the default address) the connection
-//! moves, after the handshake, to a pair of pipes the server hands the
-//! proxy: the same frames, limits and codec, at about half the cost of a
-//! socket round trip when client and server share a CPU.
+//! thread may use. When the proxy's thread and the server's are confined
+//! to the same single CPU, a connection over a Unix socket (the default
+//! address) moves, after the handshake, to a pair of pipes the server hands
+//! the proxy: the same frames, limits and codec, at about half the cost of
+//! a socket round trip on one CPU.
 //!
 //! ```compile_fail,E0277
 //! # multiproc::init();

@@ -188,8 +188,8 @@ impl Server {
                 break;
             }
             let reply = match crate::codec::decode_borrowed::<Request<'_>>(&buf) {
-                Ok((Request::Pipes, _)) => {
-                    if conn.offer_pipes().is_err() {
+                Ok((Request::Pipes { cpu }, _)) => {
+                    if conn.offer_pipes(cpu).is_err() {
                         break;
                     }
                     continue;
@@ -277,7 +277,7 @@ impl Server {
             Request::Post { .. } => return Some(Reply::Remote("unexpected post".into())),
             Request::Sync => ok(&()),
             // Handled by the connection loop.
-            Request::Pipes => return Some(Reply::Remote("unexpected pipes request".into())),
+            Request::Pipes { .. } => return Some(Reply::Remote("unexpected pipes request".into())),
             Request::Pending { id } => match self.registry.get(id) {
                 Some(r) => {
                     self.registry.make_pending(r, conn_id);

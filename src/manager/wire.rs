@@ -142,10 +142,14 @@ pub(crate) enum Request<'a> {
     /// been carried out (or [`Reply::Deferred`]).
     Sync,
     /// Move this connection's requests and answers to a pair of pipes (see
-    /// `link.rs`): over a Unix socket the server sends the client's read
-    /// end, then its write end, as descriptor frames, then answers `Ok` on
-    /// the socket; any other answer leaves the connection on the socket.
-    Pipes,
+    /// `link.rs`): over a Unix socket, when the serving thread too may run
+    /// only on `cpu`, the server sends the client's read end, then its write
+    /// end, as descriptor frames, then answers `Ok` on the socket; any other
+    /// answer leaves the connection on the socket.
+    Pipes {
+        /// The one CPU the client may run on.
+        cpu: u32,
+    },
 }
 
 /// The answer to one request.

@@ -27,6 +27,18 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub(crate) use region::Region;
 
+/// The one CPU the calling thread may run on, if its affinity mask allows
+/// exactly one (a pinned thread, a one-CPU cpuset or machine).
+pub(crate) fn only_cpu() -> Option<u32> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    if set.count() != 1 {
+        return None;
+    }
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&i| set.is_set(i))
+        .map(|i| i as u32)
+}
+
 /// How many threads this process runs (1 if `/proc` cannot tell): a procfs
 /// task directory links to itself, its parent and one directory per thread.
 /// One `stat`, no allocation and no lock, so a `pthread_atfork` handler may
