@@ -9,6 +9,7 @@
 
 multiproc::test_support!();
 
+mod common;
 use multiproc::manager::{CallError, DictProxy, LockProxy, Manager, QueueProxy};
 use multiproc::{Error, Pool, Process, StartMethod};
 use serde::{Deserialize, Serialize};
@@ -544,7 +545,7 @@ fn calls_after_the_server_is_killed(d: DictProxy<String, u32>, server: i32) {
 #[test]
 fn a_client_that_does_not_ignore_sigpipe_survives_its_server() {
     // Server and client on one CPU: they would talk over pipes.
-    pin_to_one_cpu();
+    common::pin_to_one_cpu();
     let m = Manager::builder()
         .start_method(StartMethod::Fork)
         .start()
@@ -556,17 +557,4 @@ fn a_client_that_does_not_ignore_sigpipe_survives_its_server() {
         .unwrap();
     p.join_timeout(LONG).unwrap();
     assert_eq!(p.exitcode(), Some(0), "the client died");
-}
-
-/// Confines the calling thread (and the threads and processes it starts)
-/// to its first allowed CPU: proxies and servers that share one CPU talk
-/// over pipes.
-fn pin_to_one_cpu() {
-    let set = rustix::thread::sched_getaffinity(None).unwrap();
-    let first = (0..rustix::thread::CpuSet::MAX_CPU)
-        .find(|&i| set.is_set(i))
-        .unwrap();
-    let mut one = rustix::thread::CpuSet::new();
-    one.set(first);
-    rustix::thread::sched_setaffinity(None, &one).unwrap();
 }

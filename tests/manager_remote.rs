@@ -8,6 +8,7 @@
 
 multiproc::test_support!();
 
+mod common;
 use multiproc::connection::Address;
 use multiproc::manager::QueueProxy;
 use multiproc::{Manager, Process, StartMethod};
@@ -227,7 +228,7 @@ fn an_in_process_server_on_a_unix_socket_ends_its_clients_calls_at_shutdown() {
     // Proxies on a Unix socket that share one CPU with the server talk over
     // pipes the server hands them; a shutdown must still end them: the next
     // call fails, it does not hang or get served by a thread left behind.
-    pin_to_one_cpu();
+    common::pin_to_one_cpu();
     let address = Address::abstract_name(format!("multiproc-unix-stop-{}", std::process::id()));
     let server = Manager::builder()
         .address(address.clone())
@@ -258,17 +259,4 @@ fn an_in_process_server_on_a_unix_socket_ends_its_clients_calls_at_shutdown() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(caller.join().unwrap(), "a call after shutdown was served");
-}
-
-/// Confines the calling thread (and the threads and processes it starts)
-/// to its first allowed CPU: proxies and servers that share one CPU talk
-/// over pipes.
-fn pin_to_one_cpu() {
-    let set = rustix::thread::sched_getaffinity(None).unwrap();
-    let first = (0..rustix::thread::CpuSet::MAX_CPU)
-        .find(|&i| set.is_set(i))
-        .unwrap();
-    let mut one = rustix::thread::CpuSet::new();
-    one.set(first);
-    rustix::thread::sched_setaffinity(None, &one).unwrap();
 }

@@ -137,3 +137,16 @@ where
             .expect("task panicked")
     });
 }
+
+/// Confines the calling thread (and the threads and processes it starts)
+/// to its first allowed CPU (a manager's proxies and server that share one
+/// CPU talk over pipes).
+pub fn pin_to_one_cpu() {
+    let set = rustix::thread::sched_getaffinity(None).unwrap();
+    let first = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&i| set.is_set(i))
+        .unwrap();
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(first);
+    rustix::thread::sched_setaffinity(None, &one).unwrap();
+}
