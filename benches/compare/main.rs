@@ -149,6 +149,28 @@ impl Bench {
             .map(|f| f.value)
     }
 
+    /// The figure just recorded once more, under `name` and against another
+    /// C floor (the same measurement seen against a second baseline; not
+    /// measured again). Its CPython pair is the first one's.
+    pub fn again_vs_floor(&mut self, name: &str, floor: &str) {
+        let Some(last) = self.figures.last() else {
+            return;
+        };
+        let again = Figure {
+            name: name.to_string(),
+            unit: last.unit,
+            value: last.value,
+            python: Some(last.python.clone().unwrap_or_else(|| last.name.clone())),
+            floor: Some(floor.to_string()),
+        };
+        eprintln!(
+            "  {name:<46} {:>14.3} {:<12} (the figure above)",
+            again.value,
+            again.unit.text()
+        );
+        self.figures.push(again);
+    }
+
     fn record_inner(
         &mut self,
         name: &str,

@@ -92,14 +92,11 @@ pub fn run(b: &mut Bench) {
         "fork_exit_waitpid_2000_live_us",
         || start_join_with_live(StartMethod::Fork, n_fork, 2000),
     );
-    // The same against the kernel's cost of what a live child needs of its
-    // parent (one descriptor, copied by each fork and closed by the child).
-    b.record_paired(
+    // The same figure against the kernel's cost of what a live child needs
+    // of its parent (one descriptor, copied by each fork and closed by the child).
+    b.again_vs_floor(
         "process_start_join_fork_2000_live_vs_fds_ms",
-        Unit::Ms("ms/process"),
-        "process_start_join_fork_ms",
         "fork_close_fds_exit_waitpid_2000_live_2000_fds_us",
-        || start_join_with_live(StartMethod::Fork, n_fork, 2000),
     );
     b.record_vs_floor(
         "process_start32_join_all_fork_ms",
@@ -115,12 +112,9 @@ pub fn run(b: &mut Bench) {
     );
     // Spawn execs this program: the floor that counts its own start-up
     // (dynamic loading, the Rust runtime) is starting it and nothing else.
-    b.record_paired(
+    b.again_vs_floor(
         "process_start_join_spawn_vs_self_ms",
-        Unit::Ms("ms/process"),
-        "process_start_join_spawn_ms",
         "fork_exec_self_waitpid_us",
-        || start_join(StartMethod::Spawn, n_spawn),
     );
     b.record_vs_floor(
         "process_start_join_spawn_1gib_parent_ms",
@@ -128,12 +122,9 @@ pub fn run(b: &mut Bench) {
         "posix_spawn_static_1gib_parent_us",
         || start_join_big_parent(StartMethod::Spawn, n_spawn, 1024),
     );
-    b.record_paired(
+    b.again_vs_floor(
         "process_start_join_spawn_1gib_parent_vs_self_ms",
-        Unit::Ms("ms/process"),
-        "process_start_join_spawn_1gib_parent_ms",
         "fork_exec_self_waitpid_us",
-        || start_join_big_parent(StartMethod::Spawn, n_spawn, 1024),
     );
     b.record(
         "process_start32_join_all_spawn_ms",
