@@ -70,11 +70,7 @@ impl AsyncConnection {
     ///
     /// An I/O error outside a runtime with I/O enabled.
     pub fn new(conn: Connection) -> Result<AsyncConnection> {
-        let socket = rustix::fs::fstat(conn.as_fd())
-            .map(|st| {
-                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket
-            })
-            .unwrap_or(false);
+        let socket = crate::sys::fds::is_a(conn.as_fd(), rustix::fs::FileType::Socket);
         // SAFETY: a `Connection` owns its descriptor (an `OwnedFd` that it
         // never replaces or closes while alive), and the `AsyncFd` owns the
         // connection from here on, handing out only shared references.

@@ -118,7 +118,8 @@ impl Link {
                 "the server agreed to pipes but did not send both ends".into(),
             ));
         };
-        if !is_pipe(rx.as_fd()) || !is_pipe(tx.as_fd()) {
+        let fifo = rustix::fs::FileType::Fifo;
+        if !crate::sys::fds::is_a(rx.as_fd(), fifo) || !crate::sys::fds::is_a(tx.as_fd(), fifo) {
             return Err(Error::Remote(
                 "the server sent descriptors that are not pipes".into(),
             ));
@@ -253,13 +254,6 @@ fn wake_pipe(rx: BorrowedFd<'_>) {
     ) {
         let _ = rustix::io::write(&w, &[0u8; 4]);
     }
-}
-
-/// `true` if `fd` is a pipe (a FIFO).
-fn is_pipe(fd: BorrowedFd<'_>) -> bool {
-    rustix::fs::fstat(fd).is_ok_and(|st| {
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
-    })
 }
 
 /// `true` if `fd` is a Unix-domain socket.

@@ -541,9 +541,7 @@ pub(crate) fn check_bootstrapped() -> Result<()> {
     let sock = fd.filter(|&fd| fd >= 3).and_then(|fd| {
         // SAFETY: only borrowed for the duration of this check.
         let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let st = rustix::fs::fstat(b).ok()?;
-        (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket)
-            .then_some(b)
+        crate::sys::fds::is_a(b, rustix::fs::FileType::Socket).then_some(b)
     });
     match sock {
         Some(b) => match b.try_clone_to_owned() {

@@ -1,9 +1,15 @@
 //! Closing every descriptor but a few, and putting descriptors at given
 //! numbers: what a new child does so that it holds only stdio, its own
-//! resources and what its parent opted in.
+//! resources and what its parent opted in; and what kind of file a
+//! descriptor names.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+/// `true` if `fd` names a file of type `kind` (`fstat`; `false` if that fails).
+pub(crate) fn is_a(fd: BorrowedFd<'_>, kind: rustix::fs::FileType) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == kind)
+}
 
 /// Closes every descriptor of this process that is not in `keep` (sorted in
 /// place). Allocates nothing and takes no lock, so it may run between `fork`
