@@ -138,18 +138,22 @@ const TAG_SHIFT: u32 = PID_BITS + SPAN_BITS;
 const TAG_MOD: u64 = (1 << (64 - TAG_SHIFT)) - 1;
 
 /// A claim word: `tag` (which round of the ring, never 0), `span`, `pid`.
+#[inline]
 fn pack_claim(tag: u64, span: u64, pid: u32) -> u64 {
     (tag << TAG_SHIFT) | (span << PID_BITS) | u64::from(pid)
 }
 
+#[inline]
 fn word_tag(w: u64) -> u64 {
     w >> TAG_SHIFT
 }
 
+#[inline]
 fn word_span(w: u64) -> u64 {
     (w >> PID_BITS) & ((1 << SPAN_BITS) - 1)
 }
 
+#[inline]
 fn word_pid(w: u64) -> u32 {
     (w & ((1 << PID_BITS) - 1)) as u32
 }
@@ -359,6 +363,7 @@ impl Ring {
         &self.region
     }
 
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: `base` is the start of the live mapping (page aligned), at
         // least the layout long (checked in `from_region`); Header is all
@@ -366,6 +371,7 @@ impl Ring {
         unsafe { &*self.base.as_ptr().cast::<Header>() }
     }
 
+    #[inline]
     fn cell(&self, ticket: u64) -> &Cell {
         let i = (ticket & self.mask) as usize;
         debug_assert!(self.cells_off + (i + 1) * std::mem::size_of::<Cell>() <= self.region.len());
@@ -382,11 +388,13 @@ impl Ring {
         }
     }
 
+    #[inline]
     fn seq(&self, ticket: u64) -> &AtomicU64 {
         &self.cell(ticket).seq
     }
 
     /// Pointer to the payload bytes starting at slot index `start`.
+    #[inline]
     fn data_ptr(&self, start: u64) -> *mut u8 {
         debug_assert!(start < self.cap);
         // SAFETY: start < cap, so the offset lies inside the data array of
@@ -436,17 +444,20 @@ impl Ring {
     }
 
     /// The tag of ticket `t`'s round (1..=TAG_MOD, never 0).
+    #[inline]
     fn tag(&self, t: u64) -> u64 {
         ((t >> self.cap_bits) % TAG_MOD) + 1
     }
 
     /// The claim word of ticket `t` if it belongs to `t`'s round.
+    #[inline]
     fn claim_of(&self, t: u64) -> Option<u64> {
         let w = self.cell(t).claim.load(SeqCst);
         (word_tag(w) == self.tag(t)).then_some(w)
     }
 
     /// The span of a claim word, kept within `1..=cap`.
+    #[inline]
     fn span(&self, w: u64) -> u64 {
         word_span(w).clamp(1, self.cap)
     }
