@@ -132,7 +132,7 @@ impl FrameReader {
             // Whole: what follows it belongs to the next frames.
             self.put_back(&[&reuse[plen..]], in_tail);
             reuse.truncate(plen);
-            self.last_own = true;
+            self.last_own = Some(plen);
             return Ok(Step::Frame(Frame::Own(std::mem::take(reuse))));
         }
         // `reuse` was too short (so it is full): the rest of the payload
@@ -144,7 +144,7 @@ impl FrameReader {
         self.start = take;
         self.end = in_tail;
         if data.len() == plen {
-            self.last_own = true;
+            self.last_own = Some(plen);
             return Ok(Step::Frame(Frame::Own(data)));
         }
         self.large = Some(Large { data, len: plen });
