@@ -2,7 +2,8 @@
 //! an ordinary type whose `impl` block carries `#[multiproc::managed]`
 //! lives in the server; its proxy has the same methods.
 
-use super::proxy::{encode_collecting, WireAddr};
+use super::collect::encode_collecting;
+use super::proxy::WireAddr;
 use super::registry::{CallCx, Fail, Object, Out};
 use super::Proxy;
 use crate::codec;

@@ -1,10 +1,12 @@
 //! `dict`: a shared map (Python's `Manager().dict()`), with
 //! `HashMap`-like methods on the proxy.
 
-use super::{args, builtin_proxy, decode_raw, give, give_owned, ok, ok_with, unknown, value_of};
+use super::{args, args_in, builtin_proxy, decode_raw, give_owned, ok, ok_with, unknown, value_of};
+use crate::codec;
 use crate::error::Result;
+use crate::manager::collect::encode_collecting;
 use crate::manager::registry::{CallCx, Fail, Object, Out, Stored};
-use crate::manager::wire::{Raw, Value};
+use crate::manager::wire::{Raw, RawRef, Value, ValueRef};
 use crate::manager::Proxy;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -47,6 +49,17 @@ impl Map {
     }
 }
 
+/// Overwrites a stored value's buffer with `new`, reusing its memory unless
+/// it is much larger than needed (a value that shrank should not pin it).
+fn refill(buf: &mut Vec<u8>, new: &[u8]) {
+    if buf.capacity() > 2 * new.len() + 64 {
+        *buf = new.to_vec();
+    } else {
+        buf.clear();
+        buf.extend_from_slice(new);
+    }
+}
+
 pub(crate) struct DictObj {
     map: Mutex<Map>,
 }
@@ -64,29 +77,53 @@ impl Object for DictObj {
         let mut refs = Vec::new();
         match method {
             "insert" => {
-                let (k, v): (Raw, Value) = args(a)?;
-                let v = cx.store(v)?;
-                let old = m.insert(k.0, v);
-                drop(m);
-                let old = old.map(|o| give_owned(o, &mut refs));
-                ok_with(&old, refs)
+                // Read in place from the request: only a new key or a value
+                // larger than the one it replaces is copied into a new buffer.
+                let (k, v): (RawRef<'_>, ValueRef<'_>) = args_in(a)?;
+                let new_refs = cx.resolve(&v.refs).map_err(Fail::Remote)?;
+                match m.entries.get_mut(k.0) {
+                    Some((_, old)) => {
+                        // The old value goes back (encoded first); its buffer
+                        // takes the new one.
+                        let out = Out::encode(&Some(RawRef(&old.bytes)), Vec::new())?;
+                        refill(&mut old.bytes, v.bytes.0);
+                        let old_refs = std::mem::replace(&mut old.refs, new_refs);
+                        drop(m);
+                        Ok(Out {
+                            refs: old_refs,
+                            ..out
+                        })
+                    }
+                    None => {
+                        let v = Stored {
+                            bytes: v.bytes.0.to_vec(),
+                            refs: new_refs,
+                        };
+                        m.insert(k.0.to_vec(), v);
+                        drop(m);
+                        ok(&None::<RawRef<'_>>)
+                    }
+                }
             }
             "get" => {
-                let k: Raw = args(a)?;
-                let v = m.entries.get(&k.0).map(|(_, v)| give(v, &mut refs));
-                ok_with(&v, refs)
+                let k: RawRef<'_> = args_in(a)?;
+                match m.entries.get(k.0) {
+                    // Encoded from where it is stored, under the lock.
+                    Some((_, v)) => Out::encode(&Some(RawRef(&v.bytes)), v.refs.clone()),
+                    None => ok(&None::<RawRef<'_>>),
+                }
             }
             "remove" => {
-                let k: Raw = args(a)?;
-                let v = m.remove(&k.0);
+                let k: RawRef<'_> = args_in(a)?;
+                let v = m.remove(k.0);
                 drop(m);
                 let v = v.map(|o| give_owned(o, &mut refs));
                 ok_with(&v, refs)
             }
             "len" => ok(&(m.entries.len() as u64)),
             "contains_key" => {
-                let k: Raw = args(a)?;
-                ok(&m.entries.contains_key(&k.0))
+                let k: RawRef<'_> = args_in(a)?;
+                ok(&m.entries.contains_key(k.0))
             }
             "keys" => {
                 let keys: Vec<Raw> = m.iter().map(|(k, _)| Raw(k.clone())).collect();
@@ -164,34 +201,50 @@ builtin_proxy! {
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
     fn key(k: &K) -> Result<Raw> {
-        Ok(Raw(crate::codec::encode(k)?))
+        Ok(Raw(codec::encode(k)?))
     }
 
-    fn opt(r: Option<Raw>) -> Result<Option<V>> {
-        r.as_ref().map(decode_raw).transpose()
+    /// Decodes an answer `Option<Raw>` in place.
+    fn opt(b: &[u8]) -> Result<Option<V>> {
+        let (r, _) = codec::decode_borrowed::<Option<RawRef<'_>>>(b)?;
+        r.map(|r| codec::decode(r.0)).transpose()
+    }
+
+    /// Calls `method` with the key `k` (encoded into the proxy's buffer)
+    /// and decodes the answer with `f`.
+    fn with_key<R>(&self, method: &str, k: &K, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        self.core.with_value_bufs(|kb, _| {
+            codec::encode_into(k, kb)?;
+            self.core.call_with(method, &RawRef(kb), f)
+        })
     }
 
     /// Sets `d[k] = v`; returns the previous value.
     #[doc(alias = "__setitem__")]
     pub fn insert(&self, k: K, v: V) -> Result<Option<V>> {
-        let value = value_of(&self.core.token().endpoint, &v)?;
-        let old: Option<Raw> = self.core.call("insert", &(Self::key(&k)?, value))?;
-        Self::opt(old)
+        let core = &self.core;
+        core.with_value_bufs(|kb, vb| {
+            codec::encode_into(&k, kb)?;
+            let refs = encode_collecting(&core.token().endpoint.address, &v, vb)?;
+            let value = ValueRef {
+                bytes: RawRef(vb),
+                refs,
+            };
+            core.call_with("insert", &(RawRef(kb), value), Self::opt)
+        })
     }
 
     /// `d[k]`, or `None` (Python's `d.get(k)`).
     #[doc(alias = "__getitem__")]
     pub fn get(&self, k: &K) -> Result<Option<V>> {
-        let v: Option<Raw> = self.core.call("get", &Self::key(k)?)?;
-        Self::opt(v)
+        self.with_key("get", k, Self::opt)
     }
 
     /// Removes `k`, returning its value (Python's `d.pop(k, None)`).
     #[doc(alias = "pop")]
     #[doc(alias = "__delitem__")]
     pub fn remove(&self, k: &K) -> Result<Option<V>> {
-        let v: Option<Raw> = self.core.call("remove", &Self::key(k)?)?;
-        Self::opt(v)
+        self.with_key("remove", k, Self::opt)
     }
 
     /// The number of entries (Python's `len(d)`).
@@ -208,7 +261,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// `k in d`.
     #[doc(alias = "__contains__")]
     pub fn contains_key(&self, k: &K) -> Result<bool> {
-        self.core.call("contains_key", &Self::key(k)?)
+        self.with_key("contains_key", k, codec::decode)
     }
 
     /// A snapshot of the keys, in insertion order.

@@ -12,8 +12,9 @@ pub(crate) mod namespace;
 pub(crate) mod queue;
 pub(crate) mod sync;
 
+use super::collect::encode_collecting;
 use super::fault::BuiltinError;
-use super::proxy::{encode_collecting, Endpoint};
+use super::proxy::Endpoint;
 use super::registry::{CallCx, Fail, ObjRef, Object, Out, Stored};
 use super::wire::{Raw, Value};
 use crate::codec;
@@ -76,12 +77,17 @@ pub(crate) fn args<T: DeserializeOwned>(b: &[u8]) -> std::result::Result<T, Fail
     codec::decode(b).map_err(|e| Fail::Remote(format!("bad arguments: {e}")))
 }
 
+/// Decodes a method's arguments in place: byte strings ([`RawRef`](super::wire::RawRef))
+/// and strings borrow from the request.
+pub(crate) fn args_in<'a, T: Deserialize<'a>>(b: &'a [u8]) -> std::result::Result<T, Fail> {
+    codec::decode_borrowed(b)
+        .map(|(v, _)| v)
+        .map_err(|e| Fail::Remote(format!("bad arguments: {e}")))
+}
+
 /// Encodes a method's result.
 pub(crate) fn ok<T: Serialize + ?Sized>(v: &T) -> std::result::Result<Out, Fail> {
-    Ok(Out {
-        bytes: codec::encode(v)?,
-        refs: Vec::new(),
-    })
+    Out::encode(v, Vec::new())
 }
 
 /// Encodes a result that carries stored values (and their references).
@@ -89,10 +95,7 @@ pub(crate) fn ok_with<T: Serialize + ?Sized>(
     v: &T,
     refs: Vec<ObjRef>,
 ) -> std::result::Result<Out, Fail> {
-    Ok(Out {
-        bytes: codec::encode(v)?,
-        refs,
-    })
+    Out::encode(v, refs)
 }
 
 /// A builtin's own failure.
