@@ -1,12 +1,15 @@
 //! `dict`: a shared map (Python's `Manager().dict()`), with
 //! `HashMap`-like methods on the proxy.
 
-use super::{args, args_in, builtin_proxy, decode_raw, give_owned, ok, ok_with, unknown, value_of};
+use super::{
+    args, args_in, builtin_proxy, decode_all, decode_opt, give, give_owned, ok, ok_with, unknown,
+    value_of,
+};
 use crate::codec;
 use crate::error::Result;
 use crate::manager::collect::encode_collecting;
 use crate::manager::registry::{CallCx, Fail, Object, Out, Stored};
-use crate::manager::wire::{Raw, RawRef, Value, ValueRef};
+use crate::manager::wire::{Raw, RawRef, ValueRef};
 use crate::manager::Proxy;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,14 +28,14 @@ struct Map {
 }
 
 impl Map {
-    fn insert(&mut self, k: Vec<u8>, v: Stored) -> Option<Stored> {
-        if let Some((_, old)) = self.entries.get_mut(&k) {
+    fn insert(&mut self, k: &[u8], v: Stored) -> Option<Stored> {
+        if let Some((_, old)) = self.entries.get_mut(k) {
             return Some(std::mem::replace(old, v));
         }
         let seq = self.next;
         self.next += 1;
-        self.order.insert(seq, k.clone());
-        self.entries.insert(k, (seq, v));
+        self.order.insert(seq, k.to_vec());
+        self.entries.insert(k.to_vec(), (seq, v));
         None
     }
 
@@ -99,7 +102,7 @@ impl Object for DictObj {
                             bytes: v.bytes.0.to_vec(),
                             refs: new_refs,
                         };
-                        m.insert(k.0.to_vec(), v);
+                        m.insert(k.0, v);
                         drop(m);
                         ok(&None::<RawRef<'_>>)
                     }
@@ -126,31 +129,22 @@ impl Object for DictObj {
                 ok(&m.entries.contains_key(k.0))
             }
             "keys" => {
-                let keys: Vec<Raw> = m.iter().map(|(k, _)| Raw(k.clone())).collect();
+                let keys: Vec<RawRef<'_>> = m.iter().map(|(k, _)| RawRef(k)).collect();
                 ok(&keys)
             }
             "values" => {
-                let vals: Vec<Raw> = m
-                    .iter()
-                    .map(|(_, v)| {
-                        refs.extend(v.refs.iter().cloned());
-                        Raw(v.bytes.clone())
-                    })
-                    .collect();
+                let vals: Vec<RawRef<'_>> = m.iter().map(|(_, v)| give(v, &mut refs)).collect();
                 ok_with(&vals, refs)
             }
             "items" => {
-                let items: Vec<(Raw, Raw)> = m
+                let items: Vec<(RawRef<'_>, RawRef<'_>)> = m
                     .iter()
-                    .map(|(k, v)| {
-                        refs.extend(v.refs.iter().cloned());
-                        (Raw(k.clone()), Raw(v.bytes.clone()))
-                    })
+                    .map(|(k, v)| (RawRef(k), give(v, &mut refs)))
                     .collect();
                 ok_with(&items, refs)
             }
             "update" => {
-                let items: Vec<(Raw, Value)> = args(a)?;
+                let items: Vec<(RawRef<'_>, ValueRef<'_>)> = args_in(a)?;
                 let mut stored = Vec::with_capacity(items.len());
                 for (k, v) in items {
                     stored.push((k, cx.store(v)?));
@@ -204,12 +198,6 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         Ok(Raw(codec::encode(k)?))
     }
 
-    /// Decodes an answer `Option<Raw>` in place.
-    fn opt(b: &[u8]) -> Result<Option<V>> {
-        let (r, _) = codec::decode_borrowed::<Option<RawRef<'_>>>(b)?;
-        r.map(|r| codec::decode(r.0)).transpose()
-    }
-
     /// Calls `method` with the key `k` (encoded into the proxy's buffer)
     /// and decodes the answer with `f`.
     fn with_key<R>(&self, method: &str, k: &K, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
@@ -230,21 +218,21 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
                 bytes: RawRef(vb),
                 refs,
             };
-            core.call_with("insert", &(RawRef(kb), value), Self::opt)
+            core.call_with("insert", &(RawRef(kb), value), decode_opt)
         })
     }
 
     /// `d[k]`, or `None` (Python's `d.get(k)`).
     #[doc(alias = "__getitem__")]
     pub fn get(&self, k: &K) -> Result<Option<V>> {
-        self.with_key("get", k, Self::opt)
+        self.with_key("get", k, decode_opt)
     }
 
     /// Removes `k`, returning its value (Python's `d.pop(k, None)`).
     #[doc(alias = "pop")]
     #[doc(alias = "__delitem__")]
     pub fn remove(&self, k: &K) -> Result<Option<V>> {
-        self.with_key("remove", k, Self::opt)
+        self.with_key("remove", k, decode_opt)
     }
 
     /// The number of entries (Python's `len(d)`).
@@ -266,22 +254,22 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 
     /// A snapshot of the keys, in insertion order.
     pub fn keys(&self) -> Result<Vec<K>> {
-        let ks: Vec<Raw> = self.core.call("keys", &())?;
-        ks.iter().map(decode_raw).collect()
+        self.core.call_with("keys", &(), decode_all)
     }
 
     /// A snapshot of the values, in insertion order.
     pub fn values(&self) -> Result<Vec<V>> {
-        let vs: Vec<Raw> = self.core.call("values", &())?;
-        vs.iter().map(decode_raw).collect()
+        self.core.call_with("values", &(), decode_all)
     }
 
     /// A snapshot of the entries, in insertion order.
     pub fn items(&self) -> Result<Vec<(K, V)>> {
-        let vs: Vec<(Raw, Raw)> = self.core.call("items", &())?;
-        vs.iter()
-            .map(|(k, v)| Ok((decode_raw(k)?, decode_raw(v)?)))
-            .collect()
+        self.core.call_with("items", &(), |b| {
+            let (vs, _) = codec::decode_borrowed::<Vec<(RawRef<'_>, RawRef<'_>)>>(b)?;
+            vs.iter()
+                .map(|(k, v)| Ok((codec::decode(k.0)?, codec::decode(v.0)?)))
+                .collect()
+        })
     }
 
     /// Inserts every pair (Python's `d.update(...)`), in one call.

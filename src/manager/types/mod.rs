@@ -14,9 +14,9 @@ pub(crate) mod sync;
 
 use super::collect::encode_collecting;
 use super::fault::BuiltinError;
-use super::proxy::Endpoint;
+use super::proxy::{Endpoint, ProxyCore};
 use super::registry::{CallCx, Fail, ObjRef, Object, Out, Stored};
-use super::wire::{Raw, Value};
+use super::wire::{Raw, RawRef, Value, ValueRef};
 use crate::codec;
 use crate::error::Result;
 use serde::de::DeserializeOwned;
@@ -111,20 +111,22 @@ pub(crate) fn unknown(typeid: &str, method: &str) -> Fail {
 }
 
 impl CallCx<'_> {
-    /// Turns a received value into a stored one, holding its references.
-    pub(crate) fn store(&self, v: Value) -> std::result::Result<Stored, Fail> {
+    /// Turns a received value (read in place) into a stored one, holding
+    /// its references.
+    pub(crate) fn store(&self, v: ValueRef<'_>) -> std::result::Result<Stored, Fail> {
         let refs = self.resolve(&v.refs).map_err(Fail::Remote)?;
         Ok(Stored {
-            bytes: v.bytes.0,
+            bytes: v.bytes.0.to_vec(),
             refs,
         })
     }
 }
 
-/// A stored value going back: its bytes, and its references added to `refs`.
-pub(crate) fn give(s: &Stored, refs: &mut Vec<ObjRef>) -> Raw {
+/// A stored value going back: its bytes, encoded from where they are, and
+/// its references added to `refs`.
+pub(crate) fn give<'a>(s: &'a Stored, refs: &mut Vec<ObjRef>) -> RawRef<'a> {
     refs.extend(s.refs.iter().cloned());
-    Raw(s.bytes.clone())
+    RawRef(&s.bytes)
 }
 
 /// A stored value leaving its container.
@@ -145,9 +147,38 @@ pub(crate) fn value_of<T: Serialize + ?Sized>(endpoint: &Endpoint, v: &T) -> Res
     })
 }
 
-/// Decodes a stored value handed back by the server.
-pub(crate) fn decode_raw<T: DeserializeOwned>(r: &Raw) -> Result<T> {
-    codec::decode(&r.0)
+/// Encodes `v` into `core`'s value buffer, with the proxies it holds, and
+/// runs `f` (which makes the call) with it: no buffer of its own per call.
+pub(crate) fn with_value<T: Serialize + ?Sized, R>(
+    core: &ProxyCore,
+    v: &T,
+    f: impl FnOnce(ValueRef<'_>) -> Result<R>,
+) -> Result<R> {
+    core.with_value_bufs(|_, vb| {
+        let refs = encode_collecting(&core.token().endpoint.address, v, vb)?;
+        f(ValueRef {
+            bytes: RawRef(vb),
+            refs,
+        })
+    })
+}
+
+/// Decodes, in place, an answer that is one stored value.
+pub(crate) fn decode_one<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    let (r, _) = codec::decode_borrowed::<RawRef<'_>>(b)?;
+    codec::decode(r.0)
+}
+
+/// Decodes, in place, an answer that is a stored value or none.
+pub(crate) fn decode_opt<T: DeserializeOwned>(b: &[u8]) -> Result<Option<T>> {
+    let (r, _) = codec::decode_borrowed::<Option<RawRef<'_>>>(b)?;
+    r.map(|r| codec::decode(r.0)).transpose()
+}
+
+/// Decodes, in place, an answer that is a list of stored values.
+pub(crate) fn decode_all<T: DeserializeOwned>(b: &[u8]) -> Result<Vec<T>> {
+    let (rs, _) = codec::decode_borrowed::<Vec<RawRef<'_>>>(b)?;
+    rs.iter().map(|r| codec::decode(r.0)).collect()
 }
 
 /// Declares a builtin proxy type: the struct, `Clone` (a new connection),
