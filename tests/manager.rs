@@ -188,6 +188,32 @@ fn replacing_a_stored_proxy_hands_it_back_working_then_frees_it() {
 }
 
 #[test]
+fn overwriting_list_namespace_and_value_entries_keeps_the_new_bytes_and_frees_the_old_proxies() {
+    let m = Manager::start().unwrap();
+    let l = m.list::<Vec<u8>>().unwrap();
+    let v = m.value(Vec::<u8>::new()).unwrap();
+    l.push(Vec::new()).unwrap();
+    for (i, n) in [0usize, 100_000, 2, 70_000, 1].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..n).map(|j| (i * 7 + j) as u8).collect();
+        l.set(0, bytes.clone()).unwrap();
+        assert_eq!(l.get(0).unwrap().as_ref(), Some(&bytes));
+        v.set(bytes.clone()).unwrap();
+        assert_eq!(v.get().unwrap(), bytes);
+    }
+    let ns = m.namespace().unwrap();
+    let base = m.number_of_objects().unwrap();
+    ns.set("d", &m.dict::<u8, u8>().unwrap()).unwrap();
+    let second = m.dict::<u8, u8>().unwrap();
+    second.insert(1, 2).unwrap();
+    ns.set("d", &second).unwrap();
+    drop(second);
+    // The first dict was held by the namespace only.
+    assert!(eventually(|| m.number_of_objects().unwrap() == base + 1));
+    let got: DictProxy<u8, u8> = ns.get("d").unwrap().unwrap();
+    assert_eq!(got.get(&1).unwrap(), Some(2));
+}
+
+#[test]
 fn handing_nested_proxies_back_leaks_no_reference() {
     let m = Manager::start().unwrap();
     let outer = m.list::<DictProxy<u8, u8>>().unwrap();

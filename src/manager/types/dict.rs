@@ -2,8 +2,8 @@
 //! `HashMap`-like methods on the proxy.
 
 use super::{
-    args, args_in, builtin_proxy, decode_all, decode_opt, give, give_owned, ok, ok_with, unknown,
-    value_of,
+    args, args_in, builtin_proxy, decode_all, decode_opt, give, give_owned, ok, ok_with, refill,
+    unknown, value_of,
 };
 use crate::codec;
 use crate::error::Result;
@@ -49,17 +49,6 @@ impl Map {
         self.order
             .values()
             .filter_map(|k| self.entries.get(k).map(|(_, v)| (k, v)))
-    }
-}
-
-/// Overwrites a stored value's buffer with `new`, reusing its memory unless
-/// it is much larger than needed (a value that shrank should not pin it).
-fn refill(buf: &mut Vec<u8>, new: &[u8]) {
-    if buf.capacity() > 2 * new.len() + 64 {
-        *buf = new.to_vec();
-    } else {
-        buf.clear();
-        buf.extend_from_slice(new);
     }
 }
 

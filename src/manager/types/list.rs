@@ -61,7 +61,7 @@ impl Object for ListObj {
                 let (i, val): (u64, ValueRef<'_>) = args_in(a)?;
                 let len = v.len();
                 let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
-                let old = std::mem::replace(slot, cx.store(val)?);
+                let old = cx.store_over(slot, val)?;
                 drop(v);
                 drop(old);
                 ok(&())

@@ -122,6 +122,32 @@ impl CallCx<'_> {
     }
 }
 
+impl CallCx<'_> {
+    /// Overwrites the stored value `slot` with the received `v` (read in
+    /// place), in its own buffer; returns the references the old value
+    /// held (to drop outside the container's lock).
+    pub(crate) fn store_over(
+        &self,
+        slot: &mut Stored,
+        v: ValueRef<'_>,
+    ) -> std::result::Result<Vec<ObjRef>, Fail> {
+        let refs = self.resolve(&v.refs).map_err(Fail::Remote)?;
+        refill(&mut slot.bytes, v.bytes.0);
+        Ok(std::mem::replace(&mut slot.refs, refs))
+    }
+}
+
+/// Overwrites a stored value's buffer with `new`, reusing its memory unless
+/// it is much larger than needed (a value that shrank should not pin it).
+pub(crate) fn refill(buf: &mut Vec<u8>, new: &[u8]) {
+    if buf.capacity() > 2 * new.len() + 64 {
+        *buf = new.to_vec();
+    } else {
+        buf.clear();
+        buf.extend_from_slice(new);
+    }
+}
+
 /// A stored value going back: its bytes, encoded from where they are, and
 /// its references added to `refs`.
 pub(crate) fn give<'a>(s: &'a Stored, refs: &mut Vec<ObjRef>) -> RawRef<'a> {

@@ -38,10 +38,12 @@ impl Object for NamespaceObj {
             }
             "set" => {
                 let (name, v): (&str, ValueRef<'_>) = args_in(a)?;
-                let s = cx.store(v)?;
                 let old = match m.get_mut(name) {
-                    Some(slot) => Some(std::mem::replace(slot, s)),
-                    None => m.insert(name.to_string(), s),
+                    Some(slot) => cx.store_over(slot, v)?,
+                    None => {
+                        m.insert(name.to_string(), cx.store(v)?);
+                        Vec::new()
+                    }
                 };
                 drop(m);
                 drop(old);
@@ -133,7 +135,7 @@ impl Object for ValueObj {
             }
             "set" => {
                 let v: ValueRef<'_> = args_in(a)?;
-                let old = std::mem::replace(&mut *c, cx.store(v)?);
+                let old = cx.store_over(&mut c, v)?;
                 drop(c);
                 drop(old);
                 ok(&())
