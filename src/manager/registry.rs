@@ -466,6 +466,10 @@ pub(crate) fn resolve(
     registry: &Arc<Registry>,
     ids: &[ObjId],
 ) -> std::result::Result<Vec<ObjRef>, String> {
+    if ids.is_empty() {
+        // Most calls: no value holding proxies.
+        return Ok(Vec::new());
+    }
     ids.iter()
         .map(|&id| {
             registry
