@@ -69,8 +69,8 @@ impl Object for DictObj {
         let mut refs = Vec::new();
         match method {
             "insert" => {
-                // Read in place from the request: only a new key or a value
-                // larger than the one it replaces is copied into a new buffer.
+                // Read in place from the request: only a new entry, or a
+                // value the old one's buffer does not suit, takes new memory.
                 let (k, v): (RawRef<'_>, ValueRef<'_>) = args_in(a)?;
                 let new_refs = cx.resolve(&v.refs).map_err(Fail::Remote)?;
                 match m.entries.get_mut(k.0) {
