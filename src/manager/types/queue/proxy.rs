@@ -161,8 +161,13 @@ macro_rules! queue_methods {
                             return sliced(&self.core, wait, |d| q.put_encoded(value.bytes.0, d));
                         }
                     }
-                    if matches!(wait, Wait::Block) && self.unbounded.get() == Some(true) {
-                        // Cannot block or fail: pipelined (see `put`).
+                    // Cannot block or fail: pipelined (see `put`). Not with
+                    // proxies inside: their objects must be in the queue
+                    // before this call returns and the caller drops them.
+                    if matches!(wait, Wait::Block)
+                        && self.unbounded.get() == Some(true)
+                        && value.refs.is_empty()
+                    {
                         return self.core.post("put", &(value, wait));
                     }
                     let unbounded: bool = self.core.call("put", &(value, wait))?;
