@@ -150,40 +150,24 @@ impl Builder {
         };
         let mut ex = Exporter::new();
         args.export_all(&mut ex)?;
+        let launch = Launch {
+            identity,
+            stdin: self.stdin,
+            args: ex.bytes(),
+            fds: ex.fds(),
+            pass_fds: &self.pass_fds,
+        };
         let (shared, report, watch_report) = match self.method.unwrap_or_else(get_start_method) {
             StartMethod::Fork => {
-                let (pid, report) = fork::launch(
-                    identity,
-                    self.stdin,
-                    !self.leave_stdout,
-                    runner.get(),
-                    ex.bytes(),
-                    ex.fds(),
-                    &self.pass_fds,
-                )?;
+                let (pid, report) = fork::launch(launch, !self.leave_stdout, runner.get())?;
                 (ChildShared::new(pid, name, daemon), report, true)
             }
             StartMethod::Spawn => {
-                let (pid, report) = spawn::launch(
-                    identity,
-                    self.stdin,
-                    fnref::name(runner),
-                    ex.bytes(),
-                    ex.fds(),
-                    &self.pass_fds,
-                    tamper,
-                )?;
+                let (pid, report) = spawn::launch(launch, fnref::name(runner), tamper)?;
                 (ChildShared::new(pid, name, daemon), report, true)
             }
             StartMethod::Forkserver => {
-                let s = forkserver::launch(
-                    identity,
-                    self.stdin,
-                    fnref::name(runner),
-                    ex.bytes(),
-                    ex.fds(),
-                    &self.pass_fds,
-                )?;
+                let s = forkserver::launch(launch, fnref::name(runner))?;
                 let shared = ChildShared::forkserver_child(s.pid, name, daemon, s.pidfd, s.status);
                 (shared, s.report, false)
             }

@@ -14,22 +14,25 @@
 #![allow(unsafe_code)]
 
 use super::bootstrap::{self, Runner};
-use super::{registry, ChildIdentity, Stdin, CURRENT};
+use super::{registry, Launch, Stdin, CURRENT};
 use crate::error::Result;
 use crate::handoff::Importer;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Starts a forked child. Returns its pid and the parent's end of the report socket.
 pub(crate) fn launch(
-    identity: ChildIdentity,
-    stdin: Stdin,
+    launch: Launch<'_>,
     flush_stdout: bool,
     runner: Runner,
-    args: &[u8],
-    fds: &[BorrowedFd<'_>],
-    pass_fds: &[RawFd],
 ) -> Result<(i32, OwnedFd)> {
+    let Launch {
+        identity,
+        stdin,
+        args,
+        fds,
+        pass_fds,
+    } = launch;
     let (parent_end, child_end) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,

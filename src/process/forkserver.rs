@@ -32,12 +32,12 @@ pub(super) mod wire;
 
 use super::bootstrap::{self, BootMsg, Runner};
 use super::fnref::{self, BinaryId, FnDesc};
-use super::{spawn, ChildIdentity, Stdin, TaskFn};
+use super::{spawn, ChildIdentity, Launch, Stdin, TaskFn};
 use crate::error::{Error, Result};
 use crate::handoff::Exporter;
 use rustix::net::{AddressFamily, RecvFlags, SocketFlags, SocketType};
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -134,15 +134,14 @@ impl Server {
         let mut ex = Exporter::new();
         ex.write(&preload.to_vec())?;
         ex.write_fd(theirs.as_fd())?;
-        let (pid, report) = spawn::launch(
+        let launch = Launch {
             identity,
-            Stdin::Null,
-            fnref::name(SERVER),
-            ex.bytes(),
-            ex.fds(),
-            &[],
-            None,
-        )?;
+            stdin: Stdin::Null,
+            args: ex.bytes(),
+            fds: ex.fds(),
+            pass_fds: &[],
+        };
+        let (pid, report) = spawn::launch(launch, fnref::name(SERVER), None)?;
         Ok(Server {
             pid,
             control,
@@ -273,14 +272,14 @@ impl From<rustix::io::Errno> for Failure {
 
 /// Starts a child through this process's fork server (starting or replacing
 /// the server as needed).
-pub(crate) fn launch(
-    identity: ChildIdentity,
-    stdin: Stdin,
-    runner_offset: i64,
-    args: &[u8],
-    fds: &[BorrowedFd<'_>],
-    pass_fds: &[RawFd],
-) -> Result<Started> {
+pub(crate) fn launch(launch: Launch<'_>, runner_offset: i64) -> Result<Started> {
+    let Launch {
+        identity,
+        stdin,
+        args,
+        fds,
+        pass_fds,
+    } = launch;
     let keep = spawn::opted_in(pass_fds);
     if fds.len() + keep.len() + 5 > wire::MAX_FDS {
         return Err(Error::unsupported(format!(

@@ -61,6 +61,17 @@ pub(crate) struct ChildIdentity {
     pub(crate) path: Vec<u32>,
 }
 
+/// What every start method hands a new child: who it is, its stdin, the
+/// exported arguments with the descriptors they carry, and the descriptors
+/// opted in with [`Builder::pass_fd`].
+pub(crate) struct Launch<'a> {
+    pub(crate) identity: ChildIdentity,
+    pub(crate) stdin: Stdin,
+    pub(crate) args: &'a [u8],
+    pub(crate) fds: &'a [BorrowedFd<'a>],
+    pub(crate) pass_fds: &'a [RawFd],
+}
+
 /// This process's identity, readable without taking a lock: a forked child
 /// must be able to read (and set) it whatever the parent's other threads were
 /// doing at the fork.

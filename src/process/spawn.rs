@@ -17,7 +17,7 @@
 
 use super::bootstrap::{self, BootMsg, BOOT_ENV};
 use super::fnref::BinaryId;
-use super::{ChildIdentity, Stdin};
+use super::{Launch, Stdin};
 use crate::error::{Error, Result};
 use crate::sys::posix_spawn;
 use crate::sys::scm;
@@ -39,14 +39,17 @@ const MAX_HANDED_OFF: usize = 20 * scm::MAX_FDS;
 
 /// Starts a spawned child. Returns its pid and the parent's end of the report socket.
 pub(crate) fn launch(
-    identity: ChildIdentity,
-    stdin: Stdin,
+    launch: Launch<'_>,
     runner_offset: i64,
-    args: &[u8],
-    fds: &[BorrowedFd<'_>],
-    pass_fds: &[RawFd],
     tamper: Option<Tamper>,
 ) -> Result<(i32, OwnedFd)> {
+    let Launch {
+        identity,
+        stdin,
+        args,
+        fds,
+        pass_fds,
+    } = launch;
     if fds.len() > MAX_HANDED_OFF {
         return Err(Error::unsupported(format!(
             "a spawned child takes at most {MAX_HANDED_OFF} descriptors ({} given)",
