@@ -2,39 +2,17 @@
 //! read goes straight into the caller's buffer (a scatter read). Whatever
 //! the sizes and however the bytes arrive, exactly the messages sent come
 //! out, in order; bad lengths are errors, never a hang or an allocation.
+//! (`recv_bytes` and typed `recv`: `connection_scatter_recv.rs`.)
+
+mod scatter_frames;
 
 use multiproc::connection::{Connection, Pipe};
 use multiproc::Error;
 use proptest::prelude::*;
+use scatter_frames::{frame, long_frame, message, pair, payload};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
-
-/// A connection and the raw socket at its other end.
-fn pair() -> (Connection, UnixStream) {
-    let (a, b) = UnixStream::pair().unwrap();
-    (Connection::from_socket(a.into()), b)
-}
-
-fn frame(p: &[u8]) -> Vec<u8> {
-    let mut v = (p.len() as i32).to_be_bytes().to_vec();
-    v.extend_from_slice(p);
-    v
-}
-
-/// The 12-byte header CPython uses past 2 GiB (valid for any length).
-fn long_frame(p: &[u8]) -> Vec<u8> {
-    let mut v = (-1i32).to_be_bytes().to_vec();
-    v.extend_from_slice(&(p.len() as u64).to_be_bytes());
-    v.extend_from_slice(p);
-    v
-}
-
-fn payload(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
 
 /// Receives a large message into `buf`: the next receive into `buf` reads
 /// straight into it.
@@ -175,6 +153,8 @@ fn an_oversized_length_is_refused_with_a_large_reused_buffer() {
         };
         bytes.extend_from_slice(&[0xee; 30_000]);
         w.write_all(&bytes).unwrap();
+        // Closed: a reader that accepted the length fails, not hangs.
+        drop(w);
         let e = c.recv_bytes_into(&mut buf).unwrap_err();
         let want = if long { 1 << 40 } else { 200_000 };
         assert!(
@@ -228,13 +208,6 @@ fn a_simplex_pipe_streams_large_and_small_messages() {
     }
     t.join().unwrap();
     assert!(matches!(r.recv_bytes_into(&mut buf), Err(Error::Closed)));
-}
-
-fn message() -> impl Strategy<Value = (usize, bool)> {
-    (
-        prop_oneof![0usize..40, 40usize..9_000, 9_000usize..90_000],
-        prop::bool::weighted(0.2),
-    )
 }
 
 proptest! {

@@ -150,6 +150,70 @@ fn dict_of_proxies_stays_working() {
 }
 
 #[test]
+fn replacing_a_dict_value_hands_back_the_old_one_whatever_their_sizes() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u8, Vec<u8>>().unwrap();
+    let mut prev: Option<Vec<u8>> = None;
+    for (i, n) in [0usize, 1, 100_000, 3, 70_000, 70_001, 0, 5]
+        .into_iter()
+        .enumerate()
+    {
+        let v: Vec<u8> = (0..n).map(|j| (i + j) as u8).collect();
+        assert_eq!(d.insert(7, v.clone()).unwrap(), prev);
+        assert_eq!(d.get(&7).unwrap().as_ref(), Some(&v));
+        prev = Some(v);
+    }
+    assert_eq!(d.keys().unwrap(), vec![7]);
+    assert_eq!(d.remove(&7).unwrap(), prev);
+}
+
+#[test]
+fn replacing_a_stored_proxy_hands_it_back_working_then_frees_it() {
+    let m = Manager::start().unwrap();
+    let outer = m.dict::<u8, DictProxy<u8, u8>>().unwrap();
+    let a = m.dict::<u8, u8>().unwrap();
+    a.insert(1, 10).unwrap();
+    let b = m.dict::<u8, u8>().unwrap();
+    b.insert(2, 20).unwrap();
+    assert!(outer.insert(0, a).unwrap().is_none());
+    let old = outer.insert(0, b).unwrap().unwrap();
+    assert_eq!(old.get(&1).unwrap(), Some(10));
+    let now = outer.get(&0).unwrap().unwrap();
+    assert_eq!(now.get(&2).unwrap(), Some(20));
+    drop(now);
+    assert_eq!(m.number_of_objects().unwrap(), 3);
+    // The replaced dict lived on through the proxy handed back only.
+    drop(old);
+    assert!(eventually(|| m.number_of_objects().unwrap() == 2));
+}
+
+#[test]
+fn overwriting_list_namespace_and_value_entries_keeps_the_new_bytes_and_frees_the_old_proxies() {
+    let m = Manager::start().unwrap();
+    let l = m.list::<Vec<u8>>().unwrap();
+    let v = m.value(Vec::<u8>::new()).unwrap();
+    l.push(Vec::new()).unwrap();
+    for (i, n) in [0usize, 100_000, 2, 70_000, 1].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..n).map(|j| (i * 7 + j) as u8).collect();
+        l.set(0, bytes.clone()).unwrap();
+        assert_eq!(l.get(0).unwrap().as_ref(), Some(&bytes));
+        v.set(bytes.clone()).unwrap();
+        assert_eq!(v.get().unwrap(), bytes);
+    }
+    let ns = m.namespace().unwrap();
+    let base = m.number_of_objects().unwrap();
+    ns.set("d", &m.dict::<u8, u8>().unwrap()).unwrap();
+    let second = m.dict::<u8, u8>().unwrap();
+    second.insert(1, 2).unwrap();
+    ns.set("d", &second).unwrap();
+    drop(second);
+    // The first dict was held by the namespace only.
+    assert!(eventually(|| m.number_of_objects().unwrap() == base + 1));
+    let got: DictProxy<u8, u8> = ns.get("d").unwrap().unwrap();
+    assert_eq!(got.get(&1).unwrap(), Some(2));
+}
+
+#[test]
 fn handing_nested_proxies_back_leaks_no_reference() {
     let m = Manager::start().unwrap();
     let outer = m.list::<DictProxy<u8, u8>>().unwrap();

@@ -385,3 +385,24 @@ fn a_server_that_lies_about_the_queue_s_memory_is_refused_and_called_instead() {
         assert_eq!(methods, ["share", "put"], "{lie:?}");
     }
 }
+
+#[test]
+fn over_tcp_a_put_of_proxies_dropped_at_once_still_hands_them_over() {
+    const N: u32 = 200;
+    // A put of a value holding proxies waits for its answer: the objects
+    // must be in the queue before the only proxies to them go away.
+    let m = Manager::builder()
+        .address(Address::tcp("127.0.0.1:0").unwrap())
+        .start()
+        .unwrap();
+    let q: QueueProxy<multiproc::manager::DictProxy<u8, u32>> = m.queue().unwrap();
+    for i in 0..N {
+        let d = m.dict::<u8, u32>().unwrap();
+        d.insert(1, i).unwrap();
+        q.put(d).unwrap(); // the only proxy to `d` is dropped here
+    }
+    for i in 0..N {
+        let d = q.get().unwrap();
+        assert_eq!(d.get(&1).unwrap(), Some(i));
+    }
+}

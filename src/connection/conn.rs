@@ -373,12 +373,21 @@ impl Connection {
         }
     }
 
+    /// One message as a vector of its own. A large payload is read into the
+    /// vector returned (see [`Reader::take_buffer`]), trimmed to its length.
     fn recv_bytes_deadline(&self, deadline: Option<Instant>, max: u64) -> Result<Vec<u8>> {
         let mut r = lock(&self.reader);
-        match self.recv_frame(&mut r, deadline, max, &mut Vec::new(), false)? {
-            Frame::Own(v) => Ok(v),
-            f => Ok(r.frames.payload(&f).to_vec()),
-        }
+        let mut buf = r.take_buffer(max);
+        let res = match self.recv_frame(&mut r, deadline, max, &mut buf, false) {
+            Ok(Frame::Own(mut v)) => {
+                v.shrink_to_fit();
+                Ok(v)
+            }
+            Ok(f) => Ok(r.frames.payload(&f).to_vec()),
+            Err(e) => Err(e),
+        };
+        r.keep_buffer(buf);
+        res
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes) with a deadline and an explicit
@@ -397,14 +406,21 @@ impl Connection {
         f: impl FnOnce(&[u8]) -> Result<T>,
     ) -> Result<T> {
         let mut r = lock(&self.reader);
-        let frame = self.recv_frame(
-            &mut r,
-            deadline,
-            self.max_message_size(),
-            &mut Vec::new(),
-            false,
-        )?;
-        f(r.frames.payload(&frame))
+        let max = self.max_message_size();
+        // A large payload is read into the connection's receive buffer and
+        // decoded there; the buffer stays for the next one.
+        let mut buf = r.take_buffer(max);
+        let res = self
+            .recv_frame(&mut r, deadline, max, &mut buf, false)
+            .and_then(|frame| {
+                let value = f(r.frames.payload(&frame));
+                if let Frame::Own(v) = frame {
+                    buf = v;
+                }
+                value
+            });
+        r.keep_buffer(buf);
+        res
     }
 
     /// Receives one message as raw bytes (Python's `recv_bytes`).
@@ -441,6 +457,9 @@ impl Connection {
     }
 
     /// Receives a value sent with [`send`](Self::send) (Python's `recv`).
+    ///
+    /// A large message is read into a buffer the connection keeps for the
+    /// next one (released after a message of more than 1 MiB).
     ///
     /// # Errors
     ///

@@ -1,5 +1,6 @@
 //! The receiving state of a [`Connection`](super::Connection): its
-//! [`FrameReader`], and which passed descriptors it keeps.
+//! [`FrameReader`], the buffer large payloads are read into, and which
+//! passed descriptors it keeps.
 
 use super::framing::{Frame, FrameReader};
 use std::collections::VecDeque;
@@ -18,6 +19,13 @@ const DIRECT_MIN: usize = 8 * 1024;
 /// right after a descriptor-carrying write, so a well-behaved peer never
 /// needs more). Past it, the newest is closed at once.
 const MAX_HELD_FDS: usize = 2;
+
+/// The receive buffer is kept between receives up to this capacity (like
+/// the send side's scratch buffer), and a buffer is offered to a scatter
+/// read only for frames up to this size: past it, a wrong guess (a small
+/// frame next, or a larger one, whose buffer then grows by a copy) costs
+/// more than the 16 KiB copy a scatter read saves.
+const KEEP_BUF: usize = 1 << 20;
 
 /// Receiving state: the frames, and the descriptors that came with them.
 ///
@@ -42,6 +50,9 @@ pub(super) struct Reader {
     /// The descriptor that came with the message just received, if any;
     /// taken by `recv_connection`, closed by the next receive otherwise.
     pub(super) msg_fd: Option<OwnedFd>,
+    /// The receive buffer (empty, at most [`KEEP_BUF`] bytes of capacity):
+    /// a typed receive reads a large payload into it and decodes it there.
+    spare: Vec<u8>,
 }
 
 impl Default for Reader {
@@ -50,6 +61,7 @@ impl Default for Reader {
             frames: FrameReader::new(READ_BUF, DIRECT_MIN),
             fds: VecDeque::new(),
             msg_fd: None,
+            spare: Vec::new(),
         }
     }
 }
@@ -64,6 +76,33 @@ impl Reader {
     pub(super) fn received_fd(fds: &mut VecDeque<(u64, OwnedFd)>, fd: OwnedFd, at: u64) {
         if fds.len() < MAX_HELD_FDS {
             fds.push_back((at, fd));
+        }
+    }
+
+    /// The buffer for [`FrameReader::next`]'s `reuse`: the kept one, or,
+    /// when the next read is a scatter read right after a large frame (of at
+    /// most [`KEEP_BUF`] bytes, and `max`), one of that frame's size, so
+    /// that a stream of large messages costs one read each: the payload
+    /// lands in it, the next header in the read-ahead. Its size is that of a
+    /// frame already accepted, never a length just announced: a new frame's
+    /// length is checked against `max` before the buffer grows to it. Give
+    /// it back with [`keep_buffer`](Self::keep_buffer).
+    pub(super) fn take_buffer(&mut self, max: u64) -> Vec<u8> {
+        let buf = std::mem::take(&mut self.spare);
+        match self.frames.scatter_hint() {
+            Some(len) if len <= KEEP_BUF && len as u64 <= max && buf.capacity() < len => {
+                Vec::with_capacity(len)
+            }
+            _ => buf,
+        }
+    }
+
+    /// Keeps `buf` (emptied) as the receive buffer if it is no larger than
+    /// [`KEEP_BUF`] and larger than the one kept.
+    pub(super) fn keep_buffer(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() <= KEEP_BUF && buf.capacity() > self.spare.capacity() {
+            buf.clear();
+            self.spare = buf;
         }
     }
 

@@ -3,8 +3,9 @@
 #![allow(unsafe_code)]
 
 use super::custom::{factory, Managed, TypeList};
+use super::fault::reply_into_answer;
 use super::fault::Answer;
-use super::proxy::{reply_into_answer, Endpoint, ProxyCore, WireAddr};
+use super::proxy::{Endpoint, ProxyCore, WireAddr};
 use super::server::{Server, CONN_THREAD_PREFIX};
 use super::types::sync::ConditionLock;
 use super::wire::{Raw, Reply, Request};

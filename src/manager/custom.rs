@@ -2,7 +2,8 @@
 //! an ordinary type whose `impl` block carries `#[multiproc::managed]`
 //! lives in the server; its proxy has the same methods.
 
-use super::proxy::{encode_collecting, WireAddr};
+use super::collect::encode_collecting;
+use super::proxy::WireAddr;
 use super::registry::{CallCx, Fail, Object, Out};
 use super::Proxy;
 use crate::codec;
@@ -96,18 +97,42 @@ fn any_to_object(any: Box<dyn Any + Send>) -> Result<Box<dyn Object>, Fail> {
 
 struct CustomObj<T>(Mutex<T>);
 
+/// Whether a registered type's method is running on this thread, and the
+/// address of its server. The address stays between calls (a serving
+/// thread serves one server: it is set once, not copied per call).
+struct Serving {
+    active: bool,
+    address: Option<WireAddr>,
+}
+
 thread_local! {
-    /// The address of the server whose method is running on this thread.
-    static SERVING: RefCell<Option<WireAddr>> = const { RefCell::new(None) };
+    static SERVING: RefCell<Serving> = const {
+        RefCell::new(Serving { active: false, address: None })
+    };
 }
 
 impl<T: Managed> Object for CustomObj<T> {
     fn call(&self, cx: &mut CallCx<'_>, method: &str, args: &[u8]) -> Result<Out, Fail> {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let prev = SERVING.with(|s| std::mem::replace(&mut *s.borrow_mut(), cx.address().cloned()));
+        let (was_active, prev_address) = SERVING.with(|s| {
+            let mut s = s.borrow_mut();
+            let prev = if s.address.as_ref() != cx.address() {
+                Some(std::mem::replace(&mut s.address, cx.address().cloned()))
+            } else {
+                None
+            };
+            (std::mem::replace(&mut s.active, true), prev)
+        });
         let res =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.__dispatch(method, args)));
-        SERVING.with(|s| *s.borrow_mut() = prev);
+        SERVING.with(|s| {
+            let mut s = s.borrow_mut();
+            s.active = was_active;
+            // Inside another server's call (not seen in practice): its address again.
+            if let (true, Some(a)) = (was_active, prev_address) {
+                s.address = a;
+            }
+        });
         drop(g);
         let res = match res {
             Ok(r) => r,
@@ -163,13 +188,16 @@ pub mod __private {
 
     /// Encodes a method's return value.
     pub fn ret<T: Serialize + ?Sized>(v: &T) -> Result<Returned, DispatchError> {
-        let mut bytes = Vec::new();
-        let addr = SERVING.with(|s| s.borrow().clone());
-        let refs = match addr {
-            Some(a) => encode_collecting(&a, v, &mut bytes),
-            None => codec::encode_into(v, &mut bytes).map(|_| Vec::new()),
-        }
-        .map_err(|e| DispatchError::Remote(e.to_string()))?;
+        let mut bytes = Out::spare();
+        let refs = SERVING
+            .with(|s| match &*s.borrow() {
+                Serving {
+                    active: true,
+                    address: Some(a),
+                } => encode_collecting(a, v, &mut bytes),
+                _ => codec::encode_into(v, &mut bytes).map(|_| Vec::new()),
+            })
+            .map_err(|e| DispatchError::Remote(e.to_string()))?;
         Ok(Returned { bytes, refs })
     }
 

@@ -1,7 +1,8 @@
 //! Errors of manager calls: a builtin object's own failures, a registered
 //! method's own `Err`, and how they travel.
 
-use crate::error::Error;
+use super::wire::{Raw, Reply, ReplyRef};
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -10,6 +11,13 @@ use std::fmt;
 pub(crate) enum Answer {
     Ok(Vec<u8>),
     Method(Vec<u8>),
+}
+
+/// [`Answer`] read in place from the received frame.
+#[derive(Debug)]
+pub(crate) enum AnswerRef<'a> {
+    Ok(&'a [u8]),
+    Method(&'a [u8]),
 }
 
 /// A builtin object's own failure, as it travels back to the proxy.
@@ -103,3 +111,29 @@ impl<E: fmt::Display> fmt::Display for CallError<E> {
 }
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {}
+
+/// Reads an answer in place (see [`ReplyRef`]).
+pub(crate) fn reply_ref_into_answer(r: ReplyRef<'_>) -> Result<AnswerRef<'_>> {
+    match r {
+        ReplyRef::Ok(v) => Ok(AnswerRef::Ok(v.bytes.0)),
+        ReplyRef::MethodError(b) => Ok(AnswerRef::Method(b.0)),
+        ReplyRef::Remote(m) => Err(Error::Remote(m)),
+        ReplyRef::Deferred(m) => Err(deferred(m)),
+    }
+}
+
+fn deferred(m: String) -> Error {
+    Error::Remote(format!(
+        "a pipelined call of this proxy failed (it, the pipelined calls after it \
+         and this call were not made): {m}"
+    ))
+}
+
+pub(crate) fn reply_into_answer(r: Reply) -> Result<Answer> {
+    match r {
+        Reply::Ok(v) => Ok(Answer::Ok(v.bytes.0)),
+        Reply::MethodError(Raw(b)) => Ok(Answer::Method(b)),
+        Reply::Remote(m) => Err(Error::Remote(m)),
+        Reply::Deferred(m) => Err(deferred(m)),
+    }
+}

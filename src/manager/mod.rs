@@ -119,12 +119,14 @@
 //! and `examples/manager_client.rs` (CPython's "Using a remote manager").
 
 mod builder;
+mod collect;
 mod custom;
 mod fault;
 mod link;
 mod proxy;
 mod registry;
 mod remote;
+mod scratch;
 mod server;
 mod types;
 mod wire;

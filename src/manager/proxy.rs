@@ -7,9 +7,11 @@
 //! thread may use. CPython opens one connection per thread per proxy; here
 //! the type system keeps the rule.
 
-use super::fault::{Answer, BuiltinError};
+use super::collect::{collect, encode_collecting};
+use super::fault::{reply_into_answer, reply_ref_into_answer, Answer, AnswerRef, BuiltinError};
 use super::link::Link;
-use super::wire::{ObjId, Raw, Reply, Request};
+use super::scratch::with_scratch;
+use super::wire::{ObjId, Reply, ReplyRef, Request};
 use crate::codec;
 use crate::connection::{Address, Client, Connection};
 use crate::error::{Error, Result};
@@ -129,38 +131,6 @@ impl<'de> Deserialize<'de> for Token {
     }
 }
 
-thread_local! {
-    /// While a request's arguments are encoded: the server they go to and
-    /// the ids of proxies (of that server) met on the way.
-    static COLLECT: RefCell<Option<(WireAddr, Vec<ObjId>)>> = const { RefCell::new(None) };
-}
-
-/// Encodes `value` into `out`, collecting the ids of proxies of the server
-/// at `target` that it contains (they travel as `refs`).
-pub(crate) fn encode_collecting<T: Serialize + ?Sized>(
-    target: &WireAddr,
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<Vec<ObjId>> {
-    let prev = COLLECT.with(|c| c.borrow_mut().replace((target.clone(), Vec::new())));
-    let res = codec::encode_into(value, out);
-    let got = COLLECT.with(|c| std::mem::replace(&mut *c.borrow_mut(), prev));
-    res?;
-    Ok(got.map(|(_, ids)| ids).unwrap_or_default())
-}
-
-/// Records `token` for the request being encoded, if it belongs to the
-/// request's server; `false` if no such request is being encoded.
-fn collect(token: &Token) -> bool {
-    COLLECT.with(|c| match c.borrow_mut().as_mut() {
-        Some((addr, ids)) if *addr == token.endpoint.address => {
-            ids.push(token.id);
-            true
-        }
-        _ => false,
-    })
-}
-
 /// Per-process connections that hold pending references for proxies sent
 /// elsewhere (process arguments, messages): they last until this process
 /// exits, so a proxy handed to a child survives the parent dropping its own.
@@ -240,7 +210,12 @@ fn leave_pending(token: &Token) -> Result<()> {
 pub struct ProxyCore {
     token: Token,
     conn: std::result::Result<Link, String>,
+    /// A request as it is encoded: the whole frame, and the arguments.
     scratch: RefCell<(Vec<u8>, Vec<u8>)>,
+    /// The last answer, read in place by [`answer_with`](Self::answer_with).
+    reply: RefCell<Vec<u8>>,
+    /// A typed proxy's key and value as they are encoded, ahead of its call.
+    values: RefCell<(Vec<u8>, Vec<u8>)>,
     /// Calls were posted since the last answer.
     posted: Cell<bool>,
     _not_sync: PhantomData<Cell<()>>,
@@ -253,18 +228,6 @@ impl fmt::Debug for ProxyCore {
             .field("id", &self.token.id)
             .field("address", &self.token.endpoint.address)
             .finish()
-    }
-}
-
-pub(crate) fn reply_into_answer(r: Reply) -> Result<Answer> {
-    match r {
-        Reply::Ok(v) => Ok(Answer::Ok(v.bytes.0)),
-        Reply::MethodError(Raw(b)) => Ok(Answer::Method(b)),
-        Reply::Remote(m) => Err(Error::Remote(m)),
-        Reply::Deferred(m) => Err(Error::Remote(format!(
-            "a pipelined call of this proxy failed (it, the pipelined calls after it \
-             and this call were not made): {m}"
-        ))),
     }
 }
 
@@ -341,7 +304,9 @@ impl ProxyCore {
         ProxyCore {
             token,
             conn: Ok(conn),
-            scratch: RefCell::new((Vec::new(), Vec::new())),
+            scratch: RefCell::default(),
+            reply: RefCell::default(),
+            values: RefCell::default(),
             posted: Cell::new(false),
             _not_sync: PhantomData,
         }
@@ -373,43 +338,72 @@ impl ProxyCore {
     /// nothing sent): their objects must stay alive until the call is made.
     fn send_call<A: Serialize + ?Sized>(&self, method: &str, args: &A, post: bool) -> Result<bool> {
         let conn = self.conn()?;
-        let mut s = self.scratch.borrow_mut();
-        let (buf, argbuf) = &mut *s;
-        argbuf.clear();
-        let refs = encode_collecting(&self.token.endpoint.address, args, argbuf)?;
-        if post && !refs.is_empty() {
-            return Ok(false);
-        }
-        buf.clear();
-        let id = self.token.id;
-        let req = if post {
-            Request::Post { id, method, refs }
-        } else {
-            Request::Call { id, method, refs }
-        };
-        codec::encode_into(&req, buf)?;
-        buf.extend_from_slice(argbuf);
-        let sent = conn.send_bytes(buf);
-        if buf.capacity() > 1 << 20 {
-            *buf = Vec::new();
-            *argbuf = Vec::new();
-        }
-        sent?;
-        Ok(true)
+        with_scratch(&self.scratch, |(buf, argbuf)| {
+            let refs = encode_collecting(&self.token.endpoint.address, args, argbuf)?;
+            if post && !refs.is_empty() {
+                return Ok(false);
+            }
+            let id = self.token.id;
+            let req = if post {
+                Request::Post { id, method, refs }
+            } else {
+                Request::Call { id, method, refs }
+            };
+            codec::encode_into(&req, buf)?;
+            buf.extend_from_slice(argbuf);
+            conn.send_bytes(buf)?;
+            Ok(true)
+        })
     }
 
-    /// Receives the answer to the request just sent.
-    fn answer(&self) -> Result<Answer> {
-        let r = self.conn()?.recv::<Reply>();
-        self.posted.set(false);
-        reply_into_answer(r?)
+    /// Receives the answer to the request just sent into this proxy's
+    /// reply buffer and hands it to `f`, read in place.
+    fn answer_with<R>(&self, f: impl FnOnce(AnswerRef<'_>) -> Result<R>) -> Result<R> {
+        let conn = self.conn()?;
+        with_scratch(&self.reply, |buf| {
+            let got = conn.recv_bytes_into(buf);
+            self.posted.set(false);
+            got?;
+            let (reply, _) = codec::decode_borrowed::<ReplyRef<'_>>(buf)?;
+            f(reply_ref_into_answer(reply)?)
+        })
     }
 
-    /// Sends one request header (plus encoded arguments) and waits for the
-    /// answer.
-    fn request<A: Serialize + ?Sized>(&self, method: &str, args: &A) -> Result<Answer> {
+    /// Sends one request header (plus encoded arguments), waits for the
+    /// answer and hands it to `f`.
+    fn request_with<A: Serialize + ?Sized, R>(
+        &self,
+        method: &str,
+        args: &A,
+        f: impl FnOnce(AnswerRef<'_>) -> Result<R>,
+    ) -> Result<R> {
         self.send_call(method, args, false)?;
-        self.answer()
+        self.answer_with(f)
+    }
+
+    /// Calls a builtin method and hands its result, in place in the
+    /// received frame, to `f` (which decodes it); its errors are
+    /// [`BuiltinError`]s.
+    pub(crate) fn call_with<A: Serialize + ?Sized, R>(
+        &self,
+        method: &str,
+        args: &A,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        self.request_with(method, args, |a| match a {
+            AnswerRef::Ok(b) => f(b),
+            AnswerRef::Method(e) => Err(codec::decode::<BuiltinError>(e)?.into()),
+        })
+    }
+
+    /// Runs `f` with this proxy's two value buffers, empty: a typed proxy
+    /// encodes a key and a value into them ahead of its call, and they stay
+    /// allocated for the next one.
+    pub(crate) fn with_value_bufs<R>(
+        &self,
+        f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> Result<R>,
+    ) -> Result<R> {
+        with_scratch(&self.values, |(k, v)| f(k, v))
     }
 
     /// Posts a call of a method whose answer is `()`: sends it without
@@ -433,14 +427,11 @@ impl ProxyCore {
             return Ok(());
         }
         let conn = self.conn()?;
-        {
-            let mut s = self.scratch.borrow_mut();
-            let buf = &mut s.0;
-            buf.clear();
+        with_scratch(&self.scratch, |(buf, _)| {
             codec::encode_into(&Request::Sync, buf)?;
-            conn.send_bytes(buf)?;
-        }
-        self.answer().map(|_| ())
+            conn.send_bytes(buf)
+        })?;
+        self.answer_with(|_| Ok(()))
     }
 
     /// Calls a builtin method that sends up to `max_fds` descriptors ahead
@@ -486,10 +477,7 @@ impl ProxyCore {
         method: &str,
         args: &A,
     ) -> Result<R> {
-        match self.request(method, args)? {
-            Answer::Ok(b) => codec::decode(&b),
-            Answer::Method(e) => Err(codec::decode::<BuiltinError>(&e)?.into()),
-        }
+        self.call_with(method, args, codec::decode)
     }
 
     /// Calls a method of a registered type: a method's own `Err(e)` comes
@@ -505,10 +493,11 @@ impl ProxyCore {
         T: DeserializeOwned,
         E: DeserializeOwned,
     {
-        match self.request(method, args)? {
-            Answer::Ok(b) => Ok(codec::decode(&b)?),
-            Answer::Method(e) => Err(super::CallError::Method(codec::decode(&e)?)),
-        }
+        let answer = self.request_with(method, args, |a| match a {
+            AnswerRef::Ok(b) => Ok(Ok(codec::decode(b)?)),
+            AnswerRef::Method(e) => Ok(Err(codec::decode(e)?)),
+        })?;
+        answer.map_err(super::CallError::Method)
     }
 
     /// Calls a method of a registered type that cannot fail on its own.
@@ -518,12 +507,12 @@ impl ProxyCore {
         A: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        match self.request(method, args)? {
-            Answer::Ok(b) => codec::decode(&b),
-            Answer::Method(_) => Err(Error::Remote(format!(
+        self.request_with(method, args, |a| match a {
+            AnswerRef::Ok(b) => codec::decode(b),
+            AnswerRef::Method(_) => Err(Error::Remote(format!(
                 "method {method:?} answered with an error it does not declare"
             ))),
-        }
+        })
     }
 
     /// Publishes the object under `name` (held by the server from now on).
@@ -574,7 +563,9 @@ impl Clone for ProxyCore {
             Err(e) => ProxyCore {
                 token: self.token.clone(),
                 conn: Err(e.to_string()),
-                scratch: RefCell::new((Vec::new(), Vec::new())),
+                scratch: RefCell::default(),
+                reply: RefCell::default(),
+                values: RefCell::default(),
                 posted: Cell::new(false),
                 _not_sync: PhantomData,
             },

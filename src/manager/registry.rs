@@ -40,6 +40,43 @@ pub(crate) struct Out {
     pub(crate) refs: Vec<ObjRef>,
 }
 
+/// Results of calls grown past this are not kept for the next one.
+const KEEP_RESULT: usize = 64 << 10;
+
+thread_local! {
+    /// The serving thread's spare result buffer: [`Out::encode`] encodes a
+    /// result into it, and the server hands it back with [`Out::recycle`]
+    /// once the answer is sent, so a call allocates no result buffer.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Out {
+    /// Encodes `value` as a call's result, with the objects it refers to.
+    pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+        value: &T,
+        refs: Vec<ObjRef>,
+    ) -> Result<Out, Fail> {
+        let mut bytes = Out::spare();
+        crate::codec::encode_into(value, &mut bytes)?;
+        Ok(Out { bytes, refs })
+    }
+
+    /// This thread's spare result buffer, empty (a new one if it is out).
+    pub(crate) fn spare() -> Vec<u8> {
+        let mut bytes = SPARE.take();
+        bytes.clear();
+        bytes
+    }
+
+    /// Keeps the buffer of a result whose answer has been sent for the
+    /// next call of this thread (unless it grew large).
+    pub(crate) fn recycle(bytes: Vec<u8>) {
+        if bytes.capacity() <= KEEP_RESULT {
+            SPARE.set(bytes);
+        }
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug)]
 pub(crate) enum Fail {
@@ -429,6 +466,10 @@ pub(crate) fn resolve(
     registry: &Arc<Registry>,
     ids: &[ObjId],
 ) -> std::result::Result<Vec<ObjRef>, String> {
+    if ids.is_empty() {
+        // Most calls: no value holding proxies.
+        return Ok(Vec::new());
+    }
     ids.iter()
         .map(|&id| {
             registry

@@ -197,7 +197,7 @@ impl Server {
                 Ok((Request::Post { id, method, refs }, args)) => {
                     if failed.is_none() {
                         match self.call(conn_id, &conn, &held, id, method, &refs, args) {
-                            Some(Reply::Ok(_)) => {}
+                            Some(Reply::Ok(v)) => Out::recycle(v.bytes.0),
                             Some(r) => failed = Some(failure_text(r)),
                             None => break,
                         }
@@ -211,6 +211,9 @@ impl Server {
             let Some(reply) = reply else { break };
             if conn.send(&reply).is_err() {
                 break;
+            }
+            if let Reply::Ok(v) = reply {
+                Out::recycle(v.bytes.0);
             }
         }
         lock(&self.live).remove(&conn_id);
@@ -404,7 +407,9 @@ mod erased {
     }
     impl<T: serde::Serialize> Enc for T {
         fn enc(&self) -> crate::Result<Vec<u8>> {
-            crate::codec::encode(self)
+            let mut b = super::Out::spare();
+            crate::codec::encode_into(self, &mut b)?;
+            Ok(b)
         }
     }
 }

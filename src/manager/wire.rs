@@ -65,11 +65,55 @@ impl<'de> Deserialize<'de> for Raw {
     }
 }
 
+/// A borrowed [`Raw`], encoded the same way: a request's or reply's bytes
+/// read in place from the received frame, or written from where they lie.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawRef<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Debug for RawRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawRef({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for RawRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawRef<'a>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawRef<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string borrowed from the input")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<RawRef<'de>, E> {
+                Ok(RawRef(v))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
 /// A stored value: its encoded bytes and the objects it refers to (proxies
 /// inside it), as sent by a proxy or handed back to one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Value {
     pub(crate) bytes: Raw,
+    pub(crate) refs: Vec<ObjId>,
+}
+
+/// A [`Value`] whose bytes are borrowed, encoded the same way.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct ValueRef<'a> {
+    #[serde(borrow)]
+    pub(crate) bytes: RawRef<'a>,
     pub(crate) refs: Vec<ObjId>,
 }
 
@@ -168,4 +212,88 @@ pub(crate) enum Reply {
     /// message: neither it, nor the posts after it, nor the request this
     /// answers were carried out.
     Deferred(String),
+}
+
+/// A [`Reply`] read in place from the received frame (same encoding, same
+/// variants in the same order): a proxy decodes its answer from it without
+/// copying the result out first.
+#[derive(Debug, Deserialize)]
+pub(crate) enum ReplyRef<'a> {
+    /// [`Reply::Ok`].
+    Ok(#[serde(borrow)] ValueRef<'a>),
+    /// [`Reply::MethodError`].
+    MethodError(#[serde(borrow)] RawRef<'a>),
+    /// [`Reply::Remote`].
+    Remote(String),
+    /// [`Reply::Deferred`].
+    Deferred(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn borrowed_forms_encode_as_the_owned_ones() {
+        let bytes = vec![0u8, 1, 2, 250, 255];
+        let owned = Value {
+            bytes: Raw(bytes.clone()),
+            refs: vec![3, 1 << 40],
+        };
+        let borrowed = ValueRef {
+            bytes: RawRef(&bytes),
+            refs: vec![3, 1 << 40],
+        };
+        let enc = codec::encode(&owned).unwrap();
+        assert_eq!(codec::encode(&borrowed).unwrap(), enc);
+        let (back, rest) = codec::decode_borrowed::<ValueRef<'_>>(&enc).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(back, borrowed);
+        assert_eq!(
+            codec::encode(&Some(RawRef(&bytes))).unwrap(),
+            codec::encode(&Some(Raw(bytes.clone()))).unwrap()
+        );
+    }
+
+    #[test]
+    fn every_reply_reads_in_place_as_it_was_sent() {
+        let replies = [
+            Reply::Ok(Value {
+                bytes: Raw(b"result".to_vec()),
+                refs: vec![7],
+            }),
+            Reply::MethodError(Raw(b"err".to_vec())),
+            Reply::Remote("remote".into()),
+            Reply::Deferred("deferred".into()),
+        ];
+        for r in replies {
+            let enc = codec::encode(&r).unwrap();
+            let (got, _) = codec::decode_borrowed::<ReplyRef<'_>>(&enc).unwrap();
+            match (&r, got) {
+                (Reply::Ok(v), ReplyRef::Ok(g)) => {
+                    assert_eq!(g.bytes.0, &v.bytes.0[..]);
+                    assert_eq!(g.refs, v.refs);
+                }
+                (Reply::MethodError(b), ReplyRef::MethodError(g)) => assert_eq!(g.0, &b.0[..]),
+                (Reply::Remote(a), ReplyRef::Remote(b)) => assert_eq!(*a, b),
+                (Reply::Deferred(a), ReplyRef::Deferred(b)) => assert_eq!(*a, b),
+                (a, b) => panic!("{a:?} read back as {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncated_or_overlong_byte_string_does_not_read() {
+        let enc = codec::encode(&ValueRef {
+            bytes: RawRef(b"abcdef"),
+            refs: vec![],
+        })
+        .unwrap();
+        for cut in 0..enc.len() {
+            assert!(codec::decode_borrowed::<ValueRef<'_>>(&enc[..cut]).is_err());
+        }
+        // A length far past the input.
+        assert!(codec::decode_borrowed::<RawRef<'_>>(&[0xff, 0xff, 0xff, 0x7f, 1]).is_err());
+    }
 }

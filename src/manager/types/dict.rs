@@ -1,10 +1,15 @@
 //! `dict`: a shared map (Python's `Manager().dict()`), with
 //! `HashMap`-like methods on the proxy.
 
-use super::{args, builtin_proxy, decode_raw, give, give_owned, ok, ok_with, unknown, value_of};
+use super::{
+    args, args_in, builtin_proxy, decode_all, decode_opt, give, give_owned, ok, ok_with, refill,
+    unknown, value_of,
+};
+use crate::codec;
 use crate::error::Result;
+use crate::manager::collect::encode_collecting;
 use crate::manager::registry::{CallCx, Fail, Object, Out, Stored};
-use crate::manager::wire::{Raw, Value};
+use crate::manager::wire::{Raw, RawRef, ValueRef};
 use crate::manager::Proxy;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,14 +28,14 @@ struct Map {
 }
 
 impl Map {
-    fn insert(&mut self, k: Vec<u8>, v: Stored) -> Option<Stored> {
-        if let Some((_, old)) = self.entries.get_mut(&k) {
+    fn insert(&mut self, k: &[u8], v: Stored) -> Option<Stored> {
+        if let Some((_, old)) = self.entries.get_mut(k) {
             return Some(std::mem::replace(old, v));
         }
         let seq = self.next;
         self.next += 1;
-        self.order.insert(seq, k.clone());
-        self.entries.insert(k, (seq, v));
+        self.order.insert(seq, k.to_vec());
+        self.entries.insert(k.to_vec(), (seq, v));
         None
     }
 
@@ -64,56 +69,71 @@ impl Object for DictObj {
         let mut refs = Vec::new();
         match method {
             "insert" => {
-                let (k, v): (Raw, Value) = args(a)?;
-                let v = cx.store(v)?;
-                let old = m.insert(k.0, v);
-                drop(m);
-                let old = old.map(|o| give_owned(o, &mut refs));
-                ok_with(&old, refs)
+                // Read in place from the request: only a new entry, or a
+                // value the old one's buffer does not suit, takes new memory.
+                let (k, v): (RawRef<'_>, ValueRef<'_>) = args_in(a)?;
+                let new_refs = cx.resolve(&v.refs).map_err(Fail::Remote)?;
+                match m.entries.get_mut(k.0) {
+                    Some((_, old)) => {
+                        // The old value goes back (encoded first); its buffer
+                        // takes the new one.
+                        let out = Out::encode(&Some(RawRef(&old.bytes)), Vec::new())?;
+                        refill(&mut old.bytes, v.bytes.0);
+                        let old_refs = std::mem::replace(&mut old.refs, new_refs);
+                        drop(m);
+                        Ok(Out {
+                            refs: old_refs,
+                            ..out
+                        })
+                    }
+                    None => {
+                        let v = Stored {
+                            bytes: v.bytes.0.to_vec(),
+                            refs: new_refs,
+                        };
+                        m.insert(k.0, v);
+                        drop(m);
+                        ok(&None::<RawRef<'_>>)
+                    }
+                }
             }
             "get" => {
-                let k: Raw = args(a)?;
-                let v = m.entries.get(&k.0).map(|(_, v)| give(v, &mut refs));
-                ok_with(&v, refs)
+                let k: RawRef<'_> = args_in(a)?;
+                match m.entries.get(k.0) {
+                    // Encoded from where it is stored, under the lock.
+                    Some((_, v)) => Out::encode(&Some(RawRef(&v.bytes)), v.refs.clone()),
+                    None => ok(&None::<RawRef<'_>>),
+                }
             }
             "remove" => {
-                let k: Raw = args(a)?;
-                let v = m.remove(&k.0);
+                let k: RawRef<'_> = args_in(a)?;
+                let v = m.remove(k.0);
                 drop(m);
                 let v = v.map(|o| give_owned(o, &mut refs));
                 ok_with(&v, refs)
             }
             "len" => ok(&(m.entries.len() as u64)),
             "contains_key" => {
-                let k: Raw = args(a)?;
-                ok(&m.entries.contains_key(&k.0))
+                let k: RawRef<'_> = args_in(a)?;
+                ok(&m.entries.contains_key(k.0))
             }
             "keys" => {
-                let keys: Vec<Raw> = m.iter().map(|(k, _)| Raw(k.clone())).collect();
+                let keys: Vec<RawRef<'_>> = m.iter().map(|(k, _)| RawRef(k)).collect();
                 ok(&keys)
             }
             "values" => {
-                let vals: Vec<Raw> = m
-                    .iter()
-                    .map(|(_, v)| {
-                        refs.extend(v.refs.iter().cloned());
-                        Raw(v.bytes.clone())
-                    })
-                    .collect();
+                let vals: Vec<RawRef<'_>> = m.iter().map(|(_, v)| give(v, &mut refs)).collect();
                 ok_with(&vals, refs)
             }
             "items" => {
-                let items: Vec<(Raw, Raw)> = m
+                let items: Vec<(RawRef<'_>, RawRef<'_>)> = m
                     .iter()
-                    .map(|(k, v)| {
-                        refs.extend(v.refs.iter().cloned());
-                        (Raw(k.clone()), Raw(v.bytes.clone()))
-                    })
+                    .map(|(k, v)| (RawRef(k), give(v, &mut refs)))
                     .collect();
                 ok_with(&items, refs)
             }
             "update" => {
-                let items: Vec<(Raw, Value)> = args(a)?;
+                let items: Vec<(RawRef<'_>, ValueRef<'_>)> = args_in(a)?;
                 let mut stored = Vec::with_capacity(items.len());
                 for (k, v) in items {
                     stored.push((k, cx.store(v)?));
@@ -164,34 +184,44 @@ builtin_proxy! {
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
     fn key(k: &K) -> Result<Raw> {
-        Ok(Raw(crate::codec::encode(k)?))
+        Ok(Raw(codec::encode(k)?))
     }
 
-    fn opt(r: Option<Raw>) -> Result<Option<V>> {
-        r.as_ref().map(decode_raw).transpose()
+    /// Calls `method` with the key `k` (encoded into the proxy's buffer)
+    /// and decodes the answer with `f`.
+    fn with_key<R>(&self, method: &str, k: &K, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        self.core.with_value_bufs(|kb, _| {
+            codec::encode_into(k, kb)?;
+            self.core.call_with(method, &RawRef(kb), f)
+        })
     }
 
     /// Sets `d[k] = v`; returns the previous value.
     #[doc(alias = "__setitem__")]
     pub fn insert(&self, k: K, v: V) -> Result<Option<V>> {
-        let value = value_of(&self.core.token().endpoint, &v)?;
-        let old: Option<Raw> = self.core.call("insert", &(Self::key(&k)?, value))?;
-        Self::opt(old)
+        let core = &self.core;
+        core.with_value_bufs(|kb, vb| {
+            codec::encode_into(&k, kb)?;
+            let refs = encode_collecting(&core.token().endpoint.address, &v, vb)?;
+            let value = ValueRef {
+                bytes: RawRef(vb),
+                refs,
+            };
+            core.call_with("insert", &(RawRef(kb), value), decode_opt)
+        })
     }
 
     /// `d[k]`, or `None` (Python's `d.get(k)`).
     #[doc(alias = "__getitem__")]
     pub fn get(&self, k: &K) -> Result<Option<V>> {
-        let v: Option<Raw> = self.core.call("get", &Self::key(k)?)?;
-        Self::opt(v)
+        self.with_key("get", k, decode_opt)
     }
 
     /// Removes `k`, returning its value (Python's `d.pop(k, None)`).
     #[doc(alias = "pop")]
     #[doc(alias = "__delitem__")]
     pub fn remove(&self, k: &K) -> Result<Option<V>> {
-        let v: Option<Raw> = self.core.call("remove", &Self::key(k)?)?;
-        Self::opt(v)
+        self.with_key("remove", k, decode_opt)
     }
 
     /// The number of entries (Python's `len(d)`).
@@ -208,27 +238,27 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// `k in d`.
     #[doc(alias = "__contains__")]
     pub fn contains_key(&self, k: &K) -> Result<bool> {
-        self.core.call("contains_key", &Self::key(k)?)
+        self.with_key("contains_key", k, codec::decode)
     }
 
     /// A snapshot of the keys, in insertion order.
     pub fn keys(&self) -> Result<Vec<K>> {
-        let ks: Vec<Raw> = self.core.call("keys", &())?;
-        ks.iter().map(decode_raw).collect()
+        self.core.call_with("keys", &(), decode_all)
     }
 
     /// A snapshot of the values, in insertion order.
     pub fn values(&self) -> Result<Vec<V>> {
-        let vs: Vec<Raw> = self.core.call("values", &())?;
-        vs.iter().map(decode_raw).collect()
+        self.core.call_with("values", &(), decode_all)
     }
 
     /// A snapshot of the entries, in insertion order.
     pub fn items(&self) -> Result<Vec<(K, V)>> {
-        let vs: Vec<(Raw, Raw)> = self.core.call("items", &())?;
-        vs.iter()
-            .map(|(k, v)| Ok((decode_raw(k)?, decode_raw(v)?)))
-            .collect()
+        self.core.call_with("items", &(), |b| {
+            let (vs, _) = codec::decode_borrowed::<Vec<(RawRef<'_>, RawRef<'_>)>>(b)?;
+            vs.iter()
+                .map(|(k, v)| Ok((codec::decode(k.0)?, codec::decode(v.0)?)))
+                .collect()
+        })
     }
 
     /// Inserts every pair (Python's `d.update(...)`), in one call.

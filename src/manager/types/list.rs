@@ -2,12 +2,13 @@
 //! `Manager().Array()`), with `Vec`-like methods on the proxy.
 
 use super::{
-    args, builtin_proxy, decode_raw, err, give, give_owned, ok, ok_with, unknown, value_of,
+    args, args_in, builtin_proxy, decode_all, decode_one, decode_opt, err, give, give_owned, ok,
+    ok_with, unknown, value_of, with_value,
 };
 use crate::error::Result;
 use crate::manager::fault::BuiltinError;
 use crate::manager::registry::{CallCx, Fail, Object, Out, Stored};
-use crate::manager::wire::{Raw, Value};
+use crate::manager::wire::{Raw, RawRef, ValueRef};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Mutex;
@@ -57,20 +58,20 @@ impl Object for ListObj {
                 ok_with(&r, refs)
             }
             ("set", _) => {
-                let (i, val): (u64, Value) = args(a)?;
+                let (i, val): (u64, ValueRef<'_>) = args_in(a)?;
                 let len = v.len();
                 let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
-                let old = std::mem::replace(slot, cx.store(val)?);
+                let old = cx.store_over(slot, val)?;
                 drop(v);
                 drop(old);
                 ok(&())
             }
             ("to_vec", _) => {
-                let all: Vec<Raw> = v.iter().map(|s| give(s, &mut refs)).collect();
+                let all: Vec<RawRef<'_>> = v.iter().map(|s| give(s, &mut refs)).collect();
                 ok_with(&all, refs)
             }
             ("push", false) => {
-                let val: Value = args(a)?;
+                let val: ValueRef<'_> = args_in(a)?;
                 v.push(cx.store(val)?);
                 ok(&())
             }
@@ -81,7 +82,7 @@ impl Object for ListObj {
                 ok_with(&r, refs)
             }
             ("extend", false) => {
-                let vals: Vec<Value> = args(a)?;
+                let vals: Vec<ValueRef<'_>> = args_in(a)?;
                 let mut stored = Vec::with_capacity(vals.len());
                 for val in vals {
                     stored.push(cx.store(val)?);
@@ -90,7 +91,7 @@ impl Object for ListObj {
                 ok(&())
             }
             ("insert", false) => {
-                let (i, val): (u64, Value) = args(a)?;
+                let (i, val): (u64, ValueRef<'_>) = args_in(a)?;
                 if i as usize > v.len() {
                     return Err(index_error(i, v.len()));
                 }
@@ -173,8 +174,7 @@ macro_rules! indexed_methods {
             /// `l[i]`, or `None` past the end.
             #[doc(alias = "__getitem__")]
             pub fn get(&self, i: usize) -> Result<Option<T>> {
-                let r: Option<Raw> = self.core.call("get", &(i as u64))?;
-                r.as_ref().map(decode_raw).transpose()
+                self.core.call_with("get", &(i as u64), decode_opt)
             }
 
             /// `l[i] = v`.
@@ -185,14 +185,14 @@ macro_rules! indexed_methods {
             /// range (Python's `IndexError`).
             #[doc(alias = "__setitem__")]
             pub fn set(&self, i: usize, v: T) -> Result<()> {
-                let value = value_of(&self.core.token().endpoint, &v)?;
-                self.core.call("set", &(i as u64, value))
+                with_value(&self.core, &v, |value| {
+                    self.core.call("set", &(i as u64, value))
+                })
             }
 
             /// A snapshot of every item (Python's `l[:]`).
             pub fn to_vec(&self) -> Result<Vec<T>> {
-                let all: Vec<Raw> = self.core.call("to_vec", &())?;
-                all.iter().map(decode_raw).collect()
+                self.core.call_with("to_vec", &(), decode_all)
             }
 
             /// Iterates over a snapshot taken in one call (Python's
@@ -212,14 +212,12 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Appends `v` (Python's `append`).
     #[doc(alias = "append")]
     pub fn push(&self, v: T) -> Result<()> {
-        let value = value_of(&self.core.token().endpoint, &v)?;
-        self.core.call("push", &value)
+        with_value(&self.core, &v, |value| self.core.call("push", &value))
     }
 
     /// Removes and returns the last item.
     pub fn pop(&self) -> Result<Option<T>> {
-        let r: Option<Raw> = self.core.call("pop", &())?;
-        r.as_ref().map(decode_raw).transpose()
+        self.core.call_with("pop", &(), decode_opt)
     }
 
     /// Appends every item, in one call.
@@ -238,8 +236,9 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::Invalid`](crate::Error::Invalid) if `i > len`.
     pub fn insert(&self, i: usize, v: T) -> Result<()> {
-        let value = value_of(&self.core.token().endpoint, &v)?;
-        self.core.call("insert", &(i as u64, value))
+        with_value(&self.core, &v, |value| {
+            self.core.call("insert", &(i as u64, value))
+        })
     }
 
     /// Removes and returns the item at `i` (Python's `l.pop(i)`).
@@ -248,8 +247,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// [`Error::Invalid`](crate::Error::Invalid) if `i` is out of range.
     pub fn remove(&self, i: usize) -> Result<T> {
-        let r: Raw = self.core.call("remove", &(i as u64))?;
-        decode_raw(&r)
+        self.core.call_with("remove", &(i as u64), decode_one)
     }
 
     /// Removes every item.

@@ -12,10 +12,11 @@ pub(crate) mod namespace;
 pub(crate) mod queue;
 pub(crate) mod sync;
 
+use super::collect::encode_collecting;
 use super::fault::BuiltinError;
-use super::proxy::{encode_collecting, Endpoint};
+use super::proxy::{Endpoint, ProxyCore};
 use super::registry::{CallCx, Fail, ObjRef, Object, Out, Stored};
-use super::wire::{Raw, Value};
+use super::wire::{Raw, RawRef, Value, ValueRef};
 use crate::codec;
 use crate::error::Result;
 use serde::de::DeserializeOwned;
@@ -76,12 +77,17 @@ pub(crate) fn args<T: DeserializeOwned>(b: &[u8]) -> std::result::Result<T, Fail
     codec::decode(b).map_err(|e| Fail::Remote(format!("bad arguments: {e}")))
 }
 
+/// Decodes a method's arguments in place: byte strings ([`RawRef`](super::wire::RawRef))
+/// and strings borrow from the request.
+pub(crate) fn args_in<'a, T: Deserialize<'a>>(b: &'a [u8]) -> std::result::Result<T, Fail> {
+    codec::decode_borrowed(b)
+        .map(|(v, _)| v)
+        .map_err(|e| Fail::Remote(format!("bad arguments: {e}")))
+}
+
 /// Encodes a method's result.
 pub(crate) fn ok<T: Serialize + ?Sized>(v: &T) -> std::result::Result<Out, Fail> {
-    Ok(Out {
-        bytes: codec::encode(v)?,
-        refs: Vec::new(),
-    })
+    Out::encode(v, Vec::new())
 }
 
 /// Encodes a result that carries stored values (and their references).
@@ -89,10 +95,7 @@ pub(crate) fn ok_with<T: Serialize + ?Sized>(
     v: &T,
     refs: Vec<ObjRef>,
 ) -> std::result::Result<Out, Fail> {
-    Ok(Out {
-        bytes: codec::encode(v)?,
-        refs,
-    })
+    Out::encode(v, refs)
 }
 
 /// A builtin's own failure.
@@ -108,20 +111,48 @@ pub(crate) fn unknown(typeid: &str, method: &str) -> Fail {
 }
 
 impl CallCx<'_> {
-    /// Turns a received value into a stored one, holding its references.
-    pub(crate) fn store(&self, v: Value) -> std::result::Result<Stored, Fail> {
+    /// Turns a received value (read in place) into a stored one, holding
+    /// its references.
+    pub(crate) fn store(&self, v: ValueRef<'_>) -> std::result::Result<Stored, Fail> {
         let refs = self.resolve(&v.refs).map_err(Fail::Remote)?;
         Ok(Stored {
-            bytes: v.bytes.0,
+            bytes: v.bytes.0.to_vec(),
             refs,
         })
     }
 }
 
-/// A stored value going back: its bytes, and its references added to `refs`.
-pub(crate) fn give(s: &Stored, refs: &mut Vec<ObjRef>) -> Raw {
+impl CallCx<'_> {
+    /// Overwrites the stored value `slot` with the received `v` (read in
+    /// place), in its own buffer; returns the references the old value
+    /// held (to drop outside the container's lock).
+    pub(crate) fn store_over(
+        &self,
+        slot: &mut Stored,
+        v: ValueRef<'_>,
+    ) -> std::result::Result<Vec<ObjRef>, Fail> {
+        let refs = self.resolve(&v.refs).map_err(Fail::Remote)?;
+        refill(&mut slot.bytes, v.bytes.0);
+        Ok(std::mem::replace(&mut slot.refs, refs))
+    }
+}
+
+/// Overwrites a stored value's buffer with `new`, reusing its memory unless
+/// it is much larger than needed (a value that shrank should not pin it).
+pub(crate) fn refill(buf: &mut Vec<u8>, new: &[u8]) {
+    if buf.capacity() > 2 * new.len() + 64 {
+        *buf = new.to_vec();
+    } else {
+        buf.clear();
+        buf.extend_from_slice(new);
+    }
+}
+
+/// A stored value going back: its bytes, encoded from where they are, and
+/// its references added to `refs`.
+pub(crate) fn give<'a>(s: &'a Stored, refs: &mut Vec<ObjRef>) -> RawRef<'a> {
     refs.extend(s.refs.iter().cloned());
-    Raw(s.bytes.clone())
+    RawRef(&s.bytes)
 }
 
 /// A stored value leaving its container.
@@ -142,9 +173,38 @@ pub(crate) fn value_of<T: Serialize + ?Sized>(endpoint: &Endpoint, v: &T) -> Res
     })
 }
 
-/// Decodes a stored value handed back by the server.
-pub(crate) fn decode_raw<T: DeserializeOwned>(r: &Raw) -> Result<T> {
-    codec::decode(&r.0)
+/// Encodes `v` into `core`'s value buffer, with the proxies it holds, and
+/// runs `f` (which makes the call) with it: no buffer of its own per call.
+pub(crate) fn with_value<T: Serialize + ?Sized, R>(
+    core: &ProxyCore,
+    v: &T,
+    f: impl FnOnce(ValueRef<'_>) -> Result<R>,
+) -> Result<R> {
+    core.with_value_bufs(|_, vb| {
+        let refs = encode_collecting(&core.token().endpoint.address, v, vb)?;
+        f(ValueRef {
+            bytes: RawRef(vb),
+            refs,
+        })
+    })
+}
+
+/// Decodes, in place, an answer that is one stored value.
+pub(crate) fn decode_one<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    let (r, _) = codec::decode_borrowed::<RawRef<'_>>(b)?;
+    codec::decode(r.0)
+}
+
+/// Decodes, in place, an answer that is a stored value or none.
+pub(crate) fn decode_opt<T: DeserializeOwned>(b: &[u8]) -> Result<Option<T>> {
+    let (r, _) = codec::decode_borrowed::<Option<RawRef<'_>>>(b)?;
+    r.map(|r| codec::decode(r.0)).transpose()
+}
+
+/// Decodes, in place, an answer that is a list of stored values.
+pub(crate) fn decode_all<T: DeserializeOwned>(b: &[u8]) -> Result<Vec<T>> {
+    let (rs, _) = codec::decode_borrowed::<Vec<RawRef<'_>>>(b)?;
+    rs.iter().map(|r| codec::decode(r.0)).collect()
 }
 
 /// Declares a builtin proxy type: the struct, `Clone` (a new connection),

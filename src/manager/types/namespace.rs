@@ -1,10 +1,12 @@
 //! `Namespace` (attributes by name) and `Value` (one shared cell):
 //! Python's `Manager().Namespace()` and `Manager().Value()`.
 
-use super::{args, builtin_proxy, decode_raw, give, ok, ok_with, unknown, value_of};
+use super::{
+    args, args_in, builtin_proxy, decode_one, decode_opt, give, ok, ok_with, unknown, with_value,
+};
 use crate::error::Result;
 use crate::manager::registry::{CallCx, Fail, Object, Out, Stored};
-use crate::manager::wire::{Raw, Value};
+use crate::manager::wire::{Raw, ValueRef};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -30,21 +32,26 @@ impl Object for NamespaceObj {
         let mut refs = Vec::new();
         match method {
             "get" => {
-                let name: String = args(a)?;
-                let v = m.get(&name).map(|s| give(s, &mut refs));
+                let name: &str = args_in(a)?;
+                let v = m.get(name).map(|s| give(s, &mut refs));
                 ok_with(&v, refs)
             }
             "set" => {
-                let (name, v): (String, Value) = args(a)?;
-                let s = cx.store(v)?;
-                let old = m.insert(name, s);
+                let (name, v): (&str, ValueRef<'_>) = args_in(a)?;
+                let old = match m.get_mut(name) {
+                    Some(slot) => cx.store_over(slot, v)?,
+                    None => {
+                        m.insert(name.to_string(), cx.store(v)?);
+                        Vec::new()
+                    }
+                };
                 drop(m);
                 drop(old);
                 ok(&())
             }
             "remove" => {
-                let name: String = args(a)?;
-                let old = m.remove(&name);
+                let name: &str = args_in(a)?;
+                let old = m.remove(name);
                 drop(m);
                 ok(&old.is_some())
             }
@@ -78,8 +85,7 @@ impl NamespaceProxy {
     /// Sets attribute `name` (Python's `ns.name = v`).
     #[doc(alias = "__setattr__")]
     pub fn set<T: Serialize + ?Sized>(&self, name: &str, v: &T) -> Result<()> {
-        let value = value_of(&self.core.token().endpoint, v)?;
-        self.core.call("set", &(name, value))
+        with_value(&self.core, v, |value| self.core.call("set", &(name, value)))
     }
 
     /// Attribute `name` decoded as a `T`, or `None` if it is not set.
@@ -89,8 +95,7 @@ impl NamespaceProxy {
     /// [`Error::Codec`](crate::Error::Codec) or decode to garbage.
     #[doc(alias = "__getattr__")]
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let r: Option<Raw> = self.core.call("get", &name)?;
-        r.as_ref().map(decode_raw).transpose()
+        self.core.call_with("get", &name, decode_opt)
     }
 
     /// Removes attribute `name`; `true` if it was set (Python's `del ns.name`).
@@ -129,8 +134,8 @@ impl Object for ValueObj {
                 ok_with(&r, refs)
             }
             "set" => {
-                let v: Value = args(a)?;
-                let old = std::mem::replace(&mut *c, cx.store(v)?);
+                let v: ValueRef<'_> = args_in(a)?;
+                let old = cx.store_over(&mut c, v)?;
                 drop(c);
                 drop(old);
                 ok(&())
@@ -160,13 +165,11 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// The value (Python's `v.value`).
     #[doc(alias = "value")]
     pub fn get(&self) -> Result<T> {
-        let r: Raw = self.core.call("get", &())?;
-        decode_raw(&r)
+        self.core.call_with("get", &(), decode_one)
     }
 
     /// Replaces the value (Python's `v.value = x`).
     pub fn set(&self, v: T) -> Result<()> {
-        let value = value_of(&self.core.token().endpoint, &v)?;
-        self.core.call("set", &value)
+        with_value(&self.core, &v, |value| self.core.call("set", &value))
     }
 }

@@ -39,7 +39,7 @@ mod proxy;
 
 pub use proxy::{JoinableQueueProxy, QueueProxy};
 
-use super::{args, err, ok, unknown, Wait};
+use super::{args, args_in, err, ok, unknown, Wait};
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff};
 use crate::manager::fault::BuiltinError;
@@ -47,7 +47,7 @@ use crate::manager::proxy::WireAddr;
 use crate::manager::registry::{
     CallCx, ConnId, Fail, ObjRef, Object, Out, Registry, LIVENESS_SLICE,
 };
-use crate::manager::wire::{Raw, Value};
+use crate::manager::wire::{Raw, ValueRef};
 use crate::queue::flavor::{Joinable, Plain};
 use crate::queue::{Builder, GenericQueue};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -207,7 +207,7 @@ impl QueueObj {
         }
     }
 
-    fn put(&self, cx: &CallCx<'_>, v: Value, wait: Wait) -> std::result::Result<Out, Fail> {
+    fn put(&self, cx: &CallCx<'_>, v: ValueRef<'_>, wait: Wait) -> std::result::Result<Out, Fail> {
         let refs = cx.resolve(&v.refs).map_err(Fail::Remote)?;
         // Left pending before the item is visible, so that a proxy that
         // takes and decodes it at once claims one of them.
@@ -221,7 +221,7 @@ impl QueueObj {
         let put = sliced_for(
             cx,
             wait,
-            |d| with_shm!(&self.shm, q => q.put_encoded(&v.bytes.0, d)),
+            |d| with_shm!(&self.shm, q => q.put_encoded(v.bytes.0, d)),
         );
         if let Err(f) = put {
             // Not queued: take the references back (one each).
@@ -269,7 +269,7 @@ impl Object for QueueObj {
         let shm = &self.shm;
         match method {
             "put" => {
-                let (v, wait): (Value, Wait) = args(a)?;
+                let (v, wait): (ValueRef<'_>, Wait) = args_in(a)?;
                 self.put(cx, v, wait)
             }
             "get" => {

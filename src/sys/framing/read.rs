@@ -49,9 +49,9 @@ pub(crate) struct FrameReader {
     pos: u64,
     /// A large payload in progress; the read-ahead is empty meanwhile.
     large: Option<Large>,
-    /// The frame yielded last was large (its own buffer): the next one
-    /// probably is too, see [`FrameReader::scatter`].
-    last_own: bool,
+    /// The length of the frame yielded last if it was large (its own
+    /// buffer): the next one probably is too, see [`FrameReader::scatter`].
+    last_own: Option<usize>,
 }
 
 /// Why the stream ended in the middle of a frame.
@@ -124,7 +124,7 @@ impl FrameReader {
             end: 0,
             pos: 0,
             large: None,
-            last_own: false,
+            last_own: None,
         }
     }
 
@@ -136,6 +136,19 @@ impl FrameReader {
     /// Whether a frame is partly or wholly received.
     pub(crate) fn holds_data(&self) -> bool {
         self.end > self.start || self.large.is_some()
+    }
+
+    /// The length of the large frame yielded last, if the next read will
+    /// be a scatter read given a buffer of at least the reader's
+    /// `direct_min` bytes (nothing is buffered): the size to offer it, since
+    /// large frames tend to follow each other at one size. `None` when the
+    /// next read goes to the read-ahead whatever the buffer.
+    pub(crate) fn scatter_hint(&self) -> Option<usize> {
+        if self.start == self.end && self.large.is_none() {
+            self.last_own.map(|n| n.max(self.direct_min))
+        } else {
+            None
+        }
     }
 
     /// Every byte received so far.
@@ -231,7 +244,7 @@ impl FrameReader {
             if let Some(l) = &self.large {
                 if l.data.len() == l.len {
                     let l = self.large.take().expect("checked");
-                    self.last_own = true;
+                    self.last_own = Some(l.len);
                     return Ok(Some(Frame::Own(l.data)));
                 }
                 before_read()?;
@@ -250,7 +263,7 @@ impl FrameReader {
                     if avail >= total {
                         let s = self.start + header_len;
                         self.start += total;
-                        self.last_own = false;
+                        self.last_own = None;
                         return Ok(Some(Frame::Buffered(s..s + plen)));
                     }
                     if self.is_large(header_len, plen) {
@@ -265,7 +278,7 @@ impl FrameReader {
                     if avail == 0 {
                         self.start = 0;
                         self.end = 0;
-                        if self.last_own && reuse.capacity() >= self.direct_min.max(1) {
+                        if self.last_own.is_some() && reuse.capacity() >= self.direct_min.max(1) {
                             before_read()?;
                             match self.scatter(src, max, reuse, on_fd)? {
                                 Step::Frame(f) => return Ok(Some(f)),

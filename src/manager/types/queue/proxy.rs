@@ -2,7 +2,7 @@
 //! [`JoinableQueueProxy`], which map the queue's shared memory when they
 //! can and call the server otherwise (see the [parent module](super)).
 
-use super::super::{builtin_proxy, decode_raw, value_of, Wait};
+use super::super::{builtin_proxy, decode_all, decode_opt, with_value, Wait};
 use super::MAX_SHARE_FDS;
 use crate::error::{Error, Result};
 use crate::handoff::{Handoff, Importer};
@@ -153,30 +153,35 @@ macro_rules! queue_methods {
             }
 
             fn put_wait(&self, v: &T, wait: Wait) -> Result<()> {
-                let value = value_of(&self.core.token().endpoint, v)?;
-                if let Some(q) = self.shm() {
-                    // A value holding proxies goes through the server,
-                    // which keeps their objects alive while it is queued.
-                    if value.refs.is_empty() {
-                        return sliced(&self.core, wait, |d| q.put_encoded(&value.bytes.0, d));
+                with_value(&self.core, v, |value| {
+                    if let Some(q) = self.shm() {
+                        // A value holding proxies goes through the server,
+                        // which keeps their objects alive while it is queued.
+                        if value.refs.is_empty() {
+                            return sliced(&self.core, wait, |d| q.put_encoded(value.bytes.0, d));
+                        }
                     }
-                }
-                if matches!(wait, Wait::Block) && self.unbounded.get() == Some(true) {
-                    // Cannot block or fail: pipelined (see `put`).
-                    return self.core.post("put", &(value, wait));
-                }
-                let unbounded: bool = self.core.call("put", &(value, wait))?;
-                self.unbounded.set(Some(unbounded));
-                Ok(())
+                    // Cannot block or fail: pipelined (see `put`). Not with
+                    // proxies inside: their objects must be in the queue
+                    // before this call returns and the caller drops them.
+                    if matches!(wait, Wait::Block)
+                        && self.unbounded.get() == Some(true)
+                        && value.refs.is_empty()
+                    {
+                        return self.core.post("put", &(value, wait));
+                    }
+                    let unbounded: bool = self.core.call("put", &(value, wait))?;
+                    self.unbounded.set(Some(unbounded));
+                    Ok(())
+                })
             }
 
             fn get_wait(&self, wait: Wait) -> Result<T> {
                 if let Some(q) = self.shm() {
                     return sliced(&self.core, wait, |d| q.get_deadline(d));
                 }
-                let r: Option<Raw> = self.core.call("get", &wait)?;
-                match r {
-                    Some(r) => decode_raw(&r),
+                match self.core.call_with("get", &wait, decode_opt)? {
+                    Some(v) => Ok(v),
                     None => Err(crate::Error::Empty),
                 }
             }
@@ -264,8 +269,9 @@ macro_rules! queue_methods {
 
             fn get_many_wait(&self, max: usize, wait: Wait) -> Result<Vec<T>> {
                 let Some(q) = self.shm() else {
-                    let r: Vec<Raw> = self.core.call("get_many", &(max as u64, wait))?;
-                    return r.iter().map(decode_raw).collect();
+                    return self
+                        .core
+                        .call_with("get_many", &(max as u64, wait), decode_all);
                 };
                 let mut out = vec![sliced(&self.core, wait, |d| q.get_deadline(d))?];
                 while out.len() < max {

@@ -132,7 +132,7 @@ impl FrameReader {
             // Whole: what follows it belongs to the next frames.
             self.put_back(&[&reuse[plen..]], in_tail);
             reuse.truncate(plen);
-            self.last_own = true;
+            self.last_own = Some(plen);
             return Ok(Step::Frame(Frame::Own(std::mem::take(reuse))));
         }
         // `reuse` was too short (so it is full): the rest of the payload
@@ -144,7 +144,7 @@ impl FrameReader {
         self.start = take;
         self.end = in_tail;
         if data.len() == plen {
-            self.last_own = true;
+            self.last_own = Some(plen);
             return Ok(Step::Frame(Frame::Own(data)));
         }
         self.large = Some(Large { data, len: plen });
@@ -227,13 +227,15 @@ mod tests {
     }
 
     /// Everything `r` yields now, reading as the pool does (non-blocking,
-    /// each large payload's buffer reused for the next read).
+    /// each large payload's buffer reused for the next read), or, if
+    /// `hinted`, as `Connection::recv_bytes` does (a fresh buffer of the
+    /// size [`FrameReader::scatter_hint`] gives for each frame, the yielded
+    /// one kept by the caller).
     fn drain(
         r: &mut FrameReader,
-        kind: Kind,
-        fd: BorrowedFd<'_>,
+        (kind, fd): (Kind, BorrowedFd<'_>),
         max: u64,
-        reuse: &mut Vec<u8>,
+        (reuse, hinted): (&mut Vec<u8>, bool),
         got: &mut Vec<Vec<u8>>,
     ) -> Result<()> {
         let src = Source {
@@ -241,13 +243,20 @@ mod tests {
             kind,
             nonblocking: true,
         };
-        while let Some(f) = r.next(src, max, reuse, &mut || Ok(()), &mut |_, _| {})? {
+        loop {
+            if hinted {
+                *reuse = Vec::with_capacity(r.scatter_hint().unwrap_or(0));
+            }
+            let Some(f) = r.next(src, max, reuse, &mut || Ok(()), &mut |_, _| {})? else {
+                return Ok(());
+            };
             got.push(r.payload(&f).to_vec());
             if let Frame::Own(v) = f {
-                *reuse = v;
+                if !hinted {
+                    *reuse = v;
+                }
             }
         }
-        Ok(())
     }
 
     /// Writes `bytes` in pieces of `chunks` (cycled; 0 is "to the next of
@@ -258,8 +267,9 @@ mod tests {
         kind: Kind,
         (bytes, bounds): (&[u8], &[usize]),
         chunks: &[usize],
-        reuse: &mut Vec<u8>,
+        reuse: (&mut Vec<u8>, bool),
     ) -> (Vec<Vec<u8>>, Result<()>) {
+        let (reuse, hinted) = reuse;
         let (a, b) = pair(kind);
         let mut got = Vec::new();
         let mut sent = 0;
@@ -277,12 +287,12 @@ mod tests {
             };
             let end = to.min(bytes.len());
             sent += write_some(kind, b.as_fd(), &bytes[sent..end]);
-            if let Err(e) = drain(r, kind, a.as_fd(), 1 << 20, reuse, &mut got) {
+            if let Err(e) = drain(r, (kind, a.as_fd()), 1 << 20, (reuse, hinted), &mut got) {
                 return (got, Err(e));
             }
         }
         drop(b);
-        let end = drain(r, kind, a.as_fd(), 1 << 20, reuse, &mut got);
+        let end = drain(r, (kind, a.as_fd()), 1 << 20, (reuse, hinted), &mut got);
         (got, end)
     }
 
@@ -297,9 +307,10 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(96))]
 
         /// Random frames (small and large, short and long headers), written
-        /// in random pieces (some ending with a frame), read non-blockingly through the scatter path
-        /// with a reused buffer of random size: exactly the frames sent, in
-        /// order, then the clean end of the stream.
+        /// in random pieces (some ending with a frame), read non-blockingly
+        /// through the scatter path with a reused buffer of random size, or
+        /// a fresh one of the hinted size for each frame: exactly the frames
+        /// sent, in order, then the clean end of the stream.
         #[test]
         fn scatter_reads_yield_exactly_the_frames_sent(
             frames in frames(),
@@ -307,6 +318,7 @@ mod tests {
                 prop_oneof![Just(0usize), 1usize..6, 6usize..80, 80usize..4000], 1..6),
             reuse_cap in prop_oneof![Just(0usize), 16usize..64, 64usize..5000],
             pipe in any::<bool>(),
+            hinted in any::<bool>(),
         ) {
             let kind = if pipe { Kind::Pipe } else { Kind::Socket };
             let (bytes, bounds) = encode_bounds(&frames);
@@ -314,7 +326,8 @@ mod tests {
             // bytes and more are large.
             let mut r = FrameReader::new(64, 16);
             let mut reuse = Vec::with_capacity(reuse_cap);
-            let (got, end) = feed(&mut r, kind, (&bytes, &bounds), &chunks, &mut reuse);
+            let (got, end) =
+                feed(&mut r, kind, (&bytes, &bounds), &chunks, (&mut reuse, hinted));
             prop_assert!(matches!(end, Err(Error::Closed)), "{end:?}");
             let want: Vec<Vec<u8>> = frames.into_iter().map(|(p, _)| p).collect();
             prop_assert_eq!(got, want);
@@ -339,7 +352,7 @@ mod tests {
         let mut bytes = prime();
         let first = bytes.len();
         bytes.extend(encode(frames));
-        let (mut got, end) = feed(r, kind, (&bytes, &[]), &[first, usize::MAX], reuse);
+        let (mut got, end) = feed(r, kind, (&bytes, &[]), &[first, usize::MAX], (reuse, false));
         assert!(matches!(end, Err(Error::Closed)), "{end:?}");
         assert_eq!(got.first(), Some(&vec![9; 100]));
         got.remove(0);
@@ -398,13 +411,14 @@ mod tests {
         };
         send(&prime());
         let mut got = Vec::new();
-        drain(&mut r, Kind::Socket, a.as_fd(), 1000, &mut reuse, &mut got).unwrap();
+        let src = (Kind::Socket, a.as_fd());
+        drain(&mut r, src, 1000, (&mut reuse, false), &mut got).unwrap();
         assert_eq!(got.len(), 1);
         let cap = reuse.capacity();
         let mut bytes = vec![0x7f, 0xff, 0xff, 0xff];
         bytes.extend_from_slice(&[5; 3000]);
         send(&bytes);
-        let e = drain(&mut r, Kind::Socket, a.as_fd(), 1000, &mut reuse, &mut got).unwrap_err();
+        let e = drain(&mut r, src, 1000, (&mut reuse, false), &mut got).unwrap_err();
         assert!(
             matches!(
                 e,

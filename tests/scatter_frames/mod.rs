@@ -1,0 +1,40 @@
+//! Frames and messages shared by the scatter-read tests
+//! (`connection_scatter.rs`, `connection_scatter_recv.rs`).
+#![allow(dead_code)]
+
+use multiproc::connection::Connection;
+use proptest::prelude::*;
+use std::os::unix::net::UnixStream;
+
+/// A connection and the raw socket at its other end.
+pub fn pair() -> (Connection, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    (Connection::from_socket(a.into()), b)
+}
+
+pub fn frame(p: &[u8]) -> Vec<u8> {
+    let mut v = (p.len() as i32).to_be_bytes().to_vec();
+    v.extend_from_slice(p);
+    v
+}
+
+/// The 12-byte header CPython uses past 2 GiB (valid for any length).
+pub fn long_frame(p: &[u8]) -> Vec<u8> {
+    let mut v = (-1i32).to_be_bytes().to_vec();
+    v.extend_from_slice(&(p.len() as u64).to_be_bytes());
+    v.extend_from_slice(p);
+    v
+}
+
+pub fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+pub fn message() -> impl Strategy<Value = (usize, bool)> {
+    (
+        prop_oneof![0usize..40, 40usize..9_000, 9_000usize..90_000],
+        prop::bool::weighted(0.2),
+    )
+}
