@@ -5,8 +5,9 @@
 use super::custom::{factory, Managed, TypeList};
 use super::fault::reply_into_answer;
 use super::fault::Answer;
-use super::proxy::{Endpoint, ProxyCore, WireAddr};
+use super::proxy::ProxyCore;
 use super::server::{Server, CONN_THREAD_PREFIX};
+use super::token::{Endpoint, WireAddr};
 use super::types::sync::ConditionLock;
 use super::wire::{Raw, Reply, Request};
 use super::{

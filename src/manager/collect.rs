@@ -3,7 +3,7 @@
 //! travels in the request's `refs`, so the server keeps its object alive
 //! while the value is stored (see the [wire](super::wire) docs).
 
-use super::proxy::{Token, WireAddr};
+use super::token::{Token, WireAddr};
 use super::wire::ObjId;
 use crate::codec;
 use crate::error::Result;
@@ -92,7 +92,7 @@ pub(super) fn collect(token: &Token) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::proxy::Endpoint;
+    use super::super::token::Endpoint;
     use super::*;
     use std::sync::Arc;
 

@@ -3,8 +3,8 @@
 //! lives in the server; its proxy has the same methods.
 
 use super::collect::encode_collecting;
-use super::proxy::WireAddr;
 use super::registry::{CallCx, Fail, Object, Out};
+use super::token::WireAddr;
 use super::Proxy;
 use crate::codec;
 use serde::de::DeserializeOwned;

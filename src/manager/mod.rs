@@ -128,6 +128,7 @@ mod registry;
 mod remote;
 mod scratch;
 mod server;
+mod token;
 mod types;
 mod wire;
 

@@ -19,7 +19,7 @@
 //! An [`Object`] is called with a [`CallCx`]: what a method sees of its
 //! caller (its connection, the server's objects, the server's address).
 
-use super::proxy::WireAddr;
+use super::token::WireAddr;
 use super::wire::ObjId;
 use crate::connection::Connection;
 use std::any::Any;

@@ -1,8 +1,8 @@
 //! Serving in this process (Python's `manager.get_server().serve_forever()`),
 //! for a program whose job is to be a remote manager.
 
-use super::proxy::WireAddr;
 use super::server::Server;
+use super::token::WireAddr;
 use super::Manager;
 use crate::connection::{Address, Listener};
 use crate::error::{Error, Result};

@@ -9,8 +9,8 @@
 
 use super::fault::BuiltinError;
 use super::link::Link;
-use super::proxy::WireAddr;
 use super::registry::{resolve, CallCx, ConnId, Fail, ObjRef, Out, Registry};
+use super::token::WireAddr;
 use super::types;
 use super::wire::{ObjId, Raw, Reply, Request, Value};
 use crate::connection::{Client, Listener};

@@ -30,7 +30,7 @@
 //! map, tolerates a peer dying mid-operation, and grows without anyone
 //! resizing a shared file (crossbeam's and Vyukov's queues are in-process;
 //! `ipc-channel` and pipes copy through the kernel and need a feeder to be
-//! unbounded) — hence this hand-written one, in `ring.rs` and `spill.rs`:
+//! unbounded) — hence this hand-written one, in `ring/` and `spill.rs`:
 //!
 //! - **Slots with sequence numbers** (after Dmitry Vyukov's bounded MPMC
 //!   queue): `cap` slots, each with a 64-byte cell holding a sequence word

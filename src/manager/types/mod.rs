@@ -14,8 +14,9 @@ pub(crate) mod sync;
 
 use super::collect::encode_collecting;
 use super::fault::BuiltinError;
-use super::proxy::{Endpoint, ProxyCore};
+use super::proxy::ProxyCore;
 use super::registry::{CallCx, Fail, ObjRef, Object, Out, Stored};
+use super::token::Endpoint;
 use super::wire::{Raw, RawRef, Value, ValueRef};
 use crate::codec;
 use crate::error::Result;

@@ -43,10 +43,10 @@ use super::{args, args_in, err, ok, unknown, Wait};
 use crate::error::{Error, Result};
 use crate::handoff::{Exporter, Handoff};
 use crate::manager::fault::BuiltinError;
-use crate::manager::proxy::WireAddr;
 use crate::manager::registry::{
     CallCx, ConnId, Fail, ObjRef, Object, Out, Registry, LIVENESS_SLICE,
 };
+use crate::manager::token::WireAddr;
 use crate::manager::wire::{Raw, ValueRef};
 use crate::queue::flavor::{Joinable, Plain};
 use crate::queue::{Builder, GenericQueue};
