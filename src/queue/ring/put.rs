@@ -140,7 +140,15 @@ impl Ring {
         self.wake(&h.not_empty.0);
     }
 
+    /// A put that claimed nothing gives back what it counted first.
     fn unreserve(&self) {
+        self.uncount();
+        self.wake(&self.header().not_full.0);
+    }
+
+    /// Undoes a producer's counts made before claiming: one item against
+    /// `maxsize`, one unfinished task (waking joiners when that was the last).
+    pub(super) fn uncount(&self) {
         let h = self.header();
         if self.maxsize > 0 {
             h.items.0.fetch_sub(1, SeqCst);
@@ -153,7 +161,6 @@ impl Ring {
         {
             self.wake_joiners();
         }
-        self.wake(&h.not_full.0);
     }
 
     /// One attempt to claim `k` payload slots: returns (ticket, span).

@@ -96,17 +96,7 @@ impl Ring {
             // Undo what its producer counted before claiming. (If `taken`,
             // the reclaimer that died had done so already... or not: that
             // double fault may leave one count behind.)
-            if self.maxsize > 0 {
-                h.items.0.fetch_sub(1, SeqCst);
-            }
-            if self.joinable
-                && h.unfinished
-                    .0
-                    .fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1))
-                    == Ok(1)
-            {
-                self.wake_joiners();
-            }
+            self.uncount();
         }
         self.release(c, span);
         self.wake(&h.not_empty.0);
