@@ -9,7 +9,7 @@ mod scatter_frames;
 use multiproc::connection::{Connection, Pipe};
 use multiproc::Error;
 use proptest::prelude::*;
-use scatter_frames::{frame, long_frame, message, pair, payload};
+use scatter_frames::{frame, long_frame, message, oversized_start, pair, payload};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -144,19 +144,11 @@ fn an_oversized_length_is_refused_with_a_large_reused_buffer() {
         prime(&c, &mut w, &mut buf);
         let cap = buf.capacity();
         assert!(cap >= 1 << 20, "the buffer was reused");
-        let mut bytes = if long {
-            let mut h = (-1i32).to_be_bytes().to_vec();
-            h.extend_from_slice(&(1u64 << 40).to_be_bytes());
-            h
-        } else {
-            200_000i32.to_be_bytes().to_vec()
-        };
-        bytes.extend_from_slice(&[0xee; 30_000]);
+        let (bytes, want) = oversized_start(long);
         w.write_all(&bytes).unwrap();
         // Closed: a reader that accepted the length fails, not hangs.
         drop(w);
         let e = c.recv_bytes_into(&mut buf).unwrap_err();
-        let want = if long { 1 << 40 } else { 200_000 };
         assert!(
             matches!(e, Error::MessageTooLarge { len, max: 100_000 } if len == want),
             "{e:?}"

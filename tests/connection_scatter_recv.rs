@@ -11,7 +11,7 @@ mod scatter_frames;
 use multiproc::connection::{Connection, Pipe};
 use multiproc::Error;
 use proptest::prelude::*;
-use scatter_frames::{frame, long_frame, message, pair, payload};
+use scatter_frames::{frame, long_frame, message, oversized_start, pair, payload};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
@@ -256,19 +256,11 @@ fn an_oversized_length_after_a_large_message_allocates_nothing_of_its_size() {
             let (c, mut w) = pair();
             c.set_max_message_size(100_000);
             prime_fresh(&c, &mut w, typed);
-            let mut bytes = if long {
-                let mut h = (-1i32).to_be_bytes().to_vec();
-                h.extend_from_slice(&(1u64 << 40).to_be_bytes());
-                h
-            } else {
-                200_000i32.to_be_bytes().to_vec()
-            };
-            bytes.extend_from_slice(&[0xee; 30_000]);
+            let (bytes, want) = oversized_start(long);
             w.write_all(&bytes).unwrap();
             // Closed: a reader that accepted the length fails, not hangs.
             drop(w);
             let (e, largest) = largest_allocation(|| recv_next(&c, typed).unwrap_err());
-            let want = if long { 1 << 40 } else { 200_000 };
             assert!(
                 matches!(e, Error::MessageTooLarge { len, max: 100_000 } if len == want),
                 "{e:?}"

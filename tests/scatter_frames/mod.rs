@@ -26,6 +26,21 @@ pub fn long_frame(p: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A header announcing more than the tests' maximum (200,000 bytes, or
+/// 2^40 in the long form) followed by 30,000 bytes of it: the reader must
+/// refuse the length, not allocate it.
+pub fn oversized_start(long: bool) -> (Vec<u8>, u64) {
+    let (mut v, announced) = if long {
+        let mut h = (-1i32).to_be_bytes().to_vec();
+        h.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        (h, 1 << 40)
+    } else {
+        (200_000i32.to_be_bytes().to_vec(), 200_000)
+    };
+    v.extend_from_slice(&[0xee; 30_000]);
+    (v, announced)
+}
+
 pub fn payload(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
