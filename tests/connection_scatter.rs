@@ -9,7 +9,7 @@ mod scatter_frames;
 use multiproc::connection::{Connection, Pipe};
 use multiproc::Error;
 use proptest::prelude::*;
-use scatter_frames::{frame, long_frame, message, oversized_start, pair, payload};
+use scatter_frames::{frame, long_frame, message, oversized_start, pair, payload, write_in_pieces};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -215,7 +215,7 @@ proptest! {
             prop_oneof![1usize..16, 16usize..5_000, 5_000usize..120_000], 1..5),
         start_cap in prop_oneof![Just(0usize), 1usize..20_000, 20_000usize..200_000],
     ) {
-        let (c, mut w) = pair();
+        let (c, w) = pair();
         let msgs: Vec<(Vec<u8>, bool)> = msgs
             .iter()
             .enumerate()
@@ -225,17 +225,7 @@ proptest! {
             .iter()
             .flat_map(|(m, long)| if *long { long_frame(m) } else { frame(m) })
             .collect();
-        let t = std::thread::spawn(move || {
-            let mut at = 0;
-            for &n in pieces.iter().cycle() {
-                if at == bytes.len() {
-                    break;
-                }
-                let end = (at + n).min(bytes.len());
-                w.write_all(&bytes[at..end]).unwrap();
-                at = end;
-            }
-        });
+        let t = write_in_pieces(w, bytes, pieces);
         let mut buf = Vec::with_capacity(start_cap);
         for (m, _) in &msgs {
             prop_assert_eq!(c.recv_bytes_into(&mut buf).unwrap(), m.len());

@@ -11,7 +11,7 @@ mod scatter_frames;
 use multiproc::connection::{Connection, Pipe};
 use multiproc::Error;
 use proptest::prelude::*;
-use scatter_frames::{frame, long_frame, message, oversized_start, pair, payload};
+use scatter_frames::{frame, long_frame, message, oversized_start, pair, payload, write_in_pieces};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write;
@@ -355,7 +355,7 @@ proptest! {
         pieces in prop::collection::vec(
             prop_oneof![1usize..16, 16usize..5_000, 5_000usize..120_000], 1..5),
     ) {
-        let (c, mut w) = pair();
+        let (c, w) = pair();
         let bytes: Vec<u8> = msgs
             .iter()
             .enumerate()
@@ -364,17 +364,7 @@ proptest! {
                 if long { long_frame(&p) } else { frame(&p) }
             })
             .collect();
-        let t = std::thread::spawn(move || {
-            let mut at = 0;
-            for &n in pieces.iter().cycle() {
-                if at == bytes.len() {
-                    break;
-                }
-                let end = (at + n).min(bytes.len());
-                w.write_all(&bytes[at..end]).unwrap();
-                at = end;
-            }
-        });
+        let t = write_in_pieces(w, bytes, pieces);
         for (i, &(api, (n, _))) in msgs.iter().enumerate() {
             expect(&c, api, n, i as u8);
         }

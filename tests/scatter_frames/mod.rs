@@ -4,6 +4,7 @@
 
 use multiproc::connection::Connection;
 use proptest::prelude::*;
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 
 /// A connection and the raw socket at its other end.
@@ -39,6 +40,25 @@ pub fn oversized_start(long: bool) -> (Vec<u8>, u64) {
     };
     v.extend_from_slice(&[0xee; 30_000]);
     (v, announced)
+}
+
+/// Writes `bytes` to `w` from another thread, cut into `pieces` (cycled).
+pub fn write_in_pieces(
+    mut w: UnixStream,
+    bytes: Vec<u8>,
+    pieces: Vec<usize>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut at = 0;
+        for &n in pieces.iter().cycle() {
+            if at == bytes.len() {
+                break;
+            }
+            let end = (at + n).min(bytes.len());
+            w.write_all(&bytes[at..end]).unwrap();
+            at = end;
+        }
+    })
 }
 
 pub fn payload(len: usize, seed: u8) -> Vec<u8> {
