@@ -21,12 +21,19 @@ fn echo2(r: Connection, w: Connection) {
 }
 
 /// Per round: a count k, then k messages; acks the total bytes.
+/// For each round: a count `k` and how to receive (into one reused buffer,
+/// or `recv_bytes()`'s fresh vector each, as CPython's `recv_bytes`), then
+/// `k` byte messages; answers the byte total.
 fn sink(data: Connection, ack: Connection) {
     let mut buf = Vec::new();
-    while let Ok(Some(k)) = data.recv::<Option<u64>>() {
+    while let Ok(Some((k, fresh))) = data.recv::<Option<(u64, bool)>>() {
         let mut total = 0u64;
         for _ in 0..k {
-            total += data.recv_bytes_into(&mut buf).expect("recv_bytes_into") as u64;
+            total += if fresh {
+                data.recv_bytes().expect("recv_bytes").len()
+            } else {
+                data.recv_bytes_into(&mut buf).expect("recv_bytes_into")
+            } as u64;
         }
         ack.send(&total).expect("ack");
     }
@@ -125,9 +132,11 @@ pub fn run(b: &mut Bench) {
             };
             let name = format!("{label}_send_bytes_{sname}_MBps");
             let floor = format!("{floor_kind}_throughput_{sname}_writes_MBps");
-            b.record_vs_floor(&name, Unit::MBps, &floor, || {
+            let mut stream = |fresh: bool| {
                 let t0 = Instant::now();
-                data_parent.send(&Some(k as u64)).expect("send count");
+                data_parent
+                    .send(&Some((k as u64, fresh)))
+                    .expect("send count");
                 for _ in 0..k {
                     data_parent.send_bytes(&payload).expect("send_bytes");
                 }
@@ -135,9 +144,20 @@ pub fn run(b: &mut Bench) {
                 let dt = secs(t0);
                 assert_eq!(got, (k * size) as u64);
                 (k * size) as f64 / dt / 1e6
-            });
+            };
+            b.record_vs_floor(&name, Unit::MBps, &floor, || stream(false));
+            if duplex && size == 64 << 10 {
+                // The receiver as CPython's: a new buffer per message.
+                b.record_paired(
+                    "pipe_send_bytes_64k_fresh_MBps",
+                    Unit::MBps,
+                    &name,
+                    &floor,
+                    || stream(true),
+                );
+            }
         }
-        data_parent.send(&None::<u64>).expect("stop");
+        data_parent.send(&None::<(u64, bool)>).expect("stop");
         p.join().expect("join");
     }
 }

@@ -54,6 +54,10 @@ pub fn label(name: &str) -> String {
             "Pipe(duplex=False) round trip",
         ),
         ("pipe_send_bytes_64k_MBps", "send_bytes 64 KiB"),
+        (
+            "pipe_send_bytes_64k_fresh_MBps",
+            "same, received by recv_bytes()",
+        ),
         ("pipe_send_bytes_1m_MBps", "send_bytes 1 MiB"),
         (
             "pipe_simplex_send_bytes_64k_MBps",
