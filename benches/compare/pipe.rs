@@ -132,7 +132,7 @@ pub fn run(b: &mut Bench) {
             };
             let name = format!("{label}_send_bytes_{sname}_MBps");
             let floor = format!("{floor_kind}_throughput_{sname}_writes_MBps");
-            let mut stream = |fresh: bool| {
+            let stream = |fresh: bool| {
                 let t0 = Instant::now();
                 data_parent
                     .send(&Some((k as u64, fresh)))
