@@ -4,8 +4,10 @@
 use std::cell::RefCell;
 
 /// Buffers a proxy keeps between calls are dropped after one that grew
-/// them past this (one large value should not pin its memory).
-const KEEP_SCRATCH: usize = 1 << 20;
+/// them past this: a proxy keeps up to five, so one large value must not
+/// pin its size five times over in every proxy that saw it; and past 64 KiB
+/// an allocation costs little next to copying the bytes.
+const KEEP_SCRATCH: usize = 64 << 10;
 
 /// Runs `f` on the buffers in `cell`, cleared, or on fresh ones when they
 /// are in use already (a value's own serde code calling back into this
