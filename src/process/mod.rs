@@ -25,6 +25,7 @@ mod forkserver;
 mod helper;
 mod method;
 mod panics;
+mod reaper;
 mod registry;
 mod spawn;
 mod target;
@@ -488,7 +489,7 @@ impl<R> Drop for Process<R> {
         // Before `report` closes: the registry may watch it.
         registry::release(&self.shared);
         if self.shared.try_reap().is_none() {
-            registry::orphan(self.shared.clone());
+            reaper::orphan(self.shared.clone());
         }
     }
 }
