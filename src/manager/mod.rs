@@ -122,6 +122,7 @@ mod builder;
 mod collect;
 mod custom;
 mod fault;
+mod handle;
 mod link;
 mod proxy;
 mod registry;
@@ -132,11 +133,12 @@ mod token;
 mod types;
 mod wire;
 
-pub use builder::{Manager, ManagerBuilder, NoInit, ServerInit, WithInit};
+pub use builder::{ManagerBuilder, NoInit, ServerInit, WithInit};
 #[doc(hidden)]
 pub use custom::__private;
 pub use custom::{Managed, TypeList};
 pub use fault::CallError;
+pub use handle::Manager;
 pub use proxy::ProxyCore;
 pub use remote::ServerHandle;
 pub use types::barrier::BarrierProxy;
