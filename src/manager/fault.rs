@@ -1,23 +1,30 @@
 //! Errors of manager calls: a builtin object's own failures, a registered
 //! method's own `Err`, and how they travel.
 
-use super::wire::{Raw, Reply, ReplyRef};
+use super::wire::ReplyRef;
+use crate::codec;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// What the server answered to a call, before decoding.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    Ok(Vec<u8>),
-    Method(Vec<u8>),
-}
-
-/// [`Answer`] read in place from the received frame.
+/// What the server answered to a call, read in place from the received
+/// frame ([`answer_in`]), before decoding: the result, or the method's own
+/// error.
 #[derive(Debug)]
 pub(crate) enum AnswerRef<'a> {
     Ok(&'a [u8]),
     Method(&'a [u8]),
+}
+
+impl<'a> AnswerRef<'a> {
+    /// The result of a request that has no method error of its own
+    /// (create, attach, lookup, publish, the manager's control requests).
+    pub(crate) fn result(self) -> Result<&'a [u8]> {
+        match self {
+            AnswerRef::Ok(b) => Ok(b),
+            AnswerRef::Method(_) => Err(Error::Remote("unexpected answer".into())),
+        }
+    }
 }
 
 /// A builtin object's own failure, as it travels back to the proxy.
@@ -112,9 +119,11 @@ impl<E: fmt::Display> fmt::Display for CallError<E> {
 
 impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {}
 
-/// Reads an answer in place (see [`ReplyRef`]).
-pub(crate) fn reply_ref_into_answer(r: ReplyRef<'_>) -> Result<AnswerRef<'_>> {
-    match r {
+/// Reads a received answer frame in place (see [`ReplyRef`]); a failure
+/// the server reported instead of an answer is the error.
+pub(crate) fn answer_in(frame: &[u8]) -> Result<AnswerRef<'_>> {
+    let (reply, _) = codec::decode_borrowed::<ReplyRef<'_>>(frame)?;
+    match reply {
         ReplyRef::Ok(v) => Ok(AnswerRef::Ok(v.bytes.0)),
         ReplyRef::MethodError(b) => Ok(AnswerRef::Method(b.0)),
         ReplyRef::Remote(m) => Err(Error::Remote(m)),
@@ -127,13 +136,4 @@ fn deferred(m: String) -> Error {
         "a pipelined call of this proxy failed (it, the pipelined calls after it \
          and this call were not made): {m}"
     ))
-}
-
-pub(crate) fn reply_into_answer(r: Reply) -> Result<Answer> {
-    match r {
-        Reply::Ok(v) => Ok(Answer::Ok(v.bytes.0)),
-        Reply::MethodError(Raw(b)) => Ok(Answer::Method(b)),
-        Reply::Remote(m) => Err(Error::Remote(m)),
-        Reply::Deferred(m) => Err(deferred(m)),
-    }
 }

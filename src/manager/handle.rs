@@ -2,8 +2,7 @@
 //! objects there, publishes and looks them up, and shuts the server down.
 
 use super::custom::Managed;
-use super::fault::reply_into_answer;
-use super::fault::Answer;
+use super::fault::answer_in;
 use super::proxy::ProxyCore;
 use super::token::{Endpoint, WireAddr};
 use super::types::sync::ConditionLock;
@@ -94,10 +93,7 @@ impl Manager {
         let g = lock(&self.control);
         let conn = g.as_ref().ok_or(Error::Closed)?;
         conn.send_bytes(&codec::encode(req)?)?;
-        match reply_into_answer(conn.recv::<Reply>()?)? {
-            Answer::Ok(b) => codec::decode(&b),
-            Answer::Method(_) => Err(Error::Remote("unexpected answer".into())),
-        }
+        codec::decode(answer_in(&conn.recv_bytes()?)?.result()?)
     }
 
     /// How many objects the server holds (CPython's `_number_of_objects`,

@@ -30,7 +30,6 @@ use super::wire::{Reply, Request, FD_FRAME};
 use crate::codec;
 use crate::connection::{Connection, Pipe};
 use crate::error::{Error, Result};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
@@ -82,14 +81,14 @@ impl Link {
         self.tx().send(value)
     }
 
+    /// Receives one frame.
+    pub(crate) fn recv_bytes(&self) -> Result<Vec<u8>> {
+        self.rx().recv_bytes()
+    }
+
     /// Receives one frame into `buf`.
     pub(crate) fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.rx().recv_bytes_into(buf)
-    }
-
-    /// Receives and decodes one value.
-    pub(crate) fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.rx().recv()
     }
 
     /// Client side: when this thread may run on one CPU only, asks the

@@ -8,11 +8,11 @@
 //! the type system keeps the rule.
 
 use super::collect::{collect, encode_collecting};
-use super::fault::{reply_into_answer, reply_ref_into_answer, Answer, AnswerRef, BuiltinError};
+use super::fault::{answer_in, AnswerRef, BuiltinError};
 use super::link::Link;
 use super::scratch::with_scratch;
 use super::token::{Endpoint, Token, WireAddr};
-use super::wire::{ObjId, Reply, ReplyRef, Request};
+use super::wire::{ObjId, Request};
 use crate::codec;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -71,10 +71,8 @@ fn leave_pending(token: &Token) -> Result<()> {
     let mut buf = Vec::new();
     codec::encode_into(&Request::Pending { id: token.id }, &mut buf)?;
     conn.send_bytes(&buf)?;
-    match reply_into_answer(conn.recv::<Reply>()?)? {
-        Answer::Ok(_) => Ok(()),
-        Answer::Method(_) => Err(Error::Remote("unexpected answer".into())),
-    }
+    answer_in(&conn.recv_bytes()?)?.result()?;
+    Ok(())
 }
 
 /// The untyped heart of every proxy: a token and an own connection.
@@ -138,9 +136,9 @@ impl ProxyCore {
         codec::encode_into(&Request::Create { typeid, refs }, &mut buf)?;
         buf.extend_from_slice(&argbuf);
         conn.send_bytes(&buf)?;
-        let id: ObjId = match reply_into_answer(conn.recv::<Reply>()?)? {
-            Answer::Ok(b) => codec::decode(&b)?,
-            Answer::Method(e) => return Err(codec::decode::<BuiltinError>(&e)?.into()),
+        let id: ObjId = match answer_in(&conn.recv_bytes()?)? {
+            AnswerRef::Ok(b) => codec::decode(b)?,
+            AnswerRef::Method(e) => return Err(codec::decode::<BuiltinError>(e)?.into()),
         };
         Ok(ProxyCore::with_conn(
             Token {
@@ -158,17 +156,12 @@ impl ProxyCore {
         let mut buf = Vec::new();
         codec::encode_into(&Request::Attach { id: token.id }, &mut buf)?;
         conn.send_bytes(&buf)?;
-        match reply_into_answer(conn.recv::<Reply>()?)? {
-            Answer::Ok(b) => {
-                let typeid: String = codec::decode(&b)?;
-                if typeid != token.typeid {
-                    return Err(Error::Invalid(format!(
-                        "object {} is a {typeid}, not a {}",
-                        token.id, token.typeid
-                    )));
-                }
-            }
-            Answer::Method(_) => return Err(Error::Remote("unexpected answer".into())),
+        let typeid: String = codec::decode(answer_in(&conn.recv_bytes()?)?.result()?)?;
+        if typeid != token.typeid {
+            return Err(Error::Invalid(format!(
+                "object {} is a {typeid}, not a {}",
+                token.id, token.typeid
+            )));
         }
         Ok(ProxyCore::with_conn(token, conn))
     }
@@ -179,10 +172,8 @@ impl ProxyCore {
         let mut buf = Vec::new();
         codec::encode_into(&Request::Lookup { name }, &mut buf)?;
         conn.send_bytes(&buf)?;
-        let (id, typeid): (ObjId, String) = match reply_into_answer(conn.recv::<Reply>()?)? {
-            Answer::Ok(b) => codec::decode(&b)?,
-            Answer::Method(_) => return Err(Error::Remote("unexpected answer".into())),
-        };
+        let (id, typeid): (ObjId, String) =
+            codec::decode(answer_in(&conn.recv_bytes()?)?.result()?)?;
         Ok(ProxyCore::with_conn(
             Token {
                 endpoint: endpoint.clone(),
@@ -257,8 +248,7 @@ impl ProxyCore {
             let got = conn.recv_bytes_into(buf);
             self.posted.set(false);
             got?;
-            let (reply, _) = codec::decode_borrowed::<ReplyRef<'_>>(buf)?;
-            f(reply_ref_into_answer(reply)?)
+            f(answer_in(buf)?)
         })
     }
 
@@ -341,9 +331,9 @@ impl ProxyCore {
         self.flush()?;
         self.send_call(method, args, false)?;
         let (bytes, fds) = self.conn()?.recv_with_fds(max_fds)?;
-        match reply_into_answer(codec::decode::<Reply>(&bytes)?)? {
-            Answer::Ok(b) => Ok((codec::decode(&b)?, fds)),
-            Answer::Method(e) => Err(codec::decode::<BuiltinError>(&e)?.into()),
+        match answer_in(&bytes)? {
+            AnswerRef::Ok(b) => Ok((codec::decode(b)?, fds)),
+            AnswerRef::Method(e) => Err(codec::decode::<BuiltinError>(e)?.into()),
         }
     }
 
@@ -417,10 +407,8 @@ impl ProxyCore {
             name,
             id: self.token.id,
         })?)?;
-        match reply_into_answer(conn.recv::<Reply>()?)? {
-            Answer::Ok(_) => Ok(()),
-            Answer::Method(_) => Err(Error::Remote("unexpected answer".into())),
-        }
+        answer_in(&conn.recv_bytes()?)?.result()?;
+        Ok(())
     }
 
     /// A new handle to the same object, with its own connection.
